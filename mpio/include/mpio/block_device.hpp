@@ -1,0 +1,57 @@
+// The boundary between the NBD bridge (a client of block I/O) and the iSCSI side (a provider).
+// Pure C++: no Asio here, so the NBD protocol code and its tests never see the network stack.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <span>
+#include <string>
+#include <system_error>
+
+namespace mpio {
+
+// What the bridge needs to know about the LUN to advertise an export (NBD spec: export size,
+// transmission flags, NBD_INFO_BLOCK_SIZE). Filled from READ CAPACITY and the INQUIRY VPD pages.
+struct DeviceInfo {
+  std::string wwid;         // from VPD 0x83 (else 0x80): the device's identity
+  std::string vendor;       // INQUIRY T10 vendor identification, trimmed
+  std::string product;      // INQUIRY product identification, trimmed
+  uint64_t size_bytes = 0;  // (RETURNED LOGICAL BLOCK ADDRESS + 1) * block length
+  uint32_t logical_block_size = 512;
+  uint32_t physical_block_size = 512;   // logical << LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT
+  uint32_t optimal_transfer_bytes = 0;  // VPD 0xB0 OPTIMAL TRANSFER LENGTH, 0 = not reported
+  uint32_t max_transfer_bytes = 0;      // largest request the bridge should accept (VPD 0xB0 and our own cap)
+  bool read_only = false;               // MODE SENSE WP or a read-only target
+  bool supports_fua = true;             // FUA bit on WRITE(16)
+  bool supports_trim = false;           // UNMAP: VPD 0xB2 LBPU and VPD 0xB0 MAXIMUM UNMAP LBA COUNT > 0
+  bool supports_write_zeroes = false;   // WRITE SAME(16): VPD 0xB0 MAXIMUM WRITE SAME LENGTH or LBPWS
+  bool write_zeroes_may_unmap = false;  // WRITE SAME(16) with UNMAP=1 allowed (VPD 0xB2 LBPWS)
+};
+
+enum class IoOp : uint8_t { read, write, flush, trim, write_zeroes };
+
+struct IoRequest {
+  IoOp op = IoOp::read;
+  uint64_t offset = 0;  // bytes; the bridge guarantees alignment to logical_block_size
+  uint64_t length = 0;  // bytes
+  bool fua = false;           // write: force unit access
+  bool may_unmap = false;     // write_zeroes: the client allows a hole (NBD: no NBD_CMD_FLAG_NO_HOLE)
+  // read: destination of `length` bytes; write: source of `length` bytes; empty otherwise.
+  // Owned by the submitter and valid until `done` runs.
+  std::span<std::byte> buffer;
+  // Invoked exactly once on the I/O thread, possibly before submit() returns. The error's
+  // default_error_condition() is a std::errc the NBD side maps to an NBD error (one place:
+  // nbd::error_for). `detail` is human-readable context for logs.
+  std::function<void(std::error_code ec, const std::string& detail)> done;
+};
+
+class BlockDevice {
+ public:
+  virtual ~BlockDevice() = default;
+  virtual const DeviceInfo& info() const = 0;
+  // The request must stay alive until its `done` has run.
+  virtual void submit(IoRequest& request) = 0;
+};
+
+}  // namespace mpio
