@@ -1,0 +1,500 @@
+#include "iscsi/session.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include <common/bytes.hpp>
+
+#include "iscsi/errors.hpp"
+
+namespace iscsi {
+namespace {
+
+// Task ITTs are slot index (low 16 bits) plus a generation (next 15 bits), so a late response
+// for a finished task never matches the slot's next occupant. The top bit is reserved for
+// NOP-Out and Logout ITTs.
+constexpr uint32_t slot_bits = 16;
+constexpr uint32_t slot_mask = (1u << slot_bits) - 1;
+constexpr uint32_t generation_mask = 0x7fffu;
+
+std::error_code violation(std::string& detail, std::string what) {
+  detail = std::move(what);
+  return errc::protocol_violation;
+}
+
+}  // namespace
+
+Session::Session(const SessionParams& p)
+    : params_(p.negotiated),
+      cid_(p.cid),
+      cmd_sn_(p.cmd_sn),
+      exp_cmd_sn_(p.exp_cmd_sn),
+      max_cmd_sn_(p.max_cmd_sn),
+      exp_stat_sn_(p.exp_stat_sn) {
+  const uint32_t n = std::clamp<uint32_t>(p.max_tasks, 1, slot_mask);
+  slots_.resize(n);
+  free_slots_.reserve(n);
+  for (uint32_t i = n; i-- > 0;) free_slots_.push_back(i);
+}
+
+ReaderLimits Session::reader_limits() const {
+  return {.max_data_segment_length = params_.initiator_max_recv_data_segment_length,
+          .header_digest = params_.header_digest_crc32c,
+          .data_digest = params_.data_digest_crc32c};
+}
+
+Itt Session::itt_of(uint32_t slot_index) const {
+  return Itt{(uint32_t{slots_[slot_index].generation} << slot_bits) | slot_index};
+}
+
+Session::Slot* Session::find_slot(Itt itt) {
+  if (itt.value & 0x80000000u) return nullptr;
+  const uint32_t index = itt.value & slot_mask;
+  if (index >= slots_.size()) return nullptr;
+  Slot& s = slots_[index];
+  if (s.task == nullptr || s.completed || s.generation != ((itt.value >> slot_bits) & generation_mask))
+    return nullptr;
+  return &s;
+}
+
+// ---------------------------------------------------------------- sending
+
+void Session::submit(ScsiTask& task) {
+  task.transport_error = {};
+  task.transport_detail.clear();
+  task.status = 0;
+  task.response = 0;
+  task.sense.clear();
+  task.residual_count = 0;
+  task.residual_underflow = task.residual_overflow = false;
+  waiting_.push_back(&task);
+  pump();
+}
+
+// Sends waiting tasks while the CmdSN window is open and a task slot is free (§4.2.2.1: the
+// initiator must not send a non-immediate command with CmdSN beyond MaxCmdSN).
+void Session::pump() {
+  while (!waiting_.empty() && window_open() && !free_slots_.empty() && !logout_sent_) {
+    ScsiTask* task = waiting_.front();
+    waiting_.pop_front();
+    const uint32_t index = free_slots_.back();
+    free_slots_.pop_back();
+    Slot& slot = slots_[index];
+    slot.task = task;
+    slot.generation = static_cast<uint16_t>((slot.generation + 1) & generation_mask);
+    slot.data_received = 0;
+    slot.next_data_sn = DataSN(0);
+    slot.frames_pending = 0;
+    slot.completed = false;
+    ++in_flight_;
+    send_command(index);
+  }
+  maybe_logout();
+}
+
+OutFrame Session::make_frame(const auto& pdu, std::span<const std::byte> data) {
+  OutFrame f;
+  Bhs bhs;
+  encode(pdu, bhs);
+  std::memcpy(f.header.data(), bhs.data(), bhs_size);
+  f.header_size = bhs_size;
+  if (params_.header_digest_crc32c) {  // §11.1: after the BHS (we never send AHS)
+    auto d = digest_bytes(crc32c(bhs));
+    std::memcpy(f.header.data() + bhs_size, d.data(), digest_size);
+    f.header_size += digest_size;
+  }
+  f.data = data;
+  f.padding = static_cast<uint8_t>(padded_length(static_cast<uint32_t>(data.size())) - data.size());
+  if (params_.data_digest_crc32c && !data.empty()) {
+    static constexpr std::array<std::byte, 3> zeros{};
+    f.has_data_digest = true;
+    f.data_digest = digest_bytes(crc32c(std::span(zeros).first(f.padding), crc32c(data)));
+  }
+  return f;
+}
+
+void Session::queue_frame(OutFrame&& frame) {
+  if (frame.task_slot != OutFrame::no_task) ++slots_[frame.task_slot].frames_pending;
+  output_.push_back(std::move(frame));
+}
+
+void Session::send_command(uint32_t index) {
+  Slot& slot = slots_[index];
+  ScsiTask& task = *slot.task;
+  const uint32_t length = task.expected_length();
+
+  ScsiCommand cmd;
+  cmd.read = task.direction == DataDirection::read;
+  cmd.write = task.direction == DataDirection::write;
+  cmd.attribute = TaskAttribute::simple;
+  cmd.lun = task.lun;
+  cmd.itt = itt_of(index);
+  cmd.expected_data_transfer_length = length;
+  cmd.cmd_sn = cmd_sn_;
+  cmd.exp_stat_sn = exp_stat_sn_;
+  cmd.cdb = task.cdb;
+  slot.cmd_sn = cmd_sn_;
+  cmd_sn_ = cmd_sn_.next();
+
+  // §13.13/§13.14: unsolicited data (immediate plus unsolicited Data-Out) is at most
+  // FirstBurstLength; ImmediateData goes in the command PDU itself, bounded by the target's
+  // MaxRecvDataSegmentLength.
+  uint32_t immediate = 0;
+  uint32_t unsolicited = 0;
+  if (cmd.write) {
+    const uint32_t first_burst = std::min(length, params_.first_burst_length);
+    if (params_.immediate_data)
+      immediate = std::min(first_burst, params_.target_max_recv_data_segment_length);
+    unsolicited = params_.initial_r2t ? immediate : first_burst;
+  }
+  // The F bit says no unsolicited Data-Out follows this command (§11.3.1).
+  cmd.final = unsolicited == immediate;
+  cmd.data_segment_length = immediate;
+
+  OutFrame frame = make_frame(cmd, task.write_buffer.first(immediate));
+  if (immediate > 0) frame.task_slot = index;
+  queue_frame(std::move(frame));
+  if (unsolicited > immediate)
+    queue_data_out(index, Ttt{Ttt::reserved}, immediate, unsolicited - immediate, true);
+  if (on_output) on_output();
+}
+
+// One sequence of Data-Out PDUs (§11.7), each no larger than the target's
+// MaxRecvDataSegmentLength, DataSN counting from 0 within the sequence.
+void Session::queue_data_out(uint32_t index, Ttt ttt, uint32_t offset, uint32_t length,
+                             bool final_on_last) {
+  Slot& slot = slots_[index];
+  ScsiTask& task = *slot.task;
+  const uint32_t max_segment = std::max<uint32_t>(params_.target_max_recv_data_segment_length, 512);
+  uint32_t data_sn = 0;
+  uint32_t done = 0;
+  while (done < length) {
+    const uint32_t n = std::min(max_segment, length - done);
+    DataOut out;
+    out.lun = task.lun;
+    out.itt = itt_of(index);
+    out.ttt = ttt;
+    out.exp_stat_sn = exp_stat_sn_;
+    out.data_sn = DataSN(data_sn++);
+    out.buffer_offset = offset + done;
+    out.data_segment_length = n;
+    done += n;
+    out.final = final_on_last && done == length;
+    OutFrame frame = make_frame(out, task.write_buffer.subspan(out.buffer_offset, n));
+    frame.task_slot = index;
+    queue_frame(std::move(frame));
+  }
+}
+
+bool Session::send_ping() {
+  if (ping_itt_ || logout_sent_) return false;
+  NopOut nop;
+  nop.immediate = true;  // §11.18: does not advance CmdSN; not held back by the window
+  nop.itt = Itt{next_special_itt_++ | 0x80000000u};
+  nop.ttt = Ttt{Ttt::reserved};
+  nop.cmd_sn = cmd_sn_;
+  nop.exp_stat_sn = exp_stat_sn_;
+  ping_itt_ = nop.itt;
+  queue_frame(make_frame(nop, {}));
+  if (on_output) on_output();
+  return true;
+}
+
+void Session::request_logout() {
+  logout_requested_ = true;
+  maybe_logout();
+}
+
+void Session::maybe_logout() {
+  if (!logout_requested_ || logout_sent_ || in_flight_ > 0 || !waiting_.empty()) return;
+  if (!window_open()) return;
+  LogoutRequest req;
+  req.immediate = false;
+  req.reason = LogoutReason::close_session;
+  req.itt = Itt{next_special_itt_++ | 0x80000000u};
+  req.cid = cid_;
+  req.cmd_sn = cmd_sn_;
+  req.exp_stat_sn = exp_stat_sn_;
+  cmd_sn_ = cmd_sn_.next();
+  logout_itt_ = req.itt;
+  logout_sent_ = true;
+  queue_frame(make_frame(req, {}));
+  if (on_output) on_output();
+}
+
+void Session::frames_written(size_t count) {
+  count = std::min(count, output_.size());
+  for (size_t i = 0; i < count; ++i) {
+    const uint32_t slot = output_.front().task_slot;
+    output_.pop_front();
+    if (slot != OutFrame::no_task) {
+      --slots_[slot].frames_pending;
+      maybe_release(slot);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- receiving
+
+void Session::update_sequence(const TargetSequence& seq, bool carries_status) {
+  // §4.2.2.1: ignore MaxCmdSN/ExpCmdSN when MaxCmdSN < ExpCmdSN - 1 (serial arithmetic);
+  // otherwise take them when they move forward.
+  if (!(seq.max_cmd_sn < CmdSN(seq.exp_cmd_sn.value() - 1))) {
+    if (seq.exp_cmd_sn > exp_cmd_sn_) exp_cmd_sn_ = seq.exp_cmd_sn;
+    if (seq.max_cmd_sn > max_cmd_sn_) max_cmd_sn_ = seq.max_cmd_sn;
+  }
+  // §4.2.2.2: ExpStatSN acknowledges status up to StatSN.
+  if (carries_status && seq.stat_sn.next() > exp_stat_sn_) exp_stat_sn_ = seq.stat_sn.next();
+}
+
+std::span<std::byte> Session::place(std::span<const std::byte, bhs_size> bhs, uint32_t length) {
+  // Data-In payloads go straight into the task's read buffer when the PDU is for a live read
+  // task and lies inside its buffer; anything else is buffered by the reader and judged by
+  // on_pdu.
+  if (bhs_opcode(bhs) != Opcode::data_in) return {};
+  Slot* slot = find_slot(Itt{common::load_be32(bhs, 16)});
+  if (slot == nullptr || slot->task->direction != DataDirection::read) return {};
+  const uint32_t offset = common::load_be32(bhs, 40);
+  auto& buffer = slot->task->read_buffer;
+  if (offset > buffer.size() || length > buffer.size() - offset) return {};
+  return buffer.subspan(offset, length);
+}
+
+std::error_code Session::on_pdu(std::span<const std::byte, bhs_size> bhs,
+                                std::span<const std::byte> data, std::string& detail) {
+  TargetPdu pdu;
+  if (auto ec = decode_target_pdu(bhs, pdu, detail)) return ec;
+  std::error_code ec = std::visit(
+      [&](const auto& p) -> std::error_code {
+        using T = std::decay_t<decltype(p)>;
+        if constexpr (std::is_same_v<T, DataIn>) {
+          update_sequence(p, p.has_status);
+          return handle(p, data, detail);
+        } else if constexpr (std::is_same_v<T, ScsiResponse>) {
+          update_sequence(p, true);
+          return handle(p, data, detail);
+        } else if constexpr (std::is_same_v<T, ReadyToTransfer>) {
+          update_sequence(p, false);
+          return handle(p, detail);
+        } else if constexpr (std::is_same_v<T, NopIn>) {
+          update_sequence(p, p.itt.value != Itt::reserved);
+          return handle(p, data, detail);
+        } else if constexpr (std::is_same_v<T, LogoutResponse>) {
+          update_sequence(p, true);
+          return handle(p, detail);
+        } else if constexpr (std::is_same_v<T, AsyncMessage>) {
+          update_sequence(p, true);
+          return handle(p, data, detail);
+        } else if constexpr (std::is_same_v<T, Reject>) {
+          update_sequence(p, true);
+          return handle(p, data, detail);
+        } else if constexpr (std::is_same_v<T, TaskManagementResponse> ||
+                             std::is_same_v<T, TextResponse>) {
+          update_sequence(p, true);
+          return {};  // not sent by this initiator in full feature phase yet; nothing waits
+        } else {
+          detail = "Login Response in full feature phase";
+          return errc::protocol_violation;
+        }
+      },
+      pdu);
+  // Completions run after the PDU is fully processed so callbacks can submit new work.
+  std::vector<uint32_t> done;
+  done.swap(to_complete_);
+  for (uint32_t index : done) maybe_release(index);
+  pump();
+  return ec;
+}
+
+std::error_code Session::handle(const DataIn& p, std::span<const std::byte> data,
+                                std::string& detail) {
+  Slot* slot = find_slot(p.itt);
+  if (slot == nullptr)
+    return violation(detail, "Data-In for unknown ITT " + std::to_string(p.itt.value));
+  ScsiTask& task = *slot->task;
+  if (task.direction != DataDirection::read && p.data_segment_length > 0)
+    return violation(detail, "Data-In for a command that reads nothing");
+  if (p.data_sn != slot->next_data_sn)  // §11.7.5: DataSN counts Data-In PDUs of the command
+    return violation(detail, "Data-In DataSN " + std::to_string(p.data_sn.value()) +
+                                 ", expected " + std::to_string(slot->next_data_sn.value()));
+  slot->next_data_sn = slot->next_data_sn.next();
+  if (p.data_segment_length > 0) {
+    const auto& buffer = task.read_buffer;
+    if (p.buffer_offset > buffer.size() || p.data_segment_length > buffer.size() - p.buffer_offset)
+      return violation(detail, "Data-In beyond the expected data transfer length");
+    // The reader placed the payload already unless the owner fed it from elsewhere.
+    if (data.data() != buffer.data() + p.buffer_offset)
+      std::memcpy(buffer.data() + p.buffer_offset, data.data(), p.data_segment_length);
+    slot->data_received += p.data_segment_length;
+  }
+  if (p.has_status) {  // §11.7.5: status in the final Data-In replaces the SCSI Response
+    task.response = 0;
+    task.status = p.status;
+    task.residual_count = p.residual_count;
+    task.residual_overflow = p.residual_overflow;
+    task.residual_underflow = p.residual_underflow;
+    finish(p.itt.value & slot_mask);
+  }
+  return {};
+}
+
+std::error_code Session::handle(const ScsiResponse& p, std::span<const std::byte> data,
+                                std::string& detail) {
+  Slot* slot = find_slot(p.itt);
+  if (slot == nullptr)
+    return violation(detail, "SCSI Response for unknown ITT " + std::to_string(p.itt.value));
+  ScsiTask& task = *slot->task;
+  task.response = p.response;
+  task.status = p.status;
+  task.residual_count = p.residual_count;
+  task.residual_overflow = p.residual_overflow;
+  task.residual_underflow = p.residual_underflow;
+  task.sense.clear();
+  // §11.4.7.2: the data segment starts with a 2-byte SenseLength, then the sense data.
+  if (data.size() >= 2) {
+    const size_t sense_length = std::min<size_t>(common::load_be16(data, 0), data.size() - 2);
+    task.sense.assign(data.begin() + 2, data.begin() + 2 + static_cast<ptrdiff_t>(sense_length));
+  }
+  if (p.response != static_cast<uint8_t>(ScsiResponseCode::command_completed)) {
+    task.transport_error = errc::task_aborted;
+    task.transport_detail = "target failure (iSCSI response " + std::to_string(p.response) + ")";
+  }
+  finish(p.itt.value & slot_mask);
+  return {};
+}
+
+std::error_code Session::handle(const ReadyToTransfer& p, std::string& detail) {
+  Slot* slot = find_slot(p.itt);
+  if (slot == nullptr)
+    return violation(detail, "R2T for unknown ITT " + std::to_string(p.itt.value));
+  ScsiTask& task = *slot->task;
+  if (task.direction != DataDirection::write) return violation(detail, "R2T for a read command");
+  // §11.8.4 and §13.13: the requested range lies within the write and within MaxBurstLength.
+  const uint64_t end = uint64_t{p.buffer_offset} + p.desired_data_transfer_length;
+  if (end > task.write_buffer.size())
+    return violation(detail, "R2T beyond the expected data transfer length");
+  if (p.desired_data_transfer_length > params_.max_burst_length)
+    return violation(detail, "R2T larger than MaxBurstLength");
+  queue_data_out(p.itt.value & slot_mask, p.ttt, p.buffer_offset, p.desired_data_transfer_length,
+                 true);
+  if (on_output) on_output();
+  return {};
+}
+
+std::error_code Session::handle(const NopIn& p, std::span<const std::byte> data,
+                                std::string& detail) {
+  if (p.itt.value != Itt::reserved) {  // the answer to our ping
+    if (!ping_itt_ || *ping_itt_ != p.itt)
+      return violation(detail, "NOP-In for a ping we did not send");
+    ping_itt_.reset();
+    if (on_event) on_event({SessionEvent::Kind::nop_in_answered, {}, {}});
+    return {};
+  }
+  if (p.ttt.is_reserved()) return {};  // §11.19.2: a StatSN/window update, no answer wanted
+  // §11.18: the target wants an answer: NOP-Out with its TTT, ITT reserved, as an immediate
+  // command, echoing the ping data.
+  NopOut nop;
+  nop.immediate = true;
+  nop.lun = p.lun;
+  nop.itt = Itt{Itt::reserved};
+  nop.ttt = p.ttt;
+  nop.cmd_sn = cmd_sn_;
+  nop.exp_stat_sn = exp_stat_sn_;
+  nop.data_segment_length = static_cast<uint32_t>(data.size());
+  std::vector<std::byte> echo(data.begin(), data.end());
+  OutFrame frame = make_frame(nop, echo);
+  frame.owned = std::move(echo);  // a moved vector keeps its storage, so frame.data stays valid
+  queue_frame(std::move(frame));
+  if (on_output) on_output();
+  return {};
+}
+
+std::error_code Session::handle(const LogoutResponse& p, std::string& detail) {
+  if (!logout_itt_ || p.itt != *logout_itt_)
+    return violation(detail, "Logout Response without a Logout Request");
+  logout_done_ = true;
+  if (p.response != 0) {
+    detail = "target answered the logout with response " + std::to_string(p.response);
+    return errc::logout_failed;
+  }
+  return {};
+}
+
+std::error_code Session::handle(const AsyncMessage& p, std::span<const std::byte>,
+                                std::string& detail) {
+  SessionEvent event{SessionEvent::Kind::async_message, p, {}};
+  if (p.event == static_cast<uint8_t>(AsyncEvent::logout_requested))
+    event.kind = SessionEvent::Kind::logout_requested;
+  if (on_event) on_event(event);
+  if (p.event == static_cast<uint8_t>(AsyncEvent::connection_dropped) ||
+      p.event == static_cast<uint8_t>(AsyncEvent::session_dropped)) {
+    detail = "target dropped the connection (asynchronous event " + std::to_string(p.event) + ")";
+    return errc::connection_closed;
+  }
+  return {};
+}
+
+std::error_code Session::handle(const Reject& p, std::span<const std::byte> data,
+                                std::string& detail) {
+  // §11.17: the data segment holds the rejected PDU's header; fail the task it belongs to.
+  std::string what = "target rejected a PDU (reason 0x" + std::to_string(p.reason) + ")";
+  if (on_event) on_event({SessionEvent::Kind::reject, {}, what});
+  if (data.size() >= bhs_size) {
+    if (Slot* slot = find_slot(Itt{common::load_be32(data, 16)})) {
+      slot->task->transport_error = errc::reject_received;
+      slot->task->transport_detail = what;
+      finish(common::load_be32(data, 16) & slot_mask);
+      return {};
+    }
+  }
+  if (p.reason == static_cast<uint8_t>(RejectReason::data_digest_error)) return {};
+  detail = what;
+  return errc::reject_received;
+}
+
+// ---------------------------------------------------------------- completion
+
+void Session::finish(uint32_t index) {
+  Slot& slot = slots_[index];
+  if (slot.completed) return;
+  slot.completed = true;
+  to_complete_.push_back(index);
+}
+
+// A finished task is handed back once no queued frame still borrows its buffer.
+void Session::maybe_release(uint32_t index) {
+  Slot& slot = slots_[index];
+  if (!slot.completed || slot.frames_pending > 0 || slot.task == nullptr) return;
+  // Still queued frames (unsent Data-Out) are dropped once the result is known.
+  ScsiTask* task = slot.task;
+  slot.task = nullptr;
+  slot.completed = false;
+  free_slots_.push_back(index);
+  --in_flight_;
+  if (task->on_complete) task->on_complete(*task);
+}
+
+void Session::fail_all(std::error_code ec, const std::string& detail) {
+  std::vector<ScsiTask*> tasks;
+  for (auto& slot : slots_) {
+    if (slot.task != nullptr) tasks.push_back(slot.task);
+    slot.task = nullptr;
+    slot.completed = false;
+    slot.frames_pending = 0;
+  }
+  for (ScsiTask* t : waiting_) tasks.push_back(t);
+  waiting_.clear();
+  output_.clear();
+  to_complete_.clear();
+  free_slots_.clear();
+  for (uint32_t i = static_cast<uint32_t>(slots_.size()); i-- > 0;) free_slots_.push_back(i);
+  in_flight_ = 0;
+  ping_itt_.reset();
+  for (ScsiTask* t : tasks) {
+    t->transport_error = ec;
+    t->transport_detail = detail;
+    if (t->on_complete) t->on_complete(*t);
+  }
+}
+
+}  // namespace iscsi

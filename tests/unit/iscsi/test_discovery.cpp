@@ -1,0 +1,37 @@
+#include <catch2/catch.hpp>
+
+#include <iscsi/discovery.hpp>
+
+using namespace iscsi;
+
+TEST_CASE("TargetAddress forms of RFC 7143 §13.8", "[iscsi][discovery]") {
+  TargetPortal p;
+  REQUIRE(parse_target_address("198.18.1.1:3261,2", p));
+  CHECK(p.host == "198.18.1.1");
+  CHECK(p.port == 3261);
+  CHECK(p.portal_group_tag == 2);
+  REQUIRE(parse_target_address("[fd00::1]:3260,1", p));
+  CHECK(p.host == "fd00::1");
+  REQUIRE(parse_target_address("storage.example", p));
+  CHECK(p.port == 3260);
+  CHECK_FALSE(parse_target_address("host:99999,1", p));
+  CHECK_FALSE(parse_target_address("[fd00::1", p));
+  CHECK_FALSE(parse_target_address(":3260", p));
+  CHECK_FALSE(parse_target_address("host:0", p));
+}
+
+TEST_CASE("SendTargets pairs group portals under their target", "[iscsi][discovery]") {
+  size_t skipped = 0;
+  auto targets = parse_send_targets({{"TargetAddress", "10.0.0.9:3260,1"},
+                                     {"TargetName", "iqn.2023-01.com.example:a"},
+                                     {"TargetAddress", "198.18.1.1:3260,1"},
+                                     {"TargetAddress", "198.18.2.1:3260,1"},
+                                     {"TargetName", "iqn.2023-01.com.example:b"},
+                                     {"TargetAddress", "bad:port"}},
+                                    &skipped);
+  REQUIRE(targets.size() == 2);
+  CHECK(targets[0].portals.size() == 2);
+  CHECK(targets[0].portals[1].host == "198.18.2.1");
+  CHECK(targets[1].portals.empty());
+  CHECK(skipped == 2);
+}

@@ -1,0 +1,354 @@
+// Scripted exchanges for the full feature phase: the test plays the target, feeding PDUs to
+// the session and checking every PDU it sends.
+#include <catch2/catch.hpp>
+
+#include <common/bytes.hpp>
+#include <common/hex.hpp>
+#include <iscsi/errors.hpp>
+#include <iscsi/session.hpp>
+
+using namespace iscsi;
+
+namespace {
+
+struct Script {
+  explicit Script(OperationalParams params = {}, CmdSN max_cmd_sn = CmdSN(100)) {
+    SessionParams sp;
+    sp.negotiated = params;
+    sp.cmd_sn = CmdSN(1);
+    sp.exp_cmd_sn = CmdSN(1);
+    sp.max_cmd_sn = max_cmd_sn;
+    sp.exp_stat_sn = StatSN(1);
+    sp.max_tasks = 8;
+    session = std::make_unique<Session>(sp);
+  }
+
+  // The next PDU the session sent, decoded; the frame is consumed.
+  InitiatorPdu expect_sent(std::vector<std::byte>* data = nullptr) {
+    REQUIRE_FALSE(session->output().empty());
+    OutFrame& f = session->output().front();
+    InitiatorPdu pdu;
+    std::string detail;
+    REQUIRE_FALSE(decode_initiator_pdu(std::span<const std::byte, bhs_size>(f.header.data(), bhs_size),
+                                       pdu, detail));
+    if (data) data->assign(f.data.begin(), f.data.end());
+    session->frames_written(1);
+    return pdu;
+  }
+
+  void expect_nothing_sent() { CHECK(session->output().empty()); }
+
+  std::error_code deliver(const auto& pdu, std::span<const std::byte> data = {}) {
+    auto bhs = encode_bhs(pdu);
+    std::string detail;
+    return session->on_pdu(bhs, data, detail);
+  }
+
+  std::unique_ptr<Session> session;
+};
+
+TargetSequence seq(uint32_t stat_sn, uint32_t exp_cmd_sn, uint32_t max_cmd_sn) {
+  return {StatSN(stat_sn), CmdSN(exp_cmd_sn), CmdSN(max_cmd_sn)};
+}
+
+}  // namespace
+
+TEST_CASE("read: Data-In placed at offsets, status in the final Data-In", "[iscsi][session]") {
+  Script s;
+  std::vector<std::byte> buffer(8192);
+  ScsiTask task;
+  task.direction = DataDirection::read;
+  task.read_buffer = buffer;
+  task.cdb[0] = std::byte{0x88};
+  int completions = 0;
+  task.on_complete = [&](ScsiTask&) { ++completions; };
+  s.session->submit(task);
+
+  auto cmd = std::get<ScsiCommand>(s.expect_sent());
+  CHECK(cmd.read);
+  CHECK(cmd.final);
+  CHECK(cmd.expected_data_transfer_length == 8192);
+  CHECK(cmd.cmd_sn == CmdSN(1));
+
+  std::vector<std::byte> second(4096, std::byte{0xbb}), first(4096, std::byte{0xaa});
+  DataIn d2;
+  static_cast<TargetSequence&>(d2) = seq(0, 2, 100);
+  d2.itt = cmd.itt;
+  d2.data_sn = DataSN(0);
+  d2.buffer_offset = 4096;
+  d2.data_segment_length = 4096;
+  REQUIRE_FALSE(s.deliver(d2, second));  // out of order offsets are fine (DataPDUInOrder aside)
+  DataIn d1 = d2;
+  d1.data_sn = DataSN(1);
+  d1.buffer_offset = 0;
+  d1.final = d1.has_status = true;
+  d1.stat_sn = StatSN(1);
+  REQUIRE_FALSE(s.deliver(d1, first));
+  CHECK(completions == 1);
+  CHECK(task.status == 0);
+  CHECK_FALSE(task.transport_error);
+  CHECK(buffer[0] == std::byte{0xaa});
+  CHECK(buffer[8191] == std::byte{0xbb});
+  CHECK(s.session->exp_stat_sn() == StatSN(2));
+  CHECK(s.session->tasks_in_flight() == 0);
+}
+
+TEST_CASE("write: immediate data, unsolicited Data-Out to FirstBurstLength, then R2T",
+          "[iscsi][session]") {
+  OperationalParams p;
+  p.immediate_data = true;
+  p.initial_r2t = false;
+  p.first_burst_length = 4096;
+  p.max_burst_length = 8192;
+  p.target_max_recv_data_segment_length = 2048;
+  Script s(p);
+  std::vector<std::byte> buffer(10240);
+  for (size_t i = 0; i < buffer.size(); ++i) buffer[i] = std::byte(i / 1024);
+  ScsiTask task;
+  task.direction = DataDirection::write;
+  task.write_buffer = buffer;
+  bool done = false;
+  task.on_complete = [&](ScsiTask&) { done = true; };
+  s.session->submit(task);
+
+  std::vector<std::byte> data;
+  auto cmd = std::get<ScsiCommand>(s.expect_sent(&data));
+  CHECK(cmd.write);
+  CHECK_FALSE(cmd.final);  // unsolicited Data-Out follows
+  CHECK(cmd.data_segment_length == 2048);
+  CHECK(data.size() == 2048);
+  auto out = std::get<DataOut>(s.expect_sent(&data));
+  CHECK(out.ttt == Ttt{Ttt::reserved});
+  CHECK(out.buffer_offset == 2048);
+  CHECK(out.final);
+  CHECK(data[0] == std::byte{2});
+  s.expect_nothing_sent();
+
+  ReadyToTransfer r2t;
+  static_cast<TargetSequence&>(r2t) = seq(1, 2, 100);
+  r2t.itt = cmd.itt;
+  r2t.ttt = Ttt{0x1234};
+  r2t.buffer_offset = 4096;
+  r2t.desired_data_transfer_length = 6144;
+  REQUIRE_FALSE(s.deliver(r2t));
+  for (uint32_t i = 0; i < 3; ++i) {
+    auto d = std::get<DataOut>(s.expect_sent(&data));
+    CHECK(d.ttt == Ttt{0x1234});
+    CHECK(d.data_sn == DataSN(i));
+    CHECK(d.buffer_offset == 4096 + 2048 * i);
+    CHECK(d.final == (i == 2));
+    CHECK(data.size() == 2048);
+    CHECK(data[0] == std::byte((4096 + 2048 * i) / 1024));
+  }
+  ScsiResponse rsp;
+  static_cast<TargetSequence&>(rsp) = seq(1, 2, 100);
+  rsp.itt = cmd.itt;
+  REQUIRE_FALSE(s.deliver(rsp));
+  CHECK(done);
+}
+
+TEST_CASE("R2T outside the write or above MaxBurstLength is a protocol violation",
+          "[iscsi][session]") {
+  OperationalParams p;
+  p.immediate_data = false;
+  p.initial_r2t = true;
+  p.max_burst_length = 4096;
+  Script s(p);
+  std::vector<std::byte> buffer(8192);
+  ScsiTask task;
+  task.direction = DataDirection::write;
+  task.write_buffer = buffer;
+  s.session->submit(task);
+  auto cmd = std::get<ScsiCommand>(s.expect_sent());
+  CHECK(cmd.final);
+  CHECK(cmd.data_segment_length == 0);
+  ReadyToTransfer r2t;
+  static_cast<TargetSequence&>(r2t) = seq(1, 2, 100);
+  r2t.itt = cmd.itt;
+  r2t.ttt = Ttt{7};
+  r2t.buffer_offset = 4096;
+  r2t.desired_data_transfer_length = 8192;
+  CHECK(s.deliver(r2t) == make_error_code(errc::protocol_violation));
+  r2t.buffer_offset = 0;
+  CHECK(s.deliver(r2t) == make_error_code(errc::protocol_violation));  // > MaxBurstLength
+}
+
+TEST_CASE("a closed CmdSN window holds commands until the target opens it",
+          "[iscsi][session]") {
+  Script s({}, CmdSN(0));  // MaxCmdSN = ExpCmdSN - 1: closed (§4.2.2.1)
+  ScsiTask a, b;
+  s.session->submit(a);
+  s.session->submit(b);
+  s.expect_nothing_sent();
+  CHECK(s.session->tasks_waiting() == 2);
+
+  NopIn update;  // an unsolicited NOP-In carrying the new window
+  static_cast<TargetSequence&>(update) = seq(1, 1, 1);
+  update.itt = Itt{Itt::reserved};
+  update.ttt = Ttt{Ttt::reserved};
+  REQUIRE_FALSE(s.deliver(update));
+  auto first = std::get<ScsiCommand>(s.expect_sent());
+  CHECK(first.cmd_sn == CmdSN(1));
+  s.expect_nothing_sent();  // CmdSN 2 > MaxCmdSN 1
+
+  // A stale MaxCmdSN (older than what we have) never shrinks the window.
+  update.max_cmd_sn = CmdSN(0);
+  REQUIRE_FALSE(s.deliver(update));
+  s.expect_nothing_sent();
+  update.max_cmd_sn = CmdSN(2);
+  REQUIRE_FALSE(s.deliver(update));
+  CHECK(std::get<ScsiCommand>(s.expect_sent()).cmd_sn == CmdSN(2));
+}
+
+TEST_CASE("NOP-In asking for an answer gets a NOP-Out echoing TTT and data",
+          "[iscsi][session]") {
+  Script s;
+  NopIn ping;
+  static_cast<TargetSequence&>(ping) = seq(1, 1, 100);
+  ping.itt = Itt{Itt::reserved};
+  ping.ttt = Ttt{0xabc};
+  auto payload = common::from_hex("01020304 05");
+  ping.data_segment_length = 5;
+  REQUIRE_FALSE(s.deliver(ping, payload));
+  std::vector<std::byte> data;
+  auto nop = std::get<NopOut>(s.expect_sent(&data));
+  CHECK(nop.immediate);
+  CHECK(nop.ttt == Ttt{0xabc});
+  CHECK(nop.itt == Itt{Itt::reserved});
+  CHECK(data == payload);
+  CHECK(s.session->output().empty());
+}
+
+TEST_CASE("our ping is answered; an unexpected answer is a violation", "[iscsi][session]") {
+  Script s;
+  REQUIRE(s.session->send_ping());
+  CHECK_FALSE(s.session->send_ping());
+  auto nop = std::get<NopOut>(s.expect_sent());
+  CHECK(nop.immediate);
+  NopIn answer;
+  static_cast<TargetSequence&>(answer) = seq(1, 1, 100);
+  answer.itt = nop.itt;
+  REQUIRE_FALSE(s.deliver(answer));
+  CHECK_FALSE(s.session->ping_outstanding());
+  CHECK(s.deliver(answer) == make_error_code(errc::protocol_violation));
+}
+
+TEST_CASE("CHECK CONDITION keeps the sense data without its length prefix",
+          "[iscsi][session]") {
+  Script s;
+  ScsiTask task;
+  s.session->submit(task);
+  auto cmd = std::get<ScsiCommand>(s.expect_sent());
+  ScsiResponse rsp;
+  static_cast<TargetSequence&>(rsp) = seq(1, 2, 100);
+  rsp.itt = cmd.itt;
+  rsp.status = 0x02;
+  auto data = common::from_hex("0012 700003000000000a00000000110000000000");
+  rsp.data_segment_length = static_cast<uint32_t>(data.size());
+  REQUIRE_FALSE(s.deliver(rsp, data));
+  CHECK(task.status == 0x02);
+  REQUIRE(task.sense.size() == 18);
+  CHECK(task.sense[0] == std::byte{0x70});
+  CHECK(task.sense[2] == std::byte{0x03});
+}
+
+TEST_CASE("responses for unknown or finished tasks are protocol violations",
+          "[iscsi][session]") {
+  Script s;
+  ScsiTask task;
+  s.session->submit(task);
+  auto cmd = std::get<ScsiCommand>(s.expect_sent());
+  ScsiResponse rsp;
+  static_cast<TargetSequence&>(rsp) = seq(1, 2, 100);
+  rsp.itt = cmd.itt;
+  REQUIRE_FALSE(s.deliver(rsp));
+  CHECK(s.deliver(rsp) == make_error_code(errc::protocol_violation));  // a second response
+  rsp.itt = Itt{0x1234};
+  CHECK(s.deliver(rsp) == make_error_code(errc::protocol_violation));
+}
+
+TEST_CASE("Data-In beyond the buffer or out of DataSN order is refused", "[iscsi][session]") {
+  Script s;
+  std::vector<std::byte> buffer(512);
+  ScsiTask task;
+  task.direction = DataDirection::read;
+  task.read_buffer = buffer;
+  s.session->submit(task);
+  auto cmd = std::get<ScsiCommand>(s.expect_sent());
+  std::vector<std::byte> data(512);
+  DataIn d;
+  static_cast<TargetSequence&>(d) = seq(0, 2, 100);
+  d.itt = cmd.itt;
+  d.buffer_offset = 256;
+  d.data_segment_length = 512;
+  CHECK(s.deliver(d, data) == make_error_code(errc::protocol_violation));
+  d.buffer_offset = 0;
+  d.data_sn = DataSN(3);
+  CHECK(s.deliver(d, data) == make_error_code(errc::protocol_violation));
+}
+
+TEST_CASE("a finished write completes only after its Data-Out frames are written",
+          "[iscsi][session]") {
+  OperationalParams p;
+  p.immediate_data = true;
+  p.initial_r2t = true;
+  Script s(p);
+  std::vector<std::byte> buffer(1024);
+  ScsiTask task;
+  task.direction = DataDirection::write;
+  task.write_buffer = buffer;
+  bool done = false;
+  task.on_complete = [&](ScsiTask&) { done = true; };
+  s.session->submit(task);
+  // The target answers before the driver has written the command frame carrying our buffer.
+  InitiatorPdu pdu;
+  std::string detail;
+  auto& frame = s.session->output().front();
+  REQUIRE_FALSE(decode_initiator_pdu(std::span<const std::byte, bhs_size>(frame.header.data(), bhs_size),
+                                     pdu, detail));
+  ScsiResponse rsp;
+  static_cast<TargetSequence&>(rsp) = seq(1, 2, 100);
+  rsp.itt = std::get<ScsiCommand>(pdu).itt;
+  REQUIRE_FALSE(s.deliver(rsp));
+  CHECK_FALSE(done);
+  s.session->frames_written(1);
+  CHECK(done);
+}
+
+TEST_CASE("fail_all completes sent and waiting tasks with the transport error",
+          "[iscsi][session]") {
+  Script s({}, CmdSN(1));
+  ScsiTask sent, waiting;
+  int completions = 0;
+  sent.on_complete = waiting.on_complete = [&](ScsiTask& t) {
+    ++completions;
+    CHECK(t.transport_error == make_error_code(errc::connection_closed));
+  };
+  s.session->submit(sent);
+  s.session->submit(waiting);
+  CHECK(s.session->tasks_waiting() == 1);
+  s.session->fail_all(errc::connection_closed, "test");
+  CHECK(completions == 2);
+  CHECK(s.session->tasks_in_flight() == 0);
+}
+
+TEST_CASE("logout waits for outstanding tasks", "[iscsi][session]") {
+  Script s;
+  ScsiTask task;
+  s.session->submit(task);
+  auto cmd = std::get<ScsiCommand>(s.expect_sent());
+  s.session->request_logout();
+  s.expect_nothing_sent();
+  ScsiResponse rsp;
+  static_cast<TargetSequence&>(rsp) = seq(1, 2, 100);
+  rsp.itt = cmd.itt;
+  REQUIRE_FALSE(s.deliver(rsp));
+  auto logout = std::get<LogoutRequest>(s.expect_sent());
+  CHECK(logout.reason == LogoutReason::close_session);
+  CHECK(logout.cmd_sn == CmdSN(2));
+  LogoutResponse lr;
+  static_cast<TargetSequence&>(lr) = seq(2, 3, 100);
+  lr.itt = logout.itt;
+  REQUIRE_FALSE(s.deliver(lr));
+  CHECK(s.session->logged_out());
+}
