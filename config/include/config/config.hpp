@@ -1,0 +1,99 @@
+#pragma once
+// The iscsi-mpio configuration file (config/example.yaml, config/README.md): typed values,
+// loading with every error collected, and a printable form with the CHAP secrets removed.
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "config/error.hpp"
+#include "config/names.hpp"
+
+namespace config {
+
+struct Initiator {
+  std::string name;             // iSCSI name; generate_initiator_name() when the file has none
+  bool name_generated = false;  // true when `name` did not come from the file
+};
+
+struct Mutual {
+  std::string username;  // CHAP_N the target answers with (iscsid.conf username_in)
+  std::string secret;    // never printed: see redacted()
+};
+
+struct Auth {
+  enum class Method { none, chap };
+  Method method = Method::none;
+  std::string username;          // meaningful when method == chap
+  std::string secret;            // never printed: see redacted()
+  std::optional<Mutual> mutual;  // the initiator also authenticates the target
+};
+
+struct Target {
+  std::string iqn;
+  std::uint16_t lun = 0;  // SAM flat space addressing: 0..16383
+  Auth auth;
+  std::uint32_t login_timeout = 15;  // seconds; iscsid.conf node.conn[0].timeo.login_timeout
+};
+
+struct Path {
+  Portal portal;
+  std::optional<std::string> source;  // local IPv4/IPv6 literal to bind before connecting
+};
+
+struct Nbd {
+  Listen listen;            // default unix:/run/iscsi-mpio/<export_name>.sock
+  std::string export_name;  // default "lun<N>" with N = target.lun
+};
+
+struct Config {
+  Initiator initiator;
+  Target target;
+  std::vector<Path> paths;  // at least one
+  Nbd nbd;
+};
+
+// Either a complete, validated Config or the list of everything wrong with the file.
+class Result {
+ public:
+  explicit Result(Config config) : value_(std::move(config)) {}
+  explicit Result(std::vector<ConfigError> errors) : value_(std::move(errors)) {}
+
+  bool ok() const { return std::holds_alternative<Config>(value_); }
+  explicit operator bool() const { return ok(); }
+  // Precondition: ok().
+  const Config& config() const { return std::get<Config>(value_); }
+  Config& config() { return std::get<Config>(value_); }
+  // Empty when ok().
+  const std::vector<ConfigError>& errors() const;
+  // One ConfigError::to_string() per line; empty when ok().
+  std::string error_report() const;
+
+ private:
+  std::variant<Config, std::vector<ConfigError>> value_;
+};
+
+// Never throw for any file content; errors are sorted by position. A missing initiator.name is
+// filled with generate_initiator_name() (Initiator::name_generated tells).
+Result load_file(const std::string& path);
+Result load_string(std::string_view yaml, std::string_view name_for_messages);
+
+// "iqn.2026-11.org.iscsi-mpio:<hostname>-<8 hex digits>": the host name lower-cased, characters
+// an iSCSI name cannot hold replaced by '-', shortened to keep the name within 223 bytes.
+std::string generate_initiator_name();
+// Deterministic core of the above, for tests.
+std::string generate_initiator_name(std::string_view hostname, std::uint32_t random);
+
+// The effective configuration as YAML (defaults filled in), CHAP secrets replaced by
+// "<redacted>": the only printable form of a Config. Apart from the secrets, load_string() reads
+// it back to the same Config.
+std::string redacted(const Config& config);
+
+// Every key the schema knows, as key paths ("target.auth.mutual.secret", "paths[].portal"),
+// in schema order. Tests use it to keep example.yaml and README.md complete.
+std::vector<std::string> known_key_paths();
+
+}  // namespace config
