@@ -1,0 +1,93 @@
+// One iSCSI session over one TCP connection, driven on an Asio io_context: connect (bound to a
+// source address), login (following redirects), full feature phase, logout. The protocol
+// logic lives in iscsi_proto's state machines; this file only moves bytes and keeps time.
+//
+// The header stays free of Asio so that the layers above compile quickly.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <iscsi/chap.hpp>
+#include <iscsi/discovery.hpp>
+#include <iscsi/negotiation.hpp>
+#include <iscsi/session.hpp>
+#include <iscsi/types.hpp>
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace iscsi_io {
+
+struct PathConfig {
+  std::string portal_host;
+  uint16_t portal_port = 3260;
+  std::optional<std::string> source_address;  // bind the TCP connection to this local address
+  std::string initiator_name;
+  std::string target_name;  // empty for a discovery session
+  iscsi::Isid isid;
+  std::optional<iscsi::ChapCredentials> chap;
+  std::vector<iscsi::ChapAlgorithm> chap_algorithms{iscsi::ChapAlgorithm::md5};
+  iscsi::OperationalProposal proposal;
+  std::chrono::milliseconds login_timeout{15000};  // iscsid.conf node.conn[0].timeo.login_timeout
+  uint32_t max_tasks = 128;
+  int max_redirects = 4;
+};
+
+// Human-readable name of a path for logs: "127.0.0.1:3260 from 127.0.0.2".
+std::string describe(const PathConfig& config);
+
+class PathSession : public std::enable_shared_from_this<PathSession> {
+ public:
+  using LoginHandler = std::function<void(std::error_code, const std::string& detail)>;
+  using FailureHandler = std::function<void(std::error_code, const std::string& detail)>;
+
+  static std::shared_ptr<PathSession> create(boost::asio::io_context& io, PathConfig config);
+  ~PathSession();
+
+  // Connects and logs in; `done` runs once, with an error that names the failure (a login
+  // status such as "authentication failure (0201)", a connect error, or a timeout).
+  void start(LoginHandler done);
+
+  // Full feature phase only. The task's callback runs on the io_context.
+  void submit(iscsi::ScsiTask& task);
+  bool ready() const;
+
+  // Runs after a successful login when the connection fails; every outstanding task has
+  // already completed with a transport error by then.
+  void on_failure(FailureHandler handler);
+
+  // Session logout (§11.14) after outstanding tasks complete; `done` runs when the target
+  // answered, the connection dropped, or `timeout` passed.
+  void logout(std::chrono::milliseconds timeout, std::function<void(std::error_code)> done);
+  // Abortive close (SO_LINGER 0), failing outstanding tasks.
+  void close();
+
+  const PathConfig& config() const;
+  // Valid after login.
+  const iscsi::OperationalParams& negotiated() const;
+
+  // SendTargets=All over a discovery session on this path (RFC 7143 §4.3); for a PathSession
+  // created with an empty target_name, instead of start().
+  void discover(std::function<void(std::error_code, const std::string& detail,
+                                   std::vector<iscsi::DiscoveredTarget>)>
+                    done);
+
+  struct Impl;
+
+ private:
+  explicit PathSession(std::unique_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+// A random ISID of the "random" type (RFC 7143 §10.12.5, T = 0b11).
+iscsi::Isid random_isid();
+
+}  // namespace iscsi_io

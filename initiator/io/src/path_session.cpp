@@ -1,0 +1,491 @@
+#include "iscsi_io/path_session.hpp"
+
+#include <sys/socket.h>
+
+#include <array>
+#include <boost/asio.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <random>
+
+#include <iscsi/errors.hpp>
+#include <iscsi/login.hpp>
+#include <iscsi/pdu_reader.hpp>
+#include <iscsi/text.hpp>
+
+namespace iscsi_io {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::use_awaitable;
+using asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+constexpr auto nothrow = asio::as_tuple(use_awaitable);
+
+std::string describe(const PathConfig& c) {
+  std::string host = c.portal_host.find(':') != std::string::npos ? "[" + c.portal_host + "]"
+                                                                  : c.portal_host;
+  std::string s = host + ":" + std::to_string(c.portal_port);
+  if (c.source_address) s += " from " + *c.source_address;
+  return s;
+}
+
+iscsi::Isid random_isid() {
+  std::random_device rd;
+  iscsi::Isid isid;
+  for (auto& b : isid.bytes) b = static_cast<uint8_t>(rd());
+  isid.bytes[0] = static_cast<uint8_t>(0xc0 | (isid.bytes[0] & 0x3f));  // T = 0b11: random
+  return isid;
+}
+
+struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
+  Impl(asio::io_context& io, PathConfig c)
+      : io(io), config(std::move(c)), socket(io), wake(io), rx_buffer(256 * 1024) {}
+
+  asio::io_context& io;
+  PathConfig config;
+  tcp::socket socket;
+  asio::steady_timer wake;  // the writer sleeps on it; cancel() wakes it
+  std::vector<std::byte> rx_buffer;
+  std::span<const std::byte> rx_pending;  // received but not yet consumed
+
+  std::unique_ptr<iscsi::Session> session;
+  iscsi::PduReader reader;
+  iscsi::OperationalParams negotiated;
+  FailureHandler failure_handler;
+  std::function<void(std::error_code)> logout_done;
+
+  bool failed = false;
+  int loops_running = 0;
+  std::error_code failure;
+  std::string failure_detail;
+
+  // ---------------------------------------------------------------- connect
+
+  awaitable<std::error_code> connect_to(const std::string& host, uint16_t port,
+                                        std::string& detail) {
+    boost::system::error_code ec;
+    auto address = asio::ip::make_address(host, ec);
+    tcp::endpoint endpoint;
+    if (ec) {
+      tcp::resolver resolver(io);
+      auto [rec, results] =
+          co_await resolver.async_resolve(host, std::to_string(port), nothrow);
+      if (rec || results.empty()) {
+        detail = "cannot resolve " + host + ": " + rec.message();
+        co_return std::make_error_code(std::errc::host_unreachable);
+      }
+      endpoint = results.begin()->endpoint();
+    } else {
+      endpoint = tcp::endpoint(address, port);
+    }
+    socket = tcp::socket(io);
+    socket.open(endpoint.protocol(), ec);
+    if (ec) {
+      detail = "socket: " + ec.message();
+      co_return std::error_code(ec.value(), std::system_category());
+    }
+    if (config.source_address) {
+      auto source = asio::ip::make_address(*config.source_address, ec);
+      if (!ec) socket.bind(tcp::endpoint(source, 0), ec);
+      if (ec) {
+        detail = "cannot bind to source address " + *config.source_address + ": " + ec.message();
+        co_return std::error_code(ec.value(), std::system_category());
+      }
+    }
+    auto [cec] = co_await socket.async_connect(endpoint, nothrow);
+    if (cec) {
+      detail = "cannot connect to " + describe(config) + ": " + cec.message();
+      co_return std::error_code(cec.value(), std::system_category());
+    }
+    // Small command PDUs must not wait for Nagle; a dead path's socket is closed abortively
+    // (SO_LINGER 0) so the kernel never retransmits stale writes when the network heals.
+    socket.set_option(tcp::no_delay(true), ec);
+    socket.set_option(asio::socket_base::linger(true, 0), ec);
+    socket.set_option(asio::socket_base::send_buffer_size(4 * 1024 * 1024), ec);
+    socket.set_option(asio::socket_base::receive_buffer_size(4 * 1024 * 1024), ec);
+    co_return std::error_code{};
+  }
+
+  // Reads one whole PDU with `r` (login and discovery, before the session's reader runs).
+  awaitable<std::error_code> read_pdu(iscsi::PduReader& r, std::string& detail) {
+    while (true) {
+      if (!rx_pending.empty()) {
+        auto res = r.feed(rx_pending);
+        rx_pending = rx_pending.subspan(res.consumed);
+        if (res.state == iscsi::PduReader::State::ready) co_return std::error_code{};
+        if (res.state == iscsi::PduReader::State::error) {
+          detail = r.error_detail();
+          co_return r.error();
+        }
+      }
+      auto [ec, n] = co_await socket.async_read_some(asio::buffer(rx_buffer), nothrow);
+      if (ec) {
+        detail = "connection to " + describe(config) + " closed: " + ec.message();
+        co_return iscsi::errc::connection_closed;
+      }
+      rx_pending = std::span<const std::byte>(rx_buffer.data(), n);
+    }
+  }
+
+  awaitable<std::error_code> write_all(std::span<const std::byte> bytes, std::string& detail) {
+    auto [ec, n] = co_await asio::async_write(socket, asio::buffer(bytes.data(), bytes.size()),
+                                              nothrow);
+    if (ec) {
+      detail = "write to " + describe(config) + " failed: " + ec.message();
+      co_return iscsi::errc::connection_closed;
+    }
+    co_return std::error_code{};
+  }
+
+  // ---------------------------------------------------------------- login
+
+  awaitable<std::error_code> login(iscsi::SessionType type, std::string& detail) {
+    std::string host = config.portal_host;
+    uint16_t port = config.portal_port;
+    for (int redirects = 0;; ++redirects) {
+      if (auto ec = co_await connect_to(host, port, detail)) co_return ec;
+      rx_pending = {};
+      iscsi::LoginParams params;
+      params.initiator_name = config.initiator_name;
+      params.target_name = config.target_name;
+      params.type = type;
+      params.isid = config.isid;
+      params.tsih = iscsi::Tsih{0};
+      params.cid = 0;
+      params.itt = iscsi::Itt{0x7fff0000u};
+      params.cmd_sn = iscsi::CmdSN(1);
+      params.chap = config.chap;
+      params.chap_algorithms = config.chap_algorithms;
+      params.proposal = config.proposal;
+      iscsi::LoginExchange exchange(params);
+      iscsi::LoginAction action = exchange.start();
+      iscsi::PduReader login_reader;  // RFC 7143 §13.12: 8192 bytes, no digests during login
+      while (auto* send = std::get_if<iscsi::LoginSend>(&action)) {
+        if (auto ec = co_await write_all(send->pdu, detail)) co_return ec;
+        if (auto ec = co_await read_pdu(login_reader, detail)) co_return ec;
+        iscsi::TargetPdu pdu;
+        if (auto ec = iscsi::decode_target_pdu(login_reader.bhs(), pdu, detail)) co_return ec;
+        auto* response = std::get_if<iscsi::LoginResponse>(&pdu);
+        if (response == nullptr) {
+          detail = std::string("expected a Login Response, got ") +
+                   iscsi::opcode_name(iscsi::bhs_opcode(login_reader.bhs()));
+          co_return iscsi::errc::login_protocol_error;
+        }
+        action = exchange.on_response(*response, login_reader.data());
+        login_reader.next();
+      }
+      if (auto* done = std::get_if<iscsi::LoginDone>(&action)) {
+        negotiated = done->params;
+        iscsi::SessionParams sp;
+        sp.negotiated = negotiated;
+        sp.cid = 0;
+        sp.cmd_sn = done->cmd_sn;
+        sp.exp_stat_sn = done->exp_stat_sn;
+        sp.exp_cmd_sn = done->exp_cmd_sn;
+        sp.max_cmd_sn = done->max_cmd_sn;
+        sp.max_tasks = config.max_tasks;
+        session = std::make_unique<iscsi::Session>(sp);
+        co_return std::error_code{};
+      }
+      if (auto* redirect = std::get_if<iscsi::LoginRedirect>(&action)) {
+        // §6.2 / §11.13.5 status class 1: log in again at the address the target gives.
+        if (redirects >= config.max_redirects) {
+          detail = "more than " + std::to_string(config.max_redirects) + " login redirections";
+          co_return iscsi::errc::login_redirect_loop;
+        }
+        boost::system::error_code ignored;
+        socket.close(ignored);
+        host = redirect->portal.host;
+        port = redirect->portal.port;
+        continue;
+      }
+      auto& failed_login = std::get<iscsi::LoginFailed>(action);
+      detail = failed_login.detail.empty() ? failed_login.error.message()
+                                           : failed_login.error.message() + ": " +
+                                                 failed_login.detail;
+      co_return failed_login.error;
+    }
+  }
+
+  awaitable<std::error_code> login_with_timeout(iscsi::SessionType type, std::string& detail) {
+    asio::steady_timer timer(io, config.login_timeout);
+    auto result = co_await (login(type, detail) || timer.async_wait(nothrow));
+    if (result.index() == 1) {
+      boost::system::error_code ignored;
+      socket.close(ignored);
+      detail = "login to " + describe(config) + " did not complete within " +
+               std::to_string(config.login_timeout.count()) + " ms";
+      co_return iscsi::errc::login_timeout;
+    }
+    co_return std::get<0>(result);
+  }
+
+  // ---------------------------------------------------------------- full feature phase
+
+  void start_full_feature_phase() {
+    auto self = shared_from_this();
+    reader.set_limits(session->reader_limits());
+    reader.set_placement(&session->placement());
+    session->on_output = [this] { wake.cancel(); };
+    wake.expires_at(asio::steady_timer::time_point::max());
+    loops_running = 2;
+    asio::co_spawn(io, reader_loop(self), asio::detached);
+    asio::co_spawn(io, writer_loop(self), asio::detached);
+  }
+
+  awaitable<void> reader_loop(std::shared_ptr<Impl> self) {
+    std::string detail;
+    while (!failed) {
+      while (!rx_pending.empty() && !failed) {
+        auto res = reader.feed(rx_pending);
+        rx_pending = rx_pending.subspan(res.consumed);
+        if (res.state == iscsi::PduReader::State::error) {
+          fail(reader.error(), reader.error_detail());
+          break;
+        }
+        if (res.state == iscsi::PduReader::State::ready) {
+          auto ec = session->on_pdu(reader.bhs(), reader.data(), detail);
+          reader.next();
+          if (ec) {
+            fail(ec, detail);
+            break;
+          }
+          check_logout_done();
+        }
+      }
+      if (failed) break;
+      auto [ec, n] = co_await socket.async_read_some(asio::buffer(rx_buffer), nothrow);
+      if (ec) {
+        fail(iscsi::errc::connection_closed,
+             "connection to " + describe(config) + " lost: " + ec.message());
+        break;
+      }
+      rx_pending = std::span<const std::byte>(rx_buffer.data(), n);
+    }
+    loop_exited();
+  }
+
+  awaitable<void> writer_loop(std::shared_ptr<Impl> self) {
+    static constexpr std::array<std::byte, 4> zeros{};
+    std::vector<asio::const_buffer> buffers;
+    while (!failed) {
+      auto& out = session->output();
+      if (out.empty()) {
+        co_await wake.async_wait(nothrow);
+        wake.expires_at(asio::steady_timer::time_point::max());
+        continue;
+      }
+      buffers.clear();
+      size_t frames = 0;
+      // Gather many PDUs into one writev, below the kernel's IOV_MAX of 1024 entries.
+      for (auto& f : out) {
+        if (buffers.size() + 4 > 1000) break;
+        buffers.emplace_back(f.header.data(), f.header_size);
+        if (!f.data.empty()) buffers.emplace_back(f.data.data(), f.data.size());
+        if (f.padding > 0) buffers.emplace_back(zeros.data(), f.padding);
+        if (f.has_data_digest) buffers.emplace_back(f.data_digest.data(), f.data_digest.size());
+        ++frames;
+      }
+      auto [ec, n] = co_await asio::async_write(socket, buffers, nothrow);
+      if (failed) break;
+      if (ec) {
+        fail(iscsi::errc::connection_closed,
+             "write to " + describe(config) + " failed: " + ec.message());
+        break;
+      }
+      session->frames_written(frames);
+    }
+    loop_exited();
+  }
+
+  void check_logout_done() {
+    if (session && session->logged_out() && logout_done) {
+      auto done = std::move(logout_done);
+      logout_done = nullptr;
+      fail(iscsi::errc::connection_closed, "logged out");
+      done({});
+    }
+  }
+
+  // First failure wins: close the socket, wake the writer, and once both loops have stopped
+  // touching frames, fail every task and tell the owner.
+  void fail(std::error_code ec, const std::string& detail) {
+    if (failed) return;
+    failed = true;
+    failure = ec;
+    failure_detail = detail;
+    boost::system::error_code ignored;
+    socket.close(ignored);
+    wake.cancel();
+    if (loops_running == 0) finish_failure();
+  }
+
+  void loop_exited() {
+    if (--loops_running == 0 && failed) finish_failure();
+  }
+
+  void finish_failure() {
+    if (session) session->fail_all(failure, failure_detail);
+    if (logout_done) {
+      auto done = std::move(logout_done);
+      logout_done = nullptr;
+      done(failure);
+    }
+    if (failure_handler) {
+      auto handler = std::move(failure_handler);
+      failure_handler = nullptr;
+      handler(failure, failure_detail);
+    }
+  }
+};
+
+PathSession::PathSession(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+PathSession::~PathSession() = default;
+
+std::shared_ptr<PathSession> PathSession::create(asio::io_context& io, PathConfig config) {
+  return std::shared_ptr<PathSession>(
+      new PathSession(std::make_unique<Impl>(io, std::move(config))));
+}
+
+const PathConfig& PathSession::config() const { return impl_->config; }
+const iscsi::OperationalParams& PathSession::negotiated() const { return impl_->negotiated; }
+bool PathSession::ready() const { return impl_->session != nullptr && !impl_->failed; }
+void PathSession::on_failure(FailureHandler handler) { impl_->failure_handler = std::move(handler); }
+
+void PathSession::start(LoginHandler done) {
+  auto impl = impl_;
+  asio::co_spawn(
+      impl->io,
+      [impl, done = std::move(done)]() -> awaitable<void> {
+        std::string detail;
+        auto ec = co_await impl->login_with_timeout(iscsi::SessionType::normal, detail);
+        if (ec) {
+          boost::system::error_code ignored;
+          impl->socket.close(ignored);
+          done(ec, detail);
+          co_return;
+        }
+        impl->start_full_feature_phase();
+        done({}, {});
+      },
+      asio::detached);
+}
+
+void PathSession::submit(iscsi::ScsiTask& task) {
+  if (!ready()) {
+    task.transport_error = iscsi::errc::session_failed;
+    task.transport_detail = "path " + describe(impl_->config) + " is not logged in";
+    if (task.on_complete) task.on_complete(task);
+    return;
+  }
+  impl_->session->submit(task);
+}
+
+void PathSession::logout(std::chrono::milliseconds timeout,
+                         std::function<void(std::error_code)> done) {
+  auto impl = impl_;
+  if (!ready()) {
+    done({});
+    return;
+  }
+  impl->logout_done = std::move(done);
+  impl->session->request_logout();
+  auto timer = std::make_shared<asio::steady_timer>(impl->io, timeout);
+  timer->async_wait([impl, timer](boost::system::error_code ec) {
+    if (!ec && impl->logout_done)
+      impl->fail(iscsi::errc::logout_failed, "no Logout Response within the timeout");
+  });
+}
+
+void PathSession::close() {
+  impl_->fail(iscsi::errc::connection_closed, "closed by the initiator");
+  if (!impl_->session) {
+    boost::system::error_code ignored;
+    impl_->socket.close(ignored);
+  }
+}
+
+void PathSession::discover(std::function<void(std::error_code, const std::string&,
+                                              std::vector<iscsi::DiscoveredTarget>)>
+                               done) {
+  auto impl = impl_;
+  asio::co_spawn(
+      impl->io,
+      [impl, done = std::move(done)]() -> awaitable<void> {
+        std::string detail;
+        auto ec = co_await impl->login_with_timeout(iscsi::SessionType::discovery, detail);
+        if (ec) {
+          done(ec, detail, {});
+          co_return;
+        }
+        // §11.10: one Text Request with SendTargets=All; the answer may span several Text
+        // Responses (C bit), each continued by an empty Text Request echoing the TTT.
+        iscsi::PduReader text_reader(impl->session->reader_limits());
+        std::vector<std::byte> answer;
+        iscsi::TextRequest req;
+        req.immediate = true;
+        req.final = true;
+        req.itt = iscsi::Itt{1};
+        req.ttt = iscsi::Ttt{iscsi::Ttt::reserved};
+        req.cmd_sn = impl->session->exp_cmd_sn();
+        iscsi::StatSN exp_stat_sn = impl->session->exp_stat_sn();
+        req.exp_stat_sn = exp_stat_sn;
+        std::vector<std::byte> payload;
+        iscsi::append_text(payload, "SendTargets", "All");
+        for (int round = 0; round < 64; ++round) {
+          req.data_segment_length = static_cast<uint32_t>(payload.size());
+          auto bhs = iscsi::encode_bhs(req);
+          std::vector<std::byte> wire(bhs.begin(), bhs.end());
+          wire.insert(wire.end(), payload.begin(), payload.end());
+          wire.resize(iscsi::bhs_size + iscsi::padded_length(req.data_segment_length));
+          if (auto wec = co_await impl->write_all(wire, detail)) {
+            done(wec, detail, {});
+            co_return;
+          }
+          if (auto rec = co_await impl->read_pdu(text_reader, detail)) {
+            done(rec, detail, {});
+            co_return;
+          }
+          iscsi::TargetPdu pdu;
+          if (auto dec = iscsi::decode_target_pdu(text_reader.bhs(), pdu, detail)) {
+            done(dec, detail, {});
+            co_return;
+          }
+          auto* rsp = std::get_if<iscsi::TextResponse>(&pdu);
+          if (rsp == nullptr) {
+            done(iscsi::errc::protocol_violation, "expected a Text Response", {});
+            co_return;
+          }
+          exp_stat_sn = rsp->stat_sn.next();
+          auto data = text_reader.data();
+          answer.insert(answer.end(), data.begin(), data.end());
+          text_reader.next();
+          if (rsp->final) break;
+          payload.clear();
+          req.ttt = rsp->ttt;
+          req.exp_stat_sn = exp_stat_sn;
+        }
+        std::vector<iscsi::TextPair> pairs;
+        if (auto pec = iscsi::parse_text(answer, pairs)) {
+          done(pec, "malformed SendTargets response", {});
+          co_return;
+        }
+        auto targets = iscsi::parse_send_targets(pairs);
+        // Log out politely; the answer is ours either way.
+        iscsi::LogoutRequest logout;
+        logout.immediate = true;
+        logout.itt = iscsi::Itt{2};
+        logout.cmd_sn = impl->session->exp_cmd_sn();
+        logout.exp_stat_sn = exp_stat_sn;
+        auto bhs = iscsi::encode_bhs(logout);
+        std::string ignored_detail;
+        if (!co_await impl->write_all(bhs, ignored_detail))
+          (void)co_await impl->read_pdu(text_reader, ignored_detail);
+        boost::system::error_code ignored;
+        impl->socket.close(ignored);
+        done({}, {}, std::move(targets));
+      },
+      asio::detached);
+}
+
+}  // namespace iscsi_io

@@ -1,0 +1,258 @@
+// iscsi-mpio: log in to an iSCSI target and serve the LUN as an NBD export.
+//
+// Exit status: 0 clean shutdown; 1 the target or network failed (login refused, portal
+// unreachable, LUN missing); 2 bad command line or configuration; 130 a second signal
+// interrupted the shutdown.
+#include <unistd.h>
+
+#include <CLI/CLI.hpp>
+#include <boost/asio.hpp>
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+#include <memory>
+#include <optional>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+#include <string>
+
+#include <config/config.hpp>
+#include <config/names.hpp>
+#include <iscsi_io/path_session.hpp>
+#include <mpio/lun_device.hpp>
+#include <nbd_io/server.hpp>
+
+namespace asio = boost::asio;
+
+namespace {
+
+constexpr int exit_ok = 0;
+constexpr int exit_failure = 1;
+constexpr int exit_usage = 2;
+constexpr int exit_interrupted = 130;
+
+std::string human_size(uint64_t bytes) {
+  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
+  return buf;
+}
+
+iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& path,
+                                 const iscsi::Isid& isid) {
+  iscsi_io::PathConfig pc;
+  pc.portal_host = path.portal.host;
+  pc.portal_port = path.portal.port;
+  pc.source_address = path.source;
+  pc.initiator_name = cfg.initiator.name;
+  pc.target_name = cfg.target.iqn;
+  pc.isid = isid;
+  pc.login_timeout = std::chrono::seconds(cfg.target.login_timeout);
+  if (cfg.target.auth.method == config::Auth::Method::chap) {
+    iscsi::ChapCredentials chap;
+    chap.username = cfg.target.auth.username;
+    chap.secret = cfg.target.auth.secret;
+    if (cfg.target.auth.mutual)
+      chap.mutual = std::make_pair(cfg.target.auth.mutual->username, cfg.target.auth.mutual->secret);
+    pc.chap = std::move(chap);
+  }
+  return pc;
+}
+
+nbd::ServerOptions server_options(const config::Config& cfg, const mpio::DeviceInfo& info) {
+  nbd::ServerOptions options;
+  if (cfg.nbd.listen.kind == config::Listen::Kind::unix_socket)
+    options.listen = nbd::UnixEndpoint{cfg.nbd.listen.path_or_host};
+  else
+    options.listen = nbd::TcpEndpoint{cfg.nbd.listen.path_or_host, cfg.nbd.listen.port};
+  options.export_name = cfg.nbd.export_name;
+  options.description = info.vendor + " " + info.product + " " + cfg.target.iqn + " LUN " +
+                        std::to_string(cfg.target.lun);
+  return options;
+}
+
+int attach(const std::string& config_path) {
+  auto loaded = config::load_file(config_path);
+  if (!loaded) {
+    std::cerr << loaded.error_report();
+    return exit_usage;
+  }
+  const config::Config& cfg = loaded.config();
+  if (cfg.initiator.name_generated)
+    spdlog::warn("no initiator.name in {}; using {} (add it to the target's ACL, or set it)",
+                 config_path, cfg.initiator.name);
+  if (cfg.paths.size() > 1)
+    spdlog::warn("{} paths configured: this build logs in on the first one only",
+                 cfg.paths.size());
+
+  asio::io_context io;
+  mpio::LunConfig lun_config;
+  lun_config.lun = cfg.target.lun;
+  const auto isid = iscsi_io::random_isid();
+  for (const auto& p : cfg.paths) lun_config.paths.push_back(path_config(cfg, p, isid));
+
+  std::shared_ptr<mpio::LunDevice> device;
+  std::unique_ptr<nbd::Server> server;
+  int status = exit_ok;
+  bool stopping = false;
+
+  asio::signal_set signals(io, SIGINT, SIGTERM);
+  auto shutdown = [&] {
+    if (stopping) return;
+    stopping = true;
+    spdlog::info("shutting down: draining requests, flushing the LUN cache, logging out");
+    auto close_device = [&] {
+      if (!device) {
+        io.stop();
+        return;
+      }
+      device->close(std::chrono::seconds(10), [&](std::error_code ec) {
+        if (ec) spdlog::warn("final SYNCHRONIZE CACHE failed: {}", ec.message());
+        spdlog::info("logged out");
+        io.stop();
+      });
+    };
+    if (server)
+      server->stop(close_device);
+    else
+      close_device();
+  };
+  std::function<void(const boost::system::error_code&, int)> on_signal =
+      [&](const boost::system::error_code& ec, int signo) {
+        if (ec) return;
+        if (stopping) {
+          spdlog::warn("second signal: exiting without a clean logout");
+          std::_Exit(exit_interrupted);
+        }
+        spdlog::info("received {}", signo == SIGINT ? "SIGINT" : "SIGTERM");
+        signals.async_wait(on_signal);
+        shutdown();
+      };
+  signals.async_wait(on_signal);
+
+  spdlog::info("logging in to {} LUN {} via {}", cfg.target.iqn, cfg.target.lun,
+               iscsi_io::describe(lun_config.paths.front()));
+  mpio::LunDevice::open(
+      io, lun_config,
+      [&](std::error_code ec, const std::string& detail, std::shared_ptr<mpio::LunDevice> dev) {
+        if (ec) {
+          spdlog::error("{}", detail.empty() ? ec.message() : detail);
+          status = exit_failure;
+          io.stop();
+          return;
+        }
+        device = std::move(dev);
+        const auto& info = device->info();
+        spdlog::info("LUN {}: {} {} WWID {} size {} ({} bytes) block {}", cfg.target.lun,
+                     info.vendor, info.product, info.wwid.empty() ? "-" : info.wwid,
+                     human_size(info.size_bytes), info.size_bytes, info.logical_block_size);
+        device->on_path_failure([&](const std::string& path, std::error_code fec,
+                                    const std::string& fdetail) {
+          spdlog::error("path {} failed: {}", path, fdetail.empty() ? fec.message() : fdetail);
+        });
+        if (stopping) {
+          shutdown();
+          return;
+        }
+        server = std::make_unique<nbd::Server>(io, *device, server_options(cfg, info));
+        std::string server_detail;
+        if (auto sec = server->start(&server_detail)) {
+          spdlog::error("cannot serve NBD on {}: {}", config::to_string(cfg.nbd.listen),
+                        server_detail.empty() ? sec.message() : server_detail);
+          status = exit_failure;
+          server.reset();
+          stopping = false;
+          shutdown();
+          return;
+        }
+        spdlog::info("serving export '{}' at {}", cfg.nbd.export_name, server->endpoint_uri());
+        std::cout << server->endpoint_uri() << std::endl;
+      });
+  io.run();
+  return status;
+}
+
+int discover(const std::string& portal_text, const std::optional<std::string>& source,
+             const std::string& initiator_name) {
+  auto parsed = config::parse_portal(portal_text);
+  if (auto* problem = std::get_if<std::string>(&parsed)) {
+    std::cerr << "portal '" << portal_text << "': " << *problem << "\n";
+    return exit_usage;
+  }
+  if (source && !config::ip_literal_family(*source)) {
+    std::cerr << "--source '" << *source << "' is not an IPv4 or IPv6 address\n";
+    return exit_usage;
+  }
+  auto portal = std::get<config::Portal>(parsed);
+  iscsi_io::PathConfig pc;
+  pc.portal_host = portal.host;
+  pc.portal_port = portal.port;
+  pc.source_address = source;
+  pc.initiator_name = initiator_name.empty() ? config::generate_initiator_name() : initiator_name;
+  pc.isid = iscsi_io::random_isid();
+  asio::io_context io;
+  auto path = iscsi_io::PathSession::create(io, pc);
+  int status = exit_ok;
+  path->discover([&](std::error_code ec, const std::string& detail,
+                     std::vector<iscsi::DiscoveredTarget> targets) {
+    if (ec) {
+      std::cerr << "discovery on " << iscsi_io::describe(pc)
+                << " failed: " << (detail.empty() ? ec.message() : detail) << "\n";
+      status = exit_failure;
+      return;
+    }
+    // One line per portal, as `iscsiadm -m discovery` prints: ADDRESS:PORT,TPGT TARGET
+    for (const auto& t : targets) {
+      if (t.portals.empty()) std::cout << "-  " << t.name << "\n";
+      for (const auto& p : t.portals)
+        std::cout << config::to_string(config::Portal{p.host, p.port}) << "," << p.portal_group_tag
+                  << " " << t.name << "\n";
+    }
+  });
+  io.run();
+  return status;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"iscsi-mpio: userspace iSCSI initiator with multipath I/O, serving the LUN over NBD"};
+  app.require_subcommand(1);
+  std::string log_level = "info";
+  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+
+  std::string config_path;
+  auto* attach_cmd = app.add_subcommand("attach", "log in and serve the LUN as an NBD export");
+  attach_cmd->add_option("config", config_path, "YAML configuration file")->required();
+
+  std::string portal;
+  std::optional<std::string> source;
+  std::string initiator_name;
+  auto* discover_cmd =
+      app.add_subcommand("discover", "list the targets a portal reports (SendTargets=All)");
+  discover_cmd->add_option("portal", portal, "HOST[:PORT], [IPv6][:PORT]")->required();
+  discover_cmd->add_option("--source", source, "local address to connect from");
+  discover_cmd->add_option("--initiator-name", initiator_name, "iSCSI initiator name to present");
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int code = app.exit(e);
+    return code == 0 ? exit_ok : exit_usage;
+  }
+  // Logs go to stderr; stdout carries only results (the NBD URI, discovered targets).
+  spdlog::set_default_logger(spdlog::stderr_color_mt("iscsi-mpio"));
+  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  spdlog::set_level(spdlog::level::from_str(log_level));
+
+  if (*attach_cmd) return attach(config_path);
+  if (*discover_cmd) return discover(portal, source, initiator_name);
+  return exit_usage;
+}
