@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Installs what iscsi-mpio needs on Debian 12, as root. Safe to run again: packages already
+# present are left alone, and when nothing is missing apt is not touched at all.
+#
+#   tools/install-deps.sh            build + runtime + test peers + fuzz/sanitizer toolchain
+#   tools/install-deps.sh --minimal  build + what `tools/demo.sh` needs at run time
+set -euo pipefail
+
+# Compiler and libraries. libboost1.81-dev by name: Debian's default libboost-dev (1.74) has an
+# Asio whose C++20 coroutines do not compile with g++ 12; 1.81 replaces it (they conflict).
+readonly build_packages=(g++ cmake ninja-build pkg-config libboost1.81-dev libspdlog-dev
+  libcli11-dev libyaml-cpp-dev catch2 libnbd-dev libisal-dev libssl-dev)
+# The demo: a tgtd target to log in to and the NBD clients it suggests.
+readonly runtime_packages=(tgt libnbd-bin python3 procps iproute2)
+# Integration tests: a second target, the qemu-nbd/libiscsi peer, load and fault tools.
+readonly peer_packages=(tgt istgt libiscsi-bin qemu-utils qemu-block-extra fio libnbd-bin nbdkit
+  iproute2 nftables python3 util-linux procps)
+# libFuzzer targets and the ASan/UBSan build.
+readonly fuzz_packages=(clang libclang-rt-14-dev)
+
+minimal=0
+case ${1:-} in
+  '') ;;
+  --minimal) minimal=1 ;;
+  -h | --help) sed -n '2,6{s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+  *) echo "usage: $0 [--minimal]" >&2; exit 2 ;;
+esac
+
+wanted=("${build_packages[@]}" "${runtime_packages[@]}")
+((minimal)) || wanted+=("${peer_packages[@]}" "${fuzz_packages[@]}")
+
+missing=()
+for package in $(printf '%s\n' "${wanted[@]}" | sort -u); do
+  status=$(dpkg-query -W -f='${Status}' "$package" 2>/dev/null || true)
+  [[ $status == "install ok installed" ]] || missing+=("$package")
+done
+if ((${#missing[@]} == 0)); then
+  echo "install-deps: all ${#wanted[@]} packages already installed"
+  exit 0
+fi
+if ((EUID != 0)); then
+  echo "install-deps: missing ${missing[*]}; run as root (sudo $0)" >&2
+  exit 1
+fi
+
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+log=$(mktemp /tmp/install-deps.XXXXXX.log)
+if ! { apt-get update -qq && apt-get install -y -qq --no-install-recommends \
+  -o Dpkg::Use-Pty=0 "${missing[@]}"; } >"$log" 2>&1; then
+  echo "install-deps: apt-get failed; last lines of $log:" >&2
+  tail -n 30 "$log" >&2
+  exit 1
+fi
+rm -f "$log"
+echo "install-deps: done"

@@ -1,0 +1,127 @@
+# shellcheck shell=bash
+# Helpers shared by the test-bed scripts (tgtd-target.sh, istgt-target.sh, run-suite.sh).
+# Sourced, not executed. Everything here talks only to loopback or to a namespace the caller made.
+
+tb_die() {
+  echo "${0##*/}: $*" >&2
+  exit 1
+}
+
+# tb_in_ns NETNS CMD...: run CMD inside NETNS, or directly when NETNS is empty.
+tb_in_ns() {
+  local netns=$1
+  shift
+  if [[ -n $netns ]]; then
+    ip netns exec "$netns" "$@"
+  else
+    "$@"
+  fi
+}
+
+# tb_free_port NETNS ADDR: a TCP port the kernel considers free on ADDR right now. Another
+# process may take it before we bind it; callers retry the start when the daemon fails.
+tb_free_port() {
+  tb_in_ns "$1" python3 -c '
+import socket, sys
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.bind((sys.argv[1], 0))
+print(s.getsockname()[1])' "$2"
+}
+
+# tb_port_open NETNS ADDR PORT: true when a TCP connect to ADDR:PORT succeeds within 1 s.
+tb_port_open() {
+  # shellcheck disable=SC2016 # $0/$1 expand in the inner shell
+  tb_in_ns "$1" timeout 1 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$2" "$3" 2>/dev/null
+}
+
+# tb_running PID: true while PID exists and is not a zombie. A child that exited but was not
+# yet reaped by its parent (us) still answers `kill -0`, so that test alone would wait forever.
+tb_running() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  [[ ${stat:0:1} != Z ]]
+}
+
+# tb_start_time PID: the process's start time (clock ticks since boot, proc(5) field 22). PID
+# plus start time names a process for good: a recycled PID gets a new start time.
+tb_start_time() {
+  local stat
+  stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+  stat=${stat##*) }
+  local -a fields
+  read -r -a fields <<<"$stat"
+  echo "${fields[19]}"
+}
+
+# tb_wait_port NETNS ADDR PORT PID SECONDS: wait until ADDR:PORT accepts connections, failing
+# early when PID (the daemon that should listen there) has exited.
+tb_wait_port() {
+  local netns=$1 addr=$2 port=$3 pid=$4 seconds=$5
+  local deadline=$((SECONDS + seconds))
+  while ((SECONDS < deadline)); do
+    tb_running "$pid" || return 1
+    tb_port_open "$netns" "$addr" "$port" && return 0
+    sleep 0.2
+  done
+  return 1
+}
+
+# tb_wait_gone PID SECONDS: wait until PID has exited (true) or SECONDS passed (false).
+tb_wait_gone() {
+  local pid=$1 deadline=$((SECONDS + $2))
+  while tb_running "$pid"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.1
+  done
+  return 0
+}
+
+# tb_kill_tree PID: TERM PID and all its descendants (children first found, then killed
+# together), KILL whatever is left after 5 s. For process trees this shell started itself.
+tb_kill_tree() {
+  local -a tree=("$1") queue=("$1")
+  local pid child
+  while ((${#queue[@]})); do
+    pid=${queue[0]}
+    queue=("${queue[@]:1}")
+    for child in $(pgrep -P "$pid" || true); do
+      tree+=("$child")
+      queue+=("$child")
+    done
+  done
+  kill -TERM "${tree[@]}" 2>/dev/null || true
+  for pid in "${tree[@]}"; do
+    tb_wait_gone "$pid" 5 || kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+
+# tb_pid_is PID COMM: true when PID is alive and runs a program named COMM, so a recycled PID
+# is never killed by mistake.
+tb_pid_is() {
+  tb_running "$1" && [[ $(cat "/proc/$1/comm" 2>/dev/null) == "${2:0:15}" ]]
+}
+
+# tb_size_bytes SIZE: 512M / 1G / 4096 -> bytes (binary suffixes, like truncate(1)).
+tb_size_bytes() {
+  local size=$1 number unit
+  [[ $size =~ ^([0-9]+)([KkMmGgTt]?)(i?B)?$ ]] || tb_die "bad size: $size"
+  number=${BASH_REMATCH[1]}
+  unit=${BASH_REMATCH[2]}
+  case $unit in
+    '') echo "$number" ;;
+    [Kk]) echo $((number << 10)) ;;
+    [Mm]) echo $((number << 20)) ;;
+    [Gg]) echo $((number << 30)) ;;
+    [Tt]) echo $((number << 40)) ;;
+  esac
+}
+
+# tb_emit NAME VALUE...: print `export NAME=VALUE` lines quoted for eval; exported so that a
+# later `... stop` (a child process) sees them.
+tb_emit() {
+  while (($# >= 2)); do
+    printf 'export %s=%q\n' "$1" "$2"
+    shift 2
+  done
+}
