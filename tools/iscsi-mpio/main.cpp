@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio.hpp>
 #include <chrono>
+#include <csignal>
 #include <cstdio>
 #include <iostream>
 #include <memory>
@@ -222,6 +223,9 @@ int discover(const std::string& portal_text, const std::optional<std::string>& s
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A closed stderr (a log pipe whose reader went away) must not kill a daemon holding a LUN;
+  // sockets already send with MSG_NOSIGNAL.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"iscsi-mpio: userspace iSCSI initiator with multipath I/O, serving the LUN over NBD"};
   app.require_subcommand(1);
   std::string log_level = "info";

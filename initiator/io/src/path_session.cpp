@@ -200,9 +200,11 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
         continue;
       }
       auto& failed_login = std::get<iscsi::LoginFailed>(action);
-      detail = failed_login.detail.empty() ? failed_login.error.message()
-                                           : failed_login.error.message() + ": " +
-                                                 failed_login.detail;
+      // The exchange's detail usually names the status already; do not say it twice.
+      const std::string message = failed_login.error.message();
+      detail = failed_login.detail.find(message) != std::string::npos ? failed_login.detail
+               : failed_login.detail.empty() ? message
+                                             : message + ": " + failed_login.detail;
       co_return failed_login.error;
     }
   }
