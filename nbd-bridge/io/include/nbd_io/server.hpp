@@ -1,0 +1,73 @@
+// The NBD server: listens on a unix socket or TCP, runs the handshake state machine
+// (nbd/handshake.hpp) per client, then serves requests from an mpio::BlockDevice with several
+// in flight per connection and replies in completion order. Asio stays in server.cpp.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <system_error>
+#include <variant>
+
+namespace boost::asio {
+class io_context;
+}
+namespace mpio {
+class BlockDevice;
+}
+
+namespace nbd {
+
+struct UnixEndpoint {
+  std::string path;
+};
+struct TcpEndpoint {
+  std::string host = "127.0.0.1";
+  uint16_t port = 10809;  // 0 = any free port (endpoint_uri() reports the one chosen)
+};
+
+struct ServerOptions {
+  std::variant<UnixEndpoint, TcpEndpoint> listen;
+  std::string export_name;
+  std::string description;
+  // Backpressure: a connection stops reading requests while this many are in flight, or
+  // while READ/WRITE payloads in flight would exceed the byte budget.
+  size_t max_requests_per_connection = 128;
+  size_t max_bytes_per_connection = 64u << 20;
+};
+
+// Threading: the server runs on one io_context; the device's `done` callbacks may come on any
+// thread (they are posted back). start() and endpoint_uri() may be called from any thread;
+// stop() may be called from any thread and completes on the io_context. Destroy the Server
+// only after on_drained has run or the io_context has stopped.
+class Server {
+ public:
+  Server(boost::asio::io_context& io, mpio::BlockDevice& device, ServerOptions options);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  // Binds and listens, then accepts on the io_context. A unix socket path left over by a dead
+  // process is replaced; one with a live listener is refused (std::errc::address_in_use), as is
+  // a path that is not a socket. `detail` (optional) receives a human-readable reason.
+  std::error_code start(std::string* detail = nullptr);
+
+  // Stops accepting, stops reading requests, waits until every request already read has
+  // completed on the device and its reply is written, closes the connections, then runs
+  // on_drained on the io_context thread. Clients still in the handshake are closed at once.
+  void stop(std::function<void()> on_drained);
+
+  // nbd+unix:///EXPORT?socket=PATH or nbd://HOST:PORT/EXPORT (empty before start()).
+  std::string endpoint_uri() const;
+
+  // Connections currently open (handshake or transmission).
+  size_t connection_count() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace nbd

@@ -1,0 +1,652 @@
+#include "nbd_io/server.hpp"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <set>
+#include <utility>
+#include <vector>
+
+#include <spdlog/spdlog.h>
+#include <boost/asio/co_spawn.hpp>
+#include <boost/asio/detached.hpp>
+#include <boost/asio/generic/stream_protocol.hpp>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/local/stream_protocol.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/read.hpp>
+#include <boost/asio/redirect_error.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/asio/use_awaitable.hpp>
+#include <boost/asio/write.hpp>
+
+#include "mpio/block_device.hpp"
+#include "nbd/errors.hpp"
+#include "nbd/export.hpp"
+#include "nbd/handshake.hpp"
+#include "nbd/reply.hpp"
+#include "nbd/request.hpp"
+#include "nbd/wire.hpp"
+
+namespace nbd {
+namespace {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::use_awaitable;
+using Protocol = asio::generic::stream_protocol;
+using Socket = Protocol::socket;
+using Acceptor = asio::basic_socket_acceptor<Protocol>;
+using boost::system::error_code;
+
+bool is_disconnect(const error_code& ec) {
+  return ec == asio::error::eof || ec == asio::error::connection_reset ||
+         ec == asio::error::broken_pipe || ec == asio::error::operation_aborted ||
+         ec == asio::error::bad_descriptor;
+}
+
+// RFC 3986 unreserved characters pass; everything else is percent-encoded. '/' is kept where
+// the caller says so (socket paths).
+std::string uri_escape(std::string_view s, bool keep_slash) {
+  static constexpr char digits[] = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    const bool unreserved = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+                            (c >= '0' && c <= '9') || c == '-' || c == '.' || c == '_' ||
+                            c == '~' || (keep_slash && c == '/');
+    if (unreserved) {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.push_back('%');
+      out.push_back(digits[c >> 4]);
+      out.push_back(digits[c & 0xf]);
+    }
+  }
+  return out;
+}
+
+// One request from header to written reply. It owns its payload buffer, which the device
+// uses until `done` runs and the writer uses until the reply is on the wire.
+struct Op {
+  Request request;
+  mpio::IoRequest io;
+  std::unique_ptr<std::byte[]> buffer;
+  uint32_t payload_bytes = 0;  // counted against the connection's byte budget
+  uint32_t error = 0;
+  std::string message;
+  // Encoded reply: header, then optionally the READ data from `buffer`.
+  std::array<std::byte, 28> header{};
+  size_t header_size = 0;
+  std::vector<std::byte> error_chunk;
+  size_t data_size = 0;
+};
+
+struct ConnectionLimits {
+  size_t max_requests = 128;
+  size_t max_bytes = 64u << 20;
+};
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  Connection(Socket socket, mpio::BlockDevice& device, ExportDescription export_description,
+             ConnectionLimits limits, std::string peer)
+      : socket_(std::move(socket)),
+        wake_(socket_.get_executor(), asio::steady_timer::time_point::max()),
+        device_(device),
+        export_(std::move(export_description)),
+        limits_(limits),
+        peer_(std::move(peer)) {}
+
+  awaitable<void> run() {
+    auto self = shared_from_this();
+    spdlog::info("nbd: client {} connected to export '{}'", peer_, export_.name);
+    if (co_await handshake()) {
+      in_transmission_ = true;
+      writer_running_ = true;
+      asio::co_spawn(socket_.get_executor(), write_replies(), asio::detached);
+      co_await read_requests();
+      if (hard_disconnect_) close_socket();
+      // proto.md NBD_CMD_DISC: "The server MUST handle all outstanding requests" first; the
+      // device also keeps our buffers until `done`, so we wait even after a hard disconnect.
+      while (in_flight_ > 0) co_await wait();
+      writer_stop_ = true;
+      notify();
+      while (writer_running_) co_await wait();
+    }
+    close_socket();
+    spdlog::info("nbd: client {} disconnected from export '{}'", peer_, export_.name);
+  }
+
+  // Server shutdown: no new requests; what was read completes and is answered.
+  void stop() {
+    stopping_ = true;
+    error_code ignored;
+    if (!in_transmission_) {
+      socket_.close(ignored);
+    } else {
+      // SHUT_RD wakes the pending header read with EOF without disturbing a reply being written.
+      socket_.shutdown(Socket::shutdown_receive, ignored);
+    }
+    notify();
+  }
+
+ private:
+  void notify() { wake_.cancel(); }
+
+  // Every waiter re-checks its own condition: one timer, cancelled on any state change, serves
+  // as the condition variable for the reader, the writer and the drain in run().
+  awaitable<void> wait() {
+    error_code ignored;
+    co_await wake_.async_wait(asio::redirect_error(use_awaitable, ignored));
+  }
+
+  void close_socket() {
+    error_code ignored;
+    socket_.shutdown(Socket::shutdown_both, ignored);
+    socket_.close(ignored);
+  }
+
+  awaitable<bool> handshake() {
+    ServerHandshake handshake(export_);
+    std::vector<std::byte> input;
+    error_code ec;
+    for (;;) {
+      const auto output = handshake.pending_output();
+      if (!output.empty()) {
+        co_await asio::async_write(socket_, asio::buffer(output.data(), output.size()),
+                                   asio::redirect_error(use_awaitable, ec));
+        if (ec) break;
+        handshake.consume_output(output.size());
+      }
+      if (handshake.finished()) break;
+      input.resize(handshake.bytes_needed());
+      co_await asio::async_read(socket_, asio::buffer(input),
+                                asio::redirect_error(use_awaitable, ec));
+      if (ec) break;
+      handshake.feed(input);
+    }
+    if (!handshake.finished()) {
+      if (!is_disconnect(ec)) spdlog::warn("nbd: client {} handshake: {}", peer_, ec.message());
+      co_return false;
+    }
+    const HandshakeOutcome& outcome = handshake.outcome();
+    switch (outcome.kind) {
+      case HandshakeOutcome::Kind::transmission:
+        structured_ = outcome.structured_replies;
+        spdlog::info("nbd: client {} using export '{}' ({} replies)", peer_, export_.name,
+                     structured_ ? "structured" : "simple");
+        co_return true;
+      case HandshakeOutcome::Kind::client_aborted:
+        co_return false;
+      case HandshakeOutcome::Kind::protocol_error:
+        spdlog::warn("nbd: client {} handshake failed: {}", peer_, outcome.message);
+        co_return false;
+    }
+    co_return false;
+  }
+
+  bool can_read_more() const { return !stopping_ && !hard_disconnect_ && !write_failed_; }
+
+  awaitable<void> read_requests() {
+    std::array<std::byte, kRequestHeaderSize> header{};
+    error_code ec;
+    for (;;) {
+      while (can_read_more() && in_flight_ >= limits_.max_requests) co_await wait();
+      if (!can_read_more()) co_return;
+      co_await asio::async_read(socket_, asio::buffer(header),
+                                asio::redirect_error(use_awaitable, ec));
+      if (ec) {
+        if (!is_disconnect(ec) && !stopping_) {
+          spdlog::warn("nbd: client {} read: {}", peer_, ec.message());
+        }
+        co_return;
+      }
+      auto op = std::make_unique<Op>();
+      if (const auto decode_ec = decode_request(header, op->request)) {
+        // Framing is lost: the only safe move is a hard disconnect of this connection.
+        spdlog::warn("nbd: client {}: {}, closing connection", peer_, decode_ec.message());
+        hard_disconnect_ = true;
+        co_return;
+      }
+      const Request& request = op->request;
+      if (request.type == kCmdDisc) co_return;
+
+      const Validation validation = validate(request, export_.device, structured_);
+      ++in_flight_;
+      if (request.type == kCmdWrite && !validation) {
+        // The payload still follows the header: drain it to stay in step with the client.
+        if (request.length > kMaxPayloadBytes) {
+          spdlog::warn("nbd: client {}: NBD_CMD_WRITE of {} bytes, closing connection", peer_,
+                       request.length);
+          --in_flight_;
+          hard_disconnect_ = true;
+          co_return;
+        }
+        if (!co_await discard(request.length)) {
+          --in_flight_;
+          co_return;
+        }
+      }
+      if (!validation) {
+        op->error = validation.error;
+        op->message = std::string(validation.reason);
+        queue_reply(std::move(op));
+        continue;
+      }
+
+      const bool has_payload = request.type == kCmdRead || request.type == kCmdWrite;
+      if (has_payload && request.length > 0) {
+        while (can_read_more() && in_flight_bytes_ > 0 &&
+               in_flight_bytes_ + request.length > limits_.max_bytes) {
+          co_await wait();
+        }
+        op->payload_bytes = request.length;
+        in_flight_bytes_ += request.length;
+        op->buffer = std::make_unique_for_overwrite<std::byte[]>(request.length);
+        if (request.type == kCmdWrite) {
+          co_await asio::async_read(socket_, asio::buffer(op->buffer.get(), request.length),
+                                    asio::redirect_error(use_awaitable, ec));
+          if (ec) {
+            finish(std::move(op));
+            co_return;
+          }
+        }
+      }
+      // Zero-length requests have nothing to do ("SHOULD NOT disconnect"); answer at once.
+      if (request.length == 0 && request.type != kCmdFlush) {
+        queue_reply(std::move(op));
+        continue;
+      }
+      submit(std::move(op));
+    }
+  }
+
+  awaitable<bool> discard(uint32_t length) {
+    std::vector<std::byte> scratch(std::min<uint32_t>(length, 64 * 1024));
+    error_code ec;
+    while (length > 0) {
+      const size_t n = std::min<size_t>(length, scratch.size());
+      co_await asio::async_read(socket_, asio::buffer(scratch.data(), n),
+                                asio::redirect_error(use_awaitable, ec));
+      if (ec) co_return false;
+      length -= static_cast<uint32_t>(n);
+    }
+    co_return true;
+  }
+
+  void submit(std::unique_ptr<Op> op) {
+    mpio::IoRequest& io = op->io;
+    to_io_op(op->request.type, io.op);
+    io.offset = op->request.offset;
+    io.length = op->request.length;
+    io.fua = (op->request.flags & kCmdFlagFua) != 0;
+    io.may_unmap = io.op == mpio::IoOp::write_zeroes && (op->request.flags & kCmdFlagNoHole) == 0 &&
+                   export_.device.write_zeroes_may_unmap;
+    if (op->buffer) io.buffer = std::span<std::byte>(op->buffer.get(), op->request.length);
+    Op* raw = op.release();
+    // `done` may run inline, or on another thread: always continue on our executor. The posted
+    // handler owns the Op, so it is freed even if the io_context is destroyed first.
+    io.done = [self = shared_from_this(), raw](std::error_code ec, const std::string& detail) {
+      asio::post(self->socket_.get_executor(),
+                 [self, op = std::unique_ptr<Op>(raw), ec, detail]() mutable {
+                   self->on_done(std::move(op), ec, detail);
+                 });
+    };
+    device_.submit(io);
+  }
+
+  void on_done(std::unique_ptr<Op> op, std::error_code ec, const std::string& detail) {
+    if (ec) {
+      op->error = error_for(ec);
+      op->message = detail.empty() ? ec.message() : detail;
+      spdlog::debug("nbd: client {} request {} failed: {} ({})", peer_, op->request.cookie,
+                    op->message, nbd_error_name(op->error));
+    }
+    queue_reply(std::move(op));
+  }
+
+  void queue_reply(std::unique_ptr<Op> op) {
+    if (hard_disconnect_ || write_failed_ || writer_stop_) {
+      finish(std::move(op));
+      return;
+    }
+    encode_reply(*op);
+    replies_.push_back(std::move(op));
+    notify();
+  }
+
+  void encode_reply(Op& op) {
+    const Request& request = op.request;
+    auto put = [&op](std::span<const std::byte> bytes) {
+      std::copy(bytes.begin(), bytes.end(), op.header.begin());
+      op.header_size = bytes.size();
+    };
+    if (op.error != 0) {
+      if (structured_) {
+        op.error_chunk = encode_error_chunk(request.cookie, op.error, op.message);
+      } else {
+        put(encode_simple_reply(request.cookie, op.error));
+      }
+      return;
+    }
+    if (request.type != kCmdRead) {
+      put(encode_simple_reply(request.cookie, 0));
+      return;
+    }
+    if (!structured_) {
+      put(encode_simple_reply(request.cookie, 0));
+      op.data_size = request.length;
+    } else if (request.length == 0) {
+      put(encode_none_chunk(request.cookie));  // OFFSET_DATA must carry at least one byte
+    } else {
+      // One chunk marked DONE: the data is complete before we start sending it.
+      put(encode_offset_data_header(request.cookie, request.offset, request.length, true));
+      op.data_size = request.length;
+    }
+  }
+
+  // Releases a request's share of the backpressure budget.
+  void finish(std::unique_ptr<Op> op) {
+    in_flight_bytes_ -= op->payload_bytes;
+    --in_flight_;
+    op.reset();
+    notify();
+  }
+
+  awaitable<void> write_replies() {
+    auto self = shared_from_this();
+    std::vector<std::unique_ptr<Op>> batch;
+    std::vector<asio::const_buffer> buffers;
+    error_code ec;
+    for (;;) {
+      while (replies_.empty() && !writer_stop_) co_await wait();
+      if (replies_.empty()) break;
+      // Gather every reply ready now into one write.
+      batch.clear();
+      buffers.clear();
+      while (!replies_.empty() && batch.size() < 256) {
+        batch.push_back(std::move(replies_.front()));
+        replies_.pop_front();
+        const Op& op = *batch.back();
+        if (!op.error_chunk.empty()) {
+          buffers.emplace_back(op.error_chunk.data(), op.error_chunk.size());
+        } else {
+          buffers.emplace_back(op.header.data(), op.header_size);
+          if (op.data_size > 0) buffers.emplace_back(op.buffer.get(), op.data_size);
+        }
+      }
+      co_await asio::async_write(socket_, buffers, asio::redirect_error(use_awaitable, ec));
+      for (auto& op : batch) finish(std::move(op));
+      batch.clear();
+      if (ec) {
+        if (!is_disconnect(ec)) spdlog::warn("nbd: client {} write: {}", peer_, ec.message());
+        write_failed_ = true;
+        while (!replies_.empty()) {
+          finish(std::move(replies_.front()));
+          replies_.pop_front();
+        }
+        // Wake the reader (blocked on a read the client may never complete).
+        error_code ignored;
+        socket_.shutdown(Socket::shutdown_receive, ignored);
+        break;
+      }
+    }
+    writer_running_ = false;
+    notify();
+  }
+
+  Socket socket_;
+  asio::steady_timer wake_;
+  mpio::BlockDevice& device_;
+  ExportDescription export_;
+  ConnectionLimits limits_;
+  std::string peer_;
+  bool structured_ = false;
+  bool in_transmission_ = false;
+  bool stopping_ = false;
+  bool hard_disconnect_ = false;
+  bool write_failed_ = false;
+  bool writer_stop_ = false;
+  bool writer_running_ = false;
+  size_t in_flight_ = 0;        // read but not yet answered (or dropped)
+  size_t in_flight_bytes_ = 0;  // READ/WRITE payload bytes of those
+  std::deque<std::unique_ptr<Op>> replies_;
+};
+
+std::string describe_peer(const Protocol::endpoint& endpoint, uint64_t id) {
+  std::string name = "#" + std::to_string(id);
+  const auto* addr = endpoint.data();
+  if (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) {
+    asio::ip::tcp::endpoint tcp;
+    std::memcpy(tcp.data(), addr, std::min<size_t>(endpoint.size(), sizeof(sockaddr_in6)));
+    name += " (" + tcp.address().to_string() + ":" + std::to_string(tcp.port()) + ")";
+  }
+  return name;
+}
+
+}  // namespace
+
+struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
+  Impl(asio::io_context& io, mpio::BlockDevice& device, ServerOptions options)
+      : io(io), device(device), options(std::move(options)), acceptor(io) {}
+
+  asio::io_context& io;
+  mpio::BlockDevice& device;
+  ServerOptions options;
+  Acceptor acceptor;
+  std::set<std::shared_ptr<Connection>> connections;
+  std::atomic<size_t> connection_count{0};
+  uint64_t next_id = 1;
+  bool accepting = false;
+  bool stopping = false;
+  std::function<void()> on_drained;
+
+  mutable std::mutex uri_mutex;
+  std::string uri;
+  // The unix socket we created, identified by inode so we never unlink another server's.
+  std::string socket_path;
+  dev_t socket_dev = 0;
+  ino_t socket_ino = 0;
+
+  std::error_code bind_unix(const std::string& path, std::string& detail) {
+    if (path.empty() || path.size() >= sizeof(sockaddr_un::sun_path)) {
+      detail = "unix socket path '" + path + "' is empty or too long";
+      return std::make_error_code(std::errc::filename_too_long);
+    }
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+      if (!S_ISSOCK(st.st_mode)) {
+        detail = path + " exists and is not a socket";
+        return std::make_error_code(std::errc::file_exists);
+      }
+      asio::local::stream_protocol::socket probe(io);
+      error_code ec;
+      probe.connect(asio::local::stream_protocol::endpoint(path), ec);
+      if (!ec) {
+        detail = "another process is listening on " + path;
+        return std::make_error_code(std::errc::address_in_use);
+      }
+      if (ec != asio::error::connection_refused) {
+        detail = "cannot probe existing socket " + path + ": " + ec.message();
+        return ec;
+      }
+      ::unlink(path.c_str());  // stale: its server is gone
+    }
+    const Protocol::endpoint endpoint{asio::local::stream_protocol::endpoint(path)};
+    error_code ec;
+    acceptor.open(endpoint.protocol(), ec);
+    if (!ec) acceptor.bind(endpoint, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    if (ec) {
+      detail = "cannot listen on " + path + ": " + ec.message();
+      error_code ignored;
+      acceptor.close(ignored);
+      return ec;
+    }
+    if (::lstat(path.c_str(), &st) == 0) {
+      socket_path = path;
+      socket_dev = st.st_dev;
+      socket_ino = st.st_ino;
+    }
+    set_uri("nbd+unix:///" + uri_escape(options.export_name, false) +
+            "?socket=" + uri_escape(path, true));
+    return {};
+  }
+
+  std::error_code bind_tcp(const TcpEndpoint& where, std::string& detail) {
+    error_code ec;
+    asio::ip::tcp::resolver resolver(io);
+    auto results = resolver.resolve(where.host, std::to_string(where.port),
+                                    asio::ip::tcp::resolver::passive, ec);
+    if (ec || results.empty()) {
+      detail = "cannot resolve " + where.host + ": " + ec.message();
+      return ec ? std::error_code(ec) : std::make_error_code(std::errc::address_not_available);
+    }
+    const asio::ip::tcp::endpoint tcp = results.begin()->endpoint();
+    const Protocol::endpoint endpoint{tcp};
+    acceptor.open(endpoint.protocol(), ec);
+    if (!ec) acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+    if (!ec) acceptor.bind(endpoint, ec);
+    if (!ec) acceptor.listen(asio::socket_base::max_listen_connections, ec);
+    Protocol::endpoint local;
+    if (!ec) local = acceptor.local_endpoint(ec);
+    if (ec) {
+      detail =
+          "cannot listen on " + where.host + ":" + std::to_string(where.port) + ": " + ec.message();
+      error_code ignored;
+      acceptor.close(ignored);
+      return ec;
+    }
+    asio::ip::tcp::endpoint bound;
+    std::memcpy(bound.data(), local.data(), std::min<size_t>(local.size(), sizeof(sockaddr_in6)));
+    const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
+                                                     : bound.address().to_string();
+    set_uri("nbd://" + host + ":" + std::to_string(bound.port()) + "/" +
+            uri_escape(options.export_name, false));
+    return {};
+  }
+
+  void set_uri(std::string value) {
+    std::lock_guard lock(uri_mutex);
+    uri = std::move(value);
+  }
+
+  awaitable<void> accept_loop() {
+    auto self = shared_from_this();
+    for (;;) {
+      error_code ec;
+      Socket socket = co_await acceptor.async_accept(asio::redirect_error(use_awaitable, ec));
+      if (ec) {
+        if (stopping || ec == asio::error::operation_aborted) break;
+        spdlog::warn("nbd: accept: {}", ec.message());
+        // EMFILE and friends: back off instead of spinning.
+        asio::steady_timer pause(io, std::chrono::milliseconds(100));
+        co_await pause.async_wait(asio::redirect_error(use_awaitable, ec));
+        continue;
+      }
+      if (stopping) break;
+      Protocol::endpoint remote = socket.remote_endpoint(ec);
+      const int family = remote.data()->sa_family;
+      if (!ec && (family == AF_INET || family == AF_INET6)) {
+        socket.set_option(asio::ip::tcp::no_delay(true), ec);
+      }
+      ExportDescription export_description{options.export_name, options.description, device.info()};
+      auto connection = std::make_shared<Connection>(
+          std::move(socket), device, std::move(export_description),
+          ConnectionLimits{options.max_requests_per_connection, options.max_bytes_per_connection},
+          describe_peer(remote, next_id++));
+      connections.insert(connection);
+      ++connection_count;
+      asio::co_spawn(io, connection->run(), [self, connection](std::exception_ptr error) {
+        if (error) spdlog::warn("nbd: connection ended with an exception");
+        self->connections.erase(connection);
+        --self->connection_count;
+        self->maybe_drained();
+      });
+    }
+    accepting = false;
+    maybe_drained();
+  }
+
+  void do_stop(std::function<void()> callback) {
+    on_drained = std::move(callback);
+    if (!stopping) {
+      stopping = true;
+      error_code ignored;
+      acceptor.close(ignored);
+      remove_socket_file();
+      for (const auto& connection : connections) connection->stop();
+    }
+    maybe_drained();
+  }
+
+  void maybe_drained() {
+    if (!stopping || accepting || !connections.empty() || !on_drained) return;
+    auto callback = std::move(on_drained);
+    on_drained = nullptr;
+    callback();
+  }
+
+  void remove_socket_file() {
+    if (socket_path.empty()) return;
+    struct stat st {};
+    if (::lstat(socket_path.c_str(), &st) == 0 && st.st_dev == socket_dev &&
+        st.st_ino == socket_ino) {
+      ::unlink(socket_path.c_str());
+    }
+    socket_path.clear();
+  }
+};
+
+Server::Server(asio::io_context& io, mpio::BlockDevice& device, ServerOptions options)
+    : impl_(std::make_shared<Impl>(io, device, std::move(options))) {}
+
+Server::~Server() = default;
+
+std::error_code Server::start(std::string* detail) {
+  std::string reason;
+  std::error_code ec;
+  if (const auto* unix_endpoint = std::get_if<UnixEndpoint>(&impl_->options.listen)) {
+    ec = impl_->bind_unix(unix_endpoint->path, reason);
+  } else {
+    ec = impl_->bind_tcp(std::get<TcpEndpoint>(impl_->options.listen), reason);
+  }
+  if (ec) {
+    spdlog::warn("nbd: {}", reason);
+    if (detail) *detail = reason;
+    return ec;
+  }
+  impl_->accepting = true;
+  spdlog::info("nbd: serving export '{}' at {}", impl_->options.export_name, endpoint_uri());
+  asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
+  return {};
+}
+
+void Server::stop(std::function<void()> on_drained) {
+  if (!on_drained) on_drained = [] {};
+  asio::post(impl_->io, [impl = impl_, callback = std::move(on_drained)]() mutable {
+    impl->do_stop(std::move(callback));
+  });
+}
+
+std::string Server::endpoint_uri() const {
+  std::lock_guard lock(impl_->uri_mutex);
+  return impl_->uri;
+}
+
+size_t Server::connection_count() const {
+  return impl_->connection_count.load();
+}
+
+}  // namespace nbd

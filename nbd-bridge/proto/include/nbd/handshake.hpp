@@ -1,0 +1,86 @@
+// Sans-IO server side of the fixed newstyle handshake (proto.md, "Fixed newstyle negotiation",
+// "Option types", "Option reply types"). The driver sends pending_output(), reads
+// bytes_needed() bytes, feeds them, and repeats until finished(); then outcome() says whether
+// to enter transmission, close after an abort, or drop a misbehaving client.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "nbd/export.hpp"
+
+namespace nbd {
+
+struct HandshakeOutcome {
+  enum class Kind {
+    transmission,    // NBD_OPT_GO acknowledged or NBD_OPT_EXPORT_NAME answered
+    client_aborted,  // NBD_OPT_ABORT acknowledged: send the output, then close
+    protocol_error,  // hard disconnect (proto.md: no error reply is possible or the peer broke
+                     // a MUST); send any output, then close
+  };
+  Kind kind = Kind::protocol_error;
+  bool structured_replies = false;  // NBD_OPT_STRUCTURED_REPLY acknowledged
+  bool no_zeroes = false;           // client set NBD_FLAG_C_NO_ZEROES
+  uint16_t transmission_flags = 0;  // as sent to the client
+  std::string export_name;          // as the client asked for it ("" = default export)
+  std::error_code error;            // nbd::errc for protocol_error / client_aborted
+  std::string message;              // human-readable detail for logs
+};
+
+class ServerHandshake {
+ public:
+  // Options are small (names and strings are at most 4096 bytes); anything longer is drained
+  // without buffering and answered NBD_REP_ERR_TOO_BIG.
+  static constexpr size_t kMaxOptionData = 64 * 1024;
+  // Option haggling that goes on longer than this is treated as denial of service (proto.md,
+  // "Termination of the session during option haggling").
+  static constexpr size_t kMaxOptions = 1024;
+
+  explicit ServerHandshake(ExportDescription export_description);
+
+  // Bytes to send, in order (starting with the greeting). The driver sends them, then calls
+  // consume_output() with the count sent.
+  std::span<const std::byte> pending_output() const noexcept;
+  void consume_output(size_t n) noexcept;
+
+  // Consumes client bytes; stops consuming once finished, so nothing after the final option
+  // is swallowed. Returns the number of bytes consumed.
+  size_t feed(std::span<const std::byte> bytes);
+
+  // Bytes needed to make progress (0 once finished). Reading exactly this many never reads
+  // past the end of the handshake.
+  size_t bytes_needed() const noexcept;
+
+  bool finished() const noexcept { return state_ == State::finished; }
+  const HandshakeOutcome& outcome() const noexcept { return outcome_; }
+
+ private:
+  enum class State { client_flags, option_header, option_data, discard_data, finished };
+
+  void on_client_flags();
+  void on_option_header();
+  void on_option(uint32_t option, std::span<const std::byte> data);
+  void on_info_or_go(uint32_t option, std::span<const std::byte> data);
+  void append_reply(uint32_t option, uint32_t type, std::span<const std::byte> data);
+  void append_error(uint32_t option, uint32_t type, std::string_view message);
+  void append_info(uint32_t option, uint16_t info_type, std::span<const std::byte> payload);
+  void finish(HandshakeOutcome::Kind kind, std::error_code ec, std::string message);
+  void expect(State state, size_t bytes);
+
+  ExportDescription export_;
+  State state_ = State::client_flags;
+  std::vector<std::byte> input_;  // bytes of the current field, up to need_
+  size_t need_ = 0;
+  uint64_t discard_left_ = 0;
+  uint32_t current_option_ = 0;
+  size_t options_seen_ = 0;
+  std::vector<std::byte> output_;
+  size_t output_sent_ = 0;
+  HandshakeOutcome outcome_;
+};
+
+}  // namespace nbd

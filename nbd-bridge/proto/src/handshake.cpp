@@ -1,0 +1,307 @@
+#include "nbd/handshake.hpp"
+
+#include <algorithm>
+#include <array>
+#include <utility>
+
+#include "common/bytes.hpp"
+#include "nbd/errors.hpp"
+#include "nbd/wire.hpp"
+
+namespace nbd {
+namespace {
+
+void append(std::vector<std::byte>& out, std::span<const std::byte> bytes) {
+  out.insert(out.end(), bytes.begin(), bytes.end());
+}
+
+template <size_t N>
+std::array<std::byte, N> zeroed() {
+  return std::array<std::byte, N>{};
+}
+
+}  // namespace
+
+ServerHandshake::ServerHandshake(ExportDescription export_description)
+    : export_(std::move(export_description)) {
+  // Greeting (proto.md, "Newstyle negotiation"): NBDMAGIC, IHAVEOPT, handshake flags.
+  auto greeting = zeroed<kServerGreetingSize>();
+  common::store_be64(greeting, 0, kNbdMagic);
+  common::store_be64(greeting, 8, kIHaveOptMagic);
+  common::store_be16(greeting, 16, kFlagFixedNewstyle | kFlagNoZeroes);
+  append(output_, greeting);
+  expect(State::client_flags, kClientFlagsSize);
+}
+
+std::span<const std::byte> ServerHandshake::pending_output() const noexcept {
+  return std::span<const std::byte>(output_).subspan(output_sent_);
+}
+
+void ServerHandshake::consume_output(size_t n) noexcept {
+  output_sent_ += std::min(n, output_.size() - output_sent_);
+  if (output_sent_ == output_.size()) {
+    output_.clear();
+    output_sent_ = 0;
+  }
+}
+
+size_t ServerHandshake::bytes_needed() const noexcept {
+  switch (state_) {
+    case State::finished:
+      return 0;
+    case State::discard_data:
+      return static_cast<size_t>(std::min<uint64_t>(discard_left_, kMaxOptionData));
+    default:
+      return need_ - input_.size();
+  }
+}
+
+void ServerHandshake::expect(State state, size_t bytes) {
+  state_ = state;
+  need_ = bytes;
+  input_.clear();
+}
+
+size_t ServerHandshake::feed(std::span<const std::byte> bytes) {
+  size_t consumed = 0;
+  while (consumed < bytes.size() && state_ != State::finished) {
+    auto rest = bytes.subspan(consumed);
+    if (state_ == State::discard_data) {
+      const size_t n = static_cast<size_t>(std::min<uint64_t>(discard_left_, rest.size()));
+      discard_left_ -= n;
+      consumed += n;
+      if (discard_left_ == 0) {
+        append_error(current_option_, kRepErrTooBig, "option data too large");
+        expect(State::option_header, kOptionHeaderSize);
+      }
+      continue;
+    }
+    const size_t n = std::min(need_ - input_.size(), rest.size());
+    input_.insert(input_.end(), rest.begin(), rest.begin() + static_cast<ptrdiff_t>(n));
+    consumed += n;
+    if (input_.size() < need_) break;
+    switch (state_) {
+      case State::client_flags:
+        on_client_flags();
+        break;
+      case State::option_header:
+        on_option_header();
+        break;
+      case State::option_data: {
+        std::vector<std::byte> data = std::move(input_);
+        expect(State::option_header, kOptionHeaderSize);
+        on_option(current_option_, data);
+        break;
+      }
+      default:
+        break;
+    }
+  }
+  return consumed;
+}
+
+void ServerHandshake::on_client_flags() {
+  const uint32_t flags = common::load_be32(input_, 0);
+  // proto.md "Client flags": the server MUST drop the connection on an unknown flag. A client
+  // without NBD_FLAG_C_FIXED_NEWSTYLE is still served fixed newstyle ("Servers MAY choose to
+  // honour fixed newstyle from clients that didn't set this bit").
+  if ((flags & ~kKnownClientFlags) != 0) {
+    finish(HandshakeOutcome::Kind::protocol_error, errc::unknown_client_flags,
+           "client flags " + std::to_string(flags) + " include bits the server did not offer");
+    return;
+  }
+  outcome_.no_zeroes = (flags & kClientFlagNoZeroes) != 0;
+  expect(State::option_header, kOptionHeaderSize);
+}
+
+void ServerHandshake::on_option_header() {
+  const uint64_t magic = common::load_be64(input_, 0);
+  current_option_ = common::load_be32(input_, 8);
+  const uint32_t length = common::load_be32(input_, 12);
+  if (magic != kIHaveOptMagic) {
+    finish(HandshakeOutcome::Kind::protocol_error, errc::bad_option_magic,
+           "option header without IHAVEOPT magic");
+    return;
+  }
+  if (++options_seen_ > kMaxOptions) {
+    finish(HandshakeOutcome::Kind::protocol_error, errc::too_many_options,
+           "more than " + std::to_string(kMaxOptions) + " options");
+    return;
+  }
+  if (length > kMaxOptionData) {
+    // NBD_OPT_EXPORT_NAME has no error reply: the only answer is to terminate the session.
+    if (current_option_ == kOptExportName) {
+      finish(HandshakeOutcome::Kind::protocol_error, errc::option_too_large,
+             "NBD_OPT_EXPORT_NAME with " + std::to_string(length) + " bytes of name");
+      return;
+    }
+    state_ = State::discard_data;
+    discard_left_ = length;
+    input_.clear();
+    return;
+  }
+  if (length == 0) {
+    expect(State::option_header, kOptionHeaderSize);
+    on_option(current_option_, {});
+    return;
+  }
+  expect(State::option_data, length);
+}
+
+void ServerHandshake::on_option(uint32_t option, std::span<const std::byte> data) {
+  switch (option) {
+    case kOptExportName: {
+      const std::string name(common::as_chars(data));
+      if (!export_.matches(name)) {
+        // No error reply exists for NBD_OPT_EXPORT_NAME: "the server MUST terminate the
+        // session".
+        outcome_.export_name = name;
+        finish(HandshakeOutcome::Kind::protocol_error, errc::unknown_export,
+               "NBD_OPT_EXPORT_NAME for unknown export '" + name + "'");
+        return;
+      }
+      const uint16_t flags = transmission_flags(export_.device, outcome_.structured_replies);
+      auto reply = zeroed<kExportNameReplySize>();
+      common::store_be64(reply, 0, export_.device.size_bytes);
+      common::store_be16(reply, 8, flags);
+      append(output_, reply);
+      if (!outcome_.no_zeroes) output_.resize(output_.size() + kExportNameZeroPadding);
+      outcome_.export_name = name;
+      outcome_.transmission_flags = flags;
+      finish(HandshakeOutcome::Kind::transmission, {}, {});
+      return;
+    }
+    case kOptAbort:
+      // "The server MUST reply with NBD_REP_ACK"; data, if any, SHOULD be ignored.
+      append_reply(option, kRepAck, {});
+      finish(HandshakeOutcome::Kind::client_aborted, errc::client_aborted, "NBD_OPT_ABORT");
+      return;
+    case kOptList: {
+      if (!data.empty()) {
+        append_error(option, kRepErrInvalid, "NBD_OPT_LIST takes no data");
+        return;
+      }
+      // NBD_REP_SERVER: name length, name, then implementation-specific detail (description).
+      std::vector<std::byte> payload(4);
+      common::store_be32(payload, 0, static_cast<uint32_t>(export_.name.size()));
+      append(payload, common::as_bytes(export_.name));
+      append(payload, common::as_bytes(export_.description));
+      append_reply(option, kRepServer, payload);
+      append_reply(option, kRepAck, {});
+      return;
+    }
+    case kOptStartTls:
+      // NOTLS mode (proto.md, "NOTLS mode"): ERR_UNSUP as we do not implement TLS at all.
+      append_error(option, kRepErrUnsup, "TLS is not supported by this server");
+      return;
+    case kOptInfo:
+    case kOptGo:
+      on_info_or_go(option, data);
+      return;
+    case kOptStructuredReply:
+      if (!data.empty()) {
+        append_error(option, kRepErrInvalid, "NBD_OPT_STRUCTURED_REPLY takes no data");
+        return;
+      }
+      outcome_.structured_replies = true;
+      append_reply(option, kRepAck, {});
+      return;
+    default:
+      // Baseline: unknown options get NBD_REP_ERR_UNSUP and negotiation continues.
+      append_error(option, kRepErrUnsup, "option " + std::to_string(option) + " not supported");
+      return;
+  }
+}
+
+void ServerHandshake::on_info_or_go(uint32_t option, std::span<const std::byte> data) {
+  // Data: u32 name length (<= option length - 6), name, u16 count, count x u16 info types.
+  if (data.size() < 6) {
+    append_error(option, kRepErrInvalid, "option data shorter than 6 bytes");
+    return;
+  }
+  const uint32_t name_length = common::load_be32(data, 0);
+  if (name_length > data.size() - 6) {
+    append_error(option, kRepErrInvalid, "export name length exceeds option length");
+    return;
+  }
+  const std::string name(common::as_chars(data.subspan(4, name_length)));
+  const size_t count_offset = 4 + size_t{name_length};
+  const uint16_t count = common::load_be16(data, count_offset);
+  if (data.size() != count_offset + 2 + size_t{count} * 2) {
+    append_error(option, kRepErrInvalid, "information request count does not match length");
+    return;
+  }
+  if (!export_.matches(name)) {
+    append_error(option, kRepErrUnknown, "unknown export '" + name + "'");
+    return;
+  }
+  bool want_name = false;
+  bool want_description = false;
+  for (uint16_t i = 0; i < count; ++i) {
+    const uint16_t info = common::load_be16(data, count_offset + 2 + size_t{i} * 2);
+    if (info == kInfoName) want_name = true;
+    if (info == kInfoDescription) want_description = true;
+  }
+
+  const uint16_t flags = transmission_flags(export_.device, outcome_.structured_replies);
+  std::array<std::byte, 10> export_info{};
+  common::store_be64(export_info, 0, export_.device.size_bytes);
+  common::store_be16(export_info, 8, flags);
+  append_info(option, kInfoExport, export_info);
+
+  // Sent even when not requested (the server "MAY send information requests back which are
+  // not explicitly requested"): clients that understand it avoid unaligned requests.
+  const BlockSizes sizes = block_sizes(export_.device);
+  std::array<std::byte, 12> block_size_info{};
+  common::store_be32(block_size_info, 0, sizes.minimum);
+  common::store_be32(block_size_info, 4, sizes.preferred);
+  common::store_be32(block_size_info, 8, sizes.maximum);
+  append_info(option, kInfoBlockSize, block_size_info);
+
+  if (want_name) append_info(option, kInfoName, common::as_bytes(export_.name));
+  if (want_description && !export_.description.empty()) {
+    append_info(option, kInfoDescription, common::as_bytes(export_.description));
+  }
+  append_reply(option, kRepAck, {});
+
+  if (option == kOptGo) {
+    outcome_.export_name = name;
+    outcome_.transmission_flags = flags;
+    finish(HandshakeOutcome::Kind::transmission, {}, {});
+  }
+}
+
+void ServerHandshake::append_reply(uint32_t option, uint32_t type,
+                                   std::span<const std::byte> data) {
+  auto header = zeroed<kOptionReplyHeaderSize>();
+  common::store_be64(header, 0, kOptionReplyMagic);
+  common::store_be32(header, 8, option);
+  common::store_be32(header, 12, type);
+  common::store_be32(header, 16, static_cast<uint32_t>(data.size()));
+  append(output_, header);
+  append(output_, data);
+}
+
+void ServerHandshake::append_error(uint32_t option, uint32_t type, std::string_view message) {
+  // Error replies MAY carry a message "suitable for display to the user" (max string length).
+  append_reply(option, type, common::as_bytes(message.substr(0, kMaxStringLength)));
+}
+
+void ServerHandshake::append_info(uint32_t option, uint16_t info_type,
+                                  std::span<const std::byte> payload) {
+  std::vector<std::byte> data(2);
+  common::store_be16(data, 0, info_type);
+  append(data, payload);
+  append_reply(option, kRepInfo, data);
+}
+
+void ServerHandshake::finish(HandshakeOutcome::Kind kind, std::error_code ec, std::string message) {
+  state_ = State::finished;
+  need_ = 0;
+  input_.clear();
+  outcome_.kind = kind;
+  outcome_.error = ec;
+  outcome_.message = std::move(message);
+}
+
+}  // namespace nbd

@@ -1,0 +1,136 @@
+#include "nbd/request.hpp"
+
+#include "common/bytes.hpp"
+#include "nbd/errors.hpp"
+#include "nbd/export.hpp"
+#include "nbd/wire.hpp"
+
+namespace nbd {
+
+std::error_code decode_request(std::span<const std::byte> header, Request& out) noexcept {
+  if (header.size() < kRequestHeaderSize) return std::make_error_code(std::errc::message_size);
+  if (common::load_be32(header, 0) != kRequestMagic) return errc::bad_request_magic;
+  out.flags = common::load_be16(header, 4);
+  out.type = common::load_be16(header, 6);
+  out.cookie = common::load_be64(header, 8);
+  out.offset = common::load_be64(header, 16);
+  out.length = common::load_be32(header, 24);
+  return {};
+}
+
+void encode_request(const Request& request, std::span<std::byte, 28> out) noexcept {
+  common::store_be32(out, 0, kRequestMagic);
+  common::store_be16(out, 4, request.flags);
+  common::store_be16(out, 6, request.type);
+  common::store_be64(out, 8, request.cookie);
+  common::store_be64(out, 16, request.offset);
+  common::store_be32(out, 24, request.length);
+}
+
+namespace {
+
+// Flags valid per command (proto.md, "Command flags"): FUA on any command once
+// NBD_FLAG_SEND_FUA is advertised ("the server MUST accept all commands with this bit set"),
+// DF on READ once structured replies are on, NO_HOLE and FAST_ZERO on WRITE_ZEROES.
+uint16_t allowed_flags(uint16_t command, uint16_t transmission) noexcept {
+  uint16_t allowed = (transmission & kFlagSendFua) ? kCmdFlagFua : 0;
+  switch (command) {
+    case kCmdRead:
+      if (transmission & kFlagSendDf) allowed |= kCmdFlagDf;
+      break;
+    case kCmdWriteZeroes:
+      allowed |= kCmdFlagNoHole;
+      if (transmission & kFlagSendFastZero) allowed |= kCmdFlagFastZero;
+      break;
+    default:
+      break;
+  }
+  return allowed;
+}
+
+}  // namespace
+
+Validation validate(const Request& request, const mpio::DeviceInfo& info,
+                    bool structured_replies) noexcept {
+  const uint16_t transmission = transmission_flags(info, structured_replies);
+  const uint16_t command = request.type;
+  switch (command) {
+    case kCmdRead:
+    case kCmdWrite:
+    case kCmdDisc:
+    case kCmdFlush:
+    case kCmdTrim:
+    case kCmdWriteZeroes:
+      break;
+    // CACHE is not advertised and BLOCK_STATUS needs a metadata context we never offer:
+    // "Servers SHOULD reply with NBD_EINVAL"; both are unknown commands to us.
+    default:
+      return {kEinval, "unsupported command"};
+  }
+  if (command == kCmdDisc) return {};
+  if ((request.flags & ~allowed_flags(command, transmission)) != 0) {
+    return {kEinval, "command flag not valid for this command"};
+  }
+  const bool writes = command == kCmdWrite || command == kCmdTrim || command == kCmdWriteZeroes;
+  if (writes && info.read_only) return {kEperm, "export is read-only"};
+  if (command == kCmdTrim && !(transmission & kFlagSendTrim)) {
+    return {kEinval, "NBD_CMD_TRIM not supported"};
+  }
+  if (command == kCmdWriteZeroes && !(transmission & kFlagSendWriteZeroes)) {
+    return {kEinval, "NBD_CMD_WRITE_ZEROES not supported"};
+  }
+  if (command == kCmdFlush) {
+    // "length and offset are reserved, and MUST be set to all-zero".
+    if (request.offset != 0 || request.length != 0) {
+      return {kEinval, "NBD_CMD_FLUSH with nonzero offset or length"};
+    }
+    return {};
+  }
+
+  const uint64_t size = info.size_bytes;
+  if (request.offset > size || request.length > size - request.offset) {
+    // "Error values": ENOSPC for writes beyond the end, EINVAL for reads and trims.
+    const bool grows = command == kCmdWrite || command == kCmdWriteZeroes;
+    return {grows ? kEnospc : kEinval, "request extends beyond the end of the export"};
+  }
+  const BlockSizes sizes = block_sizes(info);
+  if (request.offset % sizes.minimum != 0 || request.length % sizes.minimum != 0) {
+    return {kEinval, "request not aligned to the minimum block size"};
+  }
+  if ((command == kCmdRead || command == kCmdWrite) && request.length > sizes.maximum) {
+    // A DF read we would have to fragment earns EOVERFLOW (proto.md NBD_CMD_READ).
+    if (command == kCmdRead && (request.flags & kCmdFlagDf)) {
+      return {kEoverflow, "read too large to send unfragmented"};
+    }
+    return {kEinval, "request longer than the maximum block size"};
+  }
+  if (command == kCmdWriteZeroes && (request.flags & kCmdFlagFastZero)) {
+    // We cannot tell in advance whether WRITE SAME beats a plain write: fail fast.
+    return {kEnotsup, "fast zero not available"};
+  }
+  return {};
+}
+
+bool to_io_op(uint16_t command, mpio::IoOp& op) noexcept {
+  switch (command) {
+    case kCmdRead:
+      op = mpio::IoOp::read;
+      return true;
+    case kCmdWrite:
+      op = mpio::IoOp::write;
+      return true;
+    case kCmdFlush:
+      op = mpio::IoOp::flush;
+      return true;
+    case kCmdTrim:
+      op = mpio::IoOp::trim;
+      return true;
+    case kCmdWriteZeroes:
+      op = mpio::IoOp::write_zeroes;
+      return true;
+    default:
+      return false;
+  }
+}
+
+}  // namespace nbd

@@ -1,0 +1,316 @@
+// NBD fixed newstyle handshake (proto.md, "Newstyle negotiation", "Option types",
+// "Option reply types"), driven by client byte scripts.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "common/hex.hpp"
+#include "nbd/errors.hpp"
+#include "nbd/handshake.hpp"
+#include "nbd/wire.hpp"
+
+namespace {
+
+// Hex with spaces between fields, as written in the tests, to the form to_hex() produces.
+inline std::string hex(std::string_view spaced) {
+  return common::to_hex(common::from_hex(spaced));
+}
+
+using common::from_hex;
+using common::to_hex;
+using nbd::HandshakeOutcome;
+using nbd::ServerHandshake;
+
+mpio::DeviceInfo test_device() {
+  mpio::DeviceInfo info;
+  info.size_bytes = 1 << 20;
+  info.logical_block_size = 512;
+  info.physical_block_size = 512;
+  info.max_transfer_bytes = 1 << 20;
+  info.supports_fua = true;
+  info.supports_trim = true;
+  info.supports_write_zeroes = true;
+  return info;
+}
+
+nbd::ExportDescription test_export() {
+  return {"disk", "test disk", test_device()};
+}
+
+// Feeds client bytes and returns what the server has to send, as hex.
+std::string converse(ServerHandshake& handshake, std::string_view client_hex) {
+  const auto input = from_hex(client_hex);
+  REQUIRE(handshake.feed(input) == input.size());
+  const std::string out = to_hex(handshake.pending_output());
+  handshake.consume_output(out.size() / 2);
+  return out;
+}
+
+// A handshake past the greeting and client flags.
+ServerHandshake started(std::string_view client_flags = "00000003") {
+  ServerHandshake handshake(test_export());
+  handshake.consume_output(handshake.pending_output().size());
+  handshake.feed(from_hex(client_flags));
+  return handshake;
+}
+
+constexpr const char* kIHaveOpt = "49484156454f5054";
+constexpr const char* kReplyMagic = "0003e889045565a9";
+
+std::string option(const std::string& code, const std::string& data_hex) {
+  const auto data = from_hex(data_hex);
+  char length[9];
+  std::snprintf(length, sizeof length, "%08zx", data.size());
+  return std::string(kIHaveOpt) + code + length + data_hex;
+}
+
+std::string reply(const std::string& code, const std::string& type, const std::string& data_hex) {
+  char length[9];
+  std::snprintf(length, sizeof length, "%08zx", from_hex(data_hex).size());
+  return std::string(kReplyMagic) + code + type + length + data_hex;
+}
+
+// GO/INFO data: name "disk", info requests NAME and BLOCK_SIZE.
+const std::string kGoDisk = hex("00000004 6469736b 0002 0001 0003");
+// Flags for test_device(): HAS_FLAGS, SEND_FLUSH, SEND_FUA, SEND_TRIM, SEND_WRITE_ZEROES,
+// CAN_MULTI_CONN, SEND_FAST_ZERO.
+const std::string kFlags = "096d";
+std::string info_replies(const std::string& code) {
+  return reply(code, "00000003", hex("0000 0000000000100000") + kFlags) +
+         reply(code, "00000003", hex("0003 00000200 00001000 00100000")) +
+         reply(code, "00000003", hex("0001 6469736b")) + reply(code, "00000001", "");
+}
+const std::string kInfoReplies = info_replies("00000007");
+
+}  // namespace
+
+TEST_CASE("handshake greeting offers fixed newstyle and no zeroes", "[nbd]") {
+  ServerHandshake handshake(test_export());
+  CHECK(to_hex(handshake.pending_output()) == hex("4e42444d41474943 49484156454f5054 0003"));
+  CHECK(handshake.bytes_needed() == 4);
+  CHECK_FALSE(handshake.finished());
+}
+
+TEST_CASE("NBD_OPT_GO with name and info requests enters transmission", "[nbd]") {
+  auto handshake = started();
+  CHECK(handshake.bytes_needed() == 16);
+  CHECK(converse(handshake, option("00000007", kGoDisk)) == kInfoReplies);
+  REQUIRE(handshake.finished());
+  const auto& outcome = handshake.outcome();
+  CHECK(outcome.kind == HandshakeOutcome::Kind::transmission);
+  CHECK_FALSE(outcome.structured_replies);
+  CHECK(outcome.transmission_flags == 0x096d);
+  CHECK(outcome.export_name == "disk");
+  CHECK(handshake.bytes_needed() == 0);
+}
+
+TEST_CASE("bytes after the final option are left for the transmission phase", "[nbd]") {
+  auto handshake = started();
+  const auto input = from_hex(option("00000007", kGoDisk) + "25609513");
+  CHECK(handshake.feed(input) == input.size() - 4);
+  CHECK(handshake.finished());
+}
+
+TEST_CASE("handshake output does not depend on how the input is split", "[nbd]") {
+  const auto input = from_hex("00000001" + option("00000008", "") + option("00000003", "") +
+                              option("00000042", "aabb") + option("00000006", kGoDisk) +
+                              option("00000007", kGoDisk));
+  ServerHandshake whole(test_export());
+  whole.feed(input);
+  REQUIRE(whole.finished());
+  for (size_t split = 1; split < input.size(); ++split) {
+    ServerHandshake pieces(test_export());
+    size_t fed = 0;
+    while (fed < input.size() && !pieces.finished()) {
+      const size_t n = std::min(split, input.size() - fed);
+      fed += pieces.feed(std::span(input).subspan(fed, n));
+    }
+    REQUIRE(pieces.finished());
+    CHECK(to_hex(pieces.pending_output()) == to_hex(whole.pending_output()));
+    CHECK(pieces.outcome().structured_replies);
+  }
+}
+
+TEST_CASE("NBD_OPT_STRUCTURED_REPLY is acknowledged and adds NBD_FLAG_SEND_DF", "[nbd]") {
+  auto handshake = started();
+  CHECK(converse(handshake, option("00000008", "")) == reply("00000008", "00000001", ""));
+  CHECK_FALSE(handshake.finished());
+  const std::string out = converse(handshake, option("00000007", hex("00000000 0000")));
+  CHECK(out.substr(0, 40 + 24) == reply("00000007", "00000003", hex("0000 0000000000100000 09ed")));
+  REQUIRE(handshake.finished());
+  CHECK(handshake.outcome().structured_replies);
+  CHECK(handshake.outcome().transmission_flags == 0x09ed);
+}
+
+TEST_CASE("NBD_OPT_STRUCTURED_REPLY with data is invalid", "[nbd]") {
+  auto handshake = started();
+  const std::string out = converse(handshake, option("00000008", "00"));
+  CHECK(out.substr(16, 16) == hex("00000008 80000003"));
+  CHECK_FALSE(handshake.finished());
+}
+
+TEST_CASE("NBD_OPT_LIST returns our export then ACK; data is invalid", "[nbd]") {
+  auto handshake = started();
+  CHECK(converse(handshake, option("00000003", "")) ==
+        reply("00000003", "00000002", hex("00000004 6469736b 74657374206469736b")) +
+            reply("00000003", "00000001", ""));
+  const std::string invalid = converse(handshake, option("00000003", "00000000"));
+  CHECK(invalid.substr(16, 16) == hex("00000003 80000003"));
+  CHECK_FALSE(handshake.finished());
+}
+
+TEST_CASE("NBD_OPT_INFO answers without leaving the handshake, then GO", "[nbd]") {
+  auto handshake = started();
+  CHECK(converse(handshake, option("00000006", kGoDisk)) == info_replies("00000006"));
+  CHECK_FALSE(handshake.finished());
+  CHECK(converse(handshake, option("00000007", kGoDisk)) == kInfoReplies);
+  CHECK(handshake.finished());
+}
+
+TEST_CASE("NBD_OPT_GO with the empty name selects the default export", "[nbd]") {
+  auto handshake = started();
+  const std::string out = converse(handshake, option("00000007", hex("00000000 0001 0002")));
+  // EXPORT and BLOCK_SIZE always; DESCRIPTION because it was asked for; then ACK.
+  CHECK(out == reply("00000007", "00000003", hex("0000 0000000000100000") + kFlags) +
+                   reply("00000007", "00000003", hex("0003 00000200 00001000 00100000")) +
+                   reply("00000007", "00000003", hex("0002 74657374206469736b")) +
+                   reply("00000007", "00000001", ""));
+  REQUIRE(handshake.finished());
+  CHECK(handshake.outcome().export_name.empty());
+}
+
+TEST_CASE("NBD_OPT_GO for an unknown export gets ERR_UNKNOWN and haggling goes on", "[nbd]") {
+  auto handshake = started();
+  const std::string out = converse(handshake, option("00000007", hex("00000003 626164 0000")));
+  CHECK(out.substr(0, 32) == std::string(kReplyMagic) + hex("00000007 80000006"));
+  CHECK(out.size() > 40);  // carries a message for the user
+  CHECK_FALSE(handshake.finished());
+  CHECK(converse(handshake, option("00000007", kGoDisk)) == kInfoReplies);
+  CHECK(handshake.finished());
+}
+
+TEST_CASE("malformed NBD_OPT_GO lengths get ERR_INVALID", "[nbd]") {
+  const char* cases[] = {
+      "0000000464",                   // shorter than 6 bytes
+      "00000009 6469736b 0000",       // name length beyond the option
+      "00000004 6469736b 0002 0001",  // fewer info requests than counted
+      "00000004 6469736b 0000 0001",  // trailing bytes
+      "ffffffff 0000",                // name length that would overflow
+  };
+  for (const char* data : cases) {
+    auto handshake = started();
+    const std::string out = converse(handshake, option("00000007", data));
+    CHECK(out.substr(16, 16) == hex("00000007 80000003"));
+    CHECK_FALSE(handshake.finished());
+  }
+}
+
+TEST_CASE("NBD_OPT_EXPORT_NAME replies with size and flags, zero padding unless NO_ZEROES",
+          "[nbd]") {
+  SECTION("client set NBD_FLAG_C_NO_ZEROES") {
+    auto handshake = started("00000003");
+    CHECK(converse(handshake, option("00000001", "6469736b")) == "0000000000100000" + kFlags);
+    REQUIRE(handshake.finished());
+    CHECK(handshake.outcome().kind == HandshakeOutcome::Kind::transmission);
+    CHECK(handshake.outcome().no_zeroes);
+  }
+  SECTION("client did not") {
+    auto handshake = started("00000001");
+    CHECK(converse(handshake, option("00000001", "6469736b")) ==
+          "0000000000100000" + kFlags + std::string(124 * 2, '0'));
+    REQUIRE(handshake.finished());
+    CHECK_FALSE(handshake.outcome().no_zeroes);
+  }
+  SECTION("the empty name is the default export") {
+    auto handshake = started("00000003");
+    CHECK(converse(handshake, option("00000001", "")) == "0000000000100000" + kFlags);
+    CHECK(handshake.outcome().kind == HandshakeOutcome::Kind::transmission);
+  }
+}
+
+TEST_CASE("NBD_OPT_EXPORT_NAME for an unknown export terminates the session", "[nbd]") {
+  auto handshake = started();
+  CHECK(converse(handshake, option("00000001", "626164")).empty());
+  REQUIRE(handshake.finished());
+  CHECK(handshake.outcome().kind == HandshakeOutcome::Kind::protocol_error);
+  CHECK(handshake.outcome().error == nbd::errc::unknown_export);
+}
+
+TEST_CASE("unknown options and STARTTLS get ERR_UNSUP", "[nbd]") {
+  auto handshake = started();
+  std::string out = converse(handshake, option("00000042", "0102"));
+  CHECK(out.substr(16, 16) == hex("00000042 80000001"));
+  out = converse(handshake, option("00000005", ""));
+  CHECK(out.substr(16, 16) == hex("00000005 80000001"));
+  CHECK_FALSE(handshake.finished());
+}
+
+TEST_CASE("NBD_OPT_ABORT is acknowledged and ends the handshake", "[nbd]") {
+  auto handshake = started();
+  CHECK(converse(handshake, option("00000002", "")) == reply("00000002", "00000001", ""));
+  REQUIRE(handshake.finished());
+  CHECK(handshake.outcome().kind == HandshakeOutcome::Kind::client_aborted);
+}
+
+TEST_CASE("hostile option lengths are drained, never buffered, and answered ERR_TOO_BIG", "[nbd]") {
+  SECTION("a length just over the cap") {
+    auto handshake = started();
+    const size_t length = ServerHandshake::kMaxOptionData + 1;
+    char header[64];
+    std::snprintf(header, sizeof header, "%s00000007%08zx", kIHaveOpt, length);
+    CHECK(converse(handshake, header).empty());
+    CHECK(handshake.bytes_needed() <= ServerHandshake::kMaxOptionData);
+    const std::vector<std::byte> body(length);
+    CHECK(handshake.feed(body) == length);
+    const std::string out = to_hex(handshake.pending_output());
+    handshake.consume_output(out.size() / 2);
+    CHECK(out.substr(16, 16) == hex("00000007 80000009"));
+    CHECK(converse(handshake, option("00000007", kGoDisk)) == kInfoReplies);
+  }
+  SECTION("4 GiB: the machine asks for at most the cap at a time") {
+    auto handshake = started();
+    CHECK(converse(handshake, std::string(kIHaveOpt) + hex("00000007 ffffffff")).empty());
+    const std::vector<std::byte> chunk(handshake.bytes_needed());
+    CHECK(chunk.size() == ServerHandshake::kMaxOptionData);
+    CHECK(handshake.feed(chunk) == chunk.size());
+    CHECK(handshake.bytes_needed() == ServerHandshake::kMaxOptionData);
+    CHECK(handshake.pending_output().empty());
+  }
+  SECTION("NBD_OPT_EXPORT_NAME cannot be answered: protocol error") {
+    auto handshake = started();
+    CHECK(converse(handshake, std::string(kIHaveOpt) + hex("00000001 00100000")).empty());
+    REQUIRE(handshake.finished());
+    CHECK(handshake.outcome().error == nbd::errc::option_too_large);
+  }
+}
+
+TEST_CASE("protocol violations end the handshake", "[nbd]") {
+  SECTION("unknown client flags") {
+    ServerHandshake handshake(test_export());
+    handshake.feed(from_hex("00000004"));
+    REQUIRE(handshake.finished());
+    CHECK(handshake.outcome().kind == HandshakeOutcome::Kind::protocol_error);
+    CHECK(handshake.outcome().error == nbd::errc::unknown_client_flags);
+  }
+  SECTION("option without IHAVEOPT") {
+    auto handshake = started();
+    handshake.feed(from_hex("4e42444d41474943 00000007 00000000"));
+    REQUIRE(handshake.finished());
+    CHECK(handshake.outcome().error == nbd::errc::bad_option_magic);
+  }
+  SECTION("endless option haggling") {
+    auto handshake = started();
+    const auto list = from_hex(option("00000003", ""));
+    for (size_t i = 0; i < ServerHandshake::kMaxOptions && !handshake.finished(); ++i) {
+      handshake.feed(list);
+    }
+    CHECK_FALSE(handshake.finished());
+    handshake.feed(list);
+    REQUIRE(handshake.finished());
+    CHECK(handshake.outcome().error == nbd::errc::too_many_options);
+  }
+}

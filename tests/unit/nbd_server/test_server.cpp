@@ -1,0 +1,539 @@
+// nbd::Server on a temporary unix socket over a MemoryBlockDevice, driven by libnbd (the
+// reference client) and, where exact bytes or timing matter, by a raw socket client.
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <libnbd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <functional>
+#include <future>
+#include <optional>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
+
+#include "common/bytes.hpp"
+#include "common/hex.hpp"
+#include "memory_block_device.hpp"
+#include "nbd/request.hpp"
+#include "nbd/wire.hpp"
+#include "nbd_io/server.hpp"
+
+namespace {
+
+// Hex with spaces between fields, as written in the tests, to the form to_hex() produces.
+inline std::string hex(std::string_view spaced) {
+  return common::to_hex(common::from_hex(spaced));
+}
+
+using namespace std::chrono_literals;
+using test::MemoryBlockDevice;
+
+bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds limit = 5s) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!condition()) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(2ms);
+  }
+  return true;
+}
+
+std::string temp_socket_path() {
+  static std::atomic<int> counter{0};
+  return "/tmp/nbd-server-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) +
+         ".sock";
+}
+
+std::vector<std::byte> pattern(size_t n, uint8_t seed) {
+  std::vector<std::byte> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = static_cast<std::byte>((i * 7 + seed) & 0xff);
+  return v;
+}
+
+// A Server on its own io_context thread.
+struct Fixture {
+  explicit Fixture(mpio::DeviceInfo info = MemoryBlockDevice::make_info(),
+                   std::function<void(nbd::ServerOptions&)> tweak = {})
+      : device(std::move(info)), path(temp_socket_path()) {
+    nbd::ServerOptions options;
+    options.listen = nbd::UnixEndpoint{path};
+    options.export_name = "disk";
+    options.description = "memory test disk";
+    if (tweak) tweak(options);
+    server.emplace(io, device, options);
+    std::string detail;
+    const auto ec = server->start(&detail);
+    INFO(detail);
+    REQUIRE_FALSE(ec);
+    thread = std::thread([this] { io.run(); });
+  }
+
+  ~Fixture() {
+    if (!stopped) stop();
+    work.reset();
+    io.stop();
+    thread.join();
+  }
+
+  // Returns whether on_drained ran within the limit.
+  bool stop(std::chrono::milliseconds limit = 5s) {
+    stopped = true;
+    auto drained = std::make_shared<std::promise<void>>();
+    auto future = drained->get_future();
+    server->stop([drained] { drained->set_value(); });
+    return future.wait_for(limit) == std::future_status::ready;
+  }
+
+  MemoryBlockDevice device;
+  std::string path;
+  boost::asio::io_context io;
+  std::optional<boost::asio::executor_work_guard<boost::asio::io_context::executor_type>> work{
+      io.get_executor()};
+  std::optional<nbd::Server> server;
+  std::thread thread;
+  bool stopped = false;
+};
+
+// libnbd handle with client-side checks off, so bad requests reach the server.
+struct Client {
+  explicit Client(const std::string& uri, bool structured = true, bool full_info = false) {
+    handle = nbd_create();
+    REQUIRE(handle != nullptr);
+    nbd_set_request_structured_replies(handle, structured);
+    nbd_set_full_info(handle, full_info);
+    nbd_set_strict_mode(handle, 0);
+    const int rc = nbd_connect_uri(handle, uri.c_str());
+    INFO((rc == 0 ? "" : nbd_get_error()));
+    REQUIRE(rc == 0);
+  }
+  ~Client() { nbd_close(handle); }
+
+  int pread(std::vector<std::byte>& buf, uint64_t offset) {
+    return nbd_pread(handle, buf.data(), buf.size(), offset, 0);
+  }
+  int pwrite(const std::vector<std::byte>& buf, uint64_t offset, uint32_t flags = 0) {
+    return nbd_pwrite(handle, buf.data(), buf.size(), offset, flags);
+  }
+
+  nbd_handle* handle = nullptr;
+};
+
+// A client speaking raw bytes: for exact reply bytes, ordering and misbehaviour.
+struct RawClient {
+  explicit RawClient(const std::string& path, bool structured = false) {
+    fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+    REQUIRE(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    REQUIRE(receive(18).size() == 18);
+    send("00000003");  // fixed newstyle, no zeroes
+    if (structured) {
+      send("49484156454f5054 00000008 00000000");
+      REQUIRE(common::to_hex(receive(20)) == hex("0003e889045565a9 00000008 00000001 00000000"));
+    }
+    send("49484156454f5054 00000001 00000004 6469736b");  // NBD_OPT_EXPORT_NAME "disk"
+    REQUIRE(receive(10).size() == 10);
+  }
+  ~RawClient() { ::close(fd); }
+
+  void send(std::string_view hex) { send_bytes(common::from_hex(hex)); }
+  void send_bytes(std::span<const std::byte> bytes) {
+    REQUIRE(::send(fd, bytes.data(), bytes.size(), MSG_NOSIGNAL) ==
+            static_cast<ssize_t>(bytes.size()));
+  }
+  void request(uint16_t type, uint64_t cookie, uint64_t offset, uint32_t length,
+               uint16_t flags = 0) {
+    std::array<std::byte, 28> header{};
+    nbd::encode_request(nbd::Request{flags, type, cookie, offset, length}, header);
+    send_bytes(header);
+  }
+
+  // Up to n bytes; fewer on EOF or timeout.
+  std::vector<std::byte> receive(size_t n, std::chrono::milliseconds limit = 5s) {
+    std::vector<std::byte> out(n);
+    size_t got = 0;
+    while (got < n) {
+      pollfd p{fd, POLLIN, 0};
+      if (::poll(&p, 1, static_cast<int>(limit.count())) <= 0) break;
+      const ssize_t r = ::recv(fd, out.data() + got, n - got, 0);
+      if (r <= 0) break;
+      got += static_cast<size_t>(r);
+    }
+    out.resize(got);
+    return out;
+  }
+  bool at_eof(std::chrono::milliseconds limit = 5s) {
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(limit.count())) <= 0) return false;
+    std::byte b;
+    return ::recv(fd, &b, 1, 0) == 0;
+  }
+  bool nothing_within(std::chrono::milliseconds limit) {
+    pollfd p{fd, POLLIN, 0};
+    return ::poll(&p, 1, static_cast<int>(limit.count())) == 0;
+  }
+  // Simple reply: returns {error, cookie}.
+  std::pair<uint32_t, uint64_t> simple_reply() {
+    const auto r = receive(16);
+    REQUIRE(r.size() == 16);
+    REQUIRE(common::load_be32(r, 0) == nbd::kSimpleReplyMagic);
+    return {common::load_be32(r, 4), common::load_be64(r, 8)};
+  }
+
+  int fd = -1;
+};
+
+}  // namespace
+
+TEST_CASE("server advertises the export as libnbd sees it", "[nbd_server]") {
+  Fixture f;
+  CHECK(f.server->endpoint_uri() == "nbd+unix:///disk?socket=" + f.path);
+  Client c(f.server->endpoint_uri(), true, true);
+  CHECK(nbd_get_size(c.handle) == 1 << 20);
+  CHECK(nbd_is_read_only(c.handle) == 0);
+  CHECK(nbd_can_flush(c.handle) == 1);
+  CHECK(nbd_can_fua(c.handle) == 1);
+  CHECK(nbd_can_trim(c.handle) == 1);
+  CHECK(nbd_can_zero(c.handle) == 1);
+  CHECK(nbd_can_fast_zero(c.handle) == 1);
+  CHECK(nbd_can_multi_conn(c.handle) == 1);
+  CHECK(nbd_can_df(c.handle) == 1);
+  CHECK(nbd_get_block_size(c.handle, LIBNBD_SIZE_MINIMUM) == 512);
+  CHECK(nbd_get_block_size(c.handle, LIBNBD_SIZE_PREFERRED) == 4096);
+  CHECK(nbd_get_block_size(c.handle, LIBNBD_SIZE_MAXIMUM) == 1 << 20);
+  char* name = nbd_get_canonical_export_name(c.handle);
+  REQUIRE(name != nullptr);
+  CHECK(std::string(name) == "disk");
+  free(name);
+  char* description = nbd_get_export_description(c.handle);
+  REQUIRE(description != nullptr);
+  CHECK(std::string(description) == "memory test disk");
+  free(description);
+}
+
+TEST_CASE("read, write, flush, trim and zero round trip", "[nbd_server]") {
+  const bool structured = GENERATE(true, false);
+  INFO("structured replies: " << structured);
+  Fixture f;
+  Client c(f.server->endpoint_uri(), structured);
+  CHECK(nbd_get_structured_replies_negotiated(c.handle) == (structured ? 1 : 0));
+
+  const auto data = pattern(8192, 3);
+  REQUIRE(c.pwrite(data, 4096) == 0);
+  CHECK(f.device.read_bytes(4096, 8192) == data);
+  std::vector<std::byte> back(8192);
+  REQUIRE(c.pread(back, 4096) == 0);
+  CHECK(back == data);
+
+  REQUIRE(c.pwrite(data, 65536, LIBNBD_CMD_FLAG_FUA) == 0);
+  CHECK(f.device.counters().fua_writes == 1);
+  REQUIRE(nbd_flush(c.handle, 0) == 0);
+  CHECK(f.device.counters().flushes == 1);
+
+  REQUIRE(nbd_trim(c.handle, 4096, 4096, 0) == 0);
+  CHECK(f.device.counters().trims == 1);
+  CHECK(f.device.read_bytes(4096, 4096) == std::vector<std::byte>(4096));
+  CHECK(f.device.read_bytes(8192, 4096) == std::vector<std::byte>(data.begin() + 4096, data.end()));
+
+  REQUIRE(nbd_zero(c.handle, 4096, 8192, 0) == 0);
+  CHECK(f.device.read_bytes(8192, 4096) == std::vector<std::byte>(4096));
+  CHECK(f.device.counters().unmapping_zeroes == 1);
+  REQUIRE(nbd_zero(c.handle, 65536, 4096, LIBNBD_CMD_FLAG_NO_HOLE) == 0);
+  CHECK(f.device.counters().write_zeroes == 2);
+  CHECK(f.device.counters().unmapping_zeroes == 1);  // NO_HOLE: no unmap allowed
+
+  // Fast zero is advertised but always refused quickly, per proto.md.
+  CHECK(nbd_zero(c.handle, 0, 4096, LIBNBD_CMD_FLAG_FAST_ZERO) == -1);
+  CHECK(nbd_get_errno() == ENOTSUP);
+  CHECK(f.device.counters().write_zeroes == 2);
+
+  // A large read exercises the gathered reply with a big payload.
+  f.device.write_bytes(0, pattern(1 << 20, 9));
+  std::vector<std::byte> all(1 << 20);
+  REQUIRE(c.pread(all, 0) == 0);
+  CHECK(all == pattern(1 << 20, 9));
+
+  // Zero-length requests succeed without reaching the device.
+  const auto before = f.device.counters().total();
+  std::byte scratch{};  // libnbd wants a non-null buffer even for zero bytes
+  CHECK(nbd_pread(c.handle, &scratch, 0, 0, 0) == 0);
+  CHECK(nbd_pwrite(c.handle, &scratch, 0, 0, 0) == 0);
+  CHECK(f.device.counters().total() == before);
+}
+
+TEST_CASE("bad requests get an error and the connection keeps working", "[nbd_server]") {
+  const bool structured = GENERATE(true, false);
+  INFO("structured replies: " << structured);
+  Fixture f;
+  Client c(f.server->endpoint_uri(), structured);
+  std::vector<std::byte> buf(512);
+
+  CHECK(c.pread(buf, 1 << 20) == -1);
+  CHECK(nbd_get_errno() == EINVAL);
+  CHECK(c.pwrite(buf, 1 << 20) == -1);  // payload drained, stream stays in step
+  CHECK(nbd_get_errno() == ENOSPC);
+  CHECK(c.pread(buf, 100) == -1);
+  CHECK(nbd_get_errno() == EINVAL);
+  std::vector<std::byte> odd(100);
+  CHECK(c.pwrite(odd, 0) == -1);
+  CHECK(nbd_get_errno() == EINVAL);
+  std::vector<std::byte> too_big((1 << 20) + 512);
+  CHECK(c.pread(too_big, 0) == -1);
+  CHECK(nbd_get_errno() == EINVAL);
+  CHECK(f.device.counters().total() == 0);
+
+  f.device.fail_next(1, std::make_error_code(std::errc::io_error), "medium error");
+  CHECK(c.pread(buf, 0) == -1);
+  CHECK(nbd_get_errno() == EIO);
+  f.device.fail_next(1, std::make_error_code(std::errc::no_space_on_device));
+  CHECK(c.pwrite(buf, 0) == -1);
+  CHECK(nbd_get_errno() == ENOSPC);
+
+  const auto data = pattern(512, 1);
+  REQUIRE(c.pwrite(data, 512) == 0);
+  REQUIRE(c.pread(buf, 512) == 0);
+  CHECK(buf == data);
+}
+
+TEST_CASE("read-only export refuses writes with EPERM", "[nbd_server]") {
+  auto info = MemoryBlockDevice::make_info();
+  info.read_only = true;
+  Fixture f(info);
+  Client c(f.server->endpoint_uri());
+  CHECK(nbd_is_read_only(c.handle) == 1);
+  std::vector<std::byte> buf(512);
+  CHECK(c.pwrite(buf, 0) == -1);
+  CHECK(nbd_get_errno() == EPERM);
+  CHECK(c.pread(buf, 0) == 0);
+}
+
+TEST_CASE("two clients at once see each other's writes", "[nbd_server]") {
+  Fixture f;
+  Client a(f.server->endpoint_uri());
+  Client b(f.server->endpoint_uri(), false);
+  CHECK(eventually([&] { return f.server->connection_count() == 2; }));
+  const auto one = pattern(4096, 1);
+  const auto two = pattern(4096, 2);
+  REQUIRE(a.pwrite(one, 0) == 0);
+  REQUIRE(b.pwrite(two, 4096) == 0);
+  std::vector<std::byte> buf(4096);
+  REQUIRE(a.pread(buf, 4096) == 0);
+  CHECK(buf == two);
+  REQUIRE(b.pread(buf, 0) == 0);
+  CHECK(buf == one);
+}
+
+TEST_CASE("replies go out in completion order, keyed by cookie", "[nbd_server]") {
+  Fixture f;
+  f.device.write_bytes(0, pattern(1024, 5));
+  RawClient raw(f.path);
+  f.device.set_defer(true);
+  raw.request(nbd::kCmdRead, 1, 0, 512);
+  raw.request(nbd::kCmdRead, 2, 512, 512);
+  REQUIRE(eventually([&] { return f.device.deferred_count() == 2; }));
+  CHECK(raw.nothing_within(50ms));
+
+  REQUIRE(f.device.complete_deferred(1));  // the second request finishes first
+  auto [error, cookie] = raw.simple_reply();
+  CHECK(error == 0);
+  CHECK(cookie == 2);
+  CHECK(raw.receive(512) == f.device.read_bytes(512, 512));
+
+  REQUIRE(f.device.complete_deferred(0));
+  std::tie(error, cookie) = raw.simple_reply();
+  CHECK(cookie == 1);
+  CHECK(raw.receive(512) == f.device.read_bytes(0, 512));
+}
+
+TEST_CASE("structured read reply is one OFFSET_DATA chunk marked done", "[nbd_server]") {
+  Fixture f;
+  f.device.write_bytes(1024, pattern(512, 8));
+  RawClient raw(f.path, true);
+  raw.request(nbd::kCmdRead, 0x42, 1024, 512);
+  CHECK(common::to_hex(raw.receive(28)) ==
+        hex("668e33ef 0001 0001 0000000000000042 00000208 0000000000000400"));
+  CHECK(raw.receive(512) == pattern(512, 8));
+
+  raw.request(nbd::kCmdRead, 0x43, 1 << 20, 512);  // beyond the end: an ERROR chunk
+  const auto header = raw.receive(20);
+  REQUIRE(header.size() == 20);
+  CHECK(common::to_hex(std::span(header).first(16)) == hex("668e33ef 0001 8001 0000000000000043"));
+  const auto payload = raw.receive(common::load_be32(header, 16));
+  CHECK(common::load_be32(payload, 0) == nbd::kEinval);
+  CHECK(common::load_be16(payload, 4) == payload.size() - 6);
+}
+
+TEST_CASE("a bad request magic closes that connection only", "[nbd_server]") {
+  Fixture f;
+  Client good(f.server->endpoint_uri());
+  RawClient bad(f.path);
+  bad.send("deadbeef 0000 0000 0000000000000001 0000000000000000 00000200");
+  CHECK(bad.at_eof());
+  std::vector<std::byte> buf(512);
+  CHECK(good.pread(buf, 0) == 0);
+}
+
+TEST_CASE("NBD_CMD_DISC: in-flight requests finish, then the server closes", "[nbd_server]") {
+  Fixture f;
+  RawClient raw(f.path);
+  f.device.set_defer(true);
+  raw.request(nbd::kCmdWrite, 7, 0, 512);
+  raw.send_bytes(pattern(512, 4));
+  raw.request(nbd::kCmdDisc, 8, 0, 0);
+  REQUIRE(eventually([&] { return f.device.deferred_count() == 1; }));
+  CHECK(raw.nothing_within(50ms));  // neither reply nor close before the write is done
+  f.device.complete_all_deferred();
+  const auto [error, cookie] = raw.simple_reply();
+  CHECK(error == 0);
+  CHECK(cookie == 7);
+  CHECK(raw.at_eof());
+  CHECK(f.device.read_bytes(0, 512) == pattern(512, 4));
+  CHECK(eventually([&] { return f.server->connection_count() == 0; }));
+}
+
+TEST_CASE("libnbd shutdown sends NBD_CMD_DISC and the connection ends", "[nbd_server]") {
+  Fixture f;
+  Client c(f.server->endpoint_uri());
+  REQUIRE(eventually([&] { return f.server->connection_count() == 1; }));
+  CHECK(nbd_shutdown(c.handle, 0) == 0);
+  CHECK(eventually([&] { return f.server->connection_count() == 0; }));
+}
+
+TEST_CASE("backpressure: no more than the limit in flight per connection", "[nbd_server]") {
+  Fixture f(MemoryBlockDevice::make_info(),
+            [](nbd::ServerOptions& o) { o.max_requests_per_connection = 2; });
+  RawClient raw(f.path);
+  f.device.set_defer(true);
+  for (uint64_t cookie = 1; cookie <= 5; ++cookie) raw.request(nbd::kCmdFlush, cookie, 0, 0);
+  REQUIRE(eventually([&] { return f.device.deferred_count() == 2; }));
+  std::this_thread::sleep_for(50ms);
+  CHECK(f.device.deferred_count() == 2);
+  size_t replies = 0;
+  while (replies < 5) {
+    REQUIRE(eventually([&] { return f.device.deferred_count() > 0; }));
+    CHECK(f.device.deferred_count() <= 2);
+    f.device.complete_deferred(0);
+    CHECK(raw.simple_reply().first == 0);
+    ++replies;
+  }
+  CHECK(f.device.counters().flushes == 5);
+}
+
+TEST_CASE("stop() drains in-flight requests before closing", "[nbd_server]") {
+  Fixture f;
+  RawClient raw(f.path);
+  f.device.set_defer(true);
+  raw.request(nbd::kCmdWrite, 9, 0, 512);
+  raw.send_bytes(pattern(512, 6));
+  REQUIRE(eventually([&] { return f.device.deferred_count() == 1; }));
+
+  std::atomic<bool> drained{false};
+  f.stopped = true;
+  f.server->stop([&] { drained = true; });
+  REQUIRE(eventually([&] {
+    struct stat st {};
+    return ::lstat(f.path.c_str(), &st) != 0;  // listener gone, socket file removed
+  }));
+  std::this_thread::sleep_for(50ms);
+  CHECK_FALSE(drained);
+
+  f.device.complete_all_deferred();
+  const auto [error, cookie] = raw.simple_reply();
+  CHECK(error == 0);
+  CHECK(cookie == 9);
+  CHECK(raw.at_eof());
+  CHECK(eventually([&] { return drained.load(); }));
+}
+
+TEST_CASE("stop() with idle and handshaking clients completes", "[nbd_server]") {
+  Fixture f;
+  Client idle(f.server->endpoint_uri());
+  const int handshaking = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, f.path.c_str(), sizeof addr.sun_path - 1);
+  REQUIRE(::connect(handshaking, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(eventually([&] { return f.server->connection_count() == 2; }));
+  CHECK(f.stop());
+  CHECK(f.server->connection_count() == 0);
+  ::close(handshaking);
+}
+
+TEST_CASE("start() replaces a stale socket but refuses a live one", "[nbd_server]") {
+  Fixture f;
+  MemoryBlockDevice other_device;
+  boost::asio::io_context io;
+  nbd::ServerOptions options;
+  options.listen = nbd::UnixEndpoint{f.path};
+  options.export_name = "disk";
+  nbd::Server second(io, other_device, options);
+  std::string detail;
+  CHECK(second.start(&detail) == std::errc::address_in_use);
+  CHECK(detail.find("listening") != std::string::npos);
+
+  SECTION("a socket file whose server is gone is replaced") {
+    const std::string stale = temp_socket_path();
+    const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::strncpy(addr.sun_path, stale.c_str(), sizeof addr.sun_path - 1);
+    REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+    ::close(fd);
+    options.listen = nbd::UnixEndpoint{stale};
+    nbd::Server third(io, other_device, options);
+    CHECK_FALSE(third.start());
+    third.stop({});
+    io.run();
+    struct stat st {};
+    CHECK(::lstat(stale.c_str(), &st) != 0);
+  }
+  SECTION("a regular file is never removed") {
+    const std::string file = temp_socket_path();
+    ::close(::open(file.c_str(), O_CREAT | O_WRONLY, 0600));
+    options.listen = nbd::UnixEndpoint{file};
+    nbd::Server third(io, other_device, options);
+    CHECK(third.start() == std::errc::file_exists);
+    struct stat st {};
+    CHECK(::lstat(file.c_str(), &st) == 0);
+    ::unlink(file.c_str());
+  }
+}
+
+TEST_CASE("TCP listener on loopback with an ephemeral port", "[nbd_server]") {
+  MemoryBlockDevice device;
+  device.write_bytes(0, pattern(512, 2));
+  boost::asio::io_context io;
+  nbd::ServerOptions options;
+  options.listen = nbd::TcpEndpoint{"127.0.0.1", 0};
+  options.export_name = "disk";
+  nbd::Server server(io, device, options);
+  REQUIRE_FALSE(server.start());
+  const std::string uri = server.endpoint_uri();
+  CHECK(uri.rfind("nbd://127.0.0.1:", 0) == 0);
+  CHECK(uri.find(":0/") == std::string::npos);
+  std::thread thread([&] { io.run(); });
+  {
+    Client c(uri);
+    std::vector<std::byte> buf(512);
+    CHECK(c.pread(buf, 0) == 0);
+    CHECK(buf == pattern(512, 2));
+  }
+  std::promise<void> drained;
+  server.stop([&] { drained.set_value(); });
+  CHECK(drained.get_future().wait_for(5s) == std::future_status::ready);
+  thread.join();  // nothing left to run once drained
+}
