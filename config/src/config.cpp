@@ -241,12 +241,21 @@ const Section<Nbd>& nbd_section() {
   return section;
 }
 
+const Section<Multipath>& multipath_section() {
+  static const Section<Multipath> section({
+      optional("noop_out_interval", &Multipath::noop_out_interval, integer<std::uint32_t>{0, 3600}),
+      optional("noop_out_timeout", &Multipath::noop_out_timeout, integer<std::uint32_t>{1, 3600}),
+  });
+  return section;
+}
+
 const Section<Config>& config_section() {
   static const Section<Config> section(
       {
           optional("initiator", &Config::initiator, nested<Initiator>{&initiator_section()}),
           required("target", &Config::target, nested<Target>{&target_section()}),
           required("paths", &Config::paths, list_of<Path>{&path_section(), 1}),
+          optional("multipath", &Config::multipath, nested<Multipath>{&multipath_section()}),
           optional("nbd", &Config::nbd, nested<Nbd>{&nbd_section()}),
       },
       check_config);

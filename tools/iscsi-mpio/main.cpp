@@ -55,6 +55,8 @@ iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& 
   pc.target_name = cfg.target.iqn;
   pc.isid = isid;
   pc.login_timeout = std::chrono::seconds(cfg.target.login_timeout);
+  pc.noop_out_interval = std::chrono::seconds(cfg.multipath.noop_out_interval);
+  pc.noop_out_timeout = std::chrono::seconds(cfg.multipath.noop_out_timeout);
   if (cfg.target.auth.method == config::Auth::Method::chap) {
     iscsi::ChapCredentials chap;
     chap.username = cfg.target.auth.username;

@@ -49,10 +49,21 @@ struct Nbd {
   std::string export_name;  // default "lun<N>" with N = target.lun
 };
 
+// Path health and failover. Timeouts are named after their open-iscsi / multipath.conf keys.
+struct Multipath {
+  // Seconds of silence on a connection before a NOP-Out ping (0: never ping);
+  // iscsid.conf node.conn[0].timeo.noop_out_interval.
+  std::uint32_t noop_out_interval = 5;
+  // Seconds to wait for the ping's answer before the connection is declared dead;
+  // iscsid.conf node.conn[0].timeo.noop_out_timeout.
+  std::uint32_t noop_out_timeout = 5;
+};
+
 struct Config {
   Initiator initiator;
   Target target;
   std::vector<Path> paths;  // at least one
+  Multipath multipath;
   Nbd nbd;
 };
 

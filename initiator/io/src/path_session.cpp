@@ -2,6 +2,7 @@
 
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <array>
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
@@ -53,6 +54,10 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
   iscsi::OperationalParams negotiated;
   FailureHandler failure_handler;
   std::function<void(std::error_code)> logout_done;
+
+  using clock = std::chrono::steady_clock;
+  clock::time_point last_received;   // any PDU (bytes) from the target
+  clock::time_point ping_sent;
 
   bool failed = false;
   int loops_running = 0;
@@ -231,8 +236,37 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
     session->on_output = [this] { wake.cancel(); };
     wake.expires_at(asio::steady_timer::time_point::max());
     loops_running = 2;
+    last_received = clock::now();
     asio::co_spawn(io, reader_loop(self), asio::detached);
     asio::co_spawn(io, writer_loop(self), asio::detached);
+    if (config.noop_out_interval.count() > 0)
+      asio::co_spawn(io, liveness_loop(self), asio::detached);
+  }
+
+  // A black-holed connection (no RST, no FIN) gives no socket error for minutes; a NOP-Out
+  // ping after noop_out_interval of silence, answered within noop_out_timeout, tells at once.
+  // Any PDU from the target counts as a sign of life, not only the ping's answer.
+  awaitable<void> liveness_loop(std::shared_ptr<Impl> self) {
+    const auto tick = std::clamp<std::chrono::milliseconds>(
+        std::min(config.noop_out_interval, config.noop_out_timeout) / 4,
+        std::chrono::milliseconds(20), std::chrono::milliseconds(500));
+    asio::steady_timer timer(io);
+    while (!failed) {
+      timer.expires_after(tick);
+      co_await timer.async_wait(nothrow);
+      if (failed) break;
+      const auto now = clock::now();
+      if (session->ping_outstanding()) {
+        if (now - ping_sent >= config.noop_out_timeout && now - last_received >= config.noop_out_timeout) {
+          fail(iscsi::errc::connection_timeout,
+               "no answer from " + describe(config) + " to a NOP-Out ping within " +
+                   std::to_string(config.noop_out_timeout.count()) + " ms");
+          break;
+        }
+      } else if (now - last_received >= config.noop_out_interval) {
+        if (session->send_ping()) ping_sent = now;
+      }
+    }
   }
 
   awaitable<void> reader_loop(std::shared_ptr<Impl> self) {
@@ -263,6 +297,7 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
         break;
       }
       rx_pending = std::span<const std::byte>(rx_buffer.data(), n);
+      last_received = clock::now();
     }
     loop_exited();
   }

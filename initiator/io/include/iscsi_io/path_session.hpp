@@ -37,6 +37,11 @@ struct PathConfig {
   std::vector<iscsi::ChapAlgorithm> chap_algorithms{iscsi::ChapAlgorithm::md5};
   iscsi::OperationalProposal proposal;
   std::chrono::milliseconds login_timeout{15000};  // iscsid.conf node.conn[0].timeo.login_timeout
+  // Liveness (RFC 7143 §11.18): after this much silence from the target a NOP-Out ping goes
+  // out; without any PDU from the target within noop_out_timeout the connection is declared
+  // dead. Zero interval: no pings. Names follow iscsid.conf node.conn[0].timeo.*.
+  std::chrono::milliseconds noop_out_interval{5000};
+  std::chrono::milliseconds noop_out_timeout{5000};
   uint32_t max_tasks = 128;
   int max_redirects = 4;
 };

@@ -1,0 +1,131 @@
+#!/usr/bin/env bash
+# A two-host storage network for multipath tests: an initiator namespace and a target namespace
+# joined by N veth pairs, one subnet per pair (the user documents' "two NICs, two subnets").
+#
+#   eval "$(tools/testbed/topology.sh up NAME [PATHS])"   # PATHS 1..8, default 2
+#   tools/testbed/topology.sh link NAME I up|down          # pull / plug path I's cable
+#   tools/testbed/topology.sh blackhole NAME I on|off      # nftables DROP on path I: no RST, no FIN
+#   tools/testbed/topology.sh rate NAME I RATE|off         # tc tbf on both ends of path I (e.g. 200mbit)
+#   tools/testbed/topology.sh down NAME                    # remove everything `up` made
+#
+# Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking space): path I uses 198.18.I.0/24 with
+# the target at .1 and the initiator at .2. Interfaces are ini<I> / tgt<I>.
+#
+# `up` prints, for eval: TOPO_NAME TOPO_INI_NS TOPO_TGT_NS TOPO_PATHS and TOPO_TARGET_ADDRS /
+# TOPO_INITIATOR_ADDRS (space-separated, path order).
+#
+# Facts this relies on (checked on this machine): `ip link set DEV down` removes the connected
+# route at once (new connects fail with ENETUNREACH, an established connection just stops
+# moving); nftables DROP in the target namespace is a black hole; tc has tbf but not netem.
+set -euo pipefail
+
+die() {
+  echo "topology.sh: $*" >&2
+  exit 1
+}
+
+check_name() {
+  [[ ${1:-} =~ ^[a-z][a-z0-9-]{0,11}$ ]] || die "NAME must be 1-12 of [a-z0-9-], starting with a letter"
+}
+
+check_path() {
+  [[ ${1:-} =~ ^[1-8]$ ]] || die "path index must be 1..8"
+}
+
+ini() { echo "$1-ini"; }
+tgt() { echo "$1-tgt"; }
+
+cmd_up() {
+  local name=$1 paths=${2:-2}
+  check_name "$name"
+  [[ $paths =~ ^[1-8]$ ]] || die "PATHS must be 1..8"
+  local ini_ns tgt_ns
+  ini_ns=$(ini "$name")
+  tgt_ns=$(tgt "$name")
+  ip netns list | grep -qw -- "$ini_ns" && die "namespace $ini_ns exists: run 'down $name' first"
+  # A half-built topology is removed before reporting the failure.
+  trap 'cmd_down "$name" >/dev/null 2>&1 || true' ERR
+  ip netns add "$ini_ns"
+  ip netns add "$tgt_ns"
+  ip -n "$ini_ns" link set lo up
+  ip -n "$tgt_ns" link set lo up
+  local i targets=() initiators=()
+  for i in $(seq 1 "$paths"); do
+    ip link add "ini$i" netns "$ini_ns" type veth peer name "tgt$i" netns "$tgt_ns"
+    ip -n "$ini_ns" addr add "198.18.$i.2/24" dev "ini$i"
+    ip -n "$tgt_ns" addr add "198.18.$i.1/24" dev "tgt$i"
+    ip -n "$ini_ns" link set "ini$i" up
+    ip -n "$tgt_ns" link set "tgt$i" up
+    targets+=("198.18.$i.1")
+    initiators+=("198.18.$i.2")
+  done
+  # The black-hole table exists from the start; `blackhole` only adds and removes rules.
+  ip netns exec "$tgt_ns" nft add table inet topo
+  ip netns exec "$tgt_ns" nft add chain inet topo input '{ type filter hook input priority 0; }'
+  ip netns exec "$tgt_ns" nft add chain inet topo output '{ type filter hook output priority 0; }'
+  trap - ERR
+  echo "export TOPO_NAME=$name TOPO_INI_NS=$ini_ns TOPO_TGT_NS=$tgt_ns TOPO_PATHS=$paths"
+  echo "export TOPO_TARGET_ADDRS='${targets[*]}' TOPO_INITIATOR_ADDRS='${initiators[*]}'"
+}
+
+cmd_down() {
+  local name=$1
+  check_name "$name"
+  # Deleting a namespace deletes its veth ends (and so their peers) and its nftables rules.
+  ip netns del "$(ini "$name")" 2>/dev/null || true
+  ip netns del "$(tgt "$name")" 2>/dev/null || true
+}
+
+cmd_link() {
+  local name=$1 i=$2 state=$3
+  check_name "$name"
+  check_path "$i"
+  [[ $state == up || $state == down ]] || die "link state must be up or down"
+  ip -n "$(ini "$name")" link set "ini$i" "$state"
+}
+
+cmd_blackhole() {
+  local name=$1 i=$2 state=$3 ns
+  check_name "$name"
+  check_path "$i"
+  ns=$(tgt "$name")
+  case $state in
+    on)
+      ip netns exec "$ns" nft add rule inet topo input iifname "tgt$i" drop comment "\"path$i\""
+      ip netns exec "$ns" nft add rule inet topo output oifname "tgt$i" drop comment "\"path$i\""
+      ;;
+    off)
+      local handle
+      for handle in $(ip netns exec "$ns" nft -a list table inet topo |
+        sed -n "s/.*comment \"path$i\" # handle \([0-9]*\)/\1/p"); do
+        ip netns exec "$ns" nft delete rule inet topo input handle "$handle" 2>/dev/null ||
+          ip netns exec "$ns" nft delete rule inet topo output handle "$handle"
+      done
+      ;;
+    *) die "blackhole state must be on or off" ;;
+  esac
+}
+
+cmd_rate() {
+  local name=$1 i=$2 rate=$3
+  check_name "$name"
+  check_path "$i"
+  local ns dev
+  for ns_dev in "$(ini "$name"):ini$i" "$(tgt "$name"):tgt$i"; do
+    ns=${ns_dev%%:*}
+    dev=${ns_dev##*:}
+    tc -n "$ns" qdisc del dev "$dev" root 2>/dev/null || true
+    if [[ $rate != off ]]; then
+      tc -n "$ns" qdisc add dev "$dev" root tbf rate "$rate" burst 256kb latency 50ms
+    fi
+  done
+}
+
+case ${1:-} in
+  up) shift; cmd_up "$@" ;;
+  down) shift; cmd_down "$@" ;;
+  link) shift; [[ $# -eq 3 ]] || die "usage: link NAME I up|down"; cmd_link "$@" ;;
+  blackhole) shift; [[ $# -eq 3 ]] || die "usage: blackhole NAME I on|off"; cmd_blackhole "$@" ;;
+  rate) shift; [[ $# -eq 3 ]] || die "usage: rate NAME I RATE|off"; cmd_rate "$@" ;;
+  *) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
+esac
