@@ -241,8 +241,39 @@ const Section<Nbd>& nbd_section() {
   return section;
 }
 
+// no_path_retry (multipath.conf): "fail", "queue" or a positive number of polling intervals.
+struct no_path_retry_value {
+  bool operator()(Context& ctx, const YAML::Node& node, const std::string& path,
+                  NoPathRetry& out) const {
+    const std::string expected = "fail, queue, or a number of polling intervals from 1 to 86400";
+    const std::string* word = scalar_or_error(ctx, node, path, expected);
+    if (word == nullptr) return false;
+    if (*word == "fail" || *word == "queue") {
+      out = {*word == "fail" ? NoPathRetry::Mode::fail : NoPathRetry::Mode::queue, 0};
+      return true;
+    }
+    std::uint32_t n = 0;
+    if (!integer<std::uint32_t>{1, 86400}(ctx, node, path, n)) return false;
+    out = {NoPathRetry::Mode::intervals, n};
+    return true;
+  }
+  void emit(YAML::Emitter& out, const NoPathRetry& value) const {
+    if (value.mode == NoPathRetry::Mode::intervals)
+      out << static_cast<unsigned long long>(value.intervals);
+    else
+      out << (value.mode == NoPathRetry::Mode::fail ? "fail" : "queue");
+  }
+};
+
 const Section<Multipath>& multipath_section() {
   static const Section<Multipath> section({
+      optional("path_selector", &Multipath::path_selector,
+               one_of<std::string>{{{"round-robin", "round-robin"},
+                                    {"queue-length", "queue-length"},
+                                    {"service-time", "service-time"}}}),
+      optional("rr_min_io", &Multipath::rr_min_io, integer<std::uint32_t>{1, 1000000}),
+      optional("polling_interval", &Multipath::polling_interval, integer<std::uint32_t>{1, 3600}),
+      optional("no_path_retry", &Multipath::no_path_retry, no_path_retry_value{}),
       optional("noop_out_interval", &Multipath::noop_out_interval, integer<std::uint32_t>{0, 3600}),
       optional("noop_out_timeout", &Multipath::noop_out_timeout, integer<std::uint32_t>{1, 3600}),
   });

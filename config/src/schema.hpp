@@ -337,6 +337,8 @@ struct one_of {
   }
 };
 
+
+
 template <class S>
 struct nested {
   static constexpr bool is_list = false;

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <boost/asio.hpp>
 #include <cstring>
+#include <deque>
 #include <optional>
 
 #include <iscsi/errors.hpp>
@@ -13,6 +14,8 @@
 #include <scsi/report_luns.hpp>
 #include <scsi/sense.hpp>
 #include <scsi/status.hpp>
+
+#include "mpio/path_selector.hpp"
 
 namespace mpio {
 
@@ -45,28 +48,40 @@ std::error_code outcome_of(const iscsi::ScsiTask& task, std::string& detail) {
   return ec;
 }
 
-bool worth_retrying(const std::error_code& ec) {
-  if (ec.category() != scsi::category()) return false;
-  // Disposition is decided in one place (scsi::classify); we only need its verdict.
-  auto status = scsi::status_of(ec);
-  std::optional<scsi::Sense> sense;
-  if (status == scsi::Status::check_condition) {
-    scsi::Sense s;
-    s.key = scsi::sense_key_of(ec);
-    s.asc = scsi::asc_of(ec);
-    s.ascq = scsi::ascq_of(ec);
-    sense = s;
-  }
-  return scsi::classify(status, sense) == scsi::Disposition::retry_same_path;
-}
-
 }  // namespace
+
+struct Path;
 
 // One SCSI command on its way, with what to do when it completes.
 struct Command : iscsi::ScsiTask {
   std::function<void(Command&)> then;
   std::vector<std::byte> owned;  // parameter data we built (UNMAP list, WRITE SAME block)
-  int attempts = 0;
+  int retries = 0;               // same-path retries (unit attention, BUSY)
+  Path* path = nullptr;          // where the current attempt runs
+  Path* pinned = nullptr;        // probes of one path run there or nowhere
+  // Writes, UNMAP and WRITE SAME change the medium: a copy whose fate is unknown must be proven
+  // dead before another copy is sent (else a stale write may land after a newer one).
+  bool mutating() const { return direction == iscsi::DataDirection::write; }
+  uint64_t data_bytes() const { return expected_length(); }
+};
+
+// One I_T nexus: a session on one portal from one source address.
+struct Path {
+  size_t index = 0;
+  iscsi_io::PathConfig config;
+  std::string name;
+  std::shared_ptr<iscsi_io::PathSession> session;
+  PathState state = PathState::connecting;
+  uint32_t in_flight = 0;
+  uint64_t in_flight_bytes = 0;
+  uint64_t commands = 0, bytes = 0, errors = 0;
+  std::string last_error;
+  std::optional<uint16_t> portal_group_tag;
+  // Mutating commands whose attempt on this path may still be alive at the target.
+  std::vector<Command*> unproven;
+  bool proving = false;
+  unsigned reconnect_failures = 0;
+  std::unique_ptr<asio::steady_timer> timer;
 };
 
 // A block request split into commands; completes when the last one does.
@@ -83,36 +98,307 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   asio::io_context& io;
   LunConfig config;
-  std::vector<std::shared_ptr<iscsi_io::PathSession>> paths;
+  std::vector<std::unique_ptr<Path>> paths;
+  std::unique_ptr<PathSelector> selector;
   DeviceInfo info;
   LunIdentity identity;
+  bool identified = false;  // the first path's probe finished
   iscsi::Lun lun;
   uint32_t command_bytes = 1u << 20;
   bool sync_cache16 = true;
   size_t in_flight = 0;
-  std::function<void(const std::string&, std::error_code, const std::string&)> path_failure;
+  bool closing = false;
+  std::function<void(const std::string&, PathState, const std::string&)> path_event;
   std::function<void()> on_idle;
   IoRequest final_flush;  // the SYNCHRONIZE CACHE that close() sends
 
-  iscsi_io::PathSession& path() { return *paths.front(); }
+  // Commands waiting for a usable path (no_path_retry queue / N intervals).
+  std::deque<Command*> waiting;
+  std::unique_ptr<asio::steady_timer> no_path_timer;
+  bool failing_without_path = false;  // no_path_retry N ran out: fail until a path returns
+
+  // ---------------------------------------------------------------- path choice
+
+  Path* select_path(const Command& cmd) {
+    thread_local std::vector<PathLoad> usable;
+    usable.clear();
+    for (auto& p : paths)
+      if (p->state == PathState::active)
+        usable.push_back({p->index, p->in_flight, p->in_flight_bytes, 1});
+    if (usable.empty()) return nullptr;
+    return paths[selector->select(usable, cmd.data_bytes())].get();
+  }
+
+  bool any_active() const {
+    return std::any_of(paths.begin(), paths.end(),
+                       [](const auto& p) { return p->state == PathState::active; });
+  }
+
+  void emit(Path& p, const std::string& reason) {
+    if (path_event) path_event(p.name, p.state, reason);
+  }
 
   // ---------------------------------------------------------------- one command
 
   void execute(Command& cmd) {
-    ++cmd.attempts;
-    cmd.lun = lun;
-    cmd.on_complete = [this](iscsi::ScsiTask& t) {
-      auto& c = static_cast<Command&>(t);
-      std::string detail;
-      auto ec = outcome_of(c, detail);
-      if (ec && worth_retrying(ec) && c.attempts <= config.max_retries) {
-        // Re-issue from a fresh handler invocation, not from inside the session's completion.
-        asio::post(io, [this, &c] { execute(c); });
+    Path* p = nullptr;
+    if (cmd.pinned != nullptr) {
+      if (cmd.pinned->session && cmd.pinned->session->ready()) p = cmd.pinned;
+      if (p == nullptr) {
+        cmd.transport_error = iscsi::errc::session_failed;
+        cmd.transport_detail = "path " + cmd.pinned->name + " is not logged in";
+        cmd.then(cmd);
         return;
       }
-      c.then(c);
-    };
-    path().submit(cmd);
+    } else {
+      p = select_path(cmd);
+      if (p == nullptr) {
+        wait_for_path(cmd);
+        return;
+      }
+    }
+    cmd.lun = lun;
+    cmd.path = p;
+    ++p->in_flight;
+    p->in_flight_bytes += cmd.data_bytes();
+    cmd.on_complete = [this](iscsi::ScsiTask& t) { command_done(static_cast<Command&>(t)); };
+    p->session->submit(cmd);
+  }
+
+  // A transport error means the command's fate at the target is unknown, except for a
+  // target failure response and a Reject, which are answers.
+  static bool lost_with_path(const std::error_code& ec) {
+    return ec && ec.category() == iscsi::category() && ec != iscsi::errc::task_aborted &&
+           ec != iscsi::errc::reject_received;
+  }
+
+  void command_done(Command& c) {
+    Path& p = *c.path;
+    --p.in_flight;
+    p.in_flight_bytes -= c.data_bytes();
+    if (lost_with_path(c.transport_error)) {
+      ++p.errors;
+      path_failed(p, c.transport_detail.empty() ? c.transport_error.message() : c.transport_detail);
+      if (c.pinned != nullptr) {
+        c.then(c);
+      } else if (c.mutating()) {
+        // Held until this path's session is proven gone (RFC 7143 §6.3.5 session
+        // reinstatement), so no stale copy can land after a newer write.
+        p.unproven.push_back(&c);
+        prove_dead(p);
+      } else {
+        // A read may be re-issued at once: a late copy changes nothing.
+        asio::post(io, [this, &c] { execute(c); });
+      }
+      return;
+    }
+    ++p.commands;
+    p.bytes += c.data_bytes();
+    std::string detail;
+    auto ec = outcome_of(c, detail);
+    if (ec && ec.category() == scsi::category() && c.pinned == nullptr) {
+      switch (disposition_of(c)) {
+        case scsi::Disposition::path_error:
+          // The target answered, so this copy is finished: re-issue anywhere, even a write.
+          path_failed(p, detail);
+          asio::post(io, [this, &c] { execute(c); });
+          return;
+        case scsi::Disposition::retry_same_path:
+          if (c.retries < config.max_retries) {
+            ++c.retries;
+            asio::post(io, [this, &c] { execute(c); });
+            return;
+          }
+          break;
+        default:
+          break;
+      }
+    } else if (ec && c.pinned != nullptr && disposition_of(c) == scsi::Disposition::retry_same_path &&
+               c.retries < config.max_retries) {
+      ++c.retries;
+      asio::post(io, [this, &c] { execute(c); });
+      return;
+    }
+    c.then(c);
+  }
+
+  static scsi::Disposition disposition_of(const Command& c) {
+    return scsi::classify(static_cast<scsi::Status>(c.status), scsi::decode_sense(c.sense));
+  }
+
+  // ---------------------------------------------------------------- no usable path
+
+  void wait_for_path(Command& cmd) {
+    const auto& policy = config.no_path_retry;
+    if (closing || policy.mode == NoPathRetry::Mode::fail || failing_without_path) {
+      cmd.transport_error = std::make_error_code(std::errc::io_error);
+      cmd.transport_detail = "no usable path to the LUN (no_path_retry)";
+      cmd.then(cmd);
+      return;
+    }
+    waiting.push_back(&cmd);
+    if (policy.mode == NoPathRetry::Mode::intervals && !no_path_timer) {
+      no_path_timer = std::make_unique<asio::steady_timer>(
+          io, config.polling_interval * std::max<uint32_t>(policy.intervals, 1));
+      no_path_timer->async_wait([this](boost::system::error_code ec) {
+        if (ec || any_active()) return;
+        failing_without_path = true;
+        fail_waiting("no usable path for " + std::to_string(config.no_path_retry.intervals) +
+                     " polling intervals (no_path_retry)");
+      });
+    }
+  }
+
+  void fail_waiting(const std::string& why) {
+    std::deque<Command*> failed;
+    failed.swap(waiting);
+    for (Command* c : failed) {
+      c->transport_error = std::make_error_code(std::errc::io_error);
+      c->transport_detail = why;
+      c->then(*c);
+    }
+  }
+
+  void path_available() {
+    no_path_timer.reset();
+    failing_without_path = false;
+    std::deque<Command*> ready;
+    ready.swap(waiting);
+    for (Command* c : ready) execute(*c);
+  }
+
+  // ---------------------------------------------------------------- path life cycle
+
+  void path_failed(Path& p, const std::string& reason) {
+    if (p.state != PathState::active && p.state != PathState::connecting) return;
+    p.state = PathState::failed;
+    p.last_error = reason;
+    emit(p, reason);
+    // Abortive close (SO_LINGER 0): the kernel must not deliver this connection's queued data
+    // once the network heals.
+    if (p.session) p.session->close();
+    schedule_reconnect(p);
+  }
+
+  void schedule_reconnect(Path& p) {
+    if (closing) return;
+    const unsigned factor = 1u << std::min(p.reconnect_failures, 3u);
+    if (!p.timer) p.timer = std::make_unique<asio::steady_timer>(io);
+    p.timer->expires_after(config.polling_interval * factor);
+    p.timer->async_wait([this, &p](boost::system::error_code ec) {
+      if (!ec && !closing) reconnect(p);
+    });
+  }
+
+  // Logs in again with the path's own ISID and TSIH 0: for the target that is session
+  // reinstatement (RFC 7143 §6.3.5), which ends the old session and every task it still had.
+  void reconnect(Path& p) {
+    auto self = shared_from_this();
+    auto session = iscsi_io::PathSession::create(io, p.config);
+    p.session = session;
+    p.state = PathState::connecting;
+    session->start([this, self, &p, session](std::error_code ec, const std::string& detail) {
+      if (p.session != session || closing) return;
+      if (ec) {
+        p.state = PathState::failed;
+        p.last_error = detail;
+        ++p.reconnect_failures;
+        schedule_reconnect(p);
+        return;
+      }
+      p.reconnect_failures = 0;
+      p.portal_group_tag = session->target_portal_group_tag();
+      watch(p, session);
+      release_unproven(p, "session reinstated on its own path");
+      if (identified)
+        asio::co_spawn(io, join(self, p), asio::detached);
+    });
+  }
+
+  void watch(Path& p, const std::shared_ptr<iscsi_io::PathSession>& session) {
+    session->on_failure([this, &p, session](std::error_code ec, const std::string& detail) {
+      if (p.session == session) path_failed(p, detail.empty() ? ec.message() : detail);
+    });
+  }
+
+  void release_unproven(Path& p, const std::string& proof) {
+    if (p.unproven.empty()) return;
+    std::vector<Command*> writes;
+    writes.swap(p.unproven);
+    if (path_event)
+      path_event(p.name, p.state,
+                 std::to_string(writes.size()) + " write(s) re-issued: " + proof);
+    for (Command* c : writes) asio::post(io, [this, c] { execute(*c); });
+  }
+
+  // Proof that writes on a failed path are dead without waiting for that path's network: log
+  // in with the failed path's ISID through a healthy path to the same portal group. The
+  // target sees the same I_T nexus and reinstates it, ending the old session's tasks.
+  void prove_dead(Path& p) {
+    if (p.proving || closing) return;
+    Path* via = nullptr;
+    for (auto& q : paths)
+      if (q->state == PathState::active && q.get() != &p && q->portal_group_tag &&
+          q->portal_group_tag == p.portal_group_tag)
+        via = q.get();
+    if (via == nullptr) return;  // the failed path's own reconnect will prove it
+    p.proving = true;
+    auto self = shared_from_this();
+    iscsi_io::PathConfig proof = p.config;
+    proof.portal_host = via->config.portal_host;
+    proof.portal_port = via->config.portal_port;
+    proof.source_address = via->config.source_address;
+    proof.noop_out_interval = std::chrono::milliseconds(0);
+    auto session = iscsi_io::PathSession::create(io, proof);
+    session->start([this, self, &p, session, via_name = via->name](std::error_code ec,
+                                                                   const std::string&) {
+      p.proving = false;
+      if (ec) return;  // try again with the next failure or the path's own reconnect
+      release_unproven(p, "its session was reinstated through " + via_name);
+      session->logout(std::chrono::seconds(2), [session](std::error_code) {});
+    });
+  }
+
+  // A (re)connected path carries I/O only once it shows the same device (VPD 0x83).
+  static awaitable<void> join(std::shared_ptr<Impl> self, Path& p) {
+    std::string detail;
+    std::string wwid;
+    auto ec = co_await self->path_wwid(p, wwid, detail);
+    if (self->closing) co_return;
+    if (ec) {
+      self->path_failed(p, "identity check failed: " + detail);
+      co_return;
+    }
+    if (wwid != self->identity.wwid) {
+      p.state = PathState::refused;
+      p.last_error = "presents device " + (wwid.empty() ? std::string("(no WWID)") : wwid) +
+                     ", not " + self->identity.wwid;
+      self->emit(p, p.last_error);
+      p.session->close();
+      co_return;
+    }
+    p.state = PathState::active;
+    self->emit(p, "path is up");
+    self->path_available();
+  }
+
+  awaitable<std::error_code> path_wwid(Path& p, std::string& wwid, std::string& detail) {
+    std::vector<std::byte> data;
+    Command tur;
+    tur.cdb = scsi::test_unit_ready().bytes;
+    tur.pinned = &p;
+    if (auto ec = co_await run(tur, detail)) co_return ec;
+    if (auto ec = co_await read_data(scsi::inquiry(true, scsi::vpd::device_identification, 4096),
+                                     4096, data, detail, &p))
+      co_return ec;
+    if (auto d = scsi::parse_device_identification(data)) wwid = scsi::wwid_from_designators(*d);
+    if (wwid.empty()) {
+      if (auto ec = co_await read_data(scsi::inquiry(true, scsi::vpd::unit_serial_number, 255),
+                                       255, data, detail, &p))
+        co_return ec;
+      if (auto serial = scsi::parse_unit_serial_number(data)) wwid = "S" + *serial;
+    }
+    co_return std::error_code{};
   }
 
   awaitable<std::error_code> run(Command& cmd, std::string& detail) {
@@ -130,8 +416,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   // Data-In command with a fresh buffer of `allocation` bytes; `data` gets what arrived.
   awaitable<std::error_code> read_data(const scsi::Cdb& cdb, uint32_t allocation,
-                                       std::vector<std::byte>& data, std::string& detail) {
+                                       std::vector<std::byte>& data, std::string& detail,
+                                       Path* pinned) {
     Command cmd;
+    cmd.pinned = pinned;
     cmd.cdb = cdb.bytes;
     cmd.direction = iscsi::DataDirection::read;
     data.assign(allocation, std::byte{0});
@@ -144,29 +432,30 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     co_return ec;
   }
 
-  awaitable<std::vector<std::byte>> vpd_page(uint8_t page, std::string& detail) {
+  awaitable<std::vector<std::byte>> vpd_page(uint8_t page, std::string& detail, Path* pinned) {
     std::vector<std::byte> data;
-    auto ec = co_await read_data(scsi::inquiry(true, page, 4096), 4096, data, detail);
+    auto ec = co_await read_data(scsi::inquiry(true, page, 4096), 4096, data, detail, pinned);
     if (ec) data.clear();
     co_return data;
   }
 
   // ---------------------------------------------------------------- probe (SPC-4 / SBC-3)
 
-  awaitable<std::error_code> probe(std::string& detail) {
+  awaitable<std::error_code> probe(Path& path, std::string& detail) {
     lun = iscsi::Lun{scsi::encode_lun(config.lun)};
     // TEST UNIT READY first: the unit attention a fresh nexus carries (29/00 power on or
     // reset) is consumed by the retry in execute().
     {
       Command tur;
       tur.cdb = scsi::test_unit_ready().bytes;
+      tur.pinned = &path;
       if (auto ec = co_await run(tur, detail)) {
         detail = "LUN " + std::to_string(config.lun) + " is not ready: " + detail;
         co_return ec;
       }
     }
     std::vector<std::byte> data;
-    if (auto ec = co_await read_data(scsi::inquiry(false, 0, 255), 255, data, detail))
+    if (auto ec = co_await read_data(scsi::inquiry(false, 0, 255), 255, data, detail, &path))
       co_return ec;
     auto inquiry = scsi::parse_standard_inquiry(data);
     if (!inquiry) {
@@ -185,29 +474,28 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     identity.inquiry = *inquiry;
 
     std::vector<uint8_t> pages;
-    if (auto p = scsi::parse_supported_vpd_pages(co_await vpd_page(scsi::vpd::supported_pages,
-                                                                   detail)))
+    if (auto p = scsi::parse_supported_vpd_pages(co_await vpd_page(scsi::vpd::supported_pages, detail, &path)))
       pages = *p;
     auto supported = [&](uint8_t page) {
       return std::find(pages.begin(), pages.end(), page) != pages.end();
     };
     if (supported(scsi::vpd::unit_serial_number))
       if (auto s = scsi::parse_unit_serial_number(
-              co_await vpd_page(scsi::vpd::unit_serial_number, detail)))
+              co_await vpd_page(scsi::vpd::unit_serial_number, detail, &path)))
         identity.serial = *s;
     if (supported(scsi::vpd::device_identification))
       if (auto d = scsi::parse_device_identification(
-              co_await vpd_page(scsi::vpd::device_identification, detail)))
+              co_await vpd_page(scsi::vpd::device_identification, detail, &path)))
         identity.wwid = scsi::wwid_from_designators(*d);
     if (identity.wwid.empty() && !identity.serial.empty()) identity.wwid = "S" + identity.serial;
     if (supported(scsi::vpd::block_limits))
-      if (auto l = scsi::parse_block_limits(co_await vpd_page(scsi::vpd::block_limits, detail))) {
+      if (auto l = scsi::parse_block_limits(co_await vpd_page(scsi::vpd::block_limits, detail, &path))) {
         identity.limits = *l;
         identity.has_block_limits = true;
       }
     if (supported(scsi::vpd::logical_block_provisioning))
       if (auto p = scsi::parse_logical_block_provisioning(
-              co_await vpd_page(scsi::vpd::logical_block_provisioning, detail))) {
+              co_await vpd_page(scsi::vpd::logical_block_provisioning, detail, &path))) {
         identity.provisioning = *p;
         identity.has_provisioning = true;
       }
@@ -217,7 +505,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     uint32_t block_length = 0;
     uint8_t exponent = 0;
     bool lbpme = false;
-    if (auto ec = co_await read_data(scsi::read_capacity16(32), 32, data, detail); !ec) {
+    if (auto ec = co_await read_data(scsi::read_capacity16(32), 32, data, detail, &path); !ec) {
       if (auto rc = scsi::parse_read_capacity16(data)) {
         identity.blocks = rc->last_lba + 1;
         block_length = rc->block_length;
@@ -226,7 +514,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       }
     }
     if (block_length == 0) {
-      if (auto ec = co_await read_data(scsi::read_capacity10(), 8, data, detail)) co_return ec;
+      if (auto ec = co_await read_data(scsi::read_capacity10(), 8, data, detail, &path)) co_return ec;
       auto rc = scsi::parse_read_capacity10(data);
       if (!rc) {
         detail = "malformed READ CAPACITY(10) data";
@@ -243,7 +531,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     // MODE SENSE(10) header: write protection and DPOFUA (SBC-3 §6.4.2).
     bool read_only = false;
     bool fua = true;
-    if (auto ec = co_await read_data(scsi::mode_sense10(0x3f, 0, 255), 255, data, detail); !ec) {
+    if (auto ec = co_await read_data(scsi::mode_sense10(0x3f, 0, 255), 255, data, detail, &path); !ec) {
       if (auto h = scsi::parse_mode_sense10_header(data)) {
         read_only = h->write_protected;
         fua = h->dpofua;
@@ -431,7 +719,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
           scsi::sense_key_of(ec) == scsi::SenseKey::illegal_request && scsi::asc_of(ec) == 0x20) {
         sync_cache16 = false;
         c.cdb = scsi::synchronize_cache10(0, 0).bytes;
-        c.attempts = 0;
+        c.retries = 0;
         execute(c);
         return;
       }
@@ -445,6 +733,16 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
 // ---------------------------------------------------------------- public face
 
+std::string_view path_state_name(PathState state) {
+  switch (state) {
+    case PathState::connecting: return "connecting";
+    case PathState::active: return "active";
+    case PathState::failed: return "failed";
+    case PathState::refused: return "refused";
+  }
+  return "unknown";
+}
+
 LunDevice::LunDevice(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LunDevice::~LunDevice() = default;
 const DeviceInfo& LunDevice::info() const { return impl_->info; }
@@ -452,9 +750,16 @@ const LunIdentity& LunDevice::identity() const { return impl_->identity; }
 size_t LunDevice::requests_in_flight() const { return impl_->in_flight; }
 void LunDevice::submit(IoRequest& request) { impl_->submit(request); }
 
-void LunDevice::on_path_failure(
-    std::function<void(const std::string&, std::error_code, const std::string&)> handler) {
-  impl_->path_failure = std::move(handler);
+std::vector<PathStatus> LunDevice::path_status() const {
+  std::vector<PathStatus> out;
+  for (const auto& p : impl_->paths)
+    out.push_back({p->name, p->state, p->in_flight, p->commands, p->bytes, p->errors, p->last_error});
+  return out;
+}
+
+void LunDevice::on_path_event(
+    std::function<void(const std::string&, PathState, const std::string&)> handler) {
+  impl_->path_event = std::move(handler);
 }
 
 void LunDevice::open(asio::io_context& io, LunConfig config, OpenHandler done) {
@@ -463,34 +768,114 @@ void LunDevice::open(asio::io_context& io, LunConfig config, OpenHandler done) {
     done(std::make_error_code(std::errc::invalid_argument), "no paths configured", nullptr);
     return;
   }
-  auto path = iscsi_io::PathSession::create(io, impl->config.paths.front());
-  impl->paths.push_back(path);
-  path->start([impl, path, done](std::error_code ec, const std::string& detail) {
-    if (ec) {
-      done(ec, "login to " + iscsi_io::describe(path->config()) + " failed: " + detail, nullptr);
-      return;
+  impl->selector = make_path_selector(impl->config.path_selector, impl->config.rr_min_io);
+  if (!impl->selector) {
+    done(std::make_error_code(std::errc::invalid_argument),
+         "unknown path_selector '" + impl->config.path_selector + "'", nullptr);
+    return;
+  }
+  for (size_t i = 0; i < impl->config.paths.size(); ++i) {
+    auto path = std::make_unique<Path>();
+    path->index = i;
+    path->config = impl->config.paths[i];
+    path->name = iscsi_io::describe(path->config);
+    impl->paths.push_back(std::move(path));
+  }
+
+  // All paths log in at once. The first to succeed is probed and opens the device; the others
+  // join after an identity check. Open fails only when every path failed.
+  struct OpenState {
+    size_t pending;
+    bool settled = false;
+    bool probing = false;
+    std::error_code last_error;
+    std::string failures;
+    OpenHandler done;
+  };
+  auto state = std::make_shared<OpenState>(OpenState{impl->paths.size(), false, false, {}, {}, done});
+
+  auto settle_failure = [impl, state](std::error_code ec, const std::string& detail) {
+    if (state->settled) return;
+    state->settled = true;
+    impl->closing = true;
+    for (auto& p : impl->paths) {
+      if (p->timer) p->timer->cancel();
+      if (p->session) p->session->close();
     }
-    path->on_failure([impl, path](std::error_code fec, const std::string& fdetail) {
-      if (impl->path_failure) impl->path_failure(iscsi_io::describe(path->config()), fec, fdetail);
+    state->done(ec, detail, nullptr);
+  };
+
+  for (auto& path_ptr : impl->paths) {
+    Path& p = *path_ptr;
+    auto session = iscsi_io::PathSession::create(io, p.config);
+    p.session = session;
+    session->start([impl, state, &p, session, settle_failure](std::error_code ec,
+                                                              const std::string& detail) {
+      --state->pending;
+      if (impl->closing) return;
+      if (ec) {
+        p.state = PathState::failed;
+        p.last_error = detail;
+        state->last_error = ec;
+        state->failures += (state->failures.empty() ? "" : "; ") + std::string("login to ") +
+                           p.name + " failed: " + detail;
+        if (state->pending == 0 && !state->probing && !state->settled) {
+          settle_failure(ec, state->failures);
+        } else {
+          impl->schedule_reconnect(p);
+        }
+        return;
+      }
+      p.portal_group_tag = session->target_portal_group_tag();
+      impl->watch(p, session);
+      if (impl->identified) {
+        asio::co_spawn(impl->io, Impl::join(impl, p), asio::detached);
+        return;
+      }
+      if (state->probing) return;  // joins when the probe is done
+      state->probing = true;
+      asio::co_spawn(
+          impl->io,
+          [impl, state, &p, settle_failure]() -> awaitable<void> {
+            std::string probe_detail;
+            auto pec = co_await impl->probe(p, probe_detail);
+            state->probing = false;
+            if (pec) {
+              settle_failure(pec, probe_detail);
+              co_return;
+            }
+            impl->identified = true;
+            p.state = PathState::active;
+            state->settled = true;
+            // Paths that logged in while the probe ran join now.
+            for (auto& other : impl->paths)
+              if (other.get() != &p && other->state == PathState::connecting &&
+                  other->session && other->session->ready())
+                asio::co_spawn(impl->io, Impl::join(impl, *other), asio::detached);
+            state->done({}, {}, std::shared_ptr<LunDevice>(new LunDevice(impl)));
+          },
+          asio::detached);
     });
-    asio::co_spawn(
-        impl->io,
-        [impl, path, done]() -> awaitable<void> {
-          std::string probe_detail;
-          auto pec = co_await impl->probe(probe_detail);
-          if (pec) {
-            path->close();
-            done(pec, probe_detail, nullptr);
-            co_return;
-          }
-          done({}, {}, std::shared_ptr<LunDevice>(new LunDevice(impl)));
-        },
-        asio::detached);
-  });
+  }
 }
 
 void LunDevice::close(std::chrono::milliseconds timeout, std::function<void(std::error_code)> done) {
   auto impl = impl_;
+  impl->closing = true;
+  impl->no_path_timer.reset();
+  for (auto& p : impl->paths)
+    if (p->timer) p->timer->cancel();
+  // Nothing will come back to carry these: they end now, as requests the client sees fail.
+  impl->fail_waiting("shutting down");
+  for (auto& p : impl->paths) {
+    std::vector<Command*> held;
+    held.swap(p->unproven);
+    for (Command* c : held) {
+      c->transport_error = std::make_error_code(std::errc::io_error);
+      c->transport_detail = "shutting down before the write's first attempt could be proven dead";
+      c->then(*c);
+    }
+  }
   auto after_drain = [impl, timeout, done]() {
     // Flush the LU's volatile cache before the sessions go (SBC-3 §5.22), then log out.
     impl->final_flush = IoRequest{};
@@ -498,18 +883,20 @@ void LunDevice::close(std::chrono::milliseconds timeout, std::function<void(std:
     // A raw pointer: the request lives inside *impl, and a shared_ptr here would be a cycle.
     impl->final_flush.done = [raw = impl.get(), timeout, done](std::error_code fec,
                                                                const std::string&) {
-      auto remaining = std::make_shared<size_t>(raw->paths.size());
+      auto remaining = std::make_shared<size_t>(1);
+      auto finish_one = [remaining, done, fec](std::error_code) {
+        if (--*remaining == 0) done(fec);
+      };
       for (auto& p : raw->paths) {
-        p->logout(timeout, [remaining, done, fec](std::error_code) {
-          if (--*remaining == 0) done(fec);
-        });
+        if (p->session && p->session->ready()) {
+          ++*remaining;
+          p->session->logout(timeout, finish_one);
+        }
       }
+      finish_one({});
     };
-    if (impl->paths.front()->ready()) {
-      impl->submit(impl->final_flush);
-    } else {
-      impl->final_flush.done(iscsi::errc::session_failed, "no path");
-    }
+    // Goes out on an active path, or fails at once when none is left (closing is set).
+    impl->submit(impl->final_flush);
   };
   if (impl->in_flight == 0) {
     after_drain();

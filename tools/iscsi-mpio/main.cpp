@@ -90,15 +90,28 @@ int attach(const std::string& config_path) {
   if (cfg.initiator.name_generated)
     spdlog::warn("no initiator.name in {}; using {} (add it to the target's ACL, or set it)",
                  config_path, cfg.initiator.name);
-  if (cfg.paths.size() > 1)
-    spdlog::warn("{} paths configured: this build logs in on the first one only",
-                 cfg.paths.size());
 
   asio::io_context io;
   mpio::LunConfig lun_config;
   lun_config.lun = cfg.target.lun;
-  const auto isid = iscsi_io::random_isid();
-  for (const auto& p : cfg.paths) lun_config.paths.push_back(path_config(cfg, p, isid));
+  lun_config.path_selector = cfg.multipath.path_selector;
+  lun_config.rr_min_io = cfg.multipath.rr_min_io;
+  lun_config.polling_interval = std::chrono::seconds(cfg.multipath.polling_interval);
+  lun_config.no_path_retry.intervals = cfg.multipath.no_path_retry.intervals;
+  switch (cfg.multipath.no_path_retry.mode) {
+    case config::NoPathRetry::Mode::fail:
+      lun_config.no_path_retry.mode = mpio::NoPathRetry::Mode::fail;
+      break;
+    case config::NoPathRetry::Mode::queue:
+      lun_config.no_path_retry.mode = mpio::NoPathRetry::Mode::queue;
+      break;
+    case config::NoPathRetry::Mode::intervals:
+      lun_config.no_path_retry.mode = mpio::NoPathRetry::Mode::intervals;
+      break;
+  }
+  // One ISID per path: each path is its own session (I_T nexus) at the target.
+  for (const auto& p : cfg.paths)
+    lun_config.paths.push_back(path_config(cfg, p, iscsi_io::random_isid()));
 
   std::shared_ptr<mpio::LunDevice> device;
   std::unique_ptr<nbd::Server> server;
@@ -139,8 +152,9 @@ int attach(const std::string& config_path) {
       };
   signals.async_wait(on_signal);
 
-  spdlog::info("logging in to {} LUN {} via {}", cfg.target.iqn, cfg.target.lun,
-               iscsi_io::describe(lun_config.paths.front()));
+  for (const auto& pc : lun_config.paths)
+    spdlog::info("logging in to {} LUN {} via {}", cfg.target.iqn, cfg.target.lun,
+                 iscsi_io::describe(pc));
   mpio::LunDevice::open(
       io, lun_config,
       [&](std::error_code ec, const std::string& detail, std::shared_ptr<mpio::LunDevice> dev) {
@@ -155,10 +169,15 @@ int attach(const std::string& config_path) {
         spdlog::info("LUN {}: {} {} WWID {} size {} ({} bytes) block {}", cfg.target.lun,
                      info.vendor, info.product, info.wwid.empty() ? "-" : info.wwid,
                      human_size(info.size_bytes), info.size_bytes, info.logical_block_size);
-        device->on_path_failure([&](const std::string& path, std::error_code fec,
-                                    const std::string& fdetail) {
-          spdlog::error("path {} failed: {}", path, fdetail.empty() ? fec.message() : fdetail);
-        });
+        device->on_path_event(
+            [&](const std::string& path, mpio::PathState state, const std::string& reason) {
+              const auto level = state == mpio::PathState::active ? spdlog::level::info
+                                                                  : spdlog::level::warn;
+              spdlog::log(level, "path {} {}: {}", path, mpio::path_state_name(state), reason);
+            });
+        for (const auto& ps : device->path_status())
+          spdlog::info("path {} {}{}", ps.name, mpio::path_state_name(ps.state),
+                       ps.last_error.empty() ? "" : ": " + ps.last_error);
         if (stopping) {
           shutdown();
           return;

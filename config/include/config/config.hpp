@@ -50,7 +50,21 @@ struct Nbd {
 };
 
 // Path health and failover. Timeouts are named after their open-iscsi / multipath.conf keys.
+// multipath.conf no_path_retry: "fail", "queue", or a number of polling intervals.
+struct NoPathRetry {
+  enum class Mode { fail, queue, intervals };
+  Mode mode = Mode::queue;
+  std::uint32_t intervals = 0;
+  friend bool operator==(const NoPathRetry&, const NoPathRetry&) = default;
+};
+
 struct Multipath {
+  // multipath.conf path_selector without the trailing " 0": round-robin | queue-length |
+  // service-time.
+  std::string path_selector = "round-robin";
+  std::uint32_t rr_min_io = 1;          // commands per path before round-robin moves on
+  std::uint32_t polling_interval = 1;   // seconds between login attempts on a failed path
+  NoPathRetry no_path_retry;            // while no path is usable
   // Seconds of silence on a connection before a NOP-Out ping (0: never ping);
   // iscsid.conf node.conn[0].timeo.noop_out_interval.
   std::uint32_t noop_out_interval = 5;

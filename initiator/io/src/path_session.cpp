@@ -52,6 +52,7 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
   std::unique_ptr<iscsi::Session> session;
   iscsi::PduReader reader;
   iscsi::OperationalParams negotiated;
+  std::optional<uint16_t> portal_group_tag;
   FailureHandler failure_handler;
   std::function<void(std::error_code)> logout_done;
 
@@ -181,6 +182,7 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
       }
       if (auto* done = std::get_if<iscsi::LoginDone>(&action)) {
         negotiated = done->params;
+        portal_group_tag = done->target_portal_group_tag;
         iscsi::SessionParams sp;
         sp.negotiated = negotiated;
         sp.cid = 0;
@@ -386,6 +388,9 @@ std::shared_ptr<PathSession> PathSession::create(asio::io_context& io, PathConfi
 
 const PathConfig& PathSession::config() const { return impl_->config; }
 const iscsi::OperationalParams& PathSession::negotiated() const { return impl_->negotiated; }
+std::optional<uint16_t> PathSession::target_portal_group_tag() const {
+  return impl_->portal_group_tag;
+}
 bool PathSession::ready() const { return impl_->session != nullptr && !impl_->failed; }
 void PathSession::on_failure(FailureHandler handler) { impl_->failure_handler = std::move(handler); }
 

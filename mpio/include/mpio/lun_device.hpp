@@ -25,9 +25,24 @@ class io_context;
 
 namespace mpio {
 
+// multipath.conf no_path_retry: what happens to I/O while no path is usable.
+struct NoPathRetry {
+  enum class Mode { fail, queue, intervals };
+  Mode mode = Mode::queue;
+  uint32_t intervals = 0;  // Mode::intervals: queue this many polling intervals, then fail
+};
+
 struct LunConfig {
-  std::vector<iscsi_io::PathConfig> paths;  // login parameters of each path
+  // Login parameters of each path. Each path must have its own ISID: one ISID on two paths to
+  // the same portal group would be one session, and the second login would end the first.
+  std::vector<iscsi_io::PathConfig> paths;
   uint16_t lun = 0;
+  std::string path_selector = "round-robin";  // see mpio/path_selector.hpp
+  uint32_t rr_min_io = 1;
+  // Seconds between attempts to log in again on a failed path (multipath.conf
+  // polling_interval); attempts back off to 8 intervals.
+  std::chrono::milliseconds polling_interval{1000};
+  NoPathRetry no_path_retry;
   // Unit attention, BUSY and TASK SET FULL are retried this many times before the error goes
   // to the client (SPC-4 §5.14: a unit attention reports a condition, not a failed command).
   int max_retries = 8;
@@ -47,6 +62,19 @@ struct LunIdentity {
   uint64_t blocks = 0;
 };
 
+enum class PathState { connecting, active, failed, refused };
+std::string_view path_state_name(PathState state);
+
+struct PathStatus {
+  std::string name;  // "198.18.1.1:3260 from 198.18.1.2"
+  PathState state = PathState::connecting;
+  uint32_t in_flight = 0;
+  uint64_t commands = 0;  // completed on this path
+  uint64_t bytes = 0;
+  uint64_t errors = 0;    // transport failures seen
+  std::string last_error;
+};
+
 class LunDevice : public BlockDevice {
  public:
   using OpenHandler =
@@ -61,15 +89,16 @@ class LunDevice : public BlockDevice {
   void submit(IoRequest& request) override;
 
   const LunIdentity& identity() const;
+  std::vector<PathStatus> path_status() const;
   size_t requests_in_flight() const;
 
   // SYNCHRONIZE CACHE, then log out of every path. Requests still in flight complete first.
   void close(std::chrono::milliseconds timeout, std::function<void(std::error_code)> done);
 
-  // Called when a path fails after open (its in-flight commands have completed with errors).
-  void on_path_failure(std::function<void(const std::string& path, std::error_code,
-                                          const std::string& detail)>
-                           handler);
+  // Every path state change after open, with its reason, for logs and status.
+  void on_path_event(std::function<void(const std::string& path, PathState state,
+                                        const std::string& reason)>
+                         handler);
 
   struct Impl;
 

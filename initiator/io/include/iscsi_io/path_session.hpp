@@ -78,6 +78,9 @@ class PathSession : public std::enable_shared_from_this<PathSession> {
   const PathConfig& config() const;
   // Valid after login.
   const iscsi::OperationalParams& negotiated() const;
+  // TargetPortalGroupTag the target declared at login (RFC 7143 §13.9): sessions with the same
+  // InitiatorName, ISID, TargetName and portal group are one I_T nexus.
+  std::optional<uint16_t> target_portal_group_tag() const;
 
   // SendTargets=All over a discovery session on this path (RFC 7143 §4.3); for a PathSession
   // created with an empty target_name, instead of start().
