@@ -7,6 +7,7 @@
 #include <optional>
 
 #include <iscsi/errors.hpp>
+#include <iscsi_io/route_watch.hpp>
 #include <scsi/capacity.hpp>
 #include <scsi/cdb.hpp>
 #include <scsi/error.hpp>
@@ -111,6 +112,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   std::function<void(const std::string&, PathState, const std::string&)> path_event;
   std::function<void()> on_idle;
   IoRequest final_flush;  // the SYNCHRONIZE CACHE that close() sends
+
+  std::unique_ptr<iscsi_io::RouteWatch> route_watch;
 
   // Commands waiting for a usable path (no_path_retry queue / N intervals).
   std::deque<Command*> waiting;
@@ -268,6 +271,27 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   // ---------------------------------------------------------------- path life cycle
+
+  // A local link, address or route changed: a path that lost its route fails now (a pulled
+  // cable leaves an established TCP connection silent, not broken), and a failed path whose
+  // route is back tries to log in at once instead of at its next polling interval.
+  void routes_changed() {
+    if (closing) return;
+    for (auto& p : paths) {
+      std::string why;
+      const bool reachable = iscsi_io::route_exists(p->config.portal_host, p->config.portal_port,
+                                                    p->config.source_address, why);
+      if (!reachable && (p->state == PathState::active || p->state == PathState::connecting)) {
+        path_failed(*p, "no route to the portal: " + why);
+      } else if (reachable && p->state == PathState::failed && p->timer) {
+        p->reconnect_failures = 0;
+        p->timer->expires_after(std::chrono::milliseconds(0));
+        p->timer->async_wait([this, path = p.get()](boost::system::error_code ec) {
+          if (!ec && !closing && path->state == PathState::failed) reconnect(*path);
+        });
+      }
+    }
+  }
 
   void path_failed(Path& p, const std::string& reason) {
     if (p.state != PathState::active && p.state != PathState::connecting) return;
@@ -782,6 +806,9 @@ void LunDevice::open(asio::io_context& io, LunConfig config, OpenHandler done) {
     impl->paths.push_back(std::move(path));
   }
 
+  impl->route_watch = std::make_unique<iscsi_io::RouteWatch>(
+      io, [raw = impl.get()] { raw->routes_changed(); });
+
   // All paths log in at once. The first to succeed is probed and opens the device; the others
   // join after an identity check. Open fails only when every path failed.
   struct OpenState {
@@ -863,6 +890,7 @@ void LunDevice::close(std::chrono::milliseconds timeout, std::function<void(std:
   auto impl = impl_;
   impl->closing = true;
   impl->no_path_timer.reset();
+  impl->route_watch.reset();
   for (auto& p : impl->paths)
     if (p->timer) p->timer->cancel();
   // Nothing will come back to carry these: they end now, as requests the client sees fail.

@@ -156,6 +156,9 @@ class Exerciser {
 
   const std::vector<Mismatch>& mismatches() const { return mismatches_; }
   unsigned writes() const { return writes_; }
+  // The longest wait for any NBD request or batch of requests: what a client saw as a stall
+  // while a path failed over.
+  double longest_stall_ms() const { return longest_stall_.count() / 1e6; }
   unsigned reads() const { return reads_; }
   std::uint64_t bytes_written() const { return bytes_written_; }
   std::uint64_t bytes_read() const { return bytes_read_; }
@@ -195,6 +198,11 @@ class Exerciser {
   unsigned reads_ = 0;
   std::uint64_t bytes_written_ = 0;
   std::uint64_t bytes_read_ = 0;
+  std::chrono::nanoseconds longest_stall_{0};
+  void note_wait(std::chrono::steady_clock::time_point since) {
+    longest_stall_ = std::max<std::chrono::nanoseconds>(longest_stall_,
+                                                        std::chrono::steady_clock::now() - since);
+  }
   std::uint64_t bytes_verified_ = 0;
 };
 
@@ -245,6 +253,7 @@ void Exerciser::run_random_io() {
 }
 
 void Exerciser::run_batch(std::vector<Op>& batch) {
+  const auto started = std::chrono::steady_clock::now();
   const nbd_completion_callback no_completion{};
   for (Op& op : batch) {
     op.cookie = op.write
@@ -255,6 +264,7 @@ void Exerciser::run_batch(std::vector<Op>& batch) {
   while (nbd_aio_in_flight(nbd_) > 0) {
     if (nbd_poll(nbd_, -1) == -1) throw_nbd("poll");
   }
+  note_wait(started);
   for (Op& op : batch) {
     if (nbd_aio_command_completed(nbd_, op.cookie) != 1) {
       throw_nbd(std::string(op.write ? "write" : "read") + " offset " + std::to_string(op.offset) +
@@ -273,7 +283,10 @@ void Exerciser::run_batch(std::vector<Op>& batch) {
 }
 
 void Exerciser::read_nbd(std::span<std::byte> out, std::uint64_t offset) {
-  if (nbd_pread(nbd_, out.data(), out.size(), offset, 0) == -1)
+  const auto started = std::chrono::steady_clock::now();
+  const int rc = nbd_pread(nbd_, out.data(), out.size(), offset, 0);
+  note_wait(started);
+  if (rc == -1)
     throw_nbd("read offset " + std::to_string(offset) + " length " + std::to_string(out.size()));
   bytes_read_ += out.size();
 }
@@ -595,11 +608,12 @@ int main(int argc, char** argv) {
     std::printf(
         "nbd_exerciser: %s: %u writes (%.1f MiB), %u reads (%.1f MiB read in all), "
         "%.1f MiB compared via NBD and backing file%s%s, %zu mismatches, seed %" PRIu64
-        ", %.1f s\n",
+        ", %.1f s, longest I/O stall %.0f ms\n",
         mismatches.empty() ? "PASS" : "FAIL", exerciser.writes(),
         exerciser.bytes_written() / double(kMiB), exerciser.reads(),
         exerciser.bytes_read() / double(kMiB), exerciser.bytes_verified() / double(kMiB),
-        checks.empty() ? "" : "; ", checks.c_str(), mismatches.size(), seed, seconds);
+        checks.empty() ? "" : "; ", checks.c_str(), mismatches.size(), seed, seconds,
+        exerciser.longest_stall_ms());
     close(backing_fd);
     return mismatches.empty() ? 0 : 1;
   } catch (const std::exception& e) {

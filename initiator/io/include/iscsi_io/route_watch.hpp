@@ -1,0 +1,35 @@
+// Notices local link, address and route changes (rtnetlink) so that a path whose cable is
+// pulled fails at once instead of after a NOP-Out timeout. Linux only.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace iscsi_io {
+
+class RouteWatch {
+ public:
+  // `on_change` runs on the io_context after each burst of link/address/route messages.
+  RouteWatch(boost::asio::io_context& io, std::function<void()> on_change);
+  ~RouteWatch();
+  // False when the netlink socket could not be opened (then nothing is watched).
+  bool active() const;
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+// Whether the kernel has a route from `source` (any address when empty) to host:port now.
+// Asks with a UDP connect(), which only consults the routing table and sends nothing.
+// `why` gets the kernel's reason when there is none (e.g. "Network is unreachable").
+bool route_exists(const std::string& host, uint16_t port, const std::optional<std::string>& source,
+                  std::string& why);
+
+}  // namespace iscsi_io

@@ -1,0 +1,88 @@
+#include "iscsi_io/route_watch.hpp"
+
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <array>
+#include <boost/asio.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+
+namespace iscsi_io {
+
+namespace asio = boost::asio;
+
+struct RouteWatch::Impl : std::enable_shared_from_this<RouteWatch::Impl> {
+  Impl(asio::io_context& io, std::function<void()> cb) : descriptor(io), on_change(std::move(cb)) {}
+  asio::posix::stream_descriptor descriptor;
+  std::function<void()> on_change;
+  std::array<char, 16384> buffer{};
+  bool stopped = false;
+
+  void read() {
+    auto self = shared_from_this();
+    descriptor.async_read_some(asio::buffer(buffer), [self](boost::system::error_code ec, size_t) {
+      if (ec || self->stopped) return;
+      // Only that something changed matters; callers re-check their routes.
+      self->on_change();
+      self->read();
+    });
+  }
+};
+
+RouteWatch::RouteWatch(asio::io_context& io, std::function<void()> on_change)
+    : impl_(std::make_shared<Impl>(io, std::move(on_change))) {
+  int fd = ::socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC | SOCK_NONBLOCK, NETLINK_ROUTE);
+  if (fd < 0) return;
+  sockaddr_nl local{};
+  local.nl_family = AF_NETLINK;
+  local.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR |
+                    RTMGRP_IPV6_ROUTE;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
+    ::close(fd);
+    return;
+  }
+  boost::system::error_code ec;
+  impl_->descriptor.assign(fd, ec);
+  if (ec) {
+    ::close(fd);
+    return;
+  }
+  impl_->read();
+}
+
+RouteWatch::~RouteWatch() {
+  impl_->stopped = true;
+  boost::system::error_code ignored;
+  impl_->descriptor.close(ignored);
+}
+
+bool RouteWatch::active() const { return impl_->descriptor.is_open(); }
+
+bool route_exists(const std::string& host, uint16_t port, const std::optional<std::string>& source,
+                  std::string& why) {
+  boost::system::error_code ec;
+  auto address = asio::ip::make_address(host, ec);
+  if (ec) return true;  // a host name: nothing to check without resolving it
+  asio::io_context io;
+  asio::ip::udp::socket socket(io);
+  socket.open(address.is_v4() ? asio::ip::udp::v4() : asio::ip::udp::v6(), ec);
+  if (ec) return true;
+  if (source) {
+    auto local = asio::ip::make_address(*source, ec);
+    if (!ec) socket.bind(asio::ip::udp::endpoint(local, 0), ec);
+    if (ec) {
+      why = "source address " + *source + " is gone: " + ec.message();
+      return false;
+    }
+  }
+  socket.connect(asio::ip::udp::endpoint(address, port), ec);
+  if (ec) {
+    why = ec.message();
+    return false;
+  }
+  return true;
+}
+
+}  // namespace iscsi_io
