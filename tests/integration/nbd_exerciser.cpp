@@ -17,6 +17,7 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
+#include <thread>
 #include <cinttypes>
 #include <cstddef>
 #include <cstdint>
@@ -48,6 +49,7 @@ struct Options {
   std::uint64_t span = 0;  // 0: the whole export
   unsigned queue_depth = 8;
   double time_limit_s = 120;
+  double settle_s = 0;  // pause before the final verification (late stale writes land first)
   std::set<std::string> checks;
   bool trim_must_zero = false;
 };
@@ -524,6 +526,10 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--queue-depth", options.queue_depth, "requests in flight per batch")
       ->check(CLI::Range(1, 256))
       ->capture_default_str();
+  app.add_option("--settle", options.settle_s,
+                 "wait SECONDS before the final verification, so that a stale write still "
+                 "travelling on a failed path would land and be caught")
+      ->check(CLI::Range(0.0, 600.0));
   app.add_option("--time-limit", options.time_limit_s, "stop issuing random I/O after SECONDS")
       ->capture_default_str();
   app.add_option("--check", checks, "extra checks, comma-separated: flush,trim,zero");
@@ -593,6 +599,8 @@ int main(int argc, char** argv) {
               {"zero", &Exerciser::check_zero}}}) {
       if (options.checks.count(name)) checks += (checks.empty() ? "" : ", ") + (exerciser.*run)();
     }
+    if (options.settle_s > 0)
+      std::this_thread::sleep_for(std::chrono::duration<double>(options.settle_s));
     exerciser.verify_all();
 
     const double seconds =
