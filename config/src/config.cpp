@@ -1,5 +1,8 @@
 #include "config/config.hpp"
 
+#include <cstdio>
+#include <functional>
+
 #include <fstream>
 #include <sstream>
 
@@ -158,6 +161,24 @@ void check_config(Context& ctx, const YAML::Node& root, const std::string&, Conf
           Listen{.kind = Listen::Kind::unix_socket, .path_or_host = path, .port = 0};
     }
   }
+  if (config.control.socket.empty()) {
+    // A long export name is shortened and made unique again with a hash, so the default always
+    // fits sockaddr_un.
+    std::string stem = socket_file_stem(config.nbd.export_name);
+    if (stem.size() > 64) {
+      char hash[16];
+      std::snprintf(hash, sizeof hash, "-%08zx",
+                    std::hash<std::string>{}(config.nbd.export_name) & 0xffffffffu);
+      stem = stem.substr(0, 64) + hash;
+    }
+    config.control.socket = std::string(default_socket_dir) + stem + ".control";
+  }
+  if (config.control.socket.size() > max_unix_socket_path || config.control.socket.front() != '/') {
+    const auto control = find_value(root, "control");
+    ctx.error(control ? *control : root, "control.socket", config_errc::invalid_value,
+              "must be an absolute path of at most " + std::to_string(max_unix_socket_path) +
+                  " bytes");
+  }
 
   // Two identical paths would be one path counted twice by the path selector.
   const auto path_nodes = find_value(root, "paths");
@@ -280,6 +301,13 @@ const Section<Multipath>& multipath_section() {
   return section;
 }
 
+const Section<Control>& control_section() {
+  static const Section<Control> section({
+      optional("socket", &Control::socket, text{.max_length = max_unix_socket_path}),
+  });
+  return section;
+}
+
 const Section<Config>& config_section() {
   static const Section<Config> section(
       {
@@ -288,6 +316,7 @@ const Section<Config>& config_section() {
           required("paths", &Config::paths, list_of<Path>{&path_section(), 1}),
           optional("multipath", &Config::multipath, nested<Multipath>{&multipath_section()}),
           optional("nbd", &Config::nbd, nested<Nbd>{&nbd_section()}),
+          optional("control", &Config::control, nested<Control>{&control_section()}),
       },
       check_config);
   return section;

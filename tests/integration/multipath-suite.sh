@@ -76,6 +76,7 @@ multipath:
   polling_interval: 1
   no_path_retry: $no_path_retry
 nbd: {listen: "unix:$work/lun.sock", export: lun}
+control: {socket: "$work/control.sock"}
 EOF
   rm -f "$work/lun.sock"
   ip netns exec "$TOPO_INI_NS" "$im_bin" attach "$work/mp.yaml" >"$work/attach.out" 2>"$work/attach.log" &
@@ -91,9 +92,19 @@ EOF
   return 1
 }
 
-# scenario NAME NO_PATH_RETRY SETTLE FAULT_FN RESTORE_FN HOLD [CHECK_FN]
+# status_shows FILE PATTERN...: every pattern is in the saved `iscsi-mpio status` output.
+status_shows() {
+  local file=$1 pattern
+  shift
+  for pattern in "$@"; do
+    grep -qE "$pattern" "$file" || { echo "    status lacks /$pattern/:"; sed 's/^/      /' "$file"; return 1; }
+  done
+}
+
+# scenario NAME NO_PATH_RETRY SETTLE FAULT_FN RESTORE_FN HOLD FAILED_PATHS [CHECK_FN]
+# FAILED_PATHS: the path numbers `status` must show failed at the end of the fault.
 scenario() {
-  local name=$1 npr=$2 settle=$3 fault=$4 restore=$5 hold=$6 check=${7:-}
+  local name=$1 npr=$2 settle=$3 fault=$4 restore=$5 hold=$6 failed_paths=$7 check=${8:-}
   echo "--- $name"
   local ok=1
   if attach "$npr"; then
@@ -104,9 +115,20 @@ scenario() {
     sleep 3
     "$fault"
     sleep "$hold"
+    "$im_bin" status "$work/mp.yaml" >"$work/status.during" 2>&1 || true
     "$restore"
     local ex_rc=0
     wait "$ex_pid" || ex_rc=$?
+    "$im_bin" status "$work/mp.yaml" >"$work/status.after" 2>&1 || true
+    echo "    status during the fault:"
+    sed 's/^/      /' "$work/status.during"
+    local p
+    for p in $failed_paths; do
+      status_shows "$work/status.during" "198\\.18\\.$p\\.1:[0-9]+ from [0-9.]+ +failed faulty" || ok=0
+    done
+    # After the fault every path is back at work (failback immediate).
+    status_shows "$work/status.after" "198\\.18\\.1\\.1:[0-9]+ from [0-9.]+ +active ready" \
+      "198\\.18\\.2\\.1:[0-9]+ from [0-9.]+ +active ready" || ok=0
     sed 's/^/    /' "$work/exerciser.log" | tail -n 3
     ((ex_rc == 0)) || ok=0
     grep -E "path .* (failed|active|refused)" "$work/attach.log" | sed 's/^/    /' | tail -n 8
@@ -146,10 +168,10 @@ selected=("$@")
 ((${#selected[@]})) || selected=(link-down blackhole stale-write all-paths-down)
 for s in "${selected[@]}"; do
   case $s in
-    link-down) scenario link-down queue 0 link1_down link1_up 5 path1_failed_and_returned ;;
-    blackhole) scenario blackhole queue 0 hole1_on hole1_off 8 path1_failed_and_returned ;;
-    stale-write) scenario stale-write queue 10 hole1_on hole1_off 8 path1_failed_and_returned ;;
-    all-paths-down) scenario all-paths-down queue 0 links_down links_up 4 ;;
+    link-down) scenario link-down queue 0 link1_down link1_up 5 1 path1_failed_and_returned ;;
+    blackhole) scenario blackhole queue 0 hole1_on hole1_off 8 1 path1_failed_and_returned ;;
+    stale-write) scenario stale-write queue 10 hole1_on hole1_off 8 1 path1_failed_and_returned ;;
+    all-paths-down) scenario all-paths-down queue 0 links_down links_up 4 "1 2" ;;
     *) echo "unknown scenario $s"; failed=$((failed + 1)) ;;
   esac
 done

@@ -8,6 +8,7 @@
 #include <CLI/CLI.hpp>
 #include <boost/asio.hpp>
 #include <chrono>
+#include <filesystem>
 #include <csignal>
 #include <cstdio>
 #include <iostream>
@@ -23,6 +24,8 @@
 #include <mpio/lun_device.hpp>
 #include <nbd_io/server.hpp>
 
+#include "status.hpp"
+
 namespace asio = boost::asio;
 
 namespace {
@@ -31,6 +34,75 @@ constexpr int exit_ok = 0;
 constexpr int exit_failure = 1;
 constexpr int exit_usage = 2;
 constexpr int exit_interrupted = 130;
+
+using local = asio::local::stream_protocol;
+
+std::string no_path_retry_text(const config::NoPathRetry& n) {
+  switch (n.mode) {
+    case config::NoPathRetry::Mode::fail: return "fail";
+    case config::NoPathRetry::Mode::queue: return "queue";
+    case config::NoPathRetry::Mode::intervals: return std::to_string(n.intervals);
+  }
+  return "?";
+}
+
+// The control socket: one request line ("tree" or "json"), one answer, then close. Mode 0600:
+// status shows target names and addresses, and later verbs will change path states.
+std::error_code open_control(local::acceptor& acceptor, const std::string& path, std::string& detail) {
+  namespace fs = std::filesystem;
+  std::error_code fec;
+  if (fs::exists(fs::symlink_status(path, fec))) {
+    if (!fs::is_socket(fs::symlink_status(path, fec))) {
+      detail = path + " exists and is not a socket";
+      return std::make_error_code(std::errc::file_exists);
+    }
+    local::socket probe(acceptor.get_executor());
+    boost::system::error_code ec;
+    probe.connect(local::endpoint(path), ec);
+    if (!ec) {
+      detail = "another iscsi-mpio attach is running (its control socket " + path + " answers)";
+      return std::make_error_code(std::errc::address_in_use);
+    }
+    fs::remove(path, fec);  // left by a process that is gone
+  }
+  fs::create_directories(fs::path(path).parent_path(), fec);
+  boost::system::error_code ec;
+  acceptor.open(local(), ec);
+  if (!ec) acceptor.bind(local::endpoint(path), ec);
+  if (!ec) fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write, fec);
+  if (!ec) acceptor.listen(8, ec);
+  if (ec) {
+    detail = "cannot listen on control socket " + path + ": " + ec.message();
+    return std::error_code(ec.value(), std::system_category());
+  }
+  return {};
+}
+
+asio::awaitable<void> serve_control(local::acceptor& acceptor,
+                                    std::function<std::string(const std::string&)> respond) {
+  while (acceptor.is_open()) {
+    auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
+    if (ec) break;
+    asio::co_spawn(
+        acceptor.get_executor(),
+        [socket = std::move(socket), respond]() mutable -> asio::awaitable<void> {
+          std::string request;
+          asio::steady_timer timer(socket.get_executor(), std::chrono::seconds(2));
+          timer.async_wait([&socket](boost::system::error_code e) {
+            if (!e) socket.close();
+          });
+          auto [rec, n] = co_await asio::async_read_until(
+              socket, asio::dynamic_buffer(request, 64), '\n', asio::as_tuple(asio::use_awaitable));
+          timer.cancel();
+          if (rec) co_return;
+          request.resize(n > 0 ? n - 1 : 0);
+          const std::string answer = respond(request);
+          co_await asio::async_write(socket, asio::buffer(answer),
+                                     asio::as_tuple(asio::use_awaitable));
+        },
+        asio::detached);
+  }
+}
 
 std::string human_size(uint64_t bytes) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
@@ -118,11 +190,18 @@ int attach(const std::string& config_path) {
   int status = exit_ok;
   bool stopping = false;
 
+  local::acceptor control(io);
   asio::signal_set signals(io, SIGINT, SIGTERM);
   auto shutdown = [&] {
     if (stopping) return;
     stopping = true;
     spdlog::info("shutting down: draining requests, flushing the LUN cache, logging out");
+    if (control.is_open()) {
+      boost::system::error_code ignored;
+      control.close(ignored);
+      std::error_code fec;
+      std::filesystem::remove(cfg.control.socket, fec);
+    }
     auto close_device = [&] {
       if (!device) {
         io.stop();
@@ -194,10 +273,63 @@ int attach(const std::string& config_path) {
           return;
         }
         spdlog::info("serving export '{}' at {}", cfg.nbd.export_name, server->endpoint_uri());
+        std::string control_detail;
+        if (auto cec = open_control(control, cfg.control.socket, control_detail)) {
+          spdlog::error("{}", control_detail);
+          status = exit_failure;
+          shutdown();
+          return;
+        }
+        asio::co_spawn(io,
+                       serve_control(control,
+                                     [&](const std::string& request) {
+                                       status::Snapshot snap;
+                                       snap.export_name = cfg.nbd.export_name;
+                                       snap.uri = server ? server->endpoint_uri() : "";
+                                       snap.target = cfg.target.iqn;
+                                       snap.lun = cfg.target.lun;
+                                       snap.selector = cfg.multipath.path_selector;
+                                       snap.no_path_retry =
+                                           no_path_retry_text(cfg.multipath.no_path_retry);
+                                       snap.info = device->info();
+                                       snap.paths = device->path_status();
+                                       if (request == "json") return status::render_json(snap);
+                                       if (request == "tree") return status::render_tree(snap);
+                                       return "error: unknown request '" + request +
+                                              "' (expected tree or json)\n";
+                                     }),
+                       asio::detached);
         std::cout << server->endpoint_uri() << std::endl;
       });
   io.run();
   return status;
+}
+
+int show_status(const std::string& config_path, bool json) {
+  auto loaded = config::load_file(config_path);
+  if (!loaded) {
+    std::cerr << loaded.error_report();
+    return exit_usage;
+  }
+  const auto& path = loaded.config().control.socket;
+  asio::io_context io;
+  local::socket socket(io);
+  boost::system::error_code ec;
+  socket.connect(local::endpoint(path), ec);
+  if (ec) {
+    std::cerr << "no running attach answers on " << path << ": " << ec.message() << "\n";
+    return exit_failure;
+  }
+  const std::string request = json ? "json\n" : "tree\n";
+  asio::write(socket, asio::buffer(request), ec);
+  std::string answer;
+  asio::read(socket, asio::dynamic_buffer(answer, 1 << 20), ec);
+  if (answer.empty()) {
+    std::cerr << "the attach on " << path << " gave no answer: " << ec.message() << "\n";
+    return exit_failure;
+  }
+  std::cout << answer;
+  return answer.rfind("error:", 0) == 0 ? exit_failure : exit_ok;
 }
 
 int discover(const std::string& portal_text, const std::optional<std::string>& source,
@@ -266,6 +398,12 @@ int main(int argc, char** argv) {
   discover_cmd->add_option("--source", source, "local address to connect from");
   discover_cmd->add_option("--initiator-name", initiator_name, "iSCSI initiator name to present");
 
+  bool status_json = false;
+  auto* status_cmd =
+      app.add_subcommand("status", "show the paths of a running attach, like multipath -ll");
+  status_cmd->add_option("config", config_path, "the attach's YAML configuration file")->required();
+  status_cmd->add_flag("--json", status_json, "machine-readable output");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -279,5 +417,6 @@ int main(int argc, char** argv) {
 
   if (*attach_cmd) return attach(config_path);
   if (*discover_cmd) return discover(portal, source, initiator_name);
+  if (*status_cmd) return show_status(config_path, status_json);
   return exit_usage;
 }

@@ -73,11 +73,17 @@ struct Multipath {
   std::uint32_t noop_out_timeout = 5;
 };
 
+// The running attach's control socket: `iscsi-mpio status` talks to it.
+struct Control {
+  std::string socket;  // default /run/iscsi-mpio/<export>.control; created with mode 0600
+};
+
 struct Config {
   Initiator initiator;
   Target target;
   std::vector<Path> paths;  // at least one
   Multipath multipath;
+  Control control;
   Nbd nbd;
 };
 

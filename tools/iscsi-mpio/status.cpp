@@ -1,0 +1,98 @@
+#include "status.hpp"
+
+#include <cstdio>
+
+namespace status {
+namespace {
+
+std::string json_string(const std::string& in) {
+  std::string out = "\"";
+  for (unsigned char c : in) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\t': out += "\\t"; break;
+      default:
+        if (c < 0x20) {
+          char buf[8];
+          std::snprintf(buf, sizeof buf, "\\u%04x", c);
+          out += buf;
+        } else {
+          out += static_cast<char>(c);
+        }
+    }
+  }
+  return out + "\"";
+}
+
+std::string size_text(uint64_t bytes) {
+  const char* units[] = {"", "K", "M", "G", "T", "P"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, v == static_cast<uint64_t>(v) ? "%.0f%s" : "%.1f%s", v, units[u]);
+  return buf;
+}
+
+// multipath -ll's dm state / checker state words for each path state.
+const char* path_words(mpio::PathState state) {
+  switch (state) {
+    case mpio::PathState::active: return "active ready  ";
+    case mpio::PathState::connecting: return "active pending";
+    case mpio::PathState::failed: return "failed faulty ";
+    case mpio::PathState::refused: return "failed refused";
+  }
+  return "unknown       ";
+}
+
+}  // namespace
+
+std::string render_tree(const Snapshot& s) {
+  std::string out = s.export_name + " (" + (s.info.wwid.empty() ? "-" : s.info.wwid) + ") " +
+                    s.info.vendor + "," + s.info.product + "\n";
+  out += "size=" + size_text(s.info.size_bytes) + " features='" +
+         (s.no_path_retry == "fail" ? std::string("0") : "queue_if_no_path") + "' selector='" +
+         s.selector + " 0' no_path_retry=" + s.no_path_retry + " uri=" + s.uri + "\n";
+  out += "`-+- " + s.target + " lun " + std::to_string(s.lun) + "\n";
+  for (size_t i = 0; i < s.paths.size(); ++i) {
+    const auto& p = s.paths[i];
+    char line[512];
+    std::snprintf(line, sizeof line, "  %s %-36s %s in-flight %u cmds %llu bytes %s errors %llu",
+                  i + 1 == s.paths.size() ? "`-" : "|-", p.name.c_str(), path_words(p.state),
+                  p.in_flight, static_cast<unsigned long long>(p.commands),
+                  size_text(p.bytes).c_str(), static_cast<unsigned long long>(p.errors));
+    out += line;
+    if (p.state != mpio::PathState::active && !p.last_error.empty())
+      out += "  (" + p.last_error + ")";
+    out += "\n";
+  }
+  return out;
+}
+
+std::string render_json(const Snapshot& s) {
+  std::string out = "{\"export\":" + json_string(s.export_name) + ",\"uri\":" + json_string(s.uri) +
+                    ",\"wwid\":" + json_string(s.info.wwid) +
+                    ",\"vendor\":" + json_string(s.info.vendor) +
+                    ",\"product\":" + json_string(s.info.product) +
+                    ",\"size_bytes\":" + std::to_string(s.info.size_bytes) +
+                    ",\"target\":" + json_string(s.target) + ",\"lun\":" + std::to_string(s.lun) +
+                    ",\"path_selector\":" + json_string(s.selector) +
+                    ",\"no_path_retry\":" + json_string(s.no_path_retry) + ",\"paths\":[";
+  for (size_t i = 0; i < s.paths.size(); ++i) {
+    const auto& p = s.paths[i];
+    out += std::string(i ? "," : "") + "{\"path\":" + json_string(p.name) +
+           ",\"state\":" + json_string(std::string(mpio::path_state_name(p.state))) +
+           ",\"in_flight\":" + std::to_string(p.in_flight) +
+           ",\"commands\":" + std::to_string(p.commands) + ",\"bytes\":" + std::to_string(p.bytes) +
+           ",\"errors\":" + std::to_string(p.errors) +
+           ",\"last_error\":" + json_string(p.last_error) + "}";
+  }
+  return out + "]}\n";
+}
+
+}  // namespace status

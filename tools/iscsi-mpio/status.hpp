@@ -1,0 +1,30 @@
+// The status view of a running attach: a tree like `multipath -ll`, or JSON for scripts.
+#pragma once
+
+#include <string>
+
+#include <mpio/lun_device.hpp>
+
+namespace status {
+
+struct Snapshot {
+  std::string export_name;
+  std::string uri;
+  std::string target;
+  unsigned lun = 0;
+  std::string selector;
+  std::string no_path_retry;
+  mpio::DeviceInfo info;
+  std::vector<mpio::PathStatus> paths;
+};
+
+// multipath -ll layout:
+//   san_storage_lun0 (3600...) IET,VIRTUAL-DISK
+//   size=256M features='queue_if_no_path' selector='round-robin 0' uri=nbd+unix:///...
+//   `-+- target iqn... lun 1
+//     |- 198.18.1.1:3260 from 198.18.1.2  active ready    in-flight 0  cmds 123 ...
+//     `- 198.18.2.1:3260 from 198.18.2.2  failed faulty   ...
+std::string render_tree(const Snapshot& s);
+std::string render_json(const Snapshot& s);
+
+}  // namespace status
