@@ -21,6 +21,7 @@
 #include <config/config.hpp>
 #include <config/names.hpp>
 #include <iscsi_io/path_session.hpp>
+#include <iscsi_io/route_watch.hpp>
 #include <mpio/lun_device.hpp>
 #include <nbd_io/server.hpp>
 
@@ -234,6 +235,19 @@ int attach(const std::string& config_path) {
   for (const auto& pc : lun_config.paths)
     spdlog::info("logging in to {} LUN {} via {}", cfg.target.iqn, cfg.target.lun,
                  iscsi_io::describe(pc));
+  // The common mistake of two NICs on one subnet: the kernel routes both sessions out of one
+  // interface, and one cable pulled takes both paths down.
+  std::vector<std::pair<std::string, std::string>> interfaces;
+  for (const auto& pc : lun_config.paths) {
+    auto dev = iscsi_io::outgoing_interface(pc.portal_host, pc.portal_port, pc.source_address);
+    if (!dev) continue;
+    for (const auto& [other, other_dev] : interfaces)
+      if (other_dev == *dev)
+        spdlog::warn("paths {} and {} both leave through interface {}: that is one path, not "
+                     "two (give each NIC its own subnet, or policy-route each source address)",
+                     other, iscsi_io::describe(pc), *dev);
+    interfaces.emplace_back(iscsi_io::describe(pc), *dev);
+  }
   mpio::LunDevice::open(
       io, lun_config,
       [&](std::error_code ec, const std::string& detail, std::shared_ptr<mpio::LunDevice> dev) {

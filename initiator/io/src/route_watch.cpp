@@ -2,10 +2,13 @@
 
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
+#include <ifaddrs.h>
+#include <net/if.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #include <array>
+#include <cstring>
 #include <boost/asio.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 
@@ -60,29 +63,69 @@ RouteWatch::~RouteWatch() {
 
 bool RouteWatch::active() const { return impl_->descriptor.is_open(); }
 
-bool route_exists(const std::string& host, uint16_t port, const std::optional<std::string>& source,
-                  std::string& why) {
+namespace {
+
+// A UDP socket connect()ed to host:port from source: the kernel's route choice, no traffic.
+// Empty optional: `host` is a name. Otherwise the error of the lookup (empty on success).
+std::optional<boost::system::error_code> routed_socket(asio::ip::udp::socket& socket,
+                                                       const std::string& host, uint16_t port,
+                                                       const std::optional<std::string>& source,
+                                                       std::string& why) {
   boost::system::error_code ec;
   auto address = asio::ip::make_address(host, ec);
-  if (ec) return true;  // a host name: nothing to check without resolving it
-  asio::io_context io;
-  asio::ip::udp::socket socket(io);
+  if (ec) return std::nullopt;
   socket.open(address.is_v4() ? asio::ip::udp::v4() : asio::ip::udp::v6(), ec);
-  if (ec) return true;
+  if (ec) return std::nullopt;
   if (source) {
     auto local = asio::ip::make_address(*source, ec);
     if (!ec) socket.bind(asio::ip::udp::endpoint(local, 0), ec);
     if (ec) {
       why = "source address " + *source + " is gone: " + ec.message();
-      return false;
+      return ec;
     }
   }
   socket.connect(asio::ip::udp::endpoint(address, port), ec);
-  if (ec) {
-    why = ec.message();
-    return false;
+  if (ec) why = ec.message();
+  return ec;
+}
+
+}  // namespace
+
+bool route_exists(const std::string& host, uint16_t port, const std::optional<std::string>& source,
+                  std::string& why) {
+  asio::io_context io;
+  asio::ip::udp::socket socket(io);
+  auto result = routed_socket(socket, host, port, source, why);
+  return !result || !*result;  // a host name cannot be checked without resolving it
+}
+
+std::optional<std::string> outgoing_interface(const std::string& host, uint16_t port,
+                                              const std::optional<std::string>& source) {
+  asio::io_context io;
+  asio::ip::udp::socket socket(io);
+  std::string why;
+  auto result = routed_socket(socket, host, port, source, why);
+  if (!result || *result) return std::nullopt;
+  boost::system::error_code ec;
+  const auto local = socket.local_endpoint(ec).address();
+  if (ec) return std::nullopt;
+  ifaddrs* list = nullptr;
+  if (::getifaddrs(&list) != 0) return std::nullopt;
+  std::optional<std::string> name;
+  for (ifaddrs* a = list; a != nullptr && !name; a = a->ifa_next) {
+    if (a->ifa_addr == nullptr) continue;
+    if (a->ifa_addr->sa_family == AF_INET && local.is_v4()) {
+      auto* in = reinterpret_cast<const sockaddr_in*>(a->ifa_addr);
+      if (asio::ip::address_v4(ntohl(in->sin_addr.s_addr)) == local.to_v4()) name = a->ifa_name;
+    } else if (a->ifa_addr->sa_family == AF_INET6 && local.is_v6()) {
+      auto* in6 = reinterpret_cast<const sockaddr_in6*>(a->ifa_addr);
+      asio::ip::address_v6::bytes_type bytes;
+      std::memcpy(bytes.data(), &in6->sin6_addr, bytes.size());
+      if (asio::ip::address_v6(bytes) == local.to_v6()) name = a->ifa_name;
+    }
   }
-  return true;
+  ::freeifaddrs(list);
+  return name;
 }
 
 }  // namespace iscsi_io

@@ -32,4 +32,10 @@ class RouteWatch {
 bool route_exists(const std::string& host, uint16_t port, const std::optional<std::string>& source,
                   std::string& why);
 
+// The local interface the kernel would send to host:port from `source` (the routing table's
+// choice, through a UDP connect() that sends nothing), or nullopt when there is no route or the
+// host is a name. Two paths that leave through one interface are one path, not two.
+std::optional<std::string> outgoing_interface(const std::string& host, uint16_t port,
+                                              const std::optional<std::string>& source);
+
 }  // namespace iscsi_io
