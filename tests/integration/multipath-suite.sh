@@ -14,6 +14,8 @@
 #   stale-write    like blackhole, then a pause before the final check: a write that was in
 #                  flight on the dead path must not land late over newer data
 #   all-paths-down both links down for 4 s with no_path_retry queue: I/O waits, no error
+#   target-restart tgtd killed (SIGKILL) and started again 4 s later on the same backing file,
+#                  with no_path_retry queue: I/O waits, no error, no lost write
 #
 # Environment: BUILD (build tree), IM_BIN, EXERCISER, MP_TIME (seconds of I/O per scenario,
 # default 16). Needs root (namespaces, tgtd). Everything it creates is removed on exit.
@@ -55,10 +57,15 @@ trap cleanup EXIT
 trap 'exit 143' TERM INT
 
 eval "$("$repo/tools/testbed/topology.sh" up "$topo" 2)"
-out=$("$repo/tools/testbed/tgtd-target.sh" start --size 256M --netns "$TOPO_TGT_NS" \
-  --portal 198.18.1.1 --portal 198.18.2.1 --dir "$work/tgt")
-eval "$out"
-tgt_started=1
+mkdir -p "$work/tgt"
+start_target() {
+  local out
+  out=$("$repo/tools/testbed/tgtd-target.sh" start --size 256M --netns "$TOPO_TGT_NS" \
+    --portal 198.18.1.1 --portal 198.18.2.1 --dir "$work/tgt" ${TGT_PORT:+--port "$TGT_PORT"})
+  eval "$out"
+  tgt_started=1
+}
+start_target
 
 # attach NO_PATH_RETRY: start iscsi-mpio in the initiator namespace over both paths.
 attach() {
@@ -154,6 +161,9 @@ hole1_on() { topo_cmd blackhole "$topo" 1 on; }
 hole1_off() { topo_cmd blackhole "$topo" 1 off; }
 links_down() { topo_cmd link "$topo" 1 down; topo_cmd link "$topo" 2 down; }
 links_up() { topo_cmd link "$topo" 1 up; topo_cmd link "$topo" 2 up; }
+# A crash, not a shutdown: no logout, no FIN from an orderly close of the session.
+kill_target() { kill -KILL "$TGT_PID"; }
+restart_target() { start_target; }
 
 # Path 1 failed and later came back: failback puts it to work again.
 path1_failed_and_returned() {
@@ -165,13 +175,14 @@ path1_failed_and_returned() {
 }
 
 selected=("$@")
-((${#selected[@]})) || selected=(link-down blackhole stale-write all-paths-down)
+((${#selected[@]})) || selected=(link-down blackhole stale-write all-paths-down target-restart)
 for s in "${selected[@]}"; do
   case $s in
     link-down) scenario link-down queue 0 link1_down link1_up 5 1 path1_failed_and_returned ;;
     blackhole) scenario blackhole queue 0 hole1_on hole1_off 8 1 path1_failed_and_returned ;;
     stale-write) scenario stale-write queue 10 hole1_on hole1_off 8 1 path1_failed_and_returned ;;
     all-paths-down) scenario all-paths-down queue 0 links_down links_up 4 "1 2" ;;
+    target-restart) scenario target-restart queue 0 kill_target restart_target 4 "1 2" ;;
     *) echo "unknown scenario $s"; failed=$((failed + 1)) ;;
   esac
 done
