@@ -81,6 +81,9 @@ struct Path {
   // Mutating commands whose attempt on this path may still be alive at the target.
   std::vector<Command*> unproven;
   bool proving = false;
+  // A failed path logging in again or showing its identity: it stays `failed` until it is
+  // back at work, as multipath -ll shows a path faulty until its checker passes.
+  bool rejoining = false;
   unsigned reconnect_failures = 0;
   std::unique_ptr<asio::steady_timer> timer;
 };
@@ -122,8 +125,9 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   // ---------------------------------------------------------------- path choice
 
+  std::vector<PathLoad> usable;  // select_path's scratch space, kept to avoid reallocating
+
   Path* select_path(const Command& cmd) {
-    thread_local std::vector<PathLoad> usable;
     usable.clear();
     for (auto& p : paths)
       if (p->state == PathState::active)
@@ -283,18 +287,28 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
                                                     p->config.source_address, why);
       if (!reachable && (p->state == PathState::active || p->state == PathState::connecting)) {
         path_failed(*p, "no route to the portal: " + why);
-      } else if (reachable && p->state == PathState::failed && p->timer) {
+      } else if (reachable && p->state == PathState::failed && !p->rejoining && p->timer) {
         p->reconnect_failures = 0;
         p->timer->expires_after(std::chrono::milliseconds(0));
         p->timer->async_wait([this, path = p.get()](boost::system::error_code ec) {
-          if (!ec && !closing && path->state == PathState::failed) reconnect(*path);
+          if (!ec && !closing && path->state == PathState::failed && !path->rejoining)
+            reconnect(*path);
         });
       }
     }
   }
 
   void path_failed(Path& p, const std::string& reason) {
-    if (p.state != PathState::active && p.state != PathState::connecting) return;
+    if (p.state == PathState::refused) return;
+    if (p.state == PathState::failed) {
+      if (!p.rejoining) return;  // already handled
+      p.rejoining = false;       // the attempt to come back failed: try again later
+      p.last_error = reason;
+      ++p.reconnect_failures;
+      if (p.session) p.session->close();
+      schedule_reconnect(p);
+      return;
+    }
     p.state = PathState::failed;
     p.last_error = reason;
     emit(p, reason);
@@ -317,14 +331,20 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // Logs in again with the path's own ISID and TSIH 0: for the target that is session
   // reinstatement (RFC 7143 §6.3.5), which ends the old session and every task it still had.
   void reconnect(Path& p) {
+    // A proof login with this ISID is under way through another path; logging in with the same
+    // ISID now would have the two reinstate each other's sessions.
+    if (p.proving) {
+      schedule_reconnect(p);
+      return;
+    }
     auto self = shared_from_this();
     auto session = iscsi_io::PathSession::create(io, p.config);
     p.session = session;
-    p.state = PathState::connecting;
+    p.rejoining = true;
     session->start([this, self, &p, session](std::error_code ec, const std::string& detail) {
       if (p.session != session || closing) return;
       if (ec) {
-        p.state = PathState::failed;
+        p.rejoining = false;
         p.last_error = detail;
         ++p.reconnect_failures;
         schedule_reconnect(p);
@@ -359,7 +379,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // in with the failed path's ISID through a healthy path to the same portal group. The
   // target sees the same I_T nexus and reinstates it, ending the old session's tasks.
   void prove_dead(Path& p) {
-    if (p.proving || closing) return;
+    // While the path's own login is in flight, that login is the proof.
+    if (p.proving || closing || p.rejoining) return;
     Path* via = nullptr;
     for (auto& q : paths)
       if (q->state == PathState::active && q.get() != &p && q->portal_group_tag &&
@@ -395,6 +416,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     }
     if (wwid != self->identity.wwid) {
       p.state = PathState::refused;
+      p.rejoining = false;
       p.last_error = "presents device " + (wwid.empty() ? std::string("(no WWID)") : wwid) +
                      ", not " + self->identity.wwid;
       self->emit(p, p.last_error);
@@ -402,6 +424,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       co_return;
     }
     p.state = PathState::active;
+    p.rejoining = false;
     self->emit(p, "path is up");
     self->path_available();
   }

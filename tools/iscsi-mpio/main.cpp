@@ -105,18 +105,6 @@ asio::awaitable<void> serve_control(local::acceptor& acceptor,
   }
 }
 
-std::string human_size(uint64_t bytes) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, u == 0 ? "%.0f %s" : "%.1f %s", v, units[u]);
-  return buf;
-}
 
 iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& path,
                                  const iscsi::Isid& isid) {
@@ -261,7 +249,7 @@ int attach(const std::string& config_path) {
         const auto& info = device->info();
         spdlog::info("LUN {}: {} {} WWID {} size {} ({} bytes) block {}", cfg.target.lun,
                      info.vendor, info.product, info.wwid.empty() ? "-" : info.wwid,
-                     human_size(info.size_bytes), info.size_bytes, info.logical_block_size);
+                     status::size_text(info.size_bytes), info.size_bytes, info.logical_block_size);
         device->on_path_event(
             [&](const std::string& path, mpio::PathState state, const std::string& reason) {
               const auto level = state == mpio::PathState::active ? spdlog::level::info

@@ -26,18 +26,6 @@ std::string json_string(const std::string& in) {
   return out + "\"";
 }
 
-std::string size_text(uint64_t bytes) {
-  const char* units[] = {"", "K", "M", "G", "T", "P"};
-  double v = static_cast<double>(bytes);
-  int u = 0;
-  while (v >= 1024 && u < 5) {
-    v /= 1024;
-    ++u;
-  }
-  char buf[32];
-  std::snprintf(buf, sizeof buf, v == static_cast<uint64_t>(v) ? "%.0f%s" : "%.1f%s", v, units[u]);
-  return buf;
-}
 
 // multipath -ll's dm state / checker state words for each path state.
 const char* path_words(mpio::PathState state) {
@@ -51,6 +39,19 @@ const char* path_words(mpio::PathState state) {
 }
 
 }  // namespace
+
+std::string size_text(uint64_t bytes) {
+  const char* units[] = {"", "K", "M", "G", "T", "P"};
+  double v = static_cast<double>(bytes);
+  int u = 0;
+  while (v >= 1024 && u < 5) {
+    v /= 1024;
+    ++u;
+  }
+  char buf[32];
+  std::snprintf(buf, sizeof buf, v == static_cast<uint64_t>(v) ? "%.0f%s" : "%.1f%s", v, units[u]);
+  return buf;
+}
 
 std::string render_tree(const Snapshot& s) {
   std::string out = s.export_name + " (" + (s.info.wwid.empty() ? "-" : s.info.wwid) + ") " +

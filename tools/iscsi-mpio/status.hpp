@@ -25,6 +25,8 @@ struct Snapshot {
 //     |- 198.18.1.1:3260 from 198.18.1.2  active ready    in-flight 0  cmds 123 ...
 //     `- 198.18.2.1:3260 from 198.18.2.2  failed faulty   ...
 std::string render_tree(const Snapshot& s);
+// "256M", "1.5G": sizes as multipath -ll prints them.
+std::string size_text(uint64_t bytes);
 std::string render_json(const Snapshot& s);
 
 }  // namespace status
