@@ -909,7 +909,7 @@ void LunDevice::open(asio::io_context& io, LunConfig config, OpenHandler done) {
   }
 }
 
-void LunDevice::close(std::chrono::milliseconds timeout, std::function<void(std::error_code)> done) {
+void LunDevice::stop_queueing() {
   auto impl = impl_;
   impl->closing = true;
   impl->no_path_timer.reset();
@@ -927,6 +927,11 @@ void LunDevice::close(std::chrono::milliseconds timeout, std::function<void(std:
       c->then(*c);
     }
   }
+}
+
+void LunDevice::close(std::chrono::milliseconds timeout, std::function<void(std::error_code)> done) {
+  stop_queueing();
+  auto impl = impl_;
   auto after_drain = [impl, timeout, done]() {
     // Flush the LU's volatile cache before the sessions go (SBC-3 §5.22), then log out.
     impl->final_flush = IoRequest{};

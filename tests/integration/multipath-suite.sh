@@ -16,6 +16,8 @@
 #   all-paths-down both links down for 4 s with no_path_retry queue: I/O waits, no error
 #   target-restart tgtd killed (SIGKILL) and started again 4 s later on the same backing file,
 #                  with no_path_retry queue: I/O waits, no error, no lost write
+#   shutdown-without-path  SIGTERM while every path is down and reads are held (queue): attach
+#                  still exits 0 within 15 s, the held requests end with an error
 #
 # Environment: BUILD (build tree), IM_BIN, EXERCISER, MP_TIME (seconds of I/O per scenario,
 # default 16). Needs root (namespaces, tgtd). Everything it creates is removed on exit.
@@ -174,8 +176,46 @@ path1_failed_and_returned() {
   ((returned > 0)) || { echo "    path 1 did not come back"; return 1; }
 }
 
+shutdown_without_path() {
+  echo "--- shutdown-without-path"
+  local ok=1
+  if attach queue; then
+    nbdcopy "nbd+unix:///lun?socket=$work/lun.sock" /dev/null >"$work/copy.log" 2>&1 &
+    local copy_pid=$!
+    sleep 1
+    links_down
+    sleep 2
+    local started=$SECONDS rc=0
+    kill -TERM "$im_pid"
+    for _ in $(seq 150); do kill -0 "$im_pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$im_pid" 2>/dev/null; then
+      echo "    attach still running 15 s after SIGTERM"
+      ok=0
+    else
+      wait "$im_pid" || rc=$?
+      echo "    attach exited with status $rc after $((SECONDS - started)) s"
+      ((rc == 0)) || ok=0
+    fi
+    im_pid=""
+    wait "$copy_pid" 2>/dev/null || true
+    links_up
+    grep -E "shutting down|logged out" "$work/attach.log" | sed 's/^/    /'
+  else
+    ok=0
+  fi
+  if ((ok)); then
+    echo "PASS: shutdown-without-path"
+    passed=$((passed + 1))
+  else
+    echo "FAIL: shutdown-without-path"
+    sed 's/^/    /' "$work/attach.log" | tail -n 20
+    failed=$((failed + 1))
+  fi
+}
+
 selected=("$@")
-((${#selected[@]})) || selected=(link-down blackhole stale-write all-paths-down target-restart)
+((${#selected[@]})) ||
+  selected=(link-down blackhole stale-write all-paths-down target-restart shutdown-without-path)
 for s in "${selected[@]}"; do
   case $s in
     link-down) scenario link-down queue 0 link1_down link1_up 5 1 path1_failed_and_returned ;;
@@ -183,6 +223,7 @@ for s in "${selected[@]}"; do
     stale-write) scenario stale-write queue 10 hole1_on hole1_off 8 1 path1_failed_and_returned ;;
     all-paths-down) scenario all-paths-down queue 0 links_down links_up 4 "1 2" ;;
     target-restart) scenario target-restart queue 0 kill_target restart_target 4 "1 2" ;;
+    shutdown-without-path) shutdown_without_path ;;
     *) echo "unknown scenario $s"; failed=$((failed + 1)) ;;
   esac
 done

@@ -202,6 +202,8 @@ int attach(const std::string& config_path) {
         io.stop();
       });
     };
+    // Held requests end first, or the server's drain would wait for a path forever.
+    if (device) device->stop_queueing();
     if (server)
       server->stop(close_device);
     else

@@ -92,6 +92,10 @@ class LunDevice : public BlockDevice {
   std::vector<PathStatus> path_status() const;
   size_t requests_in_flight() const;
 
+  // The first step of a shutdown: stop waiting for paths. Requests held for a usable path
+  // (no_path_retry queue) or for proof that a write's first attempt is dead end with EIO now,
+  // so a client draining its requests is not left waiting; failed paths stop reconnecting.
+  void stop_queueing();
   // SYNCHRONIZE CACHE, then log out of every path. Requests still in flight complete first.
   void close(std::chrono::milliseconds timeout, std::function<void(std::error_code)> done);
 
