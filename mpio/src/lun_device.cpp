@@ -60,6 +60,7 @@ struct Command : iscsi::ScsiTask {
   int retries = 0;               // same-path retries (unit attention, BUSY)
   Path* path = nullptr;          // where the current attempt runs
   Path* pinned = nullptr;        // probes of one path run there or nowhere
+  bool to_lun0 = false;          // REPORT LUNS goes to LUN 0, which every target has (SPC-4)
   // Writes, UNMAP and WRITE SAME change the medium: a copy whose fate is unknown must be proven
   // dead before another copy is sent (else a stale write may land after a newer one).
   bool mutating() const { return direction == iscsi::DataDirection::write; }
@@ -164,7 +165,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
         return;
       }
     }
-    cmd.lun = lun;
+    cmd.lun = cmd.to_lun0 ? iscsi::Lun{0} : lun;
     cmd.path = p;
     ++p->in_flight;
     p->in_flight_bytes += cmd.data_bytes();
@@ -488,6 +489,29 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   // ---------------------------------------------------------------- probe (SPC-4 / SBC-3)
 
+  // " (the target has LUNs 0, 1)" from REPORT LUNS (SPC-4 §6.33), to make a wrong `lun:` in
+  // the configuration easy to fix; empty when the target will not say.
+  awaitable<std::string> luns_on_target(Path& path) {
+    std::vector<std::byte> data;
+    std::string detail;
+    Command cmd;
+    cmd.pinned = &path;
+    cmd.to_lun0 = true;
+    cmd.cdb = scsi::report_luns(4096).bytes;
+    cmd.direction = iscsi::DataDirection::read;
+    data.assign(4096, std::byte{0});
+    cmd.read_buffer = data;
+    if (co_await run(cmd, detail) && !cmd.residual_underflow) co_return std::string{};
+    auto luns = scsi::parse_report_luns(data);
+    if (!luns || luns->empty()) co_return std::string{};
+    std::string list;
+    for (uint64_t raw : *luns) {
+      auto n = scsi::decode_lun(raw);
+      list += (list.empty() ? "" : ", ") + (n ? std::to_string(*n) : std::string("?"));
+    }
+    co_return " (the target has LUN" + std::string(luns->size() > 1 ? "s " : " ") + list + ")";
+  }
+
   awaitable<std::error_code> probe(Path& path, std::string& detail) {
     lun = iscsi::Lun{scsi::encode_lun(config.lun)};
     // TEST UNIT READY first: the unit attention a fresh nexus carries (29/00 power on or
@@ -497,7 +521,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       tur.cdb = scsi::test_unit_ready().bytes;
       tur.pinned = &path;
       if (auto ec = co_await run(tur, detail)) {
-        detail = "LUN " + std::to_string(config.lun) + " is not ready: " + detail;
+        detail = "LUN " + std::to_string(config.lun) + " is not ready: " + detail +
+                 co_await luns_on_target(path);
         co_return ec;
       }
     }
@@ -510,7 +535,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       co_return iscsi::errc::protocol_violation;
     }
     if (inquiry->peripheral_qualifier != 0) {
-      detail = "LUN " + std::to_string(config.lun) + " does not exist on the target";
+      detail = "LUN " + std::to_string(config.lun) + " does not exist on the target" +
+               co_await luns_on_target(path);
       co_return std::make_error_code(std::errc::no_such_device);
     }
     if (inquiry->device_type != 0x00) {

@@ -170,6 +170,8 @@ write_config() {
     echo "nbd:"
     echo "  listen: unix:$socket"
     echo "  export: $export_name"
+    echo "control:"
+    echo "  socket: ${socket%.sock}.control   # one per attach: the suite runs two at once"
   } >"$file"
 }
 
@@ -330,6 +332,21 @@ case_mutual_chap() {
   rm -f "$work/mutual.env"
 }
 
+# A LUN the target does not have: a clear error that lists the LUNs it does have (REPORT LUNS).
+case_wrong_lun() {
+  lun=7  # run_case runs this in a subshell: the suite's $lun is untouched
+  expect_login_failure wrong-lun "$port" "$chap_secret" \
+    'LUN 7 (does not exist|is not ready).*the target has LUN'
+}
+
+# SendTargets discovery lists the target and its portal, as iscsiadm -m discovery does.
+case_discover() {
+  local out
+  out=$(timeout 30 "$im_bin" discover "127.0.0.1:$port" 2>&1)
+  printf '%s\n' "$out" | sed 's/^/    /'
+  grep -qE "^127\.0\.0\.1:$port,[0-9]+ $iqn\$" <<<"$out"
+}
+
 # --- main ----------------------------------------------------------------------------------
 
 log "suite: target $kind, provider $provider, LUN size $size, work dir $work"
@@ -381,6 +398,8 @@ run_case chap-wrong-secret case_wrong_secret
 run_case unreachable-portal case_unreachable_portal
 if [[ $provider == iscsi-mpio ]]; then
   run_case mutual-chap case_mutual_chap
+  run_case wrong-lun case_wrong_lun
+  run_case discover case_discover
 fi
 
 log "$passed passed, $failed failed"
