@@ -16,7 +16,7 @@ readonly runtime_packages=(tgt libnbd-bin python3 procps iproute2)
 readonly peer_packages=(tgt istgt libiscsi-bin qemu-utils qemu-block-extra fio libnbd-bin nbdkit
   iproute2 nftables python3 util-linux procps)
 # libFuzzer targets and the ASan/UBSan build.
-readonly fuzz_packages=(clang libclang-rt-14-dev)
+readonly fuzz_packages=(clang-14 libclang-rt-14-dev)  # tools/fuzz.sh calls clang-14 by name
 
 minimal=0
 case ${1:-} in

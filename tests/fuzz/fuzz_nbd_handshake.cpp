@@ -1,0 +1,96 @@
+// The server side of the NBD fixed newstyle handshake (proto.md, "Fixed newstyle negotiation")
+// fed a client's bytes, and everything it sends checked for framing: the greeting, option
+// replies each with the reply magic, and at most one NBD_OPT_EXPORT_NAME answer at the end.
+//
+// Input: [flags][chunk seed][client bytes...]
+//   flags bit 0: read exactly bytes_needed() like the driver (else chunks from the seed);
+//   bit 1: read-only export, bit 2: TRIM and WRITE_ZEROES, bit 3: default export named "",
+//   bit 4: send pending output in pieces (consume_output with partial counts).
+#include <string>
+#include <vector>
+
+#include <common/bytes.hpp>
+#include <nbd/handshake.hpp>
+#include <nbd/wire.hpp>
+
+#include "fuzz_support.hpp"
+
+namespace {
+
+nbd::ExportDescription export_from(const fuzz::Prefix& prefix) {
+  mpio::DeviceInfo device;
+  device.size_bytes = uint64_t{1} << 30;
+  device.logical_block_size = 512;
+  device.physical_block_size = 4096;
+  device.max_transfer_bytes = 1u << 20;
+  device.read_only = prefix.bit(0, 1);
+  device.supports_trim = device.supports_write_zeroes = prefix.bit(0, 2);
+  return {prefix.bit(0, 3) ? "" : "lun1", "fuzz export", device};
+}
+
+// Checks the server's whole output: greeting, option replies, and (only when the handshake
+// ended in transmission) an optional NBD_OPT_EXPORT_NAME reply as the very last bytes.
+void check_output(std::span<const std::byte> out, const nbd::ServerHandshake& handshake) {
+  FUZZ_CHECK(out.size() >= nbd::kServerGreetingSize);
+  FUZZ_CHECK(common::load_be64(out, 0) == nbd::kNbdMagic);
+  size_t at = nbd::kServerGreetingSize;
+  while (out.size() - at >= nbd::kOptionReplyHeaderSize &&
+         common::load_be64(out, at) == nbd::kOptionReplyMagic) {
+    const uint32_t length = common::load_be32(out, at + 16);
+    FUZZ_CHECK(length <= out.size() - at - nbd::kOptionReplyHeaderSize);
+    at += nbd::kOptionReplyHeaderSize + length;
+  }
+  const size_t rest = out.size() - at;
+  if (rest == 0) return;
+  FUZZ_CHECK(handshake.finished());
+  FUZZ_CHECK(handshake.outcome().kind == nbd::HandshakeOutcome::Kind::transmission);
+  FUZZ_CHECK(rest == nbd::kExportNameReplySize +
+                         (handshake.outcome().no_zeroes ? 0 : nbd::kExportNameZeroPadding));
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
+  auto input = fuzz::as_bytes(raw, size);
+  const fuzz::Prefix prefix(input, 2);
+  nbd::ServerHandshake handshake(export_from(prefix));
+  fuzz::Chunker chunker(prefix.u8(1));
+  std::vector<std::byte> sent;
+
+  auto drain = [&] {
+    while (!handshake.pending_output().empty()) {
+      const auto pending = handshake.pending_output();
+      const size_t n = prefix.bit(0, 4) ? chunker.next(pending.size()) : pending.size();
+      sent.insert(sent.end(), pending.begin(), pending.begin() + static_cast<ptrdiff_t>(n));
+      handshake.consume_output(n);
+    }
+  };
+
+  drain();
+  while (!input.empty() && !handshake.finished()) {
+    const size_t needed = handshake.bytes_needed();
+    FUZZ_CHECK(needed > 0);
+    const size_t n = prefix.bit(0, 0) ? std::min(needed, input.size()) : chunker.next(input.size());
+    const size_t consumed = handshake.feed(input.first(n));
+    FUZZ_CHECK(consumed <= n);
+    // Feeding exactly what it asked for is always consumed in full (the driver relies on it).
+    if (prefix.bit(0, 0)) FUZZ_CHECK(consumed == n);
+    if (consumed < n) FUZZ_CHECK(handshake.finished());
+    input = input.subspan(consumed);
+    drain();
+  }
+  if (handshake.finished()) {
+    FUZZ_CHECK(handshake.bytes_needed() == 0);
+    FUZZ_CHECK(handshake.feed(input) == 0);
+    const auto& outcome = handshake.outcome();
+    if (outcome.kind == nbd::HandshakeOutcome::Kind::transmission) {
+      FUZZ_CHECK(!outcome.error);
+      FUZZ_CHECK(outcome.transmission_flags & nbd::kFlagHasFlags);
+    } else {
+      FUZZ_CHECK(outcome.error);
+    }
+  }
+  drain();
+  check_output(sent, handshake);
+  return 0;
+}

@@ -1,0 +1,71 @@
+// Every SCSI parameter-data parser (SPC-4, SBC-3) and the sense decoder on the same bytes, as
+// a target may return any of them for any command. Also the sense-to-disposition mapping the
+// path logic relies on, with the status byte taken from the input.
+//
+// Input: [status byte][parameter data...]
+#include <string>
+#include <vector>
+
+#include <scsi/alua.hpp>
+#include <scsi/capacity.hpp>
+#include <scsi/error.hpp>
+#include <scsi/inquiry.hpp>
+#include <scsi/mode_sense.hpp>
+#include <scsi/report_luns.hpp>
+#include <scsi/sense.hpp>
+#include <scsi/status.hpp>
+
+#include "fuzz_support.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
+  auto data = fuzz::as_bytes(raw, size);
+  const fuzz::Prefix prefix(data, 1);
+  const auto status = static_cast<scsi::Status>(prefix.u8(0));
+
+  const auto sense = scsi::decode_sense(data);
+  if (sense) {
+    FUZZ_CHECK(sense->response_code >= 0x70 && sense->response_code <= 0x73);
+    (void)scsi::sense_key_name(sense->key);
+    (void)scsi::describe_asc(sense->asc, sense->ascq);
+  }
+  (void)scsi::status_name(status);
+  (void)scsi::disposition_name(scsi::classify(status, sense));
+  const std::error_code ec = scsi::make_error(status, sense);
+  (void)ec.message();
+  (void)scsi::status_of(ec);
+  (void)scsi::sense_key_of(ec);
+  (void)scsi::asc_of(ec);
+  (void)scsi::ascq_of(ec);
+
+  if (const auto inquiry = scsi::parse_standard_inquiry(data)) {
+    FUZZ_CHECK(inquiry->vendor.size() <= 8);
+    FUZZ_CHECK(inquiry->product.size() <= 16);
+    FUZZ_CHECK(inquiry->revision.size() <= 4);
+  }
+  if (const auto total = scsi::vpd_page_total_length(data)) FUZZ_CHECK(*total >= 4);
+  (void)scsi::parse_supported_vpd_pages(data);
+  (void)scsi::parse_unit_serial_number(data);
+  if (const auto designators = scsi::parse_device_identification(data))
+    (void)scsi::wwid_from_designators(*designators);
+  (void)scsi::parse_block_limits(data);
+  (void)scsi::parse_logical_block_provisioning(data);
+
+  (void)scsi::parse_read_capacity10(data);
+  (void)scsi::parse_read_capacity16(data);
+  (void)scsi::parse_mode_sense10_header(data);
+
+  if (const auto total = scsi::report_luns_total_length(data)) FUZZ_CHECK(*total >= 8);
+  if (const auto luns = scsi::parse_report_luns(data)) {
+    for (uint64_t lun : *luns) {
+      // Targets may use any of the three forms; ours decodes back to the same number.
+      if (const auto n = scsi::decode_lun(lun))
+        FUZZ_CHECK(scsi::decode_lun(scsi::encode_lun(*n)) == n);
+    }
+  }
+
+  (void)scsi::report_target_port_groups_total_length(data);
+  if (const auto groups = scsi::parse_report_target_port_groups(data)) {
+    for (const auto& group : *groups) (void)scsi::alua_state_name(group.state);
+  }
+  return 0;
+}

@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Builds the libFuzzer targets (tests/fuzz/, clang-14, ASan + UBSan) in build-fuzz/ and runs each
+# for SECONDS_PER_TARGET seconds on a copy of its seed corpus (tests/fuzz/corpus/<target>/), so
+# the repository's corpus is never modified. Prints PASS/FAIL per target and a final
+# "N passed, N failed" line; exits non-zero if any target crashed, leaked, timed out or broke an
+# invariant. Crash inputs are kept under build-fuzz/fuzz-artifacts/<target>/ and their path is
+# printed; to make one a regression seed, copy it into tests/fuzz/corpus/<target>/.
+#
+#   tools/fuzz.sh [SECONDS_PER_TARGET]   default 20
+#   tools/fuzz.sh --regen-corpus         rewrite the generated seeds (fuzz_make_corpus)
+#
+# Environment: BUILD_FUZZ (default <repo>/build-fuzz), JOBS (compile jobs, default 2),
+#              FUZZ_TARGETS (space-separated subset, default all).
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+readonly repo
+readonly build=${BUILD_FUZZ:-$repo/build-fuzz}
+readonly jobs=${JOBS:-2}
+readonly corpus_root=$repo/tests/fuzz/corpus
+
+# Target and the largest input worth trying (-max_len): room for a few PDUs or a full handshake,
+# small enough that every run stays fast.
+readonly -A max_len=(
+  [fuzz_pdu_reader]=16384
+  [fuzz_session]=16384
+  [fuzz_login]=8192
+  [fuzz_text_keys]=4096
+  [fuzz_scsi_parsers]=1024
+  [fuzz_nbd_handshake]=4096
+  [fuzz_nbd_request]=64
+  [fuzz_config]=4096
+)
+all_targets=(fuzz_pdu_reader fuzz_session fuzz_login fuzz_text_keys fuzz_scsi_parsers
+  fuzz_nbd_handshake fuzz_nbd_request fuzz_config)
+
+regen=0
+seconds=20
+case ${1:-} in
+  '') ;;
+  --regen-corpus) regen=1 ;;
+  -h | --help) sed -n '2,13{s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+  *)
+    [[ $1 =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [SECONDS_PER_TARGET | --regen-corpus]" >&2; exit 2; }
+    seconds=$1
+    ;;
+esac
+read -r -a targets <<<"${FUZZ_TARGETS:-${all_targets[*]}}"
+
+for tool in clang-14 clang++-14; do
+  command -v "$tool" >/dev/null || { echo "fuzz: $tool not found (tools/install-deps.sh)" >&2; exit 1; }
+done
+
+echo "== configure and build fuzz targets ($build)"
+CC=clang-14 CXX=clang++-14 cmake -S "$repo" -B "$build" -G Ninja -DIM_FUZZ=ON -DIM_TESTS=ON \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+if ((regen)); then
+  ninja -C "$build" -j "$jobs" fuzz_make_corpus
+  "$build/tests/fuzz/fuzz_make_corpus" "$corpus_root" "$repo/config/example.yaml"
+  exit 0
+fi
+# Build all at once, carrying on past errors (-k 0) so that a library someone is half-way
+# through editing fails only the targets that need it; each target is then checked on its own.
+ninja -C "$build" -j "$jobs" -k 0 "${targets[@]}" || true
+
+# Sanitizer reports end the run with a stack trace; leaks count as failures (libFuzzer's
+# -detect_leaks is on by default under ASan).
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+
+logs=$build/fuzz-logs
+artifacts=$build/fuzz-artifacts
+mkdir -p "$logs"
+work=$(mktemp -d /tmp/fuzz.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+passed=0
+failed=0
+for target in "${targets[@]}"; do
+  binary=$build/tests/fuzz/$target
+  log=$logs/$target.log
+  if ! ninja -C "$build" "$target" >"$log" 2>&1; then
+    failed=$((failed + 1))
+    printf 'FAIL %-20s does not build; log %s\n' "$target" "$log"
+    continue
+  fi
+  corpus=$work/$target
+  mkdir -p "$corpus" "$artifacts/$target"
+  [[ -d $corpus_root/$target ]] && cp -r "$corpus_root/$target/." "$corpus/"
+  seeds=$(find "$corpus" -type f | wc -l)
+  rc=0
+  # `timeout` only guards against a hung process: libFuzzer stops itself at -max_total_time,
+  # and -timeout turns one slow input into a reported failure.
+  timeout --kill-after=10 $((seconds + 120)) "$binary" -max_total_time="$seconds" \
+    -max_len="${max_len[$target]:-4096}" -timeout=25 -print_final_stats=1 \
+    -artifact_prefix="$artifacts/$target/" "$corpus" >"$log" 2>&1 || rc=$?
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
+  grown=$(find "$corpus" -type f | wc -l)
+  if ((rc == 0)); then
+    passed=$((passed + 1))
+    printf 'PASS %-20s %10s execs in %ss, corpus %s -> %s\n' "$target" "${execs:-?}" "$seconds" \
+      "$seeds" "$grown"
+  else
+    failed=$((failed + 1))
+    printf 'FAIL %-20s exit %s after %s execs; log %s\n' "$target" "$rc" "${execs:-?}" "$log"
+    grep -E '^==[0-9]+==ERROR|^SUMMARY|FUZZ_CHECK failed|runtime error|ALARM|Test unit written' \
+      "$log" | head -n 8 | sed 's/^/    /' || true
+  fi
+done
+
+echo "$passed passed, $failed failed"
+((failed == 0))
