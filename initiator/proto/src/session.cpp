@@ -298,10 +298,11 @@ std::error_code Session::on_pdu(std::span<const std::byte, bhs_size> bhs,
         }
       },
       pdu);
-  // Completions run after the PDU is fully processed so callbacks can submit new work.
-  std::vector<uint32_t> done;
-  done.swap(to_complete_);
-  for (uint32_t index : done) maybe_release(index);
+  // Completions run after the PDU is fully processed so callbacks can submit new work. The
+  // two lists trade places, so neither allocates once it has grown.
+  completing_.swap(to_complete_);
+  for (uint32_t index : completing_) maybe_release(index);
+  completing_.clear();
   pump();
   return ec;
 }

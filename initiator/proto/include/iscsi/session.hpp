@@ -184,6 +184,7 @@ class Session : private DataPlacement {
   size_t in_flight_ = 0;
   std::deque<OutFrame> output_;
   std::vector<uint32_t> to_complete_;
+  std::vector<uint32_t> completing_;
 
   std::optional<Itt> ping_itt_;
   uint32_t next_special_itt_ = 0x80000000u;  // NOP-Out and Logout ITTs, apart from task slots
