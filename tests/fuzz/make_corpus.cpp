@@ -5,6 +5,7 @@
 // Regression seeds (inputs that once crashed) are kept by hand beside these and not rewritten.
 //
 //   fuzz_make_corpus CORPUS_DIR [CONFIG_EXAMPLE_YAML]
+#include "login_answers.hpp"
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -350,22 +351,7 @@ void login_seed(const std::string& name, uint8_t flags, const std::vector<LoginR
   write_seed("fuzz_login", name, seed);
 }
 
-Pairs target_answers() {
-  return {{"HeaderDigest", "None"},
-          {"DataDigest", "None"},
-          {"MaxRecvDataSegmentLength", "65536"},
-          {"MaxBurstLength", "262144"},
-          {"FirstBurstLength", "65536"},
-          {"InitialR2T", "Yes"},
-          {"ImmediateData", "Yes"},
-          {"MaxOutstandingR2T", "1"},
-          {"DataPDUInOrder", "Yes"},
-          {"DataSequenceInOrder", "Yes"},
-          {"DefaultTime2Wait", "2"},
-          {"DefaultTime2Retain", "20"},
-          {"ErrorRecoveryLevel", "0"},
-          {"MaxConnections", "1"}};
-}
+Pairs target_answers() { return test::tgtd_like_login_answers(); }
 
 void login_seeds() {
   using iscsi::encode_text;

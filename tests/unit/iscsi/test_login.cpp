@@ -2,6 +2,7 @@
 // we expect (stage bits and keys) and the target's response; the runner checks every request
 // byte-level invariant (I bit, ISID, ITT, CID, CmdSN, ExpStatSN, padding) and can inject a
 // fault at any step.
+#include "login_answers.hpp"
 #include <catch2/catch.hpp>
 
 #include <common/bytes.hpp>
@@ -217,22 +218,7 @@ Pairs default_offer() {
 }
 
 // What tgtd-like targets answer to default_offer().
-Pairs target_answers() {
-  return {{"HeaderDigest", "None"},
-          {"DataDigest", "None"},
-          {"MaxRecvDataSegmentLength", "65536"},
-          {"MaxBurstLength", "262144"},
-          {"FirstBurstLength", "65536"},
-          {"InitialR2T", "Yes"},
-          {"ImmediateData", "Yes"},
-          {"MaxOutstandingR2T", "1"},
-          {"DataPDUInOrder", "Yes"},
-          {"DataSequenceInOrder", "Yes"},
-          {"DefaultTime2Wait", "2"},
-          {"DefaultTime2Retain", "20"},
-          {"ErrorRecoveryLevel", "0"},
-          {"MaxConnections", "1"}};
-}
+Pairs target_answers() { return test::tgtd_like_login_answers(); }
 
 OperationalParams expected_params() {
   OperationalParams p;
