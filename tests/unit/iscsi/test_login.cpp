@@ -200,22 +200,7 @@ Pairs leading_keys(std::string auth) {
           {"AuthMethod", std::move(auth)}};
 }
 
-Pairs default_offer() {
-  return {{"HeaderDigest", "None"},
-          {"DataDigest", "None"},
-          {"MaxRecvDataSegmentLength", "262144"},
-          {"MaxBurstLength", "16776192"},
-          {"FirstBurstLength", "262144"},
-          {"InitialR2T", "No"},
-          {"ImmediateData", "Yes"},
-          {"MaxOutstandingR2T", "1"},
-          {"DataPDUInOrder", "Yes"},
-          {"DataSequenceInOrder", "Yes"},
-          {"DefaultTime2Wait", "2"},
-          {"DefaultTime2Retain", "20"},
-          {"ErrorRecoveryLevel", "0"},
-          {"MaxConnections", "1"}};
-}
+Pairs default_offer() { return test::default_operational_offer(); }
 
 // What tgtd-like targets answer to default_offer().
 Pairs target_answers() { return test::tgtd_like_login_answers(); }

@@ -1,3 +1,4 @@
+#include "login_answers.hpp"
 #include <catch2/catch.hpp>
 
 #include <iscsi/errors.hpp>
@@ -33,20 +34,7 @@ Pairs replace(Pairs pairs, const std::string& key, const std::string& value) {
 TEST_CASE("negotiation: the normal-session offer lists every key once, in table order",
           "[iscsi][negotiation]") {
   OperationalNegotiation n(OperationalProposal{}, SessionType::normal);
-  const Pairs expected{{"HeaderDigest", "None"},
-                       {"DataDigest", "None"},
-                       {"MaxRecvDataSegmentLength", "262144"},
-                       {"MaxBurstLength", "16776192"},
-                       {"FirstBurstLength", "262144"},
-                       {"InitialR2T", "No"},
-                       {"ImmediateData", "Yes"},
-                       {"MaxOutstandingR2T", "1"},
-                       {"DataPDUInOrder", "Yes"},
-                       {"DataSequenceInOrder", "Yes"},
-                       {"DefaultTime2Wait", "2"},
-                       {"DefaultTime2Retain", "20"},
-                       {"ErrorRecoveryLevel", "0"},
-                       {"MaxConnections", "1"}};
+  const Pairs expected = test::default_operational_offer();
   CHECK(n.initial_offer() == expected);
   CHECK(n.initial_offer().empty());  // offered once
 }
