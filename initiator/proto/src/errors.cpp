@@ -36,6 +36,11 @@ class protocol_category : public std::error_category {
       case errc::task_aborted: return "task aborted";
       case errc::session_failed: return "session failed with the command outstanding";
       case errc::logout_failed: return "logout failed";
+      case errc::task_aborted_proven:
+        return "task aborted by task management (proven not to execute at the target)";
+      case errc::task_not_sent: return "task never sent to the target";
+      case errc::target_requested_logout: return "target requested logout";
+      case errc::target_dropped_connection: return "target dropped the connection";
     }
     return "unknown iscsi error " + std::to_string(value);
   }
@@ -45,7 +50,11 @@ class protocol_category : public std::error_category {
       case errc::connection_timeout:
       case errc::command_timeout: return std::errc::timed_out;
       case errc::connection_closed:
-      case errc::session_failed: return std::errc::connection_aborted;
+      case errc::session_failed:
+      case errc::target_requested_logout:
+      case errc::target_dropped_connection: return std::errc::connection_aborted;
+      case errc::task_aborted_proven:
+      case errc::task_not_sent: return std::errc::operation_canceled;
       default: return std::errc::io_error;
     }
   }

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include <common/bytes.hpp>
+#include <scsi/report_luns.hpp>
 
 #include "iscsi/errors.hpp"
 
@@ -22,6 +23,39 @@ std::error_code violation(std::string& detail, std::string what) {
   return errc::protocol_violation;
 }
 
+std::string lun_text(Lun lun) {
+  if (auto n = scsi::decode_lun(lun.encoded)) return std::to_string(*n);
+  return "0x" + std::to_string(lun.encoded);
+}
+
+const char* function_name(TaskFunction f) {
+  switch (f) {
+    case TaskFunction::abort_task: return "ABORT TASK";
+    case TaskFunction::logical_unit_reset: return "LOGICAL UNIT RESET";
+    default: return "task management function";
+  }
+}
+
+// §11.6.1
+std::string tmf_response_text(uint8_t response) {
+  switch (static_cast<TaskManagementResponseCode>(response)) {
+    case TaskManagementResponseCode::function_complete: return "function complete";
+    case TaskManagementResponseCode::task_does_not_exist: return "task does not exist";
+    case TaskManagementResponseCode::lun_does_not_exist: return "LUN does not exist";
+    case TaskManagementResponseCode::task_still_allegiant: return "task still allegiant";
+    case TaskManagementResponseCode::reassignment_not_supported:
+      return "task allegiance reassignment not supported";
+    case TaskManagementResponseCode::function_not_supported: return "function not supported";
+    case TaskManagementResponseCode::authorization_failed: return "function authorization failed";
+    case TaskManagementResponseCode::function_rejected: return "function rejected";
+  }
+  return "response " + std::to_string(response);
+}
+
+std::string milliseconds(std::chrono::milliseconds ms) {
+  return std::to_string(ms.count()) + " ms";
+}
+
 }  // namespace
 
 Session::Session(const SessionParams& p)
@@ -30,7 +64,8 @@ Session::Session(const SessionParams& p)
       cmd_sn_(p.cmd_sn),
       exp_cmd_sn_(p.exp_cmd_sn),
       max_cmd_sn_(p.max_cmd_sn),
-      exp_stat_sn_(p.exp_stat_sn) {
+      exp_stat_sn_(p.exp_stat_sn),
+      clock_(p.clock ? p.clock : [] { return SessionClock::now(); }) {
   const uint32_t n = std::clamp<uint32_t>(p.max_tasks, 1, slot_mask);
   slots_.resize(n);
   free_slots_.reserve(n);
@@ -57,6 +92,22 @@ Session::Slot* Session::find_slot(Itt itt) {
   return &s;
 }
 
+// A late PDU for a task that task management ended (its slot may have a new occupant by now).
+bool Session::was_aborted(Itt itt) const {
+  if (itt.value & 0x80000000u) return false;
+  const uint32_t index = itt.value & slot_mask;
+  if (index >= slots_.size()) return false;
+  const auto& aborted = slots_[index].aborted_generation;
+  return aborted && *aborted == ((itt.value >> slot_bits) & generation_mask);
+}
+
+// NOP-Out, Logout and task management ITTs: top bit set, never the reserved 0xffffffff.
+Itt Session::next_special_itt() {
+  Itt itt{(next_special_itt_++ & 0x7fffffffu) | 0x80000000u};
+  if (itt.value == Itt::reserved) itt.value = 0x80000000u;
+  return itt;
+}
+
 // ---------------------------------------------------------------- sending
 
 void Session::submit(ScsiTask& task) {
@@ -67,6 +118,13 @@ void Session::submit(ScsiTask& task) {
   task.sense.clear();
   task.residual_count = 0;
   task.residual_underflow = task.residual_overflow = false;
+  if (logout_requested_) {  // §11.9.1: no new commands once the logout is under way
+    task.transport_error = errc::task_not_sent;
+    task.transport_detail = "not sent: the session is logging out";
+    unsent_.push_back(&task);
+    drain();
+    return;
+  }
   waiting_.push_back(&task);
   pump();
 }
@@ -74,7 +132,7 @@ void Session::submit(ScsiTask& task) {
 // Sends waiting tasks while the CmdSN window is open and a task slot is free (§4.2.2.1: the
 // initiator must not send a non-immediate command with CmdSN beyond MaxCmdSN).
 void Session::pump() {
-  while (!waiting_.empty() && window_open() && !free_slots_.empty() && !logout_sent_) {
+  while (!waiting_.empty() && window_open() && !free_slots_.empty() && !logout_requested_) {
     ScsiTask* task = waiting_.front();
     waiting_.pop_front();
     const uint32_t index = free_slots_.back();
@@ -86,6 +144,11 @@ void Session::pump() {
     slot.next_data_sn = DataSN(0);
     slot.frames_pending = 0;
     slot.completed = false;
+    slot.abort_pending = false;
+    slot.timed_out = false;
+    slot.sent_at = clock_();
+    // After 2^15 occupants the tag comes round again; the old task is long settled by then.
+    if (slot.aborted_generation == slot.generation) slot.aborted_generation.reset();
     ++in_flight_;
     send_command(index);
   }
@@ -190,7 +253,7 @@ bool Session::send_ping() {
   if (ping_itt_ || logout_sent_) return false;
   NopOut nop;
   nop.immediate = true;  // §11.18: does not advance CmdSN; not held back by the window
-  nop.itt = Itt{next_special_itt_++ | 0x80000000u};
+  nop.itt = next_special_itt();
   nop.ttt = Ttt{Ttt::reserved};
   nop.cmd_sn = cmd_sn_;
   nop.exp_stat_sn = exp_stat_sn_;
@@ -202,24 +265,207 @@ bool Session::send_ping() {
 
 void Session::request_logout() {
   logout_requested_ = true;
+  withdraw_waiting();
   maybe_logout();
+  drain();
+}
+
+void Session::force_logout() {
+  logout_requested_ = true;
+  withdraw_waiting();
+  if (!logout_sent_) send_logout(true);
+  drain();
+}
+
+void Session::withdraw_waiting() {
+  for (ScsiTask* task : waiting_) {
+    task->transport_error = errc::task_not_sent;
+    task->transport_detail = "not sent: the session is logging out";
+    unsent_.push_back(task);
+  }
+  waiting_.clear();
 }
 
 void Session::maybe_logout() {
-  if (!logout_requested_ || logout_sent_ || in_flight_ > 0 || !waiting_.empty()) return;
+  if (!logout_requested_ || logout_sent_ || in_flight_ > 0) return;
   if (!window_open()) return;
+  send_logout(false);
+}
+
+void Session::send_logout(bool immediate) {
   LogoutRequest req;
-  req.immediate = false;
+  req.immediate = immediate;  // an immediate Logout does not advance CmdSN (§3.2.2.1)
   req.reason = LogoutReason::close_session;
-  req.itt = Itt{next_special_itt_++ | 0x80000000u};
+  req.itt = next_special_itt();
   req.cid = cid_;
   req.cmd_sn = cmd_sn_;
   req.exp_stat_sn = exp_stat_sn_;
-  cmd_sn_ = cmd_sn_.next();
+  if (!immediate) cmd_sn_ = cmd_sn_.next();
   logout_itt_ = req.itt;
   logout_sent_ = true;
   queue_frame(make_frame(req, {}));
   if (on_output) on_output();
+}
+
+// ---------------------------------------------------------------- task management
+
+AbortStart Session::abort_task(ScsiTask& task, TmfHandler done) {
+  if (auto w = std::find(waiting_.begin(), waiting_.end(), &task); w != waiting_.end()) {
+    waiting_.erase(w);
+    task.transport_error = errc::task_not_sent;
+    task.transport_detail = "withdrawn by ABORT TASK before it was sent";
+    unsent_.push_back(&task);
+    drain();
+    return AbortStart::withdrawn;
+  }
+  for (uint32_t i = 0; i < slots_.size(); ++i) {
+    const Slot& slot = slots_[i];
+    if (slot.task != &task) continue;
+    if (slot.completed) return AbortStart::not_outstanding;
+    if (slot.abort_pending || logout_sent_) return AbortStart::refused;
+    send_tmf(TaskFunction::abort_task, task.lun, i, std::move(done), false);
+    return AbortStart::sent;
+  }
+  return AbortStart::not_outstanding;
+}
+
+bool Session::reset_lun(Lun lun, TmfHandler done) {
+  if (logout_sent_) return false;
+  send_tmf(TaskFunction::logical_unit_reset, lun, std::nullopt, std::move(done), false);
+  return true;
+}
+
+// §11.5: as an immediate command the request carries the next CmdSN without taking it, and the
+// target acts on it at once, ahead of commands still queued behind the CmdSN window.
+void Session::send_tmf(TaskFunction function, Lun lun, std::optional<uint32_t> slot_index,
+                       TmfHandler handler, bool for_timeout) {
+  TaskManagementRequest req;
+  req.immediate = true;
+  req.function = function;
+  req.lun = lun;
+  req.itt = next_special_itt();
+  req.referenced_task_tag = Itt{Itt::reserved};
+  req.cmd_sn = cmd_sn_;
+  req.exp_stat_sn = exp_stat_sn_;
+  PendingTmf tmf;
+  if (slot_index) {
+    // §11.5.4: RefCmdSN is the referenced command's CmdSN (our tasks are never immediate).
+    Slot& slot = slots_[*slot_index];
+    req.referenced_task_tag = itt_of(*slot_index);
+    req.ref_cmd_sn = slot.cmd_sn;
+    slot.abort_pending = true;
+    tmf.slot = *slot_index;
+    tmf.generation = slot.generation;
+  }
+  tmf.itt = req.itt;
+  tmf.function = function;
+  tmf.lun = lun;
+  tmf.cmd_sn = req.cmd_sn;
+  tmf.sent_at = clock_();
+  tmf.handler = std::move(handler);
+  tmf.for_timeout = for_timeout;
+  tmfs_.push_back(std::move(tmf));
+  queue_frame(make_frame(req, {}));
+  if (on_output) on_output();
+}
+
+// A LOGICAL UNIT RESET outstanding for the slot's LUN and sent after the slot's command.
+bool Session::reset_covers(const Slot& slot) const {
+  return std::any_of(tmfs_.begin(), tmfs_.end(), [&](const PendingTmf& t) {
+    return t.function == TaskFunction::logical_unit_reset && t.lun == slot.task->lun &&
+           slot.cmd_sn < t.cmd_sn;
+  });
+}
+
+std::string Session::timeout_text() const {
+  return "outstanding longer than " + milliseconds(timeouts_.command_timeout);
+}
+
+void Session::end_by_tmf(uint32_t index, const std::string& what) {
+  Slot& slot = slots_[index];
+  ScsiTask& task = *slot.task;
+  task.transport_error = errc::task_aborted_proven;
+  task.transport_detail = slot.timed_out ? "command " + timeout_text() + "; " + what : what;
+  slot.aborted_generation = slot.generation;
+  slot.abort_pending = false;
+  finish(index);
+}
+
+// The target's answer to one of our requests (or its Reject of it, as "function rejected").
+std::error_code Session::conclude_tmf(PendingTmf tmf, uint8_t response, const std::string& what,
+                                      std::string& detail) {
+  const bool abort = tmf.function == TaskFunction::abort_task;
+  Slot* referenced = nullptr;
+  if (abort) {
+    Slot& slot = slots_[tmf.slot];
+    if (slot.task != nullptr && !slot.completed && slot.generation == tmf.generation) {
+      referenced = &slot;
+      slot.abort_pending = false;
+    }
+  }
+  // §11.6.1: for ABORT TASK, "task does not exist" means the target has no such task and, the
+  // RefCmdSN being behind its window, never will; "function complete" means it was aborted.
+  // §11.6.2: responses of affected tasks precede the TMF response, which concludes the rest.
+  const bool ended =
+      response == static_cast<uint8_t>(TaskManagementResponseCode::function_complete) ||
+      (abort && response == static_cast<uint8_t>(TaskManagementResponseCode::task_does_not_exist));
+  std::error_code ec;
+  if (ended) {
+    if (referenced != nullptr) {
+      end_by_tmf(tmf.slot, what);
+    } else if (!abort) {
+      for (uint32_t i = 0; i < slots_.size(); ++i) {
+        const Slot& slot = slots_[i];
+        if (slot.task != nullptr && !slot.completed && slot.task->lun == tmf.lun &&
+            slot.cmd_sn < tmf.cmd_sn)
+          end_by_tmf(i, what);
+      }
+    }
+  } else if (tmf.for_timeout) {
+    if (referenced != nullptr && !reset_covers(*referenced))
+      send_tmf(TaskFunction::logical_unit_reset, tmf.lun, std::nullopt, {}, true);
+    if (!abort) {
+      detail = "command " + timeout_text() + " on LUN " + lun_text(tmf.lun) + "; " + what;
+      ec = errc::command_timeout;
+    }
+  }
+  if (tmf.handler) tmf_done_.push_back({std::move(tmf.handler), TmfResult{{}, what, response}});
+  return ec;
+}
+
+std::error_code Session::check_timeouts(std::string& detail) {
+  if (logout_sent_) return {};  // the logout's own timeout governs from here
+  const auto now = clock_();
+  if (timeouts_.tmf_timeout.count() > 0) {
+    // By index: escalating appends to tmfs_.
+    for (size_t i = 0; i < tmfs_.size(); ++i) {
+      if (tmfs_[i].escalated || now - tmfs_[i].sent_at < timeouts_.tmf_timeout) continue;
+      tmfs_[i].escalated = true;
+      const PendingTmf tmf = tmfs_[i];  // a copy: sending below may grow tmfs_
+      if (tmf.function == TaskFunction::abort_task) {
+        Slot& slot = slots_[tmf.slot];
+        if (slot.task != nullptr && !slot.completed && slot.generation == tmf.generation &&
+            !reset_covers(slot))
+          send_tmf(TaskFunction::logical_unit_reset, tmf.lun, std::nullopt, {}, true);
+      } else {
+        detail = std::string(function_name(tmf.function)) + " of LUN " + lun_text(tmf.lun) +
+                 " unanswered within " + milliseconds(timeouts_.tmf_timeout);
+        if (tmf.for_timeout) detail += " after a command was " + timeout_text();
+        return errc::command_timeout;
+      }
+    }
+  }
+  if (timeouts_.command_timeout.count() > 0) {
+    for (uint32_t i = 0; i < slots_.size(); ++i) {
+      Slot& slot = slots_[i];
+      if (slot.task == nullptr || slot.completed || slot.abort_pending ||
+          now - slot.sent_at < timeouts_.command_timeout || reset_covers(slot))
+        continue;
+      slot.timed_out = true;
+      send_tmf(TaskFunction::abort_task, slot.task->lun, i, {}, true);
+    }
+  }
+  return {};
 }
 
 void Session::frames_written(size_t count) {
@@ -232,6 +478,7 @@ void Session::frames_written(size_t count) {
       maybe_release(slot);
     }
   }
+  maybe_logout();  // the last task may have been waiting only for its frames
 }
 
 // ---------------------------------------------------------------- receiving
@@ -264,6 +511,7 @@ std::error_code Session::on_pdu(std::span<const std::byte, bhs_size> bhs,
                                 std::span<const std::byte> data, std::string& detail) {
   TargetPdu pdu;
   if (auto ec = decode_target_pdu(bhs, pdu, detail)) return ec;
+  in_pdu_ = true;
   std::error_code ec = std::visit(
       [&](const auto& p) -> std::error_code {
         using T = std::decay_t<decltype(p)>;
@@ -288,28 +536,47 @@ std::error_code Session::on_pdu(std::span<const std::byte, bhs_size> bhs,
         } else if constexpr (std::is_same_v<T, Reject>) {
           update_sequence(p, true);
           return handle(p, data, detail);
-        } else if constexpr (std::is_same_v<T, TaskManagementResponse> ||
-                             std::is_same_v<T, TextResponse>) {
+        } else if constexpr (std::is_same_v<T, TaskManagementResponse>) {
           update_sequence(p, true);
-          return {};  // not sent by this initiator in full feature phase yet; nothing waits
+          return handle(p, detail);
+        } else if constexpr (std::is_same_v<T, TextResponse>) {
+          update_sequence(p, true);
+          return {};  // not sent by this initiator in full feature phase; nothing waits
         } else {
           detail = "Login Response in full feature phase";
           return errc::protocol_violation;
         }
       },
       pdu);
-  // Completions run after the PDU is fully processed so callbacks can submit new work. The
-  // two lists trade places, so neither allocates once it has grown.
-  completing_.swap(to_complete_);
-  for (uint32_t index : completing_) maybe_release(index);
-  completing_.clear();
+  // Completions run after the PDU is fully processed so callbacks can submit new work.
+  in_pdu_ = false;
+  drain();
   pump();
   return ec;
+}
+
+void Session::drain() {
+  if (in_pdu_ || draining_) return;  // the running drain picks up what callbacks add
+  draining_ = true;
+  while (!to_complete_.empty() || !unsent_.empty() || !tmf_done_.empty()) {
+    completing_.swap(to_complete_);
+    for (uint32_t index : completing_) maybe_release(index);
+    completing_.clear();
+    unsent_batch_.swap(unsent_);
+    for (ScsiTask* task : unsent_batch_)
+      if (task->on_complete) task->on_complete(*task);
+    unsent_batch_.clear();
+    tmf_done_batch_.swap(tmf_done_);
+    for (auto& [handler, result] : tmf_done_batch_) handler(result);
+    tmf_done_batch_.clear();
+  }
+  draining_ = false;
 }
 
 std::error_code Session::handle(const DataIn& p, std::span<const std::byte> data,
                                 std::string& detail) {
   Slot* slot = find_slot(p.itt);
+  if (slot == nullptr && was_aborted(p.itt)) return {};  // late: the task ended by TMF
   if (slot == nullptr)
     return violation(detail, "Data-In for unknown ITT " + std::to_string(p.itt.value));
   ScsiTask& task = *slot->task;
@@ -342,6 +609,7 @@ std::error_code Session::handle(const DataIn& p, std::span<const std::byte> data
 std::error_code Session::handle(const ScsiResponse& p, std::span<const std::byte> data,
                                 std::string& detail) {
   Slot* slot = find_slot(p.itt);
+  if (slot == nullptr && was_aborted(p.itt)) return {};  // late: the task ended by TMF
   if (slot == nullptr)
     return violation(detail, "SCSI Response for unknown ITT " + std::to_string(p.itt.value));
   ScsiTask& task = *slot->task;
@@ -366,6 +634,8 @@ std::error_code Session::handle(const ScsiResponse& p, std::span<const std::byte
 
 std::error_code Session::handle(const ReadyToTransfer& p, std::string& detail) {
   Slot* slot = find_slot(p.itt);
+  // A late R2T for a task ended by TMF gets no Data-Out: its buffer is the caller's again.
+  if (slot == nullptr && was_aborted(p.itt)) return {};
   if (slot == nullptr)
     return violation(detail, "R2T for unknown ITT " + std::to_string(p.itt.value));
   ScsiTask& task = *slot->task;
@@ -388,7 +658,7 @@ std::error_code Session::handle(const NopIn& p, std::span<const std::byte> data,
     if (!ping_itt_ || *ping_itt_ != p.itt)
       return violation(detail, "NOP-In for a ping we did not send");
     ping_itt_.reset();
-    if (on_event) on_event({SessionEvent::Kind::nop_in_answered, {}, {}});
+    if (on_event) on_event({SessionEvent::Kind::nop_in_answered, {}, {}, {}});
     return {};
   }
   if (p.ttt.is_reserved()) return {};  // §11.19.2: a StatSN/window update, no answer wanted
@@ -421,16 +691,57 @@ std::error_code Session::handle(const LogoutResponse& p, std::string& detail) {
   return {};
 }
 
-std::error_code Session::handle(const AsyncMessage& p, std::span<const std::byte>,
+std::error_code Session::handle(const TaskManagementResponse& p, std::string& detail) {
+  auto it = std::find_if(tmfs_.begin(), tmfs_.end(),
+                         [&](const PendingTmf& t) { return t.itt == p.itt; });
+  if (it == tmfs_.end())
+    return violation(detail, "Task Management Response for ITT " + std::to_string(p.itt.value) +
+                                 ", which names no request of ours");
+  PendingTmf tmf = std::move(*it);
+  tmfs_.erase(it);
+  const std::string what = std::string(function_name(tmf.function)) + ": " +
+                           tmf_response_text(p.response);
+  return conclude_tmf(std::move(tmf), p.response, what, detail);
+}
+
+std::error_code Session::handle(const AsyncMessage& p, std::span<const std::byte> data,
                                 std::string& detail) {
-  SessionEvent event{SessionEvent::Kind::async_message, p, {}};
-  if (p.event == static_cast<uint8_t>(AsyncEvent::logout_requested))
-    event.kind = SessionEvent::Kind::logout_requested;
+  SessionEvent event{SessionEvent::Kind::async_message, p, {}, {}};
+  const auto time_text = [&] {
+    return "Time2Wait " + std::to_string(p.parameter2) + " s, Time2Retain " +
+           std::to_string(p.parameter3) + " s";
+  };
+  switch (static_cast<AsyncEvent>(p.event)) {
+    case AsyncEvent::scsi_async_event:
+      // §11.9.4: SenseLength, the sense data, then (ignored) iSCSI event data.
+      event.kind = SessionEvent::Kind::scsi_async_event;
+      if (data.size() >= 2) {
+        const size_t n = std::min<size_t>(common::load_be16(data, 0), data.size() - 2);
+        event.sense.assign(data.begin() + 2, data.begin() + 2 + static_cast<ptrdiff_t>(n));
+      }
+      event.detail = "SCSI asynchronous event on LUN " + lun_text(p.lun);
+      break;
+    case AsyncEvent::logout_requested:
+      event.kind = SessionEvent::Kind::logout_requested;
+      event.detail = "target requested logout within " + std::to_string(p.parameter3) + " s";
+      break;
+    case AsyncEvent::connection_dropped:
+      event.detail = "target is dropping the connection (asynchronous event 2: CID " +
+                     std::to_string(p.parameter1) + ", " + time_text() + ")";
+      break;
+    case AsyncEvent::session_dropped:
+      event.detail = "target is dropping every connection of the session (asynchronous event "
+                     "3: " + time_text() + ")";
+      break;
+    default:
+      event.detail = "asynchronous event " + std::to_string(p.event);
+      break;
+  }
   if (on_event) on_event(event);
   if (p.event == static_cast<uint8_t>(AsyncEvent::connection_dropped) ||
       p.event == static_cast<uint8_t>(AsyncEvent::session_dropped)) {
-    detail = "target dropped the connection (asynchronous event " + std::to_string(p.event) + ")";
-    return errc::connection_closed;
+    detail = event.detail;
+    return errc::target_dropped_connection;
   }
   return {};
 }
@@ -439,13 +750,27 @@ std::error_code Session::handle(const Reject& p, std::span<const std::byte> data
                                 std::string& detail) {
   // §11.17: the data segment holds the rejected PDU's header; fail the task it belongs to.
   std::string what = "target rejected a PDU (reason 0x" + std::to_string(p.reason) + ")";
-  if (on_event) on_event({SessionEvent::Kind::reject, {}, what});
+  if (on_event) on_event({SessionEvent::Kind::reject, {}, what, {}});
   if (data.size() >= bhs_size) {
-    if (Slot* slot = find_slot(Itt{common::load_be32(data, 16)})) {
-      slot->task->transport_error = errc::reject_received;
+    const Itt itt{common::load_be32(data, 16)};
+    if (Slot* slot = find_slot(itt)) {
+      // §11.17.1: a command refused while the target waits for our logout never ran.
+      const bool not_run = p.reason == static_cast<uint8_t>(RejectReason::waiting_for_logout);
+      slot->task->transport_error = not_run ? errc::task_not_sent : errc::reject_received;
       slot->task->transport_detail = what;
-      finish(common::load_be32(data, 16) & slot_mask);
+      finish(itt.value & slot_mask);
       return {};
+    }
+    if (was_aborted(itt)) return {};
+    auto tmf = std::find_if(tmfs_.begin(), tmfs_.end(),
+                            [&](const PendingTmf& t) { return t.itt == itt; });
+    if (tmf != tmfs_.end()) {  // a rejected request is as good as "function rejected"
+      PendingTmf rejected = std::move(*tmf);
+      tmfs_.erase(tmf);
+      const std::string text = std::string(function_name(rejected.function)) + ": " + what;
+      return conclude_tmf(std::move(rejected),
+                          static_cast<uint8_t>(TaskManagementResponseCode::function_rejected),
+                          text, detail);
     }
   }
   if (p.reason == static_cast<uint8_t>(RejectReason::data_digest_error)) return {};
@@ -478,24 +803,43 @@ void Session::maybe_release(uint32_t index) {
 void Session::fail_all(std::error_code ec, const std::string& detail) {
   std::vector<ScsiTask*> tasks;
   for (auto& slot : slots_) {
-    if (slot.task != nullptr) tasks.push_back(slot.task);
+    if (slot.task != nullptr) {
+      // A task whose result is known (it only waited for its frames) keeps that result.
+      if (!slot.completed) {
+        slot.task->transport_error = ec;
+        slot.task->transport_detail = detail;
+      }
+      tasks.push_back(slot.task);
+    }
     slot.task = nullptr;
     slot.completed = false;
     slot.frames_pending = 0;
+    slot.abort_pending = false;
+    slot.timed_out = false;
   }
-  for (ScsiTask* t : waiting_) tasks.push_back(t);
+  for (ScsiTask* t : waiting_) {
+    t->transport_error = errc::task_not_sent;
+    t->transport_detail = "not sent: " + detail;
+    tasks.push_back(t);
+  }
+  tasks.insert(tasks.end(), unsent_.begin(), unsent_.end());
   waiting_.clear();
+  unsent_.clear();
+  // Answers already in hand are delivered as they were; the rest get the transport error.
+  std::vector<std::pair<TmfHandler, TmfResult>> handlers;
+  handlers.swap(tmf_done_);
+  for (auto& tmf : tmfs_)
+    if (tmf.handler) handlers.push_back({std::move(tmf.handler), TmfResult{ec, detail, 0}});
+  tmfs_.clear();
   output_.clear();
   to_complete_.clear();
   free_slots_.clear();
   for (uint32_t i = static_cast<uint32_t>(slots_.size()); i-- > 0;) free_slots_.push_back(i);
   in_flight_ = 0;
   ping_itt_.reset();
-  for (ScsiTask* t : tasks) {
-    t->transport_error = ec;
-    t->transport_detail = detail;
+  for (ScsiTask* t : tasks)
     if (t->on_complete) t->on_complete(*t);
-  }
+  for (auto& [handler, result] : handlers) handler(result);
 }
 
 }  // namespace iscsi

@@ -315,14 +315,18 @@ TEST_CASE("a finished write completes only after its Data-Out frames are written
   CHECK(done);
 }
 
-TEST_CASE("fail_all completes sent and waiting tasks with the transport error",
+TEST_CASE("fail_all completes sent tasks with the transport error, waiting ones as not sent",
           "[iscsi][session]") {
   Script s({}, CmdSN(1));
   ScsiTask sent, waiting;
   int completions = 0;
-  sent.on_complete = waiting.on_complete = [&](ScsiTask& t) {
+  sent.on_complete = [&](ScsiTask& t) {
     ++completions;
     CHECK(t.transport_error == make_error_code(errc::connection_closed));
+  };
+  waiting.on_complete = [&](ScsiTask& t) {
+    ++completions;
+    CHECK(t.transport_error == make_error_code(errc::task_not_sent));
   };
   s.session->submit(sent);
   s.session->submit(waiting);

@@ -40,6 +40,14 @@ enum class errc {
   task_aborted,           // aborted by us or the target; the command did not complete
   session_failed,         // the connection went away with this command outstanding
   logout_failed,
+  // Outcomes the layer above acts on (appended: values above stay stable)
+  task_aborted_proven,        // ended by ABORT TASK / LOGICAL UNIT RESET that the target confirmed
+                              // (§11.6.1 "function complete" / "task does not exist"): it will
+                              // never execute at the target, so even a write may be re-issued
+  task_not_sent,              // never left the initiator (CmdSN window, logout, path not ready):
+                              // re-issue anywhere at once
+  target_requested_logout,    // §11.9.1 AsyncEvent 1: the path logged out at the target's request
+  target_dropped_connection,  // §11.9.1 AsyncEvent 2/3: the target is dropping the connection
 };
 
 const std::error_category& category();

@@ -3,9 +3,14 @@
 // The owner (an Asio driver, or a test script) feeds received PDUs to on_pdu(), takes frames to
 // send from output(), and reports them written with frames_written(). Tasks complete through
 // their own callback. One connection per session (MaxConnections=1), ErrorRecoveryLevel 0.
+//
+// Task management (RFC 7143 §11.5/§11.6) and command timeouts live here too, so the whole
+// escalation (ABORT TASK, then LOGICAL UNIT RESET, then give up on the connection) runs in
+// scripted tests against a fake clock; the driver only calls check_timeouts() now and then.
 #pragma once
 
 #include <array>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -14,6 +19,7 @@
 #include <span>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "iscsi/negotiation.hpp"
@@ -73,6 +79,8 @@ struct OutFrame {
   static constexpr uint32_t no_task = 0xffffffffu;
 };
 
+using SessionClock = std::chrono::steady_clock;
+
 struct SessionParams {
   OperationalParams negotiated;
   uint16_t cid = 0;
@@ -82,14 +90,48 @@ struct SessionParams {
   CmdSN max_cmd_sn;
   // Upper bound on tasks in flight at once (the task table's size).
   uint32_t max_tasks = 256;
+  // Stamps commands as they are sent and judges timeouts; tests pass a fake clock.
+  std::function<SessionClock::time_point()> clock;  // empty: steady_clock::now
 };
 
 // What the session reports to its owner besides task completions.
 struct SessionEvent {
-  enum class Kind { async_message, reject, logout_requested, nop_in_answered };
+  enum class Kind { async_message, reject, logout_requested, nop_in_answered, scsi_async_event };
   Kind kind;
-  AsyncMessage async;  // for async_message / logout_requested
+  AsyncMessage async;  // for async_message / logout_requested / scsi_async_event
   std::string detail;
+  // scsi_async_event (§11.9.1 AsyncEvent 0): the sense data of the event, without the 2-byte
+  // SenseLength (§11.9.4), e.g. a unit attention CAPACITY DATA HAS CHANGED (2A/09) for async.lun.
+  std::vector<std::byte> sense;
+};
+
+// The answer to a task management request (§11.6).
+struct TmfResult {
+  // Set when no answer will come (the connection failed first); `response` is then meaningless.
+  std::error_code error;
+  std::string detail;
+  uint8_t response = 0;  // §11.6.1, see TaskManagementResponseCode
+
+  bool answered() const { return !error; }
+};
+using TmfHandler = std::function<void(const TmfResult&)>;
+
+// What abort_task() did.
+enum class AbortStart {
+  sent,             // ABORT TASK is queued; the handler runs with the answer
+  withdrawn,        // the task was still waiting for the CmdSN window: taken back and completed
+                    // with errc::task_not_sent; no request, the handler is not called
+  not_outstanding,  // not a task of this session, or its result is already known
+  refused,          // an ABORT TASK for it is already outstanding, or the logout was sent
+};
+
+// Command timeouts (the driver's PathConfig::command_timeout). Zero turns either off.
+struct TimeoutPolicy {
+  // A command outstanding this long gets ABORT TASK.
+  std::chrono::milliseconds command_timeout{0};
+  // A task management request unanswered this long escalates: ABORT TASK to LOGICAL UNIT
+  // RESET, LOGICAL UNIT RESET to dropping the connection.
+  std::chrono::milliseconds tmf_timeout{0};
 };
 
 class Session : private DataPlacement {
@@ -99,21 +141,58 @@ class Session : private DataPlacement {
   Session& operator=(const Session&) = delete;
 
   // ---- the layer above
-  // Queues the task; it is sent as soon as the CmdSN window allows (never past MaxCmdSN).
+  // Queues the task; it is sent as soon as the CmdSN window allows (never past MaxCmdSN). Once
+  // a logout was requested the task completes with errc::task_not_sent instead (at once, or
+  // when on_pdu returns if called from one of its callbacks).
   void submit(ScsiTask& task);
+
+  // Task management (§11.5), sent as immediate commands (I bit, CmdSN not advanced) so a closed
+  // CmdSN window does not hold them back. After "function complete" (or, for ABORT TASK, "task
+  // does not exist") the referenced tasks are known never to execute at the target (§11.6.1,
+  // §11.6.2): each still outstanding completes with errc::task_aborted_proven before the
+  // handler runs (or as soon as no queued frame borrows its buffer). Any later Data-In, R2T or
+  // SCSI Response for such a task is dropped, never placed into a buffer handed back.
+  //
+  // ABORT TASK for `task`, with its ITT as Referenced Task Tag and its CmdSN as RefCmdSN.
+  AbortStart abort_task(ScsiTask& task, TmfHandler done);
+  // LOGICAL UNIT RESET: ends every task of `lun` this session sent before the request. False
+  // (and no handler call) once the logout was sent.
+  bool reset_lun(Lun lun, TmfHandler done);
+  size_t tmfs_outstanding() const { return tmfs_.size(); }
+
+  // Command timeouts. check_timeouts() scans every outstanding command and task management
+  // request against the policy (one timer for the whole session, not one per task) and sends
+  // ABORT TASK / LOGICAL UNIT RESET as due. An ABORT TASK sent for a timeout that the target
+  // answers other than "function complete"/"task does not exist" is followed by a LOGICAL UNIT
+  // RESET at once. An error (errc::command_timeout, detail naming the timeout) means the
+  // escalation ran out: the driver drops the connection. on_pdu returns the same error when a
+  // LOGICAL UNIT RESET sent for a timeout is refused.
+  void set_timeouts(const TimeoutPolicy& policy) { timeouts_ = policy; }
+  std::error_code check_timeouts(std::string& detail);
+
   // Sends a NOP-Out ping (ITT != reserved) as an immediate command (§11.18); false if one is
   // already outstanding.
   bool send_ping();
   bool ping_outstanding() const { return ping_itt_.has_value(); }
-  // Starts a session logout (§11.14) once every submitted task has completed.
+  // Starts a session logout (§11.14): no task is sent any more (those waiting for the CmdSN
+  // window complete with errc::task_not_sent), and the Logout Request goes out once every sent
+  // task has completed.
   void request_logout();
+  // The Logout Request now, as an immediate command, even with tasks still in flight: for a
+  // target that asked for the logout within Parameter3 seconds (§11.9.1 AsyncEvent 1). Tasks
+  // still in flight are left to fail_all() once the connection is closed.
+  void force_logout();
+  bool logout_requested() const { return logout_requested_; }
+  bool logout_sent() const { return logout_sent_; }
   bool logged_out() const { return logout_done_; }
   size_t tasks_in_flight() const { return in_flight_; }
   size_t tasks_waiting() const { return waiting_.size(); }
 
   // ---- the driver
-  // Every PDU the reader produces. A returned error means the connection is unusable (a
-  // protocol violation at ERL 0, §7.1.4): the driver closes it and calls fail_all().
+  // Every PDU the reader produces. A returned error means the connection is unusable: a
+  // protocol violation at ERL 0 (§7.1.4), the target's notice that it drops the connection
+  // (errc::target_dropped_connection, §11.9.1 AsyncEvent 2/3), or a refused LOGICAL UNIT RESET
+  // after a command timeout (errc::command_timeout). The driver closes it and calls fail_all().
   std::error_code on_pdu(std::span<const std::byte, bhs_size> bhs, std::span<const std::byte> data,
                          std::string& detail);
   DataPlacement& placement() { return *this; }
@@ -127,7 +206,8 @@ class Session : private DataPlacement {
   std::function<void()> on_output;
   std::function<void(const SessionEvent&)> on_event;
 
-  // The connection is gone: every task (sent or waiting) completes with `ec`.
+  // The connection is gone: every task sent and not yet answered completes with `ec`, every
+  // task never sent with errc::task_not_sent, and every task management handler with `ec`.
   void fail_all(std::error_code ec, const std::string& detail);
 
   CmdSN exp_cmd_sn() const { return exp_cmd_sn_; }
@@ -140,10 +220,29 @@ class Session : private DataPlacement {
     ScsiTask* task = nullptr;
     uint16_t generation = 0;
     CmdSN cmd_sn;
+    SessionClock::time_point sent_at;
     uint32_t data_received = 0;     // Data-In bytes placed
     DataSN next_data_sn;            // expected DataSN of the next Data-In
     uint32_t frames_pending = 0;    // queued frames borrowing the write buffer
     bool completed = false;         // result known; waiting for frames_pending to reach 0
+    bool abort_pending = false;     // an ABORT TASK for this occupant is outstanding
+    bool timed_out = false;         // the timeout escalation is at work on it
+    // The generation of the slot's last occupant ended by task management, whose late PDUs
+    // are dropped rather than treated as protocol violations.
+    std::optional<uint16_t> aborted_generation;
+  };
+
+  struct PendingTmf {
+    Itt itt;
+    TaskFunction function = TaskFunction::abort_task;
+    Lun lun;
+    CmdSN cmd_sn;  // the request's own CmdSN: tasks sent before it have a smaller one
+    uint32_t slot = 0;  // ABORT TASK: the referenced task's slot and generation
+    uint16_t generation = 0;
+    SessionClock::time_point sent_at;
+    TmfHandler handler;
+    bool for_timeout = false;  // sent by check_timeouts(): a refusal escalates
+    bool escalated = false;    // its own timeout has been acted on
   };
 
   std::span<std::byte> place(std::span<const std::byte, bhs_size> bhs,
@@ -162,6 +261,17 @@ class Session : private DataPlacement {
   void finish(uint32_t slot_index);
   void maybe_release(uint32_t slot_index);
   void maybe_logout();
+  void send_logout(bool immediate);
+  void withdraw_waiting();
+  // Runs the completions and handlers queued meanwhile, unless on_pdu is still working on a PDU.
+  void drain();
+
+  bool was_aborted(Itt itt) const;
+  bool reset_covers(const Slot& slot) const;
+  void send_tmf(TaskFunction function, Lun lun, std::optional<uint32_t> slot_index,
+                TmfHandler handler, bool for_timeout);
+  void end_by_tmf(uint32_t slot_index, const std::string& detail);
+  std::string timeout_text() const;
 
   std::error_code handle(const DataIn&, std::span<const std::byte> data, std::string& detail);
   std::error_code handle(const ScsiResponse&, std::span<const std::byte> data, std::string& detail);
@@ -170,6 +280,10 @@ class Session : private DataPlacement {
   std::error_code handle(const LogoutResponse&, std::string& detail);
   std::error_code handle(const AsyncMessage&, std::span<const std::byte> data, std::string& detail);
   std::error_code handle(const Reject&, std::span<const std::byte> data, std::string& detail);
+  std::error_code handle(const TaskManagementResponse&, std::string& detail);
+  std::error_code conclude_tmf(PendingTmf tmf, uint8_t response, const std::string& what,
+                               std::string& detail);
+  Itt next_special_itt();
 
   OperationalParams params_;
   uint16_t cid_;
@@ -185,6 +299,18 @@ class Session : private DataPlacement {
   std::deque<OutFrame> output_;
   std::vector<uint32_t> to_complete_;
   std::vector<uint32_t> completing_;
+  // Tasks to complete with errc::task_not_sent, and answered task management requests; each
+  // list trades places with its batch while draining, so neither allocates once grown.
+  std::vector<ScsiTask*> unsent_;
+  std::vector<ScsiTask*> unsent_batch_;
+  std::vector<std::pair<TmfHandler, TmfResult>> tmf_done_;
+  std::vector<std::pair<TmfHandler, TmfResult>> tmf_done_batch_;
+  bool in_pdu_ = false;
+  bool draining_ = false;
+
+  std::function<SessionClock::time_point()> clock_;
+  TimeoutPolicy timeouts_;
+  std::vector<PendingTmf> tmfs_;
 
   std::optional<Itt> ping_itt_;
   uint32_t next_special_itt_ = 0x80000000u;  // NOP-Out and Logout ITTs, apart from task slots
