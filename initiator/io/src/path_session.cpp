@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <array>
+#include <cerrno>
+#include <cstring>
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <random>
@@ -27,6 +29,7 @@ std::string describe(const PathConfig& c) {
                                                                   : c.portal_host;
   std::string s = host + ":" + std::to_string(c.portal_port);
   if (c.source_address) s += " from " + *c.source_address;
+  if (c.interface_name) s += " via " + *c.interface_name;
   return s;
 }
 
@@ -40,12 +43,18 @@ iscsi::Isid random_isid() {
 
 struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
   Impl(asio::io_context& io, PathConfig c)
-      : io(io), config(std::move(c)), socket(io), wake(io), rx_buffer(256 * 1024) {}
+      : io(io),
+        config(std::move(c)),
+        socket(io),
+        wake(io),
+        logout_deadline(io),
+        rx_buffer(256 * 1024) {}
 
   asio::io_context& io;
   PathConfig config;
   tcp::socket socket;
   asio::steady_timer wake;  // the writer sleeps on it; cancel() wakes it
+  asio::steady_timer logout_deadline;  // a target-requested logout's Parameter3 window
   std::vector<std::byte> rx_buffer;
   std::span<const std::byte> rx_pending;  // received but not yet consumed
 
@@ -54,7 +63,10 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
   iscsi::OperationalParams negotiated;
   std::optional<uint16_t> portal_group_tag;
   FailureHandler failure_handler;
+  ScsiEventHandler scsi_event_handler;
   std::function<void(std::error_code)> logout_done;
+  bool target_logout = false;  // logging out because the target asked (AsyncEvent 1)
+  std::string target_logout_detail;
 
   using clock = std::chrono::steady_clock;
   clock::time_point last_received;   // any PDU (bytes) from the target
@@ -89,6 +101,16 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
     if (ec) {
       detail = "socket: " + ec.message();
       co_return std::error_code(ec.value(), std::system_category());
+    }
+    if (config.interface_name) {
+      const auto& name = *config.interface_name;
+      if (::setsockopt(socket.native_handle(), SOL_SOCKET, SO_BINDTODEVICE, name.c_str(),
+                       static_cast<socklen_t>(name.size())) != 0) {
+        const int err = errno;
+        detail = "cannot bind to interface " + name + ": " + std::strerror(err) +
+                 (err == EPERM ? " (needs CAP_NET_RAW)" : "");
+        co_return std::error_code(err, std::system_category());
+      }
     }
     if (config.source_address) {
       auto source = asio::ip::make_address(*config.source_address, ec);
@@ -231,42 +253,109 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
 
   // ---------------------------------------------------------------- full feature phase
 
+  std::chrono::milliseconds tmf_timeout() const {
+    return config.noop_out_timeout.count() > 0 ? config.noop_out_timeout : config.command_timeout;
+  }
+
   void start_full_feature_phase() {
     auto self = shared_from_this();
     reader.set_limits(session->reader_limits());
     reader.set_placement(&session->placement());
     session->on_output = [this] { wake.cancel(); };
+    session->on_event = [this](const iscsi::SessionEvent& e) { on_session_event(e); };
+    session->set_timeouts({.command_timeout = config.command_timeout,
+                           .tmf_timeout = tmf_timeout()});
     wake.expires_at(asio::steady_timer::time_point::max());
     loops_running = 2;
     last_received = clock::now();
     asio::co_spawn(io, reader_loop(self), asio::detached);
     asio::co_spawn(io, writer_loop(self), asio::detached);
-    if (config.noop_out_interval.count() > 0)
-      asio::co_spawn(io, liveness_loop(self), asio::detached);
+    if (config.noop_out_interval.count() > 0 || config.command_timeout.count() > 0)
+      asio::co_spawn(io, housekeeping_loop(self), asio::detached);
   }
 
-  // A black-holed connection (no RST, no FIN) gives no socket error for minutes; a NOP-Out
-  // ping after noop_out_interval of silence, answered within noop_out_timeout, tells at once.
-  // Any PDU from the target counts as a sign of life, not only the ping's answer.
-  awaitable<void> liveness_loop(std::shared_ptr<Impl> self) {
-    const auto tick = std::clamp<std::chrono::milliseconds>(
-        std::min(config.noop_out_interval, config.noop_out_timeout) / 4,
-        std::chrono::milliseconds(20), std::chrono::milliseconds(500));
+  // Runs inside Session::on_pdu: only session calls that are safe there, owner callbacks posted.
+  void on_session_event(const iscsi::SessionEvent& e) {
+    using Kind = iscsi::SessionEvent::Kind;
+    if (e.kind == Kind::logout_requested) {
+      begin_target_logout(e.async.parameter3);
+    } else if (e.kind == Kind::scsi_async_event) {
+      ScsiAsyncEvent event{e.async.lun, e.sense, scsi::decode_sense(e.sense)};
+      asio::post(io, [self = shared_from_this(), event = std::move(event)] {
+        if (self->scsi_event_handler) self->scsi_event_handler(event);
+      });
+    }
+  }
+
+  // §11.9.1 AsyncEvent 1: no new commands (they complete as not sent, for the owner to re-issue
+  // elsewhere); the Logout Request as soon as the tasks in flight have finished, and no later
+  // than Parameter3 seconds; then the path is down for the owner to log in again.
+  void begin_target_logout(uint16_t seconds) {
+    if (target_logout || failed) return;
+    target_logout = true;
+    target_logout_detail = "target requested logout (asynchronous event 1, within " +
+                           std::to_string(seconds) + " s)";
+    session->request_logout();
+    asio::co_spawn(io, target_logout_window(shared_from_this(), std::chrono::seconds(seconds)),
+                   asio::detached);
+  }
+
+  awaitable<void> target_logout_window(std::shared_ptr<Impl> self, std::chrono::seconds limit) {
+    // Tasks in flight get three quarters of the window to finish; then the Logout goes out
+    // regardless, as an immediate command, and its answer gets the rest plus noop_out_timeout.
+    if (failed) co_return;
+    const auto window = std::chrono::duration_cast<std::chrono::milliseconds>(limit);
+    logout_deadline.expires_after(window * 3 / 4);
+    co_await logout_deadline.async_wait(nothrow);
+    if (failed) co_return;
+    if (!session->logout_sent()) session->force_logout();
+    logout_deadline.expires_after(
+        window / 4 + std::max(config.noop_out_timeout, std::chrono::milliseconds(1000)));
+    co_await logout_deadline.async_wait(nothrow);
+    if (failed) co_return;
+    fail(iscsi::errc::target_requested_logout,
+         target_logout_detail + ": no Logout Response from " + describe(config));
+  }
+
+  // One timer for the whole session. Liveness: a black-holed connection (no RST, no FIN) gives
+  // no socket error for minutes; a NOP-Out ping after noop_out_interval of silence, answered
+  // within noop_out_timeout, tells at once. Any PDU from the target counts as a sign of life,
+  // not only the ping's answer. Command timeouts: the session scans its outstanding commands
+  // and task management requests on each tick.
+  awaitable<void> housekeeping_loop(std::shared_ptr<Impl> self) {
+    using std::chrono::milliseconds;
+    const bool pings = config.noop_out_interval.count() > 0;
+    const bool timeouts = config.command_timeout.count() > 0;
+    milliseconds tick(500);
+    if (pings)
+      tick = std::min(tick, std::min(config.noop_out_interval, config.noop_out_timeout) / 4);
+    if (timeouts) tick = std::min(tick, std::min(config.command_timeout, tmf_timeout()) / 4);
+    tick = std::max(tick, milliseconds(20));
     asio::steady_timer timer(io);
+    std::string detail;
     while (!failed) {
       timer.expires_after(tick);
       co_await timer.async_wait(nothrow);
       if (failed) break;
       const auto now = clock::now();
-      if (session->ping_outstanding()) {
-        if (now - ping_sent >= config.noop_out_timeout && now - last_received >= config.noop_out_timeout) {
-          fail(iscsi::errc::connection_timeout,
-               "no answer from " + describe(config) + " to a NOP-Out ping within " +
-                   std::to_string(config.noop_out_timeout.count()) + " ms");
+      if (pings) {
+        if (session->ping_outstanding()) {
+          if (now - ping_sent >= config.noop_out_timeout &&
+              now - last_received >= config.noop_out_timeout) {
+            fail(iscsi::errc::connection_timeout,
+                 "no answer from " + describe(config) + " to a NOP-Out ping within " +
+                     std::to_string(config.noop_out_timeout.count()) + " ms");
+            break;
+          }
+        } else if (now - last_received >= config.noop_out_interval) {
+          if (session->send_ping()) ping_sent = now;
+        }
+      }
+      if (timeouts) {
+        if (auto ec = session->check_timeouts(detail)) {
+          fail(ec, "command timeout on " + describe(config) + ": " + detail);
           break;
         }
-      } else if (now - last_received >= config.noop_out_interval) {
-        if (session->send_ping()) ping_sent = now;
       }
     }
   }
@@ -285,6 +374,8 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
           auto ec = session->on_pdu(reader.bhs(), reader.data(), detail);
           reader.next();
           if (ec) {
+            if (ec == iscsi::errc::command_timeout)
+              detail = "command timeout on " + describe(config) + ": " + detail;
             fail(ec, detail);
             break;
           }
@@ -338,12 +429,15 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
   }
 
   void check_logout_done() {
-    if (session && session->logged_out() && logout_done) {
-      auto done = std::move(logout_done);
-      logout_done = nullptr;
+    if (!session || !session->logged_out() || failed) return;
+    auto done = std::move(logout_done);
+    logout_done = nullptr;
+    if (target_logout)
+      fail(iscsi::errc::target_requested_logout,
+           target_logout_detail + ": logged out of " + describe(config));
+    else
       fail(iscsi::errc::connection_closed, "logged out");
-      done({});
-    }
+    if (done) done({});
   }
 
   // First failure wins: close the socket, wake the writer, and once both loops have stopped
@@ -353,9 +447,13 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
     failed = true;
     failure = ec;
     failure_detail = detail;
+    // Whatever ended a logout the target asked for, the owner learns it asked.
+    if (target_logout && ec != iscsi::errc::target_requested_logout)
+      failure_detail = target_logout_detail + "; then " + detail;
     boost::system::error_code ignored;
     socket.close(ignored);
     wake.cancel();
+    logout_deadline.cancel();
     if (loops_running == 0) finish_failure();
   }
 
@@ -391,8 +489,23 @@ const iscsi::OperationalParams& PathSession::negotiated() const { return impl_->
 std::optional<uint16_t> PathSession::target_portal_group_tag() const {
   return impl_->portal_group_tag;
 }
-bool PathSession::ready() const { return impl_->session != nullptr && !impl_->failed; }
+bool PathSession::ready() const {
+  return impl_->session != nullptr && !impl_->failed && !impl_->session->logout_requested();
+}
 void PathSession::on_failure(FailureHandler handler) { impl_->failure_handler = std::move(handler); }
+void PathSession::on_scsi_event(ScsiEventHandler handler) {
+  impl_->scsi_event_handler = std::move(handler);
+}
+
+iscsi::AbortStart PathSession::abort_task(iscsi::ScsiTask& task, iscsi::TmfHandler done) {
+  if (impl_->session == nullptr || impl_->failed) return iscsi::AbortStart::not_outstanding;
+  return impl_->session->abort_task(task, std::move(done));
+}
+
+bool PathSession::reset_lun(iscsi::Lun lun, iscsi::TmfHandler done) {
+  if (impl_->session == nullptr || impl_->failed) return false;
+  return impl_->session->reset_lun(lun, std::move(done));
+}
 
 void PathSession::start(LoginHandler done) {
   auto impl = impl_;
@@ -415,8 +528,12 @@ void PathSession::start(LoginHandler done) {
 
 void PathSession::submit(iscsi::ScsiTask& task) {
   if (!ready()) {
-    task.transport_error = iscsi::errc::session_failed;
-    task.transport_detail = "path " + describe(impl_->config) + " is not logged in";
+    // Never sent, so the owner may re-issue it on any path at once.
+    task.transport_error = iscsi::errc::task_not_sent;
+    task.transport_detail = "path " + describe(impl_->config) +
+                            (impl_->session == nullptr ? " is not logged in"
+                             : impl_->failed           ? " is down"
+                                                       : " is logging out");
     if (task.on_complete) task.on_complete(task);
     return;
   }
@@ -426,7 +543,7 @@ void PathSession::submit(iscsi::ScsiTask& task) {
 void PathSession::logout(std::chrono::milliseconds timeout,
                          std::function<void(std::error_code)> done) {
   auto impl = impl_;
-  if (!ready()) {
+  if (impl->session == nullptr || impl->failed) {
     done({});
     return;
   }

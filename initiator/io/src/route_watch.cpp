@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <array>
 #include <cstring>
 #include <boost/asio.hpp>
@@ -68,14 +69,22 @@ namespace {
 // A UDP socket connect()ed to host:port from source: the kernel's route choice, no traffic.
 // Empty optional: `host` is a name. Otherwise the error of the lookup (empty on success).
 std::optional<boost::system::error_code> routed_socket(asio::ip::udp::socket& socket,
-                                                       const std::string& host, uint16_t port,
-                                                       const std::optional<std::string>& source,
-                                                       std::string& why) {
+                                                       const RouteQuery& query, std::string& why) {
+  const auto& source = query.source;
   boost::system::error_code ec;
-  auto address = asio::ip::make_address(host, ec);
+  auto address = asio::ip::make_address(query.host, ec);
   if (ec) return std::nullopt;
   socket.open(address.is_v4() ? asio::ip::udp::v4() : asio::ip::udp::v6(), ec);
   if (ec) return std::nullopt;
+  if (query.interface) {
+    const auto& name = *query.interface;
+    if (::setsockopt(socket.native_handle(), SOL_SOCKET, SO_BINDTODEVICE, name.c_str(),
+                     static_cast<socklen_t>(name.size())) != 0) {
+      ec.assign(errno, boost::system::system_category());
+      why = "interface " + name + ": " + ec.message();
+      return ec;
+    }
+  }
   if (source) {
     auto local = asio::ip::make_address(*source, ec);
     if (!ec) socket.bind(asio::ip::udp::endpoint(local, 0), ec);
@@ -84,28 +93,27 @@ std::optional<boost::system::error_code> routed_socket(asio::ip::udp::socket& so
       return ec;
     }
   }
-  socket.connect(asio::ip::udp::endpoint(address, port), ec);
+  socket.connect(asio::ip::udp::endpoint(address, query.port), ec);
   if (ec) why = ec.message();
   return ec;
 }
 
 }  // namespace
 
-bool route_exists(const std::string& host, uint16_t port, const std::optional<std::string>& source,
-                  std::string& why) {
+bool route_exists(const RouteQuery& query, std::string& why) {
   asio::io_context io;
   asio::ip::udp::socket socket(io);
-  auto result = routed_socket(socket, host, port, source, why);
+  auto result = routed_socket(socket, query, why);
   return !result || !*result;  // a host name cannot be checked without resolving it
 }
 
-std::optional<std::string> outgoing_interface(const std::string& host, uint16_t port,
-                                              const std::optional<std::string>& source) {
+std::optional<std::string> outgoing_interface(const RouteQuery& query) {
   asio::io_context io;
   asio::ip::udp::socket socket(io);
   std::string why;
-  auto result = routed_socket(socket, host, port, source, why);
+  auto result = routed_socket(socket, query, why);
   if (!result || *result) return std::nullopt;
+  if (query.interface) return query.interface;
   boost::system::error_code ec;
   const auto local = socket.local_endpoint(ec).address();
   if (ec) return std::nullopt;

@@ -19,6 +19,7 @@
 #include <iscsi/negotiation.hpp>
 #include <iscsi/session.hpp>
 #include <iscsi/types.hpp>
+#include <scsi/sense.hpp>
 
 namespace boost::asio {
 class io_context;
@@ -30,6 +31,9 @@ struct PathConfig {
   std::string portal_host;
   uint16_t portal_port = 3260;
   std::optional<std::string> source_address;  // bind the TCP connection to this local address
+  // SO_BINDTODEVICE: the connection leaves through this interface whatever the routing table
+  // says (open-iscsi: iface.net_ifacename). Needs CAP_NET_RAW.
+  std::optional<std::string> interface_name;
   std::string initiator_name;
   std::string target_name;  // empty for a discovery session
   iscsi::Isid isid;
@@ -42,6 +46,11 @@ struct PathConfig {
   // dead. Zero interval: no pings. Names follow iscsid.conf node.conn[0].timeo.*.
   std::chrono::milliseconds noop_out_interval{5000};
   std::chrono::milliseconds noop_out_timeout{5000};
+  // A command outstanding this long gets ABORT TASK (RFC 7143 §11.5); a task management request
+  // unanswered within noop_out_timeout (or refused) escalates to LOGICAL UNIT RESET, and that
+  // to dropping the connection. Zero: commands never time out. (iscsid.conf
+  // node.session.err_timeo.abort_timeout / lu_reset_timeout play the same part.)
+  std::chrono::milliseconds command_timeout{30000};
   uint32_t max_tasks = 128;
   int max_redirects = 4;
 };
@@ -49,10 +58,23 @@ struct PathConfig {
 // Human-readable name of a path for logs: "127.0.0.1:3260 from 127.0.0.2".
 std::string describe(const PathConfig& config);
 
+// A SCSI asynchronous event the target reported (RFC 7143 §11.9.1, AsyncEvent 0).
+struct ScsiAsyncEvent {
+  iscsi::Lun lun;
+  std::vector<std::byte> sense;  // without the 2-byte SenseLength
+  std::optional<scsi::Sense> decoded;
+
+  // UNIT ATTENTION, CAPACITY DATA HAS CHANGED (SPC-4 Annex D, 2A/09): re-read the capacity.
+  bool capacity_changed() const {
+    return decoded && decoded->asc == 0x2a && decoded->ascq == 0x09;
+  }
+};
+
 class PathSession : public std::enable_shared_from_this<PathSession> {
  public:
   using LoginHandler = std::function<void(std::error_code, const std::string& detail)>;
   using FailureHandler = std::function<void(std::error_code, const std::string& detail)>;
+  using ScsiEventHandler = std::function<void(const ScsiAsyncEvent&)>;
 
   static std::shared_ptr<PathSession> create(boost::asio::io_context& io, PathConfig config);
   ~PathSession();
@@ -61,16 +83,34 @@ class PathSession : public std::enable_shared_from_this<PathSession> {
   // status such as "authentication failure (0201)", a connect error, or a timeout).
   void start(LoginHandler done);
 
-  // Full feature phase only. The task's callback runs on the io_context.
+  // Full feature phase only. The task's callback runs on the io_context. When the path is not
+  // ready the task completes at once with errc::task_not_sent.
   void submit(iscsi::ScsiTask& task);
+  // Logged in, connected, and not logging out.
   bool ready() const;
 
+  // Task management on this path's session (iscsi::Session::abort_task / reset_lun). With the
+  // path down: AbortStart::not_outstanding / false, and the handler is not called.
+  iscsi::AbortStart abort_task(iscsi::ScsiTask& task, iscsi::TmfHandler done);
+  bool reset_lun(iscsi::Lun lun, iscsi::TmfHandler done);
+
   // Runs after a successful login when the connection fails; every outstanding task has
-  // already completed with a transport error by then.
+  // already completed by then (sent ones with the failure's code, unsent ones with
+  // errc::task_not_sent). Codes the owner may see besides socket errors:
+  //   errc::target_requested_logout   AsyncEvent 1: logged out at the target's request
+  //   errc::target_dropped_connection AsyncEvent 2/3: the target is closing the connection
+  //   errc::command_timeout           the ABORT TASK / LOGICAL UNIT RESET escalation ran out
+  //   errc::connection_timeout        no answer to a NOP-Out ping
+  // In every case the path is down and the owner reconnects (a new session).
   void on_failure(FailureHandler handler);
 
-  // Session logout (§11.14) after outstanding tasks complete; `done` runs when the target
-  // answered, the connection dropped, or `timeout` passed.
+  // SCSI asynchronous events (AsyncEvent 0), e.g. CAPACITY DATA HAS CHANGED; posted to the
+  // io_context.
+  void on_scsi_event(ScsiEventHandler handler);
+
+  // Session logout (§11.14) after outstanding tasks complete (tasks not yet sent complete with
+  // errc::task_not_sent); `done` runs when the target answered, the connection dropped, or
+  // `timeout` passed.
   void logout(std::chrono::milliseconds timeout, std::function<void(std::error_code)> done);
   // Abortive close (SO_LINGER 0), failing outstanding tasks.
   void close();

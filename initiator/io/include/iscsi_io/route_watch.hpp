@@ -26,16 +26,22 @@ class RouteWatch {
   std::shared_ptr<Impl> impl_;
 };
 
-// Whether the kernel has a route from `source` (any address when empty) to host:port now.
-// Asks with a UDP connect(), which only consults the routing table and sends nothing.
-// `why` gets the kernel's reason when there is none (e.g. "Network is unreachable").
-bool route_exists(const std::string& host, uint16_t port, const std::optional<std::string>& source,
-                  std::string& why);
+// Where a path's connection goes: host:port from `source` (any address when empty), bound to
+// `interface` (SO_BINDTODEVICE) when one is given.
+struct RouteQuery {
+  std::string host;
+  uint16_t port = 3260;
+  std::optional<std::string> source;
+  std::optional<std::string> interface;
+};
 
-// The local interface the kernel would send to host:port from `source` (the routing table's
-// choice, through a UDP connect() that sends nothing), or nullopt when there is no route or the
+// Whether the kernel has a route for `query` now. Asks with a UDP connect(), which only
+// consults the routing table and sends nothing. `why` gets the kernel's reason when there is
+// none (e.g. "Network is unreachable").
+bool route_exists(const RouteQuery& query, std::string& why);
+
+// The local interface the kernel would send `query` through (the routing table's choice, through a UDP connect() that sends nothing), or nullopt when there is no route or the
 // host is a name. Two paths that leave through one interface are one path, not two.
-std::optional<std::string> outgoing_interface(const std::string& host, uint16_t port,
-                                              const std::optional<std::string>& source);
+std::optional<std::string> outgoing_interface(const RouteQuery& query);
 
 }  // namespace iscsi_io
