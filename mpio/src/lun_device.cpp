@@ -8,6 +8,7 @@
 
 #include <iscsi/errors.hpp>
 #include <iscsi_io/route_watch.hpp>
+#include <scsi/alua.hpp>
 #include <scsi/capacity.hpp>
 #include <scsi/cdb.hpp>
 #include <scsi/error.hpp>
@@ -74,6 +75,13 @@ struct Path {
   std::string name;
   std::shared_ptr<iscsi_io::PathSession> session;
   PathState state = PathState::connecting;
+  uint32_t configured_priority = 0;  // LunPath::priority
+  // Its path group and the group's priority (path_grouping_policy); set when the path joins.
+  uint32_t group = 0;
+  uint32_t priority = 0;
+  std::optional<scsi::AluaState> alua;  // group_by_prio on an ALUA target
+  bool alua_checking = false;
+  uint64_t commands_sampled = 0, iops = 0;
   uint32_t in_flight = 0;
   uint64_t in_flight_bytes = 0;
   uint64_t commands = 0, bytes = 0, errors = 0;
@@ -115,9 +123,27 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   bool closing = false;
   std::function<void(const std::string&, PathState, const std::string&)> path_event;
   std::function<void()> on_idle;
+  std::function<void(uint64_t)> capacity_event;
+  bool rereading_capacity = false;
   IoRequest final_flush;  // the SYNCHRONIZE CACHE that close() sends
 
   std::unique_ptr<iscsi_io::RouteWatch> route_watch;
+
+  // Open: who gets the device or the error, and what went wrong on the way.
+  OpenHandler open_done;
+  bool probing = false;
+  std::error_code open_error;
+  std::string open_failures;
+  std::vector<scsi::Designator> probe_designators;  // VPD 0x83 of the probed path
+
+  // The path group whose active paths carry I/O (path_grouping_policy), and the timer of a
+  // delayed failback to a better group.
+  std::optional<uint32_t> group_in_use;
+  std::unique_ptr<asio::steady_timer> failback_timer;
+  std::vector<GroupMember> members;  // scratch space of reconsider_groups
+  // Once a second: IOPS per path; every polling interval: ALUA states (group_by_prio).
+  std::unique_ptr<asio::steady_timer> sampler;
+  std::chrono::steady_clock::time_point last_alua_check;
 
   // Commands waiting for a usable path (no_path_retry queue / N intervals).
   std::deque<Command*> waiting;
@@ -130,9 +156,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   Path* select_path(const Command& cmd) {
     usable.clear();
-    for (auto& p : paths)
-      if (p->state == PathState::active)
-        usable.push_back({p->index, p->in_flight, p->in_flight_bytes, 1});
+    if (group_in_use)
+      for (auto& p : paths)
+        if (p->state == PathState::active && p->group == *group_in_use && p->session->ready())
+          usable.push_back({p->index, p->in_flight, p->in_flight_bytes, 1});
     if (usable.empty()) return nullptr;
     return paths[selector->select(usable, cmd.data_bytes())].get();
   }
@@ -144,6 +171,160 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   void emit(Path& p, const std::string& reason) {
     if (path_event) path_event(p.name, p.state, reason);
+  }
+
+  void open_step();
+  static awaitable<void> probe_and_open(std::shared_ptr<Impl> self, Path& p);
+  void fail_open(std::error_code ec, const std::string& detail);
+
+  // ---------------------------------------------------------------- path groups
+
+  // Which group carries I/O, after any change of a path's state or priority.
+  void reconsider_groups(const std::string& why) {
+    members.clear();
+    for (auto& p : paths) members.push_back({p->group, p->priority, p->state == PathState::active});
+    const auto decision = decide_group(members, group_in_use, config.failback);
+    const auto best = best_group(members);
+    switch (decision.action) {
+      case GroupDecision::Action::keep:
+        if (best == group_in_use) failback_timer.reset();
+        break;
+      case GroupDecision::Action::switch_now:
+        use_group(*best, why);
+        break;
+      case GroupDecision::Action::switch_later:
+        if (failback_timer) break;
+        failback_timer = std::make_unique<asio::steady_timer>(
+            io, std::chrono::seconds(decision.delay_seconds));
+        failback_timer->async_wait([this, seconds = decision.delay_seconds](
+                                       boost::system::error_code ec) {
+          if (ec || closing) return;
+          members.clear();
+          for (auto& p : paths)
+            members.push_back({p->group, p->priority, p->state == PathState::active});
+          if (auto b = best_group(members); b && b != group_in_use)
+            use_group(*b, "failback after " + std::to_string(seconds) + " s");
+        });
+        break;
+    }
+  }
+
+  void use_group(uint32_t group, const std::string& why) {
+    failback_timer.reset();
+    const bool first_choice = !group_in_use;
+    group_in_use = group;
+    // Requests held while the group in use had no ready path go to the new one.
+    if (!waiting.empty()) asio::post(io, [this] { if (!closing) path_available(); });
+    if (first_choice || config.grouping == Grouping::multibus) return;
+    for (auto& p : paths)
+      if (p->group == group && p->state == PathState::active) {
+        emit(*p, "its path group (prio " + std::to_string(p->priority) +
+                     ") carries I/O now: " + why);
+        break;
+      }
+  }
+
+  // Puts a path that has shown the right device into its group. group_by_prio asks the
+  // target through the path itself (REPORT TARGET PORT GROUPS, SPC-4 §6.36): ALUA states
+  // belong to target port groups, and a path reaches the LU through one target port, named in
+  // its VPD 0x83 (relative target port / target port group designators, SPC-4 §7.8.6).
+  // Returns the state the path takes (active or ghost), or an error when the path failed.
+  awaitable<std::error_code> classify(Path& p, const std::vector<scsi::Designator>& designators,
+                                      PathState& state) {
+    state = PathState::active;
+    switch (config.grouping) {
+      case Grouping::multibus:
+        p.group = 0;
+        p.priority = 1;
+        co_return std::error_code{};
+      case Grouping::failover:
+        p.group = static_cast<uint32_t>(p.index);
+        p.priority = p.configured_priority;
+        co_return std::error_code{};
+      case Grouping::group_by_prio:
+        break;
+    }
+    // A target without ALUA (INQUIRY TPGS = 0, SPC-4 §6.4.2) gives every path one priority.
+    p.group = 1;
+    p.priority = 1;
+    if (identity.inquiry.tpgs == 0) co_return std::error_code{};
+    std::optional<uint16_t> port_group, relative_port;
+    for (const auto& d : designators) {
+      if (d.association != 1 || d.value.size() < 4) continue;
+      const uint16_t id = static_cast<uint16_t>(std::to_integer<uint16_t>(d.value[2]) << 8 |
+                                                std::to_integer<uint16_t>(d.value[3]));
+      if (d.type == scsi::designator_type::target_port_group) port_group = id;
+      if (d.type == scsi::designator_type::relative_target_port) relative_port = id;
+    }
+    std::vector<std::byte> data;
+    std::string detail;
+    auto ec = co_await read_data(scsi::report_target_port_groups(4096), 4096, data, detail, &p);
+    if (ec && ec.category() != scsi::category()) co_return ec;  // the path itself failed
+    auto groups = ec ? std::nullopt : scsi::parse_report_target_port_groups(data);
+    if (!groups) {
+      p.priority = 0;  // as multipath-tools does when the prioritizer fails
+      p.alua.reset();
+      co_return std::error_code{};
+    }
+    for (const auto& g : *groups) {
+      const bool ours =
+          port_group ? g.group_id == *port_group
+                     : relative_port && std::find(g.relative_target_port_ids.begin(),
+                                                  g.relative_target_port_ids.end(),
+                                                  *relative_port) != g.relative_target_port_ids.end();
+      if (!ours) continue;
+      p.alua = g.state;
+      p.priority = alua_priority(g.state);
+      p.group = p.priority;
+      if (!alua_carries_io(g.state)) state = PathState::ghost;
+      break;
+    }
+    co_return std::error_code{};
+  }
+
+  // Every polling interval under group_by_prio: the target may have moved its port groups
+  // (SPC-4 §5.16.2.6 implicit transitions); re-read each logged-in path's state.
+  static awaitable<void> recheck_alua(std::shared_ptr<Impl> self, Path& p) {
+    p.alua_checking = true;
+    std::vector<std::byte> data;
+    std::string detail;
+    std::vector<scsi::Designator> designators;
+    if (auto vpd = co_await self->vpd_page(scsi::vpd::device_identification, detail, &p);
+        !vpd.empty())
+      if (auto d = scsi::parse_device_identification(vpd)) designators = std::move(*d);
+    PathState state = p.state;
+    const auto before = std::make_pair(p.state, p.priority);
+    auto ec = co_await self->classify(p, designators, state);
+    p.alua_checking = false;
+    if (self->closing || ec || (p.state != PathState::active && p.state != PathState::ghost))
+      co_return;
+    p.state = state;
+    if (std::make_pair(p.state, p.priority) == before) co_return;
+    self->emit(p, "ALUA state " + std::string(p.alua ? scsi::alua_state_name(*p.alua) : "unknown") +
+                      ", prio " + std::to_string(p.priority));
+    self->reconsider_groups("ALUA state change on " + p.name);
+    if (p.state == PathState::active) self->path_available();
+  }
+
+  void start_sampler() {
+    sampler = std::make_unique<asio::steady_timer>(io, std::chrono::seconds(1));
+    sampler->async_wait([this](boost::system::error_code ec) {
+      if (ec || closing) return;
+      for (auto& p : paths) {
+        p->iops = p->commands - p->commands_sampled;
+        p->commands_sampled = p->commands;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (config.grouping == Grouping::group_by_prio && identity.inquiry.tpgs != 0 &&
+          now - last_alua_check >= config.polling_interval) {
+        last_alua_check = now;
+        for (auto& p : paths)
+          if ((p->state == PathState::active || p->state == PathState::ghost) &&
+              !p->alua_checking && p->session && p->session->ready())
+            asio::co_spawn(io, recheck_alua(shared_from_this(), *p), asio::detached);
+      }
+      start_sampler();
+    });
   }
 
   // ---------------------------------------------------------------- one command
@@ -180,10 +361,25 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
            ec != iscsi::errc::reject_received;
   }
 
+  // The target never received the command (it waited for the CmdSN window, or the path began
+  // a logout), or confirmed its end (ABORT TASK / LOGICAL UNIT RESET answered): no copy of it
+  // can be alive anywhere, so any path may take it now, writes included.
+  static bool certainly_dead(const std::error_code& ec) {
+    return ec == iscsi::errc::task_not_sent || ec == iscsi::errc::task_aborted_proven;
+  }
+
   void command_done(Command& c) {
     Path& p = *c.path;
     --p.in_flight;
     p.in_flight_bytes -= c.data_bytes();
+    if (certainly_dead(c.transport_error) && c.pinned == nullptr) {
+      // An abort after a command timeout says the path is slow or stuck: count it.
+      if (c.transport_error == iscsi::errc::task_aborted_proven) ++p.errors;
+      c.transport_error = {};
+      c.transport_detail.clear();
+      asio::post(io, [this, &c] { execute(c); });
+      return;
+    }
     if (lost_with_path(c.transport_error)) {
       ++p.errors;
       path_failed(p, c.transport_detail.empty() ? c.transport_error.message() : c.transport_detail);
@@ -212,6 +408,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
           asio::post(io, [this, &c] { execute(c); });
           return;
         case scsi::Disposition::retry_same_path:
+          if (capacity_changed(c)) asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
           if (c.retries < config.max_retries) {
             ++c.retries;
             asio::post(io, [this, &c] { execute(c); });
@@ -228,6 +425,32 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       return;
     }
     c.then(c);
+  }
+
+  static bool capacity_changed(const Command& c) {
+    auto sense = scsi::decode_sense(c.sense);
+    return sense && sense->key == scsi::SenseKey::unit_attention && sense->asc == 0x2a &&
+           sense->ascq == 0x09;
+  }
+
+  // SPC-4 Annex D 2A/09 CAPACITY DATA HAS CHANGED, as a unit attention or an asynchronous event
+  // (RFC 7143 §11.9.1): the LU was resized. New NBD clients see the new size; the NBD protocol
+  // has no way to tell a connected one.
+  static awaitable<void> reread_capacity(std::shared_ptr<Impl> self) {
+    if (self->rereading_capacity || !self->identified) co_return;
+    self->rereading_capacity = true;
+    std::vector<std::byte> data;
+    std::string detail;
+    auto ec = co_await self->read_data(scsi::read_capacity16(32), 32, data, detail, nullptr);
+    self->rereading_capacity = false;
+    if (ec || self->closing) co_return;
+    auto rc = scsi::parse_read_capacity16(data);
+    if (!rc || rc->block_length != self->info.logical_block_size) co_return;
+    const uint64_t blocks = rc->last_lba + 1;
+    if (blocks == self->identity.blocks) co_return;
+    self->identity.blocks = blocks;
+    self->info.size_bytes = blocks * rc->block_length;
+    if (self->capacity_event) self->capacity_event(self->info.size_bytes);
   }
 
   static scsi::Disposition disposition_of(const Command& c) {
@@ -284,9 +507,12 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     if (closing) return;
     for (auto& p : paths) {
       std::string why;
-      const bool reachable = iscsi_io::route_exists(p->config.portal_host, p->config.portal_port,
-                                                    p->config.source_address, why);
-      if (!reachable && (p->state == PathState::active || p->state == PathState::connecting)) {
+      const bool reachable = iscsi_io::route_exists(
+          {p->config.portal_host, p->config.portal_port, p->config.source_address,
+           p->config.interface_name},
+          why);
+      if (!reachable && (p->state == PathState::active || p->state == PathState::ghost ||
+                         p->state == PathState::connecting)) {
         path_failed(*p, "no route to the portal: " + why);
       } else if (reachable && p->state == PathState::failed && !p->rejoining && p->timer) {
         p->reconnect_failures = 0;
@@ -313,6 +539,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     p.state = PathState::failed;
     p.last_error = reason;
     emit(p, reason);
+    reconsider_groups("path " + p.name + " failed");
     // Abortive close (SO_LINGER 0): the kernel must not deliver this connection's queued data
     // once the network heals.
     if (p.session) p.session->close();
@@ -361,6 +588,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   void watch(Path& p, const std::shared_ptr<iscsi_io::PathSession>& session) {
+    session->on_scsi_event([this](const iscsi_io::ScsiAsyncEvent& event) {
+      if (event.capacity_changed() && !closing)
+        asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
+    });
     session->on_failure([this, &p, session](std::error_code ec, const std::string& detail) {
       if (p.session == session) path_failed(p, detail.empty() ? ec.message() : detail);
     });
@@ -409,28 +640,45 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   static awaitable<void> join(std::shared_ptr<Impl> self, Path& p) {
     std::string detail;
     std::string wwid;
-    auto ec = co_await self->path_wwid(p, wwid, detail);
+    std::vector<scsi::Designator> designators;
+    auto ec = co_await self->path_identity(p, wwid, designators, detail);
     if (self->closing) co_return;
     if (ec) {
       self->path_failed(p, "identity check failed: " + detail);
       co_return;
     }
     if (wwid != self->identity.wwid) {
-      p.state = PathState::refused;
-      p.rejoining = false;
-      p.last_error = "presents device " + (wwid.empty() ? std::string("(no WWID)") : wwid) +
-                     ", not " + self->identity.wwid;
-      self->emit(p, p.last_error);
-      p.session->close();
+      self->refuse(p, wwid);
       co_return;
     }
-    p.state = PathState::active;
+    PathState state = PathState::active;
+    ec = co_await self->classify(p, designators, state);
+    if (self->closing) co_return;
+    if (ec) {
+      self->path_failed(p, "ALUA check failed: " + ec.message());
+      co_return;
+    }
+    p.state = state;
     p.rejoining = false;
-    self->emit(p, "path is up");
+    self->emit(p, state == PathState::ghost ? "path is up, ALUA standby: carries no I/O"
+                                            : "path is up");
+    self->reconsider_groups("path " + p.name + " is back");
     self->path_available();
   }
 
-  awaitable<std::error_code> path_wwid(Path& p, std::string& wwid, std::string& detail) {
+  // A path that presents another device never carries I/O (nor is logged in again).
+  void refuse(Path& p, const std::string& wwid) {
+    p.state = PathState::refused;
+    p.rejoining = false;
+    p.last_error = "presents device " + (wwid.empty() ? std::string("(no WWID)") : wwid) +
+                   ", not " + (identity.wwid.empty() ? config.expected_wwid : identity.wwid);
+    emit(p, p.last_error);
+    if (p.session) p.session->close();
+  }
+
+  awaitable<std::error_code> path_identity(Path& p, std::string& wwid,
+                                           std::vector<scsi::Designator>& designators,
+                                           std::string& detail) {
     std::vector<std::byte> data;
     Command tur;
     tur.cdb = scsi::test_unit_ready().bytes;
@@ -439,7 +687,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     if (auto ec = co_await read_data(scsi::inquiry(true, scsi::vpd::device_identification, 4096),
                                      4096, data, detail, &p))
       co_return ec;
-    if (auto d = scsi::parse_device_identification(data)) wwid = scsi::wwid_from_designators(*d);
+    if (auto d = scsi::parse_device_identification(data)) {
+      wwid = scsi::wwid_from_designators(*d);
+      designators = std::move(*d);
+    }
     if (wwid.empty()) {
       if (auto ec = co_await read_data(scsi::inquiry(true, scsi::vpd::unit_serial_number, 255),
                                        255, data, detail, &p))
@@ -558,8 +809,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
         identity.serial = *s;
     if (supported(scsi::vpd::device_identification))
       if (auto d = scsi::parse_device_identification(
-              co_await vpd_page(scsi::vpd::device_identification, detail, &path)))
+              co_await vpd_page(scsi::vpd::device_identification, detail, &path))) {
         identity.wwid = scsi::wwid_from_designators(*d);
+        probe_designators = std::move(*d);
+      }
     if (identity.wwid.empty() && !identity.serial.empty()) identity.wwid = "S" + identity.serial;
     if (supported(scsi::vpd::block_limits))
       if (auto l = scsi::parse_block_limits(co_await vpd_page(scsi::vpd::block_limits, detail, &path))) {
@@ -810,6 +1063,7 @@ std::string_view path_state_name(PathState state) {
   switch (state) {
     case PathState::connecting: return "connecting";
     case PathState::active: return "active";
+    case PathState::ghost: return "ghost";
     case PathState::failed: return "failed";
     case PathState::refused: return "refused";
   }
@@ -826,8 +1080,25 @@ void LunDevice::submit(IoRequest& request) { impl_->submit(request); }
 std::vector<PathStatus> LunDevice::path_status() const {
   std::vector<PathStatus> out;
   for (const auto& p : impl_->paths)
-    out.push_back({p->name, p->state, p->in_flight, p->commands, p->bytes, p->errors, p->last_error});
+    out.push_back({.name = p->name,
+                   .state = p->state,
+                   .in_flight = p->in_flight,
+                   .commands = p->commands,
+                   .bytes = p->bytes,
+                   .errors = p->errors,
+                   .iops = p->iops,
+                   .last_error = p->last_error,
+                   .group = p->group,
+                   .priority = p->priority,
+                   .group_in_use = impl_->group_in_use == p->group,
+                   .alua_state = p->alua ? std::string(scsi::alua_state_name(*p->alua)) : ""});
   return out;
+}
+
+Grouping LunDevice::grouping() const { return impl_->config.grouping; }
+
+void LunDevice::on_capacity_change(std::function<void(uint64_t size_bytes)> handler) {
+  impl_->capacity_event = std::move(handler);
 }
 
 void LunDevice::on_path_event(
@@ -850,56 +1121,33 @@ void LunDevice::open(asio::io_context& io, LunConfig config, OpenHandler done) {
   for (size_t i = 0; i < impl->config.paths.size(); ++i) {
     auto path = std::make_unique<Path>();
     path->index = i;
-    path->config = impl->config.paths[i];
+    path->config = impl->config.paths[i].login;
+    path->configured_priority = impl->config.paths[i].priority;
     path->name = iscsi_io::describe(path->config);
     impl->paths.push_back(std::move(path));
   }
+  impl->open_done = std::move(done);
 
   impl->route_watch = std::make_unique<iscsi_io::RouteWatch>(
       io, [raw = impl.get()] { raw->routes_changed(); });
 
-  // All paths log in at once. The first to succeed is probed and opens the device; the others
-  // join after an identity check. Open fails only when every path failed.
-  struct OpenState {
-    size_t pending;
-    bool settled = false;
-    bool probing = false;
-    std::error_code last_error;
-    std::string failures;
-    OpenHandler done;
-  };
-  auto state = std::make_shared<OpenState>(OpenState{impl->paths.size(), false, false, {}, {}, done});
-
-  auto settle_failure = [impl, state](std::error_code ec, const std::string& detail) {
-    if (state->settled) return;
-    state->settled = true;
-    impl->closing = true;
-    for (auto& p : impl->paths) {
-      if (p->timer) p->timer->cancel();
-      if (p->session) p->session->close();
-    }
-    state->done(ec, detail, nullptr);
-  };
-
+  // All paths log in at once; open_step() decides which one is probed.
   for (auto& path_ptr : impl->paths) {
     Path& p = *path_ptr;
     auto session = iscsi_io::PathSession::create(io, p.config);
     p.session = session;
-    session->start([impl, state, &p, session, settle_failure](std::error_code ec,
-                                                              const std::string& detail) {
-      --state->pending;
-      if (impl->closing) return;
+    session->start([impl, &p, session](std::error_code ec, const std::string& detail) {
+      if (impl->closing || p.session != session) return;
       if (ec) {
         p.state = PathState::failed;
         p.last_error = detail;
-        state->last_error = ec;
-        state->failures += (state->failures.empty() ? "" : "; ") + std::string("login to ") +
-                           p.name + " failed: " + detail;
-        if (state->pending == 0 && !state->probing && !state->settled) {
-          settle_failure(ec, state->failures);
-        } else {
-          impl->schedule_reconnect(p);
+        if (!impl->identified) {
+          impl->open_error = ec;
+          impl->open_failures += (impl->open_failures.empty() ? "" : "; ") +
+                                 std::string("login to ") + p.name + " failed: " + detail;
         }
+        impl->schedule_reconnect(p);
+        impl->open_step();
         return;
       }
       p.portal_group_tag = session->target_portal_group_tag();
@@ -908,37 +1156,91 @@ void LunDevice::open(asio::io_context& io, LunConfig config, OpenHandler done) {
         asio::co_spawn(impl->io, Impl::join(impl, p), asio::detached);
         return;
       }
-      if (state->probing) return;  // joins when the probe is done
-      state->probing = true;
-      asio::co_spawn(
-          impl->io,
-          [impl, state, &p, settle_failure]() -> awaitable<void> {
-            std::string probe_detail;
-            auto pec = co_await impl->probe(p, probe_detail);
-            state->probing = false;
-            if (pec) {
-              settle_failure(pec, probe_detail);
-              co_return;
-            }
-            impl->identified = true;
-            p.state = PathState::active;
-            state->settled = true;
-            // Paths that logged in while the probe ran join now.
-            for (auto& other : impl->paths)
-              if (other.get() != &p && other->state == PathState::connecting &&
-                  other->session && other->session->ready())
-                asio::co_spawn(impl->io, Impl::join(impl, *other), asio::detached);
-            state->done({}, {}, std::shared_ptr<LunDevice>(new LunDevice(impl)));
-          },
-          asio::detached);
+      impl->open_step();
     });
   }
+}
+
+// Which path is probed to identify the LU: with target.wwid given, the first to log in (the
+// device is pinned, so any path can show it); without, the first in the configuration's order
+// whose login succeeds, so the device the user listed first defines the LUN and a path to
+// another device is the one refused, whatever the login race.
+void LunDevice::Impl::open_step() {
+  if (!open_done || probing || identified) return;
+  Path* candidate = nullptr;
+  bool pending = false;
+  for (auto& p : paths) {
+    if (p->state == PathState::failed || p->state == PathState::refused) continue;
+    if (p->session && p->session->ready()) {
+      candidate = p.get();
+      break;
+    }
+    pending = true;
+    if (config.expected_wwid.empty()) return;  // an earlier path's login decides first
+  }
+  if (candidate == nullptr) {
+    if (!pending) fail_open(open_error, open_failures);
+    return;
+  }
+  probing = true;
+  asio::co_spawn(io, probe_and_open(shared_from_this(), *candidate), asio::detached);
+}
+
+awaitable<void> LunDevice::Impl::probe_and_open(std::shared_ptr<Impl> self, Path& p) {
+  std::string detail;
+  auto ec = co_await self->probe(p, detail);
+  self->probing = false;
+  if (!self->open_done) co_return;
+  if (ec) {
+    self->fail_open(ec, detail);
+    co_return;
+  }
+  if (!self->config.expected_wwid.empty() && self->identity.wwid != self->config.expected_wwid) {
+    const std::string wwid = self->identity.wwid;
+    self->identity = {};
+    self->refuse(p, wwid);
+    self->open_error = std::make_error_code(std::errc::no_such_device);
+    self->open_failures += (self->open_failures.empty() ? "" : "; ") + p.name + " " + p.last_error;
+    self->open_step();
+    co_return;
+  }
+  PathState state = PathState::active;
+  if (auto cec = co_await self->classify(p, self->probe_designators, state)) {
+    self->fail_open(cec, "ALUA check on " + p.name + " failed: " + cec.message());
+    co_return;
+  }
+  self->identified = true;
+  p.state = state;
+  self->reconsider_groups("first path");
+  self->start_sampler();
+  // Paths that logged in while the probe ran join now.
+  for (auto& other : self->paths)
+    if (other.get() != &p && (other->state == PathState::connecting || other->rejoining) &&
+        other->session && other->session->ready())
+      asio::co_spawn(self->io, Impl::join(self, *other), asio::detached);
+  auto done = std::move(self->open_done);
+  self->open_done = nullptr;
+  done({}, {}, std::shared_ptr<LunDevice>(new LunDevice(self)));
+}
+
+void LunDevice::Impl::fail_open(std::error_code ec, const std::string& detail) {
+  auto done = std::move(open_done);
+  open_done = nullptr;
+  closing = true;
+  for (auto& p : paths) {
+    if (p->timer) p->timer->cancel();
+    if (p->session) p->session->close();
+  }
+  if (!ec) ec = std::make_error_code(std::errc::no_such_device);
+  done(ec, detail, nullptr);
 }
 
 void LunDevice::stop_queueing() {
   auto impl = impl_;
   impl->closing = true;
   impl->no_path_timer.reset();
+  impl->failback_timer.reset();
+  impl->sampler.reset();
   impl->route_watch.reset();
   for (auto& p : impl->paths)
     if (p->timer) p->timer->cancel();

@@ -18,6 +18,7 @@
 #include <scsi/inquiry.hpp>
 
 #include "mpio/block_device.hpp"
+#include "mpio/path_group.hpp"
 
 namespace boost::asio {
 class io_context;
@@ -32,11 +33,23 @@ struct NoPathRetry {
   uint32_t intervals = 0;  // Mode::intervals: queue this many polling intervals, then fail
 };
 
+struct LunPath {
+  // Login parameters. Each path must have its own ISID: one ISID on two paths to the same
+  // portal group would be one session, and the second login would end the first.
+  iscsi_io::PathConfig login;
+  // Grouping::failover: the path with the highest priority carries I/O; equal priorities go
+  // by order.
+  uint32_t priority = 0;
+};
+
 struct LunConfig {
-  // Login parameters of each path. Each path must have its own ISID: one ISID on two paths to
-  // the same portal group would be one session, and the second login would end the first.
-  std::vector<iscsi_io::PathConfig> paths;
+  std::vector<LunPath> paths;
   uint16_t lun = 0;
+  // The device every path must present (LunIdentity::wwid). Empty: the first path in order
+  // that logs in defines it, and the others wait for that path's login to settle.
+  std::string expected_wwid;
+  Grouping grouping = Grouping::multibus;
+  Failback failback;
   std::string path_selector = "round-robin";  // see mpio/path_selector.hpp
   uint32_t rr_min_io = 1;
   // Seconds between attempts to log in again on a failed path (multipath.conf
@@ -62,7 +75,10 @@ struct LunIdentity {
   uint64_t blocks = 0;
 };
 
-enum class PathState { connecting, active, failed, refused };
+// active: carries I/O when its group is in use. ghost: logged in and identified, but its
+// target port group is in ALUA standby (multipath -ll's "ghost"): kept ready, carries nothing.
+// refused: presents another device; never carries I/O.
+enum class PathState { connecting, active, ghost, failed, refused };
 std::string_view path_state_name(PathState state);
 
 struct PathStatus {
@@ -72,7 +88,12 @@ struct PathStatus {
   uint64_t commands = 0;  // completed on this path
   uint64_t bytes = 0;
   uint64_t errors = 0;    // transport failures seen
+  uint64_t iops = 0;      // commands completed in the last second
   std::string last_error;
+  uint32_t group = 0;      // paths with the same group share I/O
+  uint32_t priority = 0;   // of the group: higher is used first
+  bool group_in_use = false;
+  std::string alua_state;  // "active/optimized", ...; empty when the target has no ALUA
 };
 
 class LunDevice : public BlockDevice {
@@ -89,6 +110,7 @@ class LunDevice : public BlockDevice {
   void submit(IoRequest& request) override;
 
   const LunIdentity& identity() const;
+  Grouping grouping() const;
   std::vector<PathStatus> path_status() const;
   size_t requests_in_flight() const;
 
@@ -103,6 +125,9 @@ class LunDevice : public BlockDevice {
   void on_path_event(std::function<void(const std::string& path, PathState state,
                                         const std::string& reason)>
                          handler);
+
+  // The LU's capacity changed (2A/09): info().size_bytes has the new size.
+  void on_capacity_change(std::function<void(uint64_t size_bytes)> handler);
 
   struct Impl;
 
