@@ -2,7 +2,8 @@
 # Installs what iscsi-mpio needs on Debian 12, as root. Safe to run again: packages already
 # present are left alone, and when nothing is missing apt is not touched at all.
 #
-#   tools/install-deps.sh            build + runtime + test peers + fuzz/sanitizer toolchain
+#   tools/install-deps.sh            build + runtime + test peers + QEMU guest test +
+#                                    benchmark plots + fuzz/sanitizer toolchain
 #   tools/install-deps.sh --minimal  build + what `tools/demo.sh` needs at run time
 set -euo pipefail
 
@@ -14,7 +15,12 @@ readonly build_packages=(g++ cmake ninja-build pkg-config libboost1.81-dev libsp
 readonly runtime_packages=(tgt libnbd-bin python3 procps iproute2)
 # Integration tests: a second target, the qemu-nbd/libiscsi peer, load and fault tools.
 readonly peer_packages=(tgt istgt libiscsi-bin qemu-utils qemu-block-extra fio libnbd-bin nbdkit
-  iproute2 nftables python3 util-linux procps)
+  iproute2 nftables python3 python3-libnbd jq util-linux procps)
+# The guest test (tools/guest/): a QEMU TCG guest booting Debian's kernel package (fetched by
+# the test itself) with busybox and e2fsprogs in a cpio initramfs.
+readonly guest_packages=(qemu-system-x86 busybox-static e2fsprogs cpio)
+# tools/bench: plots of the benchmark results.
+readonly bench_packages=(gnuplot-nox)
 # libFuzzer targets and the ASan/UBSan build.
 readonly fuzz_packages=(clang-14 libclang-rt-14-dev)  # tools/fuzz.sh calls clang-14 by name
 
@@ -22,12 +28,13 @@ minimal=0
 case ${1:-} in
   '') ;;
   --minimal) minimal=1 ;;
-  -h | --help) sed -n '2,6{s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+  -h | --help) sed -n '2,7{s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
   *) echo "usage: $0 [--minimal]" >&2; exit 2 ;;
 esac
 
 wanted=("${build_packages[@]}" "${runtime_packages[@]}")
-((minimal)) || wanted+=("${peer_packages[@]}" "${fuzz_packages[@]}")
+((minimal)) ||
+  wanted+=("${peer_packages[@]}" "${guest_packages[@]}" "${bench_packages[@]}" "${fuzz_packages[@]}")
 
 missing=()
 for package in $(printf '%s\n' "${wanted[@]}" | sort -u); do

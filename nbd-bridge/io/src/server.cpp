@@ -99,19 +99,21 @@ struct ConnectionLimits {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
+  // `handshake_done`: the peer already knows the export and starts in the transmission phase.
   Connection(Socket socket, mpio::BlockDevice& device, ExportDescription export_description,
-             ConnectionLimits limits, std::string peer)
+             ConnectionLimits limits, std::string peer, bool handshake_done)
       : socket_(std::move(socket)),
         wake_(socket_.get_executor(), asio::steady_timer::time_point::max()),
         device_(device),
         export_(std::move(export_description)),
         limits_(limits),
-        peer_(std::move(peer)) {}
+        peer_(std::move(peer)),
+        handshake_done_(handshake_done) {}
 
   awaitable<void> run() {
     auto self = shared_from_this();
     spdlog::info("nbd: client {} connected to export '{}'", peer_, export_.name);
-    if (co_await handshake()) {
+    if (handshake_done_ || co_await handshake()) {
       in_transmission_ = true;
       writer_running_ = true;
       asio::co_spawn(socket_.get_executor(), write_replies(), asio::detached);
@@ -412,6 +414,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   ExportDescription export_;
   ConnectionLimits limits_;
   std::string peer_;
+  bool handshake_done_ = false;
   bool structured_ = false;
   bool in_transmission_ = false;
   bool stopping_ = false;
@@ -561,22 +564,27 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       if (!ec && (family == AF_INET || family == AF_INET6)) {
         socket.set_option(asio::ip::tcp::no_delay(true), ec);
       }
-      ExportDescription export_description{options.export_name, options.description, device.info()};
-      auto connection = std::make_shared<Connection>(
-          std::move(socket), device, std::move(export_description),
-          ConnectionLimits{options.max_requests_per_connection, options.max_bytes_per_connection},
-          describe_peer(remote, next_id++));
-      connections.insert(connection);
-      ++connection_count;
-      asio::co_spawn(io, connection->run(), [self, connection](std::exception_ptr error) {
-        if (error) spdlog::warn("nbd: connection ended with an exception");
-        self->connections.erase(connection);
-        --self->connection_count;
-        self->maybe_drained();
-      });
+      add_connection(std::move(socket), describe_peer(remote, next_id++), false);
     }
     accepting = false;
     maybe_drained();
+  }
+
+  void add_connection(Socket socket, std::string peer, bool handshake_done) {
+    ExportDescription export_description{options.export_name, options.description, device.info()};
+    auto connection = std::make_shared<Connection>(
+        std::move(socket), device, std::move(export_description),
+        ConnectionLimits{options.max_requests_per_connection, options.max_bytes_per_connection},
+        std::move(peer), handshake_done);
+    connections.insert(connection);
+    ++connection_count;
+    asio::co_spawn(io, connection->run(),
+                   [self = shared_from_this(), connection](std::exception_ptr error) {
+                     if (error) spdlog::warn("nbd: connection ended with an exception");
+                     self->connections.erase(connection);
+                     --self->connection_count;
+                     self->maybe_drained();
+                   });
   }
 
   void do_stop(std::function<void()> callback) {
@@ -630,6 +638,28 @@ std::error_code Server::start(std::string* detail) {
   impl_->accepting = true;
   spdlog::info("nbd: serving export '{}' at {}", impl_->options.export_name, endpoint_uri());
   asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
+  return {};
+}
+
+std::error_code Server::serve_connected(int fd, std::string peer, std::string* detail) {
+  Socket socket(impl_->io);
+  error_code ec;
+  if (impl_->stopping) {
+    ::close(fd);
+    if (detail) *detail = "the server is stopping";
+    return std::make_error_code(std::errc::operation_canceled);
+  }
+  int domain = AF_UNIX;
+  socklen_t domain_size = sizeof domain;
+  ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &domain_size);
+  socket.assign(Protocol(domain, 0), fd, ec);
+  if (ec) {
+    ::close(fd);
+    if (detail) *detail = "cannot serve socket " + std::to_string(fd) + ": " + ec.message();
+    return ec;
+  }
+  peer += " #" + std::to_string(impl_->next_id++);
+  impl_->add_connection(std::move(socket), std::move(peer), true);
   return {};
 }
 

@@ -24,6 +24,7 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 
 #include "common/bytes.hpp"
 #include "common/hex.hpp"
@@ -148,6 +149,11 @@ struct RawClient {
     send("49484156454f5054 00000001 00000004 6469736b");  // NBD_OPT_EXPORT_NAME "disk"
     REQUIRE(receive(10).size() == 10);
   }
+  // A socket already in the transmission phase (the kernel's side of serve_connected()).
+  struct Adopt {
+    int fd;
+  };
+  explicit RawClient(Adopt connected) : fd(connected.fd) {}
   ~RawClient() { ::close(fd); }
 
   void send(std::string_view hex) { send_bytes(common::from_hex(hex)); }
@@ -536,4 +542,73 @@ TEST_CASE("TCP listener on loopback with an ephemeral port", "[nbd_server]") {
   server.stop([&] { drained.set_value(); });
   CHECK(drained.get_future().wait_for(5s) == std::future_status::ready);
   thread.join();  // nothing left to run once drained
+}
+
+namespace {
+
+// serve_connected() on the server's own thread, as the contract asks.
+std::error_code serve_on_io_thread(Fixture& f, int fd) {
+  std::promise<std::error_code> result;
+  boost::asio::post(f.io, [&] { result.set_value(f.server->serve_connected(fd, "kernel")); });
+  return result.get_future().get();
+}
+
+std::pair<int, int> stream_pair() {
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  return {fds[0], fds[1]};
+}
+
+}  // namespace
+
+TEST_CASE("serve_connected: no handshake, simple replies from the first byte", "[nbd_server]") {
+  Fixture f;
+  const auto [ours, kernels] = stream_pair();
+  REQUIRE_FALSE(serve_on_io_thread(f, ours));
+  RawClient kernel(RawClient::Adopt{kernels});
+  CHECK(eventually([&] { return f.server->connection_count() == 1; }));
+
+  // The first bytes on the wire are a request, not NBDMAGIC: nothing arrives unasked.
+  CHECK(kernel.nothing_within(50ms));
+  kernel.request(nbd::kCmdWrite, 0x1122334455667788, 4096, 512);
+  kernel.send_bytes(pattern(512, 9));
+  CHECK(common::to_hex(kernel.receive(16)) == hex("67446698 00000000 1122334455667788"));
+  CHECK(f.device.read_bytes(4096, 512) == pattern(512, 9));
+
+  kernel.request(nbd::kCmdRead, 2, 4096, 512);
+  CHECK(common::to_hex(kernel.receive(16)) == hex("67446698 00000000 0000000000000002"));
+  CHECK(kernel.receive(512) == pattern(512, 9));
+
+  // DF needs structured replies, which this connection never negotiated.
+  kernel.request(nbd::kCmdRead, 3, 0, 512, nbd::kCmdFlagDf);
+  CHECK(kernel.simple_reply() == std::pair<uint32_t, uint64_t>{nbd::kEinval, 3});
+
+  kernel.request(nbd::kCmdDisc, 4, 0, 0);
+  CHECK(kernel.at_eof());
+  CHECK(eventually([&] { return f.server->connection_count() == 0; }));
+}
+
+TEST_CASE("serve_connected: stop() drains and closes it like any connection", "[nbd_server]") {
+  Fixture f;
+  const auto [ours, kernels] = stream_pair();
+  REQUIRE_FALSE(serve_on_io_thread(f, ours));
+  RawClient kernel(RawClient::Adopt{kernels});
+  f.device.set_defer(true);
+  kernel.request(nbd::kCmdRead, 5, 0, 512);
+  REQUIRE(eventually([&] { return f.device.deferred_count() == 1; }));
+  std::promise<void> drained;
+  f.stopped = true;
+  f.server->stop([&] { drained.set_value(); });
+  CHECK(kernel.nothing_within(50ms));
+  f.device.complete_all_deferred();
+  CHECK(kernel.simple_reply() == std::pair<uint32_t, uint64_t>{0, 5});
+  CHECK(kernel.receive(512).size() == 512);
+  CHECK(kernel.at_eof());
+  CHECK(drained.get_future().wait_for(5s) == std::future_status::ready);
+
+  // Once stopping, a new socket is refused and closed.
+  const auto [late_ours, late_kernels] = stream_pair();
+  CHECK(serve_on_io_thread(f, late_ours) == std::errc::operation_canceled);
+  RawClient late(RawClient::Adopt{late_kernels});
+  CHECK(late.at_eof());
 }

@@ -54,6 +54,14 @@ class Server {
   // a path that is not a socket. `detail` (optional) receives a human-readable reason.
   std::error_code start(std::string* detail = nullptr);
 
+  // Serves `fd`, a connected stream socket whose peer already knows the export (the kernel's
+  // nbd driver, nbd_io/kernel_device.hpp): no handshake, straight to the transmission phase
+  // (proto.md "Transmission") with simple replies, size device.info().size_bytes and
+  // transmission flags nbd::transmission_flags(info, false). Takes ownership of `fd`, also on
+  // error. `peer` names the connection in logs. Call on the io_context's thread (or before it
+  // runs); refused with std::errc::operation_canceled once stop() was called.
+  std::error_code serve_connected(int fd, std::string peer, std::string* detail = nullptr);
+
   // Stops accepting, stops reading requests, waits until every request already read has
   // completed on the device and its reply is written, closes the connections, then runs
   // on_drained on the io_context thread. Clients still in the handshake are closed at once.
