@@ -1,5 +1,15 @@
 #include "config/config.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <array>
+#include <cctype>
+#include <cerrno>
+#include <cstring>
+
+#include <charconv>
 #include <cstdio>
 #include <functional>
 
@@ -69,6 +79,29 @@ struct ip_address {
   void emit(YAML::Emitter& out, const std::string& value) const { out << value; }
 };
 
+// A Linux interface name as SO_BINDTODEVICE takes it: 1 to 15 bytes (IFNAMSIZ - 1), no '/',
+// ':' or white space (dev_valid_name in the kernel).
+struct interface_name {
+  bool operator()(Context& ctx, const YAML::Node& node, const std::string& path,
+                  std::string& out) const {
+    const std::string* text = scalar_or_error(ctx, node, path, "a network interface name");
+    if (text == nullptr) {
+      return false;
+    }
+    const bool valid = !text->empty() && text->size() <= 15 && *text != "." && *text != ".." &&
+                       text->find_first_of("/: \t\n") == std::string::npos;
+    if (!valid) {
+      ctx.error(node, path, config_errc::invalid_value,
+                quoted(*text) + " is not a network interface name (1 to 15 characters, no '/', "
+                                "':' or spaces)");
+      return false;
+    }
+    out = *text;
+    return true;
+  }
+  void emit(YAML::Emitter& out, const std::string& value) const { out << value; }
+};
+
 struct listen_address {
   bool operator()(Context& ctx, const YAML::Node& node, const std::string& path,
                   Listen& out) const {
@@ -88,30 +121,271 @@ struct listen_address {
   void emit(YAML::Emitter& out, const Listen& value) const { out << to_string(value); }
 };
 
+// nbd.device: "none", "auto" or "/dev/nbdN" (N plain decimal, below 2^20: the minor number
+// space the block layer has).
+struct nbd_device {
+  bool operator()(Context& ctx, const YAML::Node& node, const std::string& path,
+                  NbdDevice& out) const {
+    const std::string expected = "none, auto or /dev/nbdN";
+    const std::string* text = scalar_or_error(ctx, node, path, expected);
+    if (text == nullptr) {
+      return false;
+    }
+    if (*text == "none" || *text == "auto") {
+      out = NbdDevice{*text == "none" ? NbdDevice::Mode::none : NbdDevice::Mode::any, 0};
+      return true;
+    }
+    constexpr std::string_view prefix = "/dev/nbd";
+    const std::string_view digits = std::string_view(*text).substr(
+        std::string_view(*text).starts_with(prefix) ? prefix.size() : text->size());
+    std::uint32_t index = 0;
+    const auto [stop, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), index);
+    const bool plain = !digits.empty() && digits.size() <= 7 &&
+                       (digits.size() == 1 || digits[0] != '0') && ec == std::errc{} &&
+                       stop == digits.data() + digits.size() && index < (1u << 20);
+    if (!plain) {
+      ctx.error(node, path, config_errc::invalid_value,
+                "expected " + expected + ", got " + quoted(*text));
+      return false;
+    }
+    out = NbdDevice{NbdDevice::Mode::index, index};
+    return true;
+  }
+  void emit(YAML::Emitter& out, const NbdDevice& value) const {
+    switch (value.mode) {
+      case NbdDevice::Mode::none:
+        out << "none";
+        break;
+      case NbdDevice::Mode::any:
+        out << "auto";
+        break;
+      case NbdDevice::Mode::index:
+        out << "/dev/nbd" + std::to_string(value.index);
+        break;
+    }
+  }
+};
+
+// secret_file: an absolute path (the daemon's working directory is no place to look for a
+// secret). The file itself is read by check_auth(), and only for method chap.
+struct file_path {
+  bool operator()(Context& ctx, const YAML::Node& node, const std::string& path,
+                  std::string& out) const {
+    const std::string* text = scalar_or_error(ctx, node, path, "an absolute file path");
+    if (text == nullptr) {
+      return false;
+    }
+    if (text->empty() || text->front() != '/' || text->size() > 4096 ||
+        text->find('\0') != std::string::npos) {
+      ctx.error(node, path, config_errc::invalid_value,
+                "expected an absolute file path, got " + quoted(*text));
+      return false;
+    }
+    out = *text;
+    return true;
+  }
+  void emit(YAML::Emitter& out, const std::string& value) const { out << value; }
+};
+
+// CHAP_A preference list: a non-empty list of distinct algorithm names.
+struct chap_algorithm_list {
+  static constexpr std::array<std::pair<std::string_view, ChapAlgorithm>, 4> names{{
+      {"sha3-256", ChapAlgorithm::sha3_256},
+      {"sha256", ChapAlgorithm::sha256},
+      {"sha1", ChapAlgorithm::sha1},
+      {"md5", ChapAlgorithm::md5},
+  }};
+
+  bool operator()(Context& ctx, const YAML::Node& node, const std::string& path,
+                  std::vector<ChapAlgorithm>& out) const {
+    std::string choices;
+    for (const auto& [name, value] : names) {
+      choices += (choices.empty() ? "" : ", ") + std::string(name);
+    }
+    if (!node.IsSequence() || node.size() == 0) {
+      ctx.error(node, path, config_errc::wrong_type,
+                "expected a non-empty list of CHAP algorithms (" + choices + "), got " +
+                    describe_node(node));
+      return false;
+    }
+    std::vector<ChapAlgorithm> parsed;
+    bool ok = true;
+    for (const auto& item : node) {
+      const std::string* word = scalar_or_error(ctx, item, path, "a CHAP algorithm name");
+      if (word == nullptr) {
+        ok = false;
+        continue;
+      }
+      const auto found = std::find_if(names.begin(), names.end(),
+                                      [&](const auto& entry) { return entry.first == *word; });
+      if (found == names.end()) {
+        ctx.error(item, path, config_errc::invalid_value,
+                  "unknown CHAP algorithm " + quoted(*word) + "; expected one of: " + choices);
+        ok = false;
+      } else if (std::find(parsed.begin(), parsed.end(), found->second) != parsed.end()) {
+        ctx.error(item, path, config_errc::invalid_value, quoted(*word) + " is listed twice");
+        ok = false;
+      } else {
+        parsed.push_back(found->second);
+      }
+    }
+    if (ok) {
+      out = std::move(parsed);
+    }
+    return ok;
+  }
+  void emit(YAML::Emitter& out, const std::vector<ChapAlgorithm>& value) const {
+    out << YAML::Flow << YAML::BeginSeq;
+    for (const ChapAlgorithm algorithm : value) {
+      for (const auto& [name, choice] : names) {
+        if (choice == algorithm) {
+          out << std::string(name);
+        }
+      }
+    }
+    out << YAML::EndSeq;
+  }
+};
+
 // NBD proto.md ("Option types", NBD_OPT_INFO): servers may reject export names over 4096 bytes.
 constexpr std::size_t max_export_name = 4096;
 // SAM-5 §4.7.7 flat space addressing: the largest LUN a 14-bit single-level address holds.
 constexpr std::uint16_t max_flat_lun = 16383;
 constexpr std::string_view default_socket_dir = "/run/iscsi-mpio/";
 
+// A CHAP secret is at most 255 bytes (as `secret:` allows); a file much larger than that is
+// not a secret file.
+constexpr std::size_t max_secret_length = 255;
+constexpr std::size_t max_secret_file_size = 4096;
+
+// Reads a secret file: one line, the trailing newline removed. Errors name the file, never
+// what it holds; a file its group or others may read gets a warning (RFC 7143 §12.1.3 wants
+// secrets kept from anyone else).
+bool read_secret_file(Context& ctx, const YAML::Node& at, const std::string& key_path,
+                      const std::string& file, std::string& secret) {
+  const std::string name = "secret file '" + file + "'";
+  // O_NONBLOCK: a FIFO named by mistake must not hang the load; it is refused below.
+  const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) {
+    ctx.error(at, key_path, config_errc::io_error,
+              "cannot open " + name + ": " + std::strerror(errno));
+    return false;
+  }
+  struct FdCloser {
+    int fd;
+    ~FdCloser() { ::close(fd); }
+  } closer{fd};
+  struct stat info {};
+  if (::fstat(fd, &info) != 0 || !S_ISREG(info.st_mode)) {
+    ctx.error(at, key_path, config_errc::io_error, name + " is not a regular file");
+    return false;
+  }
+  std::string content(max_secret_file_size + 1, '\0');
+  std::size_t filled = 0;
+  while (filled < content.size()) {
+    const ssize_t n = ::read(fd, content.data() + filled, content.size() - filled);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n < 0) {
+      ctx.error(at, key_path, config_errc::io_error,
+                "cannot read " + name + ": " + std::strerror(errno));
+      return false;
+    }
+    if (n == 0) {
+      break;
+    }
+    filled += static_cast<std::size_t>(n);
+  }
+  content.resize(filled);
+  if (content.size() > max_secret_file_size) {
+    ctx.error(at, key_path, config_errc::invalid_value,
+              name + " is larger than " + std::to_string(max_secret_file_size) +
+                  " bytes; it should hold the CHAP secret alone");
+    return false;
+  }
+  if (content.ends_with('\n')) {
+    content.pop_back();
+    if (content.ends_with('\r')) {
+      content.pop_back();
+    }
+  }
+  if (content.empty()) {
+    ctx.error(at, key_path, config_errc::invalid_value, name + " is empty");
+    return false;
+  }
+  if (content.find_first_of(std::string_view("\n\0", 2)) != std::string::npos) {
+    ctx.error(at, key_path, config_errc::invalid_value,
+              name + " holds more than one line (or a NUL byte); put the secret alone on the "
+                     "first line");
+    return false;
+  }
+  if (content.size() > max_secret_length) {
+    ctx.error(at, key_path, config_errc::invalid_value,
+              name + " holds a secret of " + std::to_string(content.size()) + " bytes; at most " +
+                  std::to_string(max_secret_length) + " are allowed");
+    return false;
+  }
+  if ((info.st_mode & (S_IRGRP | S_IROTH)) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(info.st_mode & 07777));
+    ctx.warning(at, key_path, config_errc::insecure_file,
+                name + " is readable by " +
+                    ((info.st_mode & S_IROTH) != 0 ? "every user" : "its group") + " (mode " +
+                    mode + "); chmod 600 it");
+  }
+  secret = std::move(content);
+  return true;
+}
+
+// `secret` or `secret_file`, never both (in `auth` and in `auth.mutual` alike).
+void check_one_secret_source(Context& ctx, const YAML::Node& map, const std::string& path) {
+  if (find_value(map, "secret") && find_value(map, "secret_file")) {
+    ctx.error(*find_key(map, "secret_file"), join_key(path, "secret_file"),
+              config_errc::invalid_value, "give either 'secret' or 'secret_file', not both");
+  }
+}
+
+void check_mutual(Context& ctx, const YAML::Node& map, const std::string& path, Mutual& mutual) {
+  check_one_secret_source(ctx, map, path);
+  if (!find_value(map, "secret") && !find_value(map, "secret_file")) {
+    ctx.error_in_section(map, join_key(path, "secret"), config_errc::missing_key,
+                         "missing required key 'secret' (or 'secret_file')");
+  }
+}
+
 void check_auth(Context& ctx, const YAML::Node& map, const std::string& path, Auth& auth) {
+  check_one_secret_source(ctx, map, path);
   if (auth.method != Auth::Method::chap) {
     return;  // like iscsid.conf, credentials left in place under `method: none` are ignored
   }
-  for (const auto& [key, value] :
-       {std::pair{"username", &auth.username}, std::pair{"secret", &auth.secret}}) {
-    if (value->empty() && !find_value(map, key)) {
-      ctx.error_in_section(
-          map, join_key(path, key), config_errc::missing_key,
-          "missing required key '" + std::string(key) + "' (method chap needs it)");
-    }
+  if (auth.username.empty() && !find_value(map, "username")) {
+    ctx.error_in_section(map, join_key(path, "username"), config_errc::missing_key,
+                         "missing required key 'username' (method chap needs it)");
+  }
+  if (auth.secret.empty() && !find_value(map, "secret") && !find_value(map, "secret_file")) {
+    ctx.error_in_section(map, join_key(path, "secret"), config_errc::missing_key,
+                         "missing required key 'secret' or 'secret_file' (method chap needs one)");
+  }
+  // The files are read last, once the file's structure is known to be right.
+  const auto mutual_map = find_value(map, "mutual");
+  if (auth.secret_file && !find_value(map, "secret")) {
+    read_secret_file(ctx, *find_value(map, "secret_file"), join_key(path, "secret_file"),
+                     *auth.secret_file, auth.secret);
+  }
+  if (auth.mutual && auth.mutual->secret_file && mutual_map && !find_value(*mutual_map, "secret")) {
+    read_secret_file(ctx, *find_value(*mutual_map, "secret_file"),
+                     join_key(path, "mutual.secret_file"), *auth.mutual->secret_file,
+                     auth.mutual->secret);
   }
   // RFC 7143 §12.1.3: a secret used to authenticate the initiator must not also authenticate
   // a target, or a rogue target can replay the initiator's own response.
   if (auth.mutual && !auth.secret.empty() && auth.mutual->secret == auth.secret) {
-    const auto mutual = find_value(map, "mutual");
-    const auto secret = mutual ? find_value(*mutual, "secret") : std::nullopt;
-    ctx.error(secret ? *secret : map, join_key(path, "mutual.secret"), config_errc::invalid_value,
+    const bool from_file = auth.mutual->secret_file.has_value();
+    const auto node =
+        mutual_map ? find_value(*mutual_map, from_file ? "secret_file" : "secret") : std::nullopt;
+    ctx.error(node ? *node : map, join_key(path, from_file ? "mutual.secret_file" : "mutual.secret"),
+              config_errc::invalid_value,
               "must differ from the secret the initiator uses (RFC 7143 §12.1.3)");
   }
 }
@@ -205,11 +479,28 @@ void check_config(Context& ctx, const YAML::Node& root, const std::string&, Conf
 // ---- the schema. Adding a key: one line in the section's table, a member with its default
 // in config.hpp, a line in example.yaml and a row in README.md (tests check the last two).
 
+// `secret:` prints as "<redacted>"; a secret read from `secret_file:` prints as that key alone,
+// so that the printed form loads again.
+template <class S>
+Field<S> secret_field(std::string S::*secret, std::optional<std::string> S::*file) {
+  Field<S> field =
+      optional("secret", secret, text{.max_length = max_secret_length, .secret = true});
+  field.emit = [secret, file](YAML::Emitter& out, const S& value) {
+    if (!(value.*secret).empty() && !(value.*file)) {
+      out << YAML::Key << "secret" << YAML::Value << "<redacted>";
+    }
+  };
+  return field;
+}
+
 const Section<Mutual>& mutual_section() {
-  static const Section<Mutual> section({
-      required("username", &Mutual::username, text{.max_length = 255}),
-      required("secret", &Mutual::secret, text{.max_length = 255, .secret = true}),
-  });
+  static const Section<Mutual> section(
+      {
+          required("username", &Mutual::username, text{.max_length = 255}),
+          secret_field(&Mutual::secret, &Mutual::secret_file),
+          optional("secret_file", &Mutual::secret_file, file_path{}),
+      },
+      check_mutual);
   return section;
 }
 
@@ -220,10 +511,23 @@ const Section<Auth>& auth_section() {
               "method", &Auth::method,
               one_of<Auth::Method>{{{"none", Auth::Method::none}, {"chap", Auth::Method::chap}}}),
           optional("username", &Auth::username, text{.max_length = 255}),
-          optional("secret", &Auth::secret, text{.max_length = 255, .secret = true}),
+          secret_field(&Auth::secret, &Auth::secret_file),
+          optional("secret_file", &Auth::secret_file, file_path{}),
           optional("mutual", &Auth::mutual, nested<Mutual>{&mutual_section()}),
+          optional("algorithms", &Auth::algorithms, chap_algorithm_list{}),
       },
       check_auth);
+  return section;
+}
+
+const Section<Digests>& digests_section() {
+  static const one_of<Digest> choice{{{"none", Digest::none},
+                                      {"crc32c", Digest::crc32c},
+                                      {"prefer-crc32c", Digest::prefer_crc32c}}};
+  static const Section<Digests> section({
+      optional("header", &Digests::header, choice),
+      optional("data", &Digests::data, choice),
+  });
   return section;
 }
 
@@ -240,6 +544,9 @@ const Section<Target>& target_section() {
       optional("lun", &Target::lun, integer<std::uint16_t>{0, max_flat_lun}),
       optional("auth", &Target::auth, nested<Auth>{&auth_section()}),
       optional("login_timeout", &Target::login_timeout, integer<std::uint32_t>{1, 3600}),
+      optional("wwid", &Target::wwid, text{.max_length = 256}),
+      optional("digests", &Target::digests, nested<Digests>{&digests_section()}),
+      optional("command_timeout", &Target::command_timeout, integer<std::uint32_t>{0, 3600}),
   });
   return section;
 }
@@ -249,6 +556,8 @@ const Section<Path>& path_section() {
       {
           required("portal", &Path::portal, portal{}),
           optional("source", &Path::source, ip_address{}),
+          optional("interface", &Path::interface, interface_name{}),
+          optional("priority", &Path::priority, integer<std::uint32_t>{0, 1000000}),
       },
       check_path);
   return section;
@@ -258,43 +567,81 @@ const Section<Nbd>& nbd_section() {
   static const Section<Nbd> section({
       optional("listen", &Nbd::listen, listen_address{}),
       optional("export", &Nbd::export_name, text{.max_length = max_export_name}),
+      optional("device", &Nbd::device, nbd_device{}),
   });
   return section;
 }
 
-// no_path_retry (multipath.conf): "fail", "queue" or a positive number of polling intervals.
-struct no_path_retry_value {
-  bool operator()(Context& ctx, const YAML::Node& node, const std::string& path,
-                  NoPathRetry& out) const {
-    const std::string expected = "fail, queue, or a number of polling intervals from 1 to 86400";
+// multipath.conf keys that take a word or a number of units (no_path_retry, failback): a word
+// that is none of the choices gets the list of choices, a number out of range gets the range.
+template <class T>
+struct word_or_number {
+  std::vector<std::pair<std::string_view, typename T::Mode>> words;
+  typename T::Mode numeric_mode;  // the mode a number selects
+  std::uint32_t T::*number;       // where the number goes
+  std::string_view units;         // "polling intervals", "seconds"
+
+  bool operator()(Context& ctx, const YAML::Node& node, const std::string& path, T& out) const {
+    std::string expected;
+    for (const auto& [word, mode] : words) expected += std::string(word) + ", ";
+    expected += "or a number of " + std::string(units) + " from 1 to 86400";
     const std::string* word = scalar_or_error(ctx, node, path, expected);
     if (word == nullptr) return false;
-    if (*word == "fail" || *word == "queue") {
-      out = {*word == "fail" ? NoPathRetry::Mode::fail : NoPathRetry::Mode::queue, 0};
-      return true;
+    for (const auto& [name, mode] : words) {
+      if (*word == name) {
+        out = T{};
+        out.mode = mode;
+        return true;
+      }
+    }
+    const bool numeric = !word->empty() && (std::isdigit(static_cast<unsigned char>((*word)[0])) ||
+                                            (*word)[0] == '-');
+    if (!numeric) {
+      ctx.error(node, path, config_errc::invalid_value,
+                "expected " + expected + ", got " + quoted(*word));
+      return false;
     }
     std::uint32_t n = 0;
     if (!integer<std::uint32_t>{1, 86400}(ctx, node, path, n)) return false;
-    out = {NoPathRetry::Mode::intervals, n};
+    out = T{};
+    out.mode = numeric_mode;
+    out.*number = n;
     return true;
   }
-  void emit(YAML::Emitter& out, const NoPathRetry& value) const {
-    if (value.mode == NoPathRetry::Mode::intervals)
-      out << static_cast<unsigned long long>(value.intervals);
-    else
-      out << (value.mode == NoPathRetry::Mode::fail ? "fail" : "queue");
+  void emit(YAML::Emitter& out, const T& value) const {
+    if (value.mode == numeric_mode) {
+      out << static_cast<unsigned long long>(value.*number);
+      return;
+    }
+    for (const auto& [word, mode] : words)
+      if (mode == value.mode) out << std::string(word);
   }
 };
 
 const Section<Multipath>& multipath_section() {
   static const Section<Multipath> section({
+      optional("path_grouping_policy", &Multipath::path_grouping_policy,
+               one_of<Grouping>{{{"failover", Grouping::failover},
+                                 {"multibus", Grouping::multibus},
+                                 {"group_by_prio", Grouping::group_by_prio}}}),
+      optional("failback", &Multipath::failback,
+               word_or_number<Failback>{{{"immediate", Failback::Mode::immediate},
+                                         {"manual", Failback::Mode::manual}},
+                                        Failback::Mode::delayed,
+                                        &Failback::seconds,
+                                        "seconds"}),
       optional("path_selector", &Multipath::path_selector,
                one_of<std::string>{{{"round-robin", "round-robin"},
                                     {"queue-length", "queue-length"},
                                     {"service-time", "service-time"}}}),
       optional("rr_min_io", &Multipath::rr_min_io, integer<std::uint32_t>{1, 1000000}),
       optional("polling_interval", &Multipath::polling_interval, integer<std::uint32_t>{1, 3600}),
-      optional("no_path_retry", &Multipath::no_path_retry, no_path_retry_value{}),
+      optional("no_path_retry", &Multipath::no_path_retry,
+               word_or_number<NoPathRetry>{{{"fail", NoPathRetry::Mode::fail},
+                                            {"queue", NoPathRetry::Mode::queue}},
+                                           NoPathRetry::Mode::intervals,
+                                           &NoPathRetry::intervals,
+                                           "polling intervals"}),
       optional("noop_out_interval", &Multipath::noop_out_interval, integer<std::uint32_t>{0, 3600}),
       optional("noop_out_timeout", &Multipath::noop_out_timeout, integer<std::uint32_t>{1, 3600}),
   });
@@ -370,9 +717,10 @@ Result load_string(std::string_view yaml, std::string_view name_for_messages) {
     Config config;
     config_section().parse(ctx, root, "", config);
     if (ctx.has_errors()) {
-      return Result(ctx.take_errors());
+      auto errors = ctx.take_errors();
+      return Result(std::move(errors), ctx.take_warnings());
     }
-    return Result(std::move(config));
+    return Result(std::move(config), ctx.take_warnings());
   } catch (const YAML::Exception& e) {
     // Defensive: the parsers above avoid yaml-cpp's throwing accessors.
     return Result(std::vector{whole_file_error(file, config_errc::invalid_value, e.mark, e.msg)});

@@ -22,6 +22,8 @@ class ConfigCategory final : public std::error_category {
         return "value has the wrong type";
       case config_errc::invalid_value:
         return "invalid value";
+      case config_errc::insecure_file:
+        return "file readable by others";
     }
     return "unknown configuration error";
   }

@@ -5,17 +5,27 @@
 
 namespace config::detail {
 
-void Context::error(const YAML::Mark& mark, std::string key_path, config_errc code,
-                    std::string message) {
+ConfigError Context::positioned(const YAML::Mark& mark, std::string key_path, config_errc code,
+                                std::string message) const {
   // Only an empty document has no mark at all; its problems are at the start of the file.
   const int line = mark.is_null() ? 1 : mark.line + 1;
   const int column = mark.is_null() ? 1 : mark.column + 1;
-  errors_.push_back(ConfigError{.code = code,
-                                .file = file_,
-                                .line = line,
-                                .column = column,
-                                .key_path = std::move(key_path),
-                                .message = std::move(message)});
+  return ConfigError{.code = code,
+                     .file = file_,
+                     .line = line,
+                     .column = column,
+                     .key_path = std::move(key_path),
+                     .message = std::move(message)};
+}
+
+void Context::error(const YAML::Mark& mark, std::string key_path, config_errc code,
+                    std::string message) {
+  errors_.push_back(positioned(mark, std::move(key_path), code, std::move(message)));
+}
+
+void Context::warning(const YAML::Node& at, std::string key_path, config_errc code,
+                      std::string message) {
+  warnings_.push_back(positioned(at.Mark(), std::move(key_path), code, std::move(message)));
 }
 
 std::vector<ConfigError> Context::take_errors() {

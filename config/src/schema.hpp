@@ -57,12 +57,20 @@ class Context {
   };
   bool has_errors() const { return !errors_.empty(); }
   std::vector<ConfigError> take_errors();
+
+  // Reported beside the result, never stopping the load (Result::warnings()).
+  void warning(const YAML::Node& at, std::string key_path, config_errc code, std::string message);
+  std::vector<ConfigError> take_warnings() { return std::move(warnings_); }
   const SectionSchema& root() const { return root_; }
 
  private:
+  ConfigError positioned(const YAML::Mark& mark, std::string key_path, config_errc code,
+                         std::string message) const;
+
   std::string file_;
   const SectionSchema& root_;
   std::vector<ConfigError> errors_;
+  std::vector<ConfigError> warnings_;
   YAML::Mark key_mark_ = YAML::Mark::null_mark();
 };
 

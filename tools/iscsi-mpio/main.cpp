@@ -23,6 +23,8 @@
 #include <iscsi_io/path_session.hpp>
 #include <iscsi_io/route_watch.hpp>
 #include <mpio/lun_device.hpp>
+#include <nbd/export.hpp>
+#include <nbd_io/kernel_device.hpp>
 #include <nbd_io/server.hpp>
 
 #include "status.hpp"
@@ -43,6 +45,15 @@ std::string no_path_retry_text(const config::NoPathRetry& n) {
     case config::NoPathRetry::Mode::fail: return "fail";
     case config::NoPathRetry::Mode::queue: return "queue";
     case config::NoPathRetry::Mode::intervals: return std::to_string(n.intervals);
+  }
+  return "?";
+}
+
+std::string failback_text(const config::Failback& f) {
+  switch (f.mode) {
+    case config::Failback::Mode::immediate: return "immediate";
+    case config::Failback::Mode::manual: return "manual";
+    case config::Failback::Mode::delayed: return std::to_string(f.seconds);
   }
   return "?";
 }
@@ -112,12 +123,24 @@ iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& 
   pc.portal_host = path.portal.host;
   pc.portal_port = path.portal.port;
   pc.source_address = path.source;
+  pc.interface_name = path.interface;
   pc.initiator_name = cfg.initiator.name;
   pc.target_name = cfg.target.iqn;
   pc.isid = isid;
   pc.login_timeout = std::chrono::seconds(cfg.target.login_timeout);
   pc.noop_out_interval = std::chrono::seconds(cfg.multipath.noop_out_interval);
   pc.noop_out_timeout = std::chrono::seconds(cfg.multipath.noop_out_timeout);
+  pc.command_timeout = std::chrono::seconds(cfg.target.command_timeout);
+  const auto digest = [](config::Digest d) {
+    switch (d) {
+      case config::Digest::none: return iscsi::DigestChoice::none;
+      case config::Digest::crc32c: return iscsi::DigestChoice::crc32c;
+      case config::Digest::prefer_crc32c: return iscsi::DigestChoice::prefer_crc32c;
+    }
+    return iscsi::DigestChoice::none;
+  };
+  pc.proposal.header_digest = digest(cfg.target.digests.header);
+  pc.proposal.data_digest = digest(cfg.target.digests.data);
   if (cfg.target.auth.method == config::Auth::Method::chap) {
     iscsi::ChapCredentials chap;
     chap.username = cfg.target.auth.username;
@@ -125,6 +148,17 @@ iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& 
     if (cfg.target.auth.mutual)
       chap.mutual = std::make_pair(cfg.target.auth.mutual->username, cfg.target.auth.mutual->secret);
     pc.chap = std::move(chap);
+    const auto algorithm = [](config::ChapAlgorithm a) {
+      switch (a) {
+        case config::ChapAlgorithm::md5: return iscsi::ChapAlgorithm::md5;
+        case config::ChapAlgorithm::sha1: return iscsi::ChapAlgorithm::sha1;
+        case config::ChapAlgorithm::sha256: return iscsi::ChapAlgorithm::sha256;
+        case config::ChapAlgorithm::sha3_256: return iscsi::ChapAlgorithm::sha3_256;
+      }
+      return iscsi::ChapAlgorithm::md5;
+    };
+    pc.chap_algorithms.clear();
+    for (const auto a : cfg.target.auth.algorithms) pc.chap_algorithms.push_back(algorithm(a));
   }
   return pc;
 }
@@ -141,6 +175,34 @@ nbd::ServerOptions server_options(const config::Config& cfg, const mpio::DeviceI
   return options;
 }
 
+// nbd.device: what the kernel's nbd driver learns about the export. The timeouts follow
+// no_path_retry (nbd::kernel_timeouts). ISCSI_MPIO_NBD_INTERFACE=ioctl|netlink forces one
+// interface, for the guest test of the fallback.
+nbd::KernelAttachOptions kernel_options(const config::Config& cfg, const mpio::DeviceInfo& info) {
+  nbd::KernelAttachOptions options;
+  if (cfg.nbd.device.mode == config::NbdDevice::Mode::index) options.index = cfg.nbd.device.index;
+  options.size_bytes = info.size_bytes;
+  options.block_size = nbd::block_sizes(info).minimum;
+  options.max_transfer_bytes = nbd::block_sizes(info).maximum;
+  options.transmission_flags = nbd::transmission_flags(info, false);  // simple replies only
+  nbd::NoPathPolicy policy;
+  policy.mode = cfg.multipath.no_path_retry.mode == config::NoPathRetry::Mode::fail
+                    ? nbd::NoPathPolicy::Mode::fail
+                : cfg.multipath.no_path_retry.mode == config::NoPathRetry::Mode::queue
+                    ? nbd::NoPathPolicy::Mode::queue
+                    : nbd::NoPathPolicy::Mode::intervals;
+  policy.intervals = cfg.multipath.no_path_retry.intervals;
+  policy.polling_interval = std::chrono::seconds(cfg.multipath.polling_interval);
+  options.timeouts = nbd::kernel_timeouts(policy);
+  options.backend_identifier = "iscsi-mpio " + cfg.target.iqn + " LUN " +
+                               std::to_string(cfg.target.lun);
+  const char* env = std::getenv("ISCSI_MPIO_NBD_INTERFACE");
+  const std::string forced = env ? env : "";
+  if (forced == "ioctl") options.interface = nbd::KernelInterface::ioctl;
+  if (forced == "netlink") options.interface = nbd::KernelInterface::netlink;
+  return options;
+}
+
 int attach(const std::string& config_path) {
   auto loaded = config::load_file(config_path);
   if (!loaded) {
@@ -148,6 +210,7 @@ int attach(const std::string& config_path) {
     return exit_usage;
   }
   const config::Config& cfg = loaded.config();
+  for (const auto& warning : loaded.warnings()) spdlog::warn("{}", warning.to_string());
   if (cfg.initiator.name_generated)
     spdlog::warn("no initiator.name in {}; using {} (add it to the target's ACL, or set it)",
                  config_path, cfg.initiator.name);
@@ -170,12 +233,32 @@ int attach(const std::string& config_path) {
       lun_config.no_path_retry.mode = mpio::NoPathRetry::Mode::intervals;
       break;
   }
+  lun_config.expected_wwid = cfg.target.wwid;
+  switch (cfg.multipath.path_grouping_policy) {
+    case config::Grouping::failover: lun_config.grouping = mpio::Grouping::failover; break;
+    case config::Grouping::multibus: lun_config.grouping = mpio::Grouping::multibus; break;
+    case config::Grouping::group_by_prio: lun_config.grouping = mpio::Grouping::group_by_prio; break;
+  }
+  switch (cfg.multipath.failback.mode) {
+    case config::Failback::Mode::immediate:
+      lun_config.failback.mode = mpio::Failback::Mode::immediate;
+      break;
+    case config::Failback::Mode::manual:
+      lun_config.failback.mode = mpio::Failback::Mode::manual;
+      break;
+    case config::Failback::Mode::delayed:
+      lun_config.failback.mode = mpio::Failback::Mode::delayed;
+      break;
+  }
+  lun_config.failback.seconds = cfg.multipath.failback.seconds;
   // One ISID per path: each path is its own session (I_T nexus) at the target.
   for (const auto& p : cfg.paths)
-    lun_config.paths.push_back(path_config(cfg, p, iscsi_io::random_isid()));
+    lun_config.paths.push_back(
+        {path_config(cfg, p, iscsi_io::random_isid()), p.priority.value_or(0)});
 
   std::shared_ptr<mpio::LunDevice> device;
   std::unique_ptr<nbd::Server> server;
+  std::unique_ptr<nbd::KernelDevice> kernel;  // nbd.device
   int status = exit_ok;
   bool stopping = false;
 
@@ -204,10 +287,25 @@ int attach(const std::string& config_path) {
     };
     // Held requests end first, or the server's drain would wait for a path forever.
     if (device) device->stop_queueing();
-    if (server)
-      server->stop(close_device);
-    else
-      close_device();
+    auto stop_server = [&server, close_device] {
+      if (server)
+        server->stop(close_device);
+      else
+        close_device();
+    };
+    if (!kernel) return stop_server();
+    // /dev/nbdN lets go first, on a thread of its own: its flush and NBD_CMD_DISC still need
+    // the server answering on this one.
+    kernel->detach_async([&, stop_server](std::error_code ec, const std::string& detail) {
+      asio::post(io, [&, stop_server, ec, detail] {
+        for (const auto& note : kernel->take_notes()) spdlog::warn("{}", note);
+        if (ec)
+          spdlog::warn("detaching {}: {}", kernel->path(), detail.empty() ? ec.message() : detail);
+        else
+          spdlog::info("{} disconnected", kernel->path());
+        stop_server();
+      });
+    });
   };
   std::function<void(const boost::system::error_code&, int)> on_signal =
       [&](const boost::system::error_code& ec, int signo) {
@@ -222,14 +320,15 @@ int attach(const std::string& config_path) {
       };
   signals.async_wait(on_signal);
 
-  for (const auto& pc : lun_config.paths)
+  for (const auto& path : lun_config.paths)
     spdlog::info("logging in to {} LUN {} via {}", cfg.target.iqn, cfg.target.lun,
-                 iscsi_io::describe(pc));
+                 iscsi_io::describe(path.login));
   // The common mistake of two NICs on one subnet: the kernel routes both sessions out of one
   // interface, and one cable pulled takes both paths down.
   std::vector<std::pair<std::string, std::string>> interfaces;
-  for (const auto& pc : lun_config.paths) {
-    auto dev = iscsi_io::outgoing_interface(pc.portal_host, pc.portal_port, pc.source_address);
+  for (const auto& [pc, priority] : lun_config.paths) {
+    auto dev = iscsi_io::outgoing_interface(
+        {pc.portal_host, pc.portal_port, pc.source_address, pc.interface_name});
     if (!dev) continue;
     for (const auto& [other, other_dev] : interfaces)
       if (other_dev == *dev)
@@ -258,6 +357,14 @@ int attach(const std::string& config_path) {
                                                                   : spdlog::level::warn;
               spdlog::log(level, "path {} {}: {}", path, mpio::path_state_name(state), reason);
             });
+        device->on_capacity_change([&](uint64_t size) {
+          spdlog::warn("LUN capacity changed to {} ({} bytes): new NBD clients see the new size",
+                       status::size_text(size), size);
+        });
+        if (device->grouping() == mpio::Grouping::group_by_prio &&
+            device->identity().inquiry.tpgs == 0)
+          spdlog::warn("the target reports no ALUA support (INQUIRY TPGS 0): group_by_prio puts "
+                       "every path in one group, as multibus does");
         for (const auto& ps : device->path_status())
           spdlog::info("path {} {}{}", ps.name, mpio::path_state_name(ps.state),
                        ps.last_error.empty() ? "" : ": " + ps.last_error);
@@ -277,6 +384,23 @@ int attach(const std::string& config_path) {
           return;
         }
         spdlog::info("serving export '{}' at {}", cfg.nbd.export_name, server->endpoint_uri());
+        if (cfg.nbd.device.mode != config::NbdDevice::Mode::none) {
+          std::error_code kec;
+          std::string kdetail;
+          kernel = nbd::KernelDevice::attach(
+              kernel_options(cfg, info),
+              [&](int fd) { return server->serve_connected(fd, "kernel"); }, kec, kdetail);
+          if (!kernel) {
+            spdlog::error("cannot attach the export to the kernel: {}",
+                          kdetail.empty() ? kec.message() : kdetail);
+            status = exit_failure;
+            shutdown();
+            return;
+          }
+          for (const auto& note : kernel->take_notes()) spdlog::warn("{}", note);
+          spdlog::info("attached as {} (nbd {}, max_sectors_kb {})", kernel->path(),
+                       nbd::kernel_interface_name(kernel->interface()), kernel->max_sectors_kb());
+        }
         std::string control_detail;
         if (auto cec = open_control(control, cfg.control.socket, control_detail)) {
           spdlog::error("{}", control_detail);
@@ -293,6 +417,9 @@ int attach(const std::string& config_path) {
                                        snap.target = cfg.target.iqn;
                                        snap.lun = cfg.target.lun;
                                        snap.selector = cfg.multipath.path_selector;
+                                       snap.grouping = std::string(
+                                           mpio::grouping_name(device->grouping()));
+                                       snap.failback = failback_text(cfg.multipath.failback);
                                        snap.no_path_retry =
                                            no_path_retry_text(cfg.multipath.no_path_retry);
                                        snap.info = device->info();
@@ -304,6 +431,7 @@ int attach(const std::string& config_path) {
                                      }),
                        asio::detached);
         std::cout << server->endpoint_uri() << std::endl;
+        if (kernel) std::cout << kernel->path() << std::endl;
       });
   io.run();
   return status;

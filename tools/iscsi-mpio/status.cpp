@@ -1,6 +1,8 @@
 #include "status.hpp"
 
+#include <algorithm>
 #include <cstdio>
+#include <vector>
 
 namespace status {
 namespace {
@@ -31,6 +33,7 @@ std::string json_string(const std::string& in) {
 const char* path_words(mpio::PathState state) {
   switch (state) {
     case mpio::PathState::active: return "active ready  ";
+    case mpio::PathState::ghost: return "active ghost  ";
     case mpio::PathState::connecting: return "active pending";
     case mpio::PathState::failed: return "failed faulty ";
     case mpio::PathState::refused: return "failed refused";
@@ -57,20 +60,52 @@ std::string render_tree(const Snapshot& s) {
   std::string out = s.export_name + " (" + (s.info.wwid.empty() ? "-" : s.info.wwid) + ") " +
                     s.info.vendor + "," + s.info.product + "\n";
   out += "size=" + size_text(s.info.size_bytes) + " features='" +
-         (s.no_path_retry == "fail" ? std::string("0") : "queue_if_no_path") + "' selector='" +
-         s.selector + " 0' no_path_retry=" + s.no_path_retry + " uri=" + s.uri + "\n";
-  out += "`-+- " + s.target + " lun " + std::to_string(s.lun) + "\n";
-  for (size_t i = 0; i < s.paths.size(); ++i) {
-    const auto& p = s.paths[i];
-    char line[512];
-    std::snprintf(line, sizeof line, "  %s %-36s %s in-flight %u cmds %llu bytes %s errors %llu",
-                  i + 1 == s.paths.size() ? "`-" : "|-", p.name.c_str(), path_words(p.state),
-                  p.in_flight, static_cast<unsigned long long>(p.commands),
-                  size_text(p.bytes).c_str(), static_cast<unsigned long long>(p.errors));
-    out += line;
-    if (p.state != mpio::PathState::active && !p.last_error.empty())
-      out += "  (" + p.last_error + ")";
-    out += "\n";
+         (s.no_path_retry == "fail" ? std::string("0") : "queue_if_no_path") +
+         "' grouping=" + s.grouping + " failback=" + s.failback +
+         " no_path_retry=" + s.no_path_retry + " uri=" + s.uri + "\n";
+  out += s.target + " lun " + std::to_string(s.lun) + "\n";
+  // Path groups as multipath -ll lists them: the highest priority first.
+  std::vector<uint32_t> groups;
+  for (const auto& p : s.paths)
+    if (std::find(groups.begin(), groups.end(), p.group) == groups.end()) groups.push_back(p.group);
+  auto priority_of = [&](uint32_t g) {
+    uint32_t prio = 0;
+    for (const auto& p : s.paths)
+      if (p.group == g) prio = std::max(prio, p.priority);
+    return prio;
+  };
+  std::stable_sort(groups.begin(), groups.end(), [&](uint32_t a, uint32_t b) {
+    return priority_of(a) != priority_of(b) ? priority_of(a) > priority_of(b) : a < b;
+  });
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    const uint32_t g = groups[gi];
+    const bool last_group = gi + 1 == groups.size();
+    bool in_use = false, usable = false;
+    std::vector<const mpio::PathStatus*> members;
+    for (const auto& p : s.paths) {
+      if (p.group != g) continue;
+      members.push_back(&p);
+      in_use = in_use || (p.group_in_use && p.state == mpio::PathState::active);
+      usable = usable || p.state == mpio::PathState::active || p.state == mpio::PathState::ghost;
+    }
+    out += std::string(last_group ? "`-+- " : "|-+- ") + "policy='" + s.selector +
+           " 0' prio=" + std::to_string(priority_of(g)) +
+           " status=" + (in_use ? "active" : usable ? "enabled" : "disabled") + "\n";
+    for (size_t i = 0; i < members.size(); ++i) {
+      const auto& p = *members[i];
+      char line[512];
+      std::snprintf(line, sizeof line,
+                    "%s %s %-36s %s in-flight %u iops %llu cmds %llu bytes %s errors %llu",
+                    last_group ? " " : "|", i + 1 == members.size() ? "`-" : "|-", p.name.c_str(),
+                    path_words(p.state), p.in_flight, static_cast<unsigned long long>(p.iops),
+                    static_cast<unsigned long long>(p.commands), size_text(p.bytes).c_str(),
+                    static_cast<unsigned long long>(p.errors));
+      out += line;
+      if (!p.alua_state.empty()) out += " alua " + p.alua_state;
+      if (p.state != mpio::PathState::active && !p.last_error.empty())
+        out += "  (" + p.last_error + ")";
+      out += "\n";
+    }
   }
   return out;
 }
@@ -83,6 +118,8 @@ std::string render_json(const Snapshot& s) {
                     ",\"size_bytes\":" + std::to_string(s.info.size_bytes) +
                     ",\"target\":" + json_string(s.target) + ",\"lun\":" + std::to_string(s.lun) +
                     ",\"path_selector\":" + json_string(s.selector) +
+                    ",\"path_grouping_policy\":" + json_string(s.grouping) +
+                    ",\"failback\":" + json_string(s.failback) +
                     ",\"no_path_retry\":" + json_string(s.no_path_retry) + ",\"paths\":[";
   for (size_t i = 0; i < s.paths.size(); ++i) {
     const auto& p = s.paths[i];
@@ -90,7 +127,11 @@ std::string render_json(const Snapshot& s) {
            ",\"state\":" + json_string(std::string(mpio::path_state_name(p.state))) +
            ",\"in_flight\":" + std::to_string(p.in_flight) +
            ",\"commands\":" + std::to_string(p.commands) + ",\"bytes\":" + std::to_string(p.bytes) +
-           ",\"errors\":" + std::to_string(p.errors) +
+           ",\"errors\":" + std::to_string(p.errors) + ",\"iops\":" + std::to_string(p.iops) +
+           ",\"group\":" + std::to_string(p.group) +
+           ",\"priority\":" + std::to_string(p.priority) +
+           ",\"group_in_use\":" + (p.group_in_use ? "true" : "false") +
+           ",\"alua_state\":" + json_string(p.alua_state) +
            ",\"last_error\":" + json_string(p.last_error) + "}";
   }
   return out + "]}\n";

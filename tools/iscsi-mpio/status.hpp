@@ -13,16 +13,20 @@ struct Snapshot {
   std::string target;
   unsigned lun = 0;
   std::string selector;
+  std::string grouping;  // path_grouping_policy
+  std::string failback;
   std::string no_path_retry;
   mpio::DeviceInfo info;
   std::vector<mpio::PathStatus> paths;
 };
 
-// multipath -ll layout:
+// multipath -ll layout, one branch per path group (status=active: the group carrying I/O):
 //   san_storage_lun0 (3600...) IET,VIRTUAL-DISK
-//   size=256M features='queue_if_no_path' selector='round-robin 0' uri=nbd+unix:///...
-//   `-+- target iqn... lun 1
-//     |- 198.18.1.1:3260 from 198.18.1.2  active ready    in-flight 0  cmds 123 ...
+//   size=256M features='queue_if_no_path' grouping=failover failback=immediate uri=nbd+unix:///...
+//   target iqn... lun 1
+//   |-+- policy='round-robin 0' prio=10 status=active
+//   | `- 198.18.1.1:3260 from 198.18.1.2  active ready    in-flight 0  iops 812 cmds 123 ...
+//   `-+- policy='round-robin 0' prio=5 status=enabled
 //     `- 198.18.2.1:3260 from 198.18.2.2  failed faulty   ...
 std::string render_tree(const Snapshot& s);
 // "256M", "1.5G": sizes as multipath -ll prints them.

@@ -22,14 +22,37 @@ struct Initiator {
 struct Mutual {
   std::string username;  // CHAP_N the target answers with (iscsid.conf username_in)
   std::string secret;    // never printed: see redacted()
+  // Where `secret` was read from, when the file gave `secret_file` instead of `secret`.
+  std::optional<std::string> secret_file;
 };
+
+// CHAP_A algorithms (RFC 7143 §12.1.3; IANA PPP authentication algorithms 5, 6, 7, 8).
+enum class ChapAlgorithm { md5, sha1, sha256, sha3_256 };
 
 struct Auth {
   enum class Method { none, chap };
   Method method = Method::none;
   std::string username;          // meaningful when method == chap
   std::string secret;            // never printed: see redacted()
+  // Where `secret` was read from (the file's first line, trailing newline removed) when the file
+  // gave `secret_file` instead of `secret`. Read only for method chap.
+  std::optional<std::string> secret_file;
   std::optional<Mutual> mutual;  // the initiator also authenticates the target
+  // Offered in this order of preference; the target takes the first it supports. Strongest
+  // first, but without SHA-256: tgtd (1.0.85) reads CHAP_A=7 as SHA-1, not SHA-256 as LIO and
+  // open-iscsi do, and fails the login when 7 comes before 5 (checked on this test bed).
+  std::vector<ChapAlgorithm> algorithms{ChapAlgorithm::sha3_256, ChapAlgorithm::sha1,
+                                        ChapAlgorithm::md5};
+};
+
+// target.digests: CRC32C over headers and data segments (RFC 7143 §13.1). `crc32c` requires
+// it (a target that refuses fails the login), `prefer_crc32c` falls back to none.
+enum class Digest { none, crc32c, prefer_crc32c };
+
+struct Digests {
+  Digest header = Digest::none;
+  Digest data = Digest::none;
+  friend bool operator==(const Digests&, const Digests&) = default;
 };
 
 struct Target {
@@ -37,16 +60,35 @@ struct Target {
   std::uint16_t lun = 0;  // SAM flat space addressing: 0..16383
   Auth auth;
   std::uint32_t login_timeout = 15;  // seconds; iscsid.conf node.conn[0].timeo.login_timeout
+  // The device every path must present (multipath.conf multipaths { wwid }): the WWID that
+  // `status` shows. Empty: the first path in the file that logs in defines it.
+  std::string wwid;
+  Digests digests;
+  // Seconds a SCSI command may be outstanding before ABORT TASK (then LOGICAL UNIT RESET, then
+  // a new connection); 0: never. Linux: /sys/block/sdX/device/timeout.
+  std::uint32_t command_timeout = 30;
 };
 
 struct Path {
   Portal portal;
   std::optional<std::string> source;  // local IPv4/IPv6 literal to bind before connecting
+  std::optional<std::string> interface;  // SO_BINDTODEVICE; open-iscsi iface.net_ifacename
+  // path_grouping_policy failover: higher is used first; default: earlier in the file first.
+  std::optional<std::uint32_t> priority;
+};
+
+// nbd.device: also attach the export to the kernel's nbd driver as a block device.
+struct NbdDevice {
+  enum class Mode { none, any, index };  // none | auto (the first free device) | /dev/nbdN
+  Mode mode = Mode::none;
+  std::uint32_t index = 0;  // Mode::index
+  friend bool operator==(const NbdDevice&, const NbdDevice&) = default;
 };
 
 struct Nbd {
   Listen listen;            // default unix:/run/iscsi-mpio/<export_name>.sock
   std::string export_name;  // default "lun<N>" with N = target.lun
+  NbdDevice device;         // default none
 };
 
 // Path health and failover. Timeouts are named after their open-iscsi / multipath.conf keys.
@@ -58,7 +100,20 @@ struct NoPathRetry {
   friend bool operator==(const NoPathRetry&, const NoPathRetry&) = default;
 };
 
+// multipath.conf path_grouping_policy.
+enum class Grouping { failover, multibus, group_by_prio };
+
+// multipath.conf failback: when I/O returns to a better path group that came back.
+struct Failback {
+  enum class Mode { immediate, manual, delayed };
+  Mode mode = Mode::immediate;
+  std::uint32_t seconds = 0;  // Mode::delayed
+  friend bool operator==(const Failback&, const Failback&) = default;
+};
+
 struct Multipath {
+  Grouping path_grouping_policy = Grouping::multibus;
+  Failback failback;
   // multipath.conf path_selector without the trailing " 0": round-robin | queue-length |
   // service-time.
   std::string path_selector = "round-robin";
@@ -87,11 +142,14 @@ struct Config {
   Nbd nbd;
 };
 
-// Either a complete, validated Config or the list of everything wrong with the file.
+// Either a complete, validated Config or the list of everything wrong with the file; either way
+// the warnings (problems that do not stop loading, e.g. a secret file others can read).
 class Result {
  public:
-  explicit Result(Config config) : value_(std::move(config)) {}
-  explicit Result(std::vector<ConfigError> errors) : value_(std::move(errors)) {}
+  explicit Result(Config config, std::vector<ConfigError> warnings = {})
+      : value_(std::move(config)), warnings_(std::move(warnings)) {}
+  explicit Result(std::vector<ConfigError> errors, std::vector<ConfigError> warnings = {})
+      : value_(std::move(errors)), warnings_(std::move(warnings)) {}
 
   bool ok() const { return std::holds_alternative<Config>(value_); }
   explicit operator bool() const { return ok(); }
@@ -102,9 +160,12 @@ class Result {
   const std::vector<ConfigError>& errors() const;
   // One ConfigError::to_string() per line; empty when ok().
   std::string error_report() const;
+  // To be shown to the admin (e.g. logged at warning level) whether or not ok().
+  const std::vector<ConfigError>& warnings() const { return warnings_; }
 
  private:
   std::variant<Config, std::vector<ConfigError>> value_;
+  std::vector<ConfigError> warnings_;
 };
 
 // Never throw for any file content; errors are sorted by position. A missing initiator.name is
@@ -119,7 +180,8 @@ std::string generate_initiator_name();
 std::string generate_initiator_name(std::string_view hostname, std::uint32_t random);
 
 // The effective configuration as YAML (defaults filled in), CHAP secrets replaced by
-// "<redacted>": the only printable form of a Config. Apart from the secrets, load_string() reads
+// "<redacted>" (a secret read from secret_file prints as that key and path, never as its
+// value): the only printable form of a Config. Apart from the secrets, load_string() reads
 // it back to the same Config.
 std::string redacted(const Config& config);
 

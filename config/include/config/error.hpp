@@ -15,11 +15,14 @@ enum class config_errc {
   missing_key,    // a required key is absent
   wrong_type,     // e.g. a mapping where a scalar belongs, or "abc" for an integer
   invalid_value,  // right type, but out of range or malformed (portal, IQN, address, ...)
+  insecure_file,  // a warning only: a secret file its group or others may read
 };
 
 const std::error_category& config_category() noexcept;
 std::error_code make_error_code(config_errc e) noexcept;
 
+// One problem found in a file; Result::warnings() uses the same form for what does not stop
+// loading.
 struct ConfigError {
   config_errc code = config_errc::invalid_value;
   std::string file;      // the name given to load_string / the path given to load_file

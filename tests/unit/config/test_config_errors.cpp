@@ -406,3 +406,28 @@ nbd:
   const std::string report = result.error_report();
   CHECK_THAT(report, Contains("t.yaml:5:13: paths[0].portal: invalid portal '1.2.3.4:0'"));
 }
+
+TEST_CASE("multipath grouping and failback take only their documented values", "[config]") {
+  const std::string head = "target: {iqn: 'iqn.2023-01.com.example:s'}\npaths: [{portal: h}]\n";
+  const auto grouping = error_at(load(head + "multipath: {path_grouping_policy: group-by-prio}\n"),
+                                 "multipath.path_grouping_policy");
+  CHECK(grouping.line == 3);
+  CHECK_THAT(grouping.message,
+             Contains("group-by-prio") && Contains("failover, multibus, group_by_prio"));
+  const auto failback =
+      error_at(load(head + "multipath: {failback: followover}\n"), "multipath.failback");
+  CHECK_THAT(failback.message, Contains("immediate, manual, or a number of seconds"));
+  CHECK(error_at(load(head + "multipath: {failback: 0}\n"), "multipath.failback").code ==
+        config_errc::invalid_value);
+}
+
+TEST_CASE("a path's interface must be a valid interface name", "[config]") {
+  for (const char* bad : {"'eth 0'", "a/b", "'eth0:1'", "averyveryverylongname", "''"}) {
+    INFO(bad);
+    const auto e = error_at(load(with_path("  - {portal: h, interface: " + std::string(bad) + "}\n")),
+                            "paths[0].interface");
+    CHECK(e.line == 4);
+    CHECK_THAT(e.message, Contains("not a network interface name"));
+  }
+  CHECK(load(with_path("  - {portal: h, interface: ini2, priority: 7}\n")).ok());
+}

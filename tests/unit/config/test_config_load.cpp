@@ -65,6 +65,11 @@ TEST_CASE("a minimal file gets every default", "[config]") {
   CHECK(cfg.paths[0].portal.host == "198.18.1.1");
   CHECK(cfg.paths[0].portal.port == 3260);
   CHECK_FALSE(cfg.paths[0].source);
+  CHECK_FALSE(cfg.paths[0].interface);
+  CHECK_FALSE(cfg.paths[0].priority);
+  CHECK(cfg.target.wwid.empty());
+  CHECK(cfg.multipath.path_grouping_policy == config::Grouping::multibus);
+  CHECK(cfg.multipath.failback == config::Failback{});
   CHECK(cfg.nbd.export_name == "lun0");
   CHECK(cfg.nbd.listen.kind == Listen::Kind::unix_socket);
   CHECK(cfg.nbd.listen.path_or_host == "/run/iscsi-mpio/lun0.sock");
@@ -220,6 +225,9 @@ TEST_CASE("example.yaml sets every key and matches the documented values", "[con
   CHECK(cfg.target.lun == 1);
   CHECK(cfg.target.auth.mutual);
   CHECK(cfg.paths.size() == 2);
+  CHECK(cfg.paths[1].interface == "ini2");
+  CHECK(cfg.paths[0].priority == 10u);
+  CHECK(cfg.multipath.failback.mode == config::Failback::Mode::immediate);
   CHECK(cfg.nbd.listen.path_or_host == "/run/iscsi-mpio/lun1.sock");
 
   const std::string text = read_file(path);
