@@ -93,6 +93,9 @@ struct Path {
   // A failed path logging in again or showing its identity: it stays `failed` until it is
   // back at work, as multipath -ll shows a path faulty until its checker passes.
   bool rejoining = false;
+  // Failed by the operator (fail_path): carries nothing and is not reconnected until
+  // reinstate_path, whatever its session does.
+  bool operator_failed = false;
   unsigned reconnect_failures = 0;
   std::unique_ptr<asio::steady_timer> timer;
 };
@@ -174,6 +177,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   void open_step();
+  std::error_code fail_path(size_t index, std::string& detail);
+  std::error_code reinstate_path(size_t index, std::string& detail);
   static awaitable<void> probe_and_open(std::shared_ptr<Impl> self, Path& p);
   void fail_open(std::error_code ec, const std::string& detail);
 
@@ -514,7 +519,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       if (!reachable && (p->state == PathState::active || p->state == PathState::ghost ||
                          p->state == PathState::connecting)) {
         path_failed(*p, "no route to the portal: " + why);
-      } else if (reachable && p->state == PathState::failed && !p->rejoining && p->timer) {
+      } else if (reachable && p->state == PathState::failed && !p->rejoining && p->timer &&
+                 !p->operator_failed) {
         p->reconnect_failures = 0;
         p->timer->expires_after(std::chrono::milliseconds(0));
         p->timer->async_wait([this, path = p.get()](boost::system::error_code ec) {
@@ -547,7 +553,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   void schedule_reconnect(Path& p) {
-    if (closing) return;
+    if (closing || p.operator_failed) return;
     const unsigned factor = 1u << std::min(p.reconnect_failures, 3u);
     if (!p.timer) p.timer = std::make_unique<asio::steady_timer>(io);
     p.timer->expires_after(config.polling_interval * factor);
@@ -559,6 +565,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // Logs in again with the path's own ISID and TSIH 0: for the target that is session
   // reinstatement (RFC 7143 §6.3.5), which ends the old session and every task it still had.
   void reconnect(Path& p) {
+    if (p.operator_failed) return;
     // A proof login with this ISID is under way through another path; logging in with the same
     // ISID now would have the two reinstate each other's sessions.
     if (p.proving) {
@@ -618,7 +625,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       if (q->state == PathState::active && q.get() != &p && q->portal_group_tag &&
           q->portal_group_tag == p.portal_group_tag)
         via = q.get();
-    if (via == nullptr) return;  // the failed path's own reconnect will prove it
+    if (via == nullptr) {
+      prove_dead_by_lu_reset(p);
+      return;
+    }
     p.proving = true;
     auto self = shared_from_this();
     iscsi_io::PathConfig proof = p.config;
@@ -636,13 +646,45 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     });
   }
 
+  // No other path reaches the failed path's portal group, so its I_T nexus cannot be reinstated
+  // from elsewhere. A LOGICAL UNIT RESET through a healthy path ends every task of the LU on
+  // every I_T nexus (SAM-5 §5.8.2, §7.7), the failed path's included. It also ends the healthy
+  // paths' own commands (they come back task_aborted_proven and are re-issued) and leaves a unit
+  // attention on every nexus: the price of proof when no cheaper one exists.
+  void prove_dead_by_lu_reset(Path& p) {
+    Path* via = nullptr;
+    for (auto& q : paths)
+      if (q->state == PathState::active && q.get() != &p && q->session->ready()) via = q.get();
+    if (via == nullptr) return;  // the failed path's own reconnect will prove it
+    p.proving = true;
+    auto self = shared_from_this();
+    const bool sent = via->session->reset_lun(
+        lun, [this, self, &p, via_name = via->name](const iscsi::TmfResult& result) {
+          p.proving = false;
+          // Only "function complete" (RFC 7143 §11.6.1, response 0) proves the tasks ended.
+          if (result.error || result.response != 0 || closing) return;
+          release_unproven(p, "LOGICAL UNIT RESET through " + via_name + " completed");
+        });
+    if (!sent) p.proving = false;
+  }
+
   // A (re)connected path carries I/O only once it shows the same device (VPD 0x83).
   static awaitable<void> join(std::shared_ptr<Impl> self, Path& p) {
     std::string detail;
     std::string wwid;
     std::vector<scsi::Designator> designators;
+    // A target still busy with the old session may leave the check unanswered: after the
+    // login timeout the attempt fails (closing the session ends the check's commands) and the
+    // path tries again later, instead of waiting forever.
+    auto session = p.session;
+    asio::steady_timer deadline(self->io, p.config.login_timeout);
+    deadline.async_wait([self, &p, session](boost::system::error_code ec) {
+      if (!ec && p.session == session && !self->closing &&
+          (p.rejoining || p.state == PathState::connecting))
+        self->path_failed(p, "identity check unanswered within the login timeout");
+    });
     auto ec = co_await self->path_identity(p, wwid, designators, detail);
-    if (self->closing) co_return;
+    if (self->closing || p.session != session) co_return;
     if (ec) {
       self->path_failed(p, "identity check failed: " + detail);
       co_return;
@@ -656,6 +698,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     if (self->closing) co_return;
     if (ec) {
       self->path_failed(p, "ALUA check failed: " + ec.message());
+      co_return;
+    }
+    if (p.operator_failed) {  // failed by the operator while the check ran
+      p.rejoining = false;
       co_return;
     }
     p.state = state;
@@ -1057,6 +1103,60 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 };
 
+// ---------------------------------------------------------------- operator commands
+
+std::error_code LunDevice::Impl::fail_path(size_t index, std::string& detail) {
+  if (index >= paths.size()) {
+    detail = "no path " + std::to_string(index + 1) + " (paths are 1 to " +
+             std::to_string(paths.size()) + ")";
+    return std::make_error_code(std::errc::invalid_argument);
+  }
+  Path& p = *paths[index];
+  if (p.operator_failed) {
+    detail = "path " + p.name + " is already failed by the operator";
+    return {};
+  }
+  if (p.state == PathState::refused) {
+    detail = "path " + p.name + " is refused: " + p.last_error;
+    return std::make_error_code(std::errc::operation_not_permitted);
+  }
+  p.operator_failed = true;
+  if (p.timer) p.timer->cancel();
+  // The session stays logged in and its commands in flight complete normally: like
+  // `multipathd fail path`, this only stops new I/O from going down the path.
+  p.state = PathState::failed;
+  p.last_error = "failed by the operator";
+  emit(p, p.last_error);
+  reconsider_groups("path " + p.name + " failed by the operator");
+  detail = "path " + p.name + " failed";
+  return {};
+}
+
+std::error_code LunDevice::Impl::reinstate_path(size_t index, std::string& detail) {
+  if (index >= paths.size()) {
+    detail = "no path " + std::to_string(index + 1) + " (paths are 1 to " +
+             std::to_string(paths.size()) + ")";
+    return std::make_error_code(std::errc::invalid_argument);
+  }
+  Path& p = *paths[index];
+  if (!p.operator_failed) {
+    detail = "path " + p.name + " was not failed by the operator (it is " +
+             std::string(path_state_name(p.state)) + ")";
+    return std::make_error_code(std::errc::operation_not_permitted);
+  }
+  p.operator_failed = false;
+  p.reconnect_failures = 0;
+  if (p.session && p.session->ready()) {
+    // Still logged in: the identity check puts it back to work.
+    p.rejoining = true;
+    asio::co_spawn(io, join(shared_from_this(), p), asio::detached);
+  } else {
+    reconnect(p);
+  }
+  detail = "path " + p.name + " reinstated: checking it";
+  return {};
+}
+
 // ---------------------------------------------------------------- public face
 
 std::string_view path_state_name(PathState state) {
@@ -1096,6 +1196,14 @@ std::vector<PathStatus> LunDevice::path_status() const {
 }
 
 Grouping LunDevice::grouping() const { return impl_->config.grouping; }
+
+std::error_code LunDevice::fail_path(size_t index, std::string& detail) {
+  return impl_->fail_path(index, detail);
+}
+
+std::error_code LunDevice::reinstate_path(size_t index, std::string& detail) {
+  return impl_->reinstate_path(index, detail);
+}
 
 void LunDevice::on_capacity_change(std::function<void(uint64_t size_bytes)> handler) {
   impl_->capacity_event = std::move(handler);

@@ -126,6 +126,13 @@ class LunDevice : public BlockDevice {
                                         const std::string& reason)>
                          handler);
 
+  // The operator's `multipathd fail path` / `reinstate path`, by index into path_status().
+  // fail_path stops new I/O on the path at once (commands in flight complete) and keeps it
+  // failed until reinstate_path, which checks the path's identity before it carries I/O again.
+  // An error (unknown index, refused path) comes with a detail for the operator.
+  std::error_code fail_path(size_t index, std::string& detail);
+  std::error_code reinstate_path(size_t index, std::string& detail);
+
   // The LU's capacity changed (2A/09): info().size_bytes has the new size.
   void on_capacity_change(std::function<void(uint64_t size_bytes)> handler);
 
