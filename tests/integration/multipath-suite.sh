@@ -18,6 +18,18 @@
 #                  with no_path_retry queue: I/O waits, no error, no lost write
 #   shutdown-without-path  SIGTERM while every path is down and reads are held (queue): attach
 #                  still exits 0 within 15 s, the held requests end with an error
+#   no-path-retry-n  tgtd killed with no_path_retry 3 (polling_interval 1): a read waits about
+#                  3 s, then fails with EIO, new requests fail at once; once tgtd is back the
+#                  device serves again, and a write lands in the backing file
+#   wrong-device   path 2 leads to another tgtd whose LUN is another device (same IQN, other
+#                  scsi_id): it is refused, status says why, and its backing file stays untouched
+#   failover       path_grouping_policy failover: only path 1 carries I/O until its link goes
+#                  down, then only path 2, then path 1 again once it is back (failback)
+#   lu-reset-proof like stale-write, against istgt with one portal group per portal: no other
+#                  path shares the dead path's portal group, so its held writes are proven dead
+#                  by a LOGICAL UNIT RESET through the healthy path
+#   load-balance   every path limited to the same rate with tc tbf: reads through 1, 2 and 4
+#                  paths (multibus); prints the ratios to one path
 #
 # Environment: BUILD (build tree), IM_BIN, EXERCISER, MP_TIME (seconds of I/O per scenario,
 # default 16). Needs root (namespaces, tgtd). Everything it creates is removed on exit.
@@ -37,6 +49,7 @@ topo=${topo:0:12}
 work=$(mktemp -d /tmp/im-multipath.XXXXXX)
 im_pid=""
 tgt_started=0
+istgt_started=0
 passed=0
 failed=0
 
@@ -52,38 +65,47 @@ stop_attach() {
 cleanup() {
   stop_attach
   if ((tgt_started)); then "$repo/tools/testbed/tgtd-target.sh" stop >/dev/null 2>&1 || true; fi
+  if ((istgt_started)); then "$repo/tools/testbed/istgt-target.sh" stop >/dev/null 2>&1 || true; fi
   "$repo/tools/testbed/topology.sh" down "$topo" || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 143' TERM INT
 
-eval "$("$repo/tools/testbed/topology.sh" up "$topo" 2)"
+eval "$("$repo/tools/testbed/topology.sh" up "$topo" 4)"
 mkdir -p "$work/tgt"
 start_target() {
   local out
   out=$("$repo/tools/testbed/tgtd-target.sh" start --size 256M --netns "$TOPO_TGT_NS" \
-    --portal 198.18.1.1 --portal 198.18.2.1 --dir "$work/tgt" ${TGT_PORT:+--port "$TGT_PORT"})
+    --portal 198.18.1.1 --portal 198.18.2.1 --portal 198.18.3.1 --portal 198.18.4.1 \
+    --dir "$work/tgt" ${TGT_PORT:+--port "$TGT_PORT"})
   eval "$out"
   tgt_started=1
 }
 start_target
 
-# attach NO_PATH_RETRY: start iscsi-mpio in the initiator namespace over both paths.
+# path_line I [PORT]: the paths: entry of path I (target 198.18.I.1, source 198.18.I.2).
+path_line() { echo "  - {portal: \"198.18.$1.1:${2:-$TGT_PORT}\", source: 198.18.$1.2}"; }
+
+# attach NO_PATH_RETRY [EXTRA_MULTIPATH_KEYS] [PATHS_YAML] [ACTIVE]: start iscsi-mpio in the
+# initiator namespace (default: paths 1 and 2) and wait until ACTIVE paths (default: all) are
+# active.
 attach() {
-  local no_path_retry=$1
+  local no_path_retry=$1 extra=${2:-} paths=${3:-} want=${4:-}
+  [[ -n $paths ]] || paths="$(path_line 1)"$'\n'"$(path_line 2)"
+  [[ -n $want ]] || want=$(grep -c portal <<<"$paths")
   cat >"$work/mp.yaml" <<EOF
 initiator: {name: iqn.2026-11.org.iscsi-mpio:multipath-suite}
-target: {iqn: $TGT_IQN, lun: $TGT_LUN}
+target: {iqn: $TGT_IQN, lun: $TGT_LUN, login_timeout: 5}
 paths:
-  - {portal: "198.18.1.1:$TGT_PORT", source: 198.18.1.2}
-  - {portal: "198.18.2.1:$TGT_PORT", source: 198.18.2.2}
+$paths
 multipath:
   path_selector: round-robin
   noop_out_interval: 1
   noop_out_timeout: 2
   polling_interval: 1
   no_path_retry: $no_path_retry
+$extra
 nbd: {listen: "unix:$work/lun.sock", export: lun}
 control: {socket: "$work/control.sock"}
 EOF
@@ -91,14 +113,42 @@ EOF
   ip netns exec "$TOPO_INI_NS" "$im_bin" attach "$work/mp.yaml" >"$work/attach.out" 2>"$work/attach.log" &
   im_pid=$!
   for _ in $(seq 100); do
-    [[ -S $work/lun.sock ]] && grep -q "198.18.2.1.*active" "$work/attach.log" &&
-      grep -q "198.18.1.1.*active" "$work/attach.log" && return 0
+    if [[ -S $work/lun.sock ]] &&
+      (($(status_json | jq '[.paths[] | select(.state == "active")] | length') == want)); then
+      return 0
+    fi
     kill -0 "$im_pid" 2>/dev/null || break
     sleep 0.1
   done
-  echo "attach did not bring both paths up:"
+  echo "attach did not bring $want path(s) up:"
   sed 's/^/    /' "$work/attach.log"
   return 1
+}
+
+status_json() { "$im_bin" status --json "$work/mp.yaml" 2>/dev/null || echo '{"paths":[]}'; }
+# commands I: SCSI commands completed on path I so far.
+commands() { status_json | jq ".paths[$(($1 - 1))].commands"; }
+# wait_active I SECONDS: until path I is active again.
+wait_active() {
+  local _
+  for _ in $(seq $(($2 * 10))); do
+    [[ $(status_json | jq -r ".paths[$(($1 - 1))].state") == active ]] && return 0
+    sleep 0.1
+  done
+  return 1
+}
+nbd_uri() { echo "nbd+unix:///lun?socket=$work/lun.sock"; }
+
+# report NAME OK [DETAIL]: count and print a scenario's outcome.
+report() {
+  if (($2)); then
+    echo "PASS: $1${3:+ ($3)}"
+    passed=$((passed + 1))
+  else
+    echo "FAIL: $1"
+    sed 's/^/    /' "$work/attach.log" | tail -n 20
+    failed=$((failed + 1))
+  fi
 }
 
 # status_shows FILE PATTERN...: every pattern is in the saved `iscsi-mpio status` output.
@@ -117,8 +167,20 @@ scenario() {
   echo "--- $name"
   local ok=1
   if attach "$npr"; then
+    # With a settle time the scenario is about held writes: a plain writer on the last quarter
+    # of the LUN keeps writes in flight on every path at the moment of the fault (the
+    # exerciser, reading each batch back, often has only reads out), and the exerciser
+    # verifies the rest.
+    local span=() writer_pid=""
+    if [[ $settle != 0 ]]; then
+      span=(--span 192M)
+      fio --name=writer --ioengine=nbd --uri="$(nbd_uri)" --rw=randwrite --bs=64K --iodepth=16 \
+        --offset=192M --size=64M --time_based --runtime="$io_time" --output="$work/writer.log" \
+        >/dev/null 2>&1 &
+      writer_pid=$!
+    fi
     "$exerciser" --uri "nbd+unix:///lun?socket=$work/lun.sock" --backing "$TGT_BACKING" \
-      --ops 1000000 --time-limit "$io_time" --max-len 1M --settle "$settle" \
+      --ops 1000000 --time-limit "$io_time" --max-len 1M --settle "$settle" "${span[@]}" \
       >"$work/exerciser.log" 2>&1 &
     local ex_pid=$!
     sleep 3
@@ -128,6 +190,11 @@ scenario() {
     "$restore"
     local ex_rc=0
     wait "$ex_pid" || ex_rc=$?
+    if [[ -n $writer_pid ]] && ! wait "$writer_pid"; then
+      echo "    the background writer failed:"
+      sed 's/^/      /' "$work/writer.log" | grep -i err | head -n 5
+      ok=0
+    fi
     "$im_bin" status "$work/mp.yaml" >"$work/status.after" 2>&1 || true
     echo "    status during the fault:"
     sed 's/^/      /' "$work/status.during"
@@ -213,9 +280,216 @@ shutdown_without_path() {
   fi
 }
 
+# no_path_retry 3 (polling_interval 1): with every path gone, a request waits 3 intervals and
+# then fails with EIO; later requests fail at once; once a path is back the device serves again.
+no_path_retry_n() {
+  echo "--- no-path-retry-n"
+  local ok=1
+  if attach 3; then
+    kill_target
+    # libnbd through /usr/bin/python3 (python3-libnbd): the errno of each failed request.
+    /usr/bin/python3 - "$(nbd_uri)" <<'PY' || ok=0
+import errno, sys, time
+import nbd
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+for attempt in ("first", "second"):
+    start = time.monotonic()
+    try:
+        h.pread(4096, 0)
+        print(f"    {attempt} read with no path succeeded")
+        sys.exit(1)
+    except nbd.Error as e:
+        took = time.monotonic() - start
+        print(f"    {attempt} read with no path failed after {took:.1f} s: {e.string} (errno {e.errno})")
+        # libnbd gives the errno as its symbolic name.
+        if e.errno not in ("EIO", errno.EIO):
+            sys.exit(1)
+        # The first waits out no_path_retry (3 intervals of 1 s), the second fails at once.
+        if attempt == "first" and not 2.0 <= took <= 15.0:
+            sys.exit(1)
+        if attempt == "second" and took > 1.0:
+            sys.exit(1)
+PY
+    restart_target
+    if wait_active 1 30 || wait_active 2 1; then
+      # Service again: a write through the device lands in the backing file.
+      /usr/bin/python3 - "$(nbd_uri)" "$TGT_BACKING" <<'PY' || ok=0
+import os, sys
+import nbd
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+data = os.urandom(65536)
+h.pwrite(data, 1 << 20)
+h.flush()
+with open(sys.argv[2], "rb") as f:
+    f.seek(1 << 20)
+    on_disk = f.read(len(data))
+print("    after tgtd came back: write and flush done, backing file",
+      "matches" if on_disk == data else "DIFFERS")
+sys.exit(0 if on_disk == data else 1)
+PY
+    else
+      echo "    no path came back within 30 s of the restart"
+      ok=0
+    fi
+    grep -E "no usable path|path .* (failed|active)" "$work/attach.log" | sed 's/^/    /' | tail -n 6
+  else
+    ok=0
+  fi
+  stop_attach
+  report no-path-retry-n "$ok"
+}
+
+# Path 2 leads to an impostor: another tgtd on 198.18.2.1 with the same IQN and another device.
+wrong_device() {
+  echo "--- wrong-device"
+  local ok=1 impostor imp_port imp_backing
+  mkdir -p "$work/impostor"
+  impostor=$("$repo/tools/testbed/tgtd-target.sh" start --size 64M --netns "$TOPO_TGT_NS" \
+    --portal 198.18.2.1 --dir "$work/impostor")
+  # tgt derives its NAA designator (VPD 0x83) from scsi_id: another scsi_id, another WWID.
+  (
+    eval "$impostor"
+    tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op update --tid 1 --lun 1 \
+      --params scsi_id=impostor-device,scsi_sn=impostor01
+  )
+  imp_port=$(eval "$impostor"; echo "$TGT_PORT")
+  imp_backing=$(eval "$impostor"; echo "$TGT_BACKING")
+  if attach queue "" "$(path_line 1)"$'\n'"$(path_line 2 "$imp_port")" 1; then
+    "$exerciser" --uri "$(nbd_uri)" --backing "$TGT_BACKING" --ops 1000000 --time-limit 6 \
+      --max-len 1M >"$work/exerciser.log" 2>&1 || ok=0
+    "$im_bin" status "$work/mp.yaml" >"$work/status.during" 2>&1 || true
+    sed 's/^/      /' "$work/status.during"
+    status_shows "$work/status.during" "198\\.18\\.2\\.1:$imp_port from [0-9.]+ +failed refused" \
+      "presents device" || ok=0
+    sed 's/^/    /' "$work/exerciser.log" | tail -n 2
+    # Nothing of the exerciser's data reached the impostor's LUN: its file is still all zeros.
+    if cmp -s -n "$(stat -c %s "$imp_backing")" "$imp_backing" /dev/zero; then
+      echo "    the impostor's backing file is untouched"
+    else
+      echo "    the impostor's backing file was written"
+      ok=0
+    fi
+  else
+    ok=0
+  fi
+  stop_attach
+  (
+    eval "$impostor"
+    "$repo/tools/testbed/tgtd-target.sh" stop >/dev/null 2>&1 || true
+  )
+  report wrong-device "$ok"
+}
+
+# only_path_busy I LABEL: over one second, path I completes commands and the other of paths 1
+# and 2 none.
+only_path_busy() {
+  local busy=$1 idle=$((3 - $1)) b0 i0 b1 i1
+  b0=$(commands "$busy") i0=$(commands "$idle")
+  sleep 1
+  b1=$(commands "$busy") i1=$(commands "$idle")
+  echo "    $2: path $busy +$((b1 - b0)) commands, path $idle +$((i1 - i0)) in 1 s"
+  ((b1 > b0 && i1 == i0))
+}
+
+# path_grouping_policy failover: one path at a time; failback immediate brings I/O back.
+failover_grouping() {
+  echo "--- failover"
+  local ok=1
+  if attach queue "  path_grouping_policy: failover"; then
+    "$exerciser" --uri "$(nbd_uri)" --backing "$TGT_BACKING" --ops 1000000 --time-limit 16 \
+      --max-len 256K >"$work/exerciser.log" 2>&1 &
+    local ex_pid=$!
+    sleep 2
+    only_path_busy 1 "path 1 in use" || ok=0
+    link1_down
+    sleep 2
+    "$im_bin" status "$work/mp.yaml" >"$work/status.during" 2>&1 || true
+    only_path_busy 2 "path 1 down" || ok=0
+    sed 's/^/      /' "$work/status.during"
+    # The group of path 2 carries I/O now.
+    grep -A1 "status=active" "$work/status.during" | grep -q "198.18.2.1.*active ready" || ok=0
+    link1_up
+    if wait_active 1 15; then
+      sleep 1
+      only_path_busy 1 "path 1 back" || ok=0
+    else
+      echo "    path 1 did not come back"
+      ok=0
+    fi
+    local ex_rc=0
+    wait "$ex_pid" || ex_rc=$?
+    sed 's/^/    /' "$work/exerciser.log" | tail -n 2
+    ((ex_rc == 0)) || ok=0
+    grep -E "path .* (failed|active)" "$work/attach.log" | sed 's/^/    /' | tail -n 4
+  else
+    ok=0
+  fi
+  stop_attach
+  report failover "$ok" "$(grep -o 'longest I/O stall [0-9]* ms' "$work/exerciser.log" || true)"
+}
+
+# The scenario runs against istgt: the suite's TGT_* name the target under test meanwhile.
+lu_reset_proof() {
+  local saved=("$TGT_IQN" "$TGT_LUN" "$TGT_PORT" "$TGT_BACKING")
+  mkdir -p "$work/istgt"
+  eval "$("$repo/tools/testbed/istgt-target.sh" start --size 256M --netns "$TOPO_TGT_NS" \
+    --portal 198.18.1.1 --portal 198.18.2.1 --group-per-portal --dir "$work/istgt")"
+  istgt_started=1
+  TGT_IQN=$ISTGT_IQN TGT_LUN=$ISTGT_LUN TGT_PORT=$ISTGT_PORT TGT_BACKING=$ISTGT_BACKING
+  scenario lu-reset-proof queue 10 hole1_on hole1_off 8 1 writes_proven_by_lu_reset
+  "$repo/tools/testbed/istgt-target.sh" stop >/dev/null 2>&1 || true
+  istgt_started=0
+  TGT_IQN=${saved[0]} TGT_LUN=${saved[1]} TGT_PORT=${saved[2]} TGT_BACKING=${saved[3]}
+}
+writes_proven_by_lu_reset() {
+  path1_failed_and_returned || return 1
+  grep -q "re-issued: LOGICAL UNIT RESET through" "$work/attach.log" ||
+    { echo "    no held write was proven dead by a LOGICAL UNIT RESET"; return 1; }
+}
+
+# read_rate: MiB/s of 1 MiB sequential reads at queue depth 16 for 4 s (fio, nbd engine).
+read_rate() {
+  fio --name=lb --ioengine=nbd --uri="$(nbd_uri)" --rw=read --bs=1M --iodepth=16 \
+    --size=256M --runtime=4 --time_based --output-format=json --output="$work/fio.json" \
+    >/dev/null 2>&1 || { echo 0; return; }
+  jq '.jobs[0].read.bw_bytes / 1048576 | floor' "$work/fio.json"
+}
+
+# multibus over paths limited to the same rate: throughput grows with the number of paths.
+load_balance() {
+  echo "--- load-balance"
+  local ok=1 rate=400mbit i one=0 two=0 four=0
+  for i in 1 2 3 4; do topo_cmd rate "$topo" "$i" "$rate"; done
+  if attach queue "" "$(path_line 1)"; then one=$(read_rate); else ok=0; fi
+  stop_attach
+  if attach queue "" "$(path_line 1)"$'\n'"$(path_line 2)"; then two=$(read_rate); else ok=0; fi
+  stop_attach
+  if attach queue "" "$(for i in 1 2 3 4; do path_line "$i"; done)"; then
+    four=$(read_rate)
+    "$im_bin" status "$work/mp.yaml" 2>&1 | sed 's/^/      /'
+  else
+    ok=0
+  fi
+  stop_attach
+  for i in 1 2 3 4; do topo_cmd rate "$topo" "$i" off; done
+  local summary
+  summary=$(awk -v r="$rate" -v a="$one" -v b="$two" -v c="$four" 'BEGIN {
+    if (a == 0) { print "no rate measured"; exit }
+    printf "%s per path: 1 path %d MiB/s, 2 paths %d MiB/s (%.2fx), 4 paths %d MiB/s (%.2fx)",
+      r, a, b, b / a, c, c / a }')
+  echo "    $summary"
+  # Loose bounds: they fail when one path carries everything, not when a run is a bit slow.
+  awk -v a="$one" -v b="$two" -v c="$four" \
+    'BEGIN { exit !(a > 0 && b >= 1.5 * a && c >= 2.5 * a) }' || ok=0
+  report load-balance "$ok" "$summary"
+}
+
 selected=("$@")
 ((${#selected[@]})) ||
-  selected=(link-down blackhole stale-write all-paths-down target-restart shutdown-without-path)
+  selected=(link-down blackhole stale-write all-paths-down target-restart shutdown-without-path
+    no-path-retry-n wrong-device failover lu-reset-proof load-balance)
 for s in "${selected[@]}"; do
   case $s in
     link-down) scenario link-down queue 0 link1_down link1_up 5 1 path1_failed_and_returned ;;
@@ -224,6 +498,11 @@ for s in "${selected[@]}"; do
     all-paths-down) scenario all-paths-down queue 0 links_down links_up 4 "1 2" ;;
     target-restart) scenario target-restart queue 0 kill_target restart_target 4 "1 2" ;;
     shutdown-without-path) shutdown_without_path ;;
+    no-path-retry-n) no_path_retry_n ;;
+    wrong-device) wrong_device ;;
+    failover) failover_grouping ;;
+    lu-reset-proof) lu_reset_proof ;;
+    load-balance) load_balance ;;
     *) echo "unknown scenario $s"; failed=$((failed + 1)) ;;
   esac
 done

@@ -10,6 +10,9 @@
 #                          (default iqn.2026-11.org.iscsi-mpio:disk1)
 #   --size SIZE            size of the sparse backing file (default 512M)
 #   --portal ADDR          listen address, repeatable (default 127.0.0.1); all share one port
+#   --group-per-portal     each portal in its own portal group (target portal group tag 1, 2,
+#                          ...), as on arrays with one group per controller port; default: one
+#                          group for all
 #   --port N               TCP port (default: a free ephemeral port)
 #   --netns NAME           run istgt inside network namespace NAME (made by the caller)
 #   --chap USER:SECRET     one-way CHAP
@@ -83,9 +86,15 @@ write_config() {
   Portal UC1 127.0.0.1:$ctl_port
   Netmask 127.0.0.1
 
-[PortalGroup1]
 EOF
+    local group=1 mappings="  Mapping PortalGroup1 InitiatorGroup1"
+    echo "[PortalGroup1]"
     for addr in "${portals[@]}"; do
+      if ((group_per_portal && i > 1)); then
+        group=$i
+        mappings+=$'\n'"  Mapping PortalGroup$group InitiatorGroup1"
+        printf '\n[PortalGroup%s]\n' "$group"
+      fi
       echo "  Portal DA$i $addr:$port"
       i=$((i + 1))
     done
@@ -97,7 +106,7 @@ EOF
 
 [LogicalUnit1]
   TargetName "${iqn##*:}"
-  Mapping PortalGroup1 InitiatorGroup1
+$mappings
   AuthMethod $auth_method
   AuthGroup AuthGroup1
   UseDigest Auto
@@ -125,6 +134,7 @@ start() {
       --iqn) iqn=${2:?}; shift 2 ;;
       --size) size=${2:?}; shift 2 ;;
       --portal) portals+=("${2:?}"); shift 2 ;;
+      --group-per-portal) group_per_portal=1; shift ;;
       --port) fixed_port=${2:?}; shift 2 ;;
       --netns) netns=${2:?}; shift 2 ;;
       --chap) chap=${2:?}; shift 2 ;;
@@ -210,7 +220,7 @@ stop() {
 }
 
 # Settings shared by start() and write_config().
-iqn='' chap='' mutual_chap='' dir='' backing='' port='' ctl_port='' netmask=''
+iqn='' chap='' mutual_chap='' dir='' backing='' port='' ctl_port='' netmask='' group_per_portal=0
 portals=()
 case ${1:-} in
   start) shift; start "$@" ;;
