@@ -4,16 +4,24 @@
 // that is freed as soon as its task completes, so ASan reports any access outside a task's
 // buffer or after its completion.
 //
+// Task management (§11.5/§11.6) and command timeouts are driven too: ABORT TASK and LOGICAL UNIT
+// RESET requests whose answers (or Rejects, or nothing) come from the stream, and a fake clock
+// that moves one second per PDU so check_timeouts() escalates. Async Messages are acted on as
+// the driver does (AsyncEvent 1 requests the logout).
+//
 // Input: 14 prefix bytes, then the target's byte stream.
 //   0: flags: bit 0 ImmediateData, bit 1 InitialR2T, bit 2 write out every frame after each PDU
 //      (else after every second one), bit 3 resubmit completed tasks, bit 4 send a ping first,
-//      bit 5 request a logout first.
+//      bit 5 request a logout first, bit 6 command and TMF timeouts of 2 s on the fake clock,
+//      bit 7 ABORT TASK for the read task once both tasks are submitted.
 //   1: chunk seed (fuzz::Chunker)
 //   2-3 FirstBurstLength, 4-5 MaxBurstLength, 6-7 target MaxRecvDataSegmentLength (each at
 //   least 512), 8-9 read length, 10-11 write length (each & 0x3fff),
-//   12: low nibble max tasks - 1 (0..3), high nibble CmdSN window (MaxCmdSN - CmdSN),
+//   12: bits 0-1 max tasks - 1 (0..3), bit 2 LOGICAL UNIT RESET for LUN 0 once both tasks are
+//   submitted (after the ABORT TASK), high nibble CmdSN window (MaxCmdSN - CmdSN),
 //   13: our MaxRecvDataSegmentLength = 512 << (n & 7).
 #include <algorithm>
+#include <chrono>
 #include <memory>
 #include <string>
 #include <vector>
@@ -33,6 +41,11 @@ struct TaskBox {
   int completions = 0;
 };
 
+// One task management request: its handler must run exactly once, by the end at the latest.
+struct TmfBox {
+  int answers = 0;
+};
+
 class Harness {
  public:
   Harness(const fuzz::Prefix& prefix) : prefix_(prefix) {
@@ -49,8 +62,18 @@ class Harness {
     sp.max_cmd_sn = iscsi::CmdSN(1 + (prefix.u8(12) >> 4));
     sp.exp_stat_sn = iscsi::StatSN(1);
     sp.max_tasks = 1 + (prefix.u8(12) & 3u);
+    sp.clock = [this] { return now_; };
     session_ = std::make_unique<iscsi::Session>(sp);
+    if (prefix.bit(0, 6)) {
+      session_->set_timeouts({.command_timeout = std::chrono::seconds(2),
+                              .tmf_timeout = std::chrono::seconds(2)});
+    }
     session_->on_output = [this] { check_new_frames(); };
+    // As the driver does: a logout the target asks for (AsyncEvent 1) is started from inside
+    // on_pdu; AsyncEvent 2/3 come back from on_pdu as an error and end the connection.
+    session_->on_event = [this](const iscsi::SessionEvent& event) {
+      if (event.kind == iscsi::SessionEvent::Kind::logout_requested) session_->request_logout();
+    };
     reader_.set_limits(session_->reader_limits());
     reader_.set_placement(&session_->placement());
   }
@@ -76,6 +99,33 @@ class Harness {
     };
     live_.push_back(std::move(box));
     session_->submit(raw->task);
+  }
+
+  // ABORT TASK for the first live task of `direction`, LOGICAL UNIT RESET for LUN 0.
+  void abort(iscsi::DataDirection direction) {
+    for (auto& box : live_) {
+      if (box->task.direction != direction || box->completions > 0) continue;
+      auto tmf = std::make_unique<TmfBox>();
+      TmfBox* raw = tmf.get();
+      tmfs_.push_back(std::move(tmf));
+      const auto start = session_->abort_task(box->task, [raw](const iscsi::TmfResult&) {
+        ++raw->answers;
+      });
+      if (start == iscsi::AbortStart::withdrawn) {
+        // Taken back from the CmdSN window: completed at once, as never sent.
+        FUZZ_CHECK(box->completions == 1);
+        FUZZ_CHECK(box->task.transport_error == iscsi::errc::task_not_sent);
+      }
+      if (start != iscsi::AbortStart::sent) tmfs_.pop_back();  // no handler call will come
+      return;
+    }
+  }
+
+  void reset_lun() {
+    auto tmf = std::make_unique<TmfBox>();
+    TmfBox* raw = tmf.get();
+    if (session_->reset_lun(iscsi::Lun{0}, [raw](const iscsi::TmfResult&) { ++raw->answers; }))
+      tmfs_.push_back(std::move(tmf));
   }
 
   // Completion callbacks have returned: check each task completed once, then free it (and its
@@ -144,6 +194,12 @@ class Harness {
       reader_.next();
       retire();
       if (ec) return false;
+      if (prefix_.bit(0, 6)) {
+        now_ += std::chrono::seconds(1);
+        const std::error_code timeout = session_->check_timeouts(detail);
+        retire();
+        if (timeout) return false;  // the escalation ran out: the driver drops the connection
+      }
       if (prefix_.bit(0, 2) || (++pdus_ & 1u) == 0) write_frames();
       reader_.set_limits(session_->reader_limits());
     }
@@ -154,6 +210,9 @@ class Harness {
     if (prefix_.bit(0, 4)) (void)session_->send_ping();
     submit(iscsi::DataDirection::read);
     submit(iscsi::DataDirection::write);
+    if (prefix_.bit(0, 7)) abort(iscsi::DataDirection::read);
+    if (prefix_.bit(12, 2)) reset_lun();
+    retire();  // a withdrawn task completes at once
     if (prefix_.bit(0, 5)) session_->request_logout();
     fuzz::Chunker chunker(prefix_.u8(1));
     size_t offset = 0;
@@ -168,10 +227,13 @@ class Harness {
     session_->fail_all(iscsi::errc::connection_closed, "fuzz input ended");
     checked_ = 0;  // fail_all drops every queued frame
     retire();
-    // Every task submitted completed exactly once (retire() checked) and none is left over.
+    // Every task submitted completed exactly once (retire() checked) and none is left over;
+    // every task management request was answered exactly once, by the target or by fail_all.
     FUZZ_CHECK(live_.empty());
     FUZZ_CHECK(session_->tasks_in_flight() == 0);
     FUZZ_CHECK(session_->tasks_waiting() == 0);
+    FUZZ_CHECK(session_->tmfs_outstanding() == 0);
+    for (const auto& tmf : tmfs_) FUZZ_CHECK(tmf->answers == 1);
   }
 
  private:
@@ -180,6 +242,8 @@ class Harness {
   iscsi::PduReader reader_;
   std::vector<std::unique_ptr<TaskBox>> live_;
   std::vector<TaskBox*> completed_;
+  std::vector<std::unique_ptr<TmfBox>> tmfs_;
+  iscsi::SessionClock::time_point now_{};  // the fake clock: one second per PDU with bit 6
   size_t checked_ = 0;  // frames at the front of output() already checked
   unsigned resubmits_ = 0;
   bool closing_ = false;

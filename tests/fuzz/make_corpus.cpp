@@ -269,6 +269,61 @@ void session_seeds() {
     append(s, frame(logout));
     write_seed("fuzz_session", "ping-reject-logout", s);
   }
+  {
+    // ABORT TASK for the read (ITT 0x80000000) and LOGICAL UNIT RESET (0x80000001) both answered
+    // "function complete"; then the target asks for a logout (AsyncEvent 1) and answers the
+    // Logout Request (0x80000002).
+    Bytes s = session_prefix(0x80 | 0x04, 4096, 8192, 8192, 1024, 1024);
+    s[12] = std::byte{0x85};  // two task slots, LOGICAL UNIT RESET, CmdSN window of 8
+    iscsi::TaskManagementResponse aborted;
+    static_cast<iscsi::TargetSequence&>(aborted) = seq(1, 3, 10);
+    aborted.itt = iscsi::Itt{0x80000000};
+    aborted.response = static_cast<uint8_t>(iscsi::TaskManagementResponseCode::function_complete);
+    append(s, frame(aborted));
+    iscsi::TaskManagementResponse reset = aborted;
+    static_cast<iscsi::TargetSequence&>(reset) = seq(2, 3, 10);
+    reset.itt = iscsi::Itt{0x80000001};
+    append(s, frame(reset));
+    iscsi::AsyncMessage async;
+    static_cast<iscsi::TargetSequence&>(async) = seq(3, 3, 10);
+    async.event = static_cast<uint8_t>(iscsi::AsyncEvent::logout_requested);
+    async.parameter3 = 5;
+    append(s, frame(async));
+    iscsi::LogoutResponse logout;
+    static_cast<iscsi::TargetSequence&>(logout) = seq(4, 3, 10);
+    logout.itt = iscsi::Itt{0x80000002};
+    append(s, frame(logout));
+    write_seed("fuzz_session", "abort-reset-async-logout", s);
+  }
+  {
+    // Command timeouts on the fake clock (one second per PDU): silent NOP-Ins let both tasks
+    // time out (ABORT TASK each), the target refuses one abort ("task still allegiant"), which
+    // escalates to LOGICAL UNIT RESET, and drops the connection (AsyncEvent 2) at the end.
+    Bytes s = session_prefix(0x40 | 0x04, 4096, 8192, 8192, 1024, 1024);
+    for (uint32_t i = 0; i < 3; ++i) {
+      iscsi::NopIn nop;
+      static_cast<iscsi::TargetSequence&>(nop) = seq(1, 3, 10);
+      append(s, frame(nop));
+    }
+    iscsi::TaskManagementResponse refused;
+    static_cast<iscsi::TargetSequence&>(refused) = seq(1, 3, 10);
+    refused.itt = iscsi::Itt{0x80000000};
+    refused.response =
+        static_cast<uint8_t>(iscsi::TaskManagementResponseCode::task_still_allegiant);
+    append(s, frame(refused));
+    iscsi::TaskManagementResponse unknown = refused;
+    static_cast<iscsi::TargetSequence&>(unknown) = seq(2, 3, 10);
+    unknown.itt = iscsi::Itt{0x80000001};
+    unknown.response = static_cast<uint8_t>(iscsi::TaskManagementResponseCode::task_does_not_exist);
+    append(s, frame(unknown));
+    iscsi::AsyncMessage dropped;
+    static_cast<iscsi::TargetSequence&>(dropped) = seq(3, 3, 10);
+    dropped.event = static_cast<uint8_t>(iscsi::AsyncEvent::connection_dropped);
+    dropped.parameter2 = 2;
+    dropped.parameter3 = 20;
+    append(s, frame(dropped));
+    write_seed("fuzz_session", "timeouts-tmf-refused-connection-dropped", s);
+  }
 }
 
 // ---------------------------------------------------------------- fuzz_login

@@ -229,7 +229,8 @@ std::error_code OperationalNegotiation::check_answer(size_t index, std::string_v
                                                      std::string& agreed,
                                                      std::string& detail) const {
   const auto& def = key_table[index];
-  if (value == value_reject) return fail(detail, def, value, "target rejected our offer");
+  if (value == value_reject)
+    return fail(detail, def, value, "target rejected our offer " + our_value(index));
   if (value == value_not_understood)
     return fail(detail, def, value, "a standard key must not be answered NotUnderstood");
   if (value == value_irrelevant) {

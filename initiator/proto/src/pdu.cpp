@@ -473,7 +473,9 @@ std::error_code decode_target_pdu(BhsIn b, TargetPdu& out, std::string& detail) 
       break;
     }
     default:
-      detail = "opcode 0x" + std::to_string(static_cast<unsigned>(op)) + " (" + opcode_name(op) +
+      static constexpr char hex[] = "0123456789abcdef";
+      detail = std::string("opcode 0x") + hex[static_cast<unsigned>(op) >> 4] +
+               hex[static_cast<unsigned>(op) & 0xf] + " (" + opcode_name(op) +
                ") is not a target PDU";
       return errc::unknown_opcode;
   }

@@ -749,7 +749,9 @@ std::error_code Session::handle(const AsyncMessage& p, std::span<const std::byte
 std::error_code Session::handle(const Reject& p, std::span<const std::byte> data,
                                 std::string& detail) {
   // §11.17: the data segment holds the rejected PDU's header; fail the task it belongs to.
-  std::string what = "target rejected a PDU (reason 0x" + std::to_string(p.reason) + ")";
+  static constexpr char hex[] = "0123456789abcdef";
+  std::string what = std::string("target rejected a PDU (reason 0x") + hex[p.reason >> 4] +
+                     hex[p.reason & 0xf] + ")";
   if (on_event) on_event({SessionEvent::Kind::reject, {}, what, {}});
   if (data.size() >= bhs_size) {
     const Itt itt{common::load_be32(data, 16)};

@@ -1,0 +1,125 @@
+// A scripted iSCSI target on loopback for the faults real targets will not produce on demand
+// (bad digests, Reject, target-requested logout, a closed CmdSN window, a stalled R2T, garbage
+// on the wire, a connection dropped mid-login).
+//
+// It serves one in-memory LUN well enough for iscsi_io::PathSession: login without
+// authentication (answering every operational key by its RFC 7143 §6.2 rule), TEST UNIT READY,
+// INQUIRY (standard data), READ CAPACITY(16), READ(16), WRITE(16) with immediate data,
+// unsolicited Data-Out and R2T, NOP-Out pings, ABORT TASK / LOGICAL UNIT RESET, Logout. Target
+// PDUs are built with iscsi_proto's encoders; what the initiator sends is framed by PduReader
+// and decoded by decode_initiator_pdu, so the fake shares no protocol logic with the code under
+// test beyond the wire codec.
+//
+// Everything runs on the caller's io_context; the header stays free of Asio so tests compile
+// quickly.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <iscsi/pdu.hpp>
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace fault_target {
+
+enum class Fault {
+  none,
+  // The first READ this target serves (on any connection) gets a Data-In with a wrong header
+  // digest (HeaderDigest=CRC32C must be negotiated); later READs are served correctly.
+  bad_header_digest,
+  // The same with a wrong data digest on the Data-In that also carries the status (S bit)
+  // (DataDigest=CRC32C must be negotiated).
+  bad_data_digest,
+  // Every SCSI Command is answered with a Reject (reason 0x05 command not supported) carrying
+  // its header, RFC 7143 §11.17.
+  reject_command,
+  // After the first command's response, an Async Message with AsyncEvent 1 (logout requested,
+  // §11.9.1) asks for a logout within Script::logout_within seconds.
+  async_logout,
+  // The final Login Response closes the CmdSN window (MaxCmdSN = ExpCmdSN - 1, §4.2.2.1); a
+  // NOP-In (ITT and TTT 0xffffffff) opens it Script::window_reopen_after later.
+  closed_window,
+  // A WRITE that needs an R2T (InitialR2T=Yes, ImmediateData=No are answered) never gets one;
+  // ABORT TASK is answered "function complete".
+  stalled_r2t,
+  // The first SCSI Command is answered with a 48-byte header of opcode 0x3e, which no PDU has.
+  garbage_opcode,
+  // The first SCSI Command is answered with a Data-In whose DataSegmentLength (16 MiB - 1)
+  // exceeds the MaxRecvDataSegmentLength the initiator declared.
+  garbage_length,
+  // The connection is closed as soon as the first Login Request has arrived.
+  disconnect_in_login,
+};
+
+struct Script {
+  Fault fault = Fault::none;
+  // Whether CRC32C is acceptable to the target when the initiator offers it; when it is not,
+  // an offer of CRC32C alone is answered Reject (§6.2).
+  bool accept_header_digest = true;
+  bool accept_data_digest = true;
+  // Answered for InitialR2T (an OR) and ImmediateData (an AND); stalled_r2t forces Yes / No.
+  bool initial_r2t = false;
+  bool immediate_data = true;
+  uint16_t logout_within_seconds = 2;                   // async_logout: Parameter3
+  std::chrono::milliseconds window_reopen_after{1000};  // closed_window
+  // The LUN.
+  uint64_t blocks = 2048;
+  uint32_t block_size = 512;
+};
+
+// What the target saw, for tests to assert on.
+struct Observed {
+  struct Pdu {
+    iscsi::Opcode opcode{};
+    std::chrono::steady_clock::time_point at;
+    bool immediate = false;
+    uint32_t itt = 0;
+    uint8_t cdb_opcode = 0;            // SCSI Command
+    uint8_t tmf_function = 0;          // Task Management Request
+    uint32_t referenced_task_tag = 0;  // Task Management Request
+    uint32_t cmd_sn = 0;
+  };
+  std::vector<Pdu> received;  // full feature phase PDUs, in arrival order
+  int connections = 0;        // accepted
+  int login_requests = 0;
+  int logins_completed = 0;
+  // closed_window: when the NOP-In that opened the window was queued.
+  std::optional<std::chrono::steady_clock::time_point> window_opened_at;
+  // async_logout: when the Async Message was queued.
+  std::optional<std::chrono::steady_clock::time_point> logout_requested_at;
+  bool header_digest = false, data_digest = false;  // as negotiated on the last login
+
+  size_t count(iscsi::Opcode opcode) const;
+  const Pdu* first(iscsi::Opcode opcode) const;
+};
+
+class FaultTarget {
+ public:
+  static constexpr const char* target_name = "iqn.2026-11.org.iscsi-mpio:fault-target";
+
+  // Listens on 127.0.0.1, on a port of the kernel's choosing.
+  FaultTarget(boost::asio::io_context& io, Script script);
+  ~FaultTarget();  // closes the listener and every connection
+  FaultTarget(const FaultTarget&) = delete;
+  FaultTarget& operator=(const FaultTarget&) = delete;
+
+  uint16_t port() const;
+  const Observed& observed() const;
+  // The LUN's contents, block_size * blocks bytes.
+  std::vector<std::byte>& lun();
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace fault_target
