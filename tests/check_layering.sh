@@ -4,7 +4,7 @@
 set -u
 root=${1:?project root}
 status=0
-for dir in common initiator/scsi initiator/proto nbd-bridge/proto mpio/include; do
+for dir in common/include initiator/scsi initiator/proto nbd-bridge/proto mpio/include; do
   [ -d "$root/$dir" ] || continue
   if hits=$(grep -rnE '#include *[<"](boost/|asio|spdlog)' "$root/$dir"); then
     echo "layering violation in $dir:"

@@ -61,6 +61,7 @@ struct Command : iscsi::ScsiTask {
   int retries = 0;               // same-path retries (unit attention, BUSY)
   Path* path = nullptr;          // where the current attempt runs
   Path* pinned = nullptr;        // probes of one path run there or nowhere
+  std::chrono::steady_clock::time_point sent_at;  // of the current attempt
   bool to_lun0 = false;          // REPORT LUNS goes to LUN 0, which every target has (SPC-4)
   // Writes, UNMAP and WRITE SAME change the medium: a copy whose fate is unknown must be proven
   // dead before another copy is sent (else a stale write may land after a newer one).
@@ -100,14 +101,28 @@ struct Path {
   std::unique_ptr<asio::steady_timer> timer;
 };
 
-// A block request split into commands; completes when the last one does.
+// A block request split into commands; completes when the last one does. Operations and
+// their Command objects are reused (LunDevice::Impl::spare_operations), so a request costs no
+// heap allocation once the device has seen as many requests in flight at once.
 struct Operation {
   IoRequest* request = nullptr;
-  std::vector<std::unique_ptr<Command>> commands;
+  std::vector<std::unique_ptr<Command>> commands;  // the first `used` belong to this request
+  size_t used = 0;
   size_t remaining = 0;
   std::error_code error;
   std::string detail;
 };
+
+// The same command object for another request: every field as new, no memory kept that a
+// request could not need again.
+void reset_command(Command& cmd) {
+  static_cast<iscsi::ScsiTask&>(cmd) = iscsi::ScsiTask{};
+  cmd.owned.clear();
+  cmd.retries = 0;
+  cmd.path = nullptr;
+  cmd.pinned = nullptr;
+  cmd.to_lun0 = false;
+}
 
 struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   Impl(asio::io_context& io, LunConfig c) : io(io), config(std::move(c)) {}
@@ -127,6 +142,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   std::function<void(const std::string&, PathState, const std::string&)> path_event;
   std::function<void()> on_idle;
   std::function<void(uint64_t)> capacity_event;
+  std::function<void(size_t, std::chrono::nanoseconds)> command_observer;
   bool rereading_capacity = false;
   IoRequest final_flush;  // the SYNCHRONIZE CACHE that close() sends
 
@@ -356,6 +372,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     ++p->in_flight;
     p->in_flight_bytes += cmd.data_bytes();
     cmd.on_complete = [this](iscsi::ScsiTask& t) { command_done(static_cast<Command&>(t)); };
+    cmd.sent_at = std::chrono::steady_clock::now();
     p->session->submit(cmd);
   }
 
@@ -403,6 +420,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     }
     ++p.commands;
     p.bytes += c.data_bytes();
+    if (command_observer) command_observer(p.index, std::chrono::steady_clock::now() - c.sent_at);
     std::string detail;
     auto ec = outcome_of(c, detail);
     if (ec && ec.category() == scsi::category() && c.pinned == nullptr) {
@@ -950,20 +968,42 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // ---------------------------------------------------------------- block requests
 
   Command& add_command(Operation& op) {
-    op.commands.push_back(std::make_unique<Command>());
-    return *op.commands.back();
+    if (op.used == op.commands.size()) op.commands.push_back(std::make_unique<Command>());
+    Command& cmd = *op.commands[op.used++];
+    reset_command(cmd);
+    return cmd;
   }
 
-  void start(std::shared_ptr<Operation> op) {
+  std::vector<std::unique_ptr<Operation>> spare_operations;
+
+  Operation* acquire_operation() {
+    if (spare_operations.empty()) return new Operation;
+    Operation* op = spare_operations.back().release();
+    spare_operations.pop_back();
+    op->used = 0;
+    op->error = {};
+    op->detail.clear();
+    return op;
+  }
+
+  void release_operation(Operation* op) {
+    op->request = nullptr;
+    spare_operations.emplace_back(op);
+  }
+
+  // Operation* is owned by the device from acquire_operation() to release_operation(); the
+  // commands' `then` closures hold it raw: two pointers, which std::function keeps inline.
+  void start(Operation* op) {
     ++in_flight;
-    op->remaining = op->commands.size();
+    op->remaining = op->used;
     if (op->remaining == 0) {
       complete(*op);
       return;
     }
     // Every command of the operation is issued at once: the session queues what the CmdSN
     // window does not yet allow.
-    for (auto& cmd : op->commands) {
+    for (size_t i = 0; i < op->used; ++i) {
+      Command* cmd = op->commands[i].get();
       cmd->then = [this, op](Command& c) {
         std::string detail;
         auto ec = outcome_of(c, detail);
@@ -979,10 +1019,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   void complete(Operation& op) {
     --in_flight;
-    IoRequest* request = op.request;
-    auto ec = op.error;
-    auto detail = op.detail;
-    request->done(ec, detail);
+    op.request->done(op.error, op.detail);
+    // Only now: a request submitted from inside `done` must not get this operation while its
+    // last command's completion is still on the stack.
+    release_operation(&op);
     if (in_flight == 0 && on_idle) {
       auto idle = std::move(on_idle);
       on_idle = nullptr;
@@ -991,7 +1031,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   void submit(IoRequest& request) {
-    auto op = std::make_shared<Operation>();
+    Operation* op = acquire_operation();
     op->request = &request;
     const uint32_t bs = info.logical_block_size;
     const uint64_t first_lba = request.offset / bs;
@@ -1080,7 +1120,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     start(op);
   }
 
-  void start_flush(std::shared_ptr<Operation> op) {
+  void start_flush(Operation* op) {
     ++in_flight;
     Command& cmd = *op->commands.front();
     cmd.then = [this, op](Command& c) {
@@ -1207,6 +1247,11 @@ std::error_code LunDevice::reinstate_path(size_t index, std::string& detail) {
 
 void LunDevice::on_capacity_change(std::function<void(uint64_t size_bytes)> handler) {
   impl_->capacity_event = std::move(handler);
+}
+
+void LunDevice::on_command_done(
+    std::function<void(size_t, std::chrono::nanoseconds)> handler) {
+  impl_->command_observer = std::move(handler);
 }
 
 void LunDevice::on_path_event(

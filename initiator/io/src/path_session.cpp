@@ -10,6 +10,7 @@
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <random>
 
+#include <common_asio/gather_cursor.hpp>
 #include <iscsi/errors.hpp>
 #include <iscsi/login.hpp>
 #include <iscsi/pdu_reader.hpp>
@@ -129,8 +130,9 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
     // (SO_LINGER 0) so the kernel never retransmits stale writes when the network heals.
     socket.set_option(tcp::no_delay(true), ec);
     socket.set_option(asio::socket_base::linger(true, 0), ec);
-    socket.set_option(asio::socket_base::send_buffer_size(4 * 1024 * 1024), ec);
-    socket.set_option(asio::socket_base::receive_buffer_size(4 * 1024 * 1024), ec);
+    // No SO_SNDBUF/SO_RCVBUF: setting them turns off the kernel's autotuning, which sizes the
+    // buffers to the bandwidth-delay product (up to net.ipv4.tcp_rmem's maximum, 32 MiB here).
+    // Fixed 4 MiB buffers measured 20-30% slower for 1 MiB reads at queue depth 8.
     co_return std::error_code{};
   }
 
@@ -416,7 +418,12 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
         if (f.has_data_digest) buffers.emplace_back(f.data_digest.data(), f.data_digest.size());
         ++frames;
       }
-      auto [ec, n] = co_await asio::async_write(socket, buffers, nothrow);
+      boost::system::error_code ec;
+      for (common_asio::GatherCursor cursor(buffers); !cursor.finished() && !ec && !failed;) {
+        auto [wec, n] = co_await socket.async_write_some(cursor.window(), nothrow);
+        ec = wec;
+        cursor.consume(n);
+      }
       if (failed) break;
       if (ec) {
         fail(iscsi::errc::connection_closed,

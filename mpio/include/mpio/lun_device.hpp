@@ -136,6 +136,12 @@ class LunDevice : public BlockDevice {
   // The LU's capacity changed (2A/09): info().size_bytes has the new size.
   void on_capacity_change(std::function<void(uint64_t size_bytes)> handler);
 
+  // Every command the target answered, on the path with this index into path_status() (the
+  // ones PathStatus::commands counts), with its time from submission to the response: for
+  // latency histograms. Runs on the io_context's thread; keep it cheap.
+  void on_command_done(
+      std::function<void(size_t path_index, std::chrono::nanoseconds latency)> handler);
+
   struct Impl;
 
  private:

@@ -17,9 +17,11 @@
 #include <utility>
 #include <vector>
 
+#include <common_asio/gather_cursor.hpp>
 #include <spdlog/spdlog.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
+#include <boost/asio/dispatch.hpp>
 #include <boost/asio/generic/stream_protocol.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -76,12 +78,16 @@ std::string uri_escape(std::string_view s, bool keep_slash) {
   return out;
 }
 
+// Send buffer of each client socket (the kernel caps it at net.core.wmem_max).
+constexpr int kReplySocketBuffer = 4 * 1024 * 1024;
+
 // One request from header to written reply. It owns its payload buffer, which the device
 // uses until `done` runs and the writer uses until the reply is on the wire.
 struct Op {
   Request request;
   mpio::IoRequest io;
   std::unique_ptr<std::byte[]> buffer;
+  uint32_t buffer_capacity = 0;
   uint32_t payload_bytes = 0;  // counted against the connection's byte budget
   uint32_t error = 0;
   std::string message;
@@ -90,25 +96,60 @@ struct Op {
   size_t header_size = 0;
   std::vector<std::byte> error_chunk;
   size_t data_size = 0;
+
+  // `length` bytes of payload space, reusing the buffer of an earlier request when it is large
+  // enough.
+  std::span<std::byte> payload(uint32_t length) {
+    if (buffer_capacity < length) {
+      buffer = std::make_unique_for_overwrite<std::byte[]>(length);
+      buffer_capacity = length;
+    }
+    return {buffer.get(), length};
+  }
+
+  // Ready for the next request; the buffer and io.done stay.
+  void reset() {
+    request = Request{};
+    auto done = std::move(io.done);
+    io = mpio::IoRequest{};
+    io.done = std::move(done);
+    payload_bytes = 0;
+    error = 0;
+    message.clear();
+    header_size = 0;
+    error_chunk.clear();
+    data_size = 0;
+  }
 };
+
+// Payload buffers larger than this are freed with their request rather than kept for reuse.
+constexpr uint32_t kKeepBufferBytes = 4u << 20;
 
 struct ConnectionLimits {
   size_t max_requests = 128;
   size_t max_bytes = 64u << 20;
 };
 
+// Server::counters(), shared with the connections (which may outlive the server's Impl).
+struct CounterCells {
+  std::atomic<uint64_t> requests{0};
+  std::atomic<uint64_t> errors{0};
+};
+
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   // `handshake_done`: the peer already knows the export and starts in the transmission phase.
   Connection(Socket socket, mpio::BlockDevice& device, ExportDescription export_description,
-             ConnectionLimits limits, std::string peer, bool handshake_done)
+             ConnectionLimits limits, std::string peer, bool handshake_done,
+             std::shared_ptr<CounterCells> counters)
       : socket_(std::move(socket)),
         wake_(socket_.get_executor(), asio::steady_timer::time_point::max()),
         device_(device),
         export_(std::move(export_description)),
         limits_(limits),
         peer_(std::move(peer)),
-        handshake_done_(handshake_done) {}
+        handshake_done_(handshake_done),
+        counters_(std::move(counters)) {}
 
   awaitable<void> run() {
     auto self = shared_from_this();
@@ -214,7 +255,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         }
         co_return;
       }
-      auto op = std::make_unique<Op>();
+      auto op = acquire_op();
       if (const auto decode_ec = decode_request(header, op->request)) {
         // Framing is lost: the only safe move is a hard disconnect of this connection.
         spdlog::warn("nbd: client {}: {}, closing connection", peer_, decode_ec.message());
@@ -223,6 +264,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       }
       const Request& request = op->request;
       if (request.type == kCmdDisc) co_return;
+      counters_->requests.fetch_add(1, std::memory_order_relaxed);
 
       const Validation validation = validate(request, export_.device, structured_);
       ++in_flight_;
@@ -255,9 +297,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
         }
         op->payload_bytes = request.length;
         in_flight_bytes_ += request.length;
-        op->buffer = std::make_unique_for_overwrite<std::byte[]>(request.length);
+        const auto payload = op->payload(request.length);
         if (request.type == kCmdWrite) {
-          co_await asio::async_read(socket_, asio::buffer(op->buffer.get(), request.length),
+          co_await asio::async_read(socket_, asio::buffer(payload.data(), payload.size()),
                                     asio::redirect_error(use_awaitable, ec));
           if (ec) {
             finish(std::move(op));
@@ -295,17 +337,38 @@ class Connection : public std::enable_shared_from_this<Connection> {
     io.fua = (op->request.flags & kCmdFlagFua) != 0;
     io.may_unmap = io.op == mpio::IoOp::write_zeroes && (op->request.flags & kCmdFlagNoHole) == 0 &&
                    export_.device.write_zeroes_may_unmap;
-    if (op->buffer) io.buffer = std::span<std::byte>(op->buffer.get(), op->request.length);
-    Op* raw = op.release();
-    // `done` may run inline, or on another thread: always continue on our executor. The posted
-    // handler owns the Op, so it is freed even if the io_context is destroyed first.
-    io.done = [self = shared_from_this(), raw](std::error_code ec, const std::string& detail) {
-      asio::post(self->socket_.get_executor(),
-                 [self, op = std::unique_ptr<Op>(raw), ec, detail]() mutable {
-                   self->on_done(std::move(op), ec, detail);
-                 });
-    };
+    if (op->payload_bytes > 0) io.buffer = op->payload(op->request.length);
+    // io.done (set in acquire_op) takes the Op back; until then the device owns it. It may run
+    // before submit() returns; run() keeps this connection alive until every submitted Op has
+    // come back.
+    op.release();
     device_.submit(io);
+  }
+
+  // Ops are reused with their payload buffers: once a connection has seen its largest
+  // request, a request costs no heap allocation. Each Op's io.done is set once: a closure
+  // of two pointers, which std::function keeps without allocating.
+  std::unique_ptr<Op> acquire_op() {
+    if (!spare_ops_.empty()) {
+      auto op = std::move(spare_ops_.back());
+      spare_ops_.pop_back();
+      return op;
+    }
+    auto op = std::make_unique<Op>();
+    op->io.done = [this, raw = op.get()](std::error_code ec, const std::string& detail) {
+      // On our thread (LunDevice) this runs inline; from elsewhere (a test device completing
+      // from its own thread) it is posted to our executor.
+      asio::dispatch(socket_.get_executor(), [this, raw, ec, detail] {
+        on_done(std::unique_ptr<Op>(raw), ec, detail);
+      });
+    };
+    return op;
+  }
+
+  void recycle(std::unique_ptr<Op> op) {
+    if (spare_ops_.size() >= limits_.max_requests || op->buffer_capacity > kKeepBufferBytes) return;
+    op->reset();
+    spare_ops_.push_back(std::move(op));
   }
 
   void on_done(std::unique_ptr<Op> op, std::error_code ec, const std::string& detail) {
@@ -319,6 +382,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void queue_reply(std::unique_ptr<Op> op) {
+    if (op->error != 0) counters_->errors.fetch_add(1, std::memory_order_relaxed);
     if (hard_disconnect_ || write_failed_ || writer_stop_) {
       finish(std::move(op));
       return;
@@ -362,7 +426,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void finish(std::unique_ptr<Op> op) {
     in_flight_bytes_ -= op->payload_bytes;
     --in_flight_;
-    op.reset();
+    recycle(std::move(op));
     notify();
   }
 
@@ -388,7 +452,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
           if (op.data_size > 0) buffers.emplace_back(op.buffer.get(), op.data_size);
         }
       }
-      co_await asio::async_write(socket_, buffers, asio::redirect_error(use_awaitable, ec));
+      ec = {};
+      for (common_asio::GatherCursor cursor(buffers); !cursor.finished() && !ec;) {
+        const size_t n = co_await socket_.async_write_some(
+            cursor.window(), asio::redirect_error(use_awaitable, ec));
+        cursor.consume(n);
+      }
       for (auto& op : batch) finish(std::move(op));
       batch.clear();
       if (ec) {
@@ -410,6 +479,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   Socket socket_;
   asio::steady_timer wake_;
+  std::vector<std::unique_ptr<Op>> spare_ops_;
   mpio::BlockDevice& device_;
   ExportDescription export_;
   ConnectionLimits limits_;
@@ -425,6 +495,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   size_t in_flight_ = 0;        // read but not yet answered (or dropped)
   size_t in_flight_bytes_ = 0;  // READ/WRITE payload bytes of those
   std::deque<std::unique_ptr<Op>> replies_;
+  std::shared_ptr<CounterCells> counters_;
 };
 
 std::string describe_peer(const Protocol::endpoint& endpoint, uint64_t id) {
@@ -450,6 +521,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   Acceptor acceptor;
   std::set<std::shared_ptr<Connection>> connections;
   std::atomic<size_t> connection_count{0};
+  std::shared_ptr<CounterCells> counters = std::make_shared<CounterCells>();
   uint64_t next_id = 1;
   bool accepting = false;
   bool stopping = false;
@@ -564,6 +636,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       if (!ec && (family == AF_INET || family == AF_INET6)) {
         socket.set_option(asio::ip::tcp::no_delay(true), ec);
       }
+      // A unix socket's default send buffer (about 200 KiB) takes a 1 MiB READ reply in
+      // several writes, each waiting for the client to drain the last: room for a few whole
+      // replies keeps the client's reads and ours overlapping.
+      socket.set_option(asio::socket_base::send_buffer_size(kReplySocketBuffer), ec);
       add_connection(std::move(socket), describe_peer(remote, next_id++), false);
     }
     accepting = false;
@@ -575,7 +651,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     auto connection = std::make_shared<Connection>(
         std::move(socket), device, std::move(export_description),
         ConnectionLimits{options.max_requests_per_connection, options.max_bytes_per_connection},
-        std::move(peer), handshake_done);
+        std::move(peer), handshake_done, counters);
     connections.insert(connection);
     ++connection_count;
     asio::co_spawn(io, connection->run(),
@@ -677,6 +753,11 @@ std::string Server::endpoint_uri() const {
 
 size_t Server::connection_count() const {
   return impl_->connection_count.load();
+}
+
+Server::Counters Server::counters() const {
+  return {impl_->counters->requests.load(std::memory_order_relaxed),
+          impl_->counters->errors.load(std::memory_order_relaxed)};
 }
 
 }  // namespace nbd

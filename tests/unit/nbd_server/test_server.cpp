@@ -612,3 +612,18 @@ TEST_CASE("serve_connected: stop() drains and closes it like any connection", "[
   RawClient late(RawClient::Adopt{late_kernels});
   CHECK(late.at_eof());
 }
+
+TEST_CASE("counters(): requests read and those answered with an error", "[nbd_server]") {
+  Fixture f;
+  CHECK(f.server->counters().requests == 0);
+  Client c(f.server->endpoint_uri());
+  std::vector<std::byte> buf(512);
+  REQUIRE(c.pwrite(pattern(512, 3), 0) == 0);
+  REQUIRE(c.pread(buf, 0) == 0);
+  CHECK(c.pread(buf, 100) == -1);  // invalid: misaligned
+  f.device.fail_next(1, std::make_error_code(std::errc::io_error), "medium error");
+  CHECK(c.pread(buf, 0) == -1);  // failed on the device
+  // The error reply may be on the wire before the counter is read on the io thread.
+  CHECK(eventually([&] { return f.server->counters().requests == 4; }));
+  CHECK(f.server->counters().errors == 2);
+}

@@ -22,6 +22,8 @@
 #include <utility>
 #include <vector>
 
+#include <common/stable_queue.hpp>
+
 #include "iscsi/negotiation.hpp"
 #include "iscsi/pdu.hpp"
 #include "iscsi/pdu_reader.hpp"
@@ -64,7 +66,7 @@ struct ScsiTask {
 
 // A PDU ready to send: header (BHS + optional header digest), then a data segment that is
 // either borrowed from a task's write buffer or owned by the frame, zero padding, and an
-// optional data digest. Frames keep their addresses while queued in output() (a deque), so a
+// optional data digest. Frames keep their addresses while queued in output() (a StableQueue), so a
 // driver can build a gathered write straight from them.
 struct OutFrame {
   std::array<std::byte, bhs_size + digest_size> header{};
@@ -198,7 +200,7 @@ class Session : private DataPlacement {
   DataPlacement& placement() { return *this; }
   ReaderLimits reader_limits() const;
 
-  std::deque<OutFrame>& output() { return output_; }
+  common::StableQueue<OutFrame>& output() { return output_; }
   // The driver has written the first `count` frames of output(): they are removed, and tasks
   // whose buffers they borrowed may now complete.
   void frames_written(size_t count);
@@ -296,7 +298,7 @@ class Session : private DataPlacement {
   std::vector<uint32_t> free_slots_;
   std::deque<ScsiTask*> waiting_;
   size_t in_flight_ = 0;
-  std::deque<OutFrame> output_;
+  common::StableQueue<OutFrame> output_;
   std::vector<uint32_t> to_complete_;
   std::vector<uint32_t> completing_;
   // Tasks to complete with errc::task_not_sent, and answered task management requests; each

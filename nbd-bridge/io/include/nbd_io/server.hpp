@@ -73,6 +73,13 @@ class Server {
   // Connections currently open (handshake or transmission).
   size_t connection_count() const;
 
+  // Totals since construction, for status and metrics. Any thread.
+  struct Counters {
+    uint64_t requests = 0;  // read from clients, NBD_CMD_DISC excluded
+    uint64_t errors = 0;    // of those, answered with an error (invalid or failed on the device)
+  };
+  Counters counters() const;
+
  private:
   struct Impl;
   std::shared_ptr<Impl> impl_;
