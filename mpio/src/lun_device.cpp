@@ -434,7 +434,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
           if (capacity_changed(c)) asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
           if (c.retries < config.max_retries) {
             ++c.retries;
-            asio::post(io, [this, &c] { execute(c); });
+            retry(c);
             return;
           }
           break;
@@ -444,10 +444,27 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     } else if (ec && c.pinned != nullptr && disposition_of(c) == scsi::Disposition::retry_same_path &&
                c.retries < config.max_retries) {
       ++c.retries;
-      asio::post(io, [this, &c] { execute(c); });
+      retry(c);
       return;
     }
     c.then(c);
+  }
+
+  // A unit attention reports a condition and the command may go again at once; BUSY and TASK
+  // SET FULL (SAM-5 §5.3) say the LU is overloaded: back off, 10 ms doubling to 1 s, so the
+  // retries do not add to the load that caused them.
+  void retry(Command& c) {
+    const auto status = static_cast<scsi::Status>(c.status);
+    if (status != scsi::Status::busy && status != scsi::Status::task_set_full) {
+      asio::post(io, [this, &c] { execute(c); });
+      return;
+    }
+    const auto delay = std::min(std::chrono::milliseconds(10 << std::min(c.retries - 1, 7)),
+                                std::chrono::milliseconds(1000));
+    auto timer = std::make_shared<asio::steady_timer>(io, delay);
+    timer->async_wait([this, &c, timer](boost::system::error_code ec) {
+      if (!ec) execute(c);
+    });
   }
 
   static bool capacity_changed(const Command& c) {
