@@ -61,6 +61,36 @@ struct portal {
   void emit(YAML::Emitter& out, const Portal& value) const { out << to_string(value); }
 };
 
+// metrics.listen: "HOST:PORT" as a portal is written, but the port is required: there is no
+// well-known metrics port to default to.
+struct metrics_address {
+  bool operator()(Context& ctx, const YAML::Node& node, const std::string& path,
+                  Portal& out) const {
+    const std::string* text = scalar_or_error(ctx, node, path, "an address 'host:port'");
+    if (text == nullptr) {
+      return false;
+    }
+    auto parsed = parse_portal(*text);
+    const auto colon = text->rfind(':');
+    const auto bracket = text->rfind(']');
+    const bool has_port =
+        colon != std::string::npos && (bracket == std::string::npos || colon > bracket);
+    if (auto* problem = std::get_if<std::string>(&parsed)) {
+      ctx.error(node, path, config_errc::invalid_value,
+                "invalid address " + quoted(*text) + ": " + *problem);
+      return false;
+    }
+    if (!has_port) {
+      ctx.error(node, path, config_errc::invalid_value,
+                "address " + quoted(*text) + " needs a port, e.g. 127.0.0.1:9469");
+      return false;
+    }
+    out = std::get<Portal>(std::move(parsed));
+    return true;
+  }
+  void emit(YAML::Emitter& out, const Portal& value) const { out << to_string(value); }
+};
+
 struct ip_address {
   bool operator()(Context& ctx, const YAML::Node& node, const std::string& path,
                   std::string& out) const {
@@ -205,7 +235,7 @@ struct chap_algorithm_list {
     if (!node.IsSequence() || node.size() == 0) {
       ctx.error(node, path, config_errc::wrong_type,
                 "expected a non-empty list of CHAP algorithms (" + choices + "), got " +
-                    describe_node(node));
+                    (node.IsSequence() ? std::string("an empty list") : describe_node(node)));
       return false;
     }
     std::vector<ChapAlgorithm> parsed;
@@ -264,7 +294,18 @@ constexpr std::size_t max_secret_file_size = 4096;
 bool read_secret_file(Context& ctx, const YAML::Node& at, const std::string& key_path,
                       const std::string& file, std::string& secret) {
   const std::string name = "secret file '" + file + "'";
-  // O_NONBLOCK: a FIFO named by mistake must not hang the load; it is refused below.
+  // Only regular files are opened: opening a device or FIFO named by mistake can block or have
+  // side effects (a watchdog starts ticking). The file is checked again once open.
+  struct stat before {};
+  if (::stat(file.c_str(), &before) != 0) {
+    ctx.error(at, key_path, config_errc::io_error,
+              "cannot open " + name + ": " + std::strerror(errno));
+    return false;
+  }
+  if (!S_ISREG(before.st_mode)) {
+    ctx.error(at, key_path, config_errc::io_error, name + " is not a regular file");
+    return false;
+  }
   const int fd = ::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
   if (fd < 0) {
     ctx.error(at, key_path, config_errc::io_error,
@@ -367,7 +408,7 @@ void check_auth(Context& ctx, const YAML::Node& map, const std::string& path, Au
     ctx.error_in_section(map, join_key(path, "secret"), config_errc::missing_key,
                          "missing required key 'secret' or 'secret_file' (method chap needs one)");
   }
-  // The files are read last, once the file's structure is known to be right.
+  // Secret files are opened only here: for method chap, and when no `secret` competes.
   const auto mutual_map = find_value(map, "mutual");
   if (auth.secret_file && !find_value(map, "secret")) {
     read_secret_file(ctx, *find_value(map, "secret_file"), join_key(path, "secret_file"),
@@ -384,8 +425,8 @@ void check_auth(Context& ctx, const YAML::Node& map, const std::string& path, Au
     const bool from_file = auth.mutual->secret_file.has_value();
     const auto node =
         mutual_map ? find_value(*mutual_map, from_file ? "secret_file" : "secret") : std::nullopt;
-    ctx.error(node ? *node : map, join_key(path, from_file ? "mutual.secret_file" : "mutual.secret"),
-              config_errc::invalid_value,
+    const std::string key = from_file ? "mutual.secret_file" : "mutual.secret";
+    ctx.error(node ? *node : map, join_key(path, key), config_errc::invalid_value,
               "must differ from the secret the initiator uses (RFC 7143 §12.1.3)");
   }
 }
@@ -655,6 +696,13 @@ const Section<Control>& control_section() {
   return section;
 }
 
+const Section<Metrics>& metrics_section() {
+  static const Section<Metrics> section({
+      optional("listen", &Metrics::listen, metrics_address{}),
+  });
+  return section;
+}
+
 const Section<Config>& config_section() {
   static const Section<Config> section(
       {
@@ -664,6 +712,7 @@ const Section<Config>& config_section() {
           optional("multipath", &Config::multipath, nested<Multipath>{&multipath_section()}),
           optional("nbd", &Config::nbd, nested<Nbd>{&nbd_section()}),
           optional("control", &Config::control, nested<Control>{&control_section()}),
+          optional("metrics", &Config::metrics, nested<Metrics>{&metrics_section()}),
       },
       check_config);
   return section;

@@ -27,7 +27,11 @@
 #include <nbd_io/kernel_device.hpp>
 #include <nbd_io/server.hpp>
 
+#include "check_config.hpp"
+#include "logging.hpp"
+#include "service.hpp"
 #include "status.hpp"
+#include "verbs.hpp"
 
 namespace asio = boost::asio;
 
@@ -57,65 +61,6 @@ std::string failback_text(const config::Failback& f) {
   }
   return "?";
 }
-
-// The control socket: one request line ("tree" or "json"), one answer, then close. Mode 0600:
-// status shows target names and addresses, and later verbs will change path states.
-std::error_code open_control(local::acceptor& acceptor, const std::string& path, std::string& detail) {
-  namespace fs = std::filesystem;
-  std::error_code fec;
-  if (fs::exists(fs::symlink_status(path, fec))) {
-    if (!fs::is_socket(fs::symlink_status(path, fec))) {
-      detail = path + " exists and is not a socket";
-      return std::make_error_code(std::errc::file_exists);
-    }
-    local::socket probe(acceptor.get_executor());
-    boost::system::error_code ec;
-    probe.connect(local::endpoint(path), ec);
-    if (!ec) {
-      detail = "another iscsi-mpio attach is running (its control socket " + path + " answers)";
-      return std::make_error_code(std::errc::address_in_use);
-    }
-    fs::remove(path, fec);  // left by a process that is gone
-  }
-  fs::create_directories(fs::path(path).parent_path(), fec);
-  boost::system::error_code ec;
-  acceptor.open(local(), ec);
-  if (!ec) acceptor.bind(local::endpoint(path), ec);
-  if (!ec) fs::permissions(path, fs::perms::owner_read | fs::perms::owner_write, fec);
-  if (!ec) acceptor.listen(8, ec);
-  if (ec) {
-    detail = "cannot listen on control socket " + path + ": " + ec.message();
-    return std::error_code(ec.value(), std::system_category());
-  }
-  return {};
-}
-
-asio::awaitable<void> serve_control(local::acceptor& acceptor,
-                                    std::function<std::string(const std::string&)> respond) {
-  while (acceptor.is_open()) {
-    auto [ec, socket] = co_await acceptor.async_accept(asio::as_tuple(asio::use_awaitable));
-    if (ec) break;
-    asio::co_spawn(
-        acceptor.get_executor(),
-        [socket = std::move(socket), respond]() mutable -> asio::awaitable<void> {
-          std::string request;
-          asio::steady_timer timer(socket.get_executor(), std::chrono::seconds(2));
-          timer.async_wait([&socket](boost::system::error_code e) {
-            if (!e) socket.close();
-          });
-          auto [rec, n] = co_await asio::async_read_until(
-              socket, asio::dynamic_buffer(request, 64), '\n', asio::as_tuple(asio::use_awaitable));
-          timer.cancel();
-          if (rec) co_return;
-          request.resize(n > 0 ? n - 1 : 0);
-          const std::string answer = respond(request);
-          co_await asio::async_write(socket, asio::buffer(answer),
-                                     asio::as_tuple(asio::use_awaitable));
-        },
-        asio::detached);
-  }
-}
-
 
 iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& path,
                                  const iscsi::Isid& isid) {
@@ -262,18 +207,13 @@ int attach(const std::string& config_path) {
   int status = exit_ok;
   bool stopping = false;
 
-  local::acceptor control(io);
+  service::Runtime runtime(io, cfg);  // control socket, metrics, progress line
   asio::signal_set signals(io, SIGINT, SIGTERM);
   auto shutdown = [&] {
     if (stopping) return;
     stopping = true;
     spdlog::info("shutting down: draining requests, flushing the LUN cache, logging out");
-    if (control.is_open()) {
-      boost::system::error_code ignored;
-      control.close(ignored);
-      std::error_code fec;
-      std::filesystem::remove(cfg.control.socket, fec);
-    }
+    runtime.shutting_down();
     auto close_device = [&] {
       if (!device) {
         io.stop();
@@ -320,6 +260,12 @@ int attach(const std::string& config_path) {
       };
   signals.async_wait(on_signal);
 
+  // Before any login: a second attach on the same sockets must not disturb the first's sessions.
+  if (std::string detail; runtime.preflight(detail)) {
+    spdlog::error("{}", detail);
+    return exit_failure;
+  }
+  runtime.logging_in();
   for (const auto& path : lun_config.paths)
     spdlog::info("logging in to {} LUN {} via {}", cfg.target.iqn, cfg.target.lun,
                  iscsi_io::describe(path.login));
@@ -356,6 +302,7 @@ int attach(const std::string& config_path) {
               const auto level = state == mpio::PathState::active ? spdlog::level::info
                                                                   : spdlog::level::warn;
               spdlog::log(level, "path {} {}: {}", path, mpio::path_state_name(state), reason);
+              runtime.path_event(path, state);
             });
         device->on_capacity_change([&](uint64_t size) {
           spdlog::warn("LUN capacity changed to {} ({} bytes): new NBD clients see the new size",
@@ -401,35 +348,26 @@ int attach(const std::string& config_path) {
           spdlog::info("attached as {} (nbd {}, max_sectors_kb {})", kernel->path(),
                        nbd::kernel_interface_name(kernel->interface()), kernel->max_sectors_kb());
         }
-        std::string control_detail;
-        if (auto cec = open_control(control, cfg.control.socket, control_detail)) {
-          spdlog::error("{}", control_detail);
+        auto snapshot = [&] {
+          status::Snapshot snap;
+          snap.export_name = cfg.nbd.export_name;
+          snap.uri = server ? server->endpoint_uri() : "";
+          snap.target = cfg.target.iqn;
+          snap.lun = cfg.target.lun;
+          snap.selector = cfg.multipath.path_selector;
+          snap.grouping = std::string(mpio::grouping_name(device->grouping()));
+          snap.failback = failback_text(cfg.multipath.failback);
+          snap.no_path_retry = no_path_retry_text(cfg.multipath.no_path_retry);
+          snap.info = device->info();
+          snap.paths = device->path_status();
+          return snap;
+        };
+        if (std::string detail; runtime.serving(device, server.get(), snapshot, detail)) {
+          spdlog::error("{}", detail);
           status = exit_failure;
           shutdown();
           return;
         }
-        asio::co_spawn(io,
-                       serve_control(control,
-                                     [&](const std::string& request) {
-                                       status::Snapshot snap;
-                                       snap.export_name = cfg.nbd.export_name;
-                                       snap.uri = server ? server->endpoint_uri() : "";
-                                       snap.target = cfg.target.iqn;
-                                       snap.lun = cfg.target.lun;
-                                       snap.selector = cfg.multipath.path_selector;
-                                       snap.grouping = std::string(
-                                           mpio::grouping_name(device->grouping()));
-                                       snap.failback = failback_text(cfg.multipath.failback);
-                                       snap.no_path_retry =
-                                           no_path_retry_text(cfg.multipath.no_path_retry);
-                                       snap.info = device->info();
-                                       snap.paths = device->path_status();
-                                       if (request == "json") return status::render_json(snap);
-                                       if (request == "tree") return status::render_tree(snap);
-                                       return "error: unknown request '" + request +
-                                              "' (expected tree or json)\n";
-                                     }),
-                       asio::detached);
         std::cout << server->endpoint_uri() << std::endl;
         if (kernel) std::cout << kernel->path() << std::endl;
       });
@@ -516,6 +454,9 @@ int main(int argc, char** argv) {
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  std::string log_format = "text";
+  app.add_option("--log-format", log_format, "text, or json: one JSON object per line")
+      ->check(CLI::IsMember({"text", "json"}));
 
   std::string config_path;
   auto* attach_cmd = app.add_subcommand("attach", "log in and serve the LUN as an NBD export");
@@ -536,6 +477,16 @@ int main(int argc, char** argv) {
   status_cmd->add_option("config", config_path, "the attach's YAML configuration file")->required();
   status_cmd->add_flag("--json", status_json, "machine-readable output");
 
+  check_config::Options check_options;
+  auto* check_cmd = app.add_subcommand(
+      "check-config", "validate a configuration and probe each of its paths on its own");
+  check_cmd->add_option("config", config_path, "YAML configuration file")->required();
+  check_cmd->add_flag("--strict", check_options.strict, "warnings fail too (exit 1)");
+  check_cmd->add_flag("--offline", check_options.offline,
+                      "no traffic: validate, then check interfaces and MTUs only");
+
+  const verbs::ControlVerbs control_verbs(app);  // paths, fail-path, reinstate-path
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -543,12 +494,18 @@ int main(int argc, char** argv) {
     return code == 0 ? exit_ok : exit_usage;
   }
   // Logs go to stderr; stdout carries only results (the NBD URI, discovered targets).
-  spdlog::set_default_logger(spdlog::stderr_color_mt("iscsi-mpio"));
-  spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
-  spdlog::set_level(spdlog::level::from_str(log_level));
+  logging::setup(spdlog::level::from_str(log_level), *logging::parse_format(log_format));
 
   if (*attach_cmd) return attach(config_path);
   if (*discover_cmd) return discover(portal, source, initiator_name);
   if (*status_cmd) return show_status(config_path, status_json);
+  if (const auto code = control_verbs.run()) return *code;
+  if (*check_cmd)
+    return check_config::run(
+        config_path,
+        [](const config::Config& cfg, const config::Path& path) {
+          return path_config(cfg, path, iscsi_io::random_isid());
+        },
+        check_options, std::cout, std::cerr);
   return exit_usage;
 }

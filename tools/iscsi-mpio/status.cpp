@@ -4,29 +4,12 @@
 #include <cstdio>
 #include <vector>
 
+#include "json_text.hpp"
+
 namespace status {
 namespace {
 
-std::string json_string(const std::string& in) {
-  std::string out = "\"";
-  for (unsigned char c : in) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          std::snprintf(buf, sizeof buf, "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
-    }
-  }
-  return out + "\"";
-}
+std::string json_string(const std::string& in) { return json_text::quoted(in); }
 
 
 // multipath -ll's dm state / checker state words for each path state.

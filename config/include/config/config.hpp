@@ -133,6 +133,11 @@ struct Control {
   std::string socket;  // default /run/iscsi-mpio/<export>.control; created with mode 0600
 };
 
+// metrics.listen: where Prometheus scrapes GET /metrics (HTTP). Absent: no metrics endpoint.
+struct Metrics {
+  std::optional<Portal> listen;  // "HOST:PORT"; the port is required
+};
+
 struct Config {
   Initiator initiator;
   Target target;
@@ -140,6 +145,7 @@ struct Config {
   Multipath multipath;
   Control control;
   Nbd nbd;
+  Metrics metrics;
 };
 
 // Either a complete, validated Config or the list of everything wrong with the file; either way

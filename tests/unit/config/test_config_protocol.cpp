@@ -56,8 +56,7 @@ class SecretDir {
 };
 
 std::string chap_with_file(const std::string& file) {
-  return with_target("  auth:\n    method: chap\n    username: u\n    secret_file: " + file +
-                     "\n");
+  return with_target("  auth:\n    method: chap\n    username: u\n    secret_file: " + file + "\n");
 }
 
 }  // namespace
@@ -90,17 +89,17 @@ TEST_CASE("digests take none, crc32c and prefer-crc32c", "[config]") {
   CHECK(only_data.config().target.digests.header == Digest::none);
   CHECK(only_data.config().target.digests.data == Digest::crc32c);
 
-  const auto bad = error_at(load(with_target("  digests: {header: CRC32C}\n")),
-                            "target.digests.header");
+  const auto bad =
+      error_at(load(with_target("  digests: {header: CRC32C}\n")), "target.digests.header");
   CHECK(bad.line == 3);
   CHECK_THAT(bad.message, Contains("'CRC32C'") && Contains("none, crc32c, prefer-crc32c"));
 
-  const auto typo = error_at(load(with_target("  digests: {headers: crc32c}\n")),
-                             "target.digests.headers");
+  const auto typo =
+      error_at(load(with_target("  digests: {headers: crc32c}\n")), "target.digests.headers");
   CHECK_THAT(typo.message, Contains("did you mean 'header'"));
 
-  const auto timeout = error_at(load(with_target("  command_timeout: 3601\n")),
-                                "target.command_timeout");
+  const auto timeout =
+      error_at(load(with_target("  command_timeout: 3601\n")), "target.command_timeout");
   CHECK_THAT(timeout.message, Contains("from 0 to 3600"));
 }
 
@@ -111,13 +110,12 @@ TEST_CASE("CHAP algorithms are a non-empty list of distinct known names", "[conf
   CHECK(result.config().target.auth.algorithms ==
         std::vector{ChapAlgorithm::md5, ChapAlgorithm::sha256});
 
-  const auto unknown = error_at(
-      load(with_target("  auth: {method: none, algorithms: [md5, sha512]}\n")),
-      "target.auth.algorithms");
+  const auto unknown =
+      error_at(load(with_target("  auth: {method: none, algorithms: [md5, sha512]}\n")),
+               "target.auth.algorithms");
   CHECK(unknown.code == config_errc::invalid_value);
   CHECK(unknown.line == 3);
-  CHECK_THAT(unknown.message,
-             Contains("'sha512'") && Contains("sha3-256, sha256, sha1, md5"));
+  CHECK_THAT(unknown.message, Contains("'sha512'") && Contains("sha3-256, sha256, sha1, md5"));
 
   CHECK_THAT(error_at(load(with_target("  auth: {method: none, algorithms: [md5, md5]}\n")),
                       "target.auth.algorithms")
@@ -137,9 +135,13 @@ TEST_CASE("secret_file: the first line, trailing newline removed, never printed"
   SecretDir dir;
   const std::string ours = dir.write("ours", "initiator-secret-1\n");
   const std::string theirs = dir.write("theirs", "target-secret-2\r\n");
-  const auto result = load(with_target("  auth:\n    method: chap\n    username: u\n"
-                                       "    secret_file: " + ours + "\n"
-                                       "    mutual: {username: t, secret_file: " + theirs + "}\n"));
+  const auto result =
+      load(with_target("  auth:\n    method: chap\n    username: u\n"
+                       "    secret_file: " +
+                       ours +
+                       "\n"
+                       "    mutual: {username: t, secret_file: " +
+                       theirs + "}\n"));
   INFO(result.error_report());
   REQUIRE(result.ok());
   const auto& auth = result.config().target.auth;
@@ -164,14 +166,15 @@ TEST_CASE("secret_file: the first line, trailing newline removed, never printed"
 TEST_CASE("secret_file problems are errors naming the file, never its content", "[config]") {
   SecretDir dir;
   const std::pair<std::string, std::string> cases[] = {
-      {dir.path("missing"), "cannot open secret file '" + dir.path("missing") +
-                                "': No such file or directory"},
+      {dir.path("missing"),
+       "cannot open secret file '" + dir.path("missing") + "': No such file or directory"},
       {dir.write("empty", ""), "secret file '" + dir.path("empty") + "' is empty"},
       {dir.write("newline", "\n"), "secret file '" + dir.path("newline") + "' is empty"},
       {dir.write("two-lines", "hunter2\nhunter3\n"), "more than one line"},
       {dir.write("long", std::string(256, 'S')), "holds a secret of 256 bytes; at most 255"},
       {dir.write("huge", std::string(5000, 'S')), "larger than 4096 bytes"},
       {dir.path(""), "is not a regular file"},
+      {"/dev/null", "is not a regular file"},  // never opened: devices may act on open()
   };
   for (const auto& [file, reason] : cases) {
     INFO("file " << file);
@@ -193,39 +196,41 @@ TEST_CASE("secret_file problems are errors naming the file, never its content", 
              Contains("absolute file path"));
 
   // Under method none nothing is read: a missing file is not an error.
-  CHECK(load(with_target("  auth: {method: none, secret_file: " + dir.path("missing") + "}\n"))
-            .ok());
+  CHECK(
+      load(with_target("  auth: {method: none, secret_file: " + dir.path("missing") + "}\n")).ok());
 }
 
 TEST_CASE("secret and secret_file exclude each other; one of them is required", "[config]") {
   SecretDir dir;
   const std::string file = dir.write("ours", "initiator-secret-1\n");
-  const auto both = error_at(
-      load(with_target("  auth:\n    method: chap\n    username: u\n    secret: s-1\n"
-                       "    secret_file: " + file + "\n")),
-      "target.auth.secret_file");
+  const auto both =
+      error_at(load(with_target("  auth:\n    method: chap\n    username: u\n    secret: s-1\n"
+                                "    secret_file: " +
+                                file + "\n")),
+               "target.auth.secret_file");
   CHECK(both.line == 7);
   CHECK_THAT(both.message, Contains("either 'secret' or 'secret_file'"));
 
-  const auto neither =
-      error_at(load(with_target("  auth:\n    method: chap\n    username: u\n")),
-               "target.auth.secret");
+  const auto neither = error_at(load(with_target("  auth:\n    method: chap\n    username: u\n")),
+                                "target.auth.secret");
   CHECK(neither.code == config_errc::missing_key);
   CHECK_THAT(neither.message, Contains("'secret' or 'secret_file'"));
 
-  const std::string head = "  auth:\n    method: chap\n    username: u\n    secret: s-1\n"
-                           "    mutual:\n      username: t\n";
-  const auto mutual_both = error_at(
-      load(with_target(head + "      secret: s-2\n      secret_file: " + file + "\n")),
-      "target.auth.mutual.secret_file");
+  const std::string head =
+      "  auth:\n    method: chap\n    username: u\n    secret: s-1\n"
+      "    mutual:\n      username: t\n";
+  const auto mutual_both =
+      error_at(load(with_target(head + "      secret: s-2\n      secret_file: " + file + "\n")),
+               "target.auth.mutual.secret_file");
   CHECK_THAT(mutual_both.message, Contains("not both"));
 
   // The file's secret is compared with ours like a written one (RFC 7143 §12.1.3).
-  const auto same = error_at(
-      load(with_target("  auth:\n    method: chap\n    username: u\n"
-                       "    secret: initiator-secret-1\n    mutual:\n      username: t\n"
-                       "      secret_file: " + file + "\n")),
-      "target.auth.mutual.secret_file");
+  const auto same =
+      error_at(load(with_target("  auth:\n    method: chap\n    username: u\n"
+                                "    secret: initiator-secret-1\n    mutual:\n      username: t\n"
+                                "      secret_file: " +
+                                file + "\n")),
+               "target.auth.mutual.secret_file");
   CHECK(same.line == 9);
   CHECK_THAT(same.message, Contains("must differ"));
 }
@@ -242,8 +247,8 @@ TEST_CASE("a secret file others can read loads with a warning", "[config]") {
   CHECK(warning.code == config_errc::insecure_file);
   CHECK(warning.key_path == "target.auth.secret_file");
   CHECK(warning.line == 6);
-  CHECK_THAT(warning.message, Contains(world) && Contains("every user") &&
-                                  Contains("mode 0644") && Contains("chmod 600"));
+  CHECK_THAT(warning.message, Contains(world) && Contains("every user") && Contains("mode 0644") &&
+                                  Contains("chmod 600"));
   CHECK_THAT(warning.message, !Contains("initiator-secret-1"));
 
   const std::string group = dir.write("group", "initiator-secret-1\n", 0640);
@@ -252,9 +257,10 @@ TEST_CASE("a secret file others can read loads with a warning", "[config]") {
   CHECK_THAT(group_result.warnings()[0].message, Contains("its group") && Contains("0640"));
 
   // Warnings travel with errors too: the admin sees both at once.
-  const auto broken = load("target:\n  iqn: iqn.2023-01.com.example:s\n  lun: x\n"
-                           "  auth:\n    method: chap\n    username: u\n    secret_file: " +
-                           world + "\npaths:\n  - portal: 127.0.0.1\n");
+  const auto broken = load(
+      "target:\n  iqn: iqn.2023-01.com.example:s\n  lun: x\n"
+      "  auth:\n    method: chap\n    username: u\n    secret_file: " +
+      world + "\npaths:\n  - portal: 127.0.0.1\n");
   CHECK_FALSE(broken.ok());
   CHECK(broken.warnings().size() == 1);
 }

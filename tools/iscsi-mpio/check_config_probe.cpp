@@ -1,0 +1,435 @@
+// check-config's probe: every path on its own, all at once on one io_context. Per path: the
+// local interface and its MTU, a bare TCP connect (so a refused or silent portal is told apart
+// from a refused login), an iSCSI login through iscsi_io::PathSession as attach does it, then
+// INQUIRY, VPD 0x83 / 0x80 and READ CAPACITY through PathSession::submit, and a logout.
+#include <net/if.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <boost/asio.hpp>
+#include <boost/asio/experimental/awaitable_operators.hpp>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <memory>
+#include <ostream>
+
+#include <config/config.hpp>
+#include <iscsi/errors.hpp>
+#include <iscsi_io/path_session.hpp>
+#include <iscsi_io/route_watch.hpp>
+#include <scsi/capacity.hpp>
+#include <scsi/cdb.hpp>
+#include <scsi/error.hpp>
+#include <scsi/inquiry.hpp>
+#include <scsi/report_luns.hpp>
+#include <scsi/sense.hpp>
+#include <scsi/status.hpp>
+
+#include "check_config.hpp"
+
+namespace check_config {
+namespace {
+
+namespace asio = boost::asio;
+using asio::awaitable;
+using asio::use_awaitable;
+using asio::ip::tcp;
+using namespace asio::experimental::awaitable_operators;
+constexpr auto nothrow = asio::as_tuple(use_awaitable);
+
+// A probe that hangs after login (a target that stops answering) is cut off here; commands
+// have their own command_timeout, which may be 0 (never).
+constexpr auto device_probe_deadline = std::chrono::seconds(30);
+constexpr auto logout_timeout = std::chrono::seconds(5);
+// UNIT ATTENTION (a fresh I_T nexus reports 29/00, power on or reset), BUSY, TASK SET FULL:
+// asked again on the same path, as attach does.
+constexpr int same_path_retries = 3;
+
+// SIOCGIFMTU (netdevice(7)); works where /sys is not mounted, as in some containers.
+std::optional<uint32_t> interface_mtu(const std::string& name) {
+  if (name.empty() || name.size() >= IFNAMSIZ) return std::nullopt;
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::nullopt;
+  ifreq request{};
+  std::memcpy(request.ifr_name, name.data(), name.size());
+  const int rc = ::ioctl(fd, SIOCGIFMTU, &request);
+  ::close(fd);
+  if (rc != 0 || request.ifr_mtu <= 0) return std::nullopt;
+  return static_cast<uint32_t>(request.ifr_mtu);
+}
+
+// The table cell for a socket error: short words an admin acts on.
+std::string connect_summary(const std::error_code& ec) {
+  if (ec == std::errc::connection_refused) return "refused";
+  if (ec == std::errc::timed_out) return "timeout";
+  if (ec == std::errc::network_unreachable) return "no route";
+  if (ec == std::errc::host_unreachable) return "unreachable";
+  if (ec == std::errc::address_not_available) return "bad source";
+  if (ec == std::errc::operation_not_permitted) return "not permitted";
+  if (ec == std::errc::no_such_device) return "no interface";
+  return "failed";
+}
+
+void fail(Step& step, std::string summary, std::string detail) {
+  step.outcome = Step::Outcome::failed;
+  step.summary = std::move(summary);
+  step.detail = std::move(detail);
+}
+
+void succeed(Step& step, std::string summary = "ok") {
+  step.outcome = Step::Outcome::ok;
+  step.summary = std::move(summary);
+}
+
+// Connects from the path's source address / interface as PathSession does, then closes: the
+// connect column tells "the portal does not answer" from "the target refused the login".
+awaitable<void> probe_connect(const iscsi_io::PathConfig& pc, Step& step) {
+  auto executor = co_await asio::this_coro::executor;
+  boost::system::error_code ec;
+  tcp::endpoint endpoint;
+  const auto address = asio::ip::make_address(pc.portal_host, ec);
+  if (ec) {
+    tcp::resolver resolver(executor);
+    auto [rec, results] =
+        co_await resolver.async_resolve(pc.portal_host, std::to_string(pc.portal_port), nothrow);
+    if (rec || results.empty()) {
+      fail(step, "no address", "cannot resolve " + pc.portal_host + ": " + rec.message());
+      co_return;
+    }
+    endpoint = results.begin()->endpoint();
+  } else {
+    endpoint = tcp::endpoint(address, pc.portal_port);
+  }
+  tcp::socket socket(executor);
+  socket.open(endpoint.protocol(), ec);
+  if (ec) {
+    fail(step, "failed", "socket: " + ec.message());
+    co_return;
+  }
+  if (pc.interface_name) {
+    const auto& name = *pc.interface_name;
+    if (::setsockopt(socket.native_handle(), SOL_SOCKET, SO_BINDTODEVICE, name.c_str(),
+                     static_cast<socklen_t>(name.size())) != 0) {
+      const std::error_code err(errno, std::system_category());
+      fail(step, connect_summary(err),
+           "cannot bind to interface " + name + ": " + err.message() +
+               (err == std::errc::operation_not_permitted ? " (needs CAP_NET_RAW)" : ""));
+      co_return;
+    }
+  }
+  if (pc.source_address) {
+    const auto source = asio::ip::make_address(*pc.source_address, ec);
+    if (!ec) socket.bind(tcp::endpoint(source, 0), ec);
+    if (ec) {
+      const std::error_code err(ec.value(), std::system_category());
+      fail(step, connect_summary(err),
+           "cannot bind to source address " + *pc.source_address + ": " + ec.message() +
+               (err == std::errc::address_not_available ? " (no interface of this host has it)"
+                                                        : ""));
+      co_return;
+    }
+  }
+  asio::steady_timer timer(executor, pc.login_timeout);
+  const auto started = std::chrono::steady_clock::now();
+  auto result = co_await (socket.async_connect(endpoint, nothrow) || timer.async_wait(nothrow));
+  if (result.index() == 1) {
+    fail(step, "timeout",
+         "no answer from " + iscsi_io::describe(pc) + " within " +
+             std::to_string(
+                 std::chrono::duration_cast<std::chrono::seconds>(pc.login_timeout).count()) +
+             " s (target.login_timeout): a firewall dropping packets, or no host at that address");
+    co_return;
+  }
+  if (auto [cec] = std::get<0>(result); cec) {
+    const std::error_code err(cec.value(), std::system_category());
+    fail(step, connect_summary(err), cec.message());
+    co_return;
+  }
+  const auto micros = std::chrono::duration_cast<std::chrono::microseconds>(
+                          std::chrono::steady_clock::now() - started)
+                          .count();
+  char text[32];
+  std::snprintf(text, sizeof text, "ok %.1fms", static_cast<double>(micros) / 1000.0);
+  succeed(step, text);
+  socket.close(ec);
+}
+
+// Starts an operation with a `done` callback that runs exactly once, maybe before `start`
+// returns (PathSession::submit completes a task at once when the path is down), and resumes the
+// coroutine after it ran.
+awaitable<void> wait_for(asio::io_context& io,
+                         const std::function<void(std::function<void()>)>& start) {
+  co_await asio::async_initiate<decltype(use_awaitable), void()>(
+      [&io, &start](auto handler) {
+        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
+        start([&io, shared] { asio::post(io, [shared]() mutable { std::move (*shared)(); }); });
+      },
+      use_awaitable);
+}
+
+// One SCSI command with up to `allocation` bytes of Data-In; `data` keeps what arrived (short
+// parameter data is normal for INQUIRY). Transient conditions are asked again. `disposition`,
+// when given, gets what the SCSI answer means (scsi::classify).
+awaitable<std::error_code> command(asio::io_context& io, iscsi_io::PathSession& session,
+                                   iscsi::Lun lun, const scsi::Cdb& cdb, uint32_t allocation,
+                                   std::vector<std::byte>& data, std::string& detail,
+                                   scsi::Disposition* disposition = nullptr) {
+  for (int attempt = 0;; ++attempt) {
+    iscsi::ScsiTask task;
+    task.lun = lun;
+    task.cdb = cdb.bytes;
+    data.assign(allocation, std::byte{0});
+    if (allocation > 0) {
+      task.direction = iscsi::DataDirection::read;
+      task.read_buffer = data;
+    }
+    co_await wait_for(io, [&](std::function<void()> done) {
+      task.on_complete = [done = std::move(done)](iscsi::ScsiTask&) { done(); };
+      session.submit(task);
+    });
+    if (task.transport_error) {
+      detail =
+          task.transport_detail.empty() ? task.transport_error.message() : task.transport_detail;
+      co_return task.transport_error;
+    }
+    const auto status = static_cast<scsi::Status>(task.status);
+    if (status == scsi::Status::good || status == scsi::Status::condition_met) {
+      if (task.residual_underflow && task.residual_count <= data.size())
+        data.resize(data.size() - task.residual_count);
+      co_return std::error_code{};
+    }
+    const auto sense = scsi::decode_sense(task.sense);
+    const auto meaning = scsi::classify(status, sense);
+    if (meaning == scsi::Disposition::retry_same_path && attempt < same_path_retries) continue;
+    if (disposition != nullptr) *disposition = meaning;
+    const auto ec = scsi::make_error(status, sense);
+    detail = ec.message();
+    co_return ec;
+  }
+}
+
+// " (the target has LUNs 0, 1)" from REPORT LUNS to LUN 0 (SPC-4 §6.27: every target has a LUN
+// 0 or answers there), so a wrong target.lun is easy to fix; empty when the target will not say.
+awaitable<std::string> luns_on_target(asio::io_context& io, iscsi_io::PathSession& session) {
+  std::vector<std::byte> data;
+  std::string detail;
+  if (co_await command(io, session, iscsi::Lun{0}, scsi::report_luns(4096), 4096, data, detail))
+    co_return std::string{};
+  const auto luns = scsi::parse_report_luns(data);
+  if (!luns || luns->empty()) co_return std::string{};
+  std::string list;
+  for (const uint64_t raw : *luns) {
+    const auto n = scsi::decode_lun(raw);
+    list += (list.empty() ? "" : ", ") + (n ? std::to_string(*n) : std::string("?"));
+  }
+  co_return " (the target has LUN" + std::string(luns->size() > 1 ? "s " : " ") + list + ")";
+}
+
+// What the logical unit behind this path is: identity as attach computes it (VPD 0x83, else
+// "S" + VPD 0x80 serial) and size. A SCSI error on a VPD page means "not supported".
+awaitable<void> probe_device(asio::io_context& io, iscsi_io::PathSession& session,
+                             uint16_t lun_number, PathReport& report) {
+  const iscsi::Lun lun{scsi::encode_lun(lun_number)};
+  const std::string lun_text = "LUN " + std::to_string(lun_number);
+  std::vector<std::byte> data;
+  std::string detail;
+  const auto scsi_answer = [](const std::error_code& ec) {
+    return ec.category() == scsi::category();
+  };
+
+  // SPC-4 §6.6: INQUIRY answers for any LUN (PERIPHERAL QUALIFIER 3 when there is none there)
+  // and never reports a unit attention.
+  if (auto ec =
+          co_await command(io, session, lun, scsi::inquiry(false, 0, 255), 255, data, detail)) {
+    fail(report.device, "INQUIRY failed", "INQUIRY failed: " + detail);
+    co_return;
+  }
+  const auto inquiry = scsi::parse_standard_inquiry(data);
+  if (!inquiry) {
+    fail(report.device, "bad INQUIRY", "malformed standard INQUIRY data");
+    co_return;
+  }
+  if (inquiry->peripheral_qualifier != 0) {
+    fail(report.device, "no such LUN",
+         lun_text + " does not exist on the target" + co_await luns_on_target(io, session));
+    co_return;
+  }
+  if (inquiry->device_type != 0x00) {
+    fail(report.device, "not a disk",
+         lun_text + " is not a block device (peripheral device type " +
+             std::to_string(inquiry->device_type) + ")" + co_await luns_on_target(io, session));
+    co_return;
+  }
+  report.vendor = inquiry->vendor;
+  report.product = inquiry->product;
+
+  if (auto ec = co_await command(io, session, lun,
+                                 scsi::inquiry(true, scsi::vpd::device_identification, 4096), 4096,
+                                 data, detail)) {
+    if (!scsi_answer(ec)) {
+      fail(report.device, "lost", "VPD 0x83: " + detail);
+      co_return;
+    }
+  } else if (const auto designators = scsi::parse_device_identification(data)) {
+    report.wwid = scsi::wwid_from_designators(*designators);
+  }
+  if (report.wwid.empty()) {
+    if (auto ec = co_await command(io, session, lun,
+                                   scsi::inquiry(true, scsi::vpd::unit_serial_number, 255), 255,
+                                   data, detail)) {
+      if (!scsi_answer(ec)) {
+        fail(report.device, "lost", "VPD 0x80: " + detail);
+        co_return;
+      }
+    } else if (const auto serial = scsi::parse_unit_serial_number(data);
+               serial && !serial->empty()) {
+      report.wwid = "S" + *serial;
+    }
+  }
+
+  // SBC-3 §5.16: READ CAPACITY(16) is needed past 2 TiB; (10) for targets without it.
+  auto disposition = scsi::Disposition::success;
+  auto ec =
+      co_await command(io, session, lun, scsi::read_capacity16(32), 32, data, detail, &disposition);
+  if (ec && disposition == scsi::Disposition::path_error) {
+    // An ALUA standby or unavailable port (SPC-4 §5.15.2.4): the LU is there, identified, but
+    // carries I/O through this port only once the target makes its group active.
+    report.notes.push_back(lun_text + " is not accessible through this port now (" + detail +
+                           "): the path carries I/O only when the target activates it");
+    succeed(report.device);
+    co_return;
+  }
+  if (!ec) {
+    if (const auto rc = scsi::parse_read_capacity16(data)) {
+      report.size_bytes = (rc->last_lba + 1) * rc->block_length;
+      report.block_size = rc->block_length;
+    }
+  }
+  if (report.block_size == 0 && (!ec || scsi_answer(ec))) {
+    ec = co_await command(io, session, lun, scsi::read_capacity10(), 8, data, detail);
+    if (!ec) {
+      if (const auto rc = scsi::parse_read_capacity10(data)) {
+        report.size_bytes = (uint64_t{rc->last_lba} + 1) * rc->block_length;
+        report.block_size = rc->block_length;
+      } else {
+        detail = "malformed READ CAPACITY(10) data";
+        ec = iscsi::errc::protocol_violation;
+      }
+    }
+  }
+  if (report.block_size == 0) {
+    fail(report.device, "no capacity", "READ CAPACITY failed: " + detail);
+    co_return;
+  }
+  succeed(report.device);
+}
+
+// What this host alone says about a path: the routing table's choice of interface (a lookup
+// that sends nothing) and its MTU.
+void local_facts(const iscsi_io::PathConfig& pc, PathReport& report) {
+  report.name = iscsi_io::describe(pc);
+  report.interface = iscsi_io::outgoing_interface(
+      {pc.portal_host, pc.portal_port, pc.source_address, pc.interface_name});
+  if (report.interface) report.mtu = interface_mtu(*report.interface);
+}
+
+awaitable<void> probe_path(asio::io_context& io, iscsi_io::PathConfig pc, uint16_t lun,
+                           PathReport& report) {
+  local_facts(pc, report);
+  co_await probe_connect(pc, report.connect);
+  if (!report.connect.ok()) co_return;
+
+  auto session = iscsi_io::PathSession::create(io, pc);
+  std::error_code login_error;
+  std::string login_detail;
+  co_await wait_for(io, [&](std::function<void()> done) {
+    session->start([&, done = std::move(done)](std::error_code ec, const std::string& detail) {
+      login_error = ec;
+      login_detail = detail;
+      done();
+    });
+  });
+  if (login_error) {
+    const std::string detail = login_detail.empty() ? login_error.message() : login_detail;
+    if (login_error.category() == std::system_category() ||
+        login_error.category() == std::generic_category()) {
+      // The portal answered the bare connect a moment ago but not this one.
+      fail(report.connect, connect_summary(login_error), detail);
+    } else if (login_error.category() == iscsi::login_status_category()) {
+      // The Login Response's status (RFC 7143 §11.13.5), e.g. "authentication failure (0201)".
+      fail(report.login, login_error.message(), detail);
+    } else {
+      fail(report.login, login_error == iscsi::errc::login_timeout ? "timeout" : "failed", detail);
+    }
+    session->close();
+    co_return;
+  }
+  succeed(report.login);
+
+  auto expired = std::make_shared<bool>(false);
+  asio::steady_timer watchdog(io, device_probe_deadline);
+  watchdog.async_wait([expired, session](boost::system::error_code ec) {
+    if (ec) return;
+    *expired = true;
+    session->close();
+  });
+  co_await probe_device(io, *session, lun, report);
+  watchdog.cancel();
+  if (*expired)
+    fail(report.device, "timeout",
+         "the device probe did not finish within " + std::to_string(device_probe_deadline.count()) +
+             " s");
+
+  co_await wait_for(io, [&](std::function<void()> done) {
+    session->logout(logout_timeout, [done = std::move(done)](std::error_code) { done(); });
+  });
+}
+
+}  // namespace
+
+int run(const std::string& config_path, const PathConfigMaker& make_path_config,
+        const Options& options, std::ostream& out, std::ostream& err) {
+  auto loaded = config::load_file(config_path);
+  if (!loaded) {
+    err << loaded.error_report();
+    return exit_usage;
+  }
+  for (const auto& warning : loaded.warnings()) err << "warning: " << warning.to_string() << "\n";
+  const config::Config& cfg = loaded.config();
+
+  out << "target " << cfg.target.iqn << " LUN " << cfg.target.lun << ", initiator "
+      << cfg.initiator.name
+      << (cfg.initiator.name_generated
+              ? " (generated: set initiator.name when the target has an ACL)"
+              : "")
+      << "\n";
+
+  std::vector<PathReport> reports(cfg.paths.size());
+  if (options.offline) {
+    for (size_t i = 0; i < cfg.paths.size(); ++i)
+      local_facts(make_path_config(cfg, cfg.paths[i]), reports[i]);
+    const auto findings = assess(reports, cfg.target.wwid);
+    out << render(reports, findings);
+    return exit_code(findings, options.strict);
+  }
+
+  asio::io_context io;
+  // Stopped when the last probe is done: a logout answered early still leaves its timeout timer
+  // armed inside PathSession, and nothing else is left to wait for.
+  size_t running = cfg.paths.size();
+  for (size_t i = 0; i < cfg.paths.size(); ++i)
+    asio::co_spawn(io,
+                   probe_path(io, make_path_config(cfg, cfg.paths[i]), cfg.target.lun, reports[i]),
+                   [&](std::exception_ptr) {
+                     if (--running == 0) io.stop();
+                   });
+  io.run();
+
+  const auto findings = assess(reports, cfg.target.wwid);
+  out << render(reports, findings);
+  return exit_code(findings, options.strict);
+}
+
+}  // namespace check_config

@@ -1,0 +1,76 @@
+// The control socket's requests (one line in, one answer out) and the client side the CLI
+// verbs use. Requests:
+//   tree | json          the status view (status.hpp)
+//   paths                JSON list of the paths with their counters
+//   paths table          the same as a table for people (`iscsi-mpio paths` without --json)
+//   stats                JSON object: per-path counters, failovers, latency; NBD requests/errors
+//   fail-path ID         multipathd `fail path`: no new I/O on the path until reinstate-path
+//   reinstate-path ID    multipathd `reinstate path`
+// ID is the 1-based path number `paths` shows, or the path's portal HOST:PORT. fail-path and
+// reinstate-path answer "ok: DETAIL" or "error: DETAIL"; an unknown request gets "error: ...".
+// No Asio here: the listening side is in service.cpp.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <system_error>
+#include <variant>
+#include <vector>
+
+#include <config/names.hpp>
+
+#include "status.hpp"
+
+namespace control {
+
+// Longest request line the listener reads (a fail-path with an IPv6 portal fits easily).
+inline constexpr size_t max_request_line = 256;
+
+// What requests see and change in the running attach; service.cpp fills it from the LunDevice,
+// the NBD server and the metrics collector. Called on the io_context's thread.
+struct Backend {
+  std::function<status::Snapshot()> snapshot;
+  std::vector<config::Portal> portals;  // of each path, in path order (the configuration's)
+  std::function<std::string()> stats_json;
+  std::function<std::error_code(size_t index, std::string& detail)> fail_path;
+  std::function<std::error_code(size_t index, std::string& detail)> reinstate_path;
+};
+
+// The answer to one request line (without its newline). Always ends with a newline.
+std::string respond(std::string_view request, const Backend& backend);
+
+// `paths`: [{"index":1,"name":...,"portal":...,"state":...}, ...].
+std::string render_paths_json(const std::vector<mpio::PathStatus>& paths,
+                              const std::vector<config::Portal>& portals);
+
+// `paths table`: one line per path, the last error under a path that has one.
+std::string render_paths_table(const std::vector<mpio::PathStatus>& paths);
+
+// A path ID as the CLI takes it: a path number from 1, or a portal HOST:PORT (port required).
+// Returns the reason it is neither, or nothing when it is well-formed.
+std::optional<std::string> path_id_problem(std::string_view id);
+
+// Which path (0-based) `id` names among the paths with these names and portals (in path
+// order), or why none.
+std::variant<size_t, std::string> resolve_path_id(std::string_view id,
+                                                  const std::vector<std::string>& names,
+                                                  const std::vector<config::Portal>& portals);
+
+// ---- client side
+
+// Sends `request` to the attach on the unix socket `path` and reads its whole answer.
+// An error (nothing listens, no answer in `timeout`) comes with a detail for the user.
+std::error_code ask(const std::string& path, std::string_view request, std::string& answer,
+                    std::string& detail,
+                    std::chrono::milliseconds timeout = std::chrono::seconds(10));
+
+// Who listens on the unix socket `path`: "pid N: COMMAND LINE" (from SO_PEERCRED and
+// /proc/N/cmdline), "an unknown process" when that cannot be read, or nothing when no
+// process answers (no such file, not a socket, or a stale socket nobody listens on).
+std::optional<std::string> live_listener(const std::string& path);
+
+}  // namespace control

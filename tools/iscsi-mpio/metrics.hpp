@@ -1,0 +1,94 @@
+// What the running attach measures beyond LunDevice::path_status(): per-path latency histograms
+// and failover counts; and their forms for `stats` (JSON) and Prometheus (text exposition
+// format 0.0.4, https://prometheus.io/docs/instrumenting/exposition_formats/). No Asio here:
+// the HTTP listener lives in service.cpp and only asks answer_http() what to send.
+#pragma once
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <mpio/lun_device.hpp>
+
+namespace metrics {
+
+// Upper bounds, in seconds, of the command latency buckets: 100 µs (a loopback READ) to 10 s
+// (a command held across a failover). Prometheus adds +Inf.
+inline constexpr std::array<double, 15> latency_bounds = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10};
+
+struct Histogram {
+  std::array<uint64_t, latency_bounds.size()> bucket{};  // not cumulative; above the last: none
+  uint64_t count = 0;
+  double sum_seconds = 0;
+  void observe(double seconds);
+};
+
+// The NBD side (nbd::Server::counters(), connection_count()).
+struct NbdCounters {
+  bool available = false;  // false before the server runs
+  uint64_t requests = 0;
+  uint64_t errors = 0;
+  uint64_t connections = 0;
+};
+
+// Everything one scrape or `stats` answer shows; taken on the io_context's thread.
+struct Sample {
+  std::string export_name;
+  std::string target;
+  unsigned lun = 0;
+  std::string wwid;
+  std::vector<mpio::PathStatus> paths;  // index i is path i + 1
+  uint64_t requests_in_flight = 0;      // LunDevice::requests_in_flight()
+  NbdCounters nbd;
+};
+
+class Collector {
+ public:
+  // LunDevice::on_command_done.
+  void command_done(size_t path, std::chrono::nanoseconds latency);
+  // LunDevice::on_path_event, with the path's index: a change into `failed` is a failover (its
+  // I/O moves to other paths or waits). Repeated `failed` events of one failure count once;
+  // `count` false records the state without counting (the states found at start).
+  void path_state(size_t path, mpio::PathState state, bool count = true);
+
+  uint64_t failovers(size_t path) const;
+  Histogram latency(size_t path) const;
+
+  // Prometheus text exposition format, metric names iscsi_mpio_*.
+  std::string exposition(const Sample& sample) const;
+  // The `stats` answer: one JSON object.
+  std::string stats_json(const Sample& sample) const;
+
+ private:
+  struct PerPath {
+    Histogram latency;
+    uint64_t failovers = 0;
+    bool failed = false;
+  };
+  PerPath& at(size_t path);
+  std::vector<PerPath> paths_;
+};
+
+// ---- the HTTP/1.0 side of the metrics listener
+
+// Bytes of request head (request line and headers) the listener reads before it answers 431.
+inline constexpr size_t max_request_head = 8192;
+
+// The answer to a request head `head` (everything up to and including the blank line):
+// GET or HEAD /metrics gets `body()` as text/plain version 0.0.4; another path 404; another
+// method 405; a malformed request line 400. Always "Connection: close".
+std::string answer_http(std::string_view head, const std::function<std::string()>& body);
+// The answer when the head does not end within max_request_head bytes.
+std::string answer_http_too_large();
+
+// The number of bytes of `received` up to and including the blank line that ends the head
+// ("\r\n\r\n", or "\n\n" from a lenient client), or 0 while it has not arrived.
+size_t request_head_length(std::string_view received);
+
+}  // namespace metrics

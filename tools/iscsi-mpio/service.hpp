@@ -1,0 +1,57 @@
+// The daily-operation side of a running attach: the control socket (control.hpp), the
+// Prometheus listener (metrics.hpp), the check that no other attach owns our sockets, and the
+// progress line while logging in and draining. Asio stays in service.cpp.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <system_error>
+
+#include <config/config.hpp>
+#include <mpio/lun_device.hpp>
+
+#include "status.hpp"
+
+namespace boost::asio {
+class io_context;
+}
+namespace nbd {
+class Server;
+}
+
+namespace service {
+
+class Runtime {
+ public:
+  Runtime(boost::asio::io_context& io, const config::Config& config);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Before logging in: refuses (std::errc::address_in_use) when a process answers on the NBD
+  // unix socket or the control socket, naming it ("pid N: iscsi-mpio attach FILE"). A stale
+  // socket file is left for the listeners to replace.
+  std::error_code preflight(std::string& detail) const;
+
+  // The paths are logging in: "logging in to N paths: K up" on a terminal until none is still
+  // connecting.
+  void logging_in();
+
+  // The device is open and the NBD server runs (`server` may be null): opens the control socket
+  // and, when configured, the metrics listener; starts measuring command latencies. `snapshot`
+  // gives the status view. Call path_event() from the device's path event handler.
+  std::error_code serving(std::shared_ptr<mpio::LunDevice> device, nbd::Server* server,
+                          std::function<status::Snapshot()> snapshot, std::string& detail);
+  void path_event(const std::string& path, mpio::PathState state);
+
+  // The shutdown began: closes both listeners (removing the control socket file) and shows
+  // "draining N requests" on a terminal while the device still has requests.
+  void shutting_down();
+
+ private:
+  struct Impl;
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace service

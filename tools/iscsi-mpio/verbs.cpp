@@ -1,0 +1,71 @@
+#include "verbs.hpp"
+
+#include <CLI/CLI.hpp>
+#include <iostream>
+
+#include <config/config.hpp>
+
+#include "control.hpp"
+
+namespace verbs {
+namespace {
+
+constexpr int exit_ok = 0;
+constexpr int exit_failure = 1;
+constexpr int exit_usage = 2;
+
+// One request to the attach the configuration file names; prints the answer and returns the
+// exit status. "error: ..." answers go to stderr.
+int ask(const std::string& config_path, const std::string& request) {
+  auto loaded = config::load_file(config_path);
+  if (!loaded) {
+    std::cerr << loaded.error_report();
+    return exit_usage;
+  }
+  const std::string& socket = loaded.config().control.socket;
+  std::string answer, detail;
+  if (control::ask(socket, request, answer, detail)) {
+    std::cerr << detail << "\n";
+    return exit_failure;
+  }
+  if (answer.rfind("error:", 0) == 0) {
+    std::cerr << answer;
+    return exit_failure;
+  }
+  std::cout << answer;
+  return exit_ok;
+}
+
+}  // namespace
+
+ControlVerbs::ControlVerbs(CLI::App& app) {
+  const char* config_help = "the attach's YAML configuration file";
+  const char* id_help = "the path number as `paths` shows it, or the path's portal HOST:PORT";
+  paths_ = app.add_subcommand("paths", "list the paths of a running attach with their counters");
+  paths_->add_option("config", config_path_, config_help)->required();
+  paths_->add_flag("--json", json_, "machine-readable output");
+  fail_ =
+      app.add_subcommand("fail-path",
+                         "stop I/O on a path of a running attach until reinstate-path (multipathd "
+                         "fail path)");
+  fail_->add_option("config", config_path_, config_help)->required();
+  fail_->add_option("id", id_, id_help)->required();
+  reinstate_ = app.add_subcommand(
+      "reinstate-path",
+      "put a path failed with fail-path back to work (multipathd reinstate path)");
+  reinstate_->add_option("config", config_path_, config_help)->required();
+  reinstate_->add_option("id", id_, id_help)->required();
+}
+
+std::optional<int> ControlVerbs::run() const {
+  if (*paths_) return ask(config_path_, json_ ? "paths" : "paths table");
+  const char* verb = *fail_ ? "fail-path" : *reinstate_ ? "reinstate-path" : nullptr;
+  if (verb == nullptr) return std::nullopt;
+  if (const auto problem = control::path_id_problem(id_)) {
+    std::cerr << verb << ": " << *problem << "\n";
+    return exit_usage;
+  }
+  return ask(config_path_, std::string(verb) + " " + id_);
+}
+
+}  // namespace verbs

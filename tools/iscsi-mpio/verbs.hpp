@@ -1,0 +1,34 @@
+// The command-line verbs that talk to a running attach through its control socket:
+//   iscsi-mpio paths CONFIG [--json]        the paths with their counters
+//   iscsi-mpio fail-path CONFIG ID          multipathd `fail path`
+//   iscsi-mpio reinstate-path CONFIG ID     multipathd `reinstate path`
+// ID: the path number `paths` shows, or the path's portal HOST:PORT. Exit status 0 done,
+// 1 refused by the attach or no attach running, 2 bad command line or configuration file.
+#pragma once
+
+#include <optional>
+#include <string>
+
+namespace CLI {
+class App;
+}
+
+namespace verbs {
+
+class ControlVerbs {
+ public:
+  // Adds the subcommands to `app`.
+  explicit ControlVerbs(CLI::App& app);
+  // After parsing: the exit status when one of these verbs was given, else nothing.
+  std::optional<int> run() const;
+
+ private:
+  CLI::App* paths_ = nullptr;
+  CLI::App* fail_ = nullptr;
+  CLI::App* reinstate_ = nullptr;
+  std::string config_path_;
+  std::string id_;
+  bool json_ = false;
+};
+
+}  // namespace verbs
