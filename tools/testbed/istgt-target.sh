@@ -18,6 +18,14 @@
 #   --chap USER:SECRET     one-way CHAP
 #   --mutual-chap USER:SECRET  mutual CHAP: the target answers the initiator's challenge as USER
 #   --dir DIR              config, backing file and log go here (default: a new mktemp -d)
+#   Operational keys the target offers at login ([Global] section; RFC 7143 §13 rules decide
+#   what is in effect: InitialR2T OR, ImmediateData AND, the lengths the minimum):
+#   --initial-r2t Yes      InitialR2T (default Yes; istgt 0.4 refuses No, see below)
+#   --immediate-data Yes|No  ImmediateData (default Yes)
+#   --first-burst N        FirstBurstLength in bytes (default 65536)
+#   --max-burst N          MaxBurstLength in bytes (default 262144)
+#   --max-outstanding-r2t N  MaxOutstandingR2T (default 16)
+#   --max-recv-data-segment N  MaxRecvDataSegmentLength the target declares (default 262144)
 #
 # start prints, for eval: ISTGT_PID ISTGT_PORT ISTGT_IQN ISTGT_LUN ISTGT_BACKING, plus
 # ISTGT_PORTALS, ISTGT_CTL_PORT (UnitControl), ISTGT_NETNS, ISTGT_DIR, ISTGT_DIR_OWNED, ISTGT_LOG.
@@ -35,6 +43,9 @@
 #   with status 0x0201 (authentication failure). The AuthFile is re-read at each login.
 # - The startup banner ends with "LU1: LUN0 command queuing enabled"; the portal listens then.
 # - istgt is still running 2 s after SIGTERM: stop it with SIGKILL.
+# - [Global] InitialR2T No makes istgt 0.4 exit at start ("istgt_init: not supported value No"):
+#   against it InitialR2T is always Yes. ImmediateData No, MaxRecvDataSegmentLength,
+#   FirstBurstLength, MaxBurstLength and MaxOutstandingR2T are taken and offered at login.
 # - libiscsi's iscsi-ls hangs against istgt after login; qemu (libiscsi) and iscsi-inq work.
 set -euo pipefail
 
@@ -74,12 +85,12 @@ write_config() {
   MaxSessions 16
   MaxConnections 4
   MaxR2T 32
-  MaxOutstandingR2T 16
-  FirstBurstLength 65536
-  MaxBurstLength 262144
-  MaxRecvDataSegmentLength 262144
-  InitialR2T Yes
-  ImmediateData Yes
+  MaxOutstandingR2T $max_outstanding_r2t
+  FirstBurstLength $first_burst
+  MaxBurstLength $max_burst
+  MaxRecvDataSegmentLength $max_recv_data_segment
+  InitialR2T $initial_r2t
+  ImmediateData $immediate_data
 
 [UnitControl]
   AuthMethod None
@@ -140,11 +151,24 @@ start() {
       --chap) chap=${2:?}; shift 2 ;;
       --mutual-chap) mutual_chap=${2:?}; shift 2 ;;
       --dir) dir=${2:?}; shift 2 ;;
+      --initial-r2t) initial_r2t=${2:?}; shift 2 ;;
+      --immediate-data) immediate_data=${2:?}; shift 2 ;;
+      --first-burst) first_burst=${2:?}; shift 2 ;;
+      --max-burst) max_burst=${2:?}; shift 2 ;;
+      --max-outstanding-r2t) max_outstanding_r2t=${2:?}; shift 2 ;;
+      --max-recv-data-segment) max_recv_data_segment=${2:?}; shift 2 ;;
       -h | --help) usage 0 ;;
       *) echo "unknown option: $1" >&2; usage ;;
     esac
   done
   ((${#portals[@]})) || portals=(127.0.0.1)
+  [[ $initial_r2t == Yes ]] || tb_die "--initial-r2t: istgt 0.4 supports only Yes"
+  [[ $immediate_data == Yes || $immediate_data == No ]] || tb_die "--immediate-data wants Yes or No"
+  local number
+  for number in "$first_burst" "$max_burst" "$max_outstanding_r2t" "$max_recv_data_segment"; do
+    [[ $number =~ ^[1-9][0-9]*$ ]] || tb_die "not a positive number: $number"
+  done
+  ((first_burst <= max_burst)) || tb_die "--first-burst above --max-burst (RFC 7143 §13.14)"
   [[ $iqn == *:* ]] || tb_die "--iqn needs a ':' between NodeBase and TargetName"
   [[ -z $chap || $chap == *:* ]] || tb_die "--chap wants USER:SECRET"
   [[ -z $mutual_chap || $mutual_chap == *:* ]] || tb_die "--mutual-chap wants USER:SECRET"
@@ -222,6 +246,8 @@ stop() {
 # Settings shared by start() and write_config().
 iqn='' chap='' mutual_chap='' dir='' backing='' port='' ctl_port='' netmask='' group_per_portal=0
 portals=()
+initial_r2t=Yes immediate_data=Yes first_burst=65536 max_burst=262144 max_outstanding_r2t=16
+max_recv_data_segment=262144
 case ${1:-} in
   start) shift; start "$@" ;;
   stop) stop ;;
