@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <span>
 #include <deque>
 #include <mutex>
 #include <set>
@@ -247,8 +248,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     for (;;) {
       while (can_read_more() && in_flight_ >= limits_.max_requests) co_await wait();
       if (!can_read_more()) co_return;
-      co_await asio::async_read(socket_, asio::buffer(header),
-                                asio::redirect_error(use_awaitable, ec));
+      if (co_await fill(header.size(), ec)) take(header);
       if (ec) {
         if (!is_disconnect(ec) && !stopping_) {
           spdlog::warn("nbd: client {} read: {}", peer_, ec.message());
@@ -299,8 +299,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
         in_flight_bytes_ += request.length;
         const auto payload = op->payload(request.length);
         if (request.type == kCmdWrite) {
-          co_await asio::async_read(socket_, asio::buffer(payload.data(), payload.size()),
-                                    asio::redirect_error(use_awaitable, ec));
+          // What the last read brought of the payload, then the rest straight into it.
+          const size_t buffered = take(payload);
+          if (buffered < payload.size())
+            co_await asio::async_read(socket_,
+                                      asio::buffer(payload.data() + buffered,
+                                                   payload.size() - buffered),
+                                      asio::redirect_error(use_awaitable, ec));
           if (ec) {
             finish(std::move(op));
             co_return;
@@ -316,8 +321,38 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
   }
 
+  // Requests come in bursts (a client at queue depth 32 sends 32 headers at once): one read
+  // takes whatever has arrived into rx_, and headers are taken from there, instead of one
+  // read per 28-byte header. fill() makes at least `need` bytes available.
+  awaitable<bool> fill(size_t need, error_code& ec) {
+    if (rx_end_ - rx_begin_ >= need) co_return true;
+    if (rx_begin_ > 0) {
+      std::memmove(rx_.data(), rx_.data() + rx_begin_, rx_end_ - rx_begin_);
+      rx_end_ -= rx_begin_;
+      rx_begin_ = 0;
+    }
+    while (rx_end_ < need) {
+      const size_t n = co_await socket_.async_read_some(
+          asio::buffer(rx_.data() + rx_end_, rx_.size() - rx_end_),
+          asio::redirect_error(use_awaitable, ec));
+      if (ec) co_return false;
+      rx_end_ += n;
+    }
+    co_return true;
+  }
+
+  // Moves up to dst.size() buffered bytes into dst; returns how many.
+  size_t take(std::span<std::byte> dst) {
+    const size_t n = std::min(dst.size(), rx_end_ - rx_begin_);
+    std::memcpy(dst.data(), rx_.data() + rx_begin_, n);
+    rx_begin_ += n;
+    if (rx_begin_ == rx_end_) rx_begin_ = rx_end_ = 0;
+    return n;
+  }
+
   awaitable<bool> discard(uint32_t length) {
     std::vector<std::byte> scratch(std::min<uint32_t>(length, 64 * 1024));
+    length -= static_cast<uint32_t>(take(std::span(scratch).first(std::min<size_t>(length, scratch.size()))));
     error_code ec;
     while (length > 0) {
       const size_t n = std::min<size_t>(length, scratch.size());
@@ -480,6 +515,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Socket socket_;
   asio::steady_timer wake_;
   std::vector<std::unique_ptr<Op>> spare_ops_;
+  std::array<std::byte, 64 * 1024> rx_;  // received, not yet taken: [rx_begin_, rx_end_)
+  size_t rx_begin_ = 0;
+  size_t rx_end_ = 0;
   mpio::BlockDevice& device_;
   ExportDescription export_;
   ConnectionLimits limits_;

@@ -627,3 +627,37 @@ TEST_CASE("counters(): requests read and those answered with an error", "[nbd_se
   CHECK(eventually([&] { return f.server->counters().requests == 4; }));
   CHECK(f.server->counters().errors == 2);
 }
+
+TEST_CASE("requests packed into one send, or a header split across sends, are read in order",
+          "[nbd_server]") {
+  Fixture f;
+  RawClient raw(f.path);
+  // A WRITE with its payload and a READ of the same block, in one send: the reader takes the
+  // second header from what the first read brought in.
+  std::vector<std::byte> burst(28 + 512 + 28);
+  nbd::encode_request(nbd::Request{0, nbd::kCmdWrite, 1, 1024, 512},
+                      std::span<std::byte, 28>(burst.data(), 28));
+  const auto data = pattern(512, 3);
+  std::copy(data.begin(), data.end(), burst.begin() + 28);
+  nbd::encode_request(nbd::Request{0, nbd::kCmdRead, 2, 1024, 512},
+                      std::span<std::byte, 28>(burst.data() + 28 + 512, 28));
+  raw.send_bytes(burst);
+  auto [error, cookie] = raw.simple_reply();
+  CHECK(error == 0);
+  CHECK(cookie == 1);
+  std::tie(error, cookie) = raw.simple_reply();
+  CHECK(cookie == 2);
+  CHECK(raw.receive(512) == data);
+  CHECK(f.device.read_bytes(1024, 512) == data);
+
+  // A header in two pieces with a pause between: nothing is answered until it is whole.
+  std::array<std::byte, 28> header{};
+  nbd::encode_request(nbd::Request{0, nbd::kCmdRead, 3, 1024, 512}, header);
+  raw.send_bytes(std::span(header).first(10));
+  CHECK(raw.nothing_within(50ms));
+  raw.send_bytes(std::span(header).subspan(10));
+  std::tie(error, cookie) = raw.simple_reply();
+  CHECK(error == 0);
+  CHECK(cookie == 3);
+  CHECK(raw.receive(512) == data);
+}
