@@ -51,7 +51,8 @@ cmake -S "$repo" -B "$asan_build" -G Ninja -DIM_SANITIZE=ON \
   -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE:-RelWithDebInfo}" >/dev/null
 # The pure libraries' tests: the protocol code the fuzzers also cover. The Asio-heavy binaries
 # (unit_nbd_server) would triple the cold build time on a 2-core CI machine.
-unit_targets=(unit_common unit_scsi unit_iscsi unit_nbd unit_config unit_mpio)
+unit_targets=(unit_common unit_scsi unit_iscsi unit_nbd unit_nbd_kernel unit_config unit_mpio
+  unit_iscsi_mpio unit_check_config)
 if ninja -C "$asan_build" -j "$jobs" "${unit_targets[@]}"; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest_dir=$asan_build run_ctest asan-unit -L unit -E 'unit\.nbd_server' 

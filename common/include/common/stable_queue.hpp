@@ -35,6 +35,7 @@ class StableQueue {
 
   bool empty() const { return size_ == 0; }
   size_t size() const { return size_; }
+  T& operator[](size_t i) { return *ring_[(head_ + i) & mask()]; }
   T& front() { return *ring_[head_]; }
   T& back() { return *ring_[(head_ + size_ - 1) & mask()]; }
   iterator begin() const { return {this, 0}; }

@@ -18,6 +18,7 @@ TEST_CASE("StableQueue is a FIFO whose elements keep their addresses", "[common]
   }
   CHECK(q.front() == "0");
   CHECK(q.back() == "39");
+  CHECK(&q[17] == addresses[17]);
   q.pop_front();
   CHECK(q.front() == "1");
   CHECK(&q.front() == addresses[1]);
