@@ -7,44 +7,18 @@
 #include <iscsi/errors.hpp>
 #include <iscsi/session.hpp>
 
+#include "session_script.hpp"
+
 using namespace iscsi;
 
 namespace {
 
-struct Script {
+struct Script : session_test::SessionScript {
   explicit Script(OperationalParams params = {}, CmdSN max_cmd_sn = CmdSN(100)) {
-    SessionParams sp;
+    SessionParams sp = session_test::script_params(max_cmd_sn);
     sp.negotiated = params;
-    sp.cmd_sn = CmdSN(1);
-    sp.exp_cmd_sn = CmdSN(1);
-    sp.max_cmd_sn = max_cmd_sn;
-    sp.exp_stat_sn = StatSN(1);
-    sp.max_tasks = 8;
     session = std::make_unique<Session>(sp);
   }
-
-  // The next PDU the session sent, decoded; the frame is consumed.
-  InitiatorPdu expect_sent(std::vector<std::byte>* data = nullptr) {
-    REQUIRE_FALSE(session->output().empty());
-    OutFrame& f = session->output().front();
-    InitiatorPdu pdu;
-    std::string detail;
-    REQUIRE_FALSE(decode_initiator_pdu(std::span<const std::byte, bhs_size>(f.header.data(), bhs_size),
-                                       pdu, detail));
-    if (data) data->assign(f.data.begin(), f.data.end());
-    session->frames_written(1);
-    return pdu;
-  }
-
-  void expect_nothing_sent() { CHECK(session->output().empty()); }
-
-  std::error_code deliver(const auto& pdu, std::span<const std::byte> data = {}) {
-    auto bhs = encode_bhs(pdu);
-    std::string detail;
-    return session->on_pdu(bhs, data, detail);
-  }
-
-  std::unique_ptr<Session> session;
 };
 
 TargetSequence seq(uint32_t stat_sn, uint32_t exp_cmd_sn, uint32_t max_cmd_sn) {

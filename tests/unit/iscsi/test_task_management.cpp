@@ -8,41 +8,18 @@
 #include <iscsi/errors.hpp>
 #include <iscsi/session.hpp>
 
+#include "session_script.hpp"
+
 using namespace iscsi;
 using namespace std::chrono_literals;
 
 namespace {
 
-struct Script {
+struct Script : session_test::SessionScript {
   explicit Script(CmdSN max_cmd_sn = CmdSN(100), uint32_t max_tasks = 8) {
-    SessionParams sp;
-    sp.cmd_sn = CmdSN(1);
-    sp.exp_cmd_sn = CmdSN(1);
-    sp.max_cmd_sn = max_cmd_sn;
-    sp.exp_stat_sn = StatSN(1);
-    sp.max_tasks = max_tasks;
+    SessionParams sp = session_test::script_params(max_cmd_sn, max_tasks);
     sp.clock = [this] { return now; };
     session = std::make_unique<Session>(sp);
-  }
-
-  InitiatorPdu expect_sent(std::vector<std::byte>* data = nullptr) {
-    REQUIRE_FALSE(session->output().empty());
-    OutFrame& f = session->output().front();
-    InitiatorPdu pdu;
-    std::string detail;
-    REQUIRE_FALSE(decode_initiator_pdu(
-        std::span<const std::byte, bhs_size>(f.header.data(), bhs_size), pdu, detail));
-    if (data) data->assign(f.data.begin(), f.data.end());
-    session->frames_written(1);
-    return pdu;
-  }
-
-  void expect_nothing_sent() { CHECK(session->output().empty()); }
-
-  std::error_code deliver(const auto& pdu, std::span<const std::byte> data = {}) {
-    auto bhs = encode_bhs(pdu);
-    detail.clear();
-    return session->on_pdu(bhs, data, detail);
   }
 
   // The target's next StatSN; every PDU with status takes one.
@@ -67,8 +44,6 @@ struct Script {
 
   SessionClock::time_point now{};
   uint32_t stat_sn = 1;
-  std::string detail;
-  std::unique_ptr<Session> session;
 };
 
 // A task that records how it completed.
