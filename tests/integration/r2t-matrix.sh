@@ -9,7 +9,7 @@
 # OR, ImmediateData an AND, FirstBurstLength / MaxBurstLength / MaxOutstandingR2T the minimum;
 # MaxRecvDataSegmentLength is declared by each side for what it receives, §13.12). iscsi-mpio
 # offers InitialR2T=No, ImmediateData=Yes, FirstBurstLength=262144, MaxBurstLength=16776192,
-# MaxOutstandingR2T=1, so each cell sets the target's side: tgtd through `tgtadm --op update
+# MaxOutstandingR2T=4, so each cell sets the target's side: tgtd through `tgtadm --op update
 # --mode target` before the attach, istgt through its [Global] section
 # (tools/testbed/istgt-target.sh options). Every cell has FirstBurstLength 64 KiB below
 # MaxBurstLength 256 KiB, MaxOutstandingR2T 4 on the target, a MaxRecvDataSegmentLength of its
@@ -27,8 +27,8 @@
 #   ImmediateData, FirstBurstLength, MaxBurstLength, MaxOutstandingR2T and
 #   MaxRecvDataSegmentLength; new logins get them (it declares MaxRecvDataSegmentLength as set).
 # - istgt 0.4 refuses to start with [Global] InitialR2T No: its InitialR2T=No cells are skipped.
-# - Both answer MaxOutstandingR2T=1, the minimum of our offer (1) and their setting (4): one
-#   R2T at a time per task is all any cell can run with until iscsi-mpio offers more.
+# - Both answer MaxOutstandingR2T=4, the minimum of our offer and their setting: up to 4 R2Ts
+#   of one write are outstanding at once, each answered by its own Data-Out sequence.
 #
 # Environment (all optional):
 #   BUILD        build directory (default: <repo>/build)
@@ -58,7 +58,7 @@ readonly targets=${R2T_TARGETS:-tgtd istgt}
 readonly lun_size=64M
 readonly first_burst=65536 max_burst=262144 target_max_outstanding_r2t=4
 # What iscsi-mpio offers (initiator/proto/include/iscsi/negotiation.hpp OperationalProposal).
-readonly offer_first_burst=262144 offer_max_burst=16776192 offer_max_outstanding_r2t=1
+readonly offer_first_burst=262144 offer_max_burst=16776192 offer_max_outstanding_r2t=4
 readonly export_name=lun1
 # Seconds: login + INQUIRY + READ CAPACITY; the exerciser's own limit and our bound on it.
 readonly attach_wait=30 io_time_limit=20 io_deadline=60

@@ -17,7 +17,7 @@ inline std::vector<iscsi::TextPair> default_operational_offer() {
           {"FirstBurstLength", "262144"},
           {"InitialR2T", "No"},
           {"ImmediateData", "Yes"},
-          {"MaxOutstandingR2T", "1"},
+          {"MaxOutstandingR2T", "4"},
           {"DataPDUInOrder", "Yes"},
           {"DataSequenceInOrder", "Yes"},
           {"DefaultTime2Wait", "2"},

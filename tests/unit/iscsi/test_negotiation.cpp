@@ -17,7 +17,7 @@ Pairs agreeing_answers() {
   return {{"HeaderDigest", "None"},       {"DataDigest", "None"},
           {"MaxBurstLength", "16776192"}, {"FirstBurstLength", "262144"},
           {"InitialR2T", "No"},           {"ImmediateData", "Yes"},
-          {"MaxOutstandingR2T", "1"},     {"DataPDUInOrder", "Yes"},
+          {"MaxOutstandingR2T", "4"},     {"DataPDUInOrder", "Yes"},
           {"DataSequenceInOrder", "Yes"}, {"DefaultTime2Wait", "2"},
           {"DefaultTime2Retain", "20"},   {"ErrorRecoveryLevel", "0"},
           {"MaxConnections", "1"},        {"MaxRecvDataSegmentLength", "65536"}};
@@ -109,7 +109,7 @@ TEST_CASE("negotiation: answers that break a key's rule fail naming the key",
       {"MaxBurstLength", "16776193"},   // numerical-min: above our offer
       {"MaxBurstLength", "16777216"},   // out of range
       {"FirstBurstLength", "511"},      // below range
-      {"MaxOutstandingR2T", "2"},       // above our 1
+      {"MaxOutstandingR2T", "5"},       // above our 4
       {"ImmediateData", "Yes"},         // boolean-AND: we said No
       {"InitialR2T", "No"},             // boolean-OR: we said Yes
       {"DataPDUInOrder", "Maybe"},      // not a boolean

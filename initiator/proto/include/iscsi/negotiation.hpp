@@ -42,7 +42,9 @@ struct OperationalProposal {
   uint32_t max_recv_data_segment_length = 262144, max_burst_length = 16776192,
            first_burst_length = 262144;
   bool initial_r2t = false, immediate_data = true;
-  uint32_t max_outstanding_r2t = 1;
+  // Several R2Ts at once let a target that wants R2Ts for a large write ask for its bursts in
+  // parallel (§13.17); each R2T's Data-Out sequence is independent (its own DataSN from 0).
+  uint32_t max_outstanding_r2t = 4;
   bool data_pdu_in_order = true, data_sequence_in_order = true;
   uint32_t default_time2wait = 2, default_time2retain = 20, error_recovery_level = 0,
            max_connections = 1;
