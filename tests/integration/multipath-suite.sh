@@ -213,14 +213,7 @@ scenario() {
     ok=0
   fi
   stop_attach
-  if ((ok)); then
-    echo "PASS: $name ($(grep -o 'longest I/O stall [0-9]* ms' "$work/exerciser.log" || true))"
-    passed=$((passed + 1))
-  else
-    echo "FAIL: $name"
-    sed 's/^/    /' "$work/attach.log" | tail -n 20
-    failed=$((failed + 1))
-  fi
+  report "$name" "$ok" "$(grep -o 'longest I/O stall [0-9]* ms' "$work/exerciser.log" || true)"
 }
 
 topo_cmd() { "$repo/tools/testbed/topology.sh" "$@"; }
@@ -270,14 +263,7 @@ shutdown_without_path() {
   else
     ok=0
   fi
-  if ((ok)); then
-    echo "PASS: shutdown-without-path"
-    passed=$((passed + 1))
-  else
-    echo "FAIL: shutdown-without-path"
-    sed 's/^/    /' "$work/attach.log" | tail -n 20
-    failed=$((failed + 1))
-  fi
+  report shutdown-without-path "$ok"
 }
 
 # no_path_retry 3 (polling_interval 1): with every path gone, a request waits 3 intervals and

@@ -78,27 +78,7 @@ done_ok=0
 
 log() { printf '%s\n' "$*"; }
 
-# spawn LOG CMD...: start CMD in the background, register PID and start time for cleanup.
-spawn() {
-  local out=$1
-  shift
-  "$@" </dev/null >"$out" 2>&1 &
-  spawned=$!
-  echo "$spawned $(tb_start_time "$spawned" || echo gone)" >>"$work/pids"
-}
 
-# stop_pid PID [START_TIME]: TERM, KILL after 10 s; with START_TIME only if PID is still that
-# process.
-stop_pid() {
-  local pid=$1 start_time=${2:-}
-  tb_running "$pid" || return 0
-  [[ -z $start_time || $(tb_start_time "$pid") == "$start_time" ]] || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  if ! tb_wait_gone "$pid" 10; then
-    kill -KILL "$pid" 2>/dev/null || true
-    tb_wait_gone "$pid" 5 || true
-  fi
-}
 
 # stop_target ENV_FILE: stop the target whose start output ENV_FILE holds (tgtd or istgt).
 stop_target() {
@@ -116,11 +96,8 @@ stop_target() {
 
 # stop_leftovers: whatever a cell started and did not stop itself (it failed half-way).
 stop_leftovers() {
-  local pid start_time env_file
-  if [[ -f $work/pids ]]; then
-    while read -r pid start_time; do stop_pid "$pid" "$start_time"; done <"$work/pids"
-    : >"$work/pids"
-  fi
+  local env_file
+  tb_stop_recorded "$work/pids"
   for env_file in "$work"/*.env; do
     if [[ -e $env_file ]]; then stop_target "$env_file"; fi
   done
@@ -255,7 +232,7 @@ run_cell() {
   backing=$(source "$env_file" && echo "${TGT_BACKING:-}${ISTGT_BACKING:-}")
   log "target $kind $iqn LUN $lun on 127.0.0.1:$port"
 
-  spawn "$dir/trace.log" python3 "$tracer" --port "$port" --out "$dir/trace.env" \
+  tb_spawn "$work/pids" "$dir/trace.log" python3 "$tracer" --port "$port" --out "$dir/trace.env" \
     --ready "$dir/trace.ready"
   local trace_pid=$spawned
   wait_for_file "$dir/trace.ready" 10 "$trace_pid" || {
@@ -267,7 +244,7 @@ run_cell() {
   local socket=$dir/im.sock uri
   uri="nbd+unix:///$export_name?socket=$socket"
   write_config "$dir/im.yaml" "127.0.0.1:$port" "$iqn" "$lun" "$socket"
-  spawn "$dir/im.log" "$im_bin" attach "$dir/im.yaml"
+  tb_spawn "$work/pids" "$dir/im.log" "$im_bin" attach "$dir/im.yaml"
   local im_pid=$spawned
   local io_rc=0 io_ran=0
   if wait_export "$uri" "$im_pid"; then
@@ -282,8 +259,8 @@ run_cell() {
     sed 's/^/    /' "$dir/im.log" | tail -n 15
     problems+=("no export")
   fi
-  stop_pid "$im_pid"
-  stop_pid "$trace_pid"
+  tb_stop_pid "$im_pid"
+  tb_stop_pid "$trace_pid"
   stop_target "$env_file"
   sed 's/^/    trace: /' "$dir/trace.log"
 

@@ -66,30 +66,7 @@ log() { printf '%s\n' "$*"; }
 
 # --- cleanup: by PID, from files, so that cases running in subshells are covered too ---------
 
-# spawn LOG CMD...: start CMD in the background, register its PID and start time for cleanup,
-# set $spawned.
-spawn() {
-  local out=$1
-  shift
-  "$@" </dev/null >"$out" 2>&1 &
-  spawned=$!
-  echo "$spawned $(tb_start_time "$spawned" || echo gone)" >>"$work/pids"
-}
 
-# stop_pid PID [START_TIME]: TERM, then KILL after 10 s. With START_TIME, only if PID is still
-# that process (a PID recorded long ago may have been reused by now).
-stop_pid() {
-  local pid=$1 start_time=${2:-}
-  tb_running "$pid" || return 0
-  if [[ -n $start_time && $(tb_start_time "$pid") != "$start_time" ]]; then
-    return 0
-  fi
-  kill -TERM "$pid" 2>/dev/null || true
-  if ! tb_wait_gone "$pid" 10; then
-    kill -KILL "$pid" 2>/dev/null || true
-    tb_wait_gone "$pid" 5 || true
-  fi
-}
 
 # start_target NAME ARGS...: start a $kind target, keep its environment in $work/NAME.env.
 start_target() {
@@ -110,7 +87,7 @@ stop_target() {
 }
 
 cleanup() {
-  local status=$? pid start_time env_file
+  local status=$? env_file
   set +e
   [[ -z $watchdog_pid ]] || tb_kill_tree "$watchdog_pid"
   if [[ -n $case_pid ]]; then
@@ -119,9 +96,7 @@ cleanup() {
     log "FAIL: $case_name (interrupted)"
     failed=$((failed + 1))
   fi
-  if [[ -f $work/pids ]]; then
-    while read -r pid start_time; do stop_pid "$pid" "$start_time"; done <"$work/pids"
-  fi
+  tb_stop_recorded "$work/pids"
   for env_file in "$work"/*.env; do
     [[ -e $env_file ]] && stop_target "$env_file"
   done
@@ -185,14 +160,14 @@ provider_start() {
   case $provider in
     qemu-nbd)
       # libiscsi takes CHAP from the URL (user%secret@); qemu has no mutual CHAP option.
-      spawn "$work/$name.log" "${provider_prefix[@]}" qemu-nbd --persistent --shared=4 \
+      tb_spawn "$work/pids" "$work/$name.log" "${provider_prefix[@]}" qemu-nbd --persistent --shared=4 \
         --format=raw --socket="$socket" --export-name="$export_name" --discard=unmap --cache=none \
         "iscsi://$chap_user%$secret@127.0.0.1:$port/$iqn/$lun"
       ;;
     iscsi-mpio)
       [[ -x $im_bin ]] || { log "iscsi-mpio binary not found: $im_bin"; return 1; }
       write_config "$work/$name.yaml" "127.0.0.1:$port" "$socket" "$secret" "$mutual"
-      spawn "$work/$name.log" "${provider_prefix[@]}" "$im_bin" attach "$work/$name.yaml"
+      tb_spawn "$work/pids" "$work/$name.log" "${provider_prefix[@]}" "$im_bin" attach "$work/$name.yaml"
       ;;
   esac
 }
@@ -327,7 +302,7 @@ case_mutual_chap() {
   wait_export mutual "$spawned"
   "$exerciser" --uri "$(uri_for mutual)" --backing "$backing2" --ops 40 --max-len 1M \
     "${seed_args[@]}"
-  stop_pid "$spawned"
+  tb_stop_pid "$spawned"
   stop_target "$work/mutual.env"
   rm -f "$work/mutual.env"
 }

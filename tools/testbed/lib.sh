@@ -77,6 +77,37 @@ tb_wait_gone() {
   return 0
 }
 
+# tb_spawn PIDFILE LOG CMD...: start CMD in the background with its output in LOG, record its
+# PID and start time in PIDFILE (for tb_stop_recorded), and set $spawned to the PID.
+tb_spawn() {
+  local pidfile=$1 out=$2
+  shift 2
+  "$@" </dev/null >"$out" 2>&1 &
+  spawned=$!
+  echo "$spawned $(tb_start_time "$spawned" || echo gone)" >>"$pidfile"
+}
+
+# tb_stop_pid PID [START_TIME]: TERM, then KILL after 10 s. With START_TIME, only if PID is still
+# that process (a PID recorded long ago may have been reused by now).
+tb_stop_pid() {
+  local pid=$1 start_time=${2:-}
+  tb_running "$pid" || return 0
+  [[ -z $start_time || $(tb_start_time "$pid") == "$start_time" ]] || return 0
+  kill -TERM "$pid" 2>/dev/null || true
+  if ! tb_wait_gone "$pid" 10; then
+    kill -KILL "$pid" 2>/dev/null || true
+    tb_wait_gone "$pid" 5 || true
+  fi
+}
+
+# tb_stop_recorded PIDFILE: tb_stop_pid every process tb_spawn recorded there, then empty it.
+tb_stop_recorded() {
+  local pid start_time
+  [[ -f $1 ]] || return 0
+  while read -r pid start_time; do tb_stop_pid "$pid" "$start_time"; done <"$1"
+  : >"$1"
+}
+
 # tb_kill_tree PID: TERM PID and all its descendants (children first found, then killed
 # together), KILL whatever is left after 5 s. For process trees this shell started itself.
 tb_kill_tree() {
