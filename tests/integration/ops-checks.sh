@@ -354,6 +354,7 @@ assert values("iscsi_mpio_path_failovers_total", index="2") == [0]
 assert values("iscsi_mpio_nbd_requests_total")[0] > 0
 assert values("iscsi_mpio_nbd_errors_total") == [0]
 assert len(values("iscsi_mpio_requests_in_flight")) == 1
+assert 0 <= values("iscsi_mpio_nbd_buffer_bytes")[0] <= 2 * (32 << 20), "buffer bound"
 assert values("iscsi_mpio_lun_info", export='lun \\"ops\\" \\\\ test') == [1], "escaped label"
 assert families["iscsi_mpio_path_command_latency_seconds"] == "histogram"
 print(f"{len(samples)} samples in {len(families)} families")

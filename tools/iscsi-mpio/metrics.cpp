@@ -218,6 +218,9 @@ std::string Collector::exposition(const Sample& s) const {
     e.sample("iscsi_mpio_nbd_errors_total", {}, std::to_string(s.nbd.errors));
     e.family("iscsi_mpio_nbd_connections", "gauge", "Open NBD connections.");
     e.sample("iscsi_mpio_nbd_connections", {}, std::to_string(s.nbd.connections));
+    e.family("iscsi_mpio_nbd_buffer_bytes", "gauge",
+             "Payload buffers the NBD connections hold, in flight and kept for reuse.");
+    e.sample("iscsi_mpio_nbd_buffer_bytes", {}, std::to_string(s.nbd.buffer_bytes));
   }
   return e.take();
 }
@@ -243,7 +246,8 @@ std::string Collector::stats_json(const Sample& s) const {
   if (s.nbd.available) {
     out += "{\"requests\":" + std::to_string(s.nbd.requests) +
            ",\"errors\":" + std::to_string(s.nbd.errors) +
-           ",\"connections\":" + std::to_string(s.nbd.connections) + "}";
+           ",\"connections\":" + std::to_string(s.nbd.connections) +
+           ",\"buffer_bytes\":" + std::to_string(s.nbd.buffer_bytes) + "}";
   } else {
     out += "null";
   }

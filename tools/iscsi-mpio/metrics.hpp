@@ -35,6 +35,7 @@ struct NbdCounters {
   uint64_t requests = 0;
   uint64_t errors = 0;
   uint64_t connections = 0;
+  uint64_t buffer_bytes = 0;  // payload buffers held, in flight and kept for reuse
 };
 
 // Everything one scrape or `stats` answer shows; taken on the io_context's thread.

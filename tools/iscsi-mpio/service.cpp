@@ -101,7 +101,8 @@ struct Runtime::Impl : std::enable_shared_from_this<Impl> {
       s.nbd = {.available = true,
                .requests = counters.requests,
                .errors = counters.errors,
-               .connections = server->connection_count()};
+               .connections = server->connection_count(),
+               .buffer_bytes = counters.buffer_bytes};
     }
     return s;
   }

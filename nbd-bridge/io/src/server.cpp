@@ -82,9 +82,33 @@ std::string uri_escape(std::string_view s, bool keep_slash) {
 // Send buffer of each client socket (the kernel caps it at net.core.wmem_max).
 constexpr int kReplySocketBuffer = 4 * 1024 * 1024;
 
+// Server::counters(), shared with the connections (which may outlive the server's Impl).
+struct CounterCells {
+  std::atomic<uint64_t> requests{0};
+  std::atomic<uint64_t> errors{0};
+  std::atomic<uint64_t> buffer_bytes{0};  // payload buffers held by all connections
+};
+
+// The payload buffer bytes one connection holds, and the server-wide total beside it.
+struct BufferAccount {
+  size_t held = 0;
+  std::shared_ptr<CounterCells> totals;
+
+  void add(int64_t delta) {
+    held = static_cast<size_t>(static_cast<int64_t>(held) + delta);
+    totals->buffer_bytes.fetch_add(static_cast<uint64_t>(delta), std::memory_order_relaxed);
+  }
+};
+
 // One request from header to written reply. It owns its payload buffer, which the device
 // uses until `done` runs and the writer uses until the reply is on the wire.
 struct Op {
+  explicit Op(BufferAccount& account) : account(account) {}
+  ~Op() { release_buffer(); }
+  Op(const Op&) = delete;
+  Op& operator=(const Op&) = delete;
+
+  BufferAccount& account;  // the connection's; it outlives every Op (declared before them)
   Request request;
   mpio::IoRequest io;
   std::unique_ptr<std::byte[]> buffer;
@@ -102,10 +126,18 @@ struct Op {
   // enough.
   std::span<std::byte> payload(uint32_t length) {
     if (buffer_capacity < length) {
+      release_buffer();
       buffer = std::make_unique_for_overwrite<std::byte[]>(length);
       buffer_capacity = length;
+      account.add(length);
     }
     return {buffer.get(), length};
+  }
+
+  void release_buffer() {
+    account.add(-int64_t{buffer_capacity});
+    buffer.reset();
+    buffer_capacity = 0;
   }
 
   // Ready for the next request; the buffer and io.done stay.
@@ -128,13 +160,7 @@ constexpr uint32_t kKeepBufferBytes = 4u << 20;
 
 struct ConnectionLimits {
   size_t max_requests = 128;
-  size_t max_bytes = 64u << 20;
-};
-
-// Server::counters(), shared with the connections (which may outlive the server's Impl).
-struct CounterCells {
-  std::atomic<uint64_t> requests{0};
-  std::atomic<uint64_t> errors{0};
+  size_t max_bytes = 32u << 20;
 };
 
 class Connection : public std::enable_shared_from_this<Connection> {
@@ -145,12 +171,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
              std::shared_ptr<CounterCells> counters)
       : socket_(std::move(socket)),
         wake_(socket_.get_executor(), asio::steady_timer::time_point::max()),
+        counters_(counters),
+        buffers_{.totals = std::move(counters)},
         device_(device),
         export_(std::move(export_description)),
         limits_(limits),
         peer_(std::move(peer)),
-        handshake_done_(handshake_done),
-        counters_(std::move(counters)) {}
+        handshake_done_(handshake_done) {}
 
   awaitable<void> run() {
     auto self = shared_from_this();
@@ -389,7 +416,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       spare_ops_.pop_back();
       return op;
     }
-    auto op = std::make_unique<Op>();
+    auto op = std::make_unique<Op>(buffers_);
     op->io.done = [this, raw = op.get()](std::error_code ec, const std::string& detail) {
       // On our thread (LunDevice) this runs inline; from elsewhere (a test device completing
       // from its own thread) it is posted to our executor.
@@ -400,8 +427,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
     return op;
   }
 
+  // Buffers are kept for the next request only while the connection holds no more than its
+  // byte budget: above it, the least recently used kept buffers go first (spare ops are reused
+  // from the back). Payloads in flight are held to the budget by read_requests, and each can
+  // grow its op's buffer only to its own length, so a connection holds at most twice the
+  // budget whatever mix of sizes its client sends; without the trim, phases of 4 MiB writes,
+  // 4 KiB reads and 4 MiB writes again would leave every kept op with a 4 MiB buffer.
   void recycle(std::unique_ptr<Op> op) {
-    if (spare_ops_.size() >= limits_.max_requests || op->buffer_capacity > kKeepBufferBytes) return;
+    if (spare_ops_.size() >= limits_.max_requests) return;
+    if (op->buffer_capacity > kKeepBufferBytes) op->release_buffer();
+    for (auto& spare : spare_ops_) {
+      if (buffers_.held <= limits_.max_bytes) break;
+      spare->release_buffer();
+    }
+    if (buffers_.held > limits_.max_bytes) op->release_buffer();
     op->reset();
     spare_ops_.push_back(std::move(op));
   }
@@ -514,6 +553,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   Socket socket_;
   asio::steady_timer wake_;
+  std::shared_ptr<CounterCells> counters_;
+  BufferAccount buffers_;  // before every member that holds Ops: destroyed after them
   std::vector<std::unique_ptr<Op>> spare_ops_;
   std::array<std::byte, 64 * 1024> rx_;  // received, not yet taken: [rx_begin_, rx_end_)
   size_t rx_begin_ = 0;
@@ -533,7 +574,6 @@ class Connection : public std::enable_shared_from_this<Connection> {
   size_t in_flight_ = 0;        // read but not yet answered (or dropped)
   size_t in_flight_bytes_ = 0;  // READ/WRITE payload bytes of those
   std::deque<std::unique_ptr<Op>> replies_;
-  std::shared_ptr<CounterCells> counters_;
 };
 
 std::string describe_peer(const Protocol::endpoint& endpoint, uint64_t id) {
@@ -795,7 +835,8 @@ size_t Server::connection_count() const {
 
 Server::Counters Server::counters() const {
   return {impl_->counters->requests.load(std::memory_order_relaxed),
-          impl_->counters->errors.load(std::memory_order_relaxed)};
+          impl_->counters->errors.load(std::memory_order_relaxed),
+          impl_->counters->buffer_bytes.load(std::memory_order_relaxed)};
 }
 
 }  // namespace nbd

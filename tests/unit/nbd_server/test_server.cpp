@@ -628,6 +628,48 @@ TEST_CASE("counters(): requests read and those answered with an error", "[nbd_se
   CHECK(f.server->counters().errors == 2);
 }
 
+TEST_CASE("kept payload buffers stay within twice the byte budget, whatever the size mix",
+          "[nbd_server]") {
+  // Phases of four 256 KiB reads and of 64 reads of 4 KiB. Ops are reused last-in first-out,
+  // so without a bound every large phase would grow four more kept ops to 256 KiB.
+  constexpr uint32_t kBudget = 1u << 20;
+  constexpr uint32_t kLarge = 256u << 10;
+  Fixture f(MemoryBlockDevice::make_info(4u << 20), [](nbd::ServerOptions& o) {
+    o.max_bytes_per_connection = kBudget;
+    o.max_requests_per_connection = 64;
+  });
+  {
+    RawClient raw(f.path);
+    f.device.set_defer(true);
+    uint64_t cookie = 0;
+    auto phase = [&](size_t count, uint32_t length) {
+      for (size_t i = 0; i < count; ++i)
+        raw.request(nbd::kCmdRead, ++cookie, (i * length) % (4u << 20), length);
+      REQUIRE(eventually([&] { return f.device.deferred_count() == count; }));
+      CHECK(f.device.complete_all_deferred() == count);
+      for (size_t i = 0; i < count; ++i) {
+        REQUIRE(raw.simple_reply().first == 0);
+        REQUIRE(raw.receive(length).size() == length);
+      }
+    };
+    for (int round = 0; round < 6; ++round) {
+      INFO("round " << round);
+      phase(4, kLarge);
+      CHECK(f.server->counters().buffer_bytes <= 2 * kBudget);
+      phase(64, 4096);
+      CHECK(f.server->counters().buffer_bytes <= 2 * kBudget);
+    }
+    // Once a size is back, its buffers are reused: another large phase allocates nothing.
+    phase(4, kLarge);
+    const uint64_t held = f.server->counters().buffer_bytes;
+    CHECK(held >= 4 * kLarge);
+    phase(4, kLarge);
+    CHECK(f.server->counters().buffer_bytes == held);
+  }
+  // The connection's ops, and their buffers, go when the client does.
+  CHECK(eventually([&] { return f.server->counters().buffer_bytes == 0; }));
+}
+
 TEST_CASE("requests packed into one send, or a header split across sends, are read in order",
           "[nbd_server]") {
   Fixture f;

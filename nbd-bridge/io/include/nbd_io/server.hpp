@@ -35,7 +35,7 @@ struct ServerOptions {
   // Backpressure: a connection stops reading requests while this many are in flight, or
   // while READ/WRITE payloads in flight would exceed the byte budget.
   size_t max_requests_per_connection = 128;
-  size_t max_bytes_per_connection = 64u << 20;
+  size_t max_bytes_per_connection = 32u << 20;
 };
 
 // Threading: the server runs on one io_context; the device's `done` callbacks may come on any
@@ -77,6 +77,9 @@ class Server {
   struct Counters {
     uint64_t requests = 0;  // read from clients, NBD_CMD_DISC excluded
     uint64_t errors = 0;    // of those, answered with an error (invalid or failed on the device)
+    // Payload buffers held by all connections, in flight and kept for reuse: at most twice
+    // max_bytes_per_connection per connection.
+    uint64_t buffer_bytes = 0;
   };
   Counters counters() const;
 
