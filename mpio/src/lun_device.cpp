@@ -163,6 +163,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // Once a second: IOPS per path; every polling interval: ALUA states (group_by_prio).
   std::unique_ptr<asio::steady_timer> sampler;
   std::chrono::steady_clock::time_point last_alua_check;
+  std::chrono::steady_clock::time_point last_capacity_check;
 
   // Commands waiting for a usable path (no_path_retry queue / N intervals).
   std::deque<Command*> waiting;
@@ -343,6 +344,13 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
           if ((p->state == PathState::active || p->state == PathState::ghost) &&
               !p->alua_checking && p->session && p->session->ready())
             asio::co_spawn(io, recheck_alua(shared_from_this(), *p), asio::detached);
+      }
+      // Not every target tells of a resize with 2A/09 (tgtd never resizes; LIO's iblock and
+      // block-device fileio backstores report the new size in READ CAPACITY without a unit
+      // attention): one READ CAPACITY(16) per polling interval notices it anyway.
+      if (now - last_capacity_check >= config.polling_interval && any_active()) {
+        last_capacity_check = now;
+        asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
       }
       start_sampler();
     });

@@ -110,6 +110,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void start() { read_more(); }
 
+  // resize(): CAPACITY DATA HAS CHANGED is pending for this I_T nexus.
+  void raise_capacity_changed() { capacity_changed_ = true; }
+
   void close() {
     if (closed_) return;
     closed_ = true;
@@ -521,6 +524,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     const uint8_t operation = static_cast<uint8_t>(command.cdb[0]);
     const std::span<const std::byte> cdb(command.cdb);
+    // SAM-4 §5.14: a pending unit attention is reported on the next command, except INQUIRY
+    // and REPORT LUNS, and then cleared.
+    if (capacity_changed_ && operation != 0x12 && operation != 0xa0) {
+      capacity_changed_ = false;
+      respond(command, status_check_condition, sense_segment(0x06, 0x2a, 0x09));
+      return;
+    }
     switch (operation) {
       case 0x00:  // TEST UNIT READY
         respond(command, status_good);
@@ -543,7 +553,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       case 0x9e:  // SERVICE ACTION IN(16): READ CAPACITY(16) (SBC-3 §5.16)
         if ((common::load_u8(cdb, 1) & 0x1f) == 0x10) {
           std::vector<std::byte> capacity(32);
-          common::store_be64(capacity, 0, script_.blocks - 1);
+          common::store_be64(capacity, 0, target_->script.blocks - 1);
           common::store_be32(capacity, 8, script_.block_size);
           capacity.resize(std::min<size_t>(capacity.size(), common::load_be32(cdb, 10)));
           send_data_in(command, capacity, {});
@@ -568,7 +578,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                                       std::span<const std::byte> cdb) {
     const uint64_t lba = common::load_be64(cdb, 2);
     const uint64_t blocks = common::load_be32(cdb, 10);
-    if (lba > script_.blocks || blocks > script_.blocks - lba) {
+    const uint64_t lun_blocks = target_->script.blocks;  // resize() changes it
+    if (lba > lun_blocks || blocks > lun_blocks - lba) {
       respond(command, status_check_condition, sense_segment(0x05, 0x21, 0x00));
       return std::nullopt;
     }
@@ -743,6 +754,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   uint32_t next_ttt_ = 1;
   unsigned commands_ = 0;
   bool logout_asked_ = false;
+  bool capacity_changed_ = false;
 };
 
 void FaultTarget::Impl::accept(std::shared_ptr<Impl> self) {
@@ -782,6 +794,15 @@ const Observed& FaultTarget::observed() const {
 }
 std::vector<std::byte>& FaultTarget::lun() {
   return impl_->lun;
+}
+
+void FaultTarget::resize(uint64_t blocks, bool unit_attention) {
+  impl_->script.blocks = blocks;
+  impl_->lun.resize(static_cast<size_t>(blocks) * impl_->script.block_size);
+  if (!unit_attention) return;
+  for (auto& weak : impl_->connections) {
+    if (auto connection = weak.lock()) connection->raise_capacity_changed();
+  }
 }
 
 }  // namespace fault_target

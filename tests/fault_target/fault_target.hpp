@@ -115,6 +115,11 @@ class FaultTarget {
   const Observed& observed() const;
   // The LUN's contents, block_size * blocks bytes.
   std::vector<std::byte>& lun();
+  // The LU grows or shrinks to `blocks`, as an admin's resize does. With `unit_attention`
+  // every connection then answers its next command (INQUIRY and REPORT LUNS excepted, SAM-4
+  // §5.14) with UNIT ATTENTION 2A/09 CAPACITY DATA HAS CHANGED; without it the new size shows
+  // only in READ CAPACITY, as from a target that resizes without telling (the fault).
+  void resize(uint64_t blocks, bool unit_attention);
 
   struct Impl;
 
