@@ -796,6 +796,17 @@ std::vector<std::byte>& FaultTarget::lun() {
   return impl_->lun;
 }
 
+bool run_until(asio::io_context& io, const std::function<bool()>& done,
+               std::chrono::milliseconds limit) {
+  const auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!done()) {
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    if (io.stopped()) io.restart();
+    io.run_one_for(std::chrono::milliseconds(10));
+  }
+  return true;
+}
+
 void FaultTarget::resize(uint64_t blocks, bool unit_attention) {
   impl_->script.blocks = blocks;
   impl_->lun.resize(static_cast<size_t>(blocks) * impl_->script.block_size);

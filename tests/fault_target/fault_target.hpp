@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -126,5 +127,10 @@ class FaultTarget {
  private:
   std::shared_ptr<Impl> impl_;
 };
+
+// Runs `io` until `done` holds or `limit` passes (one handler at a time, so the condition is
+// checked between handlers); false on timeout.
+bool run_until(boost::asio::io_context& io, const std::function<bool()>& done,
+               std::chrono::milliseconds limit);
 
 }  // namespace fault_target

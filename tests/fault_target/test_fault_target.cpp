@@ -103,13 +103,7 @@ class Fixture {
 
   // Runs the io_context until `done` holds or `limit` passes; false on timeout.
   bool run_until(const std::function<bool()>& done, std::chrono::milliseconds limit = 5s) {
-    const auto deadline = Clock::now() + limit;
-    while (!done()) {
-      if (Clock::now() >= deadline) return false;
-      if (io_.stopped()) io_.restart();
-      io_.run_one_for(10ms);
-    }
-    return true;
+    return fault_target::run_until(io_, done, limit);
   }
 
   // A new PathSession with `config` (a reconnect is a new session), logged in or not.

@@ -20,7 +20,6 @@
 namespace {
 
 using namespace std::chrono_literals;
-using Clock = std::chrono::steady_clock;
 using fault_target::FaultTarget;
 using fault_target::Script;
 
@@ -64,13 +63,7 @@ class LunFixture {
   }
 
   bool run_until(const std::function<bool()>& done, std::chrono::milliseconds limit = 5s) {
-    const auto deadline = Clock::now() + limit;
-    while (!done()) {
-      if (Clock::now() >= deadline) return false;
-      if (io_.stopped()) io_.restart();
-      io_.run_one_for(10ms);
-    }
-    return true;
+    return fault_target::run_until(io_, done, limit);
   }
 
   // One READ of `blocks` blocks at `lba` through the device, as the NBD side submits it.
