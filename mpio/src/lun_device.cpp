@@ -91,6 +91,7 @@ struct Path {
   // Mutating commands whose attempt on this path may still be alive at the target.
   std::vector<Command*> unproven;
   bool proving = false;
+  std::chrono::steady_clock::time_point last_proof_attempt;
   // A failed path logging in again or showing its identity: it stays `failed` until it is
   // back at work, as multipath -ll shows a path faulty until its checker passes.
   bool rejoining = false;
@@ -246,29 +247,47 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       }
   }
 
-  // Puts a path that has shown the right device into its group. group_by_prio asks the
-  // target through the path itself (REPORT TARGET PORT GROUPS, SPC-4 §6.36): ALUA states
-  // belong to target port groups, and a path reaches the LU through one target port, named in
-  // its VPD 0x83 (relative target port / target port group designators, SPC-4 §7.8.6).
-  // Returns the state the path takes (active or ghost), or an error when the path failed.
+  // Where a path that has shown the right device belongs: its group, the group's priority,
+  // its ALUA state, and whether it carries I/O (active) or is kept ready (ghost).
+  struct Placement {
+    uint32_t group = 0;
+    uint32_t priority = 0;
+    std::optional<scsi::AluaState> alua;
+    PathState state = PathState::active;
+  };
+
+  // A path's placement changes in one step, once the target's answer is in: while a REPORT
+  // TARGET PORT GROUPS is outstanding the path keeps carrying I/O in the group it had, so a
+  // command selected meanwhile finds it (a half-classified path in no group in use would leave
+  // that command waiting for a path that never "comes back").
+  static void place(Path& p, const Placement& placement) {
+    p.group = placement.group;
+    p.priority = placement.priority;
+    p.alua = placement.alua;
+    p.state = placement.state;
+  }
+
+  // group_by_prio asks the target through the path itself (REPORT TARGET PORT GROUPS, SPC-4
+  // §6.36): ALUA states belong to target port groups, and a path reaches the LU through one
+  // target port, named in its VPD 0x83 (relative target port / target port group designators,
+  // SPC-4 §7.8.6). An error means the path itself failed; `placement` is then meaningless.
   awaitable<std::error_code> classify(Path& p, const std::vector<scsi::Designator>& designators,
-                                      PathState& state) {
-    state = PathState::active;
+                                      Placement& placement) {
+    placement = {};
     switch (config.grouping) {
       case Grouping::multibus:
-        p.group = 0;
-        p.priority = 1;
+        placement.priority = 1;
         co_return std::error_code{};
       case Grouping::failover:
-        p.group = static_cast<uint32_t>(p.index);
-        p.priority = p.configured_priority;
+        placement.group = static_cast<uint32_t>(p.index);
+        placement.priority = p.configured_priority;
         co_return std::error_code{};
       case Grouping::group_by_prio:
         break;
     }
     // A target without ALUA (INQUIRY TPGS = 0, SPC-4 §6.4.2) gives every path one priority.
-    p.group = 1;
-    p.priority = 1;
+    placement.group = 1;
+    placement.priority = 1;
     if (identity.inquiry.tpgs == 0) co_return std::error_code{};
     std::optional<uint16_t> port_group, relative_port;
     for (const auto& d : designators) {
@@ -284,8 +303,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     if (ec && ec.category() != scsi::category()) co_return ec;  // the path itself failed
     auto groups = ec ? std::nullopt : scsi::parse_report_target_port_groups(data);
     if (!groups) {
-      p.priority = 0;  // as multipath-tools does when the prioritizer fails
-      p.alua.reset();
+      placement.priority = 0;  // as multipath-tools does when the prioritizer fails
       co_return std::error_code{};
     }
     for (const auto& g : *groups) {
@@ -295,10 +313,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
                                                   g.relative_target_port_ids.end(),
                                                   *relative_port) != g.relative_target_port_ids.end();
       if (!ours) continue;
-      p.alua = g.state;
-      p.priority = alua_priority(g.state);
-      p.group = p.priority;
-      if (!alua_carries_io(g.state)) state = PathState::ghost;
+      placement.alua = g.state;
+      placement.priority = alua_priority(g.state);
+      placement.group = placement.priority;
+      if (!alua_carries_io(g.state)) placement.state = PathState::ghost;
       break;
     }
     co_return std::error_code{};
@@ -308,19 +326,18 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // (SPC-4 §5.16.2.6 implicit transitions); re-read each logged-in path's state.
   static awaitable<void> recheck_alua(std::shared_ptr<Impl> self, Path& p) {
     p.alua_checking = true;
-    std::vector<std::byte> data;
     std::string detail;
     std::vector<scsi::Designator> designators;
     if (auto vpd = co_await self->vpd_page(scsi::vpd::device_identification, detail, &p);
         !vpd.empty())
       if (auto d = scsi::parse_device_identification(vpd)) designators = std::move(*d);
-    PathState state = p.state;
-    const auto before = std::make_pair(p.state, p.priority);
-    auto ec = co_await self->classify(p, designators, state);
+    Placement placement;
+    auto ec = co_await self->classify(p, designators, placement);
     p.alua_checking = false;
     if (self->closing || ec || (p.state != PathState::active && p.state != PathState::ghost))
       co_return;
-    p.state = state;
+    const auto before = std::make_pair(p.state, p.priority);
+    place(p, placement);
     if (std::make_pair(p.state, p.priority) == before) co_return;
     self->emit(p, "ALUA state " + std::string(p.alua ? scsi::alua_state_name(*p.alua) : "unknown") +
                       ", prio " + std::to_string(p.priority));
@@ -345,6 +362,13 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
               !p->alua_checking && p->session && p->session->ready())
             asio::co_spawn(io, recheck_alua(shared_from_this(), *p), asio::detached);
       }
+      // Writes still held for proof after a failed attempt (the LU reset refused, the proof
+      // login refused, no healthy path then): the path's own login may never succeed again (a
+      // portal group taken offline), so the proof is tried again every polling interval.
+      for (auto& p : paths)
+        if (!p->unproven.empty() && p->state == PathState::failed && !p->proving &&
+            now - p->last_proof_attempt >= config.polling_interval)
+          prove_dead(*p);
       // Not every target tells of a resize with 2A/09 (tgtd never resizes; LIO's iblock and
       // block-device fileio backstores report the new size in READ CAPACITY without a unit
       // attention): one READ CAPACITY(16) per polling interval notices it anyway.
@@ -657,6 +681,13 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     for (Command* c : writes) asio::post(io, [this, c] { execute(*c); });
   }
 
+  // A proof attempt failed: the writes stay held (re-issuing them could let a stale copy land
+  // after a newer write) and the sampler tries again after a polling interval.
+  void held_unproven(Path& p, const std::string& why) {
+    emit(p, std::to_string(p.unproven.size()) + " write(s) still held: " + why +
+                "; trying again every polling interval");
+  }
+
   // Proof that writes on a failed path are dead without waiting for that path's network: log
   // in with the failed path's ISID through a healthy path to the same portal group. The
   // target sees the same I_T nexus and reinstates it, ending the old session's tasks.
@@ -668,6 +699,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       if (q->state == PathState::active && q.get() != &p && q->portal_group_tag &&
           q->portal_group_tag == p.portal_group_tag)
         via = q.get();
+    p.last_proof_attempt = std::chrono::steady_clock::now();
     if (via == nullptr) {
       prove_dead_by_lu_reset(p);
       return;
@@ -683,7 +715,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     session->start([this, self, &p, session, via_name = via->name](std::error_code ec,
                                                                    const std::string&) {
       p.proving = false;
-      if (ec) return;  // try again with the next failure or the path's own reconnect
+      if (ec) {
+        if (!closing) held_unproven(p, "a login with its ISID through " + via_name + " failed");
+        return;
+      }
       release_unproven(p, "its session was reinstated through " + via_name);
       session->logout(std::chrono::seconds(2), [session](std::error_code) {});
     });
@@ -704,8 +739,15 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     const bool sent = via->session->reset_lun(
         lun, [this, self, &p, via_name = via->name](const iscsi::TmfResult& result) {
           p.proving = false;
+          if (closing) return;
           // Only "function complete" (RFC 7143 §11.6.1, response 0) proves the tasks ended.
-          if (result.error || result.response != 0 || closing) return;
+          if (result.error || result.response != 0) {
+            held_unproven(p, "LOGICAL UNIT RESET through " + via_name + " " +
+                                 (result.error ? "got no answer: " + result.detail
+                                               : "answered " + iscsi::tmf_response_name(
+                                                                   result.response)));
+            return;
+          }
           release_unproven(p, "LOGICAL UNIT RESET through " + via_name + " completed");
         });
     if (!sent) p.proving = false;
@@ -736,8 +778,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       self->refuse(p, wwid);
       co_return;
     }
-    PathState state = PathState::active;
-    ec = co_await self->classify(p, designators, state);
+    Placement placement;
+    ec = co_await self->classify(p, designators, placement);
     if (self->closing) co_return;
     if (ec) {
       self->path_failed(p, "ALUA check failed: " + ec.message());
@@ -747,10 +789,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       p.rejoining = false;
       co_return;
     }
-    p.state = state;
+    place(p, placement);
     p.rejoining = false;
-    self->emit(p, state == PathState::ghost ? "path is up, ALUA standby: carries no I/O"
-                                            : "path is up");
+    self->emit(p, p.state == PathState::ghost ? "path is up, ALUA standby: carries no I/O"
+                                              : "path is up");
     self->reconsider_groups("path " + p.name + " is back");
     self->path_available();
   }
@@ -1382,13 +1424,13 @@ awaitable<void> LunDevice::Impl::probe_and_open(std::shared_ptr<Impl> self, Path
     self->open_step();
     co_return;
   }
-  PathState state = PathState::active;
-  if (auto cec = co_await self->classify(p, self->probe_designators, state)) {
+  Placement placement;
+  if (auto cec = co_await self->classify(p, self->probe_designators, placement)) {
     self->fail_open(cec, "ALUA check on " + p.name + " failed: " + cec.message());
     co_return;
   }
   self->identified = true;
-  p.state = state;
+  place(p, placement);
   self->reconsider_groups("first path");
   self->start_sampler();
   // Paths that logged in while the probe ran join now.

@@ -96,6 +96,8 @@ struct FaultTarget::Impl {
   // bad_header_digest / bad_data_digest corrupt one READ per target, not per connection, so a
   // test can show the retry on a new connection reading good data.
   bool digest_fault_fired = false;
+  bool refusing_logins = false;  // portal_group_gone_on_write has fired
+  int lu_resets_rejected = 0;
 };
 
 // One initiator connection: login phase, then full feature phase. One-shot faults fire on the
@@ -320,6 +322,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
       close();
       return;
     }
+    if (target_->refusing_logins) {
+      iscsi::LoginResponse refused;
+      refused.isid = request.isid;
+      refused.itt = request.itt;
+      refused.current_stage = request.current_stage;
+      refused.next_stage = request.current_stage;
+      refused.status_class = 3;  // §11.13.5 0301: service unavailable
+      refused.status_detail = 1;
+      exp_cmd_sn_ = request.cmd_sn;
+      sequence_with_status(refused);
+      send(refused);
+      close_after_flush_ = true;
+      return;
+    }
     std::vector<iscsi::TextPair> keys;
     if (iscsi::parse_text(data, keys)) {
       close();
@@ -345,7 +361,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
           response.status_detail = 3;
         }
       }
-      answers.push_back({"TargetPortalGroupTag", "1"});
+      answers.push_back({"TargetPortalGroupTag", std::to_string(script_.portal_group_tag)});
     } else {
       for (const auto& [key, value] : keys) answer_operational(key, value, answers);
     }
@@ -463,6 +479,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
                                                                     : Code::task_does_not_exist;
         break;
       case iscsi::TaskFunction::logical_unit_reset:
+        if (target_->lu_resets_rejected < script_.reject_lu_resets) {
+          ++target_->lu_resets_rejected;
+          code = Code::function_rejected;
+          break;
+        }
         writes_.clear();
         break;
       default:
@@ -535,19 +556,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
       case 0x00:  // TEST UNIT READY
         respond(command, status_good);
         break;
-      case 0x12:  // INQUIRY, standard data only (SPC-4 §6.6.2)
-        if ((common::load_u8(cdb, 1) & 0x01) != 0) {
-          respond(command, status_check_condition, sense_segment(0x05, 0x24, 0x00));
+      case 0x12:  // INQUIRY (SPC-4 §6.6): standard data; VPD pages only with ALUA
+        on_inquiry(command, cdb);
+        break;
+      case 0xa3:  // MAINTENANCE IN: REPORT TARGET PORT GROUPS (SPC-4 §6.36)
+        if (script_.alua && (common::load_u8(cdb, 1) & 0x1f) == 0x0a) {
+          on_report_target_port_groups(command, cdb);
         } else {
-          std::vector<std::byte> inquiry(36);
-          common::store_u8(inquiry, 2, 0x06);  // SPC-4
-          common::store_u8(inquiry, 3, 0x02);  // response data format 2
-          common::store_u8(inquiry, 4, 36 - 5);
-          std::memcpy(inquiry.data() + 8, "FAULT   ", 8);
-          std::memcpy(inquiry.data() + 16, "SCRIPTED TARGET ", 16);
-          std::memcpy(inquiry.data() + 32, "0001", 4);
-          inquiry.resize(std::min<size_t>(inquiry.size(), common::load_be16(cdb, 3)));
-          send_data_in(command, inquiry, {});
+          respond(command, status_check_condition, sense_segment(0x05, 0x20, 0x00));
         }
         break;
       case 0x9e:  // SERVICE ACTION IN(16): READ CAPACITY(16) (SBC-3 §5.16)
@@ -565,12 +581,80 @@ class Connection : public std::enable_shared_from_this<Connection> {
         on_read(command, cdb);
         break;
       case 0x8a:  // WRITE(16)
+        if (script_.fault == Fault::portal_group_gone_on_write) {
+          target_->refusing_logins = true;
+          close();
+          return;
+        }
         on_write(command, cdb, data);
         break;
       default:  // INVALID COMMAND OPERATION CODE
         respond(command, status_check_condition, sense_segment(0x05, 0x20, 0x00));
         break;
     }
+  }
+
+  // Standard data and VPD pages 0x00 and 0x83; other pages are INVALID FIELD IN CDB.
+  void on_inquiry(const iscsi::ScsiCommand& command, std::span<const std::byte> cdb) {
+    const bool evpd = (common::load_u8(cdb, 1) & 0x01) != 0;
+    const uint8_t page = common::load_u8(cdb, 2);
+    std::vector<std::byte> data;
+    if (!evpd) {
+      data.resize(36);
+      common::store_u8(data, 2, 0x06);  // SPC-4
+      common::store_u8(data, 3, 0x02);  // response data format 2
+      common::store_u8(data, 4, 36 - 5);
+      if (script_.alua) common::store_u8(data, 5, 0x10);  // TPGS = 01b: implicit ALUA
+      std::memcpy(data.data() + 8, "FAULT   ", 8);
+      std::memcpy(data.data() + 16, "SCRIPTED TARGET ", 16);
+      std::memcpy(data.data() + 32, "0001", 4);
+    } else if (page == 0x00) {  // SPC-4 §7.8.13 supported VPD pages
+      data = {std::byte{0}, std::byte{0x00}, std::byte{0}, std::byte{2}, std::byte{0x00},
+              std::byte{0x83}};
+    } else if (page == 0x83) {  // SPC-4 §7.8.6 device identification
+      // An NAA IEEE Registered designator for the LU (association 0); with ALUA, the target
+      // port group and relative target port of this port too (association 1, §7.8.6.7/.8).
+      data = {std::byte{0}, std::byte{0x83}, std::byte{0}, std::byte{0}};
+      const std::array<uint8_t, 12> naa = {0x01, 0x03, 0x00, 0x08, 0x50, 0x01, 0x40,
+                                           0x50, 0x00, 0x00, 0x00, 0x01};
+      for (uint8_t b : naa) data.push_back(std::byte{b});
+      if (script_.alua) {
+        for (uint8_t type : {uint8_t{5}, uint8_t{4}}) {
+          const std::array<uint8_t, 8> port = {0x01, static_cast<uint8_t>(0x10 | type), 0x00,
+                                               0x04, 0x00, 0x00, 0x00, 0x01};
+          for (uint8_t b : port) data.push_back(std::byte{b});
+        }
+      }
+      common::store_be16(data, 2, static_cast<uint16_t>(data.size() - 4));
+    } else {
+      respond(command, status_check_condition, sense_segment(0x05, 0x24, 0x00));
+      return;
+    }
+    data.resize(std::min<size_t>(data.size(), common::load_be16(cdb, 3)));
+    send_data_in(command, data, {});
+  }
+
+  // One target port group (id 1, active/optimized, implicit transitions only) with one target
+  // port (relative id 1), sent script_.rtpg_delay after the request.
+  void on_report_target_port_groups(const iscsi::ScsiCommand& command,
+                                    std::span<const std::byte> cdb) {
+    std::vector<std::byte> data(4 + 8 + 4);
+    common::store_be32(data, 0, static_cast<uint32_t>(data.size() - 4));
+    common::store_u8(data, 4, 0x00);      // PREF 0, ASYMMETRIC ACCESS STATE active/optimized
+    common::store_u8(data, 4 + 1, 0x01);  // supported: active/optimized
+    common::store_be16(data, 4 + 2, 1);   // TARGET PORT GROUP
+    common::store_u8(data, 4 + 7, 1);     // TARGET PORT COUNT
+    common::store_be16(data, 4 + 8 + 2, 1);
+    data.resize(std::min<size_t>(data.size(), common::load_be32(cdb, 6)));
+    if (script_.rtpg_delay.count() == 0) {
+      send_data_in(command, data, {});
+      return;
+    }
+    auto timer = std::make_shared<asio::steady_timer>(target_->io, script_.rtpg_delay);
+    timer->async_wait([self = shared_from_this(), timer, command,
+                       data = std::move(data)](boost::system::error_code ec) {
+      if (!ec && !self->closed_) self->send_data_in(command, data, {});
+    });
   }
 
   // Bytes of the LUN a READ(16)/WRITE(16) addresses, or nullopt (LBA OUT OF RANGE sent).

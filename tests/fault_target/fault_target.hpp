@@ -1,12 +1,13 @@
 // A scripted iSCSI target on loopback for the faults real targets will not produce on demand
 // (bad digests, Reject, target-requested logout, a closed CmdSN window, a stalled R2T, garbage
-// on the wire, a connection dropped mid-login).
+// on the wire, a connection dropped mid-login, slow ALUA reports, a portal group lost with a
+// write in flight, a rejected LU reset).
 //
-// It serves one in-memory LUN well enough for iscsi_io::PathSession: login without
-// authentication (answering every operational key by its RFC 7143 §6.2 rule), TEST UNIT READY,
-// INQUIRY (standard data), READ CAPACITY(16), READ(16), WRITE(16) with immediate data,
-// unsolicited Data-Out and R2T, NOP-Out pings, ABORT TASK / LOGICAL UNIT RESET, Logout. Target
-// PDUs are built with iscsi_proto's encoders; what the initiator sends is framed by PduReader
+// It serves one in-memory LUN well enough for iscsi_io::PathSession and mpio::LunDevice: login
+// without authentication (answering every operational key by its RFC 7143 §6.2 rule), TEST UNIT
+// READY, INQUIRY (standard data, VPD 0x00 and 0x83), REPORT TARGET PORT GROUPS, READ
+// CAPACITY(16), READ(16), WRITE(16) with immediate data, unsolicited Data-Out and R2T, NOP-Out
+// pings, ABORT TASK / LOGICAL UNIT RESET, Logout. Target PDUs are built with iscsi_proto's encoders; what the initiator sends is framed by PduReader
 // and decoded by decode_initiator_pdu, so the fake shares no protocol logic with the code under
 // test beyond the wire codec.
 //
@@ -58,6 +59,10 @@ enum class Fault {
   garbage_length,
   // The connection is closed as soon as the first Login Request has arrived.
   disconnect_in_login,
+  // The first WRITE closes its connection unanswered, and every later login is refused with
+  // 0301 (service unavailable): a target portal group taken offline with a write in flight, as
+  // LIO does when its TPG is disabled. The write's fate is unknown to the initiator.
+  portal_group_gone_on_write,
 };
 
 struct Script {
@@ -71,6 +76,16 @@ struct Script {
   bool immediate_data = true;
   uint16_t logout_within_seconds = 2;                   // async_logout: Parameter3
   std::chrono::milliseconds window_reopen_after{1000};  // closed_window
+  // ALUA (SPC-4 §5.16): standard INQUIRY says TPGS=01 (implicit), VPD 0x83 names target port
+  // group 1 and relative target port 1, and REPORT TARGET PORT GROUPS reports that group
+  // active/optimized, each answer rtpg_delay after its request: a target slow to report its
+  // port groups, as a busy array is (the fault), while READ and WRITE are served at once.
+  bool alua = false;
+  std::chrono::milliseconds rtpg_delay{0};
+  // TargetPortalGroupTag declared at login (RFC 7143 §13.9).
+  uint16_t portal_group_tag = 1;
+  // The first this many LOGICAL UNIT RESETs are answered "function rejected" (§11.6.1, 255).
+  int reject_lu_resets = 0;
   // The LUN.
   uint64_t blocks = 2048;
   uint32_t block_size = 512;

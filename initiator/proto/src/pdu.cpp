@@ -637,4 +637,19 @@ uint32_t digest_value(std::span<const std::byte, digest_size> w) {
          uint32_t{std::to_integer<uint8_t>(w[3])} << 24;
 }
 
+std::string tmf_response_name(uint8_t response) {
+  switch (static_cast<TaskManagementResponseCode>(response)) {
+    case TaskManagementResponseCode::function_complete: return "function complete";
+    case TaskManagementResponseCode::task_does_not_exist: return "task does not exist";
+    case TaskManagementResponseCode::lun_does_not_exist: return "LUN does not exist";
+    case TaskManagementResponseCode::task_still_allegiant: return "task still allegiant";
+    case TaskManagementResponseCode::reassignment_not_supported:
+      return "task allegiance reassignment not supported";
+    case TaskManagementResponseCode::function_not_supported: return "function not supported";
+    case TaskManagementResponseCode::authorization_failed: return "function authorization failed";
+    case TaskManagementResponseCode::function_rejected: return "function rejected";
+  }
+  return "response " + std::to_string(response);
+}
+
 }  // namespace iscsi

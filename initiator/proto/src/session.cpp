@@ -36,22 +36,6 @@ const char* function_name(TaskFunction f) {
   }
 }
 
-// §11.6.1
-std::string tmf_response_text(uint8_t response) {
-  switch (static_cast<TaskManagementResponseCode>(response)) {
-    case TaskManagementResponseCode::function_complete: return "function complete";
-    case TaskManagementResponseCode::task_does_not_exist: return "task does not exist";
-    case TaskManagementResponseCode::lun_does_not_exist: return "LUN does not exist";
-    case TaskManagementResponseCode::task_still_allegiant: return "task still allegiant";
-    case TaskManagementResponseCode::reassignment_not_supported:
-      return "task allegiance reassignment not supported";
-    case TaskManagementResponseCode::function_not_supported: return "function not supported";
-    case TaskManagementResponseCode::authorization_failed: return "function authorization failed";
-    case TaskManagementResponseCode::function_rejected: return "function rejected";
-  }
-  return "response " + std::to_string(response);
-}
-
 std::string milliseconds(std::chrono::milliseconds ms) {
   return std::to_string(ms.count()) + " ms";
 }
@@ -700,7 +684,7 @@ std::error_code Session::handle(const TaskManagementResponse& p, std::string& de
   PendingTmf tmf = std::move(*it);
   tmfs_.erase(it);
   const std::string what = std::string(function_name(tmf.function)) + ": " +
-                           tmf_response_text(p.response);
+                           tmf_response_name(p.response);
   return conclude_tmf(std::move(tmf), p.response, what, detail);
 }
 

@@ -223,6 +223,8 @@ enum class TaskManagementResponseCode : uint8_t {
   authorization_failed = 6,
   function_rejected = 255,
 };
+// "function complete", "function rejected", ... for logs; "response N" for an unknown code.
+std::string tmf_response_name(uint8_t response);
 
 // §11.6
 struct TaskManagementResponse : PduCommon, TargetSequence {
