@@ -128,12 +128,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 # Our own bound: CTest's timeout would SIGKILL us and leave targets running.
-(
-  sleep "${R2T_TIMEOUT:-170}"
-  echo "r2t-matrix: timeout after ${R2T_TIMEOUT:-170}s" >&2
-  kill -TERM $$
-) &
-watchdog_pid=$!
+tb_watchdog "${R2T_TIMEOUT:-170}" r2t-matrix
 
 # --- one cell ------------------------------------------------------------------------------
 

@@ -115,12 +115,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 # A bound of our own: CTest's timeout would SIGKILL us and leave the targets running.
-(
-  sleep "${SUITE_TIMEOUT:-720}"
-  echo "suite timeout after ${SUITE_TIMEOUT:-720}s" >&2
-  kill -TERM $$
-) &
-watchdog_pid=$!
+tb_watchdog "${SUITE_TIMEOUT:-720}" suite
 
 # --- providers -----------------------------------------------------------------------------
 
@@ -212,30 +207,6 @@ expect_login_failure() {
 
 # --- cases ---------------------------------------------------------------------------------
 
-# run_case NAME FUNCTION: runs FUNCTION in a subshell with errexit, so any failing step fails
-# the case without ending the suite. The subshell runs in the background and we `wait` for it:
-# a signal to the suite then interrupts the wait at once, and cleanup stops the case's processes.
-run_case() {
-  local name=$1 rc=0
-  shift
-  log "--- $name"
-  (
-    set -e
-    "$@"
-  ) &
-  case_pid=$!
-  case_name=$name
-  wait "$case_pid" || rc=$?
-  case_pid=''
-  if ((rc == 0)); then
-    log "PASS: $name"
-    passed=$((passed + 1))
-  else
-    log "FAIL: $name"
-    failed=$((failed + 1))
-  fi
-}
-
 case_export_size() {
   local got want
   got=$(nbdinfo --size "$uri")
@@ -309,7 +280,7 @@ case_mutual_chap() {
 
 # A LUN the target does not have: a clear error that lists the LUNs it does have (REPORT LUNS).
 case_wrong_lun() {
-  lun=7  # run_case runs this in a subshell: the suite's $lun is untouched
+  lun=7  # tb_run_case runs this in a subshell: the suite's $lun is untouched
   expect_login_failure wrong-lun "$port" "$chap_secret" \
     'LUN 7 (does not exist|is not ready).*the target has LUN'
 }
@@ -360,7 +331,7 @@ data_cases=(export-size:case_export_size random-io:case_random_io
   nbdcopy-256MiB:case_nbdcopy flush-trim-zero:case_flush_trim_zero)
 for entry in "${data_cases[@]}"; do
   if ((attached)); then
-    run_case "${entry%%:*}" "${entry#*:}"
+    tb_run_case "${entry%%:*}" "${entry#*:}"
   else
     log "FAIL: ${entry%%:*} (no export)"
     failed=$((failed + 1))
@@ -369,12 +340,12 @@ done
 
 # Refused logins. The product must fail fast and say why; for the qemu-nbd peer the same cases
 # check the harness itself.
-run_case chap-wrong-secret case_wrong_secret
-run_case unreachable-portal case_unreachable_portal
+tb_run_case chap-wrong-secret case_wrong_secret
+tb_run_case unreachable-portal case_unreachable_portal
 if [[ $provider == iscsi-mpio ]]; then
-  run_case mutual-chap case_mutual_chap
-  run_case wrong-lun case_wrong_lun
-  run_case discover case_discover
+  tb_run_case mutual-chap case_mutual_chap
+  tb_run_case wrong-lun case_wrong_lun
+  tb_run_case discover case_discover
 fi
 
 log "$passed passed, $failed failed"

@@ -156,3 +156,42 @@ tb_emit() {
     shift 2
   done
 }
+
+# tb_watchdog SECONDS WHAT: after SECONDS, say so on stderr and TERM this shell, whose EXIT trap
+# then stops what it started (CTest's own timeout would SIGKILL it and leave targets running).
+# Sets $watchdog_pid; the trap stops it with tb_kill_tree.
+tb_watchdog() {
+  local seconds=$1 what=$2 shell=$$
+  (
+    sleep "$seconds"
+    echo "$what: timeout after ${seconds}s" >&2
+    kill -TERM "$shell"
+  ) &
+  watchdog_pid=$!
+}
+
+# tb_run_case NAME FUNCTION [ARGS...]: runs FUNCTION in a subshell with errexit, so any failing
+# step fails the case without ending the suite, and counts it in $passed or $failed. The
+# subshell runs in the background and is waited for: a signal to the suite interrupts the wait
+# at once, and the suite's EXIT trap stops the case through $case_pid ($case_name names it).
+# Prints "--- NAME" before and "PASS: NAME" or "FAIL: NAME" after.
+tb_run_case() {
+  local name=$1 rc=0
+  shift
+  echo "--- $name"
+  (
+    set -e
+    "$@"
+  ) &
+  case_pid=$!
+  case_name=$name
+  wait "$case_pid" || rc=$?
+  case_pid=''
+  if ((rc == 0)); then
+    echo "PASS: $name"
+    passed=$((passed + 1))
+  else
+    echo "FAIL: $name"
+    failed=$((failed + 1))
+  fi
+}
