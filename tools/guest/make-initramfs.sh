@@ -11,11 +11,15 @@
 #   --init FILE          the guest's /init (a busybox sh script)
 #   --binary SRC:DEST    a program (stripped) and its shared libraries; repeatable
 #   --file SRC:DEST      a file copied as is; repeatable
+#   --module NAME        a kernel module (file name without .ko) loaded after the default ones
+#                        (crc16 mbcache jbd2 crc32c_generic ext4 e1000 nbd); repeatable, in
+#                        load order, dependencies first
 #
 # Prints, for eval: GUEST_KERNEL (vmlinuz in the cache) and GUEST_INITRD. The guest finds the
 # modules as /lib/modules/NAME.ko and their names, in load order, in /etc/guest-modules.
 # Cache: $IM_GUEST_CACHE (default /var/tmp/iscsi-mpio-guest), one directory per kernel package
-# version; nothing is downloaded when it is already there.
+# version; nothing is downloaded when it is already there. A module the cache lacks makes it
+# fetch the package once more and add the missing modules.
 #
 # Facts relied on (Debian 12, linux-image-6.1.0-*-amd64): nbd, ext4 (with jbd2, mbcache, crc16),
 # the crc32c that ext4 metadata checksums ask the crypto API for, and the e1000 NIC QEMU offers
@@ -28,7 +32,7 @@ source "$here/../testbed/lib.sh"
 
 readonly cache=${IM_GUEST_CACHE:-/var/tmp/iscsi-mpio-guest}
 # Load order: dependencies first (each module's depends= field).
-readonly modules=(crc16 mbcache jbd2 crc32c_generic ext4 e1000 nbd)
+readonly default_modules=(crc16 mbcache jbd2 crc32c_generic ext4 e1000 nbd)
 
 usage() {
   sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
@@ -36,13 +40,14 @@ usage() {
 }
 
 out='' init=''
-binaries=() files=()
+binaries=() files=() modules=("${default_modules[@]}")
 while (($#)); do
   case $1 in
     --out) out=${2:?}; shift 2 ;;
     --init) init=${2:?}; shift 2 ;;
     --binary) binaries+=("${2:?}"); shift 2 ;;
     --file) files+=("${2:?}"); shift 2 ;;
+    --module) modules+=("${2:?}"); shift 2 ;;
     -h | --help) usage 0 ;;
     *) echo "unknown option: $1" >&2; usage ;;
   esac
@@ -60,6 +65,33 @@ kernel_package() {
     awk '/Depends: linux-image-[0-9]/ {print $2; exit}'
 }
 
+# download_package PACKAGE DIR: the .deb of PACKAGE into DIR. A stale package list names a
+# version the mirror no longer has: refresh once and retry.
+download_package() {
+  local package=$1 dir=$2
+  (cd "$dir" && apt-get download -qq -o APT::Sandbox::User=root "$package") >&2 && return 0
+  apt-get update -qq >&2 || true
+  (cd "$dir" && apt-get download -qq -o APT::Sandbox::User=root "$package") >&2
+}
+
+# copy_modules TREE DEST NAME...: each NAME.ko (or .ko.xz, decompressed) found under TREE into
+# DEST as NAME.ko; fails naming the first module TREE lacks.
+copy_modules() {
+  local tree=$1 dest=$2 module path
+  shift 2
+  for module in "$@"; do
+    path=$(find "$tree" -name "$module.ko" -o -name "$module.ko.xz" | head -n 1)
+    [[ -n $path ]] || { echo "$module"; return 1; }
+    if [[ $path == *.xz ]]; then
+      xz -dc "$path" >"$dest/$module.ko.tmp"
+    else
+      cp "$path" "$dest/$module.ko.tmp"
+    fi
+    # Renamed into place: a build running at the same time never sees half a module.
+    mv "$dest/$module.ko.tmp" "$dest/$module.ko"
+  done
+}
+
 # fetch_kernel: fills $cache/PACKAGE with vmlinuz and the modules; prints that directory.
 fetch_kernel() {
   local package
@@ -69,36 +101,34 @@ fetch_kernel() {
     package=$(kernel_package)
   fi
   [[ -n $package ]] || tb_die "apt-cache does not know linux-image-amd64"
-  local dir=$cache/$package
+  local dir=$cache/$package module missing=()
   if [[ -f $dir/ready ]]; then
-    echo "$dir"
-    return
+    for module in "${modules[@]}"; do
+      [[ -f $dir/modules/$module.ko ]] || missing+=("$module")
+    done
+    if ((${#missing[@]} == 0)); then
+      echo "$dir"
+      return
+    fi
   fi
   mkdir -p "$cache"
-  local tmp
+  local tmp lacking
   tmp=$(mktemp -d "$cache/fetch.XXXXXX")
-  # A stale package list names a version the mirror no longer has: refresh once and retry.
-  if ! (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$package") >&2; then
-    apt-get update -qq >&2 || true
-    (cd "$tmp" && apt-get download -qq -o APT::Sandbox::User=root "$package") >&2 ||
-      { rm -rf "$tmp"; tb_die "apt-get download $package failed"; }
-  fi
+  download_package "$package" "$tmp" || { rm -rf "$tmp"; tb_die "apt-get download $package failed"; }
   dpkg-deb -x "$tmp"/*.deb "$tmp/x"
-  mkdir -p "$tmp/kernel/modules"
-  cp "$tmp"/x/boot/vmlinuz-* "$tmp/kernel/vmlinuz"
-  local module path
-  for module in "${modules[@]}"; do
-    path=$(find "$tmp/x/lib/modules" -name "$module.ko" -o -name "$module.ko.xz" | head -n 1)
-    [[ -n $path ]] || { rm -rf "$tmp"; tb_die "$package has no module $module"; }
-    if [[ $path == *.xz ]]; then
-      xz -dc "$path" >"$tmp/kernel/modules/$module.ko"
-    else
-      cp "$path" "$tmp/kernel/modules/$module.ko"
-    fi
-  done
-  touch "$tmp/kernel/ready"
-  rm -rf "$dir"
-  mv "$tmp/kernel" "$dir"
+  if [[ -f $dir/ready ]]; then
+    # A cached kernel lacking some of the modules asked for: add them.
+    lacking=$(copy_modules "$tmp/x/lib/modules" "$dir/modules" "${missing[@]}") ||
+      { rm -rf "$tmp"; tb_die "$package has no module $lacking"; }
+  else
+    mkdir -p "$tmp/kernel/modules"
+    cp "$tmp"/x/boot/vmlinuz-* "$tmp/kernel/vmlinuz"
+    lacking=$(copy_modules "$tmp/x/lib/modules" "$tmp/kernel/modules" "${modules[@]}") ||
+      { rm -rf "$tmp"; tb_die "$package has no module $lacking"; }
+    touch "$tmp/kernel/ready"
+    rm -rf "$dir"
+    mv "$tmp/kernel" "$dir"
+  fi
   rm -rf "$tmp"
   echo "$dir"
 }
@@ -133,7 +163,9 @@ chmod 755 "$root"  # the guest's /: mktemp's 0700 would lock out every user but 
 mkdir -p "$root"/{bin,sbin,usr/bin,usr/sbin,usr/local/bin,etc,lib/modules,proc,sys,dev,run,tmp,mnt}
 cp /bin/busybox "$root/bin/busybox"
 add_libraries "$root" /bin/busybox
-cp "$kernel_dir"/modules/*.ko "$root/lib/modules/"
+for module in "${modules[@]}"; do
+  cp "$kernel_dir/modules/$module.ko" "$root/lib/modules/"
+done
 echo "${modules[*]}" >"$root/etc/guest-modules"
 # e2fsprogs under the names the tests call; mke2fs picks ext4 from its argv[0].
 add_binary "$root" "$(command -v mke2fs)" /usr/sbin/mkfs.ext4

@@ -1,0 +1,376 @@
+#!/usr/bin/env bash
+# integration.lio: iscsi-mpio against LIO, the Linux kernel target that targetcli configures,
+# in a QEMU TCG guest (tools/guest/lio-target.sh). The host reaches the guest's portals through
+# user-mode networking: each host port 127.0.0.1:P forwarded to the guest's 127.0.0.1:P. LUN 0
+# is an iblock backstore on a virtio disk that is a raw file on the host, so every data check
+# reads what LIO wrote, without going through the initiator.
+#
+#   tests/integration/lio-suite.sh [CASE...]   (default: all, in this order)
+#
+# Cases (each prints PASS/FAIL; the last line is "N passed, N failed"):
+#   discovery        SendTargets lists the three portals with their TPG tags (1, 1, 2): the
+#                    forwarding keeps the addresses LIO advertises usable from the host
+#   mutual-chap-refused  the initiator expects another target secret: the attach fails naming
+#                    CHAP, LIO's log shows it accepted the initiator (the refusal is ours), and
+#                    the disk is unchanged
+#   chap-digests     one path, mutual CHAP, HeaderDigest and DataDigest CRC32C required: LIO's
+#                    own log confirms CRC32C both ways and the CHAP algorithm; verified random
+#                    I/O plus flush, FUA, trim and write-zeroes checks through NBD and in the file
+#   multibus         tpgt_1's two portals, round-robin: both paths carry commands and bytes,
+#                    neither less than a quarter; data verified
+#   alua             tpgt_1 (default_tg_pt_gp, active/optimized) and tpgt_2 (secondary,
+#                    active/non-optimized) under group_by_prio: prios 50 and 10 in two groups, I/O
+#                    on the optimized path only; LIO flips the states (implicit transition, via
+#                    configfs): I/O moves to the other path; tpgt_2 disabled: I/O moves back to
+#                    the now non-optimized path; verified I/O without an error throughout
+#
+# Environment: BUILD (build tree, default <repo>/build), IM_BIN, EXERCISER, LIO_SUITE_TIMEOUT
+#   (seconds before the suite stops itself, default 280, under CTest's 300), KEEP_WORKDIR=1
+#   (keep logs, configs, the guest console). IM_GUEST_CACHE: see tools/guest/make-initramfs.sh.
+# Needs qemu-system-x86, busybox-static, cpio, jq, and Debian's kernel package (fetched once);
+# runs as any user able to run QEMU (root in CI). Only 127.0.0.1 is used. About 70 s.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+readonly repo
+# shellcheck source=tools/testbed/lib.sh
+source "$repo/tools/testbed/lib.sh"
+readonly build=${BUILD:-$repo/build}
+readonly im_bin=${IM_BIN:-$build/tools/iscsi-mpio/iscsi-mpio}
+readonly exerciser=${EXERCISER:-$build/tests/integration/nbd_exerciser}
+readonly lio=$repo/tools/guest/lio-target.sh
+readonly initiator=iqn.2026-11.org.iscsi-mpio:lio-suite
+readonly chap_user=im-initiator chap_secret=im-initiator-secret1
+readonly mutual_user=im-target mutual_secret=im-target-secret22
+# Seconds allowed for an attach to bring its paths up, and for a refused login to end it.
+readonly attach_wait=60 failure_deadline=40
+
+work=$(mktemp -d /tmp/im-lio.XXXXXX)
+readonly work
+passed=0
+failed=0
+case_pid=''
+case_name=''
+watchdog_pid=''
+lio_started=0
+summary_printed=0
+
+log() { printf '%s\n' "$*"; }
+
+cleanup() {
+  local status=$?
+  set +e
+  [[ -z $watchdog_pid ]] || tb_kill_tree "$watchdog_pid"
+  if [[ -n $case_pid ]]; then
+    log "stopping the running case"
+    tb_kill_tree "$case_pid"
+    log "FAIL: $case_name (interrupted)"
+    failed=$((failed + 1))
+  fi
+  tb_stop_recorded "$work/pids"
+  if ((lio_started)); then
+    # Interrupted during start: what lio-target.sh recorded as soon as QEMU ran.
+    # shellcheck disable=SC1091
+    [[ -n ${LIO_PID:-} || ! -f $work/lio/qemu.env ]] || source "$work/lio/qemu.env"
+    if ((status != 0 || failed > 0)) && [[ -f ${LIO_CONSOLE:-} ]]; then
+      log "---- LIO guest console (last 30 lines)"
+      tr -d '\r' <"$LIO_CONSOLE" | tail -n 30
+    fi
+    "$lio" stop
+  fi
+  if [[ ${KEEP_WORKDIR:-0} == 1 ]]; then
+    log "work directory kept: $work"
+  else
+    rm -rf "$work"
+  fi
+  if ((!summary_printed)); then
+    ((status != 0)) || status=1
+    log "$passed passed, $failed failed"
+  fi
+  exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+# A bound of our own: CTest's timeout would SIGKILL us and leave QEMU running.
+tb_watchdog "${LIO_SUITE_TIMEOUT:-280}" integration.lio
+
+# --- helpers -------------------------------------------------------------------------------
+
+# write_config NAME MUTUAL_SECRET GROUPING PORT...: the attach configuration $work/NAME.yaml,
+# CHAP (mutual when MUTUAL_SECRET is set), CRC32C digests required, one path per PORT.
+write_config() {
+  local name=$1 mutual=$2 grouping=$3 port
+  shift 3
+  {
+    echo "initiator: {name: $initiator}"
+    echo "target:"
+    echo "  iqn: $LIO_IQN"
+    echo "  lun: $LIO_LUN"
+    echo "  login_timeout: 10"
+    echo "  digests: {header: crc32c, data: crc32c}"
+    echo "  auth:"
+    echo "    method: chap"
+    echo "    username: $chap_user"
+    echo "    secret: \"$chap_secret\""
+    [[ -z $mutual ]] || echo "    mutual: {username: $mutual_user, secret: \"$mutual\"}"
+    echo "paths:"
+    for port; do echo "  - {portal: \"127.0.0.1:$port\"}"; done
+    echo "multipath:"
+    echo "  path_grouping_policy: $grouping"
+    echo "  path_selector: round-robin"
+    echo "  polling_interval: 1"
+    echo "  no_path_retry: queue"
+    echo "nbd: {listen: \"unix:$work/$name.sock\", export: lun0}"
+    echo "control: {socket: \"$work/$name.control\"}"
+  } >"$work/$name.yaml"
+}
+
+uri_for() { echo "nbd+unix:///lun0?socket=$work/$1.sock"; }
+status_json() { "$im_bin" status --json "$work/$1.yaml" 2>/dev/null || echo '{"paths":[]}'; }
+# path_field NAME I FIELD: FIELD of path I (0-based) in `status --json`.
+path_field() { status_json "$1" | jq -r ".paths[$2].$3"; }
+
+# start_attach NAME PATHS: iscsi-mpio attach in the background (PID in $attach_pid); waits
+# until the export exists and PATHS paths are active.
+start_attach() {
+  local name=$1 want=$2 deadline=$((SECONDS + attach_wait))
+  tb_spawn "$work/pids" "$work/$name.log" "$im_bin" attach "$work/$name.yaml"
+  attach_pid=$spawned
+  while ((SECONDS < deadline)); do
+    if ! tb_running "$attach_pid"; then
+      log "attach exited early; its log:"
+      sed 's/^/    /' "$work/$name.log" | tail -n 20
+      return 1
+    fi
+    if [[ -S $work/$name.sock ]] &&
+      (($(status_json "$name" | jq '[.paths[] | select(.state == "active")] | length') == want)); then
+      return 0
+    fi
+    sleep 0.2
+  done
+  log "attach did not bring $want path(s) up within $attach_wait s; its log:"
+  sed 's/^/    /' "$work/$name.log" | tail -n 20
+  return 1
+}
+
+# stop_attach NAME PID: SIGTERM; the attach must exit 0 within 15 s.
+stop_attach() {
+  local name=$1 pid=$2 rc=0
+  kill -TERM "$pid"
+  tb_wait_gone "$pid" 15 || { log "attach still running 15 s after SIGTERM"; return 1; }
+  wait "$pid" || rc=$?
+  ((rc == 0)) || { log "attach exited $rc after SIGTERM:"; tail -n 10 "$work/$name.log"; return 1; }
+}
+
+# target_log: LIO's kernel log since the last call (logins: negotiated keys, CHAP).
+target_log() { "$lio" ctl log | sed 's/^\[ *[0-9.]*\] //'; }
+
+# expect_in FILE PATTERN WHAT: FILE has a line matching PATTERN (extended regex), else fail.
+expect_in() {
+  grep -qE "$2" "$1" && return 0
+  log "    missing: $3 (/$2/)"
+  return 1
+}
+
+# --- cases ---------------------------------------------------------------------------------
+
+case_discovery() {
+  local out
+  out=$(timeout 30 "$im_bin" discover "127.0.0.1:$LIO_PORT_A" --initiator-name "$initiator" 2>&1)
+  printf '%s\n' "$out" | sed 's/^/    /'
+  local portal
+  for portal in "$LIO_PORT_A,1" "$LIO_PORT_B,1" "$LIO_PORT_C,2"; do
+    grep -qxF "127.0.0.1:$portal $LIO_IQN" <<<"$out" ||
+      { log "    SendTargets lacks 127.0.0.1:$portal"; return 1; }
+  done
+}
+
+case_mutual_chap_refused() {
+  local before after rc=0 started=$SECONDS
+  before=$(sha256sum <"$LIO_BACKING")
+  target_log >/dev/null
+  write_config wrong-mutual "not-the-target-secret3" multibus "$LIO_PORT_A"
+  timeout --kill-after=5 "$failure_deadline" "$im_bin" attach "$work/wrong-mutual.yaml" \
+    >"$work/wrong-mutual.log" 2>&1 || rc=$?
+  log "    exit status $rc after $((SECONDS - started)) s:"
+  sed 's/^/      /' "$work/wrong-mutual.log" | grep -iE 'error|fail|chap' | tail -n 4
+  ((rc != 0 && rc != 124 && rc != 137)) || { log "    expected a prompt failure"; return 1; }
+  grep -q 'CHAP' "$work/wrong-mutual.log" || { log "    no error naming CHAP"; return 1; }
+  target_log >"$work/wrong-mutual.target"
+  # LIO accepted our response and sent its own: the mismatch was found on our side.
+  expect_in "$work/wrong-mutual.target" 'Digests match, CHAP connection successful' \
+    "LIO accepting the initiator's CHAP response"
+  expect_in "$work/wrong-mutual.target" "Sending CHAP_N=$mutual_user" "LIO's mutual CHAP answer"
+  after=$(sha256sum <"$LIO_BACKING")
+  [[ $before == "$after" ]] || { log "    the disk changed"; return 1; }
+  log "    disk unchanged (sha256 ${after:0:16}...)"
+}
+
+case_chap_digests() {
+  target_log >/dev/null
+  write_config single "$mutual_secret" multibus "$LIO_PORT_A"
+  start_attach single 1
+  local pid=$attach_pid
+  target_log >"$work/single.target"
+  grep -E 'Selected .* Algorithm|CHAP_A=|HeaderDigest: |DataDigest: |CHAP_N=|mutual|successful' \
+    "$work/single.target" | sed 's/^/    LIO: /' | sort -u
+  expect_in "$work/single.target" '^HeaderDigest: +CRC32C' "HeaderDigest CRC32C in LIO's log"
+  expect_in "$work/single.target" '^DataDigest: +CRC32C' "DataDigest CRC32C in LIO's log"
+  expect_in "$work/single.target" 'Digests match, CHAP connection successful' "CHAP accepted"
+  expect_in "$work/single.target" "Sending CHAP_N=$mutual_user" "mutual CHAP answered by LIO"
+  "$exerciser" --uri "$(uri_for single)" --backing "$LIO_BACKING" --ops 60 --max-len 1M \
+    --queue-depth 8 --time-limit 60 --check flush,trim,zero >"$work/single.exerciser" 2>&1 ||
+    { sed 's/^/    /' "$work/single.exerciser" | tail -n 8; return 1; }
+  sed 's/^/    /' "$work/single.exerciser" | tail -n 1
+  ! grep -iE 'digest' "$work/single.log" | grep -iE 'mismatch|error' ||
+    { log "    digest errors logged"; return 1; }
+  stop_attach single "$pid"
+}
+
+case_multibus() {
+  write_config multibus "" multibus "$LIO_PORT_A" "$LIO_PORT_B"
+  start_attach multibus 2
+  local pid=$attach_pid
+  local c0 b0 c1 b1
+  c0=$(status_json multibus | jq -r '[.paths[].commands] | join(" ")')
+  b0=$(status_json multibus | jq -r '[.paths[].bytes] | join(" ")')
+  "$exerciser" --uri "$(uri_for multibus)" --backing "$LIO_BACKING" --ops 80 --max-len 512K \
+    --queue-depth 8 --time-limit 60 >"$work/multibus.exerciser" 2>&1 ||
+    { sed 's/^/    /' "$work/multibus.exerciser" | tail -n 8; return 1; }
+  sed 's/^/    /' "$work/multibus.exerciser" | tail -n 1
+  c1=$(status_json multibus | jq -r '[.paths[].commands] | join(" ")')
+  b1=$(status_json multibus | jq -r '[.paths[].bytes] | join(" ")')
+  local -a before_c after_c before_b after_b
+  read -r -a before_c <<<"$c0"
+  read -r -a after_c <<<"$c1"
+  read -r -a before_b <<<"$b0"
+  read -r -a after_b <<<"$b1"
+  local dc1=$((after_c[0] - before_c[0])) dc2=$((after_c[1] - before_c[1]))
+  local db1=$((after_b[0] - before_b[0])) db2=$((after_b[1] - before_b[1]))
+  log "    path A +$dc1 commands (+$((db1 >> 10)) KiB), path B +$dc2 commands (+$((db2 >> 10)) KiB)"
+  ((dc1 > 0 && dc2 > 0 && db1 > 0 && db2 > 0)) || { log "    a path carried nothing"; return 1; }
+  # Round-robin, one command per turn: neither path gets less than a quarter of the commands.
+  ((4 * dc1 >= dc1 + dc2 && 4 * dc2 >= dc1 + dc2)) ||
+    { log "    commands split unevenly for round-robin"; return 1; }
+  stop_attach multibus "$pid"
+}
+
+# paths_summary NAME: "state/prio/group/in-use/alua" of each path, for the log.
+paths_summary() {
+  status_json "$1" | jq -r '[.paths[] | "\(.state) prio \(.priority) group \(.group)" +
+    (if .group_in_use then " in use" else "" end) + " (\(.alua_state))"] | join("; ")'
+}
+
+# wait_prios NAME PRIO_A PRIO_C SECONDS: until path A (index 0) and C (index 1) show those
+# priorities.
+wait_prios() {
+  local name=$1 want="$2 $3" deadline=$((SECONDS + $4))
+  while ((SECONDS < deadline)); do
+    [[ $(status_json "$name" | jq -r '[.paths[].priority] | join(" ")') == "$want" ]] && return 0
+    sleep 0.2
+  done
+  log "    priorities not $want within $4 s: $(paths_summary "$name")"
+  return 1
+}
+
+# only_busy NAME BUSY IDLE LABEL: over 3 s, path BUSY moves at least 1 MiB and path IDLE at most
+# 64 KiB (the prioritizer's own VPD and REPORT TARGET PORT GROUPS, 8 KiB per polling interval).
+only_busy() {
+  local name=$1 busy=$2 idle=$3 label=$4 b0 i0 b1 i1
+  b0=$(path_field "$name" "$busy" bytes) i0=$(path_field "$name" "$idle" bytes)
+  sleep 3
+  b1=$(path_field "$name" "$busy" bytes) i1=$(path_field "$name" "$idle" bytes)
+  log "    $label: busy path +$(((b1 - b0) >> 10)) KiB, idle path +$(((i1 - i0) >> 10)) KiB in 3 s"
+  ((b1 - b0 >= 1 << 20 && i1 - i0 <= 64 << 10))
+}
+
+case_alua() {
+  write_config alua "" group_by_prio "$LIO_PORT_A" "$LIO_PORT_C"
+  start_attach alua 2
+  local pid=$attach_pid ok=1
+  wait_prios alua 50 10 15
+  log "    at start: $(paths_summary alua)"
+  local json
+  json=$(status_json alua)
+  jq -e '.paths[0].group != .paths[1].group and .paths[0].group_in_use and
+    (.paths[1].group_in_use | not) and .paths[0].alua_state == "active/optimized" and
+    .paths[1].alua_state == "active/non-optimized"' <<<"$json" >/dev/null ||
+    { log "    expected two groups, the optimized one in use"; return 1; }
+
+  "$exerciser" --uri "$(uri_for alua)" --backing "$LIO_BACKING" --ops 1000000 --max-len 256K \
+    --queue-depth 8 --time-limit 40 >"$work/alua.exerciser" 2>&1 &
+  local ex_pid=$!
+  sleep 2
+  only_busy alua 0 1 "A optimized, C non-optimized" || ok=0
+
+  # An implicit ALUA transition (SPC-4 §5.16.2.6), as a target failing over would make it.
+  "$lio" ctl alua secondary 0 >/dev/null
+  "$lio" ctl alua default_tg_pt_gp 1 >/dev/null
+  if wait_prios alua 10 50 15; then
+    log "    after LIO swapped the states: $(paths_summary alua)"
+    only_busy alua 1 0 "A non-optimized, C optimized" || ok=0
+  else
+    ok=0
+  fi
+
+  # The optimized port goes away: the non-optimized path is all that is left.
+  "$lio" ctl tpg 2 disable >/dev/null
+  local deadline=$((SECONDS + 15))
+  while ((SECONDS < deadline)) && [[ $(path_field alua 1 state) == active ]]; do sleep 0.2; done
+  log "    tpgt_2 disabled: $(paths_summary alua)"
+  [[ $(path_field alua 1 state) != active ]] || { log "    path C still active"; ok=0; }
+  only_busy alua 0 1 "C gone, A non-optimized" || ok=0
+
+  local ex_rc=0
+  tb_wait_gone "$ex_pid" 90 || { log "    exerciser still running"; kill -TERM "$ex_pid"; }
+  wait "$ex_pid" || ex_rc=$?
+  sed 's/^/    /' "$work/alua.exerciser" | tail -n 3
+  ((ex_rc == 0)) || ok=0
+  grep -E 'prio|ALUA|path group|failed' "$work/alua.log" | sed 's/^/    log: /' | tail -n 8
+
+  # Back as it was: tpgt_2 on, default group optimized again.
+  "$lio" ctl tpg 2 enable >/dev/null
+  "$lio" ctl alua default_tg_pt_gp 0 >/dev/null
+  "$lio" ctl alua secondary 1 >/dev/null
+  stop_attach alua "$pid" || ok=0
+  ((ok))
+}
+
+# --- main ----------------------------------------------------------------------------------
+
+for tool in qemu-system-x86_64 jq sha256sum timeout; do
+  command -v "$tool" >/dev/null || tb_die "missing $tool (run tools/install-deps.sh)"
+done
+[[ -x $im_bin ]] || tb_die "iscsi-mpio binary not found: $im_bin"
+[[ -x $exerciser ]] || tb_die "nbd_exerciser not found: $exerciser"
+
+started=$SECONDS
+touch "$work/pids"
+lio_started=1  # set first: an interrupted start still has its QEMU stopped (qemu.env)
+lio_env=$("$lio" start --initiator "$initiator" --dir "$work/lio" --size 64M \
+  --chap "$chap_user:$chap_secret" --mutual-chap "$mutual_user:$mutual_secret") || {
+  lio_started=0
+  tb_die "the LIO guest did not start"
+}
+eval "$lio_env"
+log "LIO: $LIO_IQN LUN $LIO_LUN, portals 127.0.0.1:$LIO_PORT_A and :$LIO_PORT_B (tpgt_1)," \
+  "127.0.0.1:$LIO_PORT_C (tpgt_2); TPG offers HeaderDigest=$LIO_HEADER_DIGEST" \
+  "DataDigest=$LIO_DATA_DIGEST AuthMethod=$LIO_AUTH_METHOD; up after $((SECONDS - started)) s"
+
+selected=("$@")
+((${#selected[@]})) || selected=(discovery mutual-chap-refused chap-digests multibus alua)
+for c in "${selected[@]}"; do
+  case $c in
+    discovery | mutual-chap-refused | chap-digests | multibus | alua) ;;
+    *) log "unknown case $c"; failed=$((failed + 1)); continue ;;
+  esac
+  case_started=$SECONDS
+  tb_run_case "$c" "case_${c//-/_}"
+  log "    ($((SECONDS - case_started)) s)"
+done
+
+log "integration.lio took $((SECONDS - started)) s"
+summary_printed=1
+log "$passed passed, $failed failed"
+((failed == 0))
