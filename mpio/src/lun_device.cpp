@@ -666,8 +666,11 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       if (event.capacity_changed() && !closing)
         asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
     });
-    session->on_failure([this, &p, session](std::error_code ec, const std::string& detail) {
-      if (p.session == session) path_failed(p, detail.empty() ? ec.message() : detail);
+    // The session keeps this handler: a raw pointer to compare with, not a shared_ptr, or the
+    // session would own itself and outlive a shutdown that ends before its loops do.
+    session->on_failure([this, &p, raw = session.get()](std::error_code ec,
+                                                        const std::string& detail) {
+      if (p.session.get() == raw) path_failed(p, detail.empty() ? ec.message() : detail);
     });
   }
 
