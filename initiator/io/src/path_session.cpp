@@ -9,6 +9,7 @@
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <random>
+#include <utility>
 
 #include <common_asio/gather_cursor.hpp>
 #include <iscsi/errors.hpp>
@@ -362,30 +363,60 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
     }
   }
 
+  // A PDU the reader finished goes to the session; false once the path has failed.
+  bool take_reader_result(iscsi::PduReader::Result res, std::string& detail) {
+    if (res.state == iscsi::PduReader::State::error) {
+      fail(reader.error(), reader.error_detail());
+      return false;
+    }
+    if (res.state == iscsi::PduReader::State::ready) {
+      // After a large placed segment the next read takes just a header: the segment behind it
+      // is most likely large too, and goes straight into its own buffer (below).
+      large_segment_before = reader.data_was_placed() && reader.data().size() >= direct_read_minimum;
+      auto ec = session->on_pdu(reader.bhs(), reader.data(), detail);
+      reader.next();
+      if (ec) {
+        if (ec == iscsi::errc::command_timeout)
+          detail = "command timeout on " + describe(config) + ": " + detail;
+        fail(ec, detail);
+        return false;
+      }
+      check_logout_done();
+    }
+    return !failed;
+  }
+
+  // Data-In payloads (placed by the session into the NBD reply buffer) of at least this size are
+  // read from the socket straight into that buffer: the kernel's copy is the only one. Smaller
+  // ones, and every header, come through rx_buffer, many PDUs per read.
+  static constexpr size_t direct_read_minimum = 16 * 1024;
+  bool large_segment_before = false;
+
   awaitable<void> reader_loop(std::shared_ptr<Impl> self) {
     std::string detail;
     while (!failed) {
       while (!rx_pending.empty() && !failed) {
         auto res = reader.feed(rx_pending);
         rx_pending = rx_pending.subspan(res.consumed);
-        if (res.state == iscsi::PduReader::State::error) {
-          fail(reader.error(), reader.error_detail());
-          break;
-        }
-        if (res.state == iscsi::PduReader::State::ready) {
-          auto ec = session->on_pdu(reader.bhs(), reader.data(), detail);
-          reader.next();
-          if (ec) {
-            if (ec == iscsi::errc::command_timeout)
-              detail = "command timeout on " + describe(config) + ": " + detail;
-            fail(ec, detail);
-            break;
-          }
-          check_logout_done();
-        }
+        if (!take_reader_result(res, detail)) break;
       }
       if (failed) break;
-      auto [ec, n] = co_await socket.async_read_some(asio::buffer(rx_buffer), nothrow);
+      if (auto direct = reader.placed_remainder(); direct.size() >= direct_read_minimum) {
+        auto [ec, n] = co_await socket.async_read_some(asio::buffer(direct.data(), direct.size()),
+                                                       nothrow);
+        if (ec) {
+          fail(iscsi::errc::connection_closed,
+               "connection to " + describe(config) + " lost: " + ec.message());
+          break;
+        }
+        last_received = clock::now();
+        take_reader_result(reader.advance_placed(n), detail);
+        continue;
+      }
+      const size_t header_bytes =
+          iscsi::bhs_size + (negotiated.header_digest_crc32c ? iscsi::digest_size : 0);
+      const size_t want = std::exchange(large_segment_before, false) ? header_bytes : rx_buffer.size();
+      auto [ec, n] = co_await socket.async_read_some(asio::buffer(rx_buffer.data(), want), nothrow);
       if (ec) {
         fail(iscsi::errc::connection_closed,
              "connection to " + describe(config) + " lost: " + ec.message());

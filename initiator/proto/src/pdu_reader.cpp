@@ -26,6 +26,23 @@ std::span<const std::byte> PduReader::data() const {
   return {data_.data(), data_length_};
 }
 
+std::span<std::byte> PduReader::placed_remainder() const {
+  if (phase_ != Phase::data || placed_.empty()) return {};
+  return placed_.subspan(filled_);
+}
+
+PduReader::Result PduReader::advance_placed(size_t n) {
+  const auto written = placed_remainder().first(n);
+  if (active_.data_digest) data_crc_ = crc32c(written, data_crc_);
+  filled_ += n;
+  if (filled_ == data_length_) {
+    filled_ = 0;
+    phase_ = Phase::padding;
+  }
+  // Phases that need no more bytes (no padding, no digest) finish here.
+  return feed({});
+}
+
 void PduReader::next() {
   phase_ = Phase::bhs;
   filled_ = 0;

@@ -257,6 +257,67 @@ TEST_CASE("PDU reader places data segments into the owner's buffer", "[iscsi][re
   CHECK(common::as_chars(placement.buffer) == "hello");
 }
 
+// A driver that reads the socket straight into the placed buffer: the header (and the first
+// `fed` data bytes) go through feed(), the rest of the segment is written into
+// placed_remainder() in pieces of `piece` bytes, then padding and digest are fed again.
+TEST_CASE("PDU reader takes a placed segment written straight into its buffer", "[iscsi][reader]") {
+  for (bool hd : {false, true}) {
+    for (bool dd : {false, true}) {
+      const auto wire = nop_in_wire(hd, dd);
+      const size_t header = 48 + (hd ? 4 : 0);
+      for (size_t fed = 0; fed <= 5; ++fed) {
+        for (size_t piece = 1; piece <= 5; ++piece) {
+          CAPTURE(hd, dd, fed, piece);
+          FixedPlacement placement;
+          PduReader reader({.max_data_segment_length = 8192, .header_digest = hd, .data_digest = dd});
+          reader.set_placement(&placement);
+          auto r = reader.feed(std::span(wire).first(header + fed));
+          REQUIRE(r.state == PduReader::State::need_more);
+          REQUIRE(r.consumed == header + fed);
+          size_t at = header + fed;
+          while (!reader.placed_remainder().empty()) {
+            auto dst = reader.placed_remainder();
+            CHECK(dst.size() == 5 - (at - header));
+            const size_t n = std::min(piece, dst.size());
+            std::copy_n(wire.begin() + static_cast<ptrdiff_t>(at), n, dst.begin());
+            at += n;
+            r = reader.advance_placed(n);
+            REQUIRE(r.state == PduReader::State::need_more);  // padding follows
+          }
+          r = reader.feed(std::span(wire).subspan(at));
+          REQUIRE(r.state == PduReader::State::ready);
+          CHECK(r.consumed == wire.size() - at);
+          CHECK(common::as_chars(placement.buffer) == "hello");
+          CHECK(reader.placed_remainder().empty());
+        }
+      }
+    }
+  }
+}
+
+TEST_CASE("PDU reader checks the data digest over bytes written straight into its buffer",
+          "[iscsi][reader]") {
+  auto wire = nop_in_wire(false, true);
+  FixedPlacement placement;
+  PduReader reader({.max_data_segment_length = 8192, .data_digest = true});
+  reader.set_placement(&placement);
+  REQUIRE(reader.feed(std::span(wire).first(48)).state == PduReader::State::need_more);
+  auto dst = reader.placed_remainder();
+  REQUIRE(dst.size() == 5);
+  std::copy_n(wire.begin() + 48, 5, dst.begin());
+  dst[2] ^= std::byte{0x20};  // damaged on the way in
+  REQUIRE(reader.advance_placed(5).state == PduReader::State::need_more);
+  CHECK(reader.feed(std::span(wire).subspan(53)).state == PduReader::State::error);
+  CHECK(reader.error() == make_error_code(errc::data_digest_mismatch));
+}
+
+TEST_CASE("PDU reader offers no direct buffer for segments it keeps itself", "[iscsi][reader]") {
+  PduReader reader;  // no placement
+  auto wire = nop_in_wire(false, false);
+  REQUIRE(reader.feed(std::span(wire).first(49)).state == PduReader::State::need_more);
+  CHECK(reader.placed_remainder().empty());
+}
+
 TEST_CASE("serial number arithmetic follows RFC 1982", "[iscsi][serial]") {
   CHECK(CmdSN(1) < CmdSN(2));
   CHECK(CmdSN(0xffffffff) < CmdSN(0));  // wraps

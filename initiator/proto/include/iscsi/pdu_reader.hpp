@@ -56,6 +56,15 @@ class PduReader {
   std::span<const std::byte> data() const;
   bool data_was_placed() const { return !placed_.empty(); }
 
+  // While the data segment of a placed PDU is being read: the part of its final buffer still
+  // to fill, for a driver that reads the socket straight into it instead of feeding a copy
+  // (a large Data-In then crosses from the kernel into the NBD reply buffer once). Empty in any
+  // other phase.
+  std::span<std::byte> placed_remainder() const;
+  // The driver wrote `n` bytes at the start of placed_remainder(): they count as fed (the data
+  // digest covers them), and the reader moves on as feed() would.
+  Result advance_placed(size_t n);
+
   std::error_code error() const { return error_; }
   const std::string& error_detail() const { return error_detail_; }
 
