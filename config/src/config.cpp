@@ -685,6 +685,7 @@ const Section<Multipath>& multipath_section() {
                                            "polling intervals"}),
       optional("noop_out_interval", &Multipath::noop_out_interval, integer<std::uint32_t>{0, 3600}),
       optional("noop_out_timeout", &Multipath::noop_out_timeout, integer<std::uint32_t>{1, 3600}),
+      optional("max_sectors_kb", &Multipath::max_sectors_kb, integer<std::uint32_t>{4, 32768}),
   });
   return section;
 }

@@ -998,12 +998,15 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       }
     }
 
-    build_info(block_length, exponent, lbpme, read_only, fua);
+    build_info(block_length, exponent, lbpme, read_only, fua,
+               path.session->negotiated().max_burst_length);
     detail.clear();
     co_return std::error_code{};
   }
 
-  void build_info(uint32_t block_length, uint8_t exponent, bool lbpme, bool read_only, bool fua) {
+  // `max_burst`: the probed session's MaxBurstLength (RFC 7143 §13.13).
+  void build_info(uint32_t block_length, uint8_t exponent, bool lbpme, bool read_only, bool fua,
+                  uint32_t max_burst) {
     const auto& l = identity.limits;
     info.wwid = identity.wwid;
     info.vendor = identity.inquiry.vendor;
@@ -1014,8 +1017,14 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     info.read_only = read_only;
     info.supports_fua = fua;
     // One command carries at most the LU's MAXIMUM TRANSFER LENGTH (VPD 0xB0) and our cap;
-    // larger requests are split. The NBD maximum advertised is the same figure.
-    uint64_t limit = config.max_command_bytes;
+    // larger requests are split into commands issued together. Without a configured cap, one
+    // command is one burst: a READ of several MaxBurstLength is several Data-In sequences that
+    // the target serves one after another inside one task, and a WRITE waits for an R2T per
+    // burst (MaxOutstandingR2T is often 1), while commands of one burst each run side by side.
+    // Measured against tgtd (MaxBurstLength 256 KiB): 1 MiB reads at QD8 moved about a third
+    // more as four 256 KiB commands; writes moved the same.
+    uint64_t limit = config.max_command_bytes > 0 ? config.max_command_bytes
+                                                  : std::clamp<uint64_t>(max_burst, 64u << 10, 8u << 20);
     if (identity.has_block_limits && l.max_transfer_length_blocks > 0)
       limit = std::min<uint64_t>(limit, uint64_t{l.max_transfer_length_blocks} * block_length);
     command_bytes = static_cast<uint32_t>(std::max<uint64_t>(limit / block_length, 1) * block_length);

@@ -178,6 +178,10 @@ target:
   login_timeout: 10
 paths:
   - {portal: "$2"}
+# Commands up to 4 MiB, far above MaxBurstLength: without this a command is one burst, and the
+# R2T sequences of one large WRITE (several bursts, MaxOutstandingR2T) would go untested.
+multipath:
+  max_sectors_kb: 4096
 nbd:
   listen: unix:$5
   export: $export_name

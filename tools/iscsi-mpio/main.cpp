@@ -165,6 +165,7 @@ int attach(const std::string& config_path) {
   lun_config.lun = cfg.target.lun;
   lun_config.path_selector = cfg.multipath.path_selector;
   lun_config.rr_min_io = cfg.multipath.rr_min_io;
+  if (cfg.multipath.max_sectors_kb) lun_config.max_command_bytes = *cfg.multipath.max_sectors_kb << 10;
   lun_config.polling_interval = std::chrono::seconds(cfg.multipath.polling_interval);
   lun_config.no_path_retry.intervals = cfg.multipath.no_path_retry.intervals;
   switch (cfg.multipath.no_path_retry.mode) {

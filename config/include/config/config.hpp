@@ -126,6 +126,9 @@ struct Multipath {
   // Seconds to wait for the ping's answer before the connection is declared dead;
   // iscsid.conf node.conn[0].timeo.noop_out_timeout.
   std::uint32_t noop_out_timeout = 5;
+  // The largest SCSI command sent, in KiB (multipath.conf max_sectors_kb); larger block requests
+  // are split. Absent: one MaxBurstLength as negotiated, within the LUN's MAXIMUM TRANSFER LENGTH.
+  std::optional<std::uint32_t> max_sectors_kb;
 };
 
 // The running attach's control socket: `iscsi-mpio status` talks to it.

@@ -59,8 +59,9 @@ struct LunConfig {
   // Unit attention, BUSY and TASK SET FULL are retried this many times before the error goes
   // to the client (SPC-4 §5.14: a unit attention reports a condition, not a failed command).
   int max_retries = 8;
-  // Upper bound on a single SCSI command's data, whatever the LUN allows.
-  uint32_t max_command_bytes = 8u << 20;
+  // Upper bound on a single SCSI command's data, whatever the LUN allows (multipath.conf
+  // max_sectors_kb). Zero: one MaxBurstLength of the probed path's session, at most 8 MiB.
+  uint32_t max_command_bytes = 0;
 };
 
 // What the probe found out about the LU, for logs and status.

@@ -421,6 +421,20 @@ TEST_CASE("multipath grouping and failback take only their documented values", "
         config_errc::invalid_value);
 }
 
+TEST_CASE("multipath.max_sectors_kb takes KiB from 4 to 32768", "[config]") {
+  const std::string head = "target: {iqn: 'iqn.2023-01.com.example:s'}\npaths: [{portal: h}]\n";
+  const auto ok = load(head + "multipath: {max_sectors_kb: 256}\n");
+  REQUIRE(ok.ok());
+  CHECK(ok.config().multipath.max_sectors_kb == 256u);
+  for (const char* bad : {"0", "3", "32769", "-1", "1.5", "big"}) {
+    INFO(bad);
+    const auto e = error_at(load(head + "multipath: {max_sectors_kb: " + bad + "}\n"),
+                            "multipath.max_sectors_kb");
+    CHECK(e.line == 3);
+    CHECK(e.code == config_errc::invalid_value);
+  }
+}
+
 TEST_CASE("a path's interface must be a valid interface name", "[config]") {
   for (const char* bad : {"'eth 0'", "a/b", "'eth0:1'", "averyveryverylongname", "''"}) {
     INFO(bad);

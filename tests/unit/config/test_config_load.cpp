@@ -70,6 +70,7 @@ TEST_CASE("a minimal file gets every default", "[config]") {
   CHECK(cfg.target.wwid.empty());
   CHECK(cfg.multipath.path_grouping_policy == config::Grouping::multibus);
   CHECK(cfg.multipath.failback == config::Failback{});
+  CHECK_FALSE(cfg.multipath.max_sectors_kb);  // one burst per command, decided at login
   CHECK(cfg.nbd.export_name == "lun0");
   CHECK(cfg.nbd.listen.kind == Listen::Kind::unix_socket);
   CHECK(cfg.nbd.listen.path_or_host == "/run/iscsi-mpio/lun0.sock");
