@@ -98,6 +98,9 @@ struct Path {
   // Failed by the operator (fail_path): carries nothing and is not reconnected until
   // reinstate_path, whatever its session does.
   bool operator_failed = false;
+  // Its probe was cut short by the path going away (a logout the target asked for, a dropped
+  // connection) while the device was being opened: its next login tries the probe again.
+  bool probe_interrupted = false;
   unsigned reconnect_failures = 0;
   std::unique_ptr<asio::steady_timer> timer;
 };
@@ -149,9 +152,13 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   std::unique_ptr<iscsi_io::RouteWatch> route_watch;
 
-  // Open: who gets the device or the error, and what went wrong on the way.
+  // Open: who gets the device or the error, and what went wrong on the way. Until it ends the
+  // device owns itself: no LunDevice exists yet, and a probe interrupted by its path going away
+  // waits on timers and callbacks that hold the device only by raw or weak pointers.
   OpenHandler open_done;
+  std::shared_ptr<Impl> keep_while_opening;
   bool probing = false;
+  int probe_interruptions = 0;  // probes cut short by their path going away
   std::error_code open_error;
   std::string open_failures;
   std::vector<scsi::Designator> probe_designators;  // VPD 0x83 of the probed path
@@ -649,6 +656,14 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
         p.rejoining = false;
         p.last_error = detail;
         ++p.reconnect_failures;
+        if (!identified && p.probe_interrupted) {
+          // The second chance of an interrupted probe failed: the open decides without it.
+          p.probe_interrupted = false;
+          open_failures += (open_failures.empty() ? "" : "; ") + std::string("login to ") +
+                           p.name + " failed: " + detail;
+          open_error = ec;
+          open_step();
+        }
         schedule_reconnect(p);
         return;
       }
@@ -656,21 +671,31 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       p.portal_group_tag = session->target_portal_group_tag();
       watch(p, session);
       release_unproven(p, "session reinstated on its own path");
-      if (identified)
+      if (identified) {
         asio::co_spawn(io, join(self, p), asio::detached);
+      } else if (p.probe_interrupted) {
+        p.probe_interrupted = false;
+        p.rejoining = false;
+        p.state = PathState::connecting;  // logged in, not probed yet
+        open_step();
+      }
     });
   }
 
+  // The session keeps these handlers and may outlive the device (a failed open, a shutdown
+  // that ends before its loops do): they hold the device weakly, and the session by a raw
+  // pointer to compare with, since a shared_ptr would make the session own itself.
   void watch(Path& p, const std::shared_ptr<iscsi_io::PathSession>& session) {
-    session->on_scsi_event([this](const iscsi_io::ScsiAsyncEvent& event) {
-      if (event.capacity_changed() && !closing)
-        asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
+    session->on_scsi_event([weak = weak_from_this()](const iscsi_io::ScsiAsyncEvent& event) {
+      auto self = weak.lock();
+      if (self && event.capacity_changed() && !self->closing)
+        asio::co_spawn(self->io, reread_capacity(self), asio::detached);
     });
-    // The session keeps this handler: a raw pointer to compare with, not a shared_ptr, or the
-    // session would own itself and outlive a shutdown that ends before its loops do.
-    session->on_failure([this, &p, raw = session.get()](std::error_code ec,
-                                                        const std::string& detail) {
-      if (p.session.get() == raw) path_failed(p, detail.empty() ? ec.message() : detail);
+    session->on_failure([weak = weak_from_this(), &p, raw = session.get()](
+                            std::error_code ec, const std::string& detail) {
+      auto self = weak.lock();
+      if (self && p.session.get() == raw)
+        self->path_failed(p, detail.empty() ? ec.message() : detail);
     });
   }
 
@@ -1359,6 +1384,7 @@ void LunDevice::open(asio::io_context& io, LunConfig config, OpenHandler done) {
     impl->paths.push_back(std::move(path));
   }
   impl->open_done = std::move(done);
+  impl->keep_while_opening = impl;
 
   impl->route_watch = std::make_unique<iscsi_io::RouteWatch>(
       io, [raw = impl.get()] { raw->routes_changed(); });
@@ -1402,8 +1428,9 @@ void LunDevice::Impl::open_step() {
   Path* candidate = nullptr;
   bool pending = false;
   for (auto& p : paths) {
-    if (p->state == PathState::failed || p->state == PathState::refused) continue;
-    if (p->session && p->session->ready()) {
+    if (p->state == PathState::refused) continue;
+    if (p->state == PathState::failed && !p->probe_interrupted) continue;
+    if (p->state != PathState::failed && p->session && p->session->ready()) {
       candidate = p.get();
       break;
     }
@@ -1423,6 +1450,17 @@ awaitable<void> LunDevice::Impl::probe_and_open(std::shared_ptr<Impl> self, Path
   auto ec = co_await self->probe(p, detail);
   self->probing = false;
   if (!self->open_done) co_return;
+  if (ec && !(p.session && p.session->ready()) && self->probe_interruptions < 3) {
+    // Not the LU's answer: the path went away under the probe (RFC 7143 §11.9.1: a target may
+    // ask for a logout, or for a renegotiation, at any time). Its next login probes again.
+    ++self->probe_interruptions;
+    p.probe_interrupted = true;
+    self->open_failures += (self->open_failures.empty() ? "" : "; ") + p.name +
+                           " went away during the probe: " + detail;
+    self->open_error = ec;
+    self->open_step();  // another path that is ready may probe meanwhile
+    co_return;
+  }
   if (ec) {
     self->fail_open(ec, detail);
     co_return;
@@ -1452,12 +1490,15 @@ awaitable<void> LunDevice::Impl::probe_and_open(std::shared_ptr<Impl> self, Path
       asio::co_spawn(self->io, Impl::join(self, *other), asio::detached);
   auto done = std::move(self->open_done);
   self->open_done = nullptr;
+  self->keep_while_opening.reset();  // the LunDevice handed out owns it from now on
   done({}, {}, std::shared_ptr<LunDevice>(new LunDevice(self)));
 }
 
 void LunDevice::Impl::fail_open(std::error_code ec, const std::string& detail) {
   auto done = std::move(open_done);
   open_done = nullptr;
+  // Released once this call returns: the sessions closed below hold the device only weakly.
+  const auto keep = std::move(keep_while_opening);
   closing = true;
   for (auto& p : paths) {
     if (p->timer) p->timer->cancel();

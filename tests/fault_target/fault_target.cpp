@@ -97,6 +97,7 @@ struct FaultTarget::Impl {
   // test can show the retry on a new connection reading good data.
   bool digest_fault_fired = false;
   bool refusing_logins = false;  // portal_group_gone_on_write has fired
+  bool renegotiation_asked = false;  // async_renegotiate has fired
   int lu_resets_rejected = 0;
 };
 
@@ -803,13 +804,20 @@ class Connection : public std::enable_shared_from_this<Connection> {
     after_response();
   }
 
-  // async_logout: once the first command has its answer, ask for the logout (§11.9.1).
+  // async_logout / async_renegotiate: once the first command has its answer, ask for the
+  // logout or for a negotiation (§11.9.1); the negotiation only once per target, so the
+  // session logged in again is left in peace.
   void after_response() {
-    if (script_.fault != Fault::async_logout || logout_asked_) return;
+    const bool logout = script_.fault == Fault::async_logout;
+    const bool renegotiate =
+        script_.fault == Fault::async_renegotiate && !target_->renegotiation_asked;
+    if ((!logout && !renegotiate) || logout_asked_) return;
     logout_asked_ = true;
+    target_->renegotiation_asked = renegotiate;
     iscsi::AsyncMessage message;
-    message.event = static_cast<uint8_t>(iscsi::AsyncEvent::logout_requested);
-    message.parameter3 = script_.logout_within_seconds;
+    message.event = static_cast<uint8_t>(logout ? iscsi::AsyncEvent::logout_requested
+                                                : iscsi::AsyncEvent::negotiation_requested);
+    if (logout) message.parameter3 = script_.logout_within_seconds;
     sequence_with_status(message);
     target_->observed.logout_requested_at = Clock::now();
     send(message);

@@ -52,6 +52,9 @@ enum class Fault {
   // A WRITE that needs an R2T (InitialR2T=Yes, ImmediateData=No are answered) never gets one;
   // ABORT TASK is answered "function complete".
   stalled_r2t,
+  // After the first command's response, an Async Message with AsyncEvent 4 (the target requests
+  // parameter negotiation, §11.9.1), once per target: a target whose settings an admin changed.
+  async_renegotiate,
   // The first SCSI Command is answered with a 48-byte header of opcode 0x3e, which no PDU has.
   garbage_opcode,
   // The first SCSI Command is answered with a Data-In whose DataSegmentLength (16 MiB - 1)
@@ -109,7 +112,7 @@ struct Observed {
   int logins_completed = 0;
   // closed_window: when the NOP-In that opened the window was queued.
   std::optional<std::chrono::steady_clock::time_point> window_opened_at;
-  // async_logout: when the Async Message was queued.
+  // async_logout / async_renegotiate: when the Async Message was queued.
   std::optional<std::chrono::steady_clock::time_point> logout_requested_at;
   bool header_digest = false, data_digest = false;  // as negotiated on the last login
 

@@ -267,9 +267,17 @@ TEST_CASE("Reject PDU for a command: the task completes with reject_received", "
   CHECK_FALSE(f.failure());
 }
 
-TEST_CASE("Async logout request (AsyncEvent 1): logout, then target_requested_logout",
+// AsyncEvent 1 asks for a logout within Parameter3 seconds; AsyncEvent 4 for a negotiation,
+// which we honour by a logout too (§11.9.1 allows either a Text Request or a Logout Request),
+// so that the next login negotiates every key afresh.
+TEST_CASE("Async logout or negotiation request (AsyncEvent 1, 4): logout, then "
+          "target_requested_logout",
           "[fault_target]") {
-  Fixture f(Script{.fault = Fault::async_logout, .logout_within_seconds = 2});
+  const auto [fault, reason] = GENERATE(table<Fault, std::string>(
+      {{Fault::async_logout, "target requested logout (asynchronous event 1, within 2 s)"},
+       {Fault::async_renegotiate, "target requested parameter negotiation (asynchronous event 4)"}}));
+  CAPTURE(reason);
+  Fixture f(Script{.fault = fault, .logout_within_seconds = 2});
   f.login_ok();
   auto tur = test_unit_ready();
   f.submit(*tur);
@@ -285,7 +293,7 @@ TEST_CASE("Async logout request (AsyncEvent 1): logout, then target_requested_lo
   CHECK(logout->at - *observed.logout_requested_at < 1s);
   CHECK(f.failure()->at >= logout->at);
   CHECK(f.failure()->ec == errc::target_requested_logout);
-  CHECK_THAT(f.failure()->detail, Contains("target requested logout"));
+  CHECK_THAT(f.failure()->detail, Contains(reason));
   CHECK_FALSE(f.path().ready());
 
   // New work is refused on this path as not sent, for the owner to re-issue elsewhere.

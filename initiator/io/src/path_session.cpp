@@ -281,7 +281,17 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
   void on_session_event(const iscsi::SessionEvent& e) {
     using Kind = iscsi::SessionEvent::Kind;
     if (e.kind == Kind::logout_requested) {
-      begin_target_logout(e.async.parameter3);
+      begin_target_logout(e.async.parameter3,
+                          "target requested logout (asynchronous event 1, within " +
+                              std::to_string(e.async.parameter3) + " s)");
+    } else if (e.kind == Kind::negotiation_requested) {
+      // §11.9.1 AsyncEvent 4 is honoured by a Text Request or by a Logout Request. We log out
+      // and log in again: the new login negotiates every key afresh, with the whole table and
+      // its checks, where a Text exchange in full feature phase would need a second, partial
+      // negotiation engine. The event sets no deadline; ours is renegotiation_window.
+      begin_target_logout(static_cast<uint16_t>(renegotiation_window.count()),
+                          "target requested parameter negotiation (asynchronous event 4): "
+                          "logging out to negotiate again at the next login");
     } else if (e.kind == Kind::scsi_async_event) {
       ScsiAsyncEvent event{e.async.lun, e.sense, scsi::decode_sense(e.sense)};
       asio::post(io, [self = shared_from_this(), event = std::move(event)] {
@@ -290,14 +300,16 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
     }
   }
 
-  // §11.9.1 AsyncEvent 1: no new commands (they complete as not sent, for the owner to re-issue
-  // elsewhere); the Logout Request as soon as the tasks in flight have finished, and no later
-  // than Parameter3 seconds; then the path is down for the owner to log in again.
-  void begin_target_logout(uint16_t seconds) {
+  static constexpr std::chrono::seconds renegotiation_window{10};
+
+  // §11.9.1 AsyncEvent 1 (and 4, see above): no new commands (they complete as not sent, for
+  // the owner to re-issue elsewhere); the Logout Request as soon as the tasks in flight have
+  // finished, and no later than `seconds` (Parameter3 for event 1); then the path is down for
+  // the owner to log in again.
+  void begin_target_logout(uint16_t seconds, std::string why) {
     if (target_logout || failed) return;
     target_logout = true;
-    target_logout_detail = "target requested logout (asynchronous event 1, within " +
-                           std::to_string(seconds) + " s)";
+    target_logout_detail = std::move(why);
     session->request_logout();
     asio::co_spawn(io, target_logout_window(shared_from_this(), std::chrono::seconds(seconds)),
                    asio::detached);

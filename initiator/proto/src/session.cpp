@@ -709,6 +709,10 @@ std::error_code Session::handle(const AsyncMessage& p, std::span<const std::byte
       event.kind = SessionEvent::Kind::logout_requested;
       event.detail = "target requested logout within " + std::to_string(p.parameter3) + " s";
       break;
+    case AsyncEvent::negotiation_requested:
+      event.kind = SessionEvent::Kind::negotiation_requested;
+      event.detail = "target requested parameter negotiation (asynchronous event 4)";
+      break;
     case AsyncEvent::connection_dropped:
       event.detail = "target is dropping the connection (asynchronous event 2: CID " +
                      std::to_string(p.parameter1) + ", " + time_text() + ")";

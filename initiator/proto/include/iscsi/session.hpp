@@ -98,7 +98,14 @@ struct SessionParams {
 
 // What the session reports to its owner besides task completions.
 struct SessionEvent {
-  enum class Kind { async_message, reject, logout_requested, nop_in_answered, scsi_async_event };
+  enum class Kind {
+    async_message,
+    reject,
+    logout_requested,
+    negotiation_requested,  // §11.9.1 AsyncEvent 4
+    nop_in_answered,
+    scsi_async_event
+  };
   Kind kind;
   AsyncMessage async;  // for async_message / logout_requested / scsi_async_event
   std::string detail;
