@@ -18,6 +18,10 @@
 #                    I/O plus flush, FUA, trim and write-zeroes checks through NBD and in the file
 #   multibus         tpgt_1's two portals, round-robin: both paths carry commands and bytes,
 #                    neither less than a quarter; data verified
+#   resize           the disk behind LUN 0 grows from 64 MiB to 96 MiB (QEMU block_resize: LIO
+#                    reports it in READ CAPACITY, with no unit attention): within a few polling
+#                    intervals `status` and a new NBD client see the new size, and a write past
+#                    the old end lands in the disk file; shrunk back, the size follows down
 #   alua             tpgt_1 (default_tg_pt_gp, active/optimized) and tpgt_2 (secondary,
 #                    active/non-optimized) under group_by_prio: prios 50 and 10 in two groups, I/O
 #                    on the optimized path only; LIO flips the states (implicit transition, via
@@ -256,6 +260,48 @@ case_multibus() {
   stop_attach multibus "$pid"
 }
 
+case_resize() {
+  write_config resize "" multibus "$LIO_PORT_A"
+  start_attach resize 1
+  local pid=$attach_pid old grown shrunk
+  old=$(status_json resize | jq -r .size_bytes)
+  grown=$(tb_size_bytes 96M)
+  shrunk=$(tb_size_bytes 64M)
+  ((old == shrunk)) || { log "    export is $old bytes at start, not $shrunk"; return 1; }
+  "$lio" resize 96M
+  wait_size resize "$grown" 15 || return 1
+  local seen
+  seen=$(nbdinfo --size "$(uri_for resize)")
+  log "    grown: status and a new NBD client report $seen bytes"
+  ((seen == grown)) || { log "    a new NBD client sees $seen bytes, not $grown"; return 1; }
+  # 1 MiB of 0xa5 just past the old end, read back from the disk file itself.
+  qemu-io -f raw -c "write -P 0xa5 $old 1M" "$(uri_for resize)" >"$work/resize.qemu-io" 2>&1 ||
+    { sed 's/^/    /' "$work/resize.qemu-io"; return 1; }
+  "$im_bin" status --json "$work/resize.yaml" >/dev/null  # the attach is still serving
+  local pattern
+  pattern=$(dd if="$LIO_BACKING" bs=1M skip=$((old >> 20)) count=1 status=none | od -An -tx1 -v |
+    tr -s ' \n' '\n' | grep -v '^$' | sort -u | tr '\n' ' ')
+  [[ $pattern == "a5 " ]] ||
+    { log "    the disk file past the old end holds bytes: ${pattern:0:60}"; return 1; }
+  log "    a write past the old end is in the disk file"
+  "$lio" resize 64M
+  wait_size resize "$shrunk" 15 || return 1
+  log "    shrunk back: status reports $shrunk bytes"
+  stop_attach resize "$pid"
+}
+
+# wait_size NAME BYTES SECONDS: until `status` reports the export as BYTES long.
+wait_size() {
+  local deadline=$((SECONDS + $3)) size=''
+  while ((SECONDS < deadline)); do
+    size=$(status_json "$1" | jq -r .size_bytes)
+    [[ $size == "$2" ]] && return 0
+    sleep 0.2
+  done
+  log "    status still reports ${size:-no} size, not $2 bytes, after $3 s"
+  return 1
+}
+
 # paths_summary NAME: "state/prio/group/in-use/alua" of each path, for the log.
 paths_summary() {
   status_json "$1" | jq -r '[.paths[] | "\(.state) prio \(.priority) group \(.group)" +
@@ -339,7 +385,7 @@ case_alua() {
 
 # --- main ----------------------------------------------------------------------------------
 
-for tool in qemu-system-x86_64 jq sha256sum timeout; do
+for tool in qemu-system-x86_64 qemu-io nbdinfo jq sha256sum timeout; do
   command -v "$tool" >/dev/null || tb_die "missing $tool (run tools/install-deps.sh)"
 done
 [[ -x $im_bin ]] || tb_die "iscsi-mpio binary not found: $im_bin"
@@ -359,10 +405,10 @@ log "LIO: $LIO_IQN LUN $LIO_LUN, portals 127.0.0.1:$LIO_PORT_A and :$LIO_PORT_B 
   "DataDigest=$LIO_DATA_DIGEST AuthMethod=$LIO_AUTH_METHOD; up after $((SECONDS - started)) s"
 
 selected=("$@")
-((${#selected[@]})) || selected=(discovery mutual-chap-refused chap-digests multibus alua)
+((${#selected[@]})) || selected=(discovery mutual-chap-refused chap-digests multibus resize alua)
 for c in "${selected[@]}"; do
   case $c in
-    discovery | mutual-chap-refused | chap-digests | multibus | alua) ;;
+    discovery | mutual-chap-refused | chap-digests | multibus | resize | alua) ;;
     *) log "unknown case $c"; failed=$((failed + 1)); continue ;;
   esac
   case_started=$SECONDS

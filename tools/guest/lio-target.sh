@@ -9,6 +9,9 @@
 #
 #   eval "$(tools/guest/lio-target.sh start --initiator IQN [options])"   # sets LIO_*
 #   tools/guest/lio-target.sh ctl COMMAND...    # a command to the guest (lio-ctl.sh lists them)
+#   tools/guest/lio-target.sh resize SIZE       # grow or shrink the disk behind LUN 0, as an
+#                                               # admin resizes a LUN on an array (QEMU
+#                                               # block_resize; the guest's iblock follows)
 #   tools/guest/lio-target.sh stop              # reads LIO_* from the environment
 #
 # start options:
@@ -24,7 +27,7 @@
 #
 # start prints, for eval: LIO_PID (qemu) LIO_PID_START LIO_IQN LIO_LUN LIO_PORT_A LIO_PORT_B
 # LIO_PORT_C LIO_CTL_PORT LIO_BACKING (the raw disk) LIO_SERIAL (VPD 0x80 serial) LIO_DIR
-# LIO_DIR_OWNED LIO_CONSOLE LIO_HEADER_DIGEST LIO_DATA_DIGEST LIO_AUTH_METHOD (the TPG's
+# LIO_DIR_OWNED LIO_CONSOLE LIO_QMP (QEMU's QMP socket) LIO_HEADER_DIGEST LIO_DATA_DIGEST LIO_AUTH_METHOD (the TPG's
 # offers). Ports are free host ports on 127.0.0.1; each is forwarded (slirp hostfwd) to the
 # same port on the guest's 127.0.0.1, where one LIO portal listens, so SendTargets advertises
 # 127.0.0.1:PORT, which the host reaches. A portal on 0.0.0.0 would advertise 10.0.2.15.
@@ -162,7 +165,7 @@ EOF
     # TCG: -enable-kvm hangs on this kind of machine. cache=writethrough: every write LIO
     # completes is in the host's file (page cache) before the guest sees it done.
     qemu-system-x86_64 -accel tcg -m 512 -smp 1 -nodefaults -no-reboot -display none \
-      -serial "file:$console" -monitor none \
+      -serial "file:$console" -monitor none -qmp "unix:$dir/qmp.sock,server=on,wait=off" \
       -kernel "$GUEST_KERNEL" -initrd "$GUEST_INITRD" \
       -append "console=ttyS0 panic=-1 loglevel=4 rdinit=/init" \
       -netdev "user,id=net0$fwd" -device e1000,netdev=net0,romfile= \
@@ -201,8 +204,34 @@ EOF
   tb_emit LIO_PID "$pid" LIO_PID_START "$(tb_start_time "$pid")" LIO_IQN "$iqn" LIO_LUN 0 \
     LIO_PORT_A "$port_a" LIO_PORT_B "$port_b" LIO_PORT_C "$port_c" LIO_CTL_PORT "$ctl_port" \
     LIO_BACKING "$disk" LIO_SERIAL "$serial" LIO_DIR "$dir" LIO_DIR_OWNED "$dir_owned" \
-    LIO_CONSOLE "$console" LIO_HEADER_DIGEST "$(param HeaderDigest)" \
+    LIO_CONSOLE "$console" LIO_QMP "$dir/qmp.sock" LIO_HEADER_DIGEST "$(param HeaderDigest)" \
     LIO_DATA_DIGEST "$(param DataDigest)" LIO_AUTH_METHOD "$(param AuthMethod)"
+}
+
+# resize SIZE: QMP block_resize of the guest's disk (the raw file grows or shrinks with it);
+# virtio-blk tells the guest kernel, and LIO's iblock backstore reports the new capacity in
+# READ CAPACITY from then on, without a unit attention. Bounded: 10 s.
+resize() {
+  local qmp=${LIO_QMP:?LIO_QMP not set: eval the output of start first} bytes
+  bytes=$(tb_size_bytes "${1:?resize SIZE}")
+  timeout 10 python3 - "$qmp" "$bytes" <<'PY'
+import json, socket, sys
+sock = socket.socket(socket.AF_UNIX)
+sock.connect(sys.argv[1])
+stream = sock.makefile("rw")
+def command(name, **arguments):
+    stream.write(json.dumps({"execute": name, "arguments": arguments}) + "\n")
+    stream.flush()
+    while True:  # events may come before the answer
+        answer = json.loads(stream.readline())
+        if "return" in answer:
+            return
+        if "error" in answer:
+            sys.exit("QMP %s: %s" % (name, answer["error"].get("desc", answer)))
+json.loads(stream.readline())  # the greeting
+command("qmp_capabilities")
+command("block_resize", device="disk0", size=int(sys.argv[2]))
+PY
 }
 
 stop() {
@@ -217,13 +246,14 @@ stop() {
     rm -rf "$LIO_DIR"
   elif [[ -n ${LIO_DIR:-} ]]; then
     rm -f "$LIO_DIR/lun0.img" "$LIO_DIR/console.log" "$LIO_DIR/initramfs.cpio" \
-      "$LIO_DIR/lio.env" "$LIO_DIR/qemu.log" "$LIO_DIR/qemu.env"
+      "$LIO_DIR/lio.env" "$LIO_DIR/qemu.log" "$LIO_DIR/qemu.env" "$LIO_DIR/qmp.sock"
   fi
 }
 
 case ${1:-} in
   start) shift; start "$@" ;;
   ctl) shift; ctl "$@" ;;
+  resize) shift; resize "$@" ;;
   stop) stop ;;
   -h | --help) usage 0 ;;
   *) usage ;;
