@@ -609,6 +609,7 @@ const Section<Nbd>& nbd_section() {
       optional("listen", &Nbd::listen, listen_address{}),
       optional("export", &Nbd::export_name, text{.max_length = max_export_name}),
       optional("device", &Nbd::device, nbd_device{}),
+      optional("busy_poll_us", &Nbd::busy_poll_us, integer<std::uint32_t>{0, 1000}),
   });
   return section;
 }

@@ -18,6 +18,7 @@
 #include <spdlog/spdlog.h>
 #include <string>
 
+#include <common_asio/busy_poll.hpp>
 #include <config/config.hpp>
 #include <config/names.hpp>
 #include <iscsi_io/path_session.hpp>
@@ -372,7 +373,12 @@ int attach(const std::string& config_path) {
         std::cout << server->endpoint_uri() << std::endl;
         if (kernel) std::cout << kernel->path() << std::endl;
       });
-  io.run();
+  // nbd.busy_poll_us: poll rather than sleep while the load is light (queue depth 1 is where a
+  // wake-up per event costs most); with more requests in flight there is always work.
+  constexpr size_t busy_poll_max_in_flight = 4;
+  common_asio::run_busy_polling(io, std::chrono::microseconds(cfg.nbd.busy_poll_us), [&] {
+    return device && device->requests_in_flight() <= busy_poll_max_in_flight;
+  });
   return status;
 }
 

@@ -89,6 +89,9 @@ struct Nbd {
   Listen listen;            // default unix:/run/iscsi-mpio/<export_name>.sock
   std::string export_name;  // default "lun<N>" with N = target.lun
   NbdDevice device;         // default none
+  // Microseconds the serving thread keeps polling for the next event (a client's request, the
+  // target's answer) before it sleeps, while at most a few requests are in flight; 0: never.
+  std::uint32_t busy_poll_us = 0;
 };
 
 // Path health and failover. Timeouts are named after their open-iscsi / multipath.conf keys.

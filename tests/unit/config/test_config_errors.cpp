@@ -435,6 +435,19 @@ TEST_CASE("multipath.max_sectors_kb takes KiB from 4 to 32768", "[config]") {
   }
 }
 
+TEST_CASE("nbd.busy_poll_us takes microseconds from 0 to 1000, off by default", "[config]") {
+  const std::string head = "target: {iqn: 'iqn.2023-01.com.example:s'}\npaths: [{portal: h}]\n";
+  const auto absent = load(head);
+  REQUIRE(absent.ok());
+  CHECK(absent.config().nbd.busy_poll_us == 0u);
+  const auto set = load(head + "nbd: {busy_poll_us: 50}\n");
+  REQUIRE(set.ok());
+  CHECK(set.config().nbd.busy_poll_us == 50u);
+  const auto e = error_at(load(head + "nbd: {busy_poll_us: 1001}\n"), "nbd.busy_poll_us");
+  CHECK(e.code == config_errc::invalid_value);
+  CHECK_THAT(e.message, Contains("from 0 to 1000"));
+}
+
 TEST_CASE("a path's interface must be a valid interface name", "[config]") {
   for (const char* bad : {"'eth 0'", "a/b", "'eth0:1'", "averyveryverylongname", "''"}) {
     INFO(bad);
