@@ -82,16 +82,7 @@ cleanup() {
     fi
     "$lio" stop
   fi
-  if [[ ${KEEP_WORKDIR:-0} == 1 ]]; then
-    log "work directory kept: $work"
-  else
-    rm -rf "$work"
-  fi
-  if ((!summary_printed)); then
-    ((status != 0)) || status=1
-    log "$passed passed, $failed failed"
-  fi
-  exit "$status"
+  tb_end_suite "$status"
 }
 trap cleanup EXIT
 trap 'exit 130' INT

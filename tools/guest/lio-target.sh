@@ -108,14 +108,8 @@ start() {
   [[ $chap == *:* && $mutual_chap == *:* ]] || tb_die "--chap/--mutual-chap want USER:SECRET"
   command -v qemu-system-x86_64 >/dev/null || tb_die "qemu-system-x86_64 not found (tools/install-deps.sh)"
 
-  local dir_owned=0
-  if [[ -z $dir ]]; then
-    dir=$(mktemp -d /tmp/lio-target.XXXXXX)
-    dir_owned=1
-  else
-    mkdir -p "$dir"
-    dir=$(cd "$dir" && pwd)
-  fi
+  local dir_owned
+  read -r dir_owned dir <<<"$(tb_target_dir "$dir" lio-target)"
   local disk=$dir/lun0.img console=$dir/console.log serial
   truncate -s "$(tb_size_bytes "$size")" "$disk"
   serial=lio$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')

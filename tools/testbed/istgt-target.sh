@@ -181,14 +181,8 @@ start() {
     [[ $addr == 127.* ]] || netmask=ALL
   done
 
-  local dir_owned=0
-  if [[ -z $dir ]]; then
-    dir=$(mktemp -d /tmp/istgt-target.XXXXXX)
-    dir_owned=1
-  else
-    mkdir -p "$dir"
-    dir=$(cd "$dir" && pwd)
-  fi
+  local dir_owned
+  read -r dir_owned dir <<<"$(tb_target_dir "$dir" istgt-target)"
   backing=$dir/disk1.img
   local log=$dir/istgt.log conf=$dir/istgt.conf
   truncate -s "$(tb_size_bytes "$size")" "$backing"

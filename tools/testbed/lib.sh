@@ -195,3 +195,33 @@ tb_run_case() {
     failed=$((failed + 1))
   fi
 }
+
+# tb_target_dir DIR PREFIX: where a test bed keeps its files. Prints "OWNED PATH": DIR made
+# absolute (and created) with OWNED 0, or, with DIR empty, a new mktemp -d /tmp/PREFIX.XXXXXX
+# with OWNED 1 (the test bed removes it when it stops). Read it with
+# `read -r owned dir`: the path comes last, so spaces in it survive.
+tb_target_dir() {
+  if [[ -z $1 ]]; then
+    echo "1 $(mktemp -d "/tmp/$2.XXXXXX")"
+  else
+    mkdir -p "$1"
+    echo "0 $(cd "$1" && pwd)"
+  fi
+}
+
+# tb_end_suite STATUS: the last step of a suite's EXIT trap. Removes $work (kept with
+# KEEP_WORKDIR=1), prints "$passed passed, $failed failed" unless the suite printed its summary
+# itself ($summary_printed), and exits with STATUS, never 0 for a suite cut short.
+tb_end_suite() {
+  local status=$1
+  if [[ ${KEEP_WORKDIR:-0} == 1 ]]; then
+    echo "work directory kept: $work"
+  else
+    rm -rf "$work"
+  fi
+  if ((!summary_printed)); then
+    ((status != 0)) || status=1
+    echo "$passed passed, $failed failed"
+  fi
+  exit "$status"
+}

@@ -92,14 +92,8 @@ start() {
   [[ -z $mutual_chap || -n $chap ]] || tb_die "--mutual-chap needs --chap"
   command -v tgtd >/dev/null || tb_die "tgtd not installed (package tgt)"
 
-  local dir_owned=0
-  if [[ -z $dir ]]; then
-    dir=$(mktemp -d /tmp/tgtd-target.XXXXXX)
-    dir_owned=1
-  else
-    mkdir -p "$dir"
-    dir=$(cd "$dir" && pwd)
-  fi
+  local dir_owned
+  read -r dir_owned dir <<<"$(tb_target_dir "$dir" tgtd-target)"
   local backing=$dir/lun$lun.img log=$dir/tgtd.log
   truncate -s "$(tb_size_bytes "$size")" "$backing"
 
