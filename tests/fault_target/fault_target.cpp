@@ -98,6 +98,7 @@ struct FaultTarget::Impl {
   bool digest_fault_fired = false;
   bool refusing_logins = false;  // portal_group_gone_on_write has fired
   bool renegotiation_asked = false;  // async_renegotiate has fired
+  size_t data_command_answers_given = 0;  // of script.data_command_answers
   int lu_resets_rejected = 0;
 };
 
@@ -551,6 +552,16 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (capacity_changed_ && operation != 0x12 && operation != 0xa0) {
       capacity_changed_ = false;
       respond(command, status_check_condition, sense_segment(0x06, 0x2a, 0x09));
+      return;
+    }
+    if ((operation == 0x88 || operation == 0x8a) &&
+        target_->data_command_answers_given < script_.data_command_answers.size()) {
+      const ScriptedStatus& answer =
+          script_.data_command_answers[target_->data_command_answers_given++];
+      respond(command, answer.status,
+              answer.status == status_check_condition
+                  ? sense_segment(answer.sense_key, answer.asc, answer.ascq)
+                  : std::vector<std::byte>{});
       return;
     }
     switch (operation) {

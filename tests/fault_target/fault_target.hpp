@@ -1,7 +1,8 @@
 // A scripted iSCSI target on loopback for the faults real targets will not produce on demand
 // (bad digests, Reject, target-requested logout, a closed CmdSN window, a stalled R2T, garbage
 // on the wire, a connection dropped mid-login, slow ALUA reports, a portal group lost with a
-// write in flight, a rejected LU reset).
+// write in flight, a rejected LU reset, data commands answered BUSY, TASK SET FULL, UNIT
+// ATTENTION, RESERVATION CONFLICT, MEDIUM ERROR or ILLEGAL REQUEST).
 //
 // It serves one in-memory LUN well enough for iscsi_io::PathSession and mpio::LunDevice: login
 // without authentication (answering every operational key by its RFC 7143 §6.2 rule), TEST UNIT
@@ -68,6 +69,13 @@ enum class Fault {
   portal_group_gone_on_write,
 };
 
+// A status a data command is answered with instead of being served (SAM-5 §5.3), with fixed
+// sense data when the status is CHECK CONDITION.
+struct ScriptedStatus {
+  uint8_t status = 0x00;
+  uint8_t sense_key = 0, asc = 0, ascq = 0;  // CHECK CONDITION only
+};
+
 struct Script {
   Fault fault = Fault::none;
   // Whether CRC32C is acceptable to the target when the initiator offers it; when it is not,
@@ -89,6 +97,11 @@ struct Script {
   uint16_t portal_group_tag = 1;
   // The first this many LOGICAL UNIT RESETs are answered "function rejected" (§11.6.1, 255).
   int reject_lu_resets = 0;
+  // The first READ(16) / WRITE(16) commands (on any connection) get these answers, one each in
+  // order, and are not served; later ones are. The faults of a target that is overloaded (BUSY,
+  // TASK SET FULL), reset (UNIT ATTENTION 29/00), reserved by another initiator (RESERVATION
+  // CONFLICT) or has a bad block (MEDIUM ERROR): states tgtd and istgt do not enter on cue.
+  std::vector<ScriptedStatus> data_command_answers{};
   // The LUN.
   uint64_t blocks = 2048;
   uint32_t block_size = 512;
