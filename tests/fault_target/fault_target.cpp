@@ -554,7 +554,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       respond(command, status_check_condition, sense_segment(0x06, 0x2a, 0x09));
       return;
     }
-    if ((operation == 0x88 || operation == 0x8a) &&
+    if ((operation == 0x88 || operation == 0x8a) &&  // READ(16), WRITE(16)
         target_->data_command_answers_given < script_.data_command_answers.size()) {
       const ScriptedStatus& answer =
           script_.data_command_answers[target_->data_command_answers_given++];
