@@ -12,6 +12,8 @@
 
 #include <nbd/errors.hpp>
 #include <nbd/wire.hpp>
+#include <scsi/sense.hpp>
+#include <scsi/status.hpp>
 
 #include "lun_fixture.hpp"
 
@@ -22,16 +24,23 @@ using fault_target::Script;
 using fault_target::ScriptedStatus;
 
 constexpr uint8_t kRead16 = 0x88;
-constexpr uint8_t kCheckCondition = 0x02;
-constexpr ScriptedStatus kBusy{.status = 0x08};
-constexpr ScriptedStatus kTaskSetFull{.status = 0x28};
-constexpr ScriptedStatus kReservationConflict{.status = 0x18};
-constexpr ScriptedStatus kPowerOnReset{
-    .status = kCheckCondition, .sense_key = 0x06, .asc = 0x29, .ascq = 0x00};
-constexpr ScriptedStatus kUnrecoveredReadError{
-    .status = kCheckCondition, .sense_key = 0x03, .asc = 0x11, .ascq = 0x00};
-constexpr ScriptedStatus kLbaOutOfRange{
-    .status = kCheckCondition, .sense_key = 0x05, .asc = 0x21, .ascq = 0x00};
+// The answers, spelled with the initiator's own SAM-5 / SPC-4 code names.
+constexpr ScriptedStatus status_only(scsi::Status status) {
+  return {.status = static_cast<uint8_t>(status)};
+}
+constexpr ScriptedStatus check_condition(scsi::SenseKey key, uint8_t asc, uint8_t ascq) {
+  return {.status = static_cast<uint8_t>(scsi::Status::check_condition),
+          .sense_key = static_cast<uint8_t>(key), .asc = asc, .ascq = ascq};
+}
+constexpr ScriptedStatus kBusy = status_only(scsi::Status::busy);
+constexpr ScriptedStatus kTaskSetFull = status_only(scsi::Status::task_set_full);
+constexpr ScriptedStatus kReservationConflict = status_only(scsi::Status::reservation_conflict);
+constexpr ScriptedStatus kPowerOnReset =
+    check_condition(scsi::SenseKey::unit_attention, 0x29, 0x00);
+constexpr ScriptedStatus kUnrecoveredReadError =
+    check_condition(scsi::SenseKey::medium_error, 0x11, 0x00);
+constexpr ScriptedStatus kLbaOutOfRange =
+    check_condition(scsi::SenseKey::illegal_request, 0x21, 0x00);
 
 Script answering(std::vector<ScriptedStatus> answers) {
   Script s;
