@@ -18,6 +18,7 @@
 #include <scsi/status.hpp>
 
 #include "mpio/path_selector.hpp"
+#include "mpio/target_quirks.hpp"
 
 namespace mpio {
 
@@ -140,6 +141,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   bool identified = false;  // the first path's probe finished
   iscsi::Lun lun;
   uint32_t command_bytes = 1u << 20;
+  std::string command_bytes_source;
   bool sync_cache16 = true;
   size_t in_flight = 0;
   bool closing = false;
@@ -1046,12 +1048,22 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     // command is one burst: a READ of several MaxBurstLength is several Data-In sequences that
     // the target serves one after another inside one task, and a WRITE waits for an R2T per
     // burst (MaxOutstandingR2T is often 1), while commands of one burst each run side by side.
-    // Measured against tgtd (MaxBurstLength 256 KiB): 1 MiB reads at QD8 moved about a third
-    // more as four 256 KiB commands; writes moved the same.
-    uint64_t limit = config.max_command_bytes > 0 ? config.max_command_bytes
-                                                  : std::clamp<uint64_t>(max_burst, 64u << 10, 8u << 20);
-    if (identity.has_block_limits && l.max_transfer_length_blocks > 0)
-      limit = std::min<uint64_t>(limit, uint64_t{l.max_transfer_length_blocks} * block_length);
+    // A target with an entry in the built-in table (target_quirks.cpp) gets that entry's size.
+    uint64_t limit = std::clamp<uint64_t>(max_burst, 64u << 10, 8u << 20);
+    command_bytes_source = "one MaxBurstLength";
+    const auto quirk = find_target_quirk(info.vendor, info.product);
+    if (config.max_command_bytes > 0) {
+      limit = config.max_command_bytes;
+      command_bytes_source = "multipath.max_sectors_kb";
+    } else if (quirk && quirk->max_command_bytes > 0) {
+      limit = quirk->max_command_bytes;
+      command_bytes_source = std::string("built-in default for ") + std::string(quirk->target);
+    }
+    if (identity.has_block_limits && l.max_transfer_length_blocks > 0 &&
+        uint64_t{l.max_transfer_length_blocks} * block_length < limit) {
+      limit = uint64_t{l.max_transfer_length_blocks} * block_length;
+      command_bytes_source = "the LU's MAXIMUM TRANSFER LENGTH";
+    }
     command_bytes = static_cast<uint32_t>(std::max<uint64_t>(limit / block_length, 1) * block_length);
     info.max_transfer_bytes = std::max<uint32_t>(command_bytes, 32u << 20);
     if (identity.has_block_limits && l.optimal_transfer_length_blocks > 0)
@@ -1318,6 +1330,9 @@ LunDevice::LunDevice(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LunDevice::~LunDevice() = default;
 const DeviceInfo& LunDevice::info() const { return impl_->info; }
 const LunIdentity& LunDevice::identity() const { return impl_->identity; }
+CommandSize LunDevice::command_size() const {
+  return {impl_->command_bytes, impl_->command_bytes_source};
+}
 size_t LunDevice::requests_in_flight() const { return impl_->in_flight; }
 void LunDevice::submit(IoRequest& request) { impl_->submit(request); }
 

@@ -284,6 +284,19 @@ case_discover() {
   grep -qE "^127\.0\.0\.1:$port,[0-9]+ $iqn\$" <<<"$out"
 }
 
+# The command size comes from the built-in target table (mpio/src/target_quirks.cpp), looked up
+# with the LU's real INQUIRY strings: tgtd's LU is "IET" / "VIRTUAL-DISK" and gets 64 KiB
+# commands; istgt's has no entry and gets one MaxBurstLength.
+case_command_size() {
+  local want
+  case $kind in
+    tgtd) want='SCSI commands of at most 64 KiB \(built-in default for tgt\)' ;;
+    istgt) want='SCSI commands of at most [0-9]+ KiB \(one MaxBurstLength\)' ;;
+  esac
+  grep -E 'SCSI commands of at most' "$work/main.log" | sed 's/^/    /'
+  grep -qE "$want" "$work/main.log" || { log "no log line matching /$want/"; return 1; }
+}
+
 # --- main ----------------------------------------------------------------------------------
 
 log "suite: target $kind, provider $provider, LUN size $size, work dir $work"
@@ -337,6 +350,7 @@ if [[ $provider == iscsi-mpio ]]; then
   tb_run_case mutual-chap case_mutual_chap
   tb_run_case wrong-lun case_wrong_lun
   tb_run_case discover case_discover
+  if ((attached)); then tb_run_case command-size case_command_size; fi
 fi
 
 log "$passed passed, $failed failed"

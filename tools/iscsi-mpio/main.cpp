@@ -299,6 +299,8 @@ int attach(const std::string& config_path) {
         spdlog::info("LUN {}: {} {} WWID {} size {} ({} bytes) block {}", cfg.target.lun,
                      info.vendor, info.product, info.wwid.empty() ? "-" : info.wwid,
                      status::size_text(info.size_bytes), info.size_bytes, info.logical_block_size);
+        const auto command = device->command_size();
+        spdlog::info("SCSI commands of at most {} KiB ({})", command.bytes >> 10, command.source);
         device->on_path_event(
             [&](const std::string& path, mpio::PathState state, const std::string& reason) {
               const auto level = state == mpio::PathState::active ? spdlog::level::info

@@ -60,7 +60,8 @@ struct LunConfig {
   // to the client (SPC-4 §5.14: a unit attention reports a condition, not a failed command).
   int max_retries = 8;
   // Upper bound on a single SCSI command's data, whatever the LUN allows (multipath.conf
-  // max_sectors_kb). Zero: one MaxBurstLength of the probed path's session, at most 8 MiB.
+  // max_sectors_kb). Zero: the built-in default for the target (target_quirks.hpp), else one
+  // MaxBurstLength of the probed path's session, at most 8 MiB.
   uint32_t max_command_bytes = 0;
 };
 
@@ -97,6 +98,12 @@ struct PathStatus {
   std::string alua_state;  // "active/optimized", ...; empty when the target has no ALUA
 };
 
+// The largest SCSI command's data, and where that figure came from (for the attach log).
+struct CommandSize {
+  uint32_t bytes = 0;
+  std::string source;  // "one MaxBurstLength", "multipath.max_sectors_kb", ...
+};
+
 class LunDevice : public BlockDevice {
  public:
   using OpenHandler =
@@ -111,6 +118,7 @@ class LunDevice : public BlockDevice {
   void submit(IoRequest& request) override;
 
   const LunIdentity& identity() const;
+  CommandSize command_size() const;
   Grouping grouping() const;
   std::vector<PathStatus> path_status() const;
   size_t requests_in_flight() const;
