@@ -6,6 +6,7 @@
 #   tools/testbed/topology.sh link NAME I up|down          # pull / plug path I's cable
 #   tools/testbed/topology.sh blackhole NAME I on|off      # nftables DROP on path I: no RST, no FIN
 #   tools/testbed/topology.sh rate NAME I RATE|off         # tc tbf on both ends of path I (e.g. 200mbit)
+#   tools/testbed/topology.sh mtu NAME I MTU               # both ends of path I (9000: jumbo frames)
 #   tools/testbed/topology.sh down NAME                    # remove everything `up` made
 #
 # Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking space): path I uses 198.18.I.0/24 with
@@ -121,11 +122,23 @@ cmd_rate() {
   done
 }
 
+# The user documents put storage NICs on jumbo frames (`ip link set eth1 mtu 9000`); veth takes
+# 68..65535.
+cmd_mtu() {
+  local name=$1 i=$2 mtu=$3
+  check_name "$name"
+  check_path "$i"
+  [[ $mtu =~ ^[0-9]+$ ]] && ((mtu >= 68 && mtu <= 65535)) || die "MTU must be 68..65535"
+  ip -n "$(ini "$name")" link set "ini$i" mtu "$mtu"
+  ip -n "$(tgt "$name")" link set "tgt$i" mtu "$mtu"
+}
+
 case ${1:-} in
   up) shift; cmd_up "$@" ;;
   down) shift; cmd_down "$@" ;;
   link) shift; [[ $# -eq 3 ]] || die "usage: link NAME I up|down"; cmd_link "$@" ;;
   blackhole) shift; [[ $# -eq 3 ]] || die "usage: blackhole NAME I on|off"; cmd_blackhole "$@" ;;
   rate) shift; [[ $# -eq 3 ]] || die "usage: rate NAME I RATE|off"; cmd_rate "$@" ;;
+  mtu) shift; [[ $# -eq 3 ]] || die "usage: mtu NAME I MTU"; cmd_mtu "$@" ;;
   *) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
 esac
