@@ -216,6 +216,7 @@ class Report:
                            ("tgtd", "target: tgtd"), ("backing", "LUN backing file"),
                            ("qemu", "qemu-nbd"), ("libiscsi", "libiscsi"), ("fio", "fio"),
                            ("nbdkit", "nbdkit"), ("iscsi_mpio", "iscsi-mpio"),
+                           ("im_commands", "iscsi-mpio SCSI commands"),
                            ("load_start", "load average at start"),
                            ("load_end", "load average at end")):
             if key in m:
@@ -308,7 +309,8 @@ class Report:
         rate = m.get("rate", "?")
         out += ["## Multipath scaling", "",
                 "iscsi-mpio in an initiator network namespace, tgtd in a target namespace, one "
-                "veth pair per path (`tools/testbed/topology.sh`), path selector "
+                "veth pair per path (`tools/testbed/topology.sh`"
+                + (f", MTU {m['mtu']}" if "mtu" in m else "") + "), path selector "
                 f"`{m.get('selector', 'round-robin')}`; fio seq read 1 MiB QD16. Rate-limited "
                 f"rows put tc tbf at {rate} on both ends of every path.", "",
                 "| paths | iscsi-mpio (MiB/s) | vs 1 path | CPU (s/GiB) |", "|---|---|---|---|"]
