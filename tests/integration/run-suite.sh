@@ -285,12 +285,12 @@ case_discover() {
 }
 
 # The command size comes from the built-in target table (mpio/src/target_quirks.cpp), looked up
-# with the LU's real INQUIRY strings: tgtd's LU is "IET" / "VIRTUAL-DISK" and gets 64 KiB
+# with the LU's real INQUIRY strings: tgtd's LU is "IET" / "VIRTUAL-DISK" and gets 120 KiB
 # commands; istgt's has no entry and gets one MaxBurstLength.
 case_command_size() {
   local want
   case $kind in
-    tgtd) want='SCSI commands of at most 64 KiB \(built-in default for tgt\)' ;;
+    tgtd) want='SCSI commands of at most 120 KiB \(built-in default for tgt\)' ;;
     istgt) want='SCSI commands of at most [0-9]+ KiB \(one MaxBurstLength\)' ;;
   esac
   grep -E 'SCSI commands of at most' "$work/main.log" | sed 's/^/    /'
