@@ -17,10 +17,11 @@ namespace {
 // through iscsi-mpio on loopback; a fresh tgtd per figure): commands of 256 KiB (our default,
 // one MaxBurstLength) read 227-269 MiB/s and wrote 146-187 MiB/s, with tgtd's thread at 100 %,
 // 35 % of it in munmap and TLB flushes; 64 KiB commands read 845-885 MiB/s and wrote
-// 461-496 MiB/s. Once a larger buffer has been freed (a client that sent bigger commands
-// earlier), 256 KiB commands come from the heap too and 64 KiB ones lose (reads 780 against
-// 1193-1254). On a second VM of the same kind, where munmap costs less, one tgtd that first
-// served only iscsi-mpio and then also qemu-nbd's 1 MiB commands, 8 s runs (fresh / after):
+// 461-496 MiB/s; 96-120 KiB ones 689-1001 / 249-585, less steady. Once a larger buffer has
+// been freed (a client that sent bigger commands earlier), 256 KiB commands come from the heap
+// too and 64 KiB ones lose (reads 780 against 1193-1254). On a second VM of the same kind,
+// where munmap costs less, one tgtd that first served only iscsi-mpio and then also qemu-nbd's
+// 1 MiB commands, 8 s runs (fresh / after):
 //   64 KiB:  reads 550-724 / 574-810,  writes 266-382 / 242-472
 //   120 KiB: reads 649     / 957-1043, writes 390     / 476-477
 //   256 KiB: reads 403-440 / 733-1050, writes 376-399 / 488-681
