@@ -17,48 +17,60 @@ c_ours = "#1f77b4"
 c_qemu = "#ff7f0e"
 c_nbdkit = "#9e9e9e"
 c_perf = "#5e5e5e"
+# A run with --only leaves some .dat files out: each plot is drawn only when its data is there.
+have(name) = system("test -s '".dat."/".name."' && echo 1 || echo 0") eq "1"
 
-set output out."/throughput.png"
-set title "Sequential 1 MiB requests, QD8 (median of runs; bars span the runs)"
-set ylabel "MiB/s"
-plot dat."/throughput.dat" using 2:3:4:xtic(1) title "iscsi-mpio" lc rgb c_ours, \
-     '' using 5:6:7 title "qemu-nbd (libiscsi)" lc rgb c_qemu, \
-     '' using 8:9:10 title "nbdkit memory (NBD alone)" lc rgb c_nbdkit, \
-     '' using 11:12:13 title "iscsi-perf (iSCSI alone)" lc rgb c_perf
+if (have("throughput.dat")) {
+  set output out."/throughput.png"
+  set title "Sequential 1 MiB requests, QD8 (median of runs; bars span the runs)"
+  set ylabel "MiB/s"
+  plot dat."/throughput.dat" using 2:3:4:xtic(1) title "iscsi-mpio" lc rgb c_ours, \
+       '' using 5:6:7 title "qemu-nbd (libiscsi)" lc rgb c_qemu, \
+       '' using 8:9:10 title "nbdkit memory (NBD alone)" lc rgb c_nbdkit, \
+       '' using 11:12:13 title "iscsi-perf (iSCSI alone)" lc rgb c_perf
+}
 
-set output out."/iops.png"
-set title "Random 4 KiB requests, QD32 (median of runs; bars span the runs)"
-set ylabel "IOPS"
-plot dat."/iops.dat" using 2:3:4:xtic(1) title "iscsi-mpio" lc rgb c_ours, \
-     '' using 5:6:7 title "qemu-nbd (libiscsi)" lc rgb c_qemu, \
-     '' using 8:9:10 title "nbdkit memory (NBD alone)" lc rgb c_nbdkit, \
-     '' using 11:12:13 title "iscsi-perf (iSCSI alone)" lc rgb c_perf
+if (have("iops.dat")) {
+  set output out."/iops.png"
+  set title "Random 4 KiB requests, QD32 (median of runs; bars span the runs)"
+  set ylabel "IOPS"
+  plot dat."/iops.dat" using 2:3:4:xtic(1) title "iscsi-mpio" lc rgb c_ours, \
+       '' using 5:6:7 title "qemu-nbd (libiscsi)" lc rgb c_qemu, \
+       '' using 8:9:10 title "nbdkit memory (NBD alone)" lc rgb c_nbdkit, \
+       '' using 11:12:13 title "iscsi-perf (iSCSI alone)" lc rgb c_perf
+}
 
-set output out."/latency.png"
-set title "Random read 4 KiB, QD1: latency (lower is better)"
-set ylabel "µs"
-plot dat."/latency.dat" using 2:3:4:xtic(1) title "iscsi-mpio" lc rgb c_ours, \
-     '' using 5:6:7 title "qemu-nbd (libiscsi)" lc rgb c_qemu, \
-     '' using 8:9:10 title "nbdkit memory (NBD alone)" lc rgb c_nbdkit
+if (have("latency.dat")) {
+  set output out."/latency.png"
+  set title "Random read 4 KiB, QD1: latency (lower is better)"
+  set ylabel "µs"
+  plot dat."/latency.dat" using 2:3:4:xtic(1) title "iscsi-mpio" lc rgb c_ours, \
+       '' using 5:6:7 title "qemu-nbd (libiscsi)" lc rgb c_qemu, \
+       '' using 8:9:10 title "nbdkit memory (NBD alone)" lc rgb c_nbdkit
+}
 
-set output out."/cpu.png"
-set title "CPU time of the bridge process per GiB moved (lower is better)"
-set ylabel "CPU seconds per GiB (log scale)"
-set logscale y
-set yrange [*:*]
-plot dat."/cpu.dat" using 2:3:4:xtic(1) title "iscsi-mpio" lc rgb c_ours, \
-     '' using 5:6:7 title "qemu-nbd (libiscsi)" lc rgb c_qemu, \
-     '' using 8:9:10 title "nbdkit memory" lc rgb c_nbdkit
-unset logscale y
-set yrange [0:*]
+if (have("cpu.dat")) {
+  set output out."/cpu.png"
+  set title "CPU time of the bridge process per GiB moved (lower is better)"
+  set ylabel "CPU seconds per GiB (log scale)"
+  set logscale y
+  set yrange [*:*]
+  plot dat."/cpu.dat" using 2:3:4:xtic(1) title "iscsi-mpio" lc rgb c_ours, \
+       '' using 5:6:7 title "qemu-nbd (libiscsi)" lc rgb c_qemu, \
+       '' using 8:9:10 title "nbdkit memory" lc rgb c_nbdkit
+  unset logscale y
+  set yrange [0:*]
+}
 
 set terminal pngcairo size 1000,480 font "DejaVu Sans,10" noenhanced
-set output out."/multipath.png"
-set multiplot layout 1,2 title "iscsi-mpio multipath scaling: seq read 1 MiB, QD16 (median of runs)"
-set ylabel "MiB/s"
-set title "every path rate-limited (tc tbf ".rate.")"
-plot dat."/multipath-rate.dat" using 2:3:4:xtic(1) title "measured" lc rgb c_ours, \
-     '' using 5:6:7 title "paths × one path (linear)" lc rgb "#c6dbef"
-set title "unlimited veth paths"
-plot dat."/multipath-unlimited.dat" using 2:3:4:xtic(1) title "measured" lc rgb c_ours
-unset multiplot
+if (have("multipath-rate.dat") && have("multipath-unlimited.dat")) {
+  set output out."/multipath.png"
+  set multiplot layout 1,2 title "iscsi-mpio multipath scaling: seq read 1 MiB, QD16 (median of runs)"
+  set ylabel "MiB/s"
+  set title "every path rate-limited (tc tbf ".rate.")"
+  plot dat."/multipath-rate.dat" using 2:3:4:xtic(1) title "measured" lc rgb c_ours, \
+       '' using 5:6:7 title "paths × one path (linear)" lc rgb "#c6dbef"
+  set title "unlimited veth paths"
+  plot dat."/multipath-unlimited.dat" using 2:3:4:xtic(1) title "measured" lc rgb c_ours
+  unset multiplot
+}

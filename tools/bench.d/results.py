@@ -371,29 +371,37 @@ def write_dat(results, datdir):
     def loop_series(job, metric):
         return [triple("loop", s, job, metric) for s in ("iscsi-mpio", "qemu-nbd", "nbdkit")]
 
-    with open(f"{datdir}/throughput.dat", "w", encoding="utf-8") as f:
-        for job, label in (("seqread", "seq read"), ("seqwrite", "seq write")):
-            f.write(dat_row(label, loop_series(job, "mib_s")
-                            + [triple("perf", "iscsi-perf", job, "mib_s")]) + "\n")
-    with open(f"{datdir}/iops.dat", "w", encoding="utf-8") as f:
-        for job, label in (("randread", "rand read"), ("randwrite", "rand write")):
-            f.write(dat_row(label, loop_series(job, "iops")
-                            + [triple("perf", "iscsi-perf", job, "iops")]) + "\n")
-    with open(f"{datdir}/latency.dat", "w", encoding="utf-8") as f:
-        for metric, label in (("lat_mean_us", "mean"), ("lat_p99_us", "99th percentile")):
-            f.write(dat_row(label, loop_series("lat", metric)) + "\n")
-    with open(f"{datdir}/cpu.dat", "w", encoding="utf-8") as f:
-        for job, _ in CPU_JOBS:
-            f.write(dat_row(PLOT_LABEL[job], loop_series(job, "cpu_s_per_gib")) + "\n")
+    def write_plot(name, rows):
+        """rows: (label, series). A part that --only left out has no values at all: no file,
+        so plots.gp skips that plot instead of failing on a plot without points."""
+        if not any(s is not None and s[0] is not None for _, series in rows for s in series):
+            return
+        with open(f"{datdir}/{name}.dat", "w", encoding="utf-8") as f:
+            for label, series in rows:
+                f.write(dat_row(label, series) + "\n")
+
+    write_plot("throughput", [(label, loop_series(job, "mib_s")
+                               + [triple("perf", "iscsi-perf", job, "mib_s")])
+                              for job, label in (("seqread", "seq read"),
+                                                 ("seqwrite", "seq write"))])
+    write_plot("iops", [(label, loop_series(job, "iops")
+                         + [triple("perf", "iscsi-perf", job, "iops")])
+                        for job, label in (("randread", "rand read"),
+                                           ("randwrite", "rand write"))])
+    write_plot("latency", [(label, loop_series("lat", metric))
+                           for metric, label in (("lat_mean_us", "mean"),
+                                                 ("lat_p99_us", "99th percentile"))])
+    write_plot("cpu", [(PLOT_LABEL[job], loop_series(job, "cpu_s_per_gib"))
+                       for job, _ in CPU_JOBS])
     for group, counts, name in (("rate", (1, 2, 4), "multipath-rate"),
                                 ("unlimited", (1, 2), "multipath-unlimited")):
         one = r.median("mp", f"{group}-1", "mpseq", "mib_s")
-        with open(f"{datdir}/{name}.dat", "w", encoding="utf-8") as f:
-            for n in counts:
-                # Linear scaling is the yardstick only where the links, not the CPUs, limit.
-                linear = None if one is None or group != "rate" else (n * one, n * one, n * one)
-                f.write(dat_row(f"{n} {'path' if n == 1 else 'paths'}",
-                                [triple("mp", f"{group}-{n}", "mpseq", "mib_s"), linear]) + "\n")
+        # Linear scaling is the yardstick only where the links, not the CPUs, limit.
+        write_plot(name, [(f"{n} {'path' if n == 1 else 'paths'}",
+                           [triple("mp", f"{group}-{n}", "mpseq", "mib_s"),
+                            None if one is None or group != "rate"
+                            else (n * one, n * one, n * one)])
+                          for n in counts])
 
 
 def report(results_path, machine_path, outdir, datdir, plots):
