@@ -374,7 +374,7 @@ def write_dat(results, datdir):
     def write_plot(name, rows):
         """rows: (label, series). A part that --only left out has no values at all: no file,
         so plots.gp skips that plot instead of failing on a plot without points."""
-        if not any(s is not None and s[0] is not None for _, series in rows for s in series):
+        if all(s is None for _, series in rows for s in series):
             return
         with open(f"{datdir}/{name}.dat", "w", encoding="utf-8") as f:
             for label, series in rows:
