@@ -25,8 +25,8 @@ inline iscsi::SessionParams script_params(iscsi::CmdSN max_cmd_sn, uint32_t max_
 }
 
 struct SessionScript {
-  // The next PDU the session sent, decoded; the frame is consumed.
-  iscsi::InitiatorPdu expect_sent(std::vector<std::byte>* data = nullptr) {
+  // The next PDU the session sent, decoded; the frame stays queued, as if not yet written.
+  iscsi::InitiatorPdu peek_sent(std::vector<std::byte>* data = nullptr) {
     REQUIRE_FALSE(session->output().empty());
     iscsi::OutFrame& f = session->output().front();
     iscsi::InitiatorPdu pdu;
@@ -35,6 +35,12 @@ struct SessionScript {
         std::span<const std::byte, iscsi::bhs_size>(f.header.data(), iscsi::bhs_size), pdu,
         decode_detail));
     if (data) data->assign(f.data.begin(), f.data.end());
+    return pdu;
+  }
+
+  // The next PDU the session sent, decoded; the frame is consumed.
+  iscsi::InitiatorPdu expect_sent(std::vector<std::byte>* data = nullptr) {
+    auto pdu = peek_sent(data);
     session->frames_written(1);
     return pdu;
   }

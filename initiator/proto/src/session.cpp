@@ -113,10 +113,31 @@ void Session::submit(ScsiTask& task) {
   pump();
 }
 
+// While the target already holds refill_hold_depth of our commands, a command waiting for a
+// free slot or CmdSN window room is sent only once refill_batch of them can go together.
+// Refilling each slot the moment one response frees it costs a send of one 48-byte PDU (and a
+// read at the target) per command; the target loses nothing by the wait, it still has at least
+// refill_hold_depth - refill_batch commands to work on. With fewer in flight, or a window
+// smaller than refill_hold_depth, every command goes at once, so no command can be held with
+// nothing outstanding that would free room for it.
+namespace {
+constexpr size_t refill_hold_depth = 32;
+constexpr size_t refill_batch = 8;
+}  // namespace
+
+bool Session::hold_for_batch() const {
+  if (waiting_.empty() || in_flight_ < refill_hold_depth) return false;
+  const size_t room = std::min<size_t>(free_slots_.size(), window_room());
+  return room < std::min(refill_batch, waiting_.size());
+}
+
 // Sends waiting tasks while the CmdSN window is open and a task slot is free (§4.2.2.1: the
 // initiator must not send a non-immediate command with CmdSN beyond MaxCmdSN).
 void Session::pump() {
-  while (!waiting_.empty() && window_open() && !free_slots_.empty() && !logout_requested_) {
+  // Judged once: a batch, once released, goes out whole.
+  const bool hold = hold_for_batch();
+  while (!hold && !waiting_.empty() && window_open() && !free_slots_.empty() &&
+         !logout_requested_) {
     ScsiTask* task = waiting_.front();
     waiting_.pop_front();
     const uint32_t index = free_slots_.back();
@@ -462,7 +483,10 @@ void Session::frames_written(size_t count) {
       maybe_release(slot);
     }
   }
-  maybe_logout();  // the last task may have been waiting only for its frames
+  // A task whose answer came before its last frame was reported written frees its slot only
+  // now: the commands waiting for one go out without waiting for the next PDU. pump() ends in
+  // maybe_logout(), for a logout that waited only for these frames.
+  pump();
 }
 
 // ---------------------------------------------------------------- receiving

@@ -174,6 +174,97 @@ TEST_CASE("a closed CmdSN window holds commands until the target opens it",
   CHECK(std::get<ScsiCommand>(s.expect_sent()).cmd_sn == CmdSN(2));
 }
 
+// The window-limited refill: with many commands at the target, commands waiting for window
+// room go in batches, not one 48-byte send per response. A target whose window is the limit
+// (tgtd grants 128 per session) and an initiator with more commands than that produce it.
+TEST_CASE("with a deep queue at the target, waiting commands go out in batches of 8",
+          "[iscsi][session]") {
+  Script s;
+  s.session = std::make_unique<Session>(session_test::script_params(CmdSN(40), 64));  // CmdSN 1..40
+  std::vector<ScsiTask> tasks(48);
+  for (auto& t : tasks) s.session->submit(t);
+  std::vector<Itt> itts;
+  for (uint32_t i = 1; i <= 40; ++i) {
+    auto cmd = std::get<ScsiCommand>(s.expect_sent());
+    CHECK(cmd.cmd_sn == CmdSN(i));
+    itts.push_back(cmd.itt);
+  }
+  s.expect_nothing_sent();
+  CHECK(s.session->tasks_waiting() == 8);
+
+  // Each answer opens the window by one: the first seven leave the eight waiting commands where
+  // they are (33..39 still at the target), the eighth sends them together.
+  for (uint32_t i = 0; i < 8; ++i) {
+    ScsiResponse rsp;
+    static_cast<TargetSequence&>(rsp) = seq(1 + i, 2 + i, 41 + i);
+    rsp.itt = itts[i];
+    REQUIRE_FALSE(s.deliver(rsp));
+    if (i < 7) {
+      s.expect_nothing_sent();
+      CHECK(s.session->tasks_waiting() == 8);
+    }
+  }
+  for (uint32_t i = 41; i <= 48; ++i)
+    CHECK(std::get<ScsiCommand>(s.expect_sent()).cmd_sn == CmdSN(i));
+  s.expect_nothing_sent();
+  CHECK(s.session->tasks_waiting() == 0);
+  CHECK(s.session->tasks_in_flight() == 40);
+}
+
+TEST_CASE("with few commands at the target, a waiting command goes as soon as room opens",
+          "[iscsi][session]") {
+  Script s({}, CmdSN(4));  // a window of 4: nothing to batch against
+  std::vector<ScsiTask> tasks(6);
+  for (auto& t : tasks) s.session->submit(t);
+  std::vector<Itt> itts;
+  for (int i = 0; i < 4; ++i) itts.push_back(std::get<ScsiCommand>(s.expect_sent()).itt);
+  s.expect_nothing_sent();
+  ScsiResponse rsp;
+  static_cast<TargetSequence&>(rsp) = seq(1, 2, 5);
+  rsp.itt = itts[0];
+  REQUIRE_FALSE(s.deliver(rsp));
+  CHECK(std::get<ScsiCommand>(s.expect_sent()).cmd_sn == CmdSN(5));
+  s.expect_nothing_sent();
+  CHECK(s.session->tasks_waiting() == 1);
+}
+
+TEST_CASE("a slot freed when its last frame is written lets a waiting command go at once",
+          "[iscsi][session]") {
+  // One task slot. The write's answer is processed before the driver reports the write's frame
+  // written (the reader ran first), so its slot frees only in frames_written().
+  OperationalParams p;
+  p.immediate_data = true;
+  p.initial_r2t = false;
+  SessionParams sp = session_test::script_params(CmdSN(100), 1);
+  sp.negotiated = p;
+  Script s;
+  s.session = std::make_unique<Session>(sp);
+  std::vector<std::byte> data(512, std::byte{0x5a});
+  ScsiTask write, read;
+  write.direction = DataDirection::write;
+  write.write_buffer = data;
+  bool write_done = false;
+  write.on_complete = [&](ScsiTask&) { write_done = true; };
+  s.session->submit(write);
+  s.session->submit(read);
+  CHECK(s.session->tasks_waiting() == 1);
+
+  REQUIRE(s.session->output().size() == 1);
+  ScsiResponse rsp;
+  static_cast<TargetSequence&>(rsp) = seq(1, 2, 100);
+  rsp.itt = std::get<ScsiCommand>(s.peek_sent()).itt;
+  REQUIRE_FALSE(s.deliver(rsp));
+  CHECK_FALSE(write_done);  // its frame still borrows the buffer
+  CHECK(s.session->tasks_waiting() == 1);
+
+  auto cmd = std::get<ScsiCommand>(s.expect_sent());  // reports the frame written
+  CHECK(cmd.write);
+  CHECK(write_done);
+  auto next = std::get<ScsiCommand>(s.expect_sent());
+  CHECK(next.cmd_sn == CmdSN(2));
+  CHECK(s.session->tasks_waiting() == 0);
+}
+
 TEST_CASE("NOP-In asking for an answer gets a NOP-Out echoing TTT and data",
           "[iscsi][session]") {
   Script s;

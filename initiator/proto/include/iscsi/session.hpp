@@ -258,6 +258,11 @@ class Session : private DataPlacement {
                              uint32_t data_segment_length) override;
 
   bool window_open() const { return cmd_sn_ <= max_cmd_sn_; }
+  // Commands the CmdSN window still admits: MaxCmdSN - CmdSN + 1 (§4.2.2.1), 0 when closed.
+  uint32_t window_room() const {
+    return window_open() ? max_cmd_sn_.distance_from(cmd_sn_) + 1 : 0;
+  }
+  bool hold_for_batch() const;
   void pump();
   void send_command(uint32_t slot_index);
   void queue_data_out(uint32_t slot_index, Ttt ttt, uint32_t offset, uint32_t length,
