@@ -218,7 +218,8 @@ class Report:
                            ("nbdkit", "nbdkit"), ("iscsi_mpio", "iscsi-mpio"),
                            ("im_commands", "iscsi-mpio SCSI commands"),
                            ("load_start", "load average at start"),
-                           ("load_end", "load average at end")):
+                           ("load_end", "load average at end"),
+                           ("steal", "stolen by the hypervisor during the run")):
             if key in m:
                 out.append(f"| {label} | {m[key]} |")
         out.append("")
