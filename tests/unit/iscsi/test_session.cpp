@@ -14,8 +14,9 @@ using namespace iscsi;
 namespace {
 
 struct Script : session_test::SessionScript {
-  explicit Script(OperationalParams params = {}, CmdSN max_cmd_sn = CmdSN(100)) {
-    SessionParams sp = session_test::script_params(max_cmd_sn);
+  explicit Script(OperationalParams params = {}, CmdSN max_cmd_sn = CmdSN(100),
+                  uint32_t max_tasks = 8) {
+    SessionParams sp = session_test::script_params(max_cmd_sn, max_tasks);
     sp.negotiated = params;
     session = std::make_unique<Session>(sp);
   }
@@ -179,8 +180,7 @@ TEST_CASE("a closed CmdSN window holds commands until the target opens it",
 // (tgtd grants 128 per session) and an initiator with more commands than that produce it.
 TEST_CASE("with a deep queue at the target, waiting commands go out in batches of 8",
           "[iscsi][session]") {
-  Script s;
-  s.session = std::make_unique<Session>(session_test::script_params(CmdSN(40), 64));  // CmdSN 1..40
+  Script s({}, CmdSN(40), 64);  // window: CmdSN 1..40
   std::vector<ScsiTask> tasks(48);
   for (auto& t : tasks) s.session->submit(t);
   std::vector<Itt> itts;
@@ -235,10 +235,7 @@ TEST_CASE("a slot freed when its last frame is written lets a waiting command go
   OperationalParams p;
   p.immediate_data = true;
   p.initial_r2t = false;
-  SessionParams sp = session_test::script_params(CmdSN(100), 1);
-  sp.negotiated = p;
-  Script s;
-  s.session = std::make_unique<Session>(sp);
+  Script s(p, CmdSN(100), 1);
   std::vector<std::byte> data(512, std::byte{0x5a});
   ScsiTask write, read;
   write.direction = DataDirection::write;
