@@ -382,9 +382,12 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
       return false;
     }
     if (res.state == iscsi::PduReader::State::ready) {
-      // After a large placed segment the next read takes just a header: the segment behind it
-      // is most likely large too, and goes straight into its own buffer (below).
-      large_segment_before = reader.data_was_placed() && reader.data().size() >= direct_read_minimum;
+      // After a large placed segment the next read takes just a header (what is missing of it
+      // when part came with the segment): the segment behind it is most likely large too, and
+      // goes straight into its own buffer (below).
+      large_segment_before = reader.data_was_placed() &&
+                             reader.data().size() >= direct_read_minimum &&
+                             rx_pending.size() < header_bytes();
       auto ec = session->on_pdu(reader.bhs(), reader.data(), detail);
       reader.next();
       if (ec) {
@@ -402,6 +405,9 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
   // read from the socket straight into that buffer: the kernel's copy is the only one. Smaller
   // ones, and every header, come through rx_buffer, many PDUs per read.
   static constexpr size_t direct_read_minimum = 16 * 1024;
+  size_t header_bytes() const {
+    return iscsi::bhs_size + (negotiated.header_digest_crc32c ? iscsi::digest_size : 0);
+  }
   bool large_segment_before = false;
 
   awaitable<void> reader_loop(std::shared_ptr<Impl> self) {
@@ -414,20 +420,28 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
       }
       if (failed) break;
       if (auto direct = reader.placed_remainder(); direct.size() >= direct_read_minimum) {
-        auto [ec, n] = co_await socket.async_read_some(asio::buffer(direct.data(), direct.size()),
-                                                       nothrow);
+        // One recvmsg takes the segment's tail and, when the target has already queued it, what
+        // follows: the data digest and the next PDU's header (into rx_buffer, no further). Read
+        // alone, that header cost a recvmsg of its own for every Data-In PDU.
+        const size_t trailer_bytes =
+            header_bytes() + (negotiated.data_digest_crc32c ? iscsi::digest_size : 0);
+        const std::array<asio::mutable_buffer, 2> buffers{
+            asio::buffer(direct.data(), direct.size()),
+            asio::buffer(rx_buffer.data(), trailer_bytes)};
+        auto [ec, n] = co_await socket.async_read_some(buffers, nothrow);
         if (ec) {
           fail(iscsi::errc::connection_closed,
                "connection to " + describe(config) + " lost: " + ec.message());
           break;
         }
         last_received = clock::now();
-        take_reader_result(reader.advance_placed(n), detail);
+        const size_t placed = std::min(n, direct.size());
+        rx_pending = std::span<const std::byte>(rx_buffer.data(), n - placed);
+        if (!take_reader_result(reader.advance_placed(placed), detail)) break;
         continue;
       }
-      const size_t header_bytes =
-          iscsi::bhs_size + (negotiated.header_digest_crc32c ? iscsi::digest_size : 0);
-      const size_t want = std::exchange(large_segment_before, false) ? header_bytes : rx_buffer.size();
+      const size_t want =
+          std::exchange(large_segment_before, false) ? header_bytes() : rx_buffer.size();
       auto [ec, n] = co_await socket.async_read_some(asio::buffer(rx_buffer.data(), want), nothrow);
       if (ec) {
         fail(iscsi::errc::connection_closed,
