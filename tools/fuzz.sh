@@ -8,6 +8,7 @@
 #
 #   tools/fuzz.sh [SECONDS_PER_TARGET]   default 20
 #   tools/fuzz.sh --regen-corpus         rewrite the generated seeds (fuzz_make_corpus)
+#   tools/fuzz.sh --build-only           configure and build the targets, run nothing
 #
 # Environment: BUILD_FUZZ (default <repo>/build-fuzz), JOBS (compile jobs, default 2),
 #              FUZZ_TARGETS (space-separated subset, default all).
@@ -35,13 +36,16 @@ all_targets=(fuzz_pdu_reader fuzz_session fuzz_login fuzz_text_keys fuzz_scsi_pa
   fuzz_nbd_handshake fuzz_nbd_request fuzz_config)
 
 regen=0
+build_only=0
 seconds=20
 case ${1:-} in
   '') ;;
   --regen-corpus) regen=1 ;;
-  -h | --help) sed -n '2,13{s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+  --build-only) build_only=1 ;;
+  -h | --help) sed -n '2,14{s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
   *)
-    [[ $1 =~ ^[1-9][0-9]*$ ]] || { echo "usage: $0 [SECONDS_PER_TARGET | --regen-corpus]" >&2; exit 2; }
+    [[ $1 =~ ^[1-9][0-9]*$ ]] ||
+      { echo "usage: $0 [SECONDS_PER_TARGET | --regen-corpus | --build-only]" >&2; exit 2; }
     seconds=$1
     ;;
 esac
@@ -62,6 +66,7 @@ fi
 # Build all at once, carrying on past errors (-k 0) so that a library someone is half-way
 # through editing fails only the targets that need it; each target is then checked on its own.
 ninja -C "$build" -j "$jobs" -k 0 "${targets[@]}" || true
+((build_only)) && exit 0
 
 # Sanitizer reports end the run with a stack trace; leaks count as failures (libFuzzer's
 # -detect_leaks is on by default under ASan).
