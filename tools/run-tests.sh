@@ -21,11 +21,13 @@ summary=()
 status=0
 
 # The sanitizer and fuzz builds (below) start now, in the background at nice 19, and compile
-# while the unit and integration tests run. Those tests spend most of their time waiting (on
-# path faults, timeouts, a guest booting), so the compiler gets CPU time they leave idle; when
-# they do want both cores (the TCG guests), nice 19 leaves the compiler a small share. The
-# phases below run their own cmake and ninja again, which finish whatever is left and print
-# any error; the last lines of the background log are shown once it is done.
+# while the unit and integration tests run, on the CPU time those leave idle (they wait on path
+# faults and timeouts; the TCG guests and the qemu-nbd runs keep the cores busy, and nice 19
+# gives way to them). On the 2-vCPU CI VM that idle time is smaller than the waits suggest:
+# the integration phase took as long as without the overlap (404-416 s), and 240-328 s of the
+# 645-745 s build was left when it ended, so a run saves 1-3 minutes. The phases below run
+# their own cmake and ninja again, which finish whatever is left and print any error; the last
+# lines of the background log are shown once it is done.
 readonly asan_build=${BUILD_ASAN:-$repo/build-asan}
 # -O1 -g1: half the compile time of -O2 -g on 2 cores (4.6 against 9.4 minutes here), with the
 # line numbers a report needs and code the sanitizers still see as it runs.
