@@ -204,7 +204,7 @@ TEST_CASE("no fault: login, TUR, INQUIRY, READ CAPACITY(16), WRITE and READ back
   CHECK_FALSE(f.failure());
 }
 
-TEST_CASE("digests on: large Data-In segments read straight into the buffer, back to back",
+TEST_CASE("digests on: 64 KiB Data-In segments back to back, four reads at once",
           "[fault_target]") {
   // Segments of 64 KiB, each with its data digest, four reads outstanding at once: one PDU's
   // digest and the next one's header follow each other in the stream. Segments of 16 KiB or
