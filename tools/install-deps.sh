@@ -21,8 +21,9 @@ readonly peer_packages=(tgt istgt libiscsi-bin qemu-utils qemu-block-extra fio l
 readonly guest_packages=(qemu-system-x86 busybox-static e2fsprogs cpio)
 # tools/bench: plots of the benchmark results.
 readonly bench_packages=(gnuplot-nox)
-# libFuzzer targets and the ASan/UBSan build.
-readonly fuzz_packages=(clang-14 libclang-rt-14-dev)  # tools/fuzz.sh calls clang-14 by name
+# libFuzzer targets and the ASan/UBSan build; clang-format for the style check
+# (tests/check_format.sh, CTest `format`).
+readonly fuzz_packages=(clang-14 libclang-rt-14-dev clang-format)  # fuzz.sh calls clang-14 by name
 
 minimal=0
 case ${1:-} in

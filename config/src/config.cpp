@@ -122,8 +122,9 @@ struct interface_name {
                        text->find_first_of("/: \t\n") == std::string::npos;
     if (!valid) {
       ctx.error(node, path, config_errc::invalid_value,
-                quoted(*text) + " is not a network interface name (1 to 15 characters, no '/', "
-                                "':' or spaces)");
+                quoted(*text) +
+                    " is not a network interface name (1 to 15 characters, no '/', "
+                    "':' or spaces)");
       return false;
     }
     out = *text;
@@ -357,8 +358,9 @@ bool read_secret_file(Context& ctx, const YAML::Node& at, const std::string& key
   }
   if (content.find_first_of(std::string_view("\n\0", 2)) != std::string::npos) {
     ctx.error(at, key_path, config_errc::invalid_value,
-              name + " holds more than one line (or a NUL byte); put the secret alone on the "
-                     "first line");
+              name +
+                  " holds more than one line (or a NUL byte); put the secret alone on the "
+                  "first line");
     return false;
   }
   if (content.size() > max_secret_length) {
@@ -490,9 +492,9 @@ void check_config(Context& ctx, const YAML::Node& root, const std::string&, Conf
   }
   if (config.control.socket.size() > max_unix_socket_path || config.control.socket.front() != '/') {
     const auto control = find_value(root, "control");
-    ctx.error(control ? *control : root, "control.socket", config_errc::invalid_value,
-              "must be an absolute path of at most " + std::to_string(max_unix_socket_path) +
-                  " bytes");
+    ctx.error(
+        control ? *control : root, "control.socket", config_errc::invalid_value,
+        "must be an absolute path of at most " + std::to_string(max_unix_socket_path) + " bytes");
   }
 
   // Two identical paths would be one path counted twice by the path selector.
@@ -667,11 +669,11 @@ const Section<Multipath>& multipath_section() {
                                  {"multibus", Grouping::multibus},
                                  {"group_by_prio", Grouping::group_by_prio}}}),
       optional("failback", &Multipath::failback,
-               word_or_number<Failback>{{{"immediate", Failback::Mode::immediate},
-                                         {"manual", Failback::Mode::manual}},
-                                        Failback::Mode::delayed,
-                                        &Failback::seconds,
-                                        "seconds"}),
+               word_or_number<Failback>{
+                   {{"immediate", Failback::Mode::immediate}, {"manual", Failback::Mode::manual}},
+                   Failback::Mode::delayed,
+                   &Failback::seconds,
+                   "seconds"}),
       optional("path_selector", &Multipath::path_selector,
                one_of<std::string>{{{"round-robin", "round-robin"},
                                     {"queue-length", "queue-length"},
@@ -679,11 +681,11 @@ const Section<Multipath>& multipath_section() {
       optional("rr_min_io", &Multipath::rr_min_io, integer<std::uint32_t>{1, 1000000}),
       optional("polling_interval", &Multipath::polling_interval, integer<std::uint32_t>{1, 3600}),
       optional("no_path_retry", &Multipath::no_path_retry,
-               word_or_number<NoPathRetry>{{{"fail", NoPathRetry::Mode::fail},
-                                            {"queue", NoPathRetry::Mode::queue}},
-                                           NoPathRetry::Mode::intervals,
-                                           &NoPathRetry::intervals,
-                                           "polling intervals"}),
+               word_or_number<NoPathRetry>{
+                   {{"fail", NoPathRetry::Mode::fail}, {"queue", NoPathRetry::Mode::queue}},
+                   NoPathRetry::Mode::intervals,
+                   &NoPathRetry::intervals,
+                   "polling intervals"}),
       optional("noop_out_interval", &Multipath::noop_out_interval, integer<std::uint32_t>{0, 3600}),
       optional("noop_out_timeout", &Multipath::noop_out_timeout, integer<std::uint32_t>{1, 3600}),
       optional("max_sectors_kb", &Multipath::max_sectors_kb, integer<std::uint32_t>{4, 32768}),

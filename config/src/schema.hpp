@@ -345,8 +345,6 @@ struct one_of {
   }
 };
 
-
-
 template <class S>
 struct nested {
   static constexpr bool is_list = false;

@@ -63,7 +63,7 @@ struct Command : iscsi::ScsiTask {
   Path* path = nullptr;          // where the current attempt runs
   Path* pinned = nullptr;        // probes of one path run there or nowhere
   std::chrono::steady_clock::time_point sent_at;  // of the current attempt
-  bool to_lun0 = false;          // REPORT LUNS goes to LUN 0, which every target has (SPC-4)
+  bool to_lun0 = false;  // REPORT LUNS goes to LUN 0, which every target has (SPC-4)
   // Writes, UNMAP and WRITE SAME change the medium: a copy whose fate is unknown must be proven
   // dead before another copy is sent (else a stale write may land after a newer one).
   bool mutating() const { return direction == iscsi::DataDirection::write; }
@@ -226,17 +226,17 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
         break;
       case GroupDecision::Action::switch_later:
         if (failback_timer) break;
-        failback_timer = std::make_unique<asio::steady_timer>(
-            io, std::chrono::seconds(decision.delay_seconds));
-        failback_timer->async_wait([this, seconds = decision.delay_seconds](
-                                       boost::system::error_code ec) {
-          if (ec || closing) return;
-          members.clear();
-          for (auto& p : paths)
-            members.push_back({p->group, p->priority, p->state == PathState::active});
-          if (auto b = best_group(members); b && b != group_in_use)
-            use_group(*b, "failback after " + std::to_string(seconds) + " s");
-        });
+        failback_timer =
+            std::make_unique<asio::steady_timer>(io, std::chrono::seconds(decision.delay_seconds));
+        failback_timer->async_wait(
+            [this, seconds = decision.delay_seconds](boost::system::error_code ec) {
+              if (ec || closing) return;
+              members.clear();
+              for (auto& p : paths)
+                members.push_back({p->group, p->priority, p->state == PathState::active});
+              if (auto b = best_group(members); b && b != group_in_use)
+                use_group(*b, "failback after " + std::to_string(seconds) + " s");
+            });
         break;
     }
   }
@@ -246,12 +246,15 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     const bool first_choice = !group_in_use;
     group_in_use = group;
     // Requests held while the group in use had no ready path go to the new one.
-    if (!waiting.empty()) asio::post(io, [this] { if (!closing) path_available(); });
+    if (!waiting.empty())
+      asio::post(io, [this] {
+        if (!closing) path_available();
+      });
     if (first_choice || config.grouping == Grouping::multibus) return;
     for (auto& p : paths)
       if (p->group == group && p->state == PathState::active) {
-        emit(*p, "its path group (prio " + std::to_string(p->priority) +
-                     ") carries I/O now: " + why);
+        emit(*p,
+             "its path group (prio " + std::to_string(p->priority) + ") carries I/O now: " + why);
         break;
       }
   }
@@ -316,11 +319,11 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       co_return std::error_code{};
     }
     for (const auto& g : *groups) {
-      const bool ours =
-          port_group ? g.group_id == *port_group
-                     : relative_port && std::find(g.relative_target_port_ids.begin(),
-                                                  g.relative_target_port_ids.end(),
-                                                  *relative_port) != g.relative_target_port_ids.end();
+      const bool ours = port_group ? g.group_id == *port_group
+                                   : relative_port && std::find(g.relative_target_port_ids.begin(),
+                                                                g.relative_target_port_ids.end(),
+                                                                *relative_port) !=
+                                                          g.relative_target_port_ids.end();
       if (!ours) continue;
       placement.alua = g.state;
       placement.priority = alua_priority(g.state);
@@ -472,7 +475,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
           asio::post(io, [this, &c] { execute(c); });
           return;
         case scsi::Disposition::retry_same_path:
-          if (capacity_changed(c)) asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
+          if (capacity_changed(c))
+            asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
           if (c.retries < config.max_retries) {
             ++c.retries;
             retry(c);
@@ -482,7 +486,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
         default:
           break;
       }
-    } else if (ec && c.pinned != nullptr && disposition_of(c) == scsi::Disposition::retry_same_path &&
+    } else if (ec && c.pinned != nullptr &&
+               disposition_of(c) == scsi::Disposition::retry_same_path &&
                c.retries < config.max_retries) {
       ++c.retries;
       retry(c);
@@ -588,10 +593,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     if (closing) return;
     for (auto& p : paths) {
       std::string why;
-      const bool reachable = iscsi_io::route_exists(
-          {p->config.portal_host, p->config.portal_port, p->config.source_address,
-           p->config.interface_name},
-          why);
+      const bool reachable =
+          iscsi_io::route_exists({p->config.portal_host, p->config.portal_port,
+                                  p->config.source_address, p->config.interface_name},
+                                 why);
       if (!reachable && (p->state == PathState::active || p->state == PathState::ghost ||
                          p->state == PathState::connecting)) {
         path_failed(*p, "no route to the portal: " + why);
@@ -661,8 +666,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
         if (!identified && p.probe_interrupted) {
           // The second chance of an interrupted probe failed: the open decides without it.
           p.probe_interrupted = false;
-          open_failures += (open_failures.empty() ? "" : "; ") + std::string("login to ") +
-                           p.name + " failed: " + detail;
+          open_failures += (open_failures.empty() ? "" : "; ") + std::string("login to ") + p.name +
+                           " failed: " + detail;
           open_error = ec;
           open_step();
         }
@@ -706,8 +711,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     std::vector<Command*> writes;
     writes.swap(p.unproven);
     if (path_event)
-      path_event(p.name, p.state,
-                 std::to_string(writes.size()) + " write(s) re-issued: " + proof);
+      path_event(p.name, p.state, std::to_string(writes.size()) + " write(s) re-issued: " + proof);
     for (Command* c : writes) asio::post(io, [this, c] { execute(*c); });
   }
 
@@ -742,16 +746,16 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     proof.source_address = via->config.source_address;
     proof.noop_out_interval = std::chrono::milliseconds(0);
     auto session = iscsi_io::PathSession::create(io, proof);
-    session->start([this, self, &p, session, via_name = via->name](std::error_code ec,
-                                                                   const std::string&) {
-      p.proving = false;
-      if (ec) {
-        if (!closing) held_unproven(p, "a login with its ISID through " + via_name + " failed");
-        return;
-      }
-      release_unproven(p, "its session was reinstated through " + via_name);
-      session->logout(std::chrono::seconds(2), [session](std::error_code) {});
-    });
+    session->start(
+        [this, self, &p, session, via_name = via->name](std::error_code ec, const std::string&) {
+          p.proving = false;
+          if (ec) {
+            if (!closing) held_unproven(p, "a login with its ISID through " + via_name + " failed");
+            return;
+          }
+          release_unproven(p, "its session was reinstated through " + via_name);
+          session->logout(std::chrono::seconds(2), [session](std::error_code) {});
+        });
   }
 
   // No other path reaches the failed path's portal group, so its I_T nexus cannot be reinstated
@@ -772,10 +776,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
           if (closing) return;
           // Only "function complete" (RFC 7143 §11.6.1, response 0) proves the tasks ended.
           if (result.error || result.response != 0) {
-            held_unproven(p, "LOGICAL UNIT RESET through " + via_name + " " +
-                                 (result.error ? "got no answer: " + result.detail
-                                               : "answered " + iscsi::tmf_response_name(
-                                                                   result.response)));
+            held_unproven(
+                p, "LOGICAL UNIT RESET through " + via_name + " " +
+                       (result.error ? "got no answer: " + result.detail
+                                     : "answered " + iscsi::tmf_response_name(result.response)));
             return;
           }
           release_unproven(p, "LOGICAL UNIT RESET through " + via_name + " completed");
@@ -821,8 +825,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     }
     place(p, placement);
     p.rejoining = false;
-    self->emit(p, p.state == PathState::ghost ? "path is up, ALUA standby: carries no I/O"
-                                              : "path is up");
+    self->emit(
+        p, p.state == PathState::ghost ? "path is up, ALUA standby: carries no I/O" : "path is up");
     self->reconsider_groups("path " + p.name + " is back");
     self->path_available();
   }
@@ -853,8 +857,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       designators = std::move(*d);
     }
     if (wwid.empty()) {
-      if (auto ec = co_await read_data(scsi::inquiry(true, scsi::vpd::unit_serial_number, 255),
-                                       255, data, detail, &p))
+      if (auto ec = co_await read_data(scsi::inquiry(true, scsi::vpd::unit_serial_number, 255), 255,
+                                       data, detail, &p))
         co_return ec;
       if (auto serial = scsi::parse_unit_serial_number(data)) wwid = "S" + *serial;
     }
@@ -865,9 +869,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     co_await asio::async_initiate<decltype(use_awaitable), void()>(
         [this, &cmd](auto handler) {
           auto h = std::make_shared<decltype(handler)>(std::move(handler));
-          cmd.then = [this, h](Command&) {
-            asio::post(io, [h]() mutable { std::move (*h)(); });
-          };
+          cmd.then = [this, h](Command&) { asio::post(io, [h]() mutable { std::move (*h)(); }); };
           execute(cmd);
         },
         use_awaitable);
@@ -959,7 +961,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     identity.inquiry = *inquiry;
 
     std::vector<uint8_t> pages;
-    if (auto p = scsi::parse_supported_vpd_pages(co_await vpd_page(scsi::vpd::supported_pages, detail, &path)))
+    if (auto p = scsi::parse_supported_vpd_pages(
+            co_await vpd_page(scsi::vpd::supported_pages, detail, &path)))
       pages = *p;
     auto supported = [&](uint8_t page) {
       return std::find(pages.begin(), pages.end(), page) != pages.end();
@@ -976,7 +979,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       }
     if (identity.wwid.empty() && !identity.serial.empty()) identity.wwid = "S" + identity.serial;
     if (supported(scsi::vpd::block_limits))
-      if (auto l = scsi::parse_block_limits(co_await vpd_page(scsi::vpd::block_limits, detail, &path))) {
+      if (auto l =
+              scsi::parse_block_limits(co_await vpd_page(scsi::vpd::block_limits, detail, &path))) {
         identity.limits = *l;
         identity.has_block_limits = true;
       }
@@ -1001,7 +1005,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       }
     }
     if (block_length == 0) {
-      if (auto ec = co_await read_data(scsi::read_capacity10(), 8, data, detail, &path)) co_return ec;
+      if (auto ec = co_await read_data(scsi::read_capacity10(), 8, data, detail, &path))
+        co_return ec;
       auto rc = scsi::parse_read_capacity10(data);
       if (!rc) {
         detail = "malformed READ CAPACITY(10) data";
@@ -1018,7 +1023,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     // MODE SENSE(10) header: write protection and DPOFUA (SBC-3 §6.4.2).
     bool read_only = false;
     bool fua = true;
-    if (auto ec = co_await read_data(scsi::mode_sense10(0x3f, 0, 255), 255, data, detail, &path); !ec) {
+    if (auto ec = co_await read_data(scsi::mode_sense10(0x3f, 0, 255), 255, data, detail, &path);
+        !ec) {
       if (auto h = scsi::parse_mode_sense10_header(data)) {
         read_only = h->write_protected;
         fua = h->dpofua;
@@ -1064,7 +1070,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       limit = uint64_t{l.max_transfer_length_blocks} * block_length;
       command_bytes_source = "the LU's MAXIMUM TRANSFER LENGTH";
     }
-    command_bytes = static_cast<uint32_t>(std::max<uint64_t>(limit / block_length, 1) * block_length);
+    command_bytes =
+        static_cast<uint32_t>(std::max<uint64_t>(limit / block_length, 1) * block_length);
     info.max_transfer_bytes = std::max<uint32_t>(command_bytes, 32u << 20);
     if (identity.has_block_limits && l.optimal_transfer_length_blocks > 0)
       info.optimal_transfer_bytes = static_cast<uint32_t>(std::min<uint64_t>(
@@ -1077,8 +1084,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
                          l.max_unmap_descriptor_count > 0;
     info.write_zeroes_may_unmap = identity.has_provisioning && p.lbpws && lbpme;
     info.supports_write_zeroes =
-        !read_only && ((identity.has_block_limits && l.max_write_same_length > 0) ||
-                       info.write_zeroes_may_unmap);
+        !read_only &&
+        ((identity.has_block_limits && l.max_write_same_length > 0) || info.write_zeroes_may_unmap);
   }
 
   // ---------------------------------------------------------------- block requests
@@ -1156,7 +1163,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       case IoOp::write: {
         const bool write = request.op == IoOp::write;
         for (uint64_t done = 0; done < request.length;) {
-          const uint32_t n = static_cast<uint32_t>(std::min<uint64_t>(command_bytes, request.length - done));
+          const uint32_t n =
+              static_cast<uint32_t>(std::min<uint64_t>(command_bytes, request.length - done));
           Command& cmd = add_command(*op);
           const uint64_t lba = first_lba + done / bs;
           if (write) {
@@ -1210,9 +1218,9 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
         // SBC-3 §5.50: WRITE SAME(16) with one block of zeros, split by MAXIMUM WRITE SAME
         // LENGTH; UNMAP=1 lets a thin LU deallocate when the client allows holes.
         const auto& l = identity.limits;
-        const uint64_t per_command =
-            l.max_write_same_length > 0 ? std::min<uint64_t>(l.max_write_same_length, 0xffffffffu)
-                                        : 65535;
+        const uint64_t per_command = l.max_write_same_length > 0
+                                         ? std::min<uint64_t>(l.max_write_same_length, 0xffffffffu)
+                                         : 65535;
         const bool unmap = request.may_unmap && info.write_zeroes_may_unmap;
         uint64_t blocks = request.length / bs;
         uint64_t lba = first_lba;
@@ -1317,24 +1325,37 @@ std::error_code LunDevice::Impl::reinstate_path(size_t index, std::string& detai
 
 std::string_view path_state_name(PathState state) {
   switch (state) {
-    case PathState::connecting: return "connecting";
-    case PathState::active: return "active";
-    case PathState::ghost: return "ghost";
-    case PathState::failed: return "failed";
-    case PathState::refused: return "refused";
+    case PathState::connecting:
+      return "connecting";
+    case PathState::active:
+      return "active";
+    case PathState::ghost:
+      return "ghost";
+    case PathState::failed:
+      return "failed";
+    case PathState::refused:
+      return "refused";
   }
   return "unknown";
 }
 
 LunDevice::LunDevice(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LunDevice::~LunDevice() = default;
-const DeviceInfo& LunDevice::info() const { return impl_->info; }
-const LunIdentity& LunDevice::identity() const { return impl_->identity; }
+const DeviceInfo& LunDevice::info() const {
+  return impl_->info;
+}
+const LunIdentity& LunDevice::identity() const {
+  return impl_->identity;
+}
 CommandSize LunDevice::command_size() const {
   return {impl_->command_bytes, impl_->command_bytes_source};
 }
-size_t LunDevice::requests_in_flight() const { return impl_->in_flight; }
-void LunDevice::submit(IoRequest& request) { impl_->submit(request); }
+size_t LunDevice::requests_in_flight() const {
+  return impl_->in_flight;
+}
+void LunDevice::submit(IoRequest& request) {
+  impl_->submit(request);
+}
 
 std::vector<PathStatus> LunDevice::path_status() const {
   std::vector<PathStatus> out;
@@ -1354,7 +1375,9 @@ std::vector<PathStatus> LunDevice::path_status() const {
   return out;
 }
 
-Grouping LunDevice::grouping() const { return impl_->config.grouping; }
+Grouping LunDevice::grouping() const {
+  return impl_->config.grouping;
+}
 
 std::error_code LunDevice::fail_path(size_t index, std::string& detail) {
   return impl_->fail_path(index, detail);
@@ -1368,8 +1391,7 @@ void LunDevice::on_capacity_change(std::function<void(uint64_t size_bytes)> hand
   impl_->capacity_event = std::move(handler);
 }
 
-void LunDevice::on_command_done(
-    std::function<void(size_t, std::chrono::nanoseconds)> handler) {
+void LunDevice::on_command_done(std::function<void(size_t, std::chrono::nanoseconds)> handler) {
   impl_->command_observer = std::move(handler);
 }
 
@@ -1401,8 +1423,8 @@ void LunDevice::open(asio::io_context& io, LunConfig config, OpenHandler done) {
   impl->open_done = std::move(done);
   impl->keep_while_opening = impl;
 
-  impl->route_watch = std::make_unique<iscsi_io::RouteWatch>(
-      io, [raw = impl.get()] { raw->routes_changed(); });
+  impl->route_watch =
+      std::make_unique<iscsi_io::RouteWatch>(io, [raw = impl.get()] { raw->routes_changed(); });
 
   // All paths log in at once; open_step() decides which one is probed.
   for (auto& path_ptr : impl->paths) {
@@ -1545,7 +1567,8 @@ void LunDevice::stop_queueing() {
   }
 }
 
-void LunDevice::close(std::chrono::milliseconds timeout, std::function<void(std::error_code)> done) {
+void LunDevice::close(std::chrono::milliseconds timeout,
+                      std::function<void(std::error_code)> done) {
   stop_queueing();
   auto impl = impl_;
   auto after_drain = [impl, timeout, done]() {

@@ -39,10 +39,9 @@ class QueueLength final : public PathSelector {
  public:
   std::string_view name() const override { return "queue-length"; }
   size_t select(std::span<const PathLoad> usable, uint64_t) override {
-    return std::min_element(usable.begin(), usable.end(),
-                            [](const PathLoad& a, const PathLoad& b) {
-                              return a.in_flight < b.in_flight;
-                            })
+    return std::min_element(
+               usable.begin(), usable.end(),
+               [](const PathLoad& a, const PathLoad& b) { return a.in_flight < b.in_flight; })
         ->path;
   }
 };

@@ -31,7 +31,9 @@ namespace {
 // warm one. An operator who knows a tgtd has raised its threshold sets
 // multipath.max_sectors_kb: 256.
 constexpr std::array quirks{
-    TargetQuirk{.vendor = "IET", .product = "VIRTUAL-DISK", .target = "tgt",
+    TargetQuirk{.vendor = "IET",
+                .product = "VIRTUAL-DISK",
+                .target = "tgt",
                 .max_command_bytes = 120u << 10},
 };
 

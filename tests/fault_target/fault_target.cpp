@@ -96,8 +96,8 @@ struct FaultTarget::Impl {
   // bad_header_digest / bad_data_digest corrupt one READ per target, not per connection, so a
   // test can show the retry on a new connection reading good data.
   bool digest_fault_fired = false;
-  bool refusing_logins = false;  // portal_group_gone_on_write has fired
-  bool renegotiation_asked = false;  // async_renegotiate has fired
+  bool refusing_logins = false;           // portal_group_gone_on_write has fired
+  bool renegotiation_asked = false;       // async_renegotiate has fired
   size_t data_command_answers_given = 0;  // of script.data_command_answers
   int lu_resets_rejected = 0;
 };
@@ -621,19 +621,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
       std::memcpy(data.data() + 16, "SCRIPTED TARGET ", 16);
       std::memcpy(data.data() + 32, "0001", 4);
     } else if (page == 0x00) {  // SPC-4 §7.8.13 supported VPD pages
-      data = {std::byte{0}, std::byte{0x00}, std::byte{0}, std::byte{2}, std::byte{0x00},
-              std::byte{0x83}};
+      data = {std::byte{0}, std::byte{0x00}, std::byte{0},
+              std::byte{2}, std::byte{0x00}, std::byte{0x83}};
     } else if (page == 0x83) {  // SPC-4 §7.8.6 device identification
       // An NAA IEEE Registered designator for the LU (association 0); with ALUA, the target
       // port group and relative target port of this port too (association 1, §7.8.6.7/.8).
       data = {std::byte{0}, std::byte{0x83}, std::byte{0}, std::byte{0}};
-      const std::array<uint8_t, 12> naa = {0x01, 0x03, 0x00, 0x08, 0x50, 0x01, 0x40,
-                                           0x50, 0x00, 0x00, 0x00, 0x01};
+      const std::array<uint8_t, 12> naa = {0x01, 0x03, 0x00, 0x08, 0x50, 0x01,
+                                           0x40, 0x50, 0x00, 0x00, 0x00, 0x01};
       for (uint8_t b : naa) data.push_back(std::byte{b});
       if (script_.alua) {
         for (uint8_t type : {uint8_t{5}, uint8_t{4}}) {
-          const std::array<uint8_t, 8> port = {0x01, static_cast<uint8_t>(0x10 | type), 0x00,
-                                               0x04, 0x00, 0x00, 0x00, 0x01};
+          const std::array<uint8_t, 8> port = {
+              0x01, static_cast<uint8_t>(0x10 | type), 0x00, 0x04, 0x00, 0x00, 0x00, 0x01};
           for (uint8_t b : port) data.push_back(std::byte{b});
         }
       }

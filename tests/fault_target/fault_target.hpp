@@ -8,9 +8,9 @@
 // without authentication (answering every operational key by its RFC 7143 §6.2 rule), TEST UNIT
 // READY, INQUIRY (standard data, VPD 0x00 and 0x83), REPORT TARGET PORT GROUPS, READ
 // CAPACITY(16), READ(16), WRITE(16) with immediate data, unsolicited Data-Out and R2T, NOP-Out
-// pings, ABORT TASK / LOGICAL UNIT RESET, Logout. Target PDUs are built with iscsi_proto's encoders; what the initiator sends is framed by PduReader
-// and decoded by decode_initiator_pdu, so the fake shares no protocol logic with the code under
-// test beyond the wire codec.
+// pings, ABORT TASK / LOGICAL UNIT RESET, Logout. Target PDUs are built with iscsi_proto's
+// encoders; what the initiator sends is framed by PduReader and decoded by decode_initiator_pdu, so
+// the fake shares no protocol logic with the code under test beyond the wire codec.
 //
 // Everything runs on the caller's io_context; the header stays free of Asio so tests compile
 // quickly.

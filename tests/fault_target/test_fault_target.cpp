@@ -227,9 +227,8 @@ TEST_CASE("digests on: 64 KiB Data-In segments back to back, four reads at once"
   for (auto& w : writes) CHECK(w->good());
   for (int i = 0; i < 4; ++i) reads.push_back(read_blocks(512 * i, 512));  // 256 KiB each
   for (auto& r : reads) f.submit(*r);
-  REQUIRE(f.run_until([&] {
-    return std::all_of(reads.begin(), reads.end(), [](auto& r) { return r->done(); });
-  }));
+  REQUIRE(f.run_until(
+      [&] { return std::all_of(reads.begin(), reads.end(), [](auto& r) { return r->done(); }); }));
   for (int i = 0; i < 4; ++i) {
     CHECK(reads[i]->good());
     CHECK(all_bytes(reads[i]->buffer, std::byte(0x41 + i)));
@@ -303,12 +302,14 @@ TEST_CASE("Reject PDU for a command: the task completes with reject_received", "
 // AsyncEvent 1 asks for a logout within Parameter3 seconds; AsyncEvent 4 for a negotiation,
 // which we honour by a logout too (§11.9.1 allows either a Text Request or a Logout Request),
 // so that the next login negotiates every key afresh.
-TEST_CASE("Async logout or negotiation request (AsyncEvent 1, 4): logout, then "
-          "target_requested_logout",
-          "[fault_target]") {
+TEST_CASE(
+    "Async logout or negotiation request (AsyncEvent 1, 4): logout, then "
+    "target_requested_logout",
+    "[fault_target]") {
   const auto [fault, reason] = GENERATE(table<Fault, std::string>(
       {{Fault::async_logout, "target requested logout (asynchronous event 1, within 2 s)"},
-       {Fault::async_renegotiate, "target requested parameter negotiation (asynchronous event 4)"}}));
+       {Fault::async_renegotiate,
+        "target requested parameter negotiation (asynchronous event 4)"}}));
   CAPTURE(reason);
   Fixture f(Script{.fault = fault, .logout_within_seconds = 2});
   f.login_ok();

@@ -30,7 +30,9 @@ constexpr ScriptedStatus status_only(scsi::Status status) {
 }
 constexpr ScriptedStatus check_condition(scsi::SenseKey key, uint8_t asc, uint8_t ascq) {
   return {.status = static_cast<uint8_t>(scsi::Status::check_condition),
-          .sense_key = static_cast<uint8_t>(key), .asc = asc, .ascq = ascq};
+          .sense_key = static_cast<uint8_t>(key),
+          .asc = asc,
+          .ascq = ascq};
 }
 constexpr ScriptedStatus kBusy = status_only(scsi::Status::busy);
 constexpr ScriptedStatus kTaskSetFull = status_only(scsi::Status::task_set_full);
@@ -101,9 +103,10 @@ TEST_CASE("UNIT ATTENTION 29/00 (power on or reset): the command is retried and 
   CHECK(reads_seen(f.target()).size() == 2);
 }
 
-TEST_CASE("RESERVATION CONFLICT, MEDIUM ERROR, ILLEGAL REQUEST: the matching NBD error, no "
-          "retry, the path stays in service",
-          "[fault_target][status]") {
+TEST_CASE(
+    "RESERVATION CONFLICT, MEDIUM ERROR, ILLEGAL REQUEST: the matching NBD error, no "
+    "retry, the path stays in service",
+    "[fault_target][status]") {
   struct Case {
     const char* name;
     ScriptedStatus answer;

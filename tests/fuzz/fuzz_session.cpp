@@ -65,8 +65,8 @@ class Harness {
     sp.clock = [this] { return now_; };
     session_ = std::make_unique<iscsi::Session>(sp);
     if (prefix.bit(0, 6)) {
-      session_->set_timeouts({.command_timeout = std::chrono::seconds(2),
-                              .tmf_timeout = std::chrono::seconds(2)});
+      session_->set_timeouts(
+          {.command_timeout = std::chrono::seconds(2), .tmf_timeout = std::chrono::seconds(2)});
     }
     session_->on_output = [this] { check_new_frames(); };
     // As the driver does: a logout the target asks for (AsyncEvent 1) is started from inside
@@ -108,9 +108,8 @@ class Harness {
       auto tmf = std::make_unique<TmfBox>();
       TmfBox* raw = tmf.get();
       tmfs_.push_back(std::move(tmf));
-      const auto start = session_->abort_task(box->task, [raw](const iscsi::TmfResult&) {
-        ++raw->answers;
-      });
+      const auto start =
+          session_->abort_task(box->task, [raw](const iscsi::TmfResult&) { ++raw->answers; });
       if (start == iscsi::AbortStart::withdrawn) {
         // Taken back from the CmdSN window: completed at once, as never sent.
         FUZZ_CHECK(box->completions == 1);
@@ -244,7 +243,7 @@ class Harness {
   std::vector<TaskBox*> completed_;
   std::vector<std::unique_ptr<TmfBox>> tmfs_;
   iscsi::SessionClock::time_point now_{};  // the fake clock: one second per PDU with bit 6
-  size_t checked_ = 0;  // frames at the front of output() already checked
+  size_t checked_ = 0;                     // frames at the front of output() already checked
   unsigned resubmits_ = 0;
   bool closing_ = false;
   unsigned pdus_ = 0;

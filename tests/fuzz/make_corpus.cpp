@@ -5,13 +5,13 @@
 // Regression seeds (inputs that once crashed) are kept by hand beside these and not rewritten.
 //
 //   fuzz_make_corpus CORPUS_DIR [CONFIG_EXAMPLE_YAML]
-#include "login_answers.hpp"
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <string>
 #include <vector>
+#include "login_answers.hpp"
 
 #include <common/bytes.hpp>
 #include <common/hex.hpp>
@@ -406,7 +406,9 @@ void login_seed(const std::string& name, uint8_t flags, const std::vector<LoginR
   write_seed("fuzz_login", name, seed);
 }
 
-Pairs target_answers() { return test::tgtd_like_login_answers(); }
+Pairs target_answers() {
+  return test::tgtd_like_login_answers();
+}
 
 void login_seeds() {
   using iscsi::encode_text;

@@ -17,7 +17,6 @@
 #include <array>
 #include <cerrno>
 #include <chrono>
-#include <thread>
 #include <cinttypes>
 #include <cstddef>
 #include <cstdint>
@@ -30,6 +29,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 

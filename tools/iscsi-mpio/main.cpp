@@ -5,17 +5,17 @@
 // interrupted the shutdown.
 #include <unistd.h>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <boost/asio.hpp>
 #include <chrono>
-#include <filesystem>
 #include <csignal>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <memory>
 #include <optional>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 #include <string>
 
 #include <common_asio/busy_poll.hpp>
@@ -47,18 +47,24 @@ using local = asio::local::stream_protocol;
 
 std::string no_path_retry_text(const config::NoPathRetry& n) {
   switch (n.mode) {
-    case config::NoPathRetry::Mode::fail: return "fail";
-    case config::NoPathRetry::Mode::queue: return "queue";
-    case config::NoPathRetry::Mode::intervals: return std::to_string(n.intervals);
+    case config::NoPathRetry::Mode::fail:
+      return "fail";
+    case config::NoPathRetry::Mode::queue:
+      return "queue";
+    case config::NoPathRetry::Mode::intervals:
+      return std::to_string(n.intervals);
   }
   return "?";
 }
 
 std::string failback_text(const config::Failback& f) {
   switch (f.mode) {
-    case config::Failback::Mode::immediate: return "immediate";
-    case config::Failback::Mode::manual: return "manual";
-    case config::Failback::Mode::delayed: return std::to_string(f.seconds);
+    case config::Failback::Mode::immediate:
+      return "immediate";
+    case config::Failback::Mode::manual:
+      return "manual";
+    case config::Failback::Mode::delayed:
+      return std::to_string(f.seconds);
   }
   return "?";
 }
@@ -79,9 +85,12 @@ iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& 
   pc.command_timeout = std::chrono::seconds(cfg.target.command_timeout);
   const auto digest = [](config::Digest d) {
     switch (d) {
-      case config::Digest::none: return iscsi::DigestChoice::none;
-      case config::Digest::crc32c: return iscsi::DigestChoice::crc32c;
-      case config::Digest::prefer_crc32c: return iscsi::DigestChoice::prefer_crc32c;
+      case config::Digest::none:
+        return iscsi::DigestChoice::none;
+      case config::Digest::crc32c:
+        return iscsi::DigestChoice::crc32c;
+      case config::Digest::prefer_crc32c:
+        return iscsi::DigestChoice::prefer_crc32c;
     }
     return iscsi::DigestChoice::none;
   };
@@ -92,14 +101,19 @@ iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& 
     chap.username = cfg.target.auth.username;
     chap.secret = cfg.target.auth.secret;
     if (cfg.target.auth.mutual)
-      chap.mutual = std::make_pair(cfg.target.auth.mutual->username, cfg.target.auth.mutual->secret);
+      chap.mutual =
+          std::make_pair(cfg.target.auth.mutual->username, cfg.target.auth.mutual->secret);
     pc.chap = std::move(chap);
     const auto algorithm = [](config::ChapAlgorithm a) {
       switch (a) {
-        case config::ChapAlgorithm::md5: return iscsi::ChapAlgorithm::md5;
-        case config::ChapAlgorithm::sha1: return iscsi::ChapAlgorithm::sha1;
-        case config::ChapAlgorithm::sha256: return iscsi::ChapAlgorithm::sha256;
-        case config::ChapAlgorithm::sha3_256: return iscsi::ChapAlgorithm::sha3_256;
+        case config::ChapAlgorithm::md5:
+          return iscsi::ChapAlgorithm::md5;
+        case config::ChapAlgorithm::sha1:
+          return iscsi::ChapAlgorithm::sha1;
+        case config::ChapAlgorithm::sha256:
+          return iscsi::ChapAlgorithm::sha256;
+        case config::ChapAlgorithm::sha3_256:
+          return iscsi::ChapAlgorithm::sha3_256;
       }
       return iscsi::ChapAlgorithm::md5;
     };
@@ -140,8 +154,8 @@ nbd::KernelAttachOptions kernel_options(const config::Config& cfg, const mpio::D
   policy.intervals = cfg.multipath.no_path_retry.intervals;
   policy.polling_interval = std::chrono::seconds(cfg.multipath.polling_interval);
   options.timeouts = nbd::kernel_timeouts(policy);
-  options.backend_identifier = "iscsi-mpio " + cfg.target.iqn + " LUN " +
-                               std::to_string(cfg.target.lun);
+  options.backend_identifier =
+      "iscsi-mpio " + cfg.target.iqn + " LUN " + std::to_string(cfg.target.lun);
   const char* env = std::getenv("ISCSI_MPIO_NBD_INTERFACE");
   const std::string forced = env ? env : "";
   if (forced == "ioctl") options.interface = nbd::KernelInterface::ioctl;
@@ -166,7 +180,8 @@ int attach(const std::string& config_path) {
   lun_config.lun = cfg.target.lun;
   lun_config.path_selector = cfg.multipath.path_selector;
   lun_config.rr_min_io = cfg.multipath.rr_min_io;
-  if (cfg.multipath.max_sectors_kb) lun_config.max_command_bytes = *cfg.multipath.max_sectors_kb << 10;
+  if (cfg.multipath.max_sectors_kb)
+    lun_config.max_command_bytes = *cfg.multipath.max_sectors_kb << 10;
   lun_config.polling_interval = std::chrono::seconds(cfg.multipath.polling_interval);
   lun_config.no_path_retry.intervals = cfg.multipath.no_path_retry.intervals;
   switch (cfg.multipath.no_path_retry.mode) {
@@ -182,9 +197,15 @@ int attach(const std::string& config_path) {
   }
   lun_config.expected_wwid = cfg.target.wwid;
   switch (cfg.multipath.path_grouping_policy) {
-    case config::Grouping::failover: lun_config.grouping = mpio::Grouping::failover; break;
-    case config::Grouping::multibus: lun_config.grouping = mpio::Grouping::multibus; break;
-    case config::Grouping::group_by_prio: lun_config.grouping = mpio::Grouping::group_by_prio; break;
+    case config::Grouping::failover:
+      lun_config.grouping = mpio::Grouping::failover;
+      break;
+    case config::Grouping::multibus:
+      lun_config.grouping = mpio::Grouping::multibus;
+      break;
+    case config::Grouping::group_by_prio:
+      lun_config.grouping = mpio::Grouping::group_by_prio;
+      break;
   }
   switch (cfg.multipath.failback.mode) {
     case config::Failback::Mode::immediate:
@@ -280,9 +301,10 @@ int attach(const std::string& config_path) {
     if (!dev) continue;
     for (const auto& [other, other_dev] : interfaces)
       if (other_dev == *dev)
-        spdlog::warn("paths {} and {} both leave through interface {}: that is one path, not "
-                     "two (give each NIC its own subnet, or policy-route each source address)",
-                     other, iscsi_io::describe(pc), *dev);
+        spdlog::warn(
+            "paths {} and {} both leave through interface {}: that is one path, not "
+            "two (give each NIC its own subnet, or policy-route each source address)",
+            other, iscsi_io::describe(pc), *dev);
     interfaces.emplace_back(iscsi_io::describe(pc), *dev);
   }
   mpio::LunDevice::open(
@@ -303,8 +325,8 @@ int attach(const std::string& config_path) {
         spdlog::info("SCSI commands of at most {} KiB ({})", command.bytes >> 10, command.source);
         device->on_path_event(
             [&](const std::string& path, mpio::PathState state, const std::string& reason) {
-              const auto level = state == mpio::PathState::active ? spdlog::level::info
-                                                                  : spdlog::level::warn;
+              const auto level =
+                  state == mpio::PathState::active ? spdlog::level::info : spdlog::level::warn;
               spdlog::log(level, "path {} {}: {}", path, mpio::path_state_name(state), reason);
               runtime.path_event(path, state);
             });
@@ -314,8 +336,9 @@ int attach(const std::string& config_path) {
         });
         if (device->grouping() == mpio::Grouping::group_by_prio &&
             device->identity().inquiry.tpgs == 0)
-          spdlog::warn("the target reports no ALUA support (INQUIRY TPGS 0): group_by_prio puts "
-                       "every path in one group, as multibus does");
+          spdlog::warn(
+              "the target reports no ALUA support (INQUIRY TPGS 0): group_by_prio puts "
+              "every path in one group, as multibus does");
         for (const auto& ps : device->path_status())
           spdlog::info("path {} {}{}", ps.name, mpio::path_state_name(ps.state),
                        ps.last_error.empty() ? "" : ": " + ps.last_error);
@@ -458,7 +481,8 @@ int main(int argc, char** argv) {
   // A closed stderr (a log pipe whose reader went away) must not kill a daemon holding a LUN;
   // sockets already send with MSG_NOSIGNAL.
   std::signal(SIGPIPE, SIG_IGN);
-  CLI::App app{"iscsi-mpio: userspace iSCSI initiator with multipath I/O, serving the LUN over NBD"};
+  CLI::App app{
+      "iscsi-mpio: userspace iSCSI initiator with multipath I/O, serving the LUN over NBD"};
   app.require_subcommand(1);
   std::string log_level = "info";
   app.add_option("--log-level", log_level, "trace, debug, info, warn, error")

@@ -9,17 +9,23 @@
 namespace status {
 namespace {
 
-std::string json_string(const std::string& in) { return json_text::quoted(in); }
-
+std::string json_string(const std::string& in) {
+  return json_text::quoted(in);
+}
 
 // multipath -ll's dm state / checker state words for each path state.
 const char* path_words(mpio::PathState state) {
   switch (state) {
-    case mpio::PathState::active: return "active ready  ";
-    case mpio::PathState::ghost: return "active ghost  ";
-    case mpio::PathState::connecting: return "active pending";
-    case mpio::PathState::failed: return "failed faulty ";
-    case mpio::PathState::refused: return "failed refused";
+    case mpio::PathState::active:
+      return "active ready  ";
+    case mpio::PathState::ghost:
+      return "active ghost  ";
+    case mpio::PathState::connecting:
+      return "active pending";
+    case mpio::PathState::failed:
+      return "failed faulty ";
+    case mpio::PathState::refused:
+      return "failed refused";
   }
   return "unknown       ";
 }
@@ -72,8 +78,11 @@ std::string render_tree(const Snapshot& s) {
       usable = usable || p.state == mpio::PathState::active || p.state == mpio::PathState::ghost;
     }
     out += std::string(last_group ? "`-+- " : "|-+- ") + "policy='" + s.selector +
-           " 0' prio=" + std::to_string(priority_of(g)) +
-           " status=" + (in_use ? "active" : usable ? "enabled" : "disabled") + "\n";
+           " 0' prio=" + std::to_string(priority_of(g)) + " status=" +
+           (in_use   ? "active"
+            : usable ? "enabled"
+                     : "disabled") +
+           "\n";
     for (size_t i = 0; i < members.size(); ++i) {
       const auto& p = *members[i];
       char line[512];
@@ -111,8 +120,7 @@ std::string render_json(const Snapshot& s) {
            ",\"in_flight\":" + std::to_string(p.in_flight) +
            ",\"commands\":" + std::to_string(p.commands) + ",\"bytes\":" + std::to_string(p.bytes) +
            ",\"errors\":" + std::to_string(p.errors) + ",\"iops\":" + std::to_string(p.iops) +
-           ",\"group\":" + std::to_string(p.group) +
-           ",\"priority\":" + std::to_string(p.priority) +
+           ",\"group\":" + std::to_string(p.group) + ",\"priority\":" + std::to_string(p.priority) +
            ",\"group_in_use\":" + (p.group_in_use ? "true" : "false") +
            ",\"alua_state\":" + json_string(p.alua_state) +
            ",\"last_error\":" + json_string(p.last_error) + "}";

@@ -12,7 +12,9 @@ namespace common {
 using ConstBytes = std::span<const std::byte>;
 using MutableBytes = std::span<std::byte>;
 
-inline uint8_t load_u8(ConstBytes b, size_t off) { return static_cast<uint8_t>(b[off]); }
+inline uint8_t load_u8(ConstBytes b, size_t off) {
+  return static_cast<uint8_t>(b[off]);
+}
 
 inline uint16_t load_be16(ConstBytes b, size_t off) {
   return static_cast<uint16_t>((load_u8(b, off) << 8) | load_u8(b, off + 1));
@@ -31,7 +33,9 @@ inline uint64_t load_be64(ConstBytes b, size_t off) {
   return (uint64_t{load_be32(b, off)} << 32) | load_be32(b, off + 4);
 }
 
-inline void store_u8(MutableBytes b, size_t off, uint8_t v) { b[off] = static_cast<std::byte>(v); }
+inline void store_u8(MutableBytes b, size_t off, uint8_t v) {
+  b[off] = static_cast<std::byte>(v);
+}
 
 inline void store_be16(MutableBytes b, size_t off, uint16_t v) {
   store_u8(b, off, static_cast<uint8_t>(v >> 8));
@@ -60,6 +64,5 @@ inline ConstBytes as_bytes(std::string_view s) {
 inline std::string_view as_chars(ConstBytes b) {
   return {reinterpret_cast<const char*>(b.data()), b.size()};
 }
-
 
 }  // namespace common

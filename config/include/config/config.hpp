@@ -32,8 +32,8 @@ enum class ChapAlgorithm { md5, sha1, sha256, sha3_256 };
 struct Auth {
   enum class Method { none, chap };
   Method method = Method::none;
-  std::string username;          // meaningful when method == chap
-  std::string secret;            // never printed: see redacted()
+  std::string username;  // meaningful when method == chap
+  std::string secret;    // never printed: see redacted()
   // Where `secret` was read from (the file's first line, trailing newline removed) when the file
   // gave `secret_file` instead of `secret`. Read only for method chap.
   std::optional<std::string> secret_file;
@@ -71,7 +71,7 @@ struct Target {
 
 struct Path {
   Portal portal;
-  std::optional<std::string> source;  // local IPv4/IPv6 literal to bind before connecting
+  std::optional<std::string> source;     // local IPv4/IPv6 literal to bind before connecting
   std::optional<std::string> interface;  // SO_BINDTODEVICE; open-iscsi iface.net_ifacename
   // path_grouping_policy failover: higher is used first; default: earlier in the file first.
   std::optional<std::uint32_t> priority;
@@ -120,9 +120,9 @@ struct Multipath {
   // multipath.conf path_selector without the trailing " 0": round-robin | queue-length |
   // service-time.
   std::string path_selector = "round-robin";
-  std::uint32_t rr_min_io = 1;          // commands per path before round-robin moves on
-  std::uint32_t polling_interval = 1;   // seconds between login attempts on a failed path
-  NoPathRetry no_path_retry;            // while no path is usable
+  std::uint32_t rr_min_io = 1;         // commands per path before round-robin moves on
+  std::uint32_t polling_interval = 1;  // seconds between login attempts on a failed path
+  NoPathRetry no_path_retry;           // while no path is usable
   // Seconds of silence on a connection before a NOP-Out ping (0: never ping);
   // iscsid.conf node.conn[0].timeo.noop_out_interval.
   std::uint32_t noop_out_interval = 5;

@@ -4,10 +4,10 @@
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
-#include <cstring>
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <cerrno>
+#include <cstring>
 #include <random>
 #include <utility>
 
@@ -27,8 +27,8 @@ using namespace asio::experimental::awaitable_operators;
 constexpr auto nothrow = asio::as_tuple(use_awaitable);
 
 std::string describe(const PathConfig& c) {
-  std::string host = c.portal_host.find(':') != std::string::npos ? "[" + c.portal_host + "]"
-                                                                  : c.portal_host;
+  std::string host =
+      c.portal_host.find(':') != std::string::npos ? "[" + c.portal_host + "]" : c.portal_host;
   std::string s = host + ":" + std::to_string(c.portal_port);
   if (c.source_address) s += " from " + *c.source_address;
   if (c.interface_name) s += " via " + *c.interface_name;
@@ -55,7 +55,7 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
   asio::io_context& io;
   PathConfig config;
   tcp::socket socket;
-  asio::steady_timer wake;  // the writer sleeps on it; cancel() wakes it
+  asio::steady_timer wake;             // the writer sleeps on it; cancel() wakes it
   asio::steady_timer logout_deadline;  // a target-requested logout's Parameter3 window
   std::vector<std::byte> rx_buffer;
   std::span<const std::byte> rx_pending;  // received but not yet consumed
@@ -71,7 +71,7 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
   std::string target_logout_detail;
 
   using clock = std::chrono::steady_clock;
-  clock::time_point last_received;   // any PDU (bytes) from the target
+  clock::time_point last_received;  // any PDU (bytes) from the target
   clock::time_point ping_sent;
 
   bool failed = false;
@@ -88,8 +88,7 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
     tcp::endpoint endpoint;
     if (ec) {
       tcp::resolver resolver(io);
-      auto [rec, results] =
-          co_await resolver.async_resolve(host, std::to_string(port), nothrow);
+      auto [rec, results] = co_await resolver.async_resolve(host, std::to_string(port), nothrow);
       if (rec || results.empty()) {
         detail = "cannot resolve " + host + ": " + rec.message();
         co_return std::make_error_code(std::errc::host_unreachable);
@@ -159,8 +158,8 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
   }
 
   awaitable<std::error_code> write_all(std::span<const std::byte> bytes, std::string& detail) {
-    auto [ec, n] = co_await asio::async_write(socket, asio::buffer(bytes.data(), bytes.size()),
-                                              nothrow);
+    auto [ec, n] =
+        co_await asio::async_write(socket, asio::buffer(bytes.data(), bytes.size()), nothrow);
     if (ec) {
       detail = "write to " + describe(config) + " failed: " + ec.message();
       co_return iscsi::errc::connection_closed;
@@ -235,7 +234,7 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
       // The exchange's detail usually names the status already; do not say it twice.
       const std::string message = failed_login.error.message();
       detail = failed_login.detail.find(message) != std::string::npos ? failed_login.detail
-               : failed_login.detail.empty() ? message
+               : failed_login.detail.empty()                          ? message
                                              : message + ": " + failed_login.detail;
       co_return failed_login.error;
     }
@@ -266,8 +265,8 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
     reader.set_placement(&session->placement());
     session->on_output = [this] { wake.cancel(); };
     session->on_event = [this](const iscsi::SessionEvent& e) { on_session_event(e); };
-    session->set_timeouts({.command_timeout = config.command_timeout,
-                           .tmf_timeout = tmf_timeout()});
+    session->set_timeouts(
+        {.command_timeout = config.command_timeout, .tmf_timeout = tmf_timeout()});
     wake.expires_at(asio::steady_timer::time_point::max());
     loops_running = 2;
     last_received = clock::now();
@@ -548,15 +547,21 @@ std::shared_ptr<PathSession> PathSession::create(asio::io_context& io, PathConfi
       new PathSession(std::make_unique<Impl>(io, std::move(config))));
 }
 
-const PathConfig& PathSession::config() const { return impl_->config; }
-const iscsi::OperationalParams& PathSession::negotiated() const { return impl_->negotiated; }
+const PathConfig& PathSession::config() const {
+  return impl_->config;
+}
+const iscsi::OperationalParams& PathSession::negotiated() const {
+  return impl_->negotiated;
+}
 std::optional<uint16_t> PathSession::target_portal_group_tag() const {
   return impl_->portal_group_tag;
 }
 bool PathSession::ready() const {
   return impl_->session != nullptr && !impl_->failed && !impl_->session->logout_requested();
 }
-void PathSession::on_failure(FailureHandler handler) { impl_->failure_handler = std::move(handler); }
+void PathSession::on_failure(FailureHandler handler) {
+  impl_->failure_handler = std::move(handler);
+}
 void PathSession::on_scsi_event(ScsiEventHandler handler) {
   impl_->scsi_event_handler = std::move(handler);
 }
@@ -628,9 +633,9 @@ void PathSession::close() {
   }
 }
 
-void PathSession::discover(std::function<void(std::error_code, const std::string&,
-                                              std::vector<iscsi::DiscoveredTarget>)>
-                               done) {
+void PathSession::discover(
+    std::function<void(std::error_code, const std::string&, std::vector<iscsi::DiscoveredTarget>)>
+        done) {
   auto impl = impl_;
   asio::co_spawn(
       impl->io,

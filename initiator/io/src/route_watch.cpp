@@ -1,17 +1,17 @@
 #include "iscsi_io/route_watch.hpp"
 
+#include <ifaddrs.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
-#include <ifaddrs.h>
 #include <net/if.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
-#include <cerrno>
 #include <array>
-#include <cstring>
 #include <boost/asio.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <cerrno>
+#include <cstring>
 
 namespace iscsi_io {
 
@@ -41,8 +41,8 @@ RouteWatch::RouteWatch(asio::io_context& io, std::function<void()> on_change)
   if (fd < 0) return;
   sockaddr_nl local{};
   local.nl_family = AF_NETLINK;
-  local.nl_groups = RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR |
-                    RTMGRP_IPV6_ROUTE;
+  local.nl_groups =
+      RTMGRP_LINK | RTMGRP_IPV4_IFADDR | RTMGRP_IPV4_ROUTE | RTMGRP_IPV6_IFADDR | RTMGRP_IPV6_ROUTE;
   if (::bind(fd, reinterpret_cast<sockaddr*>(&local), sizeof local) != 0) {
     ::close(fd);
     return;
@@ -62,7 +62,9 @@ RouteWatch::~RouteWatch() {
   impl_->descriptor.close(ignored);
 }
 
-bool RouteWatch::active() const { return impl_->descriptor.is_open(); }
+bool RouteWatch::active() const {
+  return impl_->descriptor.is_open();
+}
 
 namespace {
 

@@ -54,12 +54,24 @@ void get_sequence(BhsIn b, TargetSequence& s) {
   s.max_cmd_sn = CmdSN(load_be32(b, 32));
 }
 
-void put_lun(Bhs& b, Lun lun) { store_be64(b, 8, lun.encoded); }
-Lun get_lun(BhsIn b) { return Lun{load_be64(b, 8)}; }
-void put_itt(Bhs& b, Itt itt) { store_be32(b, 16, itt.value); }
-Itt get_itt(BhsIn b) { return Itt{load_be32(b, 16)}; }
-void put_ttt(Bhs& b, Ttt ttt) { store_be32(b, 20, ttt.value); }
-Ttt get_ttt(BhsIn b) { return Ttt{load_be32(b, 20)}; }
+void put_lun(Bhs& b, Lun lun) {
+  store_be64(b, 8, lun.encoded);
+}
+Lun get_lun(BhsIn b) {
+  return Lun{load_be64(b, 8)};
+}
+void put_itt(Bhs& b, Itt itt) {
+  store_be32(b, 16, itt.value);
+}
+Itt get_itt(BhsIn b) {
+  return Itt{load_be32(b, 16)};
+}
+void put_ttt(Bhs& b, Ttt ttt) {
+  store_be32(b, 20, ttt.value);
+}
+Ttt get_ttt(BhsIn b) {
+  return Ttt{load_be32(b, 20)};
+}
 
 // Login byte 1 (§11.12.1-4): T C . . CSG(2) NSG(2)
 uint8_t login_flags(bool transit, bool cont, LoginStage csg, LoginStage nsg) {
@@ -67,7 +79,9 @@ uint8_t login_flags(bool transit, bool cont, LoginStage csg, LoginStage nsg) {
          static_cast<uint8_t>(nsg);
 }
 
-bool valid_stage(uint8_t s) { return s == 0 || s == 1 || s == 3; }
+bool valid_stage(uint8_t s) {
+  return s == 0 || s == 1 || s == 3;
+}
 
 void put_isid(Bhs& b, const Isid& isid) {
   for (size_t i = 0; i < isid.bytes.size(); ++i) store_u8(b, 8 + i, isid.bytes[i]);
@@ -88,31 +102,55 @@ std::error_code malformed(std::string& detail, std::string what) {
 
 const char* opcode_name(Opcode op) {
   switch (op) {
-    case Opcode::nop_out: return "NOP-Out";
-    case Opcode::scsi_command: return "SCSI Command";
-    case Opcode::task_management_request: return "Task Management Request";
-    case Opcode::login_request: return "Login Request";
-    case Opcode::text_request: return "Text Request";
-    case Opcode::data_out: return "Data-Out";
-    case Opcode::logout_request: return "Logout Request";
-    case Opcode::snack_request: return "SNACK Request";
-    case Opcode::nop_in: return "NOP-In";
-    case Opcode::scsi_response: return "SCSI Response";
-    case Opcode::task_management_response: return "Task Management Response";
-    case Opcode::login_response: return "Login Response";
-    case Opcode::text_response: return "Text Response";
-    case Opcode::data_in: return "Data-In";
-    case Opcode::logout_response: return "Logout Response";
-    case Opcode::r2t: return "R2T";
-    case Opcode::async_message: return "Asynchronous Message";
-    case Opcode::reject: return "Reject";
+    case Opcode::nop_out:
+      return "NOP-Out";
+    case Opcode::scsi_command:
+      return "SCSI Command";
+    case Opcode::task_management_request:
+      return "Task Management Request";
+    case Opcode::login_request:
+      return "Login Request";
+    case Opcode::text_request:
+      return "Text Request";
+    case Opcode::data_out:
+      return "Data-Out";
+    case Opcode::logout_request:
+      return "Logout Request";
+    case Opcode::snack_request:
+      return "SNACK Request";
+    case Opcode::nop_in:
+      return "NOP-In";
+    case Opcode::scsi_response:
+      return "SCSI Response";
+    case Opcode::task_management_response:
+      return "Task Management Response";
+    case Opcode::login_response:
+      return "Login Response";
+    case Opcode::text_response:
+      return "Text Response";
+    case Opcode::data_in:
+      return "Data-In";
+    case Opcode::logout_response:
+      return "Logout Response";
+    case Opcode::r2t:
+      return "R2T";
+    case Opcode::async_message:
+      return "Asynchronous Message";
+    case Opcode::reject:
+      return "Reject";
   }
   return "unknown opcode";
 }
 
-Opcode bhs_opcode(BhsIn b) { return static_cast<Opcode>(load_u8(b, 0) & 0x3f); }
-uint8_t bhs_total_ahs_length(BhsIn b) { return load_u8(b, 4); }
-uint32_t bhs_data_segment_length(BhsIn b) { return load_be24(b, 5); }
+Opcode bhs_opcode(BhsIn b) {
+  return static_cast<Opcode>(load_u8(b, 0) & 0x3f);
+}
+uint8_t bhs_total_ahs_length(BhsIn b) {
+  return load_u8(b, 4);
+}
+uint32_t bhs_data_segment_length(BhsIn b) {
+  return load_be24(b, 5);
+}
 
 // ---------------------------------------------------------------- encoders
 
@@ -128,8 +166,9 @@ void encode(const NopOut& p, Bhs& b) {  // §11.18
 
 void encode(const ScsiCommand& p, Bhs& b) {  // §11.3
   put_common(b, Opcode::scsi_command, p);
-  store_u8(b, 1, (p.final ? final_bit : 0) | (p.read ? 0x40 : 0) | (p.write ? 0x20 : 0) |
-                     (static_cast<uint8_t>(p.attribute) & 0x07));
+  store_u8(b, 1,
+           (p.final ? final_bit : 0) | (p.read ? 0x40 : 0) | (p.write ? 0x20 : 0) |
+               (static_cast<uint8_t>(p.attribute) & 0x07));
   put_lun(b, p.lun);
   put_itt(b, p.itt);
   store_be32(b, 20, p.expected_data_transfer_length);
@@ -217,8 +256,9 @@ void encode(const NopIn& p, Bhs& b) {  // §11.19
 
 void encode(const ScsiResponse& p, Bhs& b) {  // §11.4
   put_common(b, Opcode::scsi_response, p);
-  store_u8(b, 1, final_bit | (p.bidi_overflow ? 0x10 : 0) | (p.bidi_underflow ? 0x08 : 0) |
-                     (p.residual_overflow ? 0x04 : 0) | (p.residual_underflow ? 0x02 : 0));
+  store_u8(b, 1,
+           final_bit | (p.bidi_overflow ? 0x10 : 0) | (p.bidi_underflow ? 0x08 : 0) |
+               (p.residual_overflow ? 0x04 : 0) | (p.residual_underflow ? 0x02 : 0));
   store_u8(b, 2, p.response);
   store_u8(b, 3, p.status);
   put_itt(b, p.itt);
@@ -261,9 +301,10 @@ void encode(const TextResponse& p, Bhs& b) {  // §11.11
 
 void encode(const DataIn& p, Bhs& b) {  // §11.7
   put_common(b, Opcode::data_in, p);
-  store_u8(b, 1, (p.final ? final_bit : 0) | (p.acknowledge ? 0x40 : 0) |
-                     (p.residual_overflow ? 0x04 : 0) | (p.residual_underflow ? 0x02 : 0) |
-                     (p.has_status ? 0x01 : 0));
+  store_u8(b, 1,
+           (p.final ? final_bit : 0) | (p.acknowledge ? 0x40 : 0) |
+               (p.residual_overflow ? 0x04 : 0) | (p.residual_underflow ? 0x02 : 0) |
+               (p.has_status ? 0x01 : 0));
   store_u8(b, 3, p.has_status ? p.status : 0);
   put_lun(b, p.lun);
   put_itt(b, p.itt);
@@ -639,15 +680,22 @@ uint32_t digest_value(std::span<const std::byte, digest_size> w) {
 
 std::string tmf_response_name(uint8_t response) {
   switch (static_cast<TaskManagementResponseCode>(response)) {
-    case TaskManagementResponseCode::function_complete: return "function complete";
-    case TaskManagementResponseCode::task_does_not_exist: return "task does not exist";
-    case TaskManagementResponseCode::lun_does_not_exist: return "LUN does not exist";
-    case TaskManagementResponseCode::task_still_allegiant: return "task still allegiant";
+    case TaskManagementResponseCode::function_complete:
+      return "function complete";
+    case TaskManagementResponseCode::task_does_not_exist:
+      return "task does not exist";
+    case TaskManagementResponseCode::lun_does_not_exist:
+      return "LUN does not exist";
+    case TaskManagementResponseCode::task_still_allegiant:
+      return "task still allegiant";
     case TaskManagementResponseCode::reassignment_not_supported:
       return "task allegiance reassignment not supported";
-    case TaskManagementResponseCode::function_not_supported: return "function not supported";
-    case TaskManagementResponseCode::authorization_failed: return "function authorization failed";
-    case TaskManagementResponseCode::function_rejected: return "function rejected";
+    case TaskManagementResponseCode::function_not_supported:
+      return "function not supported";
+    case TaskManagementResponseCode::authorization_failed:
+      return "function authorization failed";
+    case TaskManagementResponseCode::function_rejected:
+      return "function rejected";
   }
   return "response " + std::to_string(response);
 }

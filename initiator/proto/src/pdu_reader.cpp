@@ -122,8 +122,8 @@ PduReader::Result PduReader::feed(std::span<const std::byte> input) {
         const size_t before = filled_;
         used += take(rest(), dst, filled_);
         if (active_.data_digest)
-          data_crc_ = crc32c(std::span<const std::byte>(dst).subspan(before, filled_ - before),
-                             data_crc_);
+          data_crc_ =
+              crc32c(std::span<const std::byte>(dst).subspan(before, filled_ - before), data_crc_);
         if (filled_ < data_length_) return {used, State::need_more};
         filled_ = 0;
         phase_ = Phase::padding;

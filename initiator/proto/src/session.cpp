@@ -30,9 +30,12 @@ std::string lun_text(Lun lun) {
 
 const char* function_name(TaskFunction f) {
   switch (f) {
-    case TaskFunction::abort_task: return "ABORT TASK";
-    case TaskFunction::logical_unit_reset: return "LOGICAL UNIT RESET";
-    default: return "task management function";
+    case TaskFunction::abort_task:
+      return "ABORT TASK";
+    case TaskFunction::logical_unit_reset:
+      return "LOGICAL UNIT RESET";
+    default:
+      return "task management function";
   }
 }
 
@@ -71,7 +74,8 @@ Session::Slot* Session::find_slot(Itt itt) {
   const uint32_t index = itt.value & slot_mask;
   if (index >= slots_.size()) return nullptr;
   Slot& s = slots_[index];
-  if (s.task == nullptr || s.completed || s.generation != ((itt.value >> slot_bits) & generation_mask))
+  if (s.task == nullptr || s.completed ||
+      s.generation != ((itt.value >> slot_bits) & generation_mask))
     return nullptr;
   return &s;
 }
@@ -591,8 +595,8 @@ std::error_code Session::handle(const DataIn& p, std::span<const std::byte> data
   if (task.direction != DataDirection::read && p.data_segment_length > 0)
     return violation(detail, "Data-In for a command that reads nothing");
   if (p.data_sn != slot->next_data_sn)  // §11.7.5: DataSN counts Data-In PDUs of the command
-    return violation(detail, "Data-In DataSN " + std::to_string(p.data_sn.value()) +
-                                 ", expected " + std::to_string(slot->next_data_sn.value()));
+    return violation(detail, "Data-In DataSN " + std::to_string(p.data_sn.value()) + ", expected " +
+                                 std::to_string(slot->next_data_sn.value()));
   slot->next_data_sn = slot->next_data_sn.next();
   if (p.data_segment_length > 0) {
     const auto& buffer = task.read_buffer;
@@ -700,15 +704,15 @@ std::error_code Session::handle(const LogoutResponse& p, std::string& detail) {
 }
 
 std::error_code Session::handle(const TaskManagementResponse& p, std::string& detail) {
-  auto it = std::find_if(tmfs_.begin(), tmfs_.end(),
-                         [&](const PendingTmf& t) { return t.itt == p.itt; });
+  auto it =
+      std::find_if(tmfs_.begin(), tmfs_.end(), [&](const PendingTmf& t) { return t.itt == p.itt; });
   if (it == tmfs_.end())
     return violation(detail, "Task Management Response for ITT " + std::to_string(p.itt.value) +
                                  ", which names no request of ours");
   PendingTmf tmf = std::move(*it);
   tmfs_.erase(it);
-  const std::string what = std::string(function_name(tmf.function)) + ": " +
-                           tmf_response_name(p.response);
+  const std::string what =
+      std::string(function_name(tmf.function)) + ": " + tmf_response_name(p.response);
   return conclude_tmf(std::move(tmf), p.response, what, detail);
 }
 
@@ -742,8 +746,10 @@ std::error_code Session::handle(const AsyncMessage& p, std::span<const std::byte
                      std::to_string(p.parameter1) + ", " + time_text() + ")";
       break;
     case AsyncEvent::session_dropped:
-      event.detail = "target is dropping every connection of the session (asynchronous event "
-                     "3: " + time_text() + ")";
+      event.detail =
+          "target is dropping every connection of the session (asynchronous event "
+          "3: " +
+          time_text() + ")";
       break;
     default:
       event.detail = "asynchronous event " + std::to_string(p.event);
@@ -776,15 +782,15 @@ std::error_code Session::handle(const Reject& p, std::span<const std::byte> data
       return {};
     }
     if (was_aborted(itt)) return {};
-    auto tmf = std::find_if(tmfs_.begin(), tmfs_.end(),
-                            [&](const PendingTmf& t) { return t.itt == itt; });
+    auto tmf =
+        std::find_if(tmfs_.begin(), tmfs_.end(), [&](const PendingTmf& t) { return t.itt == itt; });
     if (tmf != tmfs_.end()) {  // a rejected request is as good as "function rejected"
       PendingTmf rejected = std::move(*tmf);
       tmfs_.erase(tmf);
       const std::string text = std::string(function_name(rejected.function)) + ": " + what;
       return conclude_tmf(std::move(rejected),
-                          static_cast<uint8_t>(TaskManagementResponseCode::function_rejected),
-                          text, detail);
+                          static_cast<uint8_t>(TaskManagementResponseCode::function_rejected), text,
+                          detail);
     }
   }
   if (p.reason == static_cast<uint8_t>(RejectReason::data_digest_error)) return {};

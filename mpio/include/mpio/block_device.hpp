@@ -21,11 +21,13 @@ struct DeviceInfo {
   uint32_t logical_block_size = 512;
   uint32_t physical_block_size = 512;   // logical << LOGICAL BLOCKS PER PHYSICAL BLOCK EXPONENT
   uint32_t optimal_transfer_bytes = 0;  // VPD 0xB0 OPTIMAL TRANSFER LENGTH, 0 = not reported
-  uint32_t max_transfer_bytes = 0;      // largest request the bridge should accept (VPD 0xB0 and our own cap)
-  bool read_only = false;               // MODE SENSE WP or a read-only target
-  bool supports_fua = true;             // FUA bit on WRITE(16)
-  bool supports_trim = false;           // UNMAP: VPD 0xB2 LBPU and VPD 0xB0 MAXIMUM UNMAP LBA COUNT > 0
-  bool supports_write_zeroes = false;   // WRITE SAME(16): VPD 0xB0 MAXIMUM WRITE SAME LENGTH or LBPWS
+  uint32_t max_transfer_bytes =
+      0;                     // largest request the bridge should accept (VPD 0xB0 and our own cap)
+  bool read_only = false;    // MODE SENSE WP or a read-only target
+  bool supports_fua = true;  // FUA bit on WRITE(16)
+  bool supports_trim = false;  // UNMAP: VPD 0xB2 LBPU and VPD 0xB0 MAXIMUM UNMAP LBA COUNT > 0
+  bool supports_write_zeroes =
+      false;  // WRITE SAME(16): VPD 0xB0 MAXIMUM WRITE SAME LENGTH or LBPWS
   bool write_zeroes_may_unmap = false;  // WRITE SAME(16) with UNMAP=1 allowed (VPD 0xB2 LBPWS)
 };
 
@@ -33,10 +35,10 @@ enum class IoOp : uint8_t { read, write, flush, trim, write_zeroes };
 
 struct IoRequest {
   IoOp op = IoOp::read;
-  uint64_t offset = 0;  // bytes; the bridge guarantees alignment to logical_block_size
-  uint64_t length = 0;  // bytes
-  bool fua = false;           // write: force unit access
-  bool may_unmap = false;     // write_zeroes: the client allows a hole (NBD: no NBD_CMD_FLAG_NO_HOLE)
+  uint64_t offset = 0;     // bytes; the bridge guarantees alignment to logical_block_size
+  uint64_t length = 0;     // bytes
+  bool fua = false;        // write: force unit access
+  bool may_unmap = false;  // write_zeroes: the client allows a hole (NBD: no NBD_CMD_FLAG_NO_HOLE)
   // read: destination of `length` bytes; write: source of `length` bytes; empty otherwise.
   // Owned by the submitter and valid until `done` runs.
   std::span<std::byte> buffer;

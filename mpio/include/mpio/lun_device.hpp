@@ -89,11 +89,11 @@ struct PathStatus {
   uint32_t in_flight = 0;
   uint64_t commands = 0;  // completed on this path
   uint64_t bytes = 0;
-  uint64_t errors = 0;    // transport failures seen
-  uint64_t iops = 0;      // commands completed in the last second
+  uint64_t errors = 0;  // transport failures seen
+  uint64_t iops = 0;    // commands completed in the last second
   std::string last_error;
-  uint32_t group = 0;      // paths with the same group share I/O
-  uint32_t priority = 0;   // of the group: higher is used first
+  uint32_t group = 0;     // paths with the same group share I/O
+  uint32_t priority = 0;  // of the group: higher is used first
   bool group_in_use = false;
   std::string alua_state;  // "active/optimized", ...; empty when the target has no ALUA
 };
@@ -131,9 +131,9 @@ class LunDevice : public BlockDevice {
   void close(std::chrono::milliseconds timeout, std::function<void(std::error_code)> done);
 
   // Every path state change after open, with its reason, for logs and status.
-  void on_path_event(std::function<void(const std::string& path, PathState state,
-                                        const std::string& reason)>
-                         handler);
+  void on_path_event(
+      std::function<void(const std::string& path, PathState state, const std::string& reason)>
+          handler);
 
   // The operator's `multipathd fail path` / `reinstate path`, by index into path_status().
   // fail_path stops new I/O on the path at once (commands in flight complete) and keeps it

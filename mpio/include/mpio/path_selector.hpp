@@ -13,9 +13,9 @@
 namespace mpio {
 
 struct PathLoad {
-  size_t path = 0;                // the device's index of the path
-  uint32_t in_flight = 0;         // commands outstanding on it
-  uint64_t in_flight_bytes = 0;   // their data
+  size_t path = 0;                   // the device's index of the path
+  uint32_t in_flight = 0;            // commands outstanding on it
+  uint64_t in_flight_bytes = 0;      // their data
   uint32_t relative_throughput = 1;  // service-time's weight (1 = all paths alike)
 };
 

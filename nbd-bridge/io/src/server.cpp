@@ -11,14 +11,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
-#include <span>
 #include <deque>
 #include <mutex>
 #include <set>
+#include <span>
 #include <utility>
 #include <vector>
 
-#include <common_asio/gather_cursor.hpp>
 #include <spdlog/spdlog.h>
 #include <boost/asio/co_spawn.hpp>
 #include <boost/asio/detached.hpp>
@@ -33,6 +32,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/use_awaitable.hpp>
 #include <boost/asio/write.hpp>
+#include <common_asio/gather_cursor.hpp>
 
 #include "mpio/block_device.hpp"
 #include "nbd/errors.hpp"
@@ -329,10 +329,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
           // What the last read brought of the payload, then the rest straight into it.
           const size_t buffered = take(payload);
           if (buffered < payload.size())
-            co_await asio::async_read(socket_,
-                                      asio::buffer(payload.data() + buffered,
-                                                   payload.size() - buffered),
-                                      asio::redirect_error(use_awaitable, ec));
+            co_await asio::async_read(
+                socket_, asio::buffer(payload.data() + buffered, payload.size() - buffered),
+                asio::redirect_error(use_awaitable, ec));
           if (ec) {
             finish(std::move(op));
             co_return;
@@ -359,9 +358,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
       rx_begin_ = 0;
     }
     while (rx_end_ < need) {
-      const size_t n = co_await socket_.async_read_some(
-          asio::buffer(rx_.data() + rx_end_, rx_.size() - rx_end_),
-          asio::redirect_error(use_awaitable, ec));
+      const size_t n =
+          co_await socket_.async_read_some(asio::buffer(rx_.data() + rx_end_, rx_.size() - rx_end_),
+                                           asio::redirect_error(use_awaitable, ec));
       if (ec) co_return false;
       rx_end_ += n;
     }
@@ -379,7 +378,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   awaitable<bool> discard(uint32_t length) {
     std::vector<std::byte> scratch(std::min<uint32_t>(length, 64 * 1024));
-    length -= static_cast<uint32_t>(take(std::span(scratch).first(std::min<size_t>(length, scratch.size()))));
+    length -= static_cast<uint32_t>(
+        take(std::span(scratch).first(std::min<size_t>(length, scratch.size()))));
     error_code ec;
     while (length > 0) {
       const size_t n = std::min<size_t>(length, scratch.size());
@@ -420,9 +420,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     op->io.done = [this, raw = op.get()](std::error_code ec, const std::string& detail) {
       // On our thread (LunDevice) this runs inline; from elsewhere (a test device completing
       // from its own thread) it is posted to our executor.
-      asio::dispatch(socket_.get_executor(), [this, raw, ec, detail] {
-        on_done(std::unique_ptr<Op>(raw), ec, detail);
-      });
+      asio::dispatch(socket_.get_executor(),
+                     [this, raw, ec, detail] { on_done(std::unique_ptr<Op>(raw), ec, detail); });
     };
     return op;
   }
@@ -528,8 +527,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       }
       ec = {};
       for (common_asio::GatherCursor cursor(buffers); !cursor.finished() && !ec;) {
-        const size_t n = co_await socket_.async_write_some(
-            cursor.window(), asio::redirect_error(use_awaitable, ec));
+        const size_t n = co_await socket_.async_write_some(cursor.window(),
+                                                           asio::redirect_error(use_awaitable, ec));
         cursor.consume(n);
       }
       for (auto& op : batch) finish(std::move(op));

@@ -451,8 +451,9 @@ TEST_CASE("nbd.busy_poll_us takes microseconds from 0 to 1000, off by default", 
 TEST_CASE("a path's interface must be a valid interface name", "[config]") {
   for (const char* bad : {"'eth 0'", "a/b", "'eth0:1'", "averyveryverylongname", "''"}) {
     INFO(bad);
-    const auto e = error_at(load(with_path("  - {portal: h, interface: " + std::string(bad) + "}\n")),
-                            "paths[0].interface");
+    const auto e =
+        error_at(load(with_path("  - {portal: h, interface: " + std::string(bad) + "}\n")),
+                 "paths[0].interface");
     CHECK(e.line == 4);
     CHECK_THAT(e.message, Contains("not a network interface name"));
   }

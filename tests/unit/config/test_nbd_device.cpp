@@ -13,17 +13,19 @@ using config_test::load;
 namespace {
 
 config::Result with_device(const std::string& value) {
-  return load("target: {iqn: 'iqn.2023-01.com.example:s', lun: 1}\n"
-              "paths: [{portal: 127.0.0.1}]\n"
-              "nbd: {device: '" +
-              value + "'}\n");
+  return load(
+      "target: {iqn: 'iqn.2023-01.com.example:s', lun: 1}\n"
+      "paths: [{portal: 127.0.0.1}]\n"
+      "nbd: {device: '" +
+      value + "'}\n");
 }
 
 }  // namespace
 
 TEST_CASE("nbd.device defaults to none", "[config]") {
-  const auto result = load("target: {iqn: 'iqn.2023-01.com.example:s'}\n"
-                           "paths: [{portal: 127.0.0.1}]\n");
+  const auto result = load(
+      "target: {iqn: 'iqn.2023-01.com.example:s'}\n"
+      "paths: [{portal: 127.0.0.1}]\n");
   REQUIRE(result.ok());
   CHECK(result.config().nbd.device == NbdDevice{});
   CHECK(result.config().nbd.device.mode == NbdDevice::Mode::none);

@@ -2,8 +2,8 @@
 // we expect (stage bits and keys) and the target's response; the runner checks every request
 // byte-level invariant (I bit, ISID, ITT, CID, CmdSN, ExpStatSN, padding) and can inject a
 // fault at any step.
-#include "login_answers.hpp"
 #include <catch2/catch.hpp>
+#include "login_answers.hpp"
 
 #include <common/bytes.hpp>
 #include <common/hex.hpp>
@@ -200,10 +200,14 @@ Pairs leading_keys(std::string auth) {
           {"AuthMethod", std::move(auth)}};
 }
 
-Pairs default_offer() { return test::default_operational_offer(); }
+Pairs default_offer() {
+  return test::default_operational_offer();
+}
 
 // What tgtd-like targets answer to default_offer().
-Pairs target_answers() { return test::tgtd_like_login_answers(); }
+Pairs target_answers() {
+  return test::tgtd_like_login_answers();
+}
 
 OperationalParams expected_params() {
   OperationalParams p;

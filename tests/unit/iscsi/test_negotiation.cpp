@@ -1,5 +1,5 @@
-#include "login_answers.hpp"
 #include <catch2/catch.hpp>
+#include "login_answers.hpp"
 
 #include <iscsi/errors.hpp>
 #include <iscsi/negotiation.hpp>

@@ -269,7 +269,8 @@ TEST_CASE("PDU reader takes a placed segment written straight into its buffer", 
         for (size_t piece = 1; piece <= 5; ++piece) {
           CAPTURE(hd, dd, fed, piece);
           FixedPlacement placement;
-          PduReader reader({.max_data_segment_length = 8192, .header_digest = hd, .data_digest = dd});
+          PduReader reader(
+              {.max_data_segment_length = 8192, .header_digest = hd, .data_digest = dd});
           reader.set_placement(&placement);
           auto r = reader.feed(std::span(wire).first(header + fed));
           REQUIRE(r.state == PduReader::State::need_more);

@@ -148,8 +148,7 @@ TEST_CASE("R2T outside the write or above MaxBurstLength is a protocol violation
   CHECK(s.deliver(r2t) == make_error_code(errc::protocol_violation));  // > MaxBurstLength
 }
 
-TEST_CASE("a closed CmdSN window holds commands until the target opens it",
-          "[iscsi][session]") {
+TEST_CASE("a closed CmdSN window holds commands until the target opens it", "[iscsi][session]") {
   Script s({}, CmdSN(0));  // MaxCmdSN = ExpCmdSN - 1: closed (§4.2.2.1)
   ScsiTask a, b;
   s.session->submit(a);
@@ -262,8 +261,7 @@ TEST_CASE("a slot freed when its last frame is written lets a waiting command go
   CHECK(s.session->tasks_waiting() == 0);
 }
 
-TEST_CASE("NOP-In asking for an answer gets a NOP-Out echoing TTT and data",
-          "[iscsi][session]") {
+TEST_CASE("NOP-In asking for an answer gets a NOP-Out echoing TTT and data", "[iscsi][session]") {
   Script s;
   NopIn ping;
   static_cast<TargetSequence&>(ping) = seq(1, 1, 100);
@@ -295,8 +293,7 @@ TEST_CASE("our ping is answered; an unexpected answer is a violation", "[iscsi][
   CHECK(s.deliver(answer) == make_error_code(errc::protocol_violation));
 }
 
-TEST_CASE("CHECK CONDITION keeps the sense data without its length prefix",
-          "[iscsi][session]") {
+TEST_CASE("CHECK CONDITION keeps the sense data without its length prefix", "[iscsi][session]") {
   Script s;
   ScsiTask task;
   s.session->submit(task);
@@ -314,8 +311,7 @@ TEST_CASE("CHECK CONDITION keeps the sense data without its length prefix",
   CHECK(task.sense[2] == std::byte{0x03});
 }
 
-TEST_CASE("responses for unknown or finished tasks are protocol violations",
-          "[iscsi][session]") {
+TEST_CASE("responses for unknown or finished tasks are protocol violations", "[iscsi][session]") {
   Script s;
   ScsiTask task;
   s.session->submit(task);
@@ -366,8 +362,8 @@ TEST_CASE("a finished write completes only after its Data-Out frames are written
   InitiatorPdu pdu;
   std::string detail;
   auto& frame = s.session->output().front();
-  REQUIRE_FALSE(decode_initiator_pdu(std::span<const std::byte, bhs_size>(frame.header.data(), bhs_size),
-                                     pdu, detail));
+  REQUIRE_FALSE(decode_initiator_pdu(
+      std::span<const std::byte, bhs_size>(frame.header.data(), bhs_size), pdu, detail));
   ScsiResponse rsp;
   static_cast<TargetSequence&>(rsp) = seq(1, 2, 100);
   rsp.itt = std::get<ScsiCommand>(pdu).itt;

@@ -129,8 +129,7 @@ TEST_CASE("ABORT TASK answered 'function complete' ends the task as proven abort
   CHECK(s.session->tmfs_outstanding() == 0);
 }
 
-TEST_CASE("ABORT TASK answered 'task does not exist' also proves the task dead",
-          "[iscsi][tmf]") {
+TEST_CASE("ABORT TASK answered 'task does not exist' also proves the task dead", "[iscsi][tmf]") {
   Script s;
   Probe a;
   s.session->submit(a.task);
@@ -248,9 +247,9 @@ TEST_CASE("a late R2T for an aborted write sends no Data-Out", "[iscsi][tmf]") {
   InitiatorPdu pdu;
   std::string detail;
   auto frame_itt = [&] {
-    REQUIRE_FALSE(decode_initiator_pdu(std::span<const std::byte, bhs_size>(
-                                           session.output().front().header.data(), bhs_size),
-                                       pdu, detail));
+    REQUIRE_FALSE(decode_initiator_pdu(
+        std::span<const std::byte, bhs_size>(session.output().front().header.data(), bhs_size), pdu,
+        detail));
     session.frames_written(1);
   };
   frame_itt();
@@ -408,9 +407,10 @@ TEST_CASE("fail_all: sent tasks get the transport error, unsent ones task_not_se
   CHECK(s.session->tmfs_outstanding() == 0);
 }
 
-TEST_CASE("a timed-out command gets ABORT TASK, then LOGICAL UNIT RESET, then the connection "
-          "is given up",
-          "[iscsi][tmf][timeout]") {
+TEST_CASE(
+    "a timed-out command gets ABORT TASK, then LOGICAL UNIT RESET, then the connection "
+    "is given up",
+    "[iscsi][tmf][timeout]") {
   Script s;
   s.session->set_timeouts({.command_timeout = 30s, .tmf_timeout = 15s});
   Probe a, b;
@@ -524,7 +524,7 @@ TEST_CASE("target-requested logout: in-flight tasks finish, waiting ones are not
   s.session->on_event = [&](const SessionEvent& e) {
     if (e.kind != SessionEvent::Kind::logout_requested) return;
     seconds = e.async.parameter3;
-    s.session->request_logout();  // what the driver does
+    s.session->request_logout();      // what the driver does
     CHECK(waiting.completions == 0);  // not inside on_pdu's processing
   };
   AsyncMessage async;

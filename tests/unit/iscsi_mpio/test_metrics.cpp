@@ -32,11 +32,8 @@ metrics::Sample sample() {
   s.paths = {path("127.0.0.1:3260 from 127.0.0.1", mpio::PathState::active, 10),
              path("127.0.0.1:3260 from 127.0.0.2", mpio::PathState::failed, 5)};
   s.requests_in_flight = 2;
-  s.nbd = {.available = true,
-           .requests = 100,
-           .errors = 4,
-           .connections = 1,
-           .buffer_bytes = 1048576};
+  s.nbd = {
+      .available = true, .requests = 100, .errors = 4, .connections = 1, .buffer_bytes = 1048576};
   return s;
 }
 
@@ -170,7 +167,8 @@ TEST_CASE("stats_json has per-path counters, failovers, latency and NBD", "[iscs
                   R"("commands":10,"bytes":40960,"errors":1,"iops":7,"in_flight":3,"failovers":0,)"
                   R"("latency_seconds":{"count":1,"sum":0.001}})") != std::string::npos);
   CHECK(json.find(R"("failovers":1)") != std::string::npos);
-  CHECK(json.find(R"("nbd":{"requests":100,"errors":4,"connections":1,"buffer_bytes":1048576})") != std::string::npos);
+  CHECK(json.find(R"("nbd":{"requests":100,"errors":4,"connections":1,"buffer_bytes":1048576})") !=
+        std::string::npos);
   auto s = sample();
   s.nbd = {};
   CHECK(c.stats_json(s).find(R"("nbd":null)") != std::string::npos);

@@ -41,7 +41,8 @@ TEST_CASE("a group that lost its last active path is left at once whatever failb
     CHECK(d.action == Action::switch_now);
   }
   // The very first choice also happens at once.
-  CHECK(decide_group(paths, std::nullopt, {Failback::Mode::manual, 0}).action == Action::switch_now);
+  CHECK(decide_group(paths, std::nullopt, {Failback::Mode::manual, 0}).action ==
+        Action::switch_now);
 }
 
 TEST_CASE("a better group that came back is taken by the failback policy", "[mpio][group]") {
@@ -56,8 +57,7 @@ TEST_CASE("a better group that came back is taken by the failback policy", "[mpi
   CHECK(decide_group(paths, 0u, {Failback::Mode::immediate, 0}).action == Action::keep);
 }
 
-TEST_CASE("multibus is one group: a path coming or going never switches groups",
-          "[mpio][group]") {
+TEST_CASE("multibus is one group: a path coming or going never switches groups", "[mpio][group]") {
   std::vector<GroupMember> paths{{0, 1, true}, {0, 1, false}};
   CHECK(decide_group(paths, 0u, {Failback::Mode::immediate, 0}).action == Action::keep);
   paths[1].active = true;

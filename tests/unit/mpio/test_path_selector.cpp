@@ -13,8 +13,7 @@ TEST_CASE("round-robin sends rr_min_io commands per path, then moves on", "[mpio
   CHECK(picks == std::vector<size_t>{0, 0, 1, 1, 2, 2, 0});
 }
 
-TEST_CASE("round-robin skips a failed path and takes it back when it returns",
-          "[mpio][selector]") {
+TEST_CASE("round-robin skips a failed path and takes it back when it returns", "[mpio][selector]") {
   auto rr = make_path_selector("round-robin", 1);
   std::vector<PathLoad> both{{.path = 0}, {.path = 1}}, only_1{{.path = 1}};
   CHECK(rr->select(both, 0) == 0);
@@ -26,8 +25,8 @@ TEST_CASE("round-robin skips a failed path and takes it back when it returns",
 
 TEST_CASE("queue-length picks the path with the fewest commands in flight", "[mpio][selector]") {
   auto ql = make_path_selector("queue-length");
-  std::vector<PathLoad> paths{{.path = 0, .in_flight = 3}, {.path = 1, .in_flight = 1},
-                              {.path = 2, .in_flight = 1}};
+  std::vector<PathLoad> paths{
+      {.path = 0, .in_flight = 3}, {.path = 1, .in_flight = 1}, {.path = 2, .in_flight = 1}};
   CHECK(ql->select(paths, 0) == 1);  // tie between 1 and 2 goes to the lower index
 }
 

@@ -65,9 +65,7 @@ struct ScsiAsyncEvent {
   std::optional<scsi::Sense> decoded;
 
   // UNIT ATTENTION, CAPACITY DATA HAS CHANGED (SPC-4 Annex D, 2A/09): re-read the capacity.
-  bool capacity_changed() const {
-    return decoded && decoded->asc == 0x2a && decoded->ascq == 0x09;
-  }
+  bool capacity_changed() const { return decoded && decoded->asc == 0x2a && decoded->ascq == 0x09; }
 };
 
 class PathSession : public std::enable_shared_from_this<PathSession> {

@@ -40,8 +40,9 @@ struct RouteQuery {
 // none (e.g. "Network is unreachable").
 bool route_exists(const RouteQuery& query, std::string& why);
 
-// The local interface the kernel would send `query` through (the routing table's choice, through a UDP connect() that sends nothing), or nullopt when there is no route or the
-// host is a name. Two paths that leave through one interface are one path, not two.
+// The local interface the kernel would send `query` through (the routing table's choice, through a
+// UDP connect() that sends nothing), or nullopt when there is no route or the host is a name. Two
+// paths that leave through one interface are one path, not two.
 std::optional<std::string> outgoing_interface(const RouteQuery& query);
 
 }  // namespace iscsi_io

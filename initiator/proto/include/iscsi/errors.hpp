@@ -17,28 +17,28 @@ enum class errc {
   header_digest_mismatch,  // §11.1: drop the connection
   data_digest_mismatch,
   // Text keys and negotiation (§6, §13)
-  text_malformed,          // missing '=', unterminated pair, empty key
-  text_key_too_long,       // > 63 bytes (§6.1)
-  text_value_too_long,     // > 255 bytes, or 8192 for the long-value keys (§6.1)
-  negotiation_failed,      // the target answered outside the key's rule (§6.2), or Reject
+  text_malformed,       // missing '=', unterminated pair, empty key
+  text_key_too_long,    // > 63 bytes (§6.1)
+  text_value_too_long,  // > 255 bytes, or 8192 for the long-value keys (§6.1)
+  negotiation_failed,   // the target answered outside the key's rule (§6.2), or Reject
   // Authentication (§12.1)
   chap_unsupported_algorithm,
-  chap_malformed,                  // bad CHAP_I/CHAP_C/CHAP_R encoding
+  chap_malformed,                     // bad CHAP_I/CHAP_C/CHAP_R encoding
   chap_target_authentication_failed,  // mutual CHAP: the target's CHAP_R is wrong
-  chap_reflected_challenge,        // §12.1.3: the target sent back our own challenge
+  chap_reflected_challenge,           // §12.1.3: the target sent back our own challenge
   // Login sequence (§6.3, §11.12/13)
-  login_protocol_error,   // stage, ITT, ISID or version rule broken by the target
+  login_protocol_error,  // stage, ITT, ISID or version rule broken by the target
   login_redirect_loop,
   login_timeout,
   // Full feature phase
-  unexpected_itt,         // a response for a task we do not have
-  protocol_violation,     // e.g. Data-In beyond the buffer, R2T out of range
-  reject_received,        // §11.17
+  unexpected_itt,      // a response for a task we do not have
+  protocol_violation,  // e.g. Data-In beyond the buffer, R2T out of range
+  reject_received,     // §11.17
   connection_closed,
-  connection_timeout,     // NOP-Out ping not answered (noop_out_timeout)
+  connection_timeout,  // NOP-Out ping not answered (noop_out_timeout)
   command_timeout,
-  task_aborted,           // aborted by us or the target; the command did not complete
-  session_failed,         // the connection went away with this command outstanding
+  task_aborted,    // aborted by us or the target; the command did not complete
+  session_failed,  // the connection went away with this command outstanding
   logout_failed,
   // Outcomes the layer above acts on (appended: values above stay stable)
   task_aborted_proven,        // ended by ABORT TASK / LOGICAL UNIT RESET that the target confirmed
@@ -51,7 +51,9 @@ enum class errc {
 };
 
 const std::error_category& category();
-inline std::error_code make_error_code(errc e) { return {static_cast<int>(e), category()}; }
+inline std::error_code make_error_code(errc e) {
+  return {static_cast<int>(e), category()};
+}
 
 // Login Response Status-Class / Status-Detail (RFC 7143 §11.13.5) as one error code:
 // value = class << 8 | detail, so "02 01" (authentication failure) is 0x0201.

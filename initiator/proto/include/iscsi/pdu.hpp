@@ -46,7 +46,9 @@ enum class Opcode : uint8_t {
 const char* opcode_name(Opcode op);
 
 // Padding of a data segment to a 4-byte boundary (§11.2.3).
-constexpr uint32_t padded_length(uint32_t n) { return (n + 3u) & ~3u; }
+constexpr uint32_t padded_length(uint32_t n) {
+  return (n + 3u) & ~3u;
+}
 
 // Fields every PDU carries (§11.2.1). `data_segment_length` excludes padding.
 struct PduCommon {
@@ -66,7 +68,13 @@ struct NopOut : PduCommon {
   StatSN exp_stat_sn;
 };
 
-enum class TaskAttribute : uint8_t { untagged = 0, simple = 1, ordered = 2, head_of_queue = 3, aca = 4 };
+enum class TaskAttribute : uint8_t {
+  untagged = 0,
+  simple = 1,
+  ordered = 2,
+  head_of_queue = 3,
+  aca = 4
+};
 
 // §11.3
 struct ScsiCommand : PduCommon {
@@ -334,9 +342,9 @@ struct Reject : PduCommon, TargetSequence {
 
 using InitiatorPdu = std::variant<NopOut, ScsiCommand, TaskManagementRequest, LoginRequest,
                                   TextRequest, DataOut, LogoutRequest, SnackRequest>;
-using TargetPdu = std::variant<NopIn, ScsiResponse, TaskManagementResponse, LoginResponse,
-                               TextResponse, DataIn, LogoutResponse, ReadyToTransfer,
-                               AsyncMessage, Reject>;
+using TargetPdu =
+    std::variant<NopIn, ScsiResponse, TaskManagementResponse, LoginResponse, TextResponse, DataIn,
+                 LogoutResponse, ReadyToTransfer, AsyncMessage, Reject>;
 
 // Encode the BHS of any PDU (initiator PDUs for us; target PDUs for the scripted fake target
 // in tests). total_ahs_length and data_segment_length come from the struct.

@@ -86,7 +86,7 @@ class PduReader {
   size_t filled_ = 0;
   Bhs bhs_{};
   std::vector<std::byte> ahs_;
-  std::vector<std::byte> data_;   // used when the segment is not placed
+  std::vector<std::byte> data_;  // used when the segment is not placed
   std::span<std::byte> placed_;
   uint32_t data_length_ = 0;
   std::array<std::byte, 4> padding_{};

@@ -48,8 +48,8 @@ struct ScsiTask {
   // aborted, rejected). Then status/sense are meaningless.
   std::error_code transport_error;
   std::string transport_detail;
-  uint8_t response = 0;  // §11.4.3 iSCSI Response: 0 = completed at target
-  uint8_t status = 0;    // SAM status byte
+  uint8_t response = 0;          // §11.4.3 iSCSI Response: 0 = completed at target
+  uint8_t status = 0;            // SAM status byte
   std::vector<std::byte> sense;  // sense data without the 2-byte SenseLength (§11.4.7.2)
   uint32_t residual_count = 0;
   bool residual_underflow = false;
@@ -86,8 +86,8 @@ using SessionClock = std::chrono::steady_clock;
 struct SessionParams {
   OperationalParams negotiated;
   uint16_t cid = 0;
-  CmdSN cmd_sn;          // next CmdSN to use, from the login exchange
-  StatSN exp_stat_sn;    // StatSN of the last login response + 1
+  CmdSN cmd_sn;        // next CmdSN to use, from the login exchange
+  StatSN exp_stat_sn;  // StatSN of the last login response + 1
   CmdSN exp_cmd_sn;
   CmdSN max_cmd_sn;
   // Upper bound on tasks in flight at once (the task table's size).
@@ -230,12 +230,12 @@ class Session : private DataPlacement {
     uint16_t generation = 0;
     CmdSN cmd_sn;
     SessionClock::time_point sent_at;
-    uint32_t data_received = 0;     // Data-In bytes placed
-    DataSN next_data_sn;            // expected DataSN of the next Data-In
-    uint32_t frames_pending = 0;    // queued frames borrowing the write buffer
-    bool completed = false;         // result known; waiting for frames_pending to reach 0
-    bool abort_pending = false;     // an ABORT TASK for this occupant is outstanding
-    bool timed_out = false;         // the timeout escalation is at work on it
+    uint32_t data_received = 0;   // Data-In bytes placed
+    DataSN next_data_sn;          // expected DataSN of the next Data-In
+    uint32_t frames_pending = 0;  // queued frames borrowing the write buffer
+    bool completed = false;       // result known; waiting for frames_pending to reach 0
+    bool abort_pending = false;   // an ABORT TASK for this occupant is outstanding
+    bool timed_out = false;       // the timeout escalation is at work on it
     // The generation of the slot's last occupant ended by task management, whose late PDUs
     // are dropped rather than treated as protocol violations.
     std::optional<uint16_t> aborted_generation;
@@ -245,7 +245,7 @@ class Session : private DataPlacement {
     Itt itt;
     TaskFunction function = TaskFunction::abort_task;
     Lun lun;
-    CmdSN cmd_sn;  // the request's own CmdSN: tasks sent before it have a smaller one
+    CmdSN cmd_sn;       // the request's own CmdSN: tasks sent before it have a smaller one
     uint32_t slot = 0;  // ABORT TASK: the referenced task's slot and generation
     uint16_t generation = 0;
     SessionClock::time_point sent_at;
