@@ -1,4 +1,4 @@
-// Scripted login exchanges (../shared/conventions.md item 10): each script lists the request
+// Scripted login exchanges (docs/architecture.md, "Tests"): each script lists the request
 // we expect (stage bits and keys) and the target's response; the runner checks every request
 // byte-level invariant (I bit, ISID, ITT, CID, CmdSN, ExpStatSN, padding) and can inject a
 // fault at any step.

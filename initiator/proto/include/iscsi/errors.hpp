@@ -1,4 +1,4 @@
-// Error categories of the iSCSI layer (../shared/conventions.md, "error_code with categories").
+// Error categories of the iSCSI layer (docs/architecture.md, "Errors").
 // Two categories: protocol/transport faults this initiator detects, and the Login Response status
 // (RFC 7143 §11.13.5) a target returns. Human-readable detail travels beside the code.
 #pragma once

@@ -1,7 +1,7 @@
 // Operational parameter negotiation (RFC 7143 §6.2, keys in §13). Table-driven
-// (../shared/conventions.md item 7): every key is declared once in negotiation.cpp with its type,
-// result function, RFC default, validity in discovery sessions and result field; the same entry
-// builds our offer, checks the target's answer and answers the target's offers.
+// (docs/architecture.md, "Negotiation"): every key is declared once in negotiation.cpp with its
+// type, result function, RFC default, validity in discovery sessions and result field; the same
+// entry builds our offer, checks the target's answer and answers the target's offers.
 //
 // Security keys (AuthMethod, CHAP_*) and the login declaratives (InitiatorName, TargetName,
 // SessionType, TargetAlias, InitiatorAlias, TargetPortalGroupTag, TargetAddress) are not

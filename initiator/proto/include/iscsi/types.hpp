@@ -1,4 +1,4 @@
-// Strong types for iSCSI sequence numbers and tags (../shared/conventions.md item 5).
+// Strong types for iSCSI sequence numbers and tags (docs/architecture.md, "Strong types").
 #pragma once
 
 #include <array>
