@@ -9,7 +9,8 @@ if ! command -v clang-format >/dev/null; then
   exit 1
 fi
 if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
-  mapfile -t files < <(git ls-files '*.cpp' '*.hpp' '*.h')
+  # Tracked files that still exist (a deletion not yet committed is not a finding).
+  mapfile -t files < <(git ls-files '*.cpp' '*.hpp' '*.h' | while read -r f; do [ -f "$f" ] && echo "$f"; done)
 else
   mapfile -t files < <(find . -path ./build\* -prune -o \( -name '*.cpp' -o -name '*.hpp' -o -name '*.h' \) -print)
 fi

@@ -1,16 +1,27 @@
 #!/usr/bin/env bash
-# The pure protocol libraries (../shared/conventions.md, "layers with a boundary") must not
-# include Asio, Boost or spdlog: they are tested as byte vectors and fuzzed without a network.
+# The layers of docs/architecture.md, "Layers": the pure libraries must not include Asio, Boost
+# or spdlog (they are tested as byte vectors and fuzzed without a network), and the two sides
+# of the block-device boundary must not include each other's headers.
 set -u
 root=${1:?project root}
 status=0
-for dir in common/include initiator/scsi initiator/proto nbd-bridge/proto mpio/include; do
-  [ -d "$root/$dir" ] || continue
-  if hits=$(grep -rnE '#include *[<"](boost/|asio|spdlog)' "$root/$dir"); then
-    echo "layering violation in $dir:"
+# report DIR REGEX WHAT: every include in DIR matching REGEX is a violation.
+report() {
+  local dir=$1 regex=$2 what=$3 hits
+  [ -d "$root/$dir" ] || { echo "layering: $dir is missing"; status=1; return; }
+  if hits=$(grep -rnE "#include *[<\"]($regex)" "$root/$dir"); then
+    echo "layering violation in $dir ($what):"
     echo "$hits"
     status=1
   fi
+}
+for dir in common/include common/blockdev/include initiator/scsi initiator/proto nbd-bridge/proto \
+  mpio/include; do
+  report "$dir" 'boost/|asio|spdlog' "a pure library includes Asio, Boost or spdlog"
 done
+report nbd-bridge "mpio/|iscsi/|iscsi_io/|scsi/" "the NBD side includes the iSCSI side"
+report mpio "nbd/|nbd_io/" "the iSCSI side includes the NBD side"
+report common/blockdev/include "mpio/|nbd/|nbd_io/|iscsi/|iscsi_io/|scsi/" \
+  "the boundary includes a side"
 [ $status -eq 0 ] && echo "layering ok"
 exit $status

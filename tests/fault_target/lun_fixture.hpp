@@ -75,14 +75,14 @@ class LunFixture {
   std::optional<std::error_code> read(uint64_t lba, uint32_t blocks, std::string& detail,
                                       std::chrono::milliseconds limit = std::chrono::seconds(5)) {
     std::vector<std::byte> buffer(size_t{blocks} * block_size_);
-    return transfer(mpio::IoOp::read, lba, buffer, detail, limit);
+    return transfer(blockdev::IoOp::read, lba, buffer, detail, limit);
   }
 
   // One WRITE of `data` at `lba`; nullopt when it did not complete within `limit`.
   std::optional<std::error_code> write(uint64_t lba, std::vector<std::byte> data,
                                        std::string& detail,
                                        std::chrono::milliseconds limit = std::chrono::seconds(5)) {
-    return transfer(mpio::IoOp::write, lba, data, detail, limit);
+    return transfer(blockdev::IoOp::write, lba, data, detail, limit);
   }
 
   FaultTarget& target(size_t index = 0) { return *targets_.at(index); }
@@ -90,11 +90,11 @@ class LunFixture {
   std::vector<uint64_t> sizes_seen;
 
  private:
-  std::optional<std::error_code> transfer(mpio::IoOp op, uint64_t lba,
+  std::optional<std::error_code> transfer(blockdev::IoOp op, uint64_t lba,
                                           std::vector<std::byte>& buffer, std::string& detail,
                                           std::chrono::milliseconds limit) {
     std::optional<std::error_code> result;
-    mpio::IoRequest request;
+    blockdev::IoRequest request;
     request.op = op;
     request.offset = lba * block_size_;
     request.length = buffer.size();

@@ -18,7 +18,7 @@
 namespace {
 
 nbd::ExportDescription export_from(const fuzz::Prefix& prefix) {
-  mpio::DeviceInfo device;
+  blockdev::DeviceInfo device;
   device.size_bytes = uint64_t{1} << 30;
   device.logical_block_size = 512;
   device.physical_block_size = 4096;

@@ -19,7 +19,7 @@
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
   auto input = fuzz::as_bytes(raw, size);
   const fuzz::Prefix prefix(input, 1);
-  mpio::DeviceInfo info;
+  blockdev::DeviceInfo info;
   info.logical_block_size = 512u << (prefix.u8(0) & 7u);
   info.physical_block_size = info.logical_block_size;
   info.read_only = prefix.bit(0, 3);
@@ -46,7 +46,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
 
   const nbd::Validation v = nbd::validate(request, info, structured);
   (void)nbd::nbd_error_name(v.error);
-  mpio::IoOp op{};
+  blockdev::IoOp op{};
   const bool has_op = nbd::to_io_op(request.type, op);
   if (!v || request.type == nbd::kCmdDisc) return 0;
   FUZZ_CHECK(has_op);

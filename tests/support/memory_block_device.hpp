@@ -1,4 +1,4 @@
-// A memory-backed mpio::BlockDevice for NBD tests: every operation, op counters, error
+// A memory-backed blockdev::BlockDevice for NBD tests: every operation, op counters, error
 // injection for the next N requests, and deferred completion so a test can finish requests in
 // any order (out-of-order replies) or hold them in flight (drain on stop).
 // Thread-safe: the server submits on its io_context thread while the test thread inspects the
@@ -15,11 +15,11 @@
 #include <system_error>
 #include <vector>
 
-#include "mpio/block_device.hpp"
+#include <blockdev/block_device.hpp>
 
 namespace test {
 
-class MemoryBlockDevice : public mpio::BlockDevice {
+class MemoryBlockDevice : public blockdev::BlockDevice {
  public:
   struct Counters {
     size_t reads = 0;
@@ -33,8 +33,8 @@ class MemoryBlockDevice : public mpio::BlockDevice {
     size_t total() const { return reads + writes + flushes + trims + write_zeroes; }
   };
 
-  static mpio::DeviceInfo make_info(uint64_t size_bytes = 1 << 20, uint32_t block_size = 512) {
-    mpio::DeviceInfo info;
+  static blockdev::DeviceInfo make_info(uint64_t size_bytes = 1 << 20, uint32_t block_size = 512) {
+    blockdev::DeviceInfo info;
     info.wwid = "memory";
     info.vendor = "TEST";
     info.product = "MEMORY";
@@ -49,12 +49,12 @@ class MemoryBlockDevice : public mpio::BlockDevice {
     return info;
   }
 
-  explicit MemoryBlockDevice(mpio::DeviceInfo info = make_info())
+  explicit MemoryBlockDevice(blockdev::DeviceInfo info = make_info())
       : info_(std::move(info)), data_(static_cast<size_t>(info_.size_bytes)) {}
 
-  const mpio::DeviceInfo& info() const override { return info_; }
+  const blockdev::DeviceInfo& info() const override { return info_; }
 
-  void submit(mpio::IoRequest& request) override {
+  void submit(blockdev::IoRequest& request) override {
     std::unique_lock lock(mutex_);
     count(request);
     if (defer_) {
@@ -84,7 +84,7 @@ class MemoryBlockDevice : public mpio::BlockDevice {
   }
   // Executes and completes the deferred request at `index` (0 = oldest). False if none.
   bool complete_deferred(size_t index = 0) {
-    mpio::IoRequest* request = nullptr;
+    blockdev::IoRequest* request = nullptr;
     {
       std::lock_guard lock(mutex_);
       if (index >= deferred_.size()) return false;
@@ -119,21 +119,21 @@ class MemoryBlockDevice : public mpio::BlockDevice {
   }
 
  private:
-  void count(const mpio::IoRequest& request) {
+  void count(const blockdev::IoRequest& request) {
     switch (request.op) {
-      case mpio::IoOp::read:
+      case blockdev::IoOp::read:
         ++counters_.reads;
         break;
-      case mpio::IoOp::write:
+      case blockdev::IoOp::write:
         ++counters_.writes;
         break;
-      case mpio::IoOp::flush:
+      case blockdev::IoOp::flush:
         ++counters_.flushes;
         break;
-      case mpio::IoOp::trim:
+      case blockdev::IoOp::trim:
         ++counters_.trims;
         break;
-      case mpio::IoOp::write_zeroes:
+      case blockdev::IoOp::write_zeroes:
         ++counters_.write_zeroes;
         if (request.may_unmap) ++counters_.unmapping_zeroes;
         break;
@@ -143,7 +143,7 @@ class MemoryBlockDevice : public mpio::BlockDevice {
 
   // Runs the request against the buffer, then calls `done` outside the lock (the callback may
   // submit again).
-  void execute(mpio::IoRequest& request) {
+  void execute(blockdev::IoRequest& request) {
     std::error_code ec;
     std::string detail;
     {
@@ -160,17 +160,17 @@ class MemoryBlockDevice : public mpio::BlockDevice {
         auto at = data_.begin() + static_cast<ptrdiff_t>(request.offset);
         const auto n = static_cast<ptrdiff_t>(request.length);
         switch (request.op) {
-          case mpio::IoOp::read:
+          case blockdev::IoOp::read:
             std::copy(at, at + n, request.buffer.begin());
             break;
-          case mpio::IoOp::write:
+          case blockdev::IoOp::write:
             std::copy(request.buffer.begin(), request.buffer.begin() + n, at);
             break;
-          case mpio::IoOp::trim:  // a trimmed range reads back as zeroes here
-          case mpio::IoOp::write_zeroes:
+          case blockdev::IoOp::trim:  // a trimmed range reads back as zeroes here
+          case blockdev::IoOp::write_zeroes:
             std::fill(at, at + n, std::byte{0});
             break;
-          case mpio::IoOp::flush:
+          case blockdev::IoOp::flush:
             break;
         }
       }
@@ -178,12 +178,12 @@ class MemoryBlockDevice : public mpio::BlockDevice {
     request.done(ec, detail);
   }
 
-  mpio::DeviceInfo info_;
+  blockdev::DeviceInfo info_;
   mutable std::mutex mutex_;
   std::vector<std::byte> data_;
   Counters counters_;
   bool defer_ = false;
-  std::deque<mpio::IoRequest*> deferred_;
+  std::deque<blockdev::IoRequest*> deferred_;
   size_t fail_left_ = 0;
   std::error_code fail_ec_;
   std::string fail_detail_;

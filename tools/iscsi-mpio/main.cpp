@@ -123,7 +123,7 @@ iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& 
   return pc;
 }
 
-nbd::ServerOptions server_options(const config::Config& cfg, const mpio::DeviceInfo& info) {
+nbd::ServerOptions server_options(const config::Config& cfg, const blockdev::DeviceInfo& info) {
   nbd::ServerOptions options;
   if (cfg.nbd.listen.kind == config::Listen::Kind::unix_socket)
     options.listen = nbd::UnixEndpoint{cfg.nbd.listen.path_or_host};
@@ -138,22 +138,16 @@ nbd::ServerOptions server_options(const config::Config& cfg, const mpio::DeviceI
 // nbd.device: what the kernel's nbd driver learns about the export. The timeouts follow
 // no_path_retry (nbd::kernel_timeouts). ISCSI_MPIO_NBD_INTERFACE=ioctl|netlink forces one
 // interface, for the guest test of the fallback.
-nbd::KernelAttachOptions kernel_options(const config::Config& cfg, const mpio::DeviceInfo& info) {
+nbd::KernelAttachOptions kernel_options(const config::Config& cfg,
+                                        const blockdev::DeviceInfo& info) {
   nbd::KernelAttachOptions options;
   if (cfg.nbd.device.mode == config::NbdDevice::Mode::index) options.index = cfg.nbd.device.index;
   options.size_bytes = info.size_bytes;
   options.block_size = nbd::block_sizes(info).minimum;
   options.max_transfer_bytes = nbd::block_sizes(info).maximum;
   options.transmission_flags = nbd::transmission_flags(info, false);  // simple replies only
-  nbd::NoPathPolicy policy;
-  policy.mode = cfg.multipath.no_path_retry.mode == config::NoPathRetry::Mode::fail
-                    ? nbd::NoPathPolicy::Mode::fail
-                : cfg.multipath.no_path_retry.mode == config::NoPathRetry::Mode::queue
-                    ? nbd::NoPathPolicy::Mode::queue
-                    : nbd::NoPathPolicy::Mode::intervals;
-  policy.intervals = cfg.multipath.no_path_retry.intervals;
-  policy.polling_interval = std::chrono::seconds(cfg.multipath.polling_interval);
-  options.timeouts = nbd::kernel_timeouts(policy);
+  options.timeouts = nbd::kernel_timeouts(cfg.multipath.no_path_retry,
+                                          std::chrono::seconds(cfg.multipath.polling_interval));
   options.backend_identifier =
       "iscsi-mpio " + cfg.target.iqn + " LUN " + std::to_string(cfg.target.lun);
   const char* env = std::getenv("ISCSI_MPIO_NBD_INTERFACE");
@@ -183,42 +177,10 @@ int attach(const std::string& config_path) {
   if (cfg.multipath.max_sectors_kb)
     lun_config.max_command_bytes = *cfg.multipath.max_sectors_kb << 10;
   lun_config.polling_interval = std::chrono::seconds(cfg.multipath.polling_interval);
-  lun_config.no_path_retry.intervals = cfg.multipath.no_path_retry.intervals;
-  switch (cfg.multipath.no_path_retry.mode) {
-    case config::NoPathRetry::Mode::fail:
-      lun_config.no_path_retry.mode = mpio::NoPathRetry::Mode::fail;
-      break;
-    case config::NoPathRetry::Mode::queue:
-      lun_config.no_path_retry.mode = mpio::NoPathRetry::Mode::queue;
-      break;
-    case config::NoPathRetry::Mode::intervals:
-      lun_config.no_path_retry.mode = mpio::NoPathRetry::Mode::intervals;
-      break;
-  }
+  lun_config.no_path_retry = cfg.multipath.no_path_retry;
   lun_config.expected_wwid = cfg.target.wwid;
-  switch (cfg.multipath.path_grouping_policy) {
-    case config::Grouping::failover:
-      lun_config.grouping = mpio::Grouping::failover;
-      break;
-    case config::Grouping::multibus:
-      lun_config.grouping = mpio::Grouping::multibus;
-      break;
-    case config::Grouping::group_by_prio:
-      lun_config.grouping = mpio::Grouping::group_by_prio;
-      break;
-  }
-  switch (cfg.multipath.failback.mode) {
-    case config::Failback::Mode::immediate:
-      lun_config.failback.mode = mpio::Failback::Mode::immediate;
-      break;
-    case config::Failback::Mode::manual:
-      lun_config.failback.mode = mpio::Failback::Mode::manual;
-      break;
-    case config::Failback::Mode::delayed:
-      lun_config.failback.mode = mpio::Failback::Mode::delayed;
-      break;
-  }
-  lun_config.failback.seconds = cfg.multipath.failback.seconds;
+  lun_config.grouping = cfg.multipath.path_grouping_policy;
+  lun_config.failback = cfg.multipath.failback;
   // One ISID per path: each path is its own session (I_T nexus) at the target.
   for (const auto& p : cfg.paths)
     lun_config.paths.push_back(

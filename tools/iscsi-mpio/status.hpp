@@ -16,7 +16,7 @@ struct Snapshot {
   std::string grouping;  // path_grouping_policy
   std::string failback;
   std::string no_path_retry;
-  mpio::DeviceInfo info;
+  blockdev::DeviceInfo info;
   std::vector<mpio::PathStatus> paths;
 };
 

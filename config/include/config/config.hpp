@@ -9,6 +9,9 @@
 #include <variant>
 #include <vector>
 
+#include <blockdev/no_path_retry.hpp>
+#include <mpio/path_group.hpp>
+
 #include "config/error.hpp"
 #include "config/names.hpp"
 
@@ -95,24 +98,12 @@ struct Nbd {
 };
 
 // Path health and failover. Timeouts are named after their open-iscsi / multipath.conf keys.
-// multipath.conf no_path_retry: "fail", "queue", or a number of polling intervals.
-struct NoPathRetry {
-  enum class Mode { fail, queue, intervals };
-  Mode mode = Mode::queue;
-  std::uint32_t intervals = 0;
-  friend bool operator==(const NoPathRetry&, const NoPathRetry&) = default;
-};
-
-// multipath.conf path_grouping_policy.
-enum class Grouping { failover, multibus, group_by_prio };
-
-// multipath.conf failback: when I/O returns to a better path group that came back.
-struct Failback {
-  enum class Mode { immediate, manual, delayed };
-  Mode mode = Mode::immediate;
-  std::uint32_t seconds = 0;  // Mode::delayed
-  friend bool operator==(const Failback&, const Failback&) = default;
-};
+// The option types are the components' own, declared once: no_path_retry ("fail", "queue",
+// or a number of polling intervals) at the block-device boundary, path_grouping_policy and
+// failback in mpio's path grouping.
+using blockdev::NoPathRetry;
+using mpio::Failback;
+using mpio::Grouping;
 
 struct Multipath {
   Grouping path_grouping_policy = Grouping::multibus;

@@ -14,10 +14,11 @@
 #include <system_error>
 #include <vector>
 
+#include <blockdev/block_device.hpp>
+#include <blockdev/no_path_retry.hpp>
 #include <iscsi_io/path_session.hpp>
 #include <scsi/inquiry.hpp>
 
-#include "mpio/block_device.hpp"
 #include "mpio/path_group.hpp"
 
 namespace boost::asio {
@@ -26,12 +27,12 @@ class io_context;
 
 namespace mpio {
 
-// multipath.conf no_path_retry: what happens to I/O while no path is usable.
-struct NoPathRetry {
-  enum class Mode { fail, queue, intervals };
-  Mode mode = Mode::queue;
-  uint32_t intervals = 0;  // Mode::intervals: queue this many polling intervals, then fail
-};
+// The LUN device is a provider at the block-device boundary.
+using blockdev::BlockDevice;
+using blockdev::DeviceInfo;
+using blockdev::IoOp;
+using blockdev::IoRequest;
+using blockdev::NoPathRetry;
 
 struct LunPath {
   // Login parameters. Each path must have its own ISID: one ISID on two paths to the same

@@ -21,6 +21,7 @@ struct Failback {
   enum class Mode { immediate, manual, delayed };
   Mode mode = Mode::immediate;
   uint32_t seconds = 0;  // Mode::delayed
+  friend bool operator==(const Failback&, const Failback&) = default;
 };
 
 struct GroupMember {

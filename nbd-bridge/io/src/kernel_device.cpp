@@ -95,18 +95,19 @@ std::string_view kernel_interface_name(KernelInterface interface) noexcept {
 // closed, i.e. the bridge process itself is gone; the driver then holds new requests this long
 // for a reconnect before failing them. To the kernel the bridge is the path, so it mirrors
 // no_path_retry: fail -> 0, N -> N x polling_interval (rounded up), queue -> "forever".
-KernelTimeouts kernel_timeouts(const NoPathPolicy& policy) noexcept {
+KernelTimeouts kernel_timeouts(const blockdev::NoPathRetry& no_path_retry,
+                               std::chrono::milliseconds polling_interval) noexcept {
   KernelTimeouts timeouts;
   timeouts.request = std::chrono::seconds{0};
-  switch (policy.mode) {
-    case NoPathPolicy::Mode::fail:
+  switch (no_path_retry.mode) {
+    case blockdev::NoPathRetry::Mode::fail:
       timeouts.dead_connection = std::chrono::seconds{0};
       break;
-    case NoPathPolicy::Mode::queue:
+    case blockdev::NoPathRetry::Mode::queue:
       timeouts.dead_connection = kDeadConnectionForever;
       break;
-    case NoPathPolicy::Mode::intervals: {
-      const auto hold = policy.polling_interval * std::max<uint32_t>(policy.intervals, 1);
+    case blockdev::NoPathRetry::Mode::intervals: {
+      const auto hold = polling_interval * std::max<uint32_t>(no_path_retry.intervals, 1);
       timeouts.dead_connection =
           std::max(std::chrono::ceil<std::chrono::seconds>(hold), std::chrono::seconds{1});
       break;

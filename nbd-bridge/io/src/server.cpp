@@ -34,7 +34,7 @@
 #include <boost/asio/write.hpp>
 #include <common_asio/gather_cursor.hpp>
 
-#include "mpio/block_device.hpp"
+#include <blockdev/block_device.hpp>
 #include "nbd/errors.hpp"
 #include "nbd/export.hpp"
 #include "nbd/handshake.hpp"
@@ -110,7 +110,7 @@ struct Op {
 
   BufferAccount& account;  // the connection's; it outlives every Op (declared before them)
   Request request;
-  mpio::IoRequest io;
+  blockdev::IoRequest io;
   std::unique_ptr<std::byte[]> buffer;
   uint32_t buffer_capacity = 0;
   uint32_t payload_bytes = 0;  // counted against the connection's byte budget
@@ -144,7 +144,7 @@ struct Op {
   void reset() {
     request = Request{};
     auto done = std::move(io.done);
-    io = mpio::IoRequest{};
+    io = blockdev::IoRequest{};
     io.done = std::move(done);
     payload_bytes = 0;
     error = 0;
@@ -166,7 +166,7 @@ struct ConnectionLimits {
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   // `handshake_done`: the peer already knows the export and starts in the transmission phase.
-  Connection(Socket socket, mpio::BlockDevice& device, ExportDescription export_description,
+  Connection(Socket socket, blockdev::BlockDevice& device, ExportDescription export_description,
              ConnectionLimits limits, std::string peer, bool handshake_done,
              std::shared_ptr<CounterCells> counters)
       : socket_(std::move(socket)),
@@ -392,12 +392,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void submit(std::unique_ptr<Op> op) {
-    mpio::IoRequest& io = op->io;
+    blockdev::IoRequest& io = op->io;
     to_io_op(op->request.type, io.op);
     io.offset = op->request.offset;
     io.length = op->request.length;
     io.fua = (op->request.flags & kCmdFlagFua) != 0;
-    io.may_unmap = io.op == mpio::IoOp::write_zeroes && (op->request.flags & kCmdFlagNoHole) == 0 &&
+    io.may_unmap = io.op == blockdev::IoOp::write_zeroes &&
+                   (op->request.flags & kCmdFlagNoHole) == 0 &&
                    export_.device.write_zeroes_may_unmap;
     if (op->payload_bytes > 0) io.buffer = op->payload(op->request.length);
     // io.done (set in acquire_op) takes the Op back; until then the device owns it. It may run
@@ -558,7 +559,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::array<std::byte, 64 * 1024> rx_;  // received, not yet taken: [rx_begin_, rx_end_)
   size_t rx_begin_ = 0;
   size_t rx_end_ = 0;
-  mpio::BlockDevice& device_;
+  blockdev::BlockDevice& device_;
   ExportDescription export_;
   ConnectionLimits limits_;
   std::string peer_;
@@ -589,11 +590,11 @@ std::string describe_peer(const Protocol::endpoint& endpoint, uint64_t id) {
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
-  Impl(asio::io_context& io, mpio::BlockDevice& device, ServerOptions options)
+  Impl(asio::io_context& io, blockdev::BlockDevice& device, ServerOptions options)
       : io(io), device(device), options(std::move(options)), acceptor(io) {}
 
   asio::io_context& io;
-  mpio::BlockDevice& device;
+  blockdev::BlockDevice& device;
   ServerOptions options;
   Acceptor acceptor;
   std::set<std::shared_ptr<Connection>> connections;
@@ -770,7 +771,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   }
 };
 
-Server::Server(asio::io_context& io, mpio::BlockDevice& device, ServerOptions options)
+Server::Server(asio::io_context& io, blockdev::BlockDevice& device, ServerOptions options)
     : impl_(std::make_shared<Impl>(io, device, std::move(options))) {}
 
 Server::~Server() = default;

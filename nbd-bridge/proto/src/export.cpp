@@ -7,7 +7,7 @@
 
 namespace nbd {
 
-uint16_t transmission_flags(const mpio::DeviceInfo& info, bool structured_replies) noexcept {
+uint16_t transmission_flags(const blockdev::DeviceInfo& info, bool structured_replies) noexcept {
   uint16_t flags = kFlagHasFlags;
   if (info.read_only) flags |= kFlagReadOnly;
   // SYNCHRONIZE CACHE always exists on the target, and a FLUSH reaches the LUN's cache that
@@ -26,7 +26,7 @@ uint16_t transmission_flags(const mpio::DeviceInfo& info, bool structured_replie
   return flags;
 }
 
-BlockSizes block_sizes(const mpio::DeviceInfo& info) noexcept {
+BlockSizes block_sizes(const blockdev::DeviceInfo& info) noexcept {
   BlockSizes sizes;
   const uint32_t lbs = info.logical_block_size;
   sizes.minimum = (std::has_single_bit(lbs) && lbs <= kMaxMinimumBlockSize) ? lbs : 512;

@@ -50,7 +50,7 @@ uint16_t allowed_flags(uint16_t command, uint16_t transmission) noexcept {
 
 }  // namespace
 
-Validation validate(const Request& request, const mpio::DeviceInfo& info,
+Validation validate(const Request& request, const blockdev::DeviceInfo& info,
                     bool structured_replies) noexcept {
   const uint16_t transmission = transmission_flags(info, structured_replies);
   const uint16_t command = request.type;
@@ -111,22 +111,22 @@ Validation validate(const Request& request, const mpio::DeviceInfo& info,
   return {};
 }
 
-bool to_io_op(uint16_t command, mpio::IoOp& op) noexcept {
+bool to_io_op(uint16_t command, blockdev::IoOp& op) noexcept {
   switch (command) {
     case kCmdRead:
-      op = mpio::IoOp::read;
+      op = blockdev::IoOp::read;
       return true;
     case kCmdWrite:
-      op = mpio::IoOp::write;
+      op = blockdev::IoOp::write;
       return true;
     case kCmdFlush:
-      op = mpio::IoOp::flush;
+      op = blockdev::IoOp::flush;
       return true;
     case kCmdTrim:
-      op = mpio::IoOp::trim;
+      op = blockdev::IoOp::trim;
       return true;
     case kCmdWriteZeroes:
-      op = mpio::IoOp::write_zeroes;
+      op = blockdev::IoOp::write_zeroes;
       return true;
     default:
       return false;

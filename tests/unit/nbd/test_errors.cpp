@@ -57,7 +57,7 @@ TEST_CASE("nbd error category names its codes", "[nbd]") {
 }
 
 TEST_CASE("transmission flags follow DeviceInfo", "[nbd]") {
-  mpio::DeviceInfo info;
+  blockdev::DeviceInfo info;
   info.supports_fua = false;
   CHECK(nbd::transmission_flags(info, false) ==
         (nbd::kFlagHasFlags | nbd::kFlagSendFlush | nbd::kFlagCanMultiConn));
@@ -75,7 +75,7 @@ TEST_CASE("transmission flags follow DeviceInfo", "[nbd]") {
 }
 
 TEST_CASE("block sizes come from the device's block limits", "[nbd]") {
-  mpio::DeviceInfo info;
+  blockdev::DeviceInfo info;
   info.logical_block_size = 512;
   info.physical_block_size = 512;
   info.max_transfer_bytes = 0;

@@ -25,8 +25,8 @@ using common::to_hex;
 using nbd::HandshakeOutcome;
 using nbd::ServerHandshake;
 
-mpio::DeviceInfo test_device() {
-  mpio::DeviceInfo info;
+blockdev::DeviceInfo test_device() {
+  blockdev::DeviceInfo info;
   info.size_bytes = 1 << 20;
   info.logical_block_size = 512;
   info.physical_block_size = 512;

@@ -12,8 +12,8 @@
 namespace {
 using namespace nbd;
 
-mpio::DeviceInfo device() {
-  mpio::DeviceInfo info;
+blockdev::DeviceInfo device() {
+  blockdev::DeviceInfo info;
   info.size_bytes = 1 << 20;
   info.logical_block_size = 512;
   info.physical_block_size = 4096;
@@ -28,7 +28,8 @@ Request req(uint16_t type, uint64_t offset, uint32_t length, uint16_t flags = 0)
   return Request{flags, type, 0x1122334455667788, offset, length};
 }
 
-uint32_t check(const Request& r, const mpio::DeviceInfo& info = device(), bool structured = false) {
+uint32_t check(const Request& r, const blockdev::DeviceInfo& info = device(),
+               bool structured = false) {
   return validate(r, info, structured).error;
 }
 
@@ -155,11 +156,11 @@ TEST_CASE("validation explains itself", "[nbd]") {
 }
 
 TEST_CASE("commands map to device operations", "[nbd]") {
-  mpio::IoOp op{};
-  CHECK((to_io_op(kCmdRead, op) && op == mpio::IoOp::read));
-  CHECK((to_io_op(kCmdWrite, op) && op == mpio::IoOp::write));
-  CHECK((to_io_op(kCmdFlush, op) && op == mpio::IoOp::flush));
-  CHECK((to_io_op(kCmdTrim, op) && op == mpio::IoOp::trim));
-  CHECK((to_io_op(kCmdWriteZeroes, op) && op == mpio::IoOp::write_zeroes));
+  blockdev::IoOp op{};
+  CHECK((to_io_op(kCmdRead, op) && op == blockdev::IoOp::read));
+  CHECK((to_io_op(kCmdWrite, op) && op == blockdev::IoOp::write));
+  CHECK((to_io_op(kCmdFlush, op) && op == blockdev::IoOp::flush));
+  CHECK((to_io_op(kCmdTrim, op) && op == blockdev::IoOp::trim));
+  CHECK((to_io_op(kCmdWriteZeroes, op) && op == blockdev::IoOp::write_zeroes));
   CHECK_FALSE(to_io_op(kCmdDisc, op));
 }

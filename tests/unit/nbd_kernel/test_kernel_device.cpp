@@ -208,14 +208,14 @@ TEST_CASE("random bytes and mutated answers never crash the parser", "[nbd_kerne
 }
 
 TEST_CASE("kernel timeouts never undercut no_path_retry", "[nbd_kernel]") {
-  using Mode = nbd::NoPathPolicy::Mode;
-  CHECK(nbd::kernel_timeouts({Mode::fail, 0, 1000ms}) == nbd::KernelTimeouts{0s, 0s});
-  CHECK(nbd::kernel_timeouts({Mode::queue, 0, 1000ms}) ==
+  using Mode = blockdev::NoPathRetry::Mode;
+  CHECK(nbd::kernel_timeouts({Mode::fail, 0}, 1000ms) == nbd::KernelTimeouts{0s, 0s});
+  CHECK(nbd::kernel_timeouts({Mode::queue, 0}, 1000ms) ==
         nbd::KernelTimeouts{0s, nbd::kDeadConnectionForever});
-  CHECK(nbd::kernel_timeouts({Mode::intervals, 5, 1000ms}) == nbd::KernelTimeouts{0s, 5s});
+  CHECK(nbd::kernel_timeouts({Mode::intervals, 5}, 1000ms) == nbd::KernelTimeouts{0s, 5s});
   // 3 x 1.5 s = 4.5 s: rounded up, never down.
-  CHECK(nbd::kernel_timeouts({Mode::intervals, 3, 1500ms}) == nbd::KernelTimeouts{0s, 5s});
-  CHECK(nbd::kernel_timeouts({Mode::intervals, 1, 200ms}).dead_connection == 1s);
+  CHECK(nbd::kernel_timeouts({Mode::intervals, 3}, 1500ms) == nbd::KernelTimeouts{0s, 5s});
+  CHECK(nbd::kernel_timeouts({Mode::intervals, 1}, 200ms).dead_connection == 1s);
   // "Forever" must stay below LONG_MAX jiffies at the highest HZ (1000).
   CHECK(nbd::kDeadConnectionForever.count() < (int64_t{1} << 62) / 1000);
 }

@@ -66,7 +66,7 @@ std::vector<std::byte> pattern(size_t n, uint8_t seed) {
 
 // A Server on its own io_context thread.
 struct Fixture {
-  explicit Fixture(mpio::DeviceInfo info = MemoryBlockDevice::make_info(),
+  explicit Fixture(blockdev::DeviceInfo info = MemoryBlockDevice::make_info(),
                    std::function<void(nbd::ServerOptions&)> tweak = {})
       : device(std::move(info)), path(temp_socket_path()) {
     nbd::ServerOptions options;

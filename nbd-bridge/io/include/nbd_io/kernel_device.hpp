@@ -23,6 +23,8 @@
 #include <system_error>
 #include <vector>
 
+#include <blockdev/no_path_retry.hpp>
+
 namespace nbd {
 
 enum class kernel_errc {
@@ -44,15 +46,6 @@ inline std::error_code make_error_code(kernel_errc e) noexcept {
 enum class KernelInterface { automatic, netlink, ioctl };
 std::string_view kernel_interface_name(KernelInterface interface) noexcept;
 
-// multipath no_path_retry as the bridge applies it (mpio::NoPathRetry), restated here so the
-// kernel's timeouts can be derived without this library depending on mpio.
-struct NoPathPolicy {
-  enum class Mode { fail, queue, intervals };
-  Mode mode = Mode::queue;
-  uint32_t intervals = 0;  // Mode::intervals
-  std::chrono::milliseconds polling_interval{1000};
-};
-
 struct KernelTimeouts {
   std::chrono::seconds request{0};          // NBD_ATTR_TIMEOUT / NBD_SET_TIMEOUT; 0 = never
   std::chrono::seconds dead_connection{0};  // NBD_ATTR_DEAD_CONN_TIMEOUT
@@ -61,7 +54,8 @@ struct KernelTimeouts {
 
 // The kernel must never fail a request before no_path_retry would (see kernel_device.cpp for
 // the derivation): request timeout 0, dead-connection timeout mirroring no_path_retry.
-KernelTimeouts kernel_timeouts(const NoPathPolicy& policy) noexcept;
+KernelTimeouts kernel_timeouts(const blockdev::NoPathRetry& no_path_retry,
+                               std::chrono::milliseconds polling_interval) noexcept;
 
 // The 36500 days the dead-connection wait lasts under no_path_retry queue: the driver has no
 // "forever" for it, and this stays far below LONG_MAX jiffies at any HZ.

@@ -1,5 +1,5 @@
 // The NBD server: listens on a unix socket or TCP, runs the handshake state machine
-// (nbd/handshake.hpp) per client, then serves requests from an mpio::BlockDevice with several
+// (nbd/handshake.hpp) per client, then serves requests from an blockdev::BlockDevice with several
 // in flight per connection and replies in completion order. Asio stays in server.cpp.
 #pragma once
 
@@ -14,7 +14,7 @@
 namespace boost::asio {
 class io_context;
 }
-namespace mpio {
+namespace blockdev {
 class BlockDevice;
 }
 
@@ -44,7 +44,7 @@ struct ServerOptions {
 // only after on_drained has run or the io_context has stopped.
 class Server {
  public:
-  Server(boost::asio::io_context& io, mpio::BlockDevice& device, ServerOptions options);
+  Server(boost::asio::io_context& io, blockdev::BlockDevice& device, ServerOptions options);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;

@@ -1,4 +1,4 @@
-// What the bridge advertises for its one export, derived from the LUN's mpio::DeviceInfo:
+// What the bridge advertises for its one export, derived from the LUN's blockdev::DeviceInfo:
 // transmission flags (proto.md, "Transmission flags") and block size constraints
 // (proto.md, "Block size constraints" and NBD_INFO_BLOCK_SIZE).
 #pragma once
@@ -7,7 +7,7 @@
 #include <string>
 #include <string_view>
 
-#include "mpio/block_device.hpp"
+#include <blockdev/block_device.hpp>
 
 namespace nbd {
 
@@ -21,17 +21,17 @@ struct BlockSizes {
 // The one function that turns DeviceInfo into transmission flags. NBD_FLAG_SEND_DF is only
 // legal once structured replies are negotiated (proto.md: "MUST leave this flag clear if
 // structured replies have not been negotiated"); we never fragment a read, so DF is free.
-uint16_t transmission_flags(const mpio::DeviceInfo& info, bool structured_replies) noexcept;
+uint16_t transmission_flags(const blockdev::DeviceInfo& info, bool structured_replies) noexcept;
 
 // minimum = logical block size; preferred = max(physical block size, optimal transfer length
 // rounded down to a power of 2 and capped at 1 MiB, 4096), never above maximum; maximum =
 // max_transfer_bytes (0 = unreported) capped at 32 MiB, a multiple of minimum.
-BlockSizes block_sizes(const mpio::DeviceInfo& info) noexcept;
+BlockSizes block_sizes(const blockdev::DeviceInfo& info) noexcept;
 
 struct ExportDescription {
   std::string name;         // "" (the default export) also selects this export
   std::string description;  // NBD_INFO_DESCRIPTION and NBD_REP_SERVER detail
-  mpio::DeviceInfo device;
+  blockdev::DeviceInfo device;
 
   // proto.md NBD_OPT_EXPORT_NAME: the empty name is reserved for the default export.
   bool matches(std::string_view requested) const noexcept {

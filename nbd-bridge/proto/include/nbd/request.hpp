@@ -7,7 +7,7 @@
 #include <string_view>
 #include <system_error>
 
-#include "mpio/block_device.hpp"
+#include <blockdev/block_device.hpp>
 
 namespace nbd {
 
@@ -36,10 +36,10 @@ struct Validation {
 // Checks a request against the export before it reaches the device. `structured_replies`
 // matters because NBD_CMD_FLAG_DF is only valid once structured replies are negotiated.
 // Order: unknown command, flags, read-only, unsupported command, bounds, alignment, length.
-Validation validate(const Request& request, const mpio::DeviceInfo& info,
+Validation validate(const Request& request, const blockdev::DeviceInfo& info,
                     bool structured_replies) noexcept;
 
 // Maps a validated command to the device operation; false for commands with no device op.
-bool to_io_op(uint16_t command, mpio::IoOp& op) noexcept;
+bool to_io_op(uint16_t command, blockdev::IoOp& op) noexcept;
 
 }  // namespace nbd

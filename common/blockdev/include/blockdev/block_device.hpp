@@ -1,5 +1,6 @@
 // The boundary between the NBD bridge (a client of block I/O) and the iSCSI side (a provider).
-// Pure C++: no Asio here, so the NBD protocol code and its tests never see the network stack.
+// Pure C++: no Asio here, so the NBD protocol code and its tests never see the network stack,
+// and neither side includes the other's headers (docs/architecture.md, "Layers").
 #pragma once
 
 #include <cstddef>
@@ -9,7 +10,7 @@
 #include <string>
 #include <system_error>
 
-namespace mpio {
+namespace blockdev {
 
 // What the bridge needs to know about the LUN to advertise an export (NBD spec: export size,
 // transmission flags, NBD_INFO_BLOCK_SIZE). Filled from READ CAPACITY and the INQUIRY VPD pages.
@@ -56,4 +57,4 @@ class BlockDevice {
   virtual void submit(IoRequest& request) = 0;
 };
 
-}  // namespace mpio
+}  // namespace blockdev
