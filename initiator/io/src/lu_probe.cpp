@@ -15,7 +15,7 @@ constexpr uint32_t vpd_allocation = 4096;
 
 }  // namespace
 
-boost::asio::awaitable<std::error_code> read_identity_pages(const DataInCommand& run,
+boost::asio::awaitable<std::error_code> read_identity_pages(DataInCommand run,
                                                             scsi::IdentityPages& pages,
                                                             std::string& detail) {
   pages = {};
@@ -46,7 +46,7 @@ boost::asio::awaitable<std::error_code> read_identity_pages(const DataInCommand&
   co_return std::error_code{};
 }
 
-boost::asio::awaitable<std::string> luns_on_target(const DataInCommand& run_at_lun0) {
+boost::asio::awaitable<std::string> luns_on_target(DataInCommand run_at_lun0) {
   std::vector<std::byte> data;
   std::string detail;
   if (co_await run_at_lun0(scsi::report_luns(4096), 4096, data, detail)) co_return std::string{};
