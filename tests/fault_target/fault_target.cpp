@@ -547,6 +547,27 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     const uint8_t operation = static_cast<uint8_t>(command.cdb[0]);
     const std::span<const std::byte> cdb(command.cdb);
+    // SPC-4 §6.33: REPORT LUNS is answered at any LUN.
+    if (operation == 0xa0) {
+      on_report_luns(command, cdb);
+      return;
+    }
+    // A LUN this target does not have: INQUIRY answers with PERIPHERAL QUALIFIER 011b (SPC-4
+    // §6.6.2), any other command with LOGICAL UNIT NOT SUPPORTED (SPC-4 Annex D, 25/00).
+    if (command.lun.encoded != lun_field()) {
+      if (operation == 0x12 && (common::load_u8(cdb, 1) & 0x01) == 0) {
+        std::vector<std::byte> data(36);
+        common::store_u8(data, 0, 0x7f);  // qualifier 011b, device type 1Fh
+        common::store_u8(data, 2, 0x06);
+        common::store_u8(data, 3, 0x02);
+        common::store_u8(data, 4, 36 - 5);
+        data.resize(std::min<size_t>(data.size(), common::load_be16(cdb, 3)));
+        send_data_in(command, data, {});
+      } else {
+        respond(command, status_check_condition, sense_segment(0x05, 0x25, 0x00));
+      }
+      return;
+    }
     // SAM-4 §5.14: a pending unit attention is reported on the next command, except INQUIRY
     // and REPORT LUNS, and then cleared.
     if (capacity_changed_ && operation != 0x12 && operation != 0xa0) {
@@ -604,6 +625,19 @@ class Connection : public std::enable_shared_from_this<Connection> {
         respond(command, status_check_condition, sense_segment(0x05, 0x20, 0x00));
         break;
     }
+  }
+
+  // The 8-byte LUN field of Script::lun, in peripheral device addressing (SAM-5 §4.7.7.2:
+  // bus 0, the LUN in byte 1).
+  uint64_t lun_field() const { return uint64_t{script_.lun} << 48; }
+
+  // SPC-4 §6.33.2: a LUN list of the one LUN this target has.
+  void on_report_luns(const iscsi::ScsiCommand& command, std::span<const std::byte> cdb) {
+    std::vector<std::byte> data(16);
+    common::store_be32(data, 0, 8);
+    common::store_be64(data, 8, lun_field());
+    data.resize(std::min<size_t>(data.size(), common::load_be32(cdb, 6)));
+    send_data_in(command, data, {});
   }
 
   // Standard data and the VPD pages the script gives (0x00, 0x83, 0x80); other pages are

@@ -6,11 +6,12 @@
 //
 // It serves one in-memory LUN well enough for iscsi_io::PathSession and mpio::LunDevice: login
 // without authentication (answering every operational key by its RFC 7143 §6.2 rule), TEST UNIT
-// READY, INQUIRY (standard data, VPD 0x00, 0x80 and 0x83), REPORT TARGET PORT GROUPS, READ
-// CAPACITY(16), READ(16), WRITE(16) with immediate data, unsolicited Data-Out and R2T, NOP-Out
-// pings, ABORT TASK / LOGICAL UNIT RESET, Logout. Target PDUs are built with iscsi_proto's
-// encoders; what the initiator sends is framed by PduReader and decoded by decode_initiator_pdu, so
-// the fake shares no protocol logic with the code under test beyond the wire codec.
+// READY, INQUIRY (standard data, VPD 0x00, 0x80 and 0x83), REPORT LUNS, REPORT TARGET PORT
+// GROUPS, READ CAPACITY(16), READ(16), WRITE(16) with immediate data, unsolicited Data-Out and
+// R2T, NOP-Out pings, ABORT TASK / LOGICAL UNIT RESET, Logout. Target PDUs are built with
+// iscsi_proto's encoders; what the initiator sends is framed by PduReader and decoded by
+// decode_initiator_pdu, so the fake shares no protocol logic with the code under test beyond the
+// wire codec.
 //
 // Everything runs on the caller's io_context; the header stays free of Asio so tests compile
 // quickly.
@@ -102,7 +103,9 @@ struct Script {
   // TASK SET FULL), reset (UNIT ATTENTION 29/00), reserved by another initiator (RESERVATION
   // CONFLICT) or has a bad block (MEDIUM ERROR): states tgtd and istgt do not enter on cue.
   std::vector<ScriptedStatus> data_command_answers{};
-  // The LUN.
+  // The LUN: its number (REPORT LUNS lists it alone; commands to any other LUN are answered as
+  // SPC-4 says for a LUN that does not exist) and size.
+  uint8_t lun = 0;
   uint64_t blocks = 2048;
   uint32_t block_size = 512;
   // How the LU names itself (SPC-4 §7.8.6, §7.8.15). By default VPD 0x83 holds one NAA IEEE
