@@ -1,7 +1,8 @@
 // check-config's probe: every path on its own, all at once on one io_context. Per path: the
 // local interface and its MTU, a bare TCP connect (so a refused or silent portal is told apart
 // from a refused login), an iSCSI login through iscsi_io::PathSession as attach does it, then
-// INQUIRY, VPD 0x83 / 0x80 and READ CAPACITY through PathSession::submit, and a logout.
+// INQUIRY, the LU's identity as attach reads it (iscsi_io/lu_probe.hpp) and READ CAPACITY through
+// PathSession::submit, and a logout.
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
