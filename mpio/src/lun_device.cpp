@@ -7,11 +7,13 @@
 #include <optional>
 
 #include <iscsi/errors.hpp>
+#include <iscsi_io/lu_probe.hpp>
 #include <iscsi_io/route_watch.hpp>
 #include <scsi/alua.hpp>
 #include <scsi/capacity.hpp>
 #include <scsi/cdb.hpp>
 #include <scsi/error.hpp>
+#include <scsi/identity.hpp>
 #include <scsi/mode_sense.hpp>
 #include <scsi/report_luns.hpp>
 #include <scsi/sense.hpp>
@@ -787,7 +789,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     if (!sent) p.proving = false;
   }
 
-  // A (re)connected path carries I/O only once it shows the same device (VPD 0x83).
+  // A (re)connected path carries I/O only once it shows the same device: the identity the
+  // first path's probe found (scsi::lu_identity), "" included.
   static awaitable<void> join(std::shared_ptr<Impl> self, Path& p) {
     std::string detail;
     std::string wwid;
@@ -835,33 +838,29 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   void refuse(Path& p, const std::string& wwid) {
     p.state = PathState::refused;
     p.rejoining = false;
-    p.last_error = "presents device " + (wwid.empty() ? std::string("(no WWID)") : wwid) +
-                   ", not " + (identity.wwid.empty() ? config.expected_wwid : identity.wwid);
+    const auto shown = [](const std::string& w) {
+      return w.empty() ? std::string("(no WWID)") : w;
+    };
+    // identity is reset when the first probe found a device other than target.wwid.
+    p.last_error = "presents device " + shown(wwid) + ", not " +
+                   shown(identity.wwid.empty() ? config.expected_wwid : identity.wwid);
     emit(p, p.last_error);
     if (p.session) p.session->close();
   }
 
+  // TEST UNIT READY (its retry in execute() consumes the unit attention of a fresh nexus), then
+  // the identity as the first path's probe reads it.
   awaitable<std::error_code> path_identity(Path& p, std::string& wwid,
                                            std::vector<scsi::Designator>& designators,
                                            std::string& detail) {
-    std::vector<std::byte> data;
     Command tur;
     tur.cdb = scsi::test_unit_ready().bytes;
     tur.pinned = &p;
     if (auto ec = co_await run(tur, detail)) co_return ec;
-    if (auto ec = co_await read_data(scsi::inquiry(true, scsi::vpd::device_identification, 4096),
-                                     4096, data, detail, &p))
-      co_return ec;
-    if (auto d = scsi::parse_device_identification(data)) {
-      wwid = scsi::wwid_from_designators(*d);
-      designators = std::move(*d);
-    }
-    if (wwid.empty()) {
-      if (auto ec = co_await read_data(scsi::inquiry(true, scsi::vpd::unit_serial_number, 255), 255,
-                                       data, detail, &p))
-        co_return ec;
-      if (auto serial = scsi::parse_unit_serial_number(data)) wwid = "S" + *serial;
-    }
+    scsi::IdentityPages pages;
+    if (auto ec = co_await iscsi_io::read_identity_pages(runner(p), pages, detail)) co_return ec;
+    wwid = scsi::lu_identity(pages);
+    if (pages.designators) designators = std::move(*pages.designators);
     co_return std::error_code{};
   }
 
@@ -879,9 +878,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // Data-In command with a fresh buffer of `allocation` bytes; `data` gets what arrived.
   awaitable<std::error_code> read_data(const scsi::Cdb& cdb, uint32_t allocation,
                                        std::vector<std::byte>& data, std::string& detail,
-                                       Path* pinned) {
+                                       Path* pinned, bool to_lun0 = false) {
     Command cmd;
     cmd.pinned = pinned;
+    cmd.to_lun0 = to_lun0;
     cmd.cdb = cdb.bytes;
     cmd.direction = iscsi::DataDirection::read;
     data.assign(allocation, std::byte{0});
@@ -894,6 +894,15 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     co_return ec;
   }
 
+  // The shared probes' (iscsi_io/lu_probe.hpp) way to run a command: pinned to `path`, to our
+  // LUN or to LUN 0.
+  iscsi_io::DataInCommand runner(Path& path, bool to_lun0 = false) {
+    return [this, &path, to_lun0](const scsi::Cdb& cdb, uint32_t allocation,
+                                  std::vector<std::byte>& data, std::string& detail) {
+      return read_data(cdb, allocation, data, detail, &path, to_lun0);
+    };
+  }
+
   awaitable<std::vector<std::byte>> vpd_page(uint8_t page, std::string& detail, Path* pinned) {
     std::vector<std::byte> data;
     auto ec = co_await read_data(scsi::inquiry(true, page, 4096), 4096, data, detail, pinned);
@@ -902,29 +911,6 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   // ---------------------------------------------------------------- probe (SPC-4 / SBC-3)
-
-  // " (the target has LUNs 0, 1)" from REPORT LUNS (SPC-4 §6.33), to make a wrong `lun:` in
-  // the configuration easy to fix; empty when the target will not say.
-  awaitable<std::string> luns_on_target(Path& path) {
-    std::vector<std::byte> data;
-    std::string detail;
-    Command cmd;
-    cmd.pinned = &path;
-    cmd.to_lun0 = true;
-    cmd.cdb = scsi::report_luns(4096).bytes;
-    cmd.direction = iscsi::DataDirection::read;
-    data.assign(4096, std::byte{0});
-    cmd.read_buffer = data;
-    if (co_await run(cmd, detail) && !cmd.residual_underflow) co_return std::string{};
-    auto luns = scsi::parse_report_luns(data);
-    if (!luns || luns->empty()) co_return std::string{};
-    std::string list;
-    for (uint64_t raw : *luns) {
-      auto n = scsi::decode_lun(raw);
-      list += (list.empty() ? "" : ", ") + (n ? std::to_string(*n) : std::string("?"));
-    }
-    co_return " (the target has LUN" + std::string(luns->size() > 1 ? "s " : " ") + list + ")";
-  }
 
   awaitable<std::error_code> probe(Path& path, std::string& detail) {
     lun = iscsi::Lun{scsi::encode_lun(config.lun)};
@@ -936,7 +922,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       tur.pinned = &path;
       if (auto ec = co_await run(tur, detail)) {
         detail = "LUN " + std::to_string(config.lun) + " is not ready: " + detail +
-                 co_await luns_on_target(path);
+                 co_await iscsi_io::luns_on_target(runner(path, true));
         co_return ec;
       }
     }
@@ -950,7 +936,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     }
     if (inquiry->peripheral_qualifier != 0) {
       detail = "LUN " + std::to_string(config.lun) + " does not exist on the target" +
-               co_await luns_on_target(path);
+               co_await iscsi_io::luns_on_target(runner(path, true));
       co_return std::make_error_code(std::errc::no_such_device);
     }
     if (inquiry->device_type != 0x00) {
@@ -960,24 +946,16 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     }
     identity.inquiry = *inquiry;
 
-    std::vector<uint8_t> pages;
-    if (auto p = scsi::parse_supported_vpd_pages(
-            co_await vpd_page(scsi::vpd::supported_pages, detail, &path)))
-      pages = *p;
+    scsi::IdentityPages pages;
+    if (auto ec = co_await iscsi_io::read_identity_pages(runner(path), pages, detail)) co_return ec;
+    identity.wwid = scsi::lu_identity(pages);
+    identity.serial = pages.serial.value_or("");
+    probe_designators = std::move(pages.designators).value_or(std::vector<scsi::Designator>{});
+    // The other VPD pages only when VPD 0x00 lists them.
     auto supported = [&](uint8_t page) {
-      return std::find(pages.begin(), pages.end(), page) != pages.end();
+      return pages.supported && std::find(pages.supported->begin(), pages.supported->end(), page) !=
+                                    pages.supported->end();
     };
-    if (supported(scsi::vpd::unit_serial_number))
-      if (auto s = scsi::parse_unit_serial_number(
-              co_await vpd_page(scsi::vpd::unit_serial_number, detail, &path)))
-        identity.serial = *s;
-    if (supported(scsi::vpd::device_identification))
-      if (auto d = scsi::parse_device_identification(
-              co_await vpd_page(scsi::vpd::device_identification, detail, &path))) {
-        identity.wwid = scsi::wwid_from_designators(*d);
-        probe_designators = std::move(*d);
-      }
-    if (identity.wwid.empty() && !identity.serial.empty()) identity.wwid = "S" + identity.serial;
     if (supported(scsi::vpd::block_limits))
       if (auto l =
               scsi::parse_block_limits(co_await vpd_page(scsi::vpd::block_limits, detail, &path))) {

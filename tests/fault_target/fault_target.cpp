@@ -547,6 +547,27 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     const uint8_t operation = static_cast<uint8_t>(command.cdb[0]);
     const std::span<const std::byte> cdb(command.cdb);
+    // SPC-4 §6.33: REPORT LUNS is answered at any LUN.
+    if (operation == 0xa0) {
+      on_report_luns(command, cdb);
+      return;
+    }
+    // A LUN this target does not have: INQUIRY answers with PERIPHERAL QUALIFIER 011b (SPC-4
+    // §6.6.2), any other command with LOGICAL UNIT NOT SUPPORTED (SPC-4 Annex D, 25/00).
+    if (command.lun.encoded != lun_field()) {
+      if (operation == 0x12 && (common::load_u8(cdb, 1) & 0x01) == 0) {
+        std::vector<std::byte> data(36);
+        common::store_u8(data, 0, 0x7f);  // qualifier 011b, device type 1Fh
+        common::store_u8(data, 2, 0x06);
+        common::store_u8(data, 3, 0x02);
+        common::store_u8(data, 4, 36 - 5);
+        data.resize(std::min<size_t>(data.size(), common::load_be16(cdb, 3)));
+        send_data_in(command, data, {});
+      } else {
+        respond(command, status_check_condition, sense_segment(0x05, 0x25, 0x00));
+      }
+      return;
+    }
     // SAM-4 §5.14: a pending unit attention is reported on the next command, except INQUIRY
     // and REPORT LUNS, and then cleared.
     if (capacity_changed_ && operation != 0x12 && operation != 0xa0) {
@@ -568,7 +589,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       case 0x00:  // TEST UNIT READY
         respond(command, status_good);
         break;
-      case 0x12:  // INQUIRY (SPC-4 §6.6): standard data; VPD pages only with ALUA
+      case 0x12:  // INQUIRY (SPC-4 §6.6)
         on_inquiry(command, cdb);
         break;
       case 0xa3:  // MAINTENANCE IN: REPORT TARGET PORT GROUPS (SPC-4 §6.36)
@@ -606,10 +627,27 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
   }
 
-  // Standard data and VPD pages 0x00 and 0x83; other pages are INVALID FIELD IN CDB.
+  // The 8-byte LUN field of Script::lun, in peripheral device addressing (SAM-5 §4.7.7.2:
+  // bus 0, the LUN in byte 1).
+  uint64_t lun_field() const { return uint64_t{script_.lun} << 48; }
+
+  // SPC-4 §6.33.2: a LUN list of the one LUN this target has.
+  void on_report_luns(const iscsi::ScsiCommand& command, std::span<const std::byte> cdb) {
+    std::vector<std::byte> data(16);
+    common::store_be32(data, 0, 8);
+    common::store_be64(data, 8, lun_field());
+    data.resize(std::min<size_t>(data.size(), common::load_be32(cdb, 6)));
+    send_data_in(command, data, {});
+  }
+
+  // Standard data and the VPD pages the script gives (0x00, 0x83, 0x80); other pages are
+  // INVALID FIELD IN CDB.
   void on_inquiry(const iscsi::ScsiCommand& command, std::span<const std::byte> cdb) {
+    using DeviceIdentification = Script::DeviceIdentification;
     const bool evpd = (common::load_u8(cdb, 1) & 0x01) != 0;
     const uint8_t page = common::load_u8(cdb, 2);
+    const bool has_83 = script_.device_identification != DeviceIdentification::unsupported;
+    const bool has_80 = script_.unit_serial.has_value();
     std::vector<std::byte> data;
     if (!evpd) {
       data.resize(36);
@@ -620,22 +658,35 @@ class Connection : public std::enable_shared_from_this<Connection> {
       std::memcpy(data.data() + 8, "FAULT   ", 8);
       std::memcpy(data.data() + 16, "SCRIPTED TARGET ", 16);
       std::memcpy(data.data() + 32, "0001", 4);
-    } else if (page == 0x00) {  // SPC-4 §7.8.13 supported VPD pages
-      data = {std::byte{0}, std::byte{0x00}, std::byte{0},
-              std::byte{2}, std::byte{0x00}, std::byte{0x83}};
-    } else if (page == 0x83) {  // SPC-4 §7.8.6 device identification
+    } else if (page == 0x00) {  // SPC-4 §7.8.13 supported VPD pages, in ascending order
+      data = {std::byte{0}, std::byte{0x00}, std::byte{0}, std::byte{0}, std::byte{0x00}};
+      if (has_80) data.push_back(std::byte{0x80});
+      if (has_83) data.push_back(std::byte{0x83});
+      common::store_be16(data, 2, static_cast<uint16_t>(data.size() - 4));
+    } else if (page == 0x80 && has_80) {  // SPC-4 §7.8.15 unit serial number
+      data = {std::byte{0}, std::byte{0x80}, std::byte{0}, std::byte{0}};
+      for (char c : *script_.unit_serial) data.push_back(static_cast<std::byte>(c));
+      common::store_be16(data, 2, static_cast<uint16_t>(data.size() - 4));
+    } else if (page == 0x83 && has_83) {  // SPC-4 §7.8.6 device identification
       // An NAA IEEE Registered designator for the LU (association 0); with ALUA, the target
       // port group and relative target port of this port too (association 1, §7.8.6.7/.8).
       data = {std::byte{0}, std::byte{0x83}, std::byte{0}, std::byte{0}};
-      const std::array<uint8_t, 12> naa = {0x01, 0x03, 0x00, 0x08, 0x50, 0x01,
-                                           0x40, 0x50, 0x00, 0x00, 0x00, 0x01};
-      for (uint8_t b : naa) data.push_back(std::byte{b});
+      if (script_.device_identification == DeviceIdentification::naa) {
+        const std::array<uint8_t, 12> naa = {0x01, 0x03, 0x00, 0x08, 0x50, 0x01,
+                                             0x40, 0x50, 0x00, 0x00, 0x00, 0x00};
+        for (uint8_t b : naa) data.push_back(std::byte{b});
+        common::store_be32(data, data.size() - 4, script_.lu_id);
+      }
+      std::vector<uint8_t> port_designators;
       if (script_.alua) {
-        for (uint8_t type : {uint8_t{5}, uint8_t{4}}) {
-          const std::array<uint8_t, 8> port = {
-              0x01, static_cast<uint8_t>(0x10 | type), 0x00, 0x04, 0x00, 0x00, 0x00, 0x01};
-          for (uint8_t b : port) data.push_back(std::byte{b});
-        }
+        port_designators = {5, 4};
+      } else if (script_.device_identification == DeviceIdentification::no_lu_designator) {
+        port_designators = {4};
+      }
+      for (uint8_t type : port_designators) {
+        const std::array<uint8_t, 8> port = {
+            0x01, static_cast<uint8_t>(0x10 | type), 0x00, 0x04, 0x00, 0x00, 0x00, 0x01};
+        for (uint8_t b : port) data.push_back(std::byte{b});
       }
       common::store_be16(data, 2, static_cast<uint16_t>(data.size() - 4));
     } else {

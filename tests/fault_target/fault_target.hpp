@@ -6,11 +6,12 @@
 //
 // It serves one in-memory LUN well enough for iscsi_io::PathSession and mpio::LunDevice: login
 // without authentication (answering every operational key by its RFC 7143 §6.2 rule), TEST UNIT
-// READY, INQUIRY (standard data, VPD 0x00 and 0x83), REPORT TARGET PORT GROUPS, READ
-// CAPACITY(16), READ(16), WRITE(16) with immediate data, unsolicited Data-Out and R2T, NOP-Out
-// pings, ABORT TASK / LOGICAL UNIT RESET, Logout. Target PDUs are built with iscsi_proto's
-// encoders; what the initiator sends is framed by PduReader and decoded by decode_initiator_pdu, so
-// the fake shares no protocol logic with the code under test beyond the wire codec.
+// READY, INQUIRY (standard data, VPD 0x00, 0x80 and 0x83), REPORT LUNS, REPORT TARGET PORT
+// GROUPS, READ CAPACITY(16), READ(16), WRITE(16) with immediate data, unsolicited Data-Out and
+// R2T, NOP-Out pings, ABORT TASK / LOGICAL UNIT RESET, Logout. Target PDUs are built with
+// iscsi_proto's encoders; what the initiator sends is framed by PduReader and decoded by
+// decode_initiator_pdu, so the fake shares no protocol logic with the code under test beyond the
+// wire codec.
 //
 // Everything runs on the caller's io_context; the header stays free of Asio so tests compile
 // quickly.
@@ -102,9 +103,27 @@ struct Script {
   // TASK SET FULL), reset (UNIT ATTENTION 29/00), reserved by another initiator (RESERVATION
   // CONFLICT) or has a bad block (MEDIUM ERROR): states tgtd and istgt do not enter on cue.
   std::vector<ScriptedStatus> data_command_answers{};
-  // The LUN.
+  // The LUN: its number (REPORT LUNS lists it alone; commands to any other LUN are answered as
+  // SPC-4 says for a LUN that does not exist) and size.
+  uint8_t lun = 0;
   uint64_t blocks = 2048;
   uint32_t block_size = 512;
+  // How the LU names itself (SPC-4 §7.8.6, §7.8.15). By default VPD 0x83 holds one NAA IEEE
+  // Registered designator whose last four bytes are lu_id (targets with the same lu_id show one
+  // device) and VPD 0x80 is not supported.
+  enum class DeviceIdentification {
+    naa,
+    // VPD 0x83 is listed and served, but holds no designator of the LU (association 0): only
+    // this port's relative target port, as from a simple target that names no LU.
+    no_lu_designator,
+    // VPD 0x83 is neither listed in VPD 0x00 nor served (ILLEGAL REQUEST, INVALID FIELD IN CDB).
+    unsupported,
+  };
+  DeviceIdentification device_identification = DeviceIdentification::naa;
+  uint32_t lu_id = 1;
+  // When set, VPD 0x80 is listed and served with this PRODUCT SERIAL NUMBER as it is (blanks
+  // included).
+  std::optional<std::string> unit_serial{};
 };
 
 // What the target saw, for tests to assert on.

@@ -19,6 +19,21 @@
 
 namespace fault_target {
 
+// A path to `target` as the fixtures configure it: loopback, no pings, a 3 s login timeout.
+inline mpio::LunPath path_to(const FaultTarget& target) {
+  using namespace std::chrono_literals;
+  mpio::LunPath path;
+  path.login.portal_host = "127.0.0.1";
+  path.login.portal_port = target.port();
+  path.login.initiator_name = "iqn.2026-11.org.iscsi-mpio:lun-fixture";
+  path.login.target_name = FaultTarget::target_name;
+  path.login.isid = iscsi_io::random_isid();
+  path.login.login_timeout = 3s;
+  path.login.noop_out_interval = 0ms;
+  path.login.noop_out_timeout = 2s;
+  return path;
+}
+
 class LunFixture {
  public:
   // `adjust` may change the device's configuration (grouping, polling interval, priorities)
@@ -29,19 +44,9 @@ class LunFixture {
   LunFixture(const std::vector<Script>& scripts,
              const std::function<void(mpio::LunConfig&)>& adjust = {})
       : block_size_(scripts.at(0).block_size) {
-    using namespace std::chrono_literals;
     for (const Script& script : scripts) {
       targets_.push_back(std::make_unique<FaultTarget>(io_, script));
-      mpio::LunPath path;
-      path.login.portal_host = "127.0.0.1";
-      path.login.portal_port = targets_.back()->port();
-      path.login.initiator_name = "iqn.2026-11.org.iscsi-mpio:lun-fixture";
-      path.login.target_name = FaultTarget::target_name;
-      path.login.isid = iscsi_io::random_isid();
-      path.login.login_timeout = 3s;
-      path.login.noop_out_interval = 0ms;
-      path.login.noop_out_timeout = 2s;
-      config_.paths.push_back(path);
+      config_.paths.push_back(path_to(*targets_.back()));
     }
     if (adjust) adjust(config_);
     std::optional<std::string> failure;

@@ -48,8 +48,8 @@ struct PathReport {
   std::optional<uint32_t> mtu;           // that interface's MTU
   Step connect;                          // TCP connect from the path's source / interface
   Step login;                            // iSCSI login (CHAP, negotiation)
-  Step device;                           // INQUIRY, VPD 0x83 / 0x80, READ CAPACITY
-  std::string wwid;                      // as status shows it: VPD 0x83, else "S" + serial
+  Step device;                           // INQUIRY, VPD 0x00 / 0x83 / 0x80, READ CAPACITY
+  std::string wwid;                      // scsi::lu_identity, as status shows it; "" for none
   std::string vendor;
   std::string product;
   uint64_t size_bytes = 0;

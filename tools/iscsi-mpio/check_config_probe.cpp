@@ -1,7 +1,8 @@
 // check-config's probe: every path on its own, all at once on one io_context. Per path: the
 // local interface and its MTU, a bare TCP connect (so a refused or silent portal is told apart
 // from a refused login), an iSCSI login through iscsi_io::PathSession as attach does it, then
-// INQUIRY, VPD 0x83 / 0x80 and READ CAPACITY through PathSession::submit, and a logout.
+// INQUIRY, the LU's identity as attach reads it (iscsi_io/lu_probe.hpp) and READ CAPACITY through
+// PathSession::submit, and a logout.
 #include <net/if.h>
 #include <sys/ioctl.h>
 #include <sys/socket.h>
@@ -17,11 +18,13 @@
 
 #include <config/config.hpp>
 #include <iscsi/errors.hpp>
+#include <iscsi_io/lu_probe.hpp>
 #include <iscsi_io/path_session.hpp>
 #include <iscsi_io/route_watch.hpp>
 #include <scsi/capacity.hpp>
 #include <scsi/cdb.hpp>
 #include <scsi/error.hpp>
+#include <scsi/identity.hpp>
 #include <scsi/inquiry.hpp>
 #include <scsi/report_luns.hpp>
 #include <scsi/sense.hpp>
@@ -210,25 +213,8 @@ awaitable<std::error_code> command(asio::io_context& io, iscsi_io::PathSession& 
   }
 }
 
-// " (the target has LUNs 0, 1)" from REPORT LUNS to LUN 0 (SPC-4 §6.27: every target has a LUN
-// 0 or answers there), so a wrong target.lun is easy to fix; empty when the target will not say.
-awaitable<std::string> luns_on_target(asio::io_context& io, iscsi_io::PathSession& session) {
-  std::vector<std::byte> data;
-  std::string detail;
-  if (co_await command(io, session, iscsi::Lun{0}, scsi::report_luns(4096), 4096, data, detail))
-    co_return std::string{};
-  const auto luns = scsi::parse_report_luns(data);
-  if (!luns || luns->empty()) co_return std::string{};
-  std::string list;
-  for (const uint64_t raw : *luns) {
-    const auto n = scsi::decode_lun(raw);
-    list += (list.empty() ? "" : ", ") + (n ? std::to_string(*n) : std::string("?"));
-  }
-  co_return " (the target has LUN" + std::string(luns->size() > 1 ? "s " : " ") + list + ")";
-}
-
-// What the logical unit behind this path is: identity as attach computes it (VPD 0x83, else
-// "S" + VPD 0x80 serial) and size. A SCSI error on a VPD page means "not supported".
+// What the logical unit behind this path is: identity as attach computes it (the same
+// iscsi_io::read_identity_pages and scsi::lu_identity) and size.
 awaitable<void> probe_device(asio::io_context& io, iscsi_io::PathSession& session,
                              uint16_t lun_number, PathReport& report) {
   const iscsi::Lun lun{scsi::encode_lun(lun_number)};
@@ -238,6 +224,13 @@ awaitable<void> probe_device(asio::io_context& io, iscsi_io::PathSession& sessio
   const auto scsi_answer = [](const std::error_code& ec) {
     return ec.category() == scsi::category();
   };
+  const auto runner = [&io, &session](iscsi::Lun to) -> iscsi_io::DataInCommand {
+    return [&io, &session, to](const scsi::Cdb& cdb, uint32_t allocation,
+                               std::vector<std::byte>& data, std::string& detail) {
+      return command(io, session, to, cdb, allocation, data, detail);
+    };
+  };
+  const auto luns_on_target = [&] { return iscsi_io::luns_on_target(runner(iscsi::Lun{0})); };
 
   // SPC-4 §6.6: INQUIRY answers for any LUN (PERIPHERAL QUALIFIER 3 when there is none there)
   // and never reports a unit attention.
@@ -253,41 +246,24 @@ awaitable<void> probe_device(asio::io_context& io, iscsi_io::PathSession& sessio
   }
   if (inquiry->peripheral_qualifier != 0) {
     fail(report.device, "no such LUN",
-         lun_text + " does not exist on the target" + co_await luns_on_target(io, session));
+         lun_text + " does not exist on the target" + co_await luns_on_target());
     co_return;
   }
   if (inquiry->device_type != 0x00) {
     fail(report.device, "not a disk",
          lun_text + " is not a block device (peripheral device type " +
-             std::to_string(inquiry->device_type) + ")" + co_await luns_on_target(io, session));
+             std::to_string(inquiry->device_type) + ")" + co_await luns_on_target());
     co_return;
   }
   report.vendor = inquiry->vendor;
   report.product = inquiry->product;
 
-  if (auto ec = co_await command(io, session, lun,
-                                 scsi::inquiry(true, scsi::vpd::device_identification, 4096), 4096,
-                                 data, detail)) {
-    if (!scsi_answer(ec)) {
-      fail(report.device, "lost", "VPD 0x83: " + detail);
-      co_return;
-    }
-  } else if (const auto designators = scsi::parse_device_identification(data)) {
-    report.wwid = scsi::wwid_from_designators(*designators);
+  scsi::IdentityPages pages;
+  if (co_await iscsi_io::read_identity_pages(runner(lun), pages, detail)) {
+    fail(report.device, "lost", detail);
+    co_return;
   }
-  if (report.wwid.empty()) {
-    if (auto ec = co_await command(io, session, lun,
-                                   scsi::inquiry(true, scsi::vpd::unit_serial_number, 255), 255,
-                                   data, detail)) {
-      if (!scsi_answer(ec)) {
-        fail(report.device, "lost", "VPD 0x80: " + detail);
-        co_return;
-      }
-    } else if (const auto serial = scsi::parse_unit_serial_number(data);
-               serial && !serial->empty()) {
-      report.wwid = "S" + *serial;
-    }
-  }
+  report.wwid = scsi::lu_identity(pages);
 
   // SBC-3 §5.16: READ CAPACITY(16) is needed past 2 TiB; (10) for targets without it.
   auto disposition = scsi::Disposition::success;

@@ -68,7 +68,7 @@ struct LunConfig {
 
 // What the probe found out about the LU, for logs and status.
 struct LunIdentity {
-  std::string wwid;
+  std::string wwid;  // scsi::lu_identity: what every path must show, "" (none) included
   std::string serial;
   scsi::StandardInquiry inquiry;
   scsi::BlockLimits limits;
