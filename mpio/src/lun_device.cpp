@@ -20,6 +20,7 @@
 #include "mpio/path_selector.hpp"
 #include "mpio/request_plan.hpp"
 #include "mpio/target_quirks.hpp"
+#include "mpio/write_proof.hpp"
 
 namespace mpio {
 
@@ -722,32 +723,46 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
                 "; trying again every polling interval");
   }
 
-  // Proof that writes on a failed path are dead without waiting for that path's network: log
-  // in with the failed path's ISID through a healthy path to the same portal group. The
-  // target sees the same I_T nexus and reinstates it, ending the old session's tasks.
+  std::vector<ProofPath> proof_paths;  // prove_dead's scratch space
+
+  // Proof that writes on a failed path are dead without waiting for that path's network
+  // (choose_write_proof): its session reinstated through a healthy path to the same portal
+  // group, else a LOGICAL UNIT RESET, else its own reconnect.
   void prove_dead(Path& p) {
     // While the path's own login is in flight, that login is the proof.
     if (p.proving || closing || p.rejoining) return;
-    Path* via = nullptr;
+    proof_paths.clear();
     for (auto& q : paths)
-      if (q->state == PathState::active && q.get() != &p && q->portal_group_tag &&
-          q->portal_group_tag == p.portal_group_tag)
-        via = q.get();
+      proof_paths.push_back({.active = q->state == PathState::active,
+                             .ready = q->session && q->session->ready(),
+                             .portal_group_tag = q->portal_group_tag});
+    const auto proof = choose_write_proof(p.index, proof_paths);
     p.last_proof_attempt = std::chrono::steady_clock::now();
-    if (via == nullptr) {
-      prove_dead_by_lu_reset(p);
-      return;
+    switch (proof.method) {
+      case WriteProof::Method::reinstate_session:
+        prove_dead_by_reinstatement(p, *paths[proof.via]);
+        break;
+      case WriteProof::Method::lu_reset:
+        prove_dead_by_lu_reset(p, *paths[proof.via]);
+        break;
+      case WriteProof::Method::wait:
+        break;  // the failed path's own reconnect will prove it
     }
+  }
+
+  // A login with the failed path's ISID through `via`: the target sees the same I_T nexus and
+  // reinstates it, ending the old session's tasks (RFC 7143 §6.3.5).
+  void prove_dead_by_reinstatement(Path& p, Path& via) {
     p.proving = true;
     auto self = shared_from_this();
     iscsi_io::PathConfig proof = p.config;
-    proof.portal_host = via->config.portal_host;
-    proof.portal_port = via->config.portal_port;
-    proof.source_address = via->config.source_address;
+    proof.portal_host = via.config.portal_host;
+    proof.portal_port = via.config.portal_port;
+    proof.source_address = via.config.source_address;
     proof.noop_out_interval = std::chrono::milliseconds(0);
     auto session = iscsi_io::PathSession::create(io, proof);
     session->start(
-        [this, self, &p, session, via_name = via->name](std::error_code ec, const std::string&) {
+        [this, self, &p, session, via_name = via.name](std::error_code ec, const std::string&) {
           p.proving = false;
           if (ec) {
             if (!closing) held_unproven(p, "a login with its ISID through " + via_name + " failed");
@@ -763,15 +778,11 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // every I_T nexus (SAM-5 §5.8.2, §7.7), the failed path's included. It also ends the healthy
   // paths' own commands (they come back task_aborted_proven and are re-issued) and leaves a unit
   // attention on every nexus: the price of proof when no cheaper one exists.
-  void prove_dead_by_lu_reset(Path& p) {
-    Path* via = nullptr;
-    for (auto& q : paths)
-      if (q->state == PathState::active && q.get() != &p && q->session->ready()) via = q.get();
-    if (via == nullptr) return;  // the failed path's own reconnect will prove it
+  void prove_dead_by_lu_reset(Path& p, Path& via) {
     p.proving = true;
     auto self = shared_from_this();
-    const bool sent = via->session->reset_lun(
-        lun, [this, self, &p, via_name = via->name](const iscsi::TmfResult& result) {
+    const bool sent = via.session->reset_lun(
+        lun, [this, self, &p, via_name = via.name](const iscsi::TmfResult& result) {
           p.proving = false;
           if (closing) return;
           // Only "function complete" (RFC 7143 §11.6.1, response 0) proves the tasks ended.
