@@ -20,7 +20,9 @@
 #include <scsi/status.hpp>
 
 #include "mpio/path_selector.hpp"
+#include "mpio/request_plan.hpp"
 #include "mpio/target_quirks.hpp"
+#include "mpio/write_proof.hpp"
 
 namespace mpio {
 
@@ -142,9 +144,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   LunIdentity identity;
   bool identified = false;  // the first path's probe finished
   iscsi::Lun lun;
-  uint32_t command_bytes = 1u << 20;
+  CommandLimits limits;  // how requests become commands (map_lu)
   std::string command_bytes_source;
-  bool sync_cache16 = true;
   size_t in_flight = 0;
   bool closing = false;
   std::function<void(const std::string&, PathState, const std::string&)> path_event;
@@ -724,32 +725,46 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
                 "; trying again every polling interval");
   }
 
-  // Proof that writes on a failed path are dead without waiting for that path's network: log
-  // in with the failed path's ISID through a healthy path to the same portal group. The
-  // target sees the same I_T nexus and reinstates it, ending the old session's tasks.
+  std::vector<ProofPath> proof_paths;  // prove_dead's scratch space
+
+  // Proof that writes on a failed path are dead without waiting for that path's network
+  // (choose_write_proof): its session reinstated through a healthy path to the same portal
+  // group, else a LOGICAL UNIT RESET, else its own reconnect.
   void prove_dead(Path& p) {
     // While the path's own login is in flight, that login is the proof.
     if (p.proving || closing || p.rejoining) return;
-    Path* via = nullptr;
+    proof_paths.clear();
     for (auto& q : paths)
-      if (q->state == PathState::active && q.get() != &p && q->portal_group_tag &&
-          q->portal_group_tag == p.portal_group_tag)
-        via = q.get();
+      proof_paths.push_back({.active = q->state == PathState::active,
+                             .ready = q->session && q->session->ready(),
+                             .portal_group_tag = q->portal_group_tag});
+    const auto proof = choose_write_proof(p.index, proof_paths);
     p.last_proof_attempt = std::chrono::steady_clock::now();
-    if (via == nullptr) {
-      prove_dead_by_lu_reset(p);
-      return;
+    switch (proof.method) {
+      case WriteProof::Method::reinstate_session:
+        prove_dead_by_reinstatement(p, *paths[proof.via]);
+        break;
+      case WriteProof::Method::lu_reset:
+        prove_dead_by_lu_reset(p, *paths[proof.via]);
+        break;
+      case WriteProof::Method::wait:
+        break;  // the failed path's own reconnect will prove it
     }
+  }
+
+  // A login with the failed path's ISID through `via`: the target sees the same I_T nexus and
+  // reinstates it, ending the old session's tasks (RFC 7143 §6.3.5).
+  void prove_dead_by_reinstatement(Path& p, Path& via) {
     p.proving = true;
     auto self = shared_from_this();
     iscsi_io::PathConfig proof = p.config;
-    proof.portal_host = via->config.portal_host;
-    proof.portal_port = via->config.portal_port;
-    proof.source_address = via->config.source_address;
+    proof.portal_host = via.config.portal_host;
+    proof.portal_port = via.config.portal_port;
+    proof.source_address = via.config.source_address;
     proof.noop_out_interval = std::chrono::milliseconds(0);
     auto session = iscsi_io::PathSession::create(io, proof);
     session->start(
-        [this, self, &p, session, via_name = via->name](std::error_code ec, const std::string&) {
+        [this, self, &p, session, via_name = via.name](std::error_code ec, const std::string&) {
           p.proving = false;
           if (ec) {
             if (!closing) held_unproven(p, "a login with its ISID through " + via_name + " failed");
@@ -765,15 +780,11 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // every I_T nexus (SAM-5 §5.8.2, §7.7), the failed path's included. It also ends the healthy
   // paths' own commands (they come back task_aborted_proven and are re-issued) and leaves a unit
   // attention on every nexus: the price of proof when no cheaper one exists.
-  void prove_dead_by_lu_reset(Path& p) {
-    Path* via = nullptr;
-    for (auto& q : paths)
-      if (q->state == PathState::active && q.get() != &p && q->session->ready()) via = q.get();
-    if (via == nullptr) return;  // the failed path's own reconnect will prove it
+  void prove_dead_by_lu_reset(Path& p, Path& via) {
     p.proving = true;
     auto self = shared_from_this();
-    const bool sent = via->session->reset_lun(
-        lun, [this, self, &p, via_name = via->name](const iscsi::TmfResult& result) {
+    const bool sent = via.session->reset_lun(
+        lun, [this, self, &p, via_name = via.name](const iscsi::TmfResult& result) {
           p.proving = false;
           if (closing) return;
           // Only "function complete" (RFC 7143 §11.6.1, response 0) proves the tasks ended.
@@ -1018,52 +1029,25 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // `max_burst`: the probed session's MaxBurstLength (RFC 7143 §13.13).
   void build_info(uint32_t block_length, uint8_t exponent, bool lbpme, bool read_only, bool fua,
                   uint32_t max_burst) {
-    const auto& l = identity.limits;
+    ProbedLu lu;
+    lu.blocks = identity.blocks;
+    lu.block_length = block_length;
+    lu.logical_per_physical_exponent = exponent;
+    lu.lbpme = lbpme;
+    lu.write_protected = read_only;
+    lu.dpofua = fua;
+    if (identity.has_block_limits) lu.block_limits = identity.limits;
+    if (identity.has_provisioning) lu.provisioning = identity.provisioning;
+    auto mapping =
+        map_lu(lu, {.configured_bytes = config.max_command_bytes,
+                    .quirk = find_target_quirk(identity.inquiry.vendor, identity.inquiry.product),
+                    .max_burst_length = max_burst});
+    info = mapping.info;
     info.wwid = identity.wwid;
     info.vendor = identity.inquiry.vendor;
     info.product = identity.inquiry.product;
-    info.logical_block_size = block_length;
-    info.physical_block_size = block_length << std::min<uint8_t>(exponent, 7);
-    info.size_bytes = identity.blocks * block_length;
-    info.read_only = read_only;
-    info.supports_fua = fua;
-    // One command carries at most the LU's MAXIMUM TRANSFER LENGTH (VPD 0xB0) and our cap;
-    // larger requests are split into commands issued together. Without a configured cap, one
-    // command is one burst: a READ of several MaxBurstLength is several Data-In sequences that
-    // the target serves one after another inside one task, and a WRITE waits for an R2T per
-    // burst (MaxOutstandingR2T is often 1), while commands of one burst each run side by side.
-    // A target with an entry in the built-in table (target_quirks.cpp) gets that entry's size.
-    uint64_t limit = std::clamp<uint64_t>(max_burst, 64u << 10, 8u << 20);
-    command_bytes_source = "one MaxBurstLength";
-    const auto quirk = find_target_quirk(info.vendor, info.product);
-    if (config.max_command_bytes > 0) {
-      limit = config.max_command_bytes;
-      command_bytes_source = "multipath.max_sectors_kb";
-    } else if (quirk && quirk->max_command_bytes > 0) {
-      limit = quirk->max_command_bytes;
-      command_bytes_source = std::string("built-in default for ") + std::string(quirk->target);
-    }
-    if (identity.has_block_limits && l.max_transfer_length_blocks > 0 &&
-        uint64_t{l.max_transfer_length_blocks} * block_length < limit) {
-      limit = uint64_t{l.max_transfer_length_blocks} * block_length;
-      command_bytes_source = "the LU's MAXIMUM TRANSFER LENGTH";
-    }
-    command_bytes =
-        static_cast<uint32_t>(std::max<uint64_t>(limit / block_length, 1) * block_length);
-    info.max_transfer_bytes = std::max<uint32_t>(command_bytes, 32u << 20);
-    if (identity.has_block_limits && l.optimal_transfer_length_blocks > 0)
-      info.optimal_transfer_bytes = static_cast<uint32_t>(std::min<uint64_t>(
-          uint64_t{l.optimal_transfer_length_blocks} * block_length, command_bytes));
-    // SBC-3 §5.28/§5.50: UNMAP needs LBPU in VPD 0xB2 (and a thin LU, LBPME); WRITE SAME(16)
-    // is used for zeroing whenever the LU reports a WRITE SAME limit or LBPWS.
-    const auto& p = identity.provisioning;
-    info.supports_trim = !read_only && identity.has_provisioning && p.lbpu && lbpme &&
-                         identity.has_block_limits && l.max_unmap_lba_count > 0 &&
-                         l.max_unmap_descriptor_count > 0;
-    info.write_zeroes_may_unmap = identity.has_provisioning && p.lbpws && lbpme;
-    info.supports_write_zeroes =
-        !read_only &&
-        ((identity.has_block_limits && l.max_write_same_length > 0) || info.write_zeroes_may_unmap);
+    limits = mapping.limits;
+    command_bytes_source = std::move(mapping.command_bytes_source);
   }
 
   // ---------------------------------------------------------------- block requests
@@ -1131,88 +1115,34 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     }
   }
 
+  CommandPlan plan;  // submit's scratch space, kept to avoid reallocating
+
   void submit(IoRequest& request) {
     Operation* op = acquire_operation();
     op->request = &request;
-    const uint32_t bs = info.logical_block_size;
-    const uint64_t first_lba = request.offset / bs;
-    switch (request.op) {
-      case IoOp::read:
-      case IoOp::write: {
-        const bool write = request.op == IoOp::write;
-        for (uint64_t done = 0; done < request.length;) {
-          const uint32_t n =
-              static_cast<uint32_t>(std::min<uint64_t>(command_bytes, request.length - done));
-          Command& cmd = add_command(*op);
-          const uint64_t lba = first_lba + done / bs;
-          if (write) {
-            cmd.cdb = scsi::write16(lba, n / bs, request.fua).bytes;
-            cmd.direction = iscsi::DataDirection::write;
-            cmd.write_buffer = request.buffer.subspan(done, n);
-          } else {
-            cmd.cdb = scsi::read16(lba, n / bs, false).bytes;
-            cmd.direction = iscsi::DataDirection::read;
-            cmd.read_buffer = request.buffer.subspan(done, n);
-          }
-          done += n;
-        }
-        break;
-      }
-      case IoOp::flush: {
-        // SBC-3 §5.22: LBA 0 with 0 blocks covers the whole medium.
-        Command& cmd = add_command(*op);
-        cmd.cdb = sync_cache16 ? scsi::synchronize_cache16(0, 0).bytes
-                               : scsi::synchronize_cache10(0, 0).bytes;
-        break;
-      }
-      case IoOp::trim: {
-        // SBC-3 §5.28: at most MAXIMUM UNMAP LBA COUNT blocks per descriptor and MAXIMUM UNMAP
-        // BLOCK DESCRIPTOR COUNT descriptors per command.
-        const auto& l = identity.limits;
-        const uint64_t per_descriptor = std::max<uint32_t>(l.max_unmap_lba_count, 1);
-        const size_t per_command = std::clamp<uint32_t>(l.max_unmap_descriptor_count, 1, 255);
-        std::vector<scsi::UnmapDescriptor> descriptors;
-        uint64_t blocks = request.length / bs;
-        uint64_t lba = first_lba;
-        auto emit = [&] {
-          Command& cmd = add_command(*op);
-          cmd.owned = scsi::unmap_parameter_list(descriptors);
-          cmd.cdb = scsi::unmap(static_cast<uint16_t>(cmd.owned.size())).bytes;
+    plan_request(request, limits, plan);
+    // Every planned command is copied out before the first one starts: a request completing
+    // at once may submit another, which plans into the same scratch space.
+    for (PlannedCommand& planned : plan.commands()) {
+      Command& cmd = add_command(*op);
+      cmd.cdb = planned.cdb.bytes;
+      switch (planned.data) {
+        case PlannedCommand::Data::none:
+          break;
+        case PlannedCommand::Data::read_into_buffer:
+          cmd.direction = iscsi::DataDirection::read;
+          cmd.read_buffer = request.buffer.subspan(planned.buffer_offset, planned.buffer_length);
+          break;
+        case PlannedCommand::Data::write_from_buffer:
+          cmd.direction = iscsi::DataDirection::write;
+          cmd.write_buffer = request.buffer.subspan(planned.buffer_offset, planned.buffer_length);
+          break;
+        case PlannedCommand::Data::write_parameter_data:
+          // The plan's slot gets the command's old buffer: both keep their capacity for reuse.
+          cmd.owned.swap(planned.parameter_data);
           cmd.direction = iscsi::DataDirection::write;
           cmd.write_buffer = cmd.owned;
-          descriptors.clear();
-        };
-        while (blocks > 0) {
-          const uint32_t n = static_cast<uint32_t>(std::min(blocks, per_descriptor));
-          descriptors.push_back({lba, n});
-          lba += n;
-          blocks -= n;
-          if (descriptors.size() == per_command) emit();
-        }
-        if (!descriptors.empty()) emit();
-        break;
-      }
-      case IoOp::write_zeroes: {
-        // SBC-3 §5.50: WRITE SAME(16) with one block of zeros, split by MAXIMUM WRITE SAME
-        // LENGTH; UNMAP=1 lets a thin LU deallocate when the client allows holes.
-        const auto& l = identity.limits;
-        const uint64_t per_command = l.max_write_same_length > 0
-                                         ? std::min<uint64_t>(l.max_write_same_length, 0xffffffffu)
-                                         : 65535;
-        const bool unmap = request.may_unmap && info.write_zeroes_may_unmap;
-        uint64_t blocks = request.length / bs;
-        uint64_t lba = first_lba;
-        while (blocks > 0) {
-          const uint32_t n = static_cast<uint32_t>(std::min(blocks, per_command));
-          Command& cmd = add_command(*op);
-          cmd.cdb = scsi::write_same16(lba, n, unmap).bytes;
-          cmd.owned.assign(bs, std::byte{0});
-          cmd.direction = iscsi::DataDirection::write;
-          cmd.write_buffer = cmd.owned;
-          lba += n;
-          blocks -= n;
-        }
-        break;
+          break;
       }
     }
     if (request.op == IoOp::flush) {
@@ -1228,11 +1158,9 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     cmd.then = [this, op](Command& c) {
       std::string detail;
       auto ec = outcome_of(c, detail);
-      // ILLEGAL REQUEST, invalid command operation code (20/00): no SYNCHRONIZE CACHE(16).
-      if (ec && sync_cache16 && ec.category() == scsi::category() &&
-          scsi::sense_key_of(ec) == scsi::SenseKey::illegal_request && scsi::asc_of(ec) == 0x20) {
-        sync_cache16 = false;
-        c.cdb = scsi::synchronize_cache10(0, 0).bytes;
+      if (limits.synchronize_cache16 && synchronize_cache16_unsupported(ec)) {
+        limits.synchronize_cache16 = false;
+        c.cdb = synchronize_cache_cdb(limits).bytes;
         c.retries = 0;
         execute(c);
         return;
@@ -1326,7 +1254,7 @@ const LunIdentity& LunDevice::identity() const {
   return impl_->identity;
 }
 CommandSize LunDevice::command_size() const {
-  return {impl_->command_bytes, impl_->command_bytes_source};
+  return {impl_->limits.command_bytes, impl_->command_bytes_source};
 }
 size_t LunDevice::requests_in_flight() const {
   return impl_->in_flight;
