@@ -31,8 +31,9 @@ bool synchronize_cache16_unsupported(const std::error_code& ec) {
 
 namespace {
 
-void plan_transfer(const IoRequest& request, const CommandLimits& limits, CommandPlan& plan) {
-  const bool write = request.op == IoOp::write;
+void plan_transfer(const blockdev::IoRequest& request, const CommandLimits& limits,
+                   CommandPlan& plan) {
+  const bool write = request.op == blockdev::IoOp::write;
   const uint32_t bs = limits.block_size;
   const uint64_t first_lba = request.offset / bs;
   for (uint64_t done = 0; done < request.length;) {
@@ -53,7 +54,8 @@ void plan_transfer(const IoRequest& request, const CommandLimits& limits, Comman
 
 // SBC-3 §5.28: at most MAXIMUM UNMAP LBA COUNT blocks per descriptor and MAXIMUM UNMAP BLOCK
 // DESCRIPTOR COUNT descriptors per command.
-void plan_unmap(const IoRequest& request, const CommandLimits& limits, CommandPlan& plan) {
+void plan_unmap(const blockdev::IoRequest& request, const CommandLimits& limits,
+                CommandPlan& plan) {
   const uint32_t bs = limits.block_size;
   const uint64_t per_descriptor = std::max<uint32_t>(limits.max_unmap_lba_count, 1);
   const size_t per_command = std::clamp<uint32_t>(limits.max_unmap_descriptor_count, 1, 255);
@@ -80,7 +82,8 @@ void plan_unmap(const IoRequest& request, const CommandLimits& limits, CommandPl
 
 // SBC-3 §5.50: WRITE SAME(16) with one block of zeros, split by MAXIMUM WRITE SAME LENGTH;
 // UNMAP=1 lets a thin LU deallocate when the client allows holes.
-void plan_write_zeroes(const IoRequest& request, const CommandLimits& limits, CommandPlan& plan) {
+void plan_write_zeroes(const blockdev::IoRequest& request, const CommandLimits& limits,
+                       CommandPlan& plan) {
   const uint32_t bs = limits.block_size;
   const uint64_t per_command = limits.max_write_same_length > 0
                                    ? std::min<uint64_t>(limits.max_write_same_length, 0xffffffffu)
@@ -101,20 +104,21 @@ void plan_write_zeroes(const IoRequest& request, const CommandLimits& limits, Co
 
 }  // namespace
 
-void plan_request(const IoRequest& request, const CommandLimits& limits, CommandPlan& plan) {
+void plan_request(const blockdev::IoRequest& request, const CommandLimits& limits,
+                  CommandPlan& plan) {
   plan.clear();
   switch (request.op) {
-    case IoOp::read:
-    case IoOp::write:
+    case blockdev::IoOp::read:
+    case blockdev::IoOp::write:
       plan_transfer(request, limits, plan);
       break;
-    case IoOp::flush:
+    case blockdev::IoOp::flush:
       plan.add().cdb = synchronize_cache_cdb(limits);
       break;
-    case IoOp::trim:
+    case blockdev::IoOp::trim:
       plan_unmap(request, limits, plan);
       break;
-    case IoOp::write_zeroes:
+    case blockdev::IoOp::write_zeroes:
       plan_write_zeroes(request, limits, plan);
       break;
   }
@@ -122,7 +126,7 @@ void plan_request(const IoRequest& request, const CommandLimits& limits, Command
 
 LuMapping map_lu(const ProbedLu& lu, const CommandSizeSources& sizes) {
   LuMapping m;
-  DeviceInfo& info = m.info;
+  blockdev::DeviceInfo& info = m.info;
   const uint32_t block_length = lu.block_length;
   const scsi::BlockLimits l = lu.block_limits.value_or(scsi::BlockLimits{});
   info.logical_block_size = block_length;

@@ -14,7 +14,7 @@
 #include <scsi/cdb.hpp>
 #include <scsi/inquiry.hpp>
 
-#include "mpio/block_device.hpp"
+#include <blockdev/block_device.hpp>
 #include "mpio/target_quirks.hpp"
 
 namespace mpio {
@@ -71,7 +71,8 @@ class CommandPlan {
 
 // Replaces `plan`'s contents with the commands that carry `request` (its buffer is not read;
 // offsets into it are). The request is aligned to the block size (the bridge guarantees it).
-void plan_request(const IoRequest& request, const CommandLimits& limits, CommandPlan& plan);
+void plan_request(const blockdev::IoRequest& request, const CommandLimits& limits,
+                  CommandPlan& plan);
 
 // The CDB of a flush (SBC-3 §5.22/§5.23): the whole medium, (16) unless the LU refused it.
 scsi::Cdb synchronize_cache_cdb(const CommandLimits& limits);
@@ -102,7 +103,7 @@ struct CommandSizeSources {
 
 struct LuMapping {
   // Everything but the identity strings (wwid, vendor, product), which the caller fills.
-  DeviceInfo info;
+  blockdev::DeviceInfo info;
   CommandLimits limits;
   std::string command_bytes_source;  // "one MaxBurstLength", "multipath.max_sectors_kb", ...
 };

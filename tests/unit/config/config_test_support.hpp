@@ -32,9 +32,11 @@ inline config::ConfigError error_at(const config::Result& result, std::string_vi
   return *found;
 }
 
-// The configuration files next to the module's sources, found from this test's own path.
+// The configuration module's sources (example.yaml, README.md). The build passes the source
+// tree's absolute path: __FILE__ may be relative to the build directory (compiler launchers
+// such as ccache rewrite paths), and ctest runs the test from elsewhere.
 inline std::filesystem::path config_source_dir() {
-  return std::filesystem::path(__FILE__).parent_path() / ".." / ".." / ".." / "config";
+  return std::filesystem::path(IM_SOURCE_DIR) / "config";
 }
 
 }  // namespace config_test

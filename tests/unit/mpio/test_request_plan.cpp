@@ -10,10 +10,10 @@
 
 // Expected CDBs and parameter lists are laid out field by field from the SBC-3 tables.
 
+using blockdev::IoOp;
+using blockdev::IoRequest;
 using mpio::CommandLimits;
 using mpio::CommandPlan;
-using mpio::IoOp;
-using mpio::IoRequest;
 using mpio::PlannedCommand;
 using Data = mpio::PlannedCommand::Data;
 

@@ -26,8 +26,8 @@ void operator delete(void* p, std::size_t) noexcept {
 
 namespace {
 
-mpio::IoRequest request(mpio::IoOp op, uint64_t offset, uint64_t length) {
-  mpio::IoRequest r;
+blockdev::IoRequest request(blockdev::IoOp op, uint64_t offset, uint64_t length) {
+  blockdev::IoRequest r;
   r.op = op;
   r.offset = offset;
   r.length = length;
@@ -45,10 +45,10 @@ TEST_CASE("planning into a warm plan allocates nothing for reads, writes, flushe
   limits.command_bytes = 64u << 10;
   limits.max_write_same_length = 128;
   mpio::CommandPlan plan;
-  const auto big_read = request(mpio::IoOp::read, 0, 1u << 20);
-  const auto write = request(mpio::IoOp::write, 4096, 200u << 10);
-  const auto flush = request(mpio::IoOp::flush, 0, 0);
-  const auto zeroes = request(mpio::IoOp::write_zeroes, 0, 16 * 128 * 512);
+  const auto big_read = request(blockdev::IoOp::read, 0, 1u << 20);
+  const auto write = request(blockdev::IoOp::write, 4096, 200u << 10);
+  const auto flush = request(blockdev::IoOp::flush, 0, 0);
+  const auto zeroes = request(blockdev::IoOp::write_zeroes, 0, 16 * 128 * 512);
   for (const auto* r : {&big_read, &zeroes}) mpio::plan_request(*r, limits, plan);
 
   const size_t before = allocations.load();
