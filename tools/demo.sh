@@ -24,7 +24,7 @@ cleanup() {
   local status=$?
   set +e
   if [[ -n ${TGT_PID:-} ]]; then
-    "$repo/tools/testbed/tgtd-target.sh" stop
+    "$repo/tests/testbed/tgtd-target.sh" stop
     echo "demo: target stopped"
   fi
   rm -rf "$work"
@@ -33,7 +33,7 @@ cleanup() {
 trap cleanup EXIT
 
 # Through a variable: `eval "$(cmd)"` would hide a failing start from set -e.
-target_env=$("$repo/tools/testbed/tgtd-target.sh" start --dir "$work/target" --size "$size" --thin)
+target_env=$("$repo/tests/testbed/tgtd-target.sh" start --dir "$work/target" --size "$size" --thin)
 eval "$target_env"
 
 readonly socket=$work/lun1.sock

@@ -16,7 +16,7 @@ readonly runtime_packages=(tgt libnbd-bin python3 procps iproute2)
 # Integration tests: a second target, the qemu-nbd/libiscsi peer, load and fault tools.
 readonly peer_packages=(tgt istgt libiscsi-bin qemu-utils qemu-block-extra fio libnbd-bin nbdkit
   iproute2 nftables python3 python3-libnbd jq util-linux procps)
-# The guest test (tools/guest/): a QEMU TCG guest booting Debian's kernel package (fetched by
+# The guest test (tests/guest/): a QEMU TCG guest booting Debian's kernel package (fetched by
 # the test itself) with busybox and e2fsprogs in a cpio initramfs.
 readonly guest_packages=(qemu-system-x86 busybox-static e2fsprogs cpio)
 # tools/bench: plots of the benchmark results.

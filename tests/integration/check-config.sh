@@ -9,14 +9,14 @@
 #     without target.wwid;
 #   - --offline: the local facts only, no traffic; the configurations of docs/kubernetes/ load;
 #   - a bad configuration or command line: exit 2.
-# Every tgtd started here is stopped through tools/testbed/tgtd-target.sh on every exit path.
+# Every tgtd started here is stopped through tests/testbed/tgtd-target.sh on every exit path.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 readonly repo
 readonly im_bin=${IM_BIN:?path to iscsi-mpio}
-readonly testbed=$repo/tools/testbed
-# shellcheck source=tools/testbed/lib.sh
+readonly testbed=$repo/tests/testbed
+# shellcheck source=tests/testbed/lib.sh
 source "$testbed/lib.sh"
 
 work=$(mktemp -d /tmp/im-check-config.XXXXXX)

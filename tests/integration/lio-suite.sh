@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # integration.lio: iscsi-mpio against LIO, the Linux kernel target that targetcli configures,
-# in a QEMU TCG guest (tools/guest/lio-target.sh). The host reaches the guest's portals through
+# in a QEMU TCG guest (tests/guest/lio-target.sh). The host reaches the guest's portals through
 # user-mode networking: each host port 127.0.0.1:P forwarded to the guest's 127.0.0.1:P. LUN 0
 # is an iblock backstore on a virtio disk that is a raw file on the host, so every data check
 # reads what LIO wrote, without going through the initiator.
@@ -30,19 +30,19 @@
 #
 # Environment: BUILD (build tree, default <repo>/build), IM_BIN, EXERCISER, LIO_SUITE_TIMEOUT
 #   (seconds before the suite stops itself, default 280, under CTest's 300), KEEP_WORKDIR=1
-#   (keep logs, configs, the guest console). IM_GUEST_CACHE: see tools/guest/make-initramfs.sh.
+#   (keep logs, configs, the guest console). IM_GUEST_CACHE: see tests/guest/make-initramfs.sh.
 # Needs qemu-system-x86, busybox-static, cpio, jq, and Debian's kernel package (fetched once);
 # runs as any user able to run QEMU (root in CI). Only 127.0.0.1 is used. About 70 s.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 readonly repo
-# shellcheck source=tools/testbed/lib.sh
-source "$repo/tools/testbed/lib.sh"
+# shellcheck source=tests/testbed/lib.sh
+source "$repo/tests/testbed/lib.sh"
 readonly build=${BUILD:-$repo/build}
 readonly im_bin=${IM_BIN:-$build/tools/iscsi-mpio/iscsi-mpio}
 readonly exerciser=${EXERCISER:-$build/tests/integration/nbd_exerciser}
-readonly lio=$repo/tools/guest/lio-target.sh
+readonly lio=$repo/tests/guest/lio-target.sh
 readonly initiator=iqn.2026-11.org.iscsi-mpio:lio-suite
 readonly chap_user=im-initiator chap_secret=im-initiator-secret1
 readonly mutual_user=im-target mutual_secret=im-target-secret22

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Multipath scenarios under continuous verified I/O (issue "Multipath I/O"): an initiator
-# namespace and a target namespace joined by two veth pairs (tools/testbed/topology.sh), tgtd
+# namespace and a target namespace joined by two veth pairs (tests/testbed/topology.sh), tgtd
 # listening on both target addresses, iscsi-mpio attached over both paths, nbd_exerciser writing
 # and reading random data and checking it through NBD and in tgtd's backing file. Each scenario
 # injects a fault, then passes only with zero I/O errors and zero mismatches; it prints the
@@ -64,19 +64,19 @@ stop_attach() {
 
 cleanup() {
   stop_attach
-  if ((tgt_started)); then "$repo/tools/testbed/tgtd-target.sh" stop >/dev/null 2>&1 || true; fi
-  if ((istgt_started)); then "$repo/tools/testbed/istgt-target.sh" stop >/dev/null 2>&1 || true; fi
-  "$repo/tools/testbed/topology.sh" down "$topo" || true
+  if ((tgt_started)); then "$repo/tests/testbed/tgtd-target.sh" stop >/dev/null 2>&1 || true; fi
+  if ((istgt_started)); then "$repo/tests/testbed/istgt-target.sh" stop >/dev/null 2>&1 || true; fi
+  "$repo/tests/testbed/topology.sh" down "$topo" || true
   rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 143' TERM INT
 
-eval "$("$repo/tools/testbed/topology.sh" up "$topo" 4)"
+eval "$("$repo/tests/testbed/topology.sh" up "$topo" 4)"
 mkdir -p "$work/tgt"
 start_target() {
   local out
-  out=$("$repo/tools/testbed/tgtd-target.sh" start --size 256M --netns "$TOPO_TGT_NS" \
+  out=$("$repo/tests/testbed/tgtd-target.sh" start --size 256M --netns "$TOPO_TGT_NS" \
     --portal 198.18.1.1 --portal 198.18.2.1 --portal 198.18.3.1 --portal 198.18.4.1 \
     --dir "$work/tgt" ${TGT_PORT:+--port "$TGT_PORT"})
   eval "$out"
@@ -216,7 +216,7 @@ scenario() {
   report "$name" "$ok" "$(grep -o 'longest I/O stall [0-9]* ms' "$work/exerciser.log" || true)"
 }
 
-topo_cmd() { "$repo/tools/testbed/topology.sh" "$@"; }
+topo_cmd() { "$repo/tests/testbed/topology.sh" "$@"; }
 link1_down() { topo_cmd link "$topo" 1 down; }
 link1_up() { topo_cmd link "$topo" 1 up; }
 hole1_on() { topo_cmd blackhole "$topo" 1 on; }
@@ -332,7 +332,7 @@ wrong_device() {
   echo "--- wrong-device"
   local ok=1 impostor imp_port imp_backing
   mkdir -p "$work/impostor"
-  impostor=$("$repo/tools/testbed/tgtd-target.sh" start --size 64M --netns "$TOPO_TGT_NS" \
+  impostor=$("$repo/tests/testbed/tgtd-target.sh" start --size 64M --netns "$TOPO_TGT_NS" \
     --portal 198.18.2.1 --dir "$work/impostor")
   # tgt derives its NAA designator (VPD 0x83) from scsi_id: another scsi_id, another WWID.
   (
@@ -363,7 +363,7 @@ wrong_device() {
   stop_attach
   (
     eval "$impostor"
-    "$repo/tools/testbed/tgtd-target.sh" stop >/dev/null 2>&1 || true
+    "$repo/tests/testbed/tgtd-target.sh" stop >/dev/null 2>&1 || true
   )
   report wrong-device "$ok"
 }
@@ -420,12 +420,12 @@ failover_grouping() {
 lu_reset_proof() {
   local saved=("$TGT_IQN" "$TGT_LUN" "$TGT_PORT" "$TGT_BACKING")
   mkdir -p "$work/istgt"
-  eval "$("$repo/tools/testbed/istgt-target.sh" start --size 256M --netns "$TOPO_TGT_NS" \
+  eval "$("$repo/tests/testbed/istgt-target.sh" start --size 256M --netns "$TOPO_TGT_NS" \
     --portal 198.18.1.1 --portal 198.18.2.1 --group-per-portal --dir "$work/istgt")"
   istgt_started=1
   TGT_IQN=$ISTGT_IQN TGT_LUN=$ISTGT_LUN TGT_PORT=$ISTGT_PORT TGT_BACKING=$ISTGT_BACKING
   scenario lu-reset-proof queue 10 hole1_on hole1_off 8 1 writes_proven_by_lu_reset
-  "$repo/tools/testbed/istgt-target.sh" stop >/dev/null 2>&1 || true
+  "$repo/tests/testbed/istgt-target.sh" stop >/dev/null 2>&1 || true
   istgt_started=0
   TGT_IQN=${saved[0]} TGT_LUN=${saved[1]} TGT_PORT=${saved[2]} TGT_BACKING=${saved[3]}
 }

@@ -19,8 +19,8 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-# shellcheck source=tools/testbed/lib.sh
-source "$repo/tools/testbed/lib.sh"
+# shellcheck source=tests/testbed/lib.sh
+source "$repo/tests/testbed/lib.sh"
 build=${BUILD:-$repo/build}
 im_bin=${IM_BIN:-$build/tools/iscsi-mpio/iscsi-mpio}
 exerciser=${EXERCISER:-$build/tests/integration/nbd_exerciser}
@@ -72,7 +72,7 @@ cleanup() {
     [[ -z $child ]] || stop_pid "$child" || true
     stop_pid "$runuser_pid" || true
   fi
-  if ((tgt_started)); then "$repo/tools/testbed/tgtd-target.sh" stop >/dev/null 2>&1 || true; fi
+  if ((tgt_started)); then "$repo/tests/testbed/tgtd-target.sh" stop >/dev/null 2>&1 || true; fi
   if [[ ${KEEP_WORKDIR:-0} == 1 ]]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
   exit "$rc"
 }
@@ -137,7 +137,7 @@ EOF
 
 # ---------------------------------------------------------------- the target and the attach
 
-eval "$("$repo/tools/testbed/tgtd-target.sh" start --size 256M --dir "$work/tgt")"
+eval "$("$repo/tests/testbed/tgtd-target.sh" start --size 256M --dir "$work/tgt")"
 tgt_started=1
 metrics_port=$(tb_free_port "" 127.0.0.1)
 # Quotes, a backslash and a space: the JSON log and the metrics labels must escape them (no

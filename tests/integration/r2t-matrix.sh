@@ -11,7 +11,7 @@
 # offers InitialR2T=No, ImmediateData=Yes, FirstBurstLength=262144, MaxBurstLength=16776192,
 # MaxOutstandingR2T=4, so each cell sets the target's side: tgtd through `tgtadm --op update
 # --mode target` before the attach, istgt through its [Global] section
-# (tools/testbed/istgt-target.sh options). Every cell has FirstBurstLength 64 KiB below
+# (tests/testbed/istgt-target.sh options). Every cell has FirstBurstLength 64 KiB below
 # MaxBurstLength 256 KiB, MaxOutstandingR2T 4 on the target, a MaxRecvDataSegmentLength of its
 # own (some not dividing the bursts), and writes of up to 4 MiB.
 #
@@ -45,8 +45,8 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 readonly repo
-# shellcheck source=tools/testbed/lib.sh
-source "$repo/tools/testbed/lib.sh"
+# shellcheck source=tests/testbed/lib.sh
+source "$repo/tests/testbed/lib.sh"
 
 readonly build=${BUILD:-$repo/build}
 readonly im_bin=${IM_BIN:-$build/tools/iscsi-mpio/iscsi-mpio}
@@ -89,7 +89,7 @@ stop_target() {
   (
     # shellcheck disable=SC1090
     source "$env_file"
-    "$repo/tools/testbed/$kind-target.sh" stop
+    "$repo/tests/testbed/$kind-target.sh" stop
   ) || true
   rm -f "$env_file"
 }
@@ -140,7 +140,7 @@ start_target() {
   touch "$env_file"  # registered for cleanup before the start, filled by it
   case $kind in
     tgtd)
-      "$repo/tools/testbed/tgtd-target.sh" start --dir "$work/$name" --size "$lun_size" \
+      "$repo/tests/testbed/tgtd-target.sh" start --dir "$work/$name" --size "$lun_size" \
         >"$env_file"
       local ctl key value shown
       # shellcheck disable=SC1090
@@ -158,7 +158,7 @@ start_target() {
       done
       ;;
     istgt)
-      "$repo/tools/testbed/istgt-target.sh" start --dir "$work/$name" --size "$lun_size" \
+      "$repo/tests/testbed/istgt-target.sh" start --dir "$work/$name" --size "$lun_size" \
         --initial-r2t "$initial_r2t" --immediate-data "$immediate_data" \
         --first-burst $first_burst --max-burst $max_burst \
         --max-outstanding-r2t $target_max_outstanding_r2t --max-recv-data-segment "$mrdsl" \

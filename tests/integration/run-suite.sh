@@ -23,8 +23,8 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 readonly repo
-# shellcheck source=tools/testbed/lib.sh
-source "$repo/tools/testbed/lib.sh"
+# shellcheck source=tests/testbed/lib.sh
+source "$repo/tests/testbed/lib.sh"
 
 usage() {
   sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
@@ -73,7 +73,7 @@ start_target() {
   local name=$1
   shift
   touch "$work/$name.env"  # registered before start, filled after
-  "$repo/tools/testbed/$kind-target.sh" start --dir "$work/$name" "$@" >"$work/$name.env"
+  "$repo/tests/testbed/$kind-target.sh" start --dir "$work/$name" "$@" >"$work/$name.env"
 }
 
 stop_target() {
@@ -82,7 +82,7 @@ stop_target() {
   (
     # shellcheck disable=SC1090
     source "$env_file"
-    "$repo/tools/testbed/$kind-target.sh" stop
+    "$repo/tests/testbed/$kind-target.sh" stop
   ) || true
 }
 

@@ -310,7 +310,7 @@ class Report:
         rate = m.get("rate", "?")
         out += ["## Multipath scaling", "",
                 "iscsi-mpio in an initiator network namespace, tgtd in a target namespace, one "
-                "veth pair per path (`tools/testbed/topology.sh`"
+                "veth pair per path (`tests/testbed/topology.sh`"
                 + (f", MTU {m['mtu']}" if "mtu" in m else "") + "), path selector "
                 f"`{m.get('selector', 'round-robin')}`; fio seq read 1 MiB QD16. Rate-limited "
                 f"rows put tc tbf at {rate} on both ends of every path.", "",
@@ -330,7 +330,7 @@ class Report:
             out += ["![multipath scaling](multipath.png)", ""]
 
         out += ["## Method", "",
-                "- One tgtd (`tools/testbed/tgtd-target.sh`) with its LUN backed by a file in "
+                "- One tgtd (`tests/testbed/tgtd-target.sh`) with its LUN backed by a file in "
                 "tmpfs, filled with random data first, so the target's disk is not what is "
                 "measured. Both bridges attach to it at the same time and stay attached; the "
                 "runs of each job alternate between them, so a load change on the machine "

@@ -1,7 +1,7 @@
 // The pure side of /dev/nbdN attachment: generic netlink messages of the nbd family as exact
 // bytes, reply parsing (hostile and truncated input included), the timeout derivation, the
 // max_sectors_kb rule and device-path parsing. The kernel side runs in the guest test
-// (tools/guest/, CTest integration.guest).
+// (tests/guest/, CTest integration.guest).
 #include <catch2/catch.hpp>
 
 #include <sys/stat.h>

@@ -4,7 +4,7 @@
 # busybox initramfs holding the modules the tests need, e2fsprogs and the given programs with
 # the shared libraries `ldd` lists.
 #
-#   eval "$(tools/guest/make-initramfs.sh --out DIR --init FILE [options])"
+#   eval "$(tests/guest/make-initramfs.sh --out DIR --init FILE [options])"
 #
 # options:
 #   --out DIR            where initramfs.cpio goes (made if missing)
@@ -27,7 +27,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=tools/testbed/lib.sh
+# shellcheck source=tests/testbed/lib.sh
 source "$here/../testbed/lib.sh"
 
 readonly cache=${IM_GUEST_CACHE:-/var/tmp/iscsi-mpio-guest}

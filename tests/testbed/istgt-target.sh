@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A throw-away istgt iSCSI target for tests: a second, independent target implementation.
 #
-#   eval "$(tools/testbed/istgt-target.sh start [options])"   # sets ISTGT_* in the caller
+#   eval "$(tests/testbed/istgt-target.sh start [options])"   # sets ISTGT_* in the caller
 #   ...
-#   tools/testbed/istgt-target.sh stop                        # reads ISTGT_* from the environment
+#   tests/testbed/istgt-target.sh stop                        # reads ISTGT_* from the environment
 #
 # start options:
 #   --iqn IQN              full target name; split at the last ':' into NodeBase and TargetName
@@ -50,7 +50,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=tools/testbed/lib.sh
+# shellcheck source=tests/testbed/lib.sh
 source "$here/lib.sh"
 
 readonly default_iqn=iqn.2026-11.org.iscsi-mpio:disk1

@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # integration.guest: iscsi-mpio attached to the Linux nbd driver, inside a QEMU TCG guest.
 #
-# The host starts a tgtd target on 127.0.0.1 (tools/testbed/tgtd-target.sh), builds a busybox
-# initramfs with iscsi-mpio (tools/guest/make-initramfs.sh) and boots Debian's kernel with
+# The host starts a tgtd target on 127.0.0.1 (tests/testbed/tgtd-target.sh), builds a busybox
+# initramfs with iscsi-mpio (tests/guest/make-initramfs.sh) and boots Debian's kernel with
 # user-mode networking; the guest reaches the target as 10.0.2.2:PORT. The guest
-# (tools/guest/guest-init.sh) attaches /dev/nbd0 (netlink), sees a second attach refused and
+# (tests/guest/guest-init.sh) attaches /dev/nbd0 (netlink), sees a second attach refused and
 # one without CAP_SYS_ADMIN told so, checks that large requests arrive whole, makes ext4,
 # writes files, checks them, stops iscsi-mpio with SIGTERM (exit 0, device disconnected),
 # attaches again (auto, ioctl interface) and verifies the checksums. The host then checks the
@@ -20,8 +20,8 @@ set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 readonly repo
-# shellcheck source=tools/testbed/lib.sh
-source "$repo/tools/testbed/lib.sh"
+# shellcheck source=tests/testbed/lib.sh
+source "$repo/tests/testbed/lib.sh"
 readonly build=${BUILD:-$repo/build}
 readonly im_bin=${IM_BIN:-$build/tools/iscsi-mpio/iscsi-mpio}
 readonly guest_timeout=${GUEST_TIMEOUT:-300}
@@ -45,7 +45,7 @@ cleanup() {
     tb_wait_gone "$qemu_pid" 5 || kill -KILL "$qemu_pid"
     wait "$qemu_pid" 2>/dev/null
   fi
-  [[ -z ${TGT_PID:-} ]] || "$repo/tools/testbed/tgtd-target.sh" stop
+  [[ -z ${TGT_PID:-} ]] || "$repo/tests/testbed/tgtd-target.sh" stop
   if ((status != 0)) && [[ -f $work/console.log ]]; then
     echo "---- guest console (last 60 lines)"
     tail -n 60 "$work/console.log"
@@ -61,7 +61,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # ---- target ------------------------------------------------------------------------------
-target_env=$("$repo/tools/testbed/tgtd-target.sh" start --dir "$work/target" --size "$lun_size")
+target_env=$("$repo/tests/testbed/tgtd-target.sh" start --dir "$work/target" --size "$lun_size")
 eval "$target_env"
 echo "target: $TGT_IQN LUN $TGT_LUN on 127.0.0.1:$TGT_PORT (guest: 10.0.2.2:$TGT_PORT)"
 
@@ -98,8 +98,8 @@ PORTAL='10.0.2.2:$TGT_PORT'
 EOF
 
 building=$SECONDS
-initramfs_env=$("$repo/tools/guest/make-initramfs.sh" --out "$work" \
-  --init "$repo/tools/guest/guest-init.sh" --binary "$im_bin:/usr/local/bin/iscsi-mpio" \
+initramfs_env=$("$repo/tests/guest/make-initramfs.sh" --out "$work" \
+  --init "$repo/tests/guest/guest-init.sh" --binary "$im_bin:/usr/local/bin/iscsi-mpio" \
   --file "$work/etc/first.yaml:/etc/im/first.yaml" \
   --file "$work/etc/busy.yaml:/etc/im/busy.yaml" \
   --file "$work/etc/second.yaml:/etc/im/second.yaml" \

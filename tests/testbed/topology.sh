@@ -2,12 +2,12 @@
 # A two-host storage network for multipath tests: an initiator namespace and a target namespace
 # joined by N veth pairs, one subnet per pair (the user documents' "two NICs, two subnets").
 #
-#   eval "$(tools/testbed/topology.sh up NAME [PATHS])"   # PATHS 1..8, default 2
-#   tools/testbed/topology.sh link NAME I up|down          # pull / plug path I's cable
-#   tools/testbed/topology.sh blackhole NAME I on|off      # nftables DROP on path I: no RST, no FIN
-#   tools/testbed/topology.sh rate NAME I RATE|off         # tc tbf on both ends of path I (e.g. 200mbit)
-#   tools/testbed/topology.sh mtu NAME I MTU               # both ends of path I (9000: jumbo frames)
-#   tools/testbed/topology.sh down NAME                    # remove everything `up` made
+#   eval "$(tests/testbed/topology.sh up NAME [PATHS])"   # PATHS 1..8, default 2
+#   tests/testbed/topology.sh link NAME I up|down          # pull / plug path I's cable
+#   tests/testbed/topology.sh blackhole NAME I on|off      # nftables DROP on path I: no RST, no FIN
+#   tests/testbed/topology.sh rate NAME I RATE|off         # tc tbf on both ends of path I (e.g. 200mbit)
+#   tests/testbed/topology.sh mtu NAME I MTU               # both ends of path I (9000: jumbo frames)
+#   tests/testbed/topology.sh down NAME                    # remove everything `up` made
 #
 # Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking space): path I uses 198.18.I.0/24 with
 # the target at .1 and the initiator at .2. Interfaces are ini<I> / tgt<I>.

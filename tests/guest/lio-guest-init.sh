@@ -1,6 +1,6 @@
 #!/bin/busybox sh
 # shellcheck shell=sh
-# /init of the LIO target guest that tools/guest/lio-target.sh boots (QEMU TCG, busybox
+# /init of the LIO target guest that tests/guest/lio-target.sh boots (QEMU TCG, busybox
 # initramfs). It loads LIO (target_core_mod, target_core_iblock, iscsi_target_mod) and
 # configures it by writing configfs under /sys/kernel/config/target/, as targetcli does:
 #   - backstore iblock_0/disk on /dev/vda (the host's raw file, so the host can read the data);

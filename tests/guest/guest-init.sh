@@ -1,6 +1,6 @@
 #!/bin/busybox sh
 # shellcheck shell=sh
-# /init of the test guest that tools/guest/nbd-guest-test.sh boots (QEMU TCG, busybox
+# /init of the test guest that tests/guest/nbd-guest-test.sh boots (QEMU TCG, busybox
 # initramfs). It attaches the LUN as /dev/nbd0 with iscsi-mpio, puts an ext4 file system on it,
 # and proves that the data survives a detach and a new attach. It reports on the serial console:
 #   GUEST: ...                 progress, with seconds since boot

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # A throw-away tgtd iSCSI target for tests and the demo.
 #
-#   eval "$(tools/testbed/tgtd-target.sh start [options])"   # sets TGT_* in the caller
+#   eval "$(tests/testbed/tgtd-target.sh start [options])"   # sets TGT_* in the caller
 #   ...
-#   tools/testbed/tgtd-target.sh stop                        # reads TGT_* from the environment
+#   tests/testbed/tgtd-target.sh stop                        # reads TGT_* from the environment
 #
 # start options:
 #   --iqn IQN              target name (default iqn.2026-11.org.iscsi-mpio:test)
@@ -32,7 +32,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=tools/testbed/lib.sh
+# shellcheck source=tests/testbed/lib.sh
 source "$here/lib.sh"
 
 readonly default_iqn=iqn.2026-11.org.iscsi-mpio:test

@@ -1,18 +1,18 @@
 #!/usr/bin/env bash
 # A throw-away LIO iSCSI target (the Linux kernel target that targetcli configures) in a QEMU
-# TCG guest, for tests. The guest boots Debian's kernel (tools/guest/make-initramfs.sh) and
-# configures LIO through configfs (tools/guest/lio-guest-init.sh): an iblock backstore on a
+# TCG guest, for tests. The guest boots Debian's kernel (tests/guest/make-initramfs.sh) and
+# configures LIO through configfs (tests/guest/lio-guest-init.sh): an iblock backstore on a
 # virtio disk that is a raw file on the host (written through: the host reads what LIO wrote,
 # live), target $LIO_IQN with tpgt_1 on ports A and B and tpgt_2 on port C, LUN 0 in each,
 # CHAP and mutual CHAP for one initiator name, CRC32C digests allowed, and two ALUA target port
 # groups: default_tg_pt_gp (tpgt_1, active/optimized) and secondary (tpgt_2, id 2).
 #
-#   eval "$(tools/guest/lio-target.sh start --initiator IQN [options])"   # sets LIO_*
-#   tools/guest/lio-target.sh ctl COMMAND...    # a command to the guest (lio-ctl.sh lists them)
-#   tools/guest/lio-target.sh resize SIZE       # grow or shrink the disk behind LUN 0, as an
+#   eval "$(tests/guest/lio-target.sh start --initiator IQN [options])"   # sets LIO_*
+#   tests/guest/lio-target.sh ctl COMMAND...    # a command to the guest (lio-ctl.sh lists them)
+#   tests/guest/lio-target.sh resize SIZE       # grow or shrink the disk behind LUN 0, as an
 #                                               # admin resizes a LUN on an array (QEMU
 #                                               # block_resize; the guest's iblock follows)
-#   tools/guest/lio-target.sh stop              # reads LIO_* from the environment
+#   tests/guest/lio-target.sh stop              # reads LIO_* from the environment
 #
 # start options:
 #   --initiator IQN        the initiator name the ACLs admit (required)
@@ -41,7 +41,7 @@
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=tools/testbed/lib.sh
+# shellcheck source=tests/testbed/lib.sh
 source "$here/../testbed/lib.sh"
 
 readonly default_iqn=iqn.2026-11.org.iscsi-mpio:lio
