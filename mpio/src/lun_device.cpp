@@ -1323,22 +1323,6 @@ std::error_code LunDevice::Impl::reinstate_path(size_t index, std::string& detai
 
 // ---------------------------------------------------------------- public face
 
-std::string_view path_state_name(PathState state) {
-  switch (state) {
-    case PathState::connecting:
-      return "connecting";
-    case PathState::active:
-      return "active";
-    case PathState::ghost:
-      return "ghost";
-    case PathState::failed:
-      return "failed";
-    case PathState::refused:
-      return "refused";
-  }
-  return "unknown";
-}
-
 LunDevice::LunDevice(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LunDevice::~LunDevice() = default;
 const DeviceInfo& LunDevice::info() const {
