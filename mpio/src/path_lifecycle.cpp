@@ -41,6 +41,8 @@ std::string_view life_state_name(LifeState state) {
       return "reconnecting";
     case S::rejoining:
       return "rejoining";
+    case S::probe_cut_short:
+      return "probe_cut_short";
     case S::probe_waiting:
       return "probe_waiting";
     case S::probe_reconnecting:
@@ -61,6 +63,7 @@ PathState PathLifecycle::status() const {
   switch (state_) {
     case S::connecting:
     case S::identifying:
+    case S::probe_cut_short:
       return PathState::connecting;
     case S::active:
       return PathState::active;
@@ -79,7 +82,8 @@ bool PathLifecycle::operator_failed() const {
 }
 
 bool PathLifecycle::reprobe_pending() const {
-  return state_ == S::probe_waiting || state_ == S::probe_reconnecting;
+  return state_ == S::probe_cut_short || state_ == S::probe_waiting ||
+         state_ == S::probe_reconnecting;
 }
 
 std::chrono::milliseconds PathLifecycle::backoff() const {
@@ -93,9 +97,10 @@ Actions PathLifecycle::fail(const std::string& reason) {
   switch (state_) {
     case S::connecting:
     case S::identifying:
+    case S::probe_cut_short:
     case S::active:
     case S::ghost:
-      state_ = S::failed_waiting;
+      state_ = state_ == S::probe_cut_short ? S::probe_waiting : S::failed_waiting;
       a.last_error = reason;
       a.emit = reason;
       a.reconsider_groups = "failed";
@@ -173,9 +178,19 @@ Actions PathLifecycle::alua_read(const Event& event) {
       // Failed by the operator while the check ran: it stays failed until reinstated.
       state_ = S::operator_failed;
       return a;
+    default:
+      return a;
+  }
+}
+
+// The periodic re-read (SPC-4 §5.16.2.6: the target may move its port groups by itself). Only
+// a path at work takes it: a path that failed meanwhile shows its identity again first.
+Actions PathLifecycle::alua_reread(const Event& event) {
+  Actions a;
+  const S placed = event.carries_io ? S::active : S::ghost;
+  switch (state_) {
     case S::active:
     case S::ghost:
-      // A re-read (SPC-4 §5.16.2.6: the target may move its port groups by itself).
       a.place = true;
       if (placed == state_ && !event.priority_changed) return a;
       state_ = placed;
@@ -291,6 +306,9 @@ Actions PathLifecycle::on(const Event& event) {
     case Kind::alua_read:
       return alua_read(event);
 
+    case Kind::alua_reread:
+      return alua_reread(event);
+
     case Kind::probe_done:
       if (state_ != S::identifying) return a;
       state_ = event.carries_io ? S::active : S::ghost;
@@ -299,7 +317,9 @@ Actions PathLifecycle::on(const Event& event) {
       return a;
 
     case Kind::probe_interrupted:
-      // The path went away under the probe, so it has failed already; its next login probes.
+      // The path went away under the probe: it has failed, or its failure is on the way. Its
+      // next login probes again.
+      if (state_ == S::identifying) state_ = S::probe_cut_short;
       if (state_ == S::failed_waiting) state_ = S::probe_waiting;
       if (state_ == S::reconnecting) state_ = S::probe_reconnecting;
       return a;
@@ -312,7 +332,7 @@ Actions PathLifecycle::on(const Event& event) {
       // A pulled cable leaves an established TCP connection silent, not broken. An attempt to
       // come back that is under way fails by itself.
       if (state_ == S::active || state_ == S::ghost || state_ == S::connecting ||
-          state_ == S::identifying)
+          state_ == S::identifying || state_ == S::probe_cut_short)
         return fail(event.detail);
       return a;
 

@@ -39,8 +39,11 @@ enum class LifeState {
   reconnecting,
   // Failed; logged in again, its identity check is to come or running. -> failed
   rejoining,
-  // Open: its probe was cut short by the path going away; the reconnect timer runs and its
-  // next login probes again. -> failed
+  // Open: its probe was cut short by the path going away (a logout the target asked for, a
+  // dropped connection), whose failure is still to be reported. -> connecting
+  probe_cut_short,
+  // Open: the same path failed; the reconnect timer runs and its next login probes again.
+  // -> failed
   probe_waiting,
   // Open: that login is in flight. -> failed
   probe_reconnecting,
@@ -66,7 +69,8 @@ struct Event {
     identity_other,       // the path shows another device
     identity_failed,      // the identity check got an error
     identity_unanswered,  // no answer within the login timeout
-    alua_read,            // `carries_io`, `priority_changed`: the ALUA state was read
+    alua_read,            // `carries_io`: the ALUA state was read after the identity check
+    alua_reread,          // `carries_io`, `priority_changed`, `detail`: the periodic re-read
     alua_failed,          // REPORT TARGET PORT GROUPS failed with the path
     probe_done,           // open: the probe of this path identified the device (`carries_io`)
     probe_interrupted,    // open: the path went away during the probe
@@ -83,7 +87,7 @@ struct Event {
     closing,
   };
   Kind kind;
-  std::string detail;
+  std::string detail{};
   bool identified = false;
   bool carries_io = false;
   bool priority_changed = false;
@@ -133,6 +137,7 @@ class PathLifecycle {
   Actions lost_attempt(const std::string& reason, LifeState next);
   Actions login_done(const Event& event);
   Actions alua_read(const Event& event);
+  Actions alua_reread(const Event& event);
   Actions operator_fail();
 
   std::chrono::milliseconds polling_interval_;

@@ -44,6 +44,12 @@ Event alua(bool carries_io, bool priority_changed = false) {
                .carries_io = carries_io,
                .priority_changed = priority_changed};
 }
+Event reread(bool carries_io, bool priority_changed = false) {
+  return Event{.kind = Kind::alua_reread,
+               .detail = "ALUA state changed",
+               .carries_io = carries_io,
+               .priority_changed = priority_changed};
+}
 Event probe_done(bool carries_io) {
   return Event{.kind = Kind::probe_done, .detail = {}, .carries_io = carries_io};
 }
@@ -226,16 +232,16 @@ TEST_CASE("failover and failback: every change of a path's use reconsiders the g
   auto life = active_path();
   replay(life, {
                    // SPC-4 §5.16.2.6: the target moves the port group to standby by itself.
-                   {alua(false, true), S::ghost, ghost, "place emit reconsider"},
-                   {alua(false), S::ghost, ghost, "place"},
-                   {alua(true, true), S::active, active, "place emit reconsider reissue-waiting"},
+                   {reread(false, true), S::ghost, ghost, "place emit reconsider"},
+                   {reread(false), S::ghost, ghost, "place"},
+                   {reread(true, true), S::active, active, "place emit reconsider reissue-waiting"},
                    // Same state, another priority (non-optimized to optimized): another group.
-                   {alua(true, true), S::active, active, "place emit reconsider reissue-waiting"},
-                   {alua(true), S::active, active, "place"},
+                   {reread(true, true), S::active, active, "place emit reconsider reissue-waiting"},
+                   {reread(true), S::active, active, "place"},
                    {ev(Kind::connection_lost), S::failed_waiting, failed,
                     "error emit reconsider close reconnect+1000"},
                    // A re-read that ends after the path failed places nothing.
-                   {alua(true, true), S::failed_waiting, failed, "-"},
+                   {reread(true, true), S::failed_waiting, failed, "-"},
                });
 }
 
@@ -348,6 +354,17 @@ TEST_CASE("a probe cut short by the path going away is tried again on its next l
                     "error reconnect+2000 open"},
                });
   CHECK_FALSE(life.reprobe_pending());
+  // The probe may end before the path's failure is reported (a logout the target asked for).
+  PathLifecycle early(milliseconds(200));
+  replay(early, {
+                    {login_done(false), S::identifying, connecting, "open"},
+                    {ev(Kind::probe_interrupted), S::probe_cut_short, connecting, "-"},
+                    {ev(Kind::device_identified), S::probe_cut_short, connecting, "-"},
+                    {ev(Kind::connection_lost, "logout requested"), S::probe_waiting, failed,
+                     "error emit reconsider close reconnect+200"},
+                    {ev(Kind::reconnect_due), S::probe_reconnecting, failed, "login"},
+                    {login_done(false), S::identifying, connecting, "reissue-held open"},
+                });
 }
 
 TEST_CASE("a first login that fails leaves the open to the other paths", "[mpio][lifecycle]") {
