@@ -162,10 +162,11 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   std::optional<uint32_t> group_in_use;
   std::unique_ptr<asio::steady_timer> failback_timer;
   std::vector<GroupMember> members;  // scratch space of reconsider_groups
-  // Once a second: IOPS per path; every polling interval: ALUA states (group_by_prio).
-  std::unique_ptr<asio::steady_timer> sampler;
-  std::chrono::steady_clock::time_point last_alua_check;
-  std::chrono::steady_clock::time_point last_capacity_check;
+  // The periodic jobs, each on its own timer (start_periodic_jobs).
+  std::unique_ptr<asio::steady_timer> iops_timer;
+  std::unique_ptr<asio::steady_timer> alua_timer;
+  std::unique_ptr<asio::steady_timer> proof_timer;
+  std::unique_ptr<asio::steady_timer> capacity_timer;
 
   // Commands waiting for a usable path (no_path_retry queue / N intervals).
   std::deque<Command*> waiting;
@@ -353,39 +354,71 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     self->place(p, placement, Event::Kind::alua_reread);
   }
 
-  void start_sampler() {
-    sampler = std::make_unique<asio::steady_timer>(io, std::chrono::seconds(1));
-    sampler->async_wait([this](boost::system::error_code ec) {
+  // Runs `job` after `first`, then every `period`, until the device closes. A failed or slow
+  // job delays no other: each has its own timer.
+  void every(std::unique_ptr<asio::steady_timer>& timer, std::chrono::milliseconds first,
+             std::chrono::milliseconds period, void (Impl::*job)()) {
+    if (!timer) timer = std::make_unique<asio::steady_timer>(io);
+    timer->expires_after(first);
+    timer->async_wait([this, &timer, period, job](boost::system::error_code ec) {
       if (ec || closing) return;
-      for (auto& p : paths) {
-        p->iops = p->commands - p->commands_sampled;
-        p->commands_sampled = p->commands;
-      }
-      const auto now = std::chrono::steady_clock::now();
-      if (config.grouping == Grouping::group_by_prio && identity.inquiry.tpgs != 0 &&
-          now - last_alua_check >= config.polling_interval) {
-        last_alua_check = now;
-        for (auto& p : paths)
-          if ((p->state == PathState::active || p->state == PathState::ghost) &&
-              !p->rereading_alua && p->session && p->session->ready())
-            asio::co_spawn(io, recheck_alua(shared_from_this(), *p), asio::detached);
-      }
-      // Writes still held for proof after a failed attempt (the LU reset refused, the proof
-      // login refused, no healthy path then): the path's own login may never succeed again (a
-      // portal group taken offline), so the proof is tried again every polling interval.
-      for (auto& p : paths)
-        if (!p->unproven.empty() && p->state == PathState::failed &&
-            now - p->last_proof_attempt >= config.polling_interval)
-          prove_dead(*p);
-      // Not every target tells of a resize with 2A/09 (tgtd never resizes; LIO's iblock and
-      // block-device fileio backstores report the new size in READ CAPACITY without a unit
-      // attention): one READ CAPACITY(16) per polling interval notices it anyway.
-      if (now - last_capacity_check >= config.polling_interval && any_active()) {
-        last_capacity_check = now;
-        asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
-      }
-      start_sampler();
+      (this->*job)();
+      every(timer, period, period, job);
     });
+  }
+
+  // Once the device is identified: IOPS once a second; ALUA states and the capacity a second
+  // after open, then every polling interval but not more often than once a second (what one
+  // sampler tick driving them all used to give). Held writes are looked at once a second, each
+  // path's proof tried again a polling interval after its last attempt.
+  void start_periodic_jobs() {
+    using std::chrono::milliseconds;
+    const milliseconds second(1000);
+    const auto period = std::max(config.polling_interval, second);
+    every(iops_timer, second, second, &Impl::sample_iops);
+    if (config.grouping == Grouping::group_by_prio && identity.inquiry.tpgs != 0)
+      every(alua_timer, second, period, &Impl::reread_alua_states);
+    every(proof_timer, second, second, &Impl::retry_proofs);
+    every(capacity_timer, second, period, &Impl::poll_capacity);
+  }
+
+  void stop_periodic_jobs() {
+    iops_timer.reset();
+    alua_timer.reset();
+    proof_timer.reset();
+    capacity_timer.reset();
+  }
+
+  void sample_iops() {
+    for (auto& p : paths) {
+      p->iops = p->commands - p->commands_sampled;
+      p->commands_sampled = p->commands;
+    }
+  }
+
+  void reread_alua_states() {
+    for (auto& p : paths)
+      if ((p->state == PathState::active || p->state == PathState::ghost) && !p->rereading_alua &&
+          p->session && p->session->ready())
+        asio::co_spawn(io, recheck_alua(shared_from_this(), *p), asio::detached);
+  }
+
+  // Writes still held for proof after a failed attempt (the LU reset refused, the proof login
+  // refused, no healthy path then): the path's own login may never succeed again (a portal
+  // group taken offline), so the proof is tried again every polling interval.
+  void retry_proofs() {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& p : paths)
+      if (!p->unproven.empty() && p->state == PathState::failed &&
+          now - p->last_proof_attempt >= config.polling_interval)
+        prove_dead(*p);
+  }
+
+  // Not every target tells of a resize with 2A/09 (tgtd never resizes; LIO's iblock and
+  // block-device fileio backstores report the new size in READ CAPACITY without a unit
+  // attention): one READ CAPACITY(16) per polling interval notices it anyway.
+  void poll_capacity() {
+    if (any_active()) asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
   }
 
   // ---------------------------------------------------------------- one command
@@ -695,7 +728,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   // A proof attempt failed: the writes stay held (re-issuing them could let a stale copy land
-  // after a newer write) and the sampler tries again after a polling interval.
+  // after a newer write) and retry_proofs tries again after a polling interval.
   void held_unproven(Path& p, const std::string& why) {
     emit(p, std::to_string(p.unproven.size()) + " write(s) still held: " + why +
                 "; trying again every polling interval");
@@ -1460,7 +1493,7 @@ awaitable<void> LunDevice::Impl::probe_and_open(std::shared_ptr<Impl> self, Path
   }
   self->identified = true;
   self->place(p, placement, Event::Kind::probe_done);
-  self->start_sampler();
+  self->start_periodic_jobs();
   // Paths that logged in while the probe ran join now.
   for (auto& other : self->paths)
     if (other.get() != &p && other->session && other->session->ready())
@@ -1490,7 +1523,7 @@ void LunDevice::stop_queueing() {
   impl->closing = true;
   impl->no_path_timer.reset();
   impl->failback_timer.reset();
-  impl->sampler.reset();
+  impl->stop_periodic_jobs();
   impl->route_watch.reset();
   for (auto& p : impl->paths) impl->feed(*p, Event{.kind = Event::Kind::closing});
   // Nothing will come back to carry these: they end now, as requests the client sees fail.
