@@ -387,3 +387,43 @@ TEST_CASE("closing cancels the reconnect timer", "[mpio][lifecycle]") {
   life.on(ev(Kind::connection_lost));
   CHECK(describe(life.on(ev(Kind::closing))) == "cancel");
 }
+
+TEST_CASE("status shows a path coming back as failed until its check passes", "[mpio][lifecycle]") {
+  // Every state, reached by a short history, and what status output shows for it.
+  struct Row {
+    std::vector<Event> history;
+    LifeState state;
+    PathState shown;
+  };
+  const Event lost = ev(Kind::connection_lost);
+  const Event due = ev(Kind::reconnect_due);
+  const std::vector<Row> rows{
+      {{}, S::connecting, connecting},
+      {{login_done(false)}, S::identifying, connecting},
+      {{login_done(false), ev(Kind::probe_interrupted)}, S::probe_cut_short, connecting},
+      {{login_done(false), probe_done(true)}, S::active, active},
+      {{login_done(false), probe_done(false)}, S::ghost, ghost},
+      {{login_done(false), probe_done(true), lost}, S::failed_waiting, failed},
+      {{login_done(false), probe_done(true), lost, ev(Kind::proof_started)},
+       S::failed_proving,
+       failed},
+      {{login_done(false), probe_done(true), lost, due}, S::reconnecting, failed},
+      {{login_done(false), probe_done(true), lost, due, login_done(true)}, S::rejoining, failed},
+      {{login_done(false), lost, ev(Kind::probe_interrupted)}, S::probe_waiting, failed},
+      {{login_done(false), lost, ev(Kind::probe_interrupted), due}, S::probe_reconnecting, failed},
+      {{login_done(false), probe_done(true), ev(Kind::operator_fail)}, S::operator_failed, failed},
+      {{login_done(false), probe_done(true), ev(Kind::operator_fail), ev(Kind::proof_started)},
+       S::operator_failed_proving,
+       failed},
+      {{login_done(true), ev(Kind::operator_fail)}, S::operator_failed_checking, failed},
+      {{login_done(true), ev(Kind::identity_other)}, S::refused, refused},
+  };
+  for (const auto& row : rows) {
+    PathLifecycle life(milliseconds(1000));
+    for (const auto& event : row.history) life.on(event);
+    INFO(life_state_name(row.state));
+    CHECK(life.state() == row.state);
+    CHECK(life.status() == row.shown);
+    CHECK(life_state_name(life.state()) != "unknown");
+  }
+}
