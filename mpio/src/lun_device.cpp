@@ -80,13 +80,15 @@ struct Path {
   iscsi_io::PathConfig config;
   std::string name;
   std::shared_ptr<iscsi_io::PathSession> session;
+  // Its place in the path life cycle (path_lifecycle.hpp); `state` is what status shows of it,
+  // kept by LunDevice::Impl::perform() and read wherever the path's use is decided.
+  PathLifecycle life{std::chrono::milliseconds(1000)};
   PathState state = PathState::connecting;
   uint32_t configured_priority = 0;  // LunPath::priority
   // Its path group and the group's priority (path_grouping_policy); set when the path joins.
   uint32_t group = 0;
   uint32_t priority = 0;
   std::optional<scsi::AluaState> alua;  // group_by_prio on an ALUA target
-  bool alua_checking = false;
   uint64_t commands_sampled = 0, iops = 0;
   uint32_t in_flight = 0;
   uint64_t in_flight_bytes = 0;
@@ -95,19 +97,9 @@ struct Path {
   std::optional<uint16_t> portal_group_tag;
   // Mutating commands whose attempt on this path may still be alive at the target.
   std::vector<Command*> unproven;
-  bool proving = false;
   std::chrono::steady_clock::time_point last_proof_attempt;
-  // A failed path logging in again or showing its identity: it stays `failed` until it is
-  // back at work, as multipath -ll shows a path faulty until its checker passes.
-  bool rejoining = false;
-  // Failed by the operator (fail_path): carries nothing and is not reconnected until
-  // reinstate_path, whatever its session does.
-  bool operator_failed = false;
-  // Its probe was cut short by the path going away (a logout the target asked for, a dropped
-  // connection) while the device was being opened: its next login tries the probe again.
-  bool probe_interrupted = false;
-  unsigned reconnect_failures = 0;
-  std::unique_ptr<asio::steady_timer> timer;
+  bool rereading_alua = false;  // the periodic ALUA re-read runs one at a time per path
+  std::unique_ptr<asio::steady_timer> timer;  // reconnect
 };
 
 // A block request split into commands; completes when the last one does. Operations and
@@ -173,10 +165,11 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   std::optional<uint32_t> group_in_use;
   std::unique_ptr<asio::steady_timer> failback_timer;
   std::vector<GroupMember> members;  // scratch space of reconsider_groups
-  // Once a second: IOPS per path; every polling interval: ALUA states (group_by_prio).
-  std::unique_ptr<asio::steady_timer> sampler;
-  std::chrono::steady_clock::time_point last_alua_check;
-  std::chrono::steady_clock::time_point last_capacity_check;
+  // The periodic jobs, each on its own timer (start_periodic_jobs).
+  std::unique_ptr<asio::steady_timer> iops_timer;
+  std::unique_ptr<asio::steady_timer> alua_timer;
+  std::unique_ptr<asio::steady_timer> proof_timer;
+  std::unique_ptr<asio::steady_timer> capacity_timer;
 
   // Commands waiting for a usable path (no_path_retry queue / N intervals).
   std::deque<Command*> waiting;
@@ -274,12 +267,23 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // A path's placement changes in one step, once the target's answer is in: while a REPORT
   // TARGET PORT GROUPS is outstanding the path keeps carrying I/O in the group it had, so a
   // command selected meanwhile finds it (a half-classified path in no group in use would leave
-  // that command waiting for a path that never "comes back").
-  static void place(Path& p, const Placement& placement) {
-    p.group = placement.group;
-    p.priority = placement.priority;
-    p.alua = placement.alua;
-    p.state = placement.state;
+  // that command waiting for a path that never "comes back"). `kind`: probe_done, alua_read
+  // or alua_reread; the life cycle says whether the path takes the placement.
+  void place(Path& p, const Placement& placement, Event::Kind kind) {
+    Event event{
+        .kind = kind,
+        .detail = "ALUA state " +
+                  std::string(placement.alua ? scsi::alua_state_name(*placement.alua) : "unknown") +
+                  ", prio " + std::to_string(placement.priority),
+        .carries_io = placement.state == PathState::active,
+        .priority_changed = placement.priority != p.priority};
+    auto actions = p.life.on(event);
+    if (actions.place) {
+      p.group = placement.group;
+      p.priority = placement.priority;
+      p.alua = placement.alua;
+    }
+    perform(p, std::move(actions));
   }
 
   // group_by_prio asks the target through the path itself (REPORT TARGET PORT GROUPS, SPC-4
@@ -340,7 +344,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // Every polling interval under group_by_prio: the target may have moved its port groups
   // (SPC-4 §5.16.2.6 implicit transitions); re-read each logged-in path's state.
   static awaitable<void> recheck_alua(std::shared_ptr<Impl> self, Path& p) {
-    p.alua_checking = true;
+    p.rereading_alua = true;
     std::string detail;
     std::vector<scsi::Designator> designators;
     if (auto vpd = co_await self->vpd_page(scsi::vpd::device_identification, detail, &p);
@@ -348,51 +352,76 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       if (auto d = scsi::parse_device_identification(vpd)) designators = std::move(*d);
     Placement placement;
     auto ec = co_await self->classify(p, designators, placement);
-    p.alua_checking = false;
-    if (self->closing || ec || (p.state != PathState::active && p.state != PathState::ghost))
-      co_return;
-    const auto before = std::make_pair(p.state, p.priority);
-    place(p, placement);
-    if (std::make_pair(p.state, p.priority) == before) co_return;
-    self->emit(p, "ALUA state " + std::string(p.alua ? scsi::alua_state_name(*p.alua) : "unknown") +
-                      ", prio " + std::to_string(p.priority));
-    self->reconsider_groups("ALUA state change on " + p.name);
-    if (p.state == PathState::active) self->path_available();
+    p.rereading_alua = false;
+    if (self->closing || ec) co_return;
+    self->place(p, placement, Event::Kind::alua_reread);
   }
 
-  void start_sampler() {
-    sampler = std::make_unique<asio::steady_timer>(io, std::chrono::seconds(1));
-    sampler->async_wait([this](boost::system::error_code ec) {
+  // Runs `job` after `first`, then every `period`, until the device closes. A failed or slow
+  // job delays no other: each has its own timer.
+  void every(std::unique_ptr<asio::steady_timer>& timer, std::chrono::milliseconds first,
+             std::chrono::milliseconds period, void (Impl::*job)()) {
+    if (!timer) timer = std::make_unique<asio::steady_timer>(io);
+    timer->expires_after(first);
+    timer->async_wait([this, &timer, period, job](boost::system::error_code ec) {
       if (ec || closing) return;
-      for (auto& p : paths) {
-        p->iops = p->commands - p->commands_sampled;
-        p->commands_sampled = p->commands;
-      }
-      const auto now = std::chrono::steady_clock::now();
-      if (config.grouping == Grouping::group_by_prio && identity.inquiry.tpgs != 0 &&
-          now - last_alua_check >= config.polling_interval) {
-        last_alua_check = now;
-        for (auto& p : paths)
-          if ((p->state == PathState::active || p->state == PathState::ghost) &&
-              !p->alua_checking && p->session && p->session->ready())
-            asio::co_spawn(io, recheck_alua(shared_from_this(), *p), asio::detached);
-      }
-      // Writes still held for proof after a failed attempt (the LU reset refused, the proof
-      // login refused, no healthy path then): the path's own login may never succeed again (a
-      // portal group taken offline), so the proof is tried again every polling interval.
-      for (auto& p : paths)
-        if (!p->unproven.empty() && p->state == PathState::failed && !p->proving &&
-            now - p->last_proof_attempt >= config.polling_interval)
-          prove_dead(*p);
-      // Not every target tells of a resize with 2A/09 (tgtd never resizes; LIO's iblock and
-      // block-device fileio backstores report the new size in READ CAPACITY without a unit
-      // attention): one READ CAPACITY(16) per polling interval notices it anyway.
-      if (now - last_capacity_check >= config.polling_interval && any_active()) {
-        last_capacity_check = now;
-        asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
-      }
-      start_sampler();
+      (this->*job)();
+      every(timer, period, period, job);
     });
+  }
+
+  // Once the device is identified: IOPS once a second; ALUA states and the capacity a second
+  // after open, then every polling interval but not more often than once a second (what one
+  // sampler tick driving them all used to give). Held writes are looked at once a second, each
+  // path's proof tried again a polling interval after its last attempt.
+  void start_periodic_jobs() {
+    using std::chrono::milliseconds;
+    const milliseconds second(1000);
+    const auto period = std::max(config.polling_interval, second);
+    every(iops_timer, second, second, &Impl::sample_iops);
+    if (config.grouping == Grouping::group_by_prio && identity.inquiry.tpgs != 0)
+      every(alua_timer, second, period, &Impl::reread_alua_states);
+    every(proof_timer, second, second, &Impl::retry_proofs);
+    every(capacity_timer, second, period, &Impl::poll_capacity);
+  }
+
+  void stop_periodic_jobs() {
+    iops_timer.reset();
+    alua_timer.reset();
+    proof_timer.reset();
+    capacity_timer.reset();
+  }
+
+  void sample_iops() {
+    for (auto& p : paths) {
+      p->iops = p->commands - p->commands_sampled;
+      p->commands_sampled = p->commands;
+    }
+  }
+
+  void reread_alua_states() {
+    for (auto& p : paths)
+      if ((p->state == PathState::active || p->state == PathState::ghost) && !p->rereading_alua &&
+          p->session && p->session->ready())
+        asio::co_spawn(io, recheck_alua(shared_from_this(), *p), asio::detached);
+  }
+
+  // Writes still held for proof after a failed attempt (the LU reset refused, the proof login
+  // refused, no healthy path then): the path's own login may never succeed again (a portal
+  // group taken offline), so the proof is tried again every polling interval.
+  void retry_proofs() {
+    const auto now = std::chrono::steady_clock::now();
+    for (auto& p : paths)
+      if (!p->unproven.empty() && p->state == PathState::failed &&
+          now - p->last_proof_attempt >= config.polling_interval)
+        prove_dead(*p);
+  }
+
+  // Not every target tells of a resize with 2A/09 (tgtd never resizes; LIO's iblock and
+  // block-device fileio backstores report the new size in READ CAPACITY without a unit
+  // attention): one READ CAPACITY(16) per polling interval notices it anyway.
+  void poll_capacity() {
+    if (any_active()) asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
   }
 
   // ---------------------------------------------------------------- one command
@@ -589,6 +618,34 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   // ---------------------------------------------------------------- path life cycle
 
+  // Feeds one event to the path's life cycle and performs what it answers.
+  void feed(Path& p, Event event) { perform(p, p.life.on(event)); }
+
+  // In the order Actions documents: the path's new state is seen by everything that follows.
+  void perform(Path& p, Actions a) {
+    p.state = p.life.status();
+    if (a.last_error) p.last_error = std::move(*a.last_error);
+    if (a.emit) emit(p, *a.emit);
+    if (a.reconsider_groups) {
+      const auto& what = *a.reconsider_groups;
+      reconsider_groups(what == "first path"          ? what
+                        : what == "ALUA state change" ? what + " on " + p.name
+                                                      : "path " + p.name + " " + what);
+    }
+    // Abortive close (SO_LINGER 0): the kernel must not deliver this connection's queued data
+    // once the network heals.
+    if (a.close_session && p.session) p.session->close();
+    if (a.cancel_reconnect && p.timer) p.timer->cancel();
+    if (a.reconnect_after) schedule_reconnect(p, *a.reconnect_after);
+    if (a.login) reconnect(p);
+    if (a.reissue_held_writes) release_unproven(p, *a.reissue_held_writes);
+    if (a.check_identity) asio::co_spawn(io, join(shared_from_this(), p), asio::detached);
+    // read_alua: join() goes on with it itself.
+    if (a.prove_held_writes) prove_dead(p);
+    if (a.reissue_waiting) path_available();
+    if (a.continue_open) open_step();
+  }
+
   // A local link, address or route changed: a path that lost its route fails now (a pulled
   // cable leaves an established TCP connection silent, not broken), and a failed path whose
   // route is back tries to log in at once instead of at its next polling interval.
@@ -600,95 +657,50 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
           iscsi_io::route_exists({p->config.portal_host, p->config.portal_port,
                                   p->config.source_address, p->config.interface_name},
                                  why);
-      if (!reachable && (p->state == PathState::active || p->state == PathState::ghost ||
-                         p->state == PathState::connecting)) {
-        path_failed(*p, "no route to the portal: " + why);
-      } else if (reachable && p->state == PathState::failed && !p->rejoining && p->timer &&
-                 !p->operator_failed) {
-        p->reconnect_failures = 0;
-        p->timer->expires_after(std::chrono::milliseconds(0));
-        p->timer->async_wait([this, path = p.get()](boost::system::error_code ec) {
-          if (!ec && !closing && path->state == PathState::failed && !path->rejoining)
-            reconnect(*path);
-        });
-      }
+      if (reachable)
+        feed(*p, Event{.kind = Event::Kind::route_back});
+      else
+        feed(*p,
+             Event{.kind = Event::Kind::route_lost, .detail = "no route to the portal: " + why});
     }
   }
 
+  // NOP-Out timeout, a dropped connection, a command lost with the path or a path error.
   void path_failed(Path& p, const std::string& reason) {
-    if (p.state == PathState::refused) return;
-    if (p.state == PathState::failed) {
-      if (!p.rejoining) return;  // already handled
-      p.rejoining = false;       // the attempt to come back failed: try again later
-      p.last_error = reason;
-      ++p.reconnect_failures;
-      if (p.session) p.session->close();
-      schedule_reconnect(p);
-      return;
-    }
-    p.state = PathState::failed;
-    p.last_error = reason;
-    emit(p, reason);
-    reconsider_groups("path " + p.name + " failed");
-    // Abortive close (SO_LINGER 0): the kernel must not deliver this connection's queued data
-    // once the network heals.
-    if (p.session) p.session->close();
-    schedule_reconnect(p);
+    feed(p, Event{.kind = Event::Kind::connection_lost, .detail = reason});
   }
 
-  void schedule_reconnect(Path& p) {
-    if (closing || p.operator_failed) return;
-    const unsigned factor = 1u << std::min(p.reconnect_failures, 3u);
+  void schedule_reconnect(Path& p, std::chrono::milliseconds delay) {
+    if (closing) return;
     if (!p.timer) p.timer = std::make_unique<asio::steady_timer>(io);
-    p.timer->expires_after(config.polling_interval * factor);
+    p.timer->expires_after(delay);
     p.timer->async_wait([this, &p](boost::system::error_code ec) {
-      if (!ec && !closing) reconnect(p);
+      if (!ec && !closing) feed(p, Event{.kind = Event::Kind::reconnect_due});
     });
   }
 
   // Logs in again with the path's own ISID and TSIH 0: for the target that is session
   // reinstatement (RFC 7143 §6.3.5), which ends the old session and every task it still had.
   void reconnect(Path& p) {
-    if (p.operator_failed) return;
-    // A proof login with this ISID is under way through another path; logging in with the same
-    // ISID now would have the two reinstate each other's sessions.
-    if (p.proving) {
-      schedule_reconnect(p);
-      return;
-    }
     auto self = shared_from_this();
     auto session = iscsi_io::PathSession::create(io, p.config);
     p.session = session;
-    p.rejoining = true;
     session->start([this, self, &p, session](std::error_code ec, const std::string& detail) {
       if (p.session != session || closing) return;
       if (ec) {
-        p.rejoining = false;
-        p.last_error = detail;
-        ++p.reconnect_failures;
-        if (!identified && p.probe_interrupted) {
+        auto actions = p.life.on(Event{.kind = Event::Kind::login_failed, .detail = detail});
+        if (actions.continue_open && !identified) {
           // The second chance of an interrupted probe failed: the open decides without it.
-          p.probe_interrupted = false;
           open_failures += (open_failures.empty() ? "" : "; ") + std::string("login to ") + p.name +
                            " failed: " + detail;
           open_error = ec;
-          open_step();
         }
-        schedule_reconnect(p);
+        perform(p, std::move(actions));
         return;
       }
-      p.reconnect_failures = 0;
       p.portal_group_tag = session->target_portal_group_tag();
       watch(p, session);
-      release_unproven(p, "session reinstated on its own path");
-      if (identified) {
-        asio::co_spawn(io, join(self, p), asio::detached);
-      } else if (p.probe_interrupted) {
-        p.probe_interrupted = false;
-        p.rejoining = false;
-        p.state = PathState::connecting;  // logged in, not probed yet
-        open_step();
-      }
+      feed(p, Event{.kind = Event::Kind::login_done, .identified = identified});
     });
   }
 
@@ -719,7 +731,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   // A proof attempt failed: the writes stay held (re-issuing them could let a stale copy land
-  // after a newer write) and the sampler tries again after a polling interval.
+  // after a newer write) and retry_proofs tries again after a polling interval.
   void held_unproven(Path& p, const std::string& why) {
     emit(p, std::to_string(p.unproven.size()) + " write(s) still held: " + why +
                 "; trying again every polling interval");
@@ -731,8 +743,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // (choose_write_proof): its session reinstated through a healthy path to the same portal
   // group, else a LOGICAL UNIT RESET, else its own reconnect.
   void prove_dead(Path& p) {
-    // While the path's own login is in flight, that login is the proof.
-    if (p.proving || closing || p.rejoining) return;
+    // While the path's own login is in flight, that login is the proof (the life cycle says).
+    if (closing || !p.life.on(Event{.kind = Event::Kind::writes_held}).prove_held_writes) return;
     proof_paths.clear();
     for (auto& q : paths)
       proof_paths.push_back({.active = q->state == PathState::active,
@@ -755,7 +767,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // A login with the failed path's ISID through `via`: the target sees the same I_T nexus and
   // reinstates it, ending the old session's tasks (RFC 7143 §6.3.5).
   void prove_dead_by_reinstatement(Path& p, Path& via) {
-    p.proving = true;
+    feed(p, Event{.kind = Event::Kind::proof_started});
     auto self = shared_from_this();
     iscsi_io::PathConfig proof = p.config;
     proof.portal_host = via.config.portal_host;
@@ -765,7 +777,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     auto session = iscsi_io::PathSession::create(io, proof);
     session->start(
         [this, self, &p, session, via_name = via.name](std::error_code ec, const std::string&) {
-          p.proving = false;
+          feed(p, Event{.kind = Event::Kind::proof_done});
           if (ec) {
             if (!closing) held_unproven(p, "a login with its ISID through " + via_name + " failed");
             return;
@@ -781,11 +793,11 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // paths' own commands (they come back task_aborted_proven and are re-issued) and leaves a unit
   // attention on every nexus: the price of proof when no cheaper one exists.
   void prove_dead_by_lu_reset(Path& p, Path& via) {
-    p.proving = true;
+    feed(p, Event{.kind = Event::Kind::proof_started});
     auto self = shared_from_this();
     const bool sent = via.session->reset_lun(
         lun, [this, self, &p, via_name = via.name](const iscsi::TmfResult& result) {
-          p.proving = false;
+          feed(p, Event{.kind = Event::Kind::proof_done});
           if (closing) return;
           // Only "function complete" (RFC 7143 §11.6.1, response 0) proves the tasks ended.
           if (result.error || result.response != 0) {
@@ -797,7 +809,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
           }
           release_unproven(p, "LOGICAL UNIT RESET through " + via_name + " completed");
         });
-    if (!sent) p.proving = false;
+    if (!sent) feed(p, Event{.kind = Event::Kind::proof_done});
   }
 
   // A (re)connected path carries I/O only once it shows the same device: the identity the
@@ -812,51 +824,46 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     auto session = p.session;
     asio::steady_timer deadline(self->io, p.config.login_timeout);
     deadline.async_wait([self, &p, session](boost::system::error_code ec) {
-      if (!ec && p.session == session && !self->closing &&
-          (p.rejoining || p.state == PathState::connecting))
-        self->path_failed(p, "identity check unanswered within the login timeout");
+      if (!ec && p.session == session && !self->closing)
+        self->feed(p, Event{.kind = Event::Kind::identity_unanswered,
+                            .detail = "identity check unanswered within the login timeout"});
     });
     auto ec = co_await self->path_identity(p, wwid, designators, detail);
     if (self->closing || p.session != session) co_return;
     if (ec) {
-      self->path_failed(p, "identity check failed: " + detail);
+      self->feed(p, Event{.kind = Event::Kind::identity_failed,
+                          .detail = "identity check failed: " + detail});
       co_return;
     }
     if (wwid != self->identity.wwid) {
       self->refuse(p, wwid);
       co_return;
     }
+    auto same = p.life.on(Event{.kind = Event::Kind::identity_same});
+    const bool read_alua = same.read_alua;
+    self->perform(p, std::move(same));
+    if (!read_alua) co_return;  // the path failed meanwhile
     Placement placement;
     ec = co_await self->classify(p, designators, placement);
     if (self->closing) co_return;
     if (ec) {
-      self->path_failed(p, "ALUA check failed: " + ec.message());
+      self->feed(p, Event{.kind = Event::Kind::alua_failed,
+                          .detail = "ALUA check failed: " + ec.message()});
       co_return;
     }
-    if (p.operator_failed) {  // failed by the operator while the check ran
-      p.rejoining = false;
-      co_return;
-    }
-    place(p, placement);
-    p.rejoining = false;
-    self->emit(
-        p, p.state == PathState::ghost ? "path is up, ALUA standby: carries no I/O" : "path is up");
-    self->reconsider_groups("path " + p.name + " is back");
-    self->path_available();
+    // Failed by the operator while the check ran: the life cycle places nothing.
+    self->place(p, placement, Event::Kind::alua_read);
   }
 
   // A path that presents another device never carries I/O (nor is logged in again).
   void refuse(Path& p, const std::string& wwid) {
-    p.state = PathState::refused;
-    p.rejoining = false;
     const auto shown = [](const std::string& w) {
       return w.empty() ? std::string("(no WWID)") : w;
     };
     // identity is reset when the first probe found a device other than target.wwid.
-    p.last_error = "presents device " + shown(wwid) + ", not " +
-                   shown(identity.wwid.empty() ? config.expected_wwid : identity.wwid);
-    emit(p, p.last_error);
-    if (p.session) p.session->close();
+    feed(p, Event{.kind = Event::Kind::identity_other,
+                  .detail = "presents device " + shown(wwid) + ", not " +
+                            shown(identity.wwid.empty() ? config.expected_wwid : identity.wwid)});
   }
 
   // TEST UNIT READY (its retry in execute() consumes the unit attention of a fresh nexus), then
@@ -1182,7 +1189,7 @@ std::error_code LunDevice::Impl::fail_path(size_t index, std::string& detail) {
     return std::make_error_code(std::errc::invalid_argument);
   }
   Path& p = *paths[index];
-  if (p.operator_failed) {
+  if (p.life.operator_failed()) {
     detail = "path " + p.name + " is already failed by the operator";
     return {};
   }
@@ -1190,14 +1197,9 @@ std::error_code LunDevice::Impl::fail_path(size_t index, std::string& detail) {
     detail = "path " + p.name + " is refused: " + p.last_error;
     return std::make_error_code(std::errc::operation_not_permitted);
   }
-  p.operator_failed = true;
-  if (p.timer) p.timer->cancel();
   // The session stays logged in and its commands in flight complete normally: like
   // `multipathd fail path`, this only stops new I/O from going down the path.
-  p.state = PathState::failed;
-  p.last_error = "failed by the operator";
-  emit(p, p.last_error);
-  reconsider_groups("path " + p.name + " failed by the operator");
+  feed(p, Event{.kind = Event::Kind::operator_fail});
   detail = "path " + p.name + " failed";
   return {};
 }
@@ -1209,41 +1211,19 @@ std::error_code LunDevice::Impl::reinstate_path(size_t index, std::string& detai
     return std::make_error_code(std::errc::invalid_argument);
   }
   Path& p = *paths[index];
-  if (!p.operator_failed) {
+  if (!p.life.operator_failed()) {
     detail = "path " + p.name + " was not failed by the operator (it is " +
              std::string(path_state_name(p.state)) + ")";
     return std::make_error_code(std::errc::operation_not_permitted);
   }
-  p.operator_failed = false;
-  p.reconnect_failures = 0;
-  if (p.session && p.session->ready()) {
-    // Still logged in: the identity check puts it back to work.
-    p.rejoining = true;
-    asio::co_spawn(io, join(shared_from_this(), p), asio::detached);
-  } else {
-    reconnect(p);
-  }
+  // Still logged in: the identity check puts it back to work; else it logs in again.
+  feed(p, Event{.kind = Event::Kind::operator_reinstate,
+                .logged_in = p.session && p.session->ready()});
   detail = "path " + p.name + " reinstated: checking it";
   return {};
 }
 
 // ---------------------------------------------------------------- public face
-
-std::string_view path_state_name(PathState state) {
-  switch (state) {
-    case PathState::connecting:
-      return "connecting";
-    case PathState::active:
-      return "active";
-    case PathState::ghost:
-      return "ghost";
-    case PathState::failed:
-      return "failed";
-    case PathState::refused:
-      return "refused";
-  }
-  return "unknown";
-}
 
 LunDevice::LunDevice(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 LunDevice::~LunDevice() = default;
@@ -1324,6 +1304,7 @@ void LunDevice::open(asio::io_context& io, LunConfig config, OpenHandler done) {
     path->config = impl->config.paths[i].login;
     path->configured_priority = impl->config.paths[i].priority;
     path->name = iscsi_io::describe(path->config);
+    path->life = PathLifecycle(impl->config.polling_interval);
     impl->paths.push_back(std::move(path));
   }
   impl->open_done = std::move(done);
@@ -1340,24 +1321,17 @@ void LunDevice::open(asio::io_context& io, LunConfig config, OpenHandler done) {
     session->start([impl, &p, session](std::error_code ec, const std::string& detail) {
       if (impl->closing || p.session != session) return;
       if (ec) {
-        p.state = PathState::failed;
-        p.last_error = detail;
         if (!impl->identified) {
           impl->open_error = ec;
           impl->open_failures += (impl->open_failures.empty() ? "" : "; ") +
                                  std::string("login to ") + p.name + " failed: " + detail;
         }
-        impl->schedule_reconnect(p);
-        impl->open_step();
+        impl->feed(p, Event{.kind = Event::Kind::login_failed, .detail = detail});
         return;
       }
       p.portal_group_tag = session->target_portal_group_tag();
       impl->watch(p, session);
-      if (impl->identified) {
-        asio::co_spawn(impl->io, Impl::join(impl, p), asio::detached);
-        return;
-      }
-      impl->open_step();
+      impl->feed(p, Event{.kind = Event::Kind::login_done, .identified = impl->identified});
     });
   }
 }
@@ -1372,7 +1346,7 @@ void LunDevice::Impl::open_step() {
   bool pending = false;
   for (auto& p : paths) {
     if (p->state == PathState::refused) continue;
-    if (p->state == PathState::failed && !p->probe_interrupted) continue;
+    if (p->state == PathState::failed && !p->life.reprobe_pending()) continue;
     if (p->state != PathState::failed && p->session && p->session->ready()) {
       candidate = p.get();
       break;
@@ -1397,7 +1371,7 @@ awaitable<void> LunDevice::Impl::probe_and_open(std::shared_ptr<Impl> self, Path
     // Not the LU's answer: the path went away under the probe (RFC 7143 §11.9.1: a target may
     // ask for a logout, or for a renegotiation, at any time). Its next login probes again.
     ++self->probe_interruptions;
-    p.probe_interrupted = true;
+    self->feed(p, Event{.kind = Event::Kind::probe_interrupted});
     self->open_failures += (self->open_failures.empty() ? "" : "; ") + p.name +
                            " went away during the probe: " + detail;
     self->open_error = ec;
@@ -1423,14 +1397,12 @@ awaitable<void> LunDevice::Impl::probe_and_open(std::shared_ptr<Impl> self, Path
     co_return;
   }
   self->identified = true;
-  place(p, placement);
-  self->reconsider_groups("first path");
-  self->start_sampler();
+  self->place(p, placement, Event::Kind::probe_done);
+  self->start_periodic_jobs();
   // Paths that logged in while the probe ran join now.
   for (auto& other : self->paths)
-    if (other.get() != &p && (other->state == PathState::connecting || other->rejoining) &&
-        other->session && other->session->ready())
-      asio::co_spawn(self->io, Impl::join(self, *other), asio::detached);
+    if (other.get() != &p && other->session && other->session->ready())
+      self->feed(*other, Event{.kind = Event::Kind::device_identified});
   auto done = std::move(self->open_done);
   self->open_done = nullptr;
   self->keep_while_opening.reset();  // the LunDevice handed out owns it from now on
@@ -1444,7 +1416,7 @@ void LunDevice::Impl::fail_open(std::error_code ec, const std::string& detail) {
   const auto keep = std::move(keep_while_opening);
   closing = true;
   for (auto& p : paths) {
-    if (p->timer) p->timer->cancel();
+    feed(*p, Event{.kind = Event::Kind::closing});
     if (p->session) p->session->close();
   }
   if (!ec) ec = std::make_error_code(std::errc::no_such_device);
@@ -1456,10 +1428,9 @@ void LunDevice::stop_queueing() {
   impl->closing = true;
   impl->no_path_timer.reset();
   impl->failback_timer.reset();
-  impl->sampler.reset();
+  impl->stop_periodic_jobs();
   impl->route_watch.reset();
-  for (auto& p : impl->paths)
-    if (p->timer) p->timer->cancel();
+  for (auto& p : impl->paths) impl->feed(*p, Event{.kind = Event::Kind::closing});
   // Nothing will come back to carry these: they end now, as requests the client sees fail.
   impl->fail_waiting("shutting down");
   for (auto& p : impl->paths) {

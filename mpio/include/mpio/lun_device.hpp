@@ -20,6 +20,7 @@
 #include <scsi/inquiry.hpp>
 
 #include "mpio/path_group.hpp"
+#include "mpio/path_lifecycle.hpp"
 
 namespace boost::asio {
 class io_context;
@@ -77,12 +78,6 @@ struct LunIdentity {
   bool has_provisioning = false;
   uint64_t blocks = 0;
 };
-
-// active: carries I/O when its group is in use. ghost: logged in and identified, but its
-// target port group is in ALUA standby (multipath -ll's "ghost"): kept ready, carries nothing.
-// refused: presents another device; never carries I/O.
-enum class PathState { connecting, active, ghost, failed, refused };
-std::string_view path_state_name(PathState state);
 
 struct PathStatus {
   std::string name;  // "198.18.1.1:3260 from 198.18.1.2"
