@@ -125,8 +125,12 @@ check strict-makes-warnings-fail 1 'one path, not two' -- \
   "$im_bin" check-config --strict "$work/good.yaml"
 
 # Both sessions logged out: tgtd lists no I_T nexus for the target any more.
-nexus=$(tgtadm -C "$ctl_one" --lld iscsi --op show --mode target | grep -c 'I_T nexus: ' || true)
-if [[ $nexus == 0 ]]; then
+# A tgtadm that fails lists nothing either: its failure is a FAIL, not "no session".
+if ! targets=$(tgtadm -C "$ctl_one" --lld iscsi --op show --mode target 2>&1) ||
+  ! grep -q '^Target 1: ' <<<"$targets"; then
+  echo "FAIL: sessions-logged-out (tgtadm could not list the target: ${targets:-no output})"
+  failed=$((failed + 1))
+elif nexus=$(grep -c 'I_T nexus: ' <<<"$targets" || true) && [[ $nexus == 0 ]]; then
   echo "PASS: sessions-logged-out"
   passed=$((passed + 1))
 else
