@@ -13,9 +13,10 @@ readonly build_packages=(g++ cmake ninja-build pkg-config libboost1.81-dev libsp
   libcli11-dev libyaml-cpp-dev catch2 libnbd-dev libisal-dev libssl-dev)
 # The demo: a tgtd target to log in to and the NBD clients it suggests.
 readonly runtime_packages=(tgt libnbd-bin python3 procps iproute2)
-# Integration tests: a second target, the qemu-nbd/libiscsi peer, load and fault tools.
+# Integration tests: a second target, the qemu-nbd/libiscsi peer, load and fault tools; curl
+# (ops-checks.sh: metrics) and openssl (unit.iscsi: CHAP digests computed by the openssl tool).
 readonly peer_packages=(tgt istgt libiscsi-bin qemu-utils qemu-block-extra fio libnbd-bin nbdkit
-  iproute2 nftables python3 python3-libnbd jq util-linux procps)
+  iproute2 nftables python3 python3-libnbd jq util-linux procps curl openssl)
 # The guest test (tests/guest/): a QEMU TCG guest booting Debian's kernel package (fetched by
 # the test itself) with busybox and e2fsprogs in a cpio initramfs.
 readonly guest_packages=(qemu-system-x86 busybox-static e2fsprogs cpio)
