@@ -430,14 +430,23 @@ check_second_attach
 # ---------------------------------------------------------------- JSON log
 
 check_json_log() {
-  local ok=1 lines bad
+  local ok=1 lines bad verdicts
   lines=$(wc -l <"$work/attach.log")
-  bad=$(jq -R -r 'fromjson? // "BAD" | if type == "object" then
-          (if (.time | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z$")) and
-              (.level | IN("trace","debug","info","warn","error","critical")) and
-              (.message | type == "string") and (keys == ["level","message","time"])
-           then empty else "BAD" end)
-          else "BAD" end' "$work/attach.log" | grep -c BAD || true)
+  # One verdict per line, GOOD or BAD: a line that is not JSON, not an object, or whose time,
+  # level or message is missing or of another type is BAD (the types are tested before the
+  # values, so no line can make jq itself fail). Should jq fail anyway, the check fails: a
+  # verdict missing is not a line that passed.
+  if ! verdicts=$(jq -R -r 'fromjson? // "not json" |
+          if type == "object" and (.time | type) == "string" and (.level | type) == "string" and
+             (.message | type) == "string" and keys == ["level","message","time"] and
+             (.time | test("^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+Z$")) and
+             (.level | IN("trace","debug","info","warn","error","critical"))
+          then "GOOD" else "BAD" end' "$work/attach.log"); then
+    ok=0
+    verdicts=''
+  fi
+  bad=$(grep -c '^BAD$' <<<"$verdicts" || true)
+  (($(grep -c '^GOOD$' <<<"$verdicts" || true) == lines)) || ok=0
   ((lines > 10 && bad == 0)) || ok=0
   # The export name came back unchanged through the escaping.
   jq -r .message "$work/attach.log" | grep -qF "serving export 'lun \"ops\" \\ test'" || ok=0
