@@ -5,13 +5,17 @@
 # "N passed, N failed" line; exits non-zero if any target crashed, leaked, timed out or broke an
 # invariant. Crash inputs are kept under build-fuzz/fuzz-artifacts/<target>/ and their path is
 # printed; to make one a regression seed, copy it into tests/fuzz/corpus/<target>/.
+# What a run's corpus grew to is kept between runs (merged with libFuzzer's -merge=1, so only
+# inputs that add coverage stay) in $IM_FUZZ_CORPUS/<target>/, outside the repository and the
+# build tree, as the guest kernel cache is: the next run, CI's included, starts from it.
 #
 #   tools/fuzz.sh [SECONDS_PER_TARGET]   default 20
 #   tools/fuzz.sh --regen-corpus         rewrite the generated seeds (fuzz_make_corpus)
 #   tools/fuzz.sh --build-only           configure and build the targets, run nothing
 #
 # Environment: BUILD_FUZZ (default <repo>/build-fuzz), JOBS (compile jobs, default 2),
-#              FUZZ_TARGETS (space-separated subset, default all).
+#              FUZZ_TARGETS (space-separated subset, default all),
+#              IM_FUZZ_CORPUS (the kept corpus, default /var/tmp/iscsi-mpio-fuzz-corpus).
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -19,6 +23,7 @@ readonly repo
 readonly build=${BUILD_FUZZ:-$repo/build-fuzz}
 readonly jobs=${JOBS:-2}
 readonly corpus_root=$repo/tests/fuzz/corpus
+readonly kept_root=${IM_FUZZ_CORPUS:-/var/tmp/iscsi-mpio-fuzz-corpus}
 
 # Target and the largest input worth trying (-max_len): room for a few PDUs or a full handshake,
 # small enough that every run stays fast.
@@ -92,6 +97,9 @@ for target in "${targets[@]}"; do
   corpus=$work/$target
   mkdir -p "$corpus" "$artifacts/$target"
   [[ -d $corpus_root/$target ]] && cp -r "$corpus_root/$target/." "$corpus/"
+  kept=$kept_root/$target
+  mkdir -p "$kept"
+  cp -r "$kept/." "$corpus/"
   seeds=$(find "$corpus" -type f | wc -l)
   rc=0
   # `timeout` only guards against a hung process: libFuzzer stops itself at -max_total_time,
@@ -103,8 +111,11 @@ for target in "${targets[@]}"; do
   grown=$(find "$corpus" -type f | wc -l)
   if ((rc == 0)); then
     passed=$((passed + 1))
-    printf 'PASS %-20s %10s execs in %ss, corpus %s -> %s\n' "$target" "${execs:-?}" "$seconds" \
-      "$seeds" "$grown"
+    # Keep what this run found for the next one; a failed merge only loses this run's growth.
+    timeout --kill-after=10 120 "$binary" -merge=1 -max_len="${max_len[$target]:-4096}" \
+      -timeout=25 "$kept" "$corpus" >>"$log" 2>&1 || echo "    (corpus not kept: merge failed)"
+    printf 'PASS %-20s %10s execs in %ss, corpus %s -> %s, %s kept\n' "$target" "${execs:-?}" \
+      "$seconds" "$seeds" "$grown" "$(find "$kept" -type f | wc -l)"
   else
     failed=$((failed + 1))
     printf 'FAIL %-20s exit %s after %s execs; log %s\n' "$target" "$rc" "${execs:-?}" "$log"
