@@ -5,7 +5,8 @@
 // through the same initiator could hide all of these.
 //
 // Usage: nbd_exerciser --uri URI --backing FILE [--backing-offset N] [--seed S] [--ops N]
-//          [--max-len BYTES] [--check flush,trim,zero] [--trim-must-zero] ...
+//          [--max-len BYTES] [--check flush,trim,zero] [--require fua,trim,zero]
+//          [--trim-must-zero] ...
 // Exit status: 0 all checks passed, 1 a mismatch or an NBD error, 2 bad usage or setup.
 
 #include <fcntl.h>
@@ -51,6 +52,9 @@ struct Options {
   double time_limit_s = 120;
   double settle_s = 0;  // pause before the final verification (late stale writes land first)
   std::set<std::string> checks;
+  // Features the export must advertise: without them a check fails instead of being skipped,
+  // so a target known to support them catches a broken VPD-to-flag mapping.
+  std::set<std::string> required;
   bool trim_must_zero = false;
 };
 
@@ -413,7 +417,11 @@ std::string Exerciser::check_flush() {
 
   // FUA (NBD proto.md "NBD_CMD_FLAG_FUA"): the data must be durable when the reply arrives,
   // without a separate flush.
-  if (nbd_can_fua(nbd_) != 1) return result + ", fua not advertised";
+  if (nbd_can_fua(nbd_) != 1) {
+    if (!options_.required.contains("fua")) return result + ", fua not advertised";
+    mismatches_.push_back({"fua", 0, 0, "export does not advertise NBD_FLAG_SEND_FUA (--require)"});
+    return result + ", fua FAILED (required, not advertised)";
+  }
   offset = random_offset(length, options_.align);
   writer = next_writer();
   map_.fill_region(data, offset, writer);
@@ -431,6 +439,11 @@ std::string Exerciser::check_flush() {
 // zeros are required.
 std::string Exerciser::check_trim() {
   if (nbd_can_trim(nbd_) != 1) {
+    if (options_.required.contains("trim")) {
+      mismatches_.push_back(
+          {"trim", 0, 0, "export does not advertise NBD_FLAG_SEND_TRIM (--require)"});
+      return "trim FAILED (required, not advertised)";
+    }
     std::puts("nbd_exerciser: trim: skipped, the export does not advertise NBD_FLAG_SEND_TRIM");
     return "trim skipped (not advertised)";
   }
@@ -478,6 +491,11 @@ std::string Exerciser::check_trim() {
 // NBD_CMD_WRITE_ZEROES must read back as zeros, with and without NBD_CMD_FLAG_NO_HOLE.
 std::string Exerciser::check_zero() {
   if (nbd_can_zero(nbd_) != 1) {
+    if (options_.required.contains("zero")) {
+      mismatches_.push_back(
+          {"zero", 0, 0, "export does not advertise NBD_FLAG_SEND_WRITE_ZEROES (--require)"});
+      return "zero FAILED (required, not advertised)";
+    }
     std::puts("nbd_exerciser: zero: skipped, the export does not advertise WRITE_ZEROES");
     return "zero skipped (not advertised)";
   }
@@ -506,7 +524,7 @@ std::string Exerciser::check_zero() {
 Options parse_options(int argc, char** argv) {
   Options options;
   CLI::App app{"Random I/O through an NBD export, verified through NBD and in the backing file"};
-  std::string checks;
+  std::string checks, required;
   app.add_option("--uri", options.uri, "NBD URI, e.g. nbd+unix:///lun1?socket=/tmp/x/lun.sock")
       ->required();
   app.add_option("--backing", options.backing, "the target's backing file")->required();
@@ -533,6 +551,9 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--time-limit", options.time_limit_s, "stop issuing random I/O after SECONDS")
       ->capture_default_str();
   app.add_option("--check", checks, "extra checks, comma-separated: flush,trim,zero");
+  app.add_option("--require", required,
+                 "features the export must advertise, comma-separated: fua,trim,zero (each "
+                 "needs its check: fua flush, trim trim, zero zero)");
   app.add_flag("--trim-must-zero", options.trim_must_zero,
                "require trimmed blocks to read as zeros in the backing file");
   try {
@@ -549,6 +570,22 @@ Options parse_options(int argc, char** argv) {
       std::exit(2);
     }
     options.checks.insert(name);
+    start = comma + 1;
+  }
+  for (std::size_t start = 0; start < required.size();) {
+    const std::size_t comma = std::min(required.find(',', start), required.size());
+    const std::string name = required.substr(start, comma - start);
+    const std::string check = name == "fua" ? "flush" : name;
+    if (name != "fua" && name != "trim" && name != "zero") {
+      std::fprintf(stderr, "nbd_exerciser: unknown --require feature '%s'\n", name.c_str());
+      std::exit(2);
+    }
+    if (!options.checks.contains(check)) {
+      std::fprintf(stderr, "nbd_exerciser: --require %s needs --check %s\n", name.c_str(),
+                   check.c_str());
+      std::exit(2);
+    }
+    options.required.insert(name);
     start = comma + 1;
   }
   if (options.align == 0 || options.align % 8 != 0 || options.max_len < options.align) {

@@ -232,9 +232,12 @@ case_nbdcopy() {
 
 case_flush_trim_zero() {
   local -a trim_args=()
-  # tgtd with thin_provisioning=1 punches holes for UNMAP: trimmed blocks must read as zeros.
-  # istgt 0.4 does not deallocate, so there "old data or zeros" is all NBD promises.
-  [[ $kind != tgtd ]] || trim_args=(--trim-must-zero)
+  # tgtd with thin_provisioning=1 punches holes for UNMAP: trimmed blocks must read as zeros,
+  # and its LU reports what FUA, TRIM and WRITE_ZEROES need (DPOFUA, LBPU and LBPWS with
+  # LBPME, the VPD 0xB0 limits): the export must advertise all three, or the mapping from the
+  # LU's answers to the NBD flags broke. istgt 0.4 does not deallocate, so there "old data or
+  # zeros" is all NBD promises, and what it advertises is not pinned.
+  [[ $kind != tgtd ]] || trim_args=(--trim-must-zero --require fua,trim,zero)
   "$exerciser" --uri "$uri" --backing "$backing" --ops 0 --check flush,trim,zero \
     "${trim_args[@]}" "${seed_args[@]}"
 }
