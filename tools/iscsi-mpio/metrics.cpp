@@ -8,6 +8,9 @@
 #include <charconv>
 #include <sstream>
 
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+
 #include "json_text.hpp"
 
 namespace metrics {
@@ -229,32 +232,30 @@ std::string Collector::exposition(const Sample& s) const {
 }
 
 std::string Collector::stats_json(const Sample& s) const {
-  std::string out = "{\"paths\":[";
+  boost::json::array paths;
   for (size_t i = 0; i < s.paths.size(); ++i) {
     const auto& p = s.paths[i];
     const Histogram h = latency(i);
-    if (i > 0) out += ',';
-    out += "{\"index\":" + std::to_string(i + 1) + ",\"name\":";
-    json_text::append_quoted(out, p.name);
-    out += ",\"state\":";
-    json_text::append_quoted(out, mpio::path_state_name(p.state));
-    out += ",\"commands\":" + std::to_string(p.commands) + ",\"bytes\":" + std::to_string(p.bytes) +
-           ",\"errors\":" + std::to_string(p.errors) + ",\"iops\":" + std::to_string(p.iops) +
-           ",\"in_flight\":" + std::to_string(p.in_flight) +
-           ",\"failovers\":" + std::to_string(failovers(i)) +
-           ",\"latency_seconds\":{\"count\":" + std::to_string(h.count) +
-           ",\"sum\":" + number(h.sum_seconds) + "}}";
+    paths.push_back({{"index", i + 1},
+                     {"name", json_text::utf8(p.name)},
+                     {"state", mpio::path_state_name(p.state)},
+                     {"commands", p.commands},
+                     {"bytes", p.bytes},
+                     {"errors", p.errors},
+                     {"iops", p.iops},
+                     {"in_flight", p.in_flight},
+                     {"failovers", failovers(i)},
+                     {"latency_seconds", {{"count", h.count}, {"sum", h.sum_seconds}}}});
   }
-  out += "],\"requests_in_flight\":" + std::to_string(s.requests_in_flight) + ",\"nbd\":";
-  if (s.nbd.available) {
-    out += "{\"requests\":" + std::to_string(s.nbd.requests) +
-           ",\"errors\":" + std::to_string(s.nbd.errors) +
-           ",\"connections\":" + std::to_string(s.nbd.connections) +
-           ",\"buffer_bytes\":" + std::to_string(s.nbd.buffer_bytes) + "}";
-  } else {
-    out += "null";
-  }
-  return out + "}\n";
+  boost::json::value nbd;  // null before the server runs
+  if (s.nbd.available)
+    nbd = {{"requests", s.nbd.requests},
+           {"errors", s.nbd.errors},
+           {"connections", s.nbd.connections},
+           {"buffer_bytes", s.nbd.buffer_bytes}};
+  return json_text::line({{"paths", std::move(paths)},
+                          {"requests_in_flight", s.requests_in_flight},
+                          {"nbd", std::move(nbd)}});
 }
 
 std::optional<std::string> answer_http(std::string_view received,
