@@ -15,6 +15,9 @@
 #include <fstream>
 #include <iterator>
 
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+
 #include "json_text.hpp"
 
 namespace control {
@@ -126,27 +129,26 @@ bool wait_for(int fd, short events, std::chrono::steady_clock::time_point deadli
 
 std::string render_paths_json(const std::vector<mpio::PathStatus>& paths,
                               const std::vector<config::Portal>& portals) {
-  std::string out = "[";
+  using json_text::utf8;
+  boost::json::array out;
   for (size_t i = 0; i < paths.size(); ++i) {
     const auto& p = paths[i];
-    if (i > 0) out += ',';
-    out += "{\"index\":" + std::to_string(i + 1) + ",\"name\":";
-    json_text::append_quoted(out, p.name);
-    out += ",\"portal\":";
-    json_text::append_quoted(out, i < portals.size() ? config::to_string(portals[i]) : "");
-    out += ",\"state\":";
-    json_text::append_quoted(out, mpio::path_state_name(p.state));
-    out += ",\"group\":" + std::to_string(p.group) + ",\"priority\":" + std::to_string(p.priority) +
-           ",\"group_in_use\":" + (p.group_in_use ? "true" : "false") +
-           ",\"in_flight\":" + std::to_string(p.in_flight) + ",\"iops\":" + std::to_string(p.iops) +
-           ",\"commands\":" + std::to_string(p.commands) + ",\"bytes\":" + std::to_string(p.bytes) +
-           ",\"errors\":" + std::to_string(p.errors) + ",\"alua_state\":";
-    json_text::append_quoted(out, p.alua_state);
-    out += ",\"last_error\":";
-    json_text::append_quoted(out, p.last_error);
-    out += '}';
+    out.push_back({{"index", i + 1},
+                   {"name", utf8(p.name)},
+                   {"portal", i < portals.size() ? config::to_string(portals[i]) : ""},
+                   {"state", mpio::path_state_name(p.state)},
+                   {"group", p.group},
+                   {"priority", p.priority},
+                   {"group_in_use", p.group_in_use},
+                   {"in_flight", p.in_flight},
+                   {"iops", p.iops},
+                   {"commands", p.commands},
+                   {"bytes", p.bytes},
+                   {"errors", p.errors},
+                   {"alua_state", utf8(p.alua_state)},
+                   {"last_error", utf8(p.last_error)}});
   }
-  return out + "]\n";
+  return json_text::line(out);
 }
 
 std::string render_paths_table(const std::vector<mpio::PathStatus>& paths) {

@@ -1,5 +1,11 @@
 #include "json_text.hpp"
 
+// Boost.JSON header-only, compiled here once, rather than Debian's libboost-json: the runtime
+// image keeps its package list (tests/integration/container-steps.sh checks it) for the few
+// small objects we write per request.
+#include <algorithm>
+#include <boost/json/serialize.hpp>
+#include <boost/json/src.hpp>
 #include <cstdint>
 
 namespace json_text {
@@ -30,58 +36,20 @@ size_t utf8_sequence_length(std::string_view s) {
 
 }  // namespace
 
-void append_quoted(std::string& out, std::string_view text) {
-  static constexpr char hex[] = "0123456789abcdef";
-  out.reserve(out.size() + text.size() + 2);
-  out += '"';
+std::string utf8(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
   while (!text.empty()) {
-    const auto c = static_cast<uint8_t>(text[0]);
-    size_t consumed = 1;
-    switch (c) {
-      case '"':
-        out += "\\\"";
-        break;
-      case '\\':
-        out += "\\\\";
-        break;
-      case '\n':
-        out += "\\n";
-        break;
-      case '\r':
-        out += "\\r";
-        break;
-      case '\t':
-        out += "\\t";
-        break;
-      case '\b':
-        out += "\\b";
-        break;
-      case '\f':
-        out += "\\f";
-        break;
-      default:
-        if (c < 0x20) {
-          out += "\\u00";
-          out += hex[c >> 4];
-          out += hex[c & 0xf];
-        } else if (c < 0x80) {
-          out += static_cast<char>(c);
-        } else if (const size_t n = utf8_sequence_length(text); n > 0) {
-          out.append(text.substr(0, n));
-          consumed = n;
-        } else {
-          out += "\\ufffd";
-        }
-    }
-    text.remove_prefix(consumed);
+    const size_t n = utf8_sequence_length(text);
+    if (n == 0) out += "\xef\xbf\xbd";  // U+FFFD for the one byte
+    out.append(text.substr(0, n));
+    text.remove_prefix(std::max<size_t>(n, 1));
   }
-  out += '"';
+  return out;
 }
 
-std::string quoted(std::string_view text) {
-  std::string out;
-  append_quoted(out, text);
-  return out;
+std::string line(const boost::json::value& value) {
+  return boost::json::serialize(value) + '\n';
 }
 
 }  // namespace json_text

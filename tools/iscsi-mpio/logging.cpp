@@ -10,6 +10,9 @@
 #include <ctime>
 #include <mutex>
 
+#include <boost/json/object.hpp>
+#include <boost/json/serialize.hpp>
+
 #include "json_text.hpp"
 
 namespace logging {
@@ -107,14 +110,8 @@ std::string json_line(std::chrono::system_clock::time_point time, spdlog::level:
   std::snprintf(stamp, sizeof stamp, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", utc.tm_year + 1900,
                 utc.tm_mon + 1, utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec,
                 static_cast<int>(millis));
-  std::string out = "{\"time\":\"";
-  out += stamp;
-  out += "\",\"level\":\"";
-  out += level_word(level);
-  out += "\",\"message\":";
-  json_text::append_quoted(out, message);
-  out += '}';
-  return out;
+  return boost::json::serialize(boost::json::object{
+      {"time", stamp}, {"level", level_word(level)}, {"message", json_text::utf8(message)}});
 }
 
 void JsonFormatter::format(const spdlog::details::log_msg& msg, spdlog::memory_buf_t& dest) {

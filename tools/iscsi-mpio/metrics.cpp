@@ -1,12 +1,22 @@
 #include "metrics.hpp"
 
 #include <algorithm>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
 #include <charconv>
+#include <sstream>
+
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
 
 #include "json_text.hpp"
 
 namespace metrics {
 namespace {
+
+namespace http = boost::beast::http;
 
 constexpr std::array<mpio::PathState, 5> all_states = {
     mpio::PathState::connecting, mpio::PathState::active, mpio::PathState::ghost,
@@ -82,26 +92,22 @@ class Exposition {
   std::string out_;
 };
 
-std::string status_line_response(std::string_view status, std::string_view extra_headers,
-                                 std::string_view content_type, const std::string& body,
-                                 bool with_body) {
-  std::string out = "HTTP/1.0 ";
-  out += status;
-  out += "\r\nContent-Type: ";
-  out += content_type;
-  out += "\r\nContent-Length: " + std::to_string(body.size()) + "\r\n";
-  out += extra_headers;
-  out += "Connection: close\r\n\r\n";
-  if (with_body) out += body;
-  return out;
+// One whole response, HTTP/1.0 so that no client waits for a second answer on the connection.
+std::string response(http::status status, std::string_view content_type, std::string body,
+                     bool with_body = true, std::string_view allow = {}) {
+  http::response<http::string_body> message{status, 10};
+  message.set(http::field::content_type, content_type);
+  if (!allow.empty()) message.set(http::field::allow, allow);
+  message.content_length(body.size());  // for HEAD too: the length GET would send
+  message.set(http::field::connection, "close");
+  if (with_body) message.body() = std::move(body);
+  std::ostringstream out;
+  out << message;
+  return out.str();
 }
 
-std::string plain(std::string_view status, std::string_view extra_headers, std::string body) {
-  return status_line_response(status, extra_headers, "text/plain; charset=utf-8", body, true);
-}
-
-bool is_token_char(char c) {
-  return c >= 'A' && c <= 'Z';
+std::string plain(http::status status, std::string body, std::string_view allow = {}) {
+  return response(status, "text/plain; charset=utf-8", std::move(body), true, allow);
 }
 
 }  // namespace
@@ -226,74 +232,57 @@ std::string Collector::exposition(const Sample& s) const {
 }
 
 std::string Collector::stats_json(const Sample& s) const {
-  std::string out = "{\"paths\":[";
+  boost::json::array paths;
   for (size_t i = 0; i < s.paths.size(); ++i) {
     const auto& p = s.paths[i];
     const Histogram h = latency(i);
-    if (i > 0) out += ',';
-    out += "{\"index\":" + std::to_string(i + 1) + ",\"name\":";
-    json_text::append_quoted(out, p.name);
-    out += ",\"state\":";
-    json_text::append_quoted(out, mpio::path_state_name(p.state));
-    out += ",\"commands\":" + std::to_string(p.commands) + ",\"bytes\":" + std::to_string(p.bytes) +
-           ",\"errors\":" + std::to_string(p.errors) + ",\"iops\":" + std::to_string(p.iops) +
-           ",\"in_flight\":" + std::to_string(p.in_flight) +
-           ",\"failovers\":" + std::to_string(failovers(i)) +
-           ",\"latency_seconds\":{\"count\":" + std::to_string(h.count) +
-           ",\"sum\":" + number(h.sum_seconds) + "}}";
+    paths.push_back({{"index", i + 1},
+                     {"name", json_text::utf8(p.name)},
+                     {"state", mpio::path_state_name(p.state)},
+                     {"commands", p.commands},
+                     {"bytes", p.bytes},
+                     {"errors", p.errors},
+                     {"iops", p.iops},
+                     {"in_flight", p.in_flight},
+                     {"failovers", failovers(i)},
+                     {"latency_seconds", {{"count", h.count}, {"sum", h.sum_seconds}}}});
   }
-  out += "],\"requests_in_flight\":" + std::to_string(s.requests_in_flight) + ",\"nbd\":";
-  if (s.nbd.available) {
-    out += "{\"requests\":" + std::to_string(s.nbd.requests) +
-           ",\"errors\":" + std::to_string(s.nbd.errors) +
-           ",\"connections\":" + std::to_string(s.nbd.connections) +
-           ",\"buffer_bytes\":" + std::to_string(s.nbd.buffer_bytes) + "}";
-  } else {
-    out += "null";
-  }
-  return out + "}\n";
+  boost::json::value nbd;  // null before the server runs
+  if (s.nbd.available)
+    nbd = {{"requests", s.nbd.requests},
+           {"errors", s.nbd.errors},
+           {"connections", s.nbd.connections},
+           {"buffer_bytes", s.nbd.buffer_bytes}};
+  return json_text::line({{"paths", std::move(paths)},
+                          {"requests_in_flight", s.requests_in_flight},
+                          {"nbd", std::move(nbd)}});
 }
 
-size_t request_head_length(std::string_view received) {
-  const auto crlf = received.find("\r\n\r\n");
-  const auto lf = received.find("\n\n");
-  size_t end = std::string_view::npos;
-  if (crlf != std::string_view::npos) end = crlf + 4;
-  if (lf != std::string_view::npos) end = std::min(end, lf + 2);
-  return end == std::string_view::npos ? 0 : end;
-}
-
-std::string answer_http(std::string_view head, const std::function<std::string()>& body) {
-  // RFC 1945 §5.1: Request-Line = Method SP Request-URI SP HTTP-Version CRLF.
-  const auto line_end = head.find('\n');
-  std::string_view line = head.substr(0, line_end);
-  if (!line.empty() && line.back() == '\r') line.remove_suffix(1);
-  const auto first_space = line.find(' ');
-  const auto second_space =
-      first_space == std::string_view::npos ? first_space : line.find(' ', first_space + 1);
-  if (line_end == std::string_view::npos || second_space == std::string_view::npos ||
-      line.find(' ', second_space + 1) != std::string_view::npos) {
-    return plain("400 Bad Request", "", "bad request line\n");
-  }
-  const std::string_view method = line.substr(0, first_space);
-  std::string_view target = line.substr(first_space + 1, second_space - first_space - 1);
-  const std::string_view version = line.substr(second_space + 1);
-  if (method.empty() || !std::all_of(method.begin(), method.end(), is_token_char) ||
-      target.empty() || version.substr(0, 5) != "HTTP/") {
-    return plain("400 Bad Request", "", "bad request line\n");
-  }
-  if (const auto query = target.find('?'); query != std::string_view::npos)
-    target = target.substr(0, query);
-  if (target != "/metrics") return plain("404 Not Found", "", "not found: try /metrics\n");
-  if (method != "GET" && method != "HEAD")
-    return plain("405 Method Not Allowed", "Allow: GET, HEAD\r\n", "only GET and HEAD\n");
-  return status_line_response("200 OK", "", "text/plain; version=0.0.4; charset=utf-8", body(),
-                              method == "GET");
-}
-
-std::string answer_http_too_large() {
-  return plain("431 Request Header Fields Too Large", "",
-               "request head larger than " + std::to_string(max_request_head) + " bytes\n");
+std::optional<std::string> answer_http(std::string_view received,
+                                       const std::function<std::string()>& body) {
+  // A fresh parser over everything received so far: the head is at most max_request_head
+  // bytes, so parsing it again as more arrives costs nothing worth keeping state for. The
+  // parser sees only that much (its own header_limit counts the request line and the fields
+  // apart). Beast takes CRLF line ends only; a bare LF, which RFC 7230 §3.5 lets a server
+  // accept, gets 400.
+  const std::string_view head = received.substr(0, max_request_head);
+  http::request_parser<http::empty_body> parser;
+  boost::system::error_code ec;
+  parser.put(boost::asio::const_buffer(head.data(), head.size()), ec);
+  if (ec == http::error::need_more && head.size() < max_request_head) return std::nullopt;
+  if (ec == http::error::need_more || ec == http::error::header_limit)
+    return plain(http::status::request_header_fields_too_large,
+                 "request head larger than " + std::to_string(max_request_head) + " bytes\n");
+  if (ec || !parser.is_header_done()) return plain(http::status::bad_request, "bad request\n");
+  const auto& request = parser.get();
+  std::string_view target(request.target().data(), request.target().size());
+  target = target.substr(0, target.find('?'));
+  if (target != "/metrics") return plain(http::status::not_found, "not found: try /metrics\n");
+  const auto method = request.method();
+  if (method != http::verb::get && method != http::verb::head)
+    return plain(http::status::method_not_allowed, "only GET and HEAD\n", "GET, HEAD");
+  return response(http::status::ok, "text/plain; version=0.0.4; charset=utf-8", body(),
+                  method == http::verb::get);
 }
 
 }  // namespace metrics

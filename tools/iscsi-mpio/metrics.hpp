@@ -1,7 +1,8 @@
 // What the running attach measures beyond LunDevice::path_status(): per-path latency histograms
 // and failover counts; and their forms for `stats` (JSON) and Prometheus (text exposition
-// format 0.0.4, https://prometheus.io/docs/instrumenting/exposition_formats/). No Asio here:
-// the HTTP listener lives in service.cpp and only asks answer_http() what to send.
+// format 0.0.4, https://prometheus.io/docs/instrumenting/exposition_formats/). No Asio or Beast
+// in this header: the HTTP listener lives in service.cpp and only asks answer_http() (Beast's
+// request parser, in metrics.cpp) what to send.
 #pragma once
 
 #include <array>
@@ -9,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -78,18 +80,15 @@ class Collector {
 
 // ---- the HTTP/1.0 side of the metrics listener
 
-// Bytes of request head (request line and headers) the listener reads before it answers 431.
+// Bytes of request head (request line and header fields) the listener reads before it
+// answers 431.
 inline constexpr size_t max_request_head = 8192;
 
-// The answer to a request head `head` (everything up to and including the blank line):
-// GET or HEAD /metrics gets `body()` as text/plain version 0.0.4; another path 404; another
-// method 405; a malformed request line 400. Always "Connection: close".
-std::string answer_http(std::string_view head, const std::function<std::string()>& body);
-// The answer when the head does not end within max_request_head bytes.
-std::string answer_http_too_large();
-
-// The number of bytes of `received` up to and including the blank line that ends the head
-// ("\r\n\r\n", or "\n\n" from a lenient client), or 0 while it has not arrived.
-size_t request_head_length(std::string_view received);
+// The answer to the bytes a client has sent so far, or nothing while its request head has not
+// all arrived. GET or HEAD /metrics gets `body()` as text/plain version 0.0.4; another path
+// 404; another method 405; a head that does not parse (RFC 7230 §3) 400; a head longer than
+// max_request_head 431. Always "Connection: close": one request per connection.
+std::optional<std::string> answer_http(std::string_view received,
+                                       const std::function<std::string()>& body);
 
 }  // namespace metrics

@@ -244,23 +244,17 @@ struct Runtime::Impl : std::enable_shared_from_this<Impl> {
   static awaitable<void> http_exchange(std::shared_ptr<Impl> self, tcp::socket& socket) {
     std::string received;
     std::array<char, 2048> chunk;
-    std::string answer;
-    for (;;) {
+    std::optional<std::string> answer;
+    // Ends: answer_http() answers 431 once the head passes max_request_head bytes.
+    while (!answer) {
       auto [ec, n] =
           co_await socket.async_read_some(asio::buffer(chunk), asio::as_tuple(use_awaitable));
       received.append(chunk.data(), n);
-      if (const size_t head = metrics::request_head_length(received); head > 0) {
-        answer = metrics::answer_http(std::string_view(received).substr(0, head),
-                                      [&] { return self->collector.exposition(self->sample()); });
-        break;
-      }
-      if (received.size() >= metrics::max_request_head) {
-        answer = metrics::answer_http_too_large();
-        break;
-      }
-      if (ec) co_return;
+      answer = metrics::answer_http(received,
+                                    [&] { return self->collector.exposition(self->sample()); });
+      if (!answer && ec) co_return;
     }
-    co_await asio::async_write(socket, asio::buffer(answer), asio::as_tuple(use_awaitable));
+    co_await asio::async_write(socket, asio::buffer(*answer), asio::as_tuple(use_awaitable));
     boost::system::error_code ignored;
     socket.shutdown(tcp::socket::shutdown_send, ignored);
   }

@@ -4,14 +4,13 @@
 #include <cstdio>
 #include <vector>
 
+#include <boost/json/array.hpp>
+#include <boost/json/object.hpp>
+
 #include "json_text.hpp"
 
 namespace status {
 namespace {
-
-std::string json_string(const std::string& in) {
-  return json_text::quoted(in);
-}
 
 // multipath -ll's dm state / checker state words for each path state.
 const char* path_words(mpio::PathState state) {
@@ -103,29 +102,34 @@ std::string render_tree(const Snapshot& s) {
 }
 
 std::string render_json(const Snapshot& s) {
-  std::string out = "{\"export\":" + json_string(s.export_name) + ",\"uri\":" + json_string(s.uri) +
-                    ",\"wwid\":" + json_string(s.info.wwid) +
-                    ",\"vendor\":" + json_string(s.info.vendor) +
-                    ",\"product\":" + json_string(s.info.product) +
-                    ",\"size_bytes\":" + std::to_string(s.info.size_bytes) +
-                    ",\"target\":" + json_string(s.target) + ",\"lun\":" + std::to_string(s.lun) +
-                    ",\"path_selector\":" + json_string(s.selector) +
-                    ",\"path_grouping_policy\":" + json_string(s.grouping) +
-                    ",\"failback\":" + json_string(s.failback) +
-                    ",\"no_path_retry\":" + json_string(s.no_path_retry) + ",\"paths\":[";
-  for (size_t i = 0; i < s.paths.size(); ++i) {
-    const auto& p = s.paths[i];
-    out += std::string(i ? "," : "") + "{\"path\":" + json_string(p.name) +
-           ",\"state\":" + json_string(std::string(mpio::path_state_name(p.state))) +
-           ",\"in_flight\":" + std::to_string(p.in_flight) +
-           ",\"commands\":" + std::to_string(p.commands) + ",\"bytes\":" + std::to_string(p.bytes) +
-           ",\"errors\":" + std::to_string(p.errors) + ",\"iops\":" + std::to_string(p.iops) +
-           ",\"group\":" + std::to_string(p.group) + ",\"priority\":" + std::to_string(p.priority) +
-           ",\"group_in_use\":" + (p.group_in_use ? "true" : "false") +
-           ",\"alua_state\":" + json_string(p.alua_state) +
-           ",\"last_error\":" + json_string(p.last_error) + "}";
-  }
-  return out + "]}\n";
+  using json_text::utf8;
+  boost::json::array paths;
+  for (const auto& p : s.paths)
+    paths.push_back({{"path", utf8(p.name)},
+                     {"state", mpio::path_state_name(p.state)},
+                     {"in_flight", p.in_flight},
+                     {"commands", p.commands},
+                     {"bytes", p.bytes},
+                     {"errors", p.errors},
+                     {"iops", p.iops},
+                     {"group", p.group},
+                     {"priority", p.priority},
+                     {"group_in_use", p.group_in_use},
+                     {"alua_state", utf8(p.alua_state)},
+                     {"last_error", utf8(p.last_error)}});
+  return json_text::line({{"export", utf8(s.export_name)},
+                          {"uri", utf8(s.uri)},
+                          {"wwid", utf8(s.info.wwid)},
+                          {"vendor", utf8(s.info.vendor)},
+                          {"product", utf8(s.info.product)},
+                          {"size_bytes", s.info.size_bytes},
+                          {"target", utf8(s.target)},
+                          {"lun", s.lun},
+                          {"path_selector", utf8(s.selector)},
+                          {"path_grouping_policy", utf8(s.grouping)},
+                          {"failback", utf8(s.failback)},
+                          {"no_path_retry", utf8(s.no_path_retry)},
+                          {"paths", std::move(paths)}});
 }
 
 }  // namespace status

@@ -139,6 +139,21 @@ std::optional<uint32_t> parse_nbd_device_path(std::string_view path) noexcept {
 }
 
 // ---- netlink messages ---------------------------------------------------------------------
+//
+// Hand-written on purpose, not libnl-genl-3 (which nbd-client uses). We send three requests
+// (CTRL_CMD_GETFAMILY, NBD_CMD_CONNECT, NBD_CMD_DISCONNECT) and read one kind of answer; that
+// is the ~200 lines below, pure functions over bytes. With libnl:
+// - the unit tests (tests/unit/nbd_kernel) could no longer pin each message and reply as an
+//   exact byte vector without a kernel; libnl builds messages inside its own nl_msg and parses
+//   replies inside nl_recvmsgs() callbacks on a socket. The kernel's nbd driver is only
+//   reachable in the QEMU guest test, so the byte tests are what catches a wrong attribute.
+// - the errno and the kernel's extended-ack text (NLMSGERR_ATTR_MSG, which we show the
+//   operator) come back through libnl's NLE_* codes only with a custom error callback that
+//   walks the same struct nlmsgerr parse_error_message() reads here, so little code goes away.
+// - the runtime image gains two libraries (libnl-genl-3-200, libnl-3-200) for a code path that
+//   runs once per attach and once per detach.
+// The socket side (GenericNetlink below) is a sendto() and a bounded recv() loop; libnl's
+// nl_send_auto() and nl_recvmsgs_default() would replace about thirty lines of it.
 
 namespace netlink {
 namespace {

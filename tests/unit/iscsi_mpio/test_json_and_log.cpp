@@ -1,30 +1,45 @@
-// JSON strings for status/paths/stats output and the --log-format json lines.
+// JSON strings (Boost.JSON, UTF-8 made well-formed) for status/paths/stats output and the
+// --log-format json lines.
 #include <catch2/catch.hpp>
 
 #include <spdlog/details/log_msg.h>
 #include <chrono>
 
+#include <boost/json/serialize.hpp>
+
 #include "json_text.hpp"
 #include "logging.hpp"
 
-TEST_CASE("json_text::quoted escapes what RFC 8259 requires", "[iscsi_mpio]") {
-  CHECK(json_text::quoted("") == "\"\"");
-  CHECK(json_text::quoted("plain text") == "\"plain text\"");
-  CHECK(json_text::quoted("a\"b\\c") == R"("a\"b\\c")");
-  CHECK(json_text::quoted("line1\nline2\r\t") == R"("line1\nline2\r\t")");
-  CHECK(json_text::quoted(std::string("\x00\x01\x1f\x7f", 4)) == "\"\\u0000\\u0001\\u001f\x7f\"");
-  CHECK(json_text::quoted("\b\f") == R"("\b\f")");
+namespace {
+
+// What a string field of our JSON output looks like.
+std::string quoted(std::string_view text) {
+  return boost::json::serialize(boost::json::value(json_text::utf8(text)));
 }
 
-TEST_CASE("json_text::quoted keeps UTF-8 and replaces bytes that are not", "[iscsi_mpio]") {
-  CHECK(json_text::quoted("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x92\xbe") ==
-        "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x92\xbe\"");
-  CHECK(json_text::quoted("\xff") == R"("\ufffd")");
-  CHECK(json_text::quoted("a\xc3") == R"("a\ufffd")");                    // truncated sequence
-  CHECK(json_text::quoted("\xc0\xaf") == R"("\ufffd\ufffd")");            // overlong '/'
-  CHECK(json_text::quoted("\xed\xa0\x80") == R"("\ufffd\ufffd\ufffd")");  // surrogate D800
-  CHECK(json_text::quoted("\xf4\x90\x80\x80") == R"("\ufffd\ufffd\ufffd\ufffd")");  // > U+10FFFF
-  CHECK(json_text::quoted("\xe2\x82") == R"("\ufffd\ufffd")");
+}  // namespace
+
+TEST_CASE("string fields escape what RFC 8259 requires", "[iscsi_mpio]") {
+  CHECK(quoted("") == "\"\"");
+  CHECK(quoted("plain text") == "\"plain text\"");
+  CHECK(quoted("a\"b\\c") == R"("a\"b\\c")");
+  CHECK(quoted("line1\nline2\r\t") == R"("line1\nline2\r\t")");
+  CHECK(quoted(std::string("\x00\x01\x1f\x7f", 4)) == "\"\\u0000\\u0001\\u001f\x7f\"");
+  CHECK(quoted("\b\f") == R"("\b\f")");
+}
+
+TEST_CASE("json_text::utf8 keeps UTF-8 and replaces each byte that is not", "[iscsi_mpio]") {
+  const std::string r = "\xef\xbf\xbd";  // U+FFFD
+  CHECK(json_text::utf8("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x92\xbe") ==
+        "caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x92\xbe");
+  CHECK(json_text::utf8("\xff") == r);
+  CHECK(json_text::utf8("a\xc3") == "a" + r);                   // truncated sequence
+  CHECK(json_text::utf8("\xc0\xaf") == r + r);                  // overlong '/'
+  CHECK(json_text::utf8("\xed\xa0\x80") == r + r + r);          // surrogate D800
+  CHECK(json_text::utf8("\xf4\x90\x80\x80") == r + r + r + r);  // > U+10FFFF
+  CHECK(json_text::utf8("\xe2\x82"
+                        "x") == r + r + "x");
+  CHECK(quoted("\"\xff\"") == "\"\\\"" + r + "\\\"\"");
 }
 
 TEST_CASE("json_line: UTC time with milliseconds, level word, escaped message", "[iscsi_mpio]") {
