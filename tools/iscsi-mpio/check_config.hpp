@@ -23,7 +23,7 @@ namespace iscsi_io {
 struct PathConfig;
 }
 
-namespace check_config {
+namespace iscsi_mpio::check_config {
 
 constexpr int exit_ok = 0;
 constexpr int exit_problem = 1;  // a path is unusable, or the paths disagree
@@ -99,4 +99,4 @@ struct Options {
 int run(const std::string& config_path, const PathConfigMaker& make_path_config,
         const Options& options, std::ostream& out, std::ostream& err);
 
-}  // namespace check_config
+}  // namespace iscsi_mpio::check_config

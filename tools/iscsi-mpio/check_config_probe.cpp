@@ -29,7 +29,7 @@
 
 #include "check_config.hpp"
 
-namespace check_config {
+namespace iscsi_mpio::check_config {
 namespace {
 
 namespace asio = boost::asio;
@@ -432,4 +432,4 @@ int run(const std::string& config_path, const PathConfigMaker& make_path_config,
   return exit_code(findings, options.strict);
 }
 
-}  // namespace check_config
+}  // namespace iscsi_mpio::check_config

@@ -17,7 +17,7 @@
 
 #include "json_text.hpp"
 
-namespace control {
+namespace iscsi_mpio::control {
 namespace {
 
 constexpr std::string_view known_requests =
@@ -303,4 +303,4 @@ std::optional<std::string> live_listener(const std::string& path) {
   return pid ? describe_process(*pid) : std::string("an unknown process");
 }
 
-}  // namespace control
+}  // namespace iscsi_mpio::control

@@ -25,7 +25,7 @@
 
 #include "status.hpp"
 
-namespace control {
+namespace iscsi_mpio::control {
 
 // Longest request line the listener reads (a fail-path with an IPv6 portal fits easily).
 inline constexpr size_t max_request_line = 256;
@@ -73,4 +73,4 @@ std::error_code ask(const std::string& path, std::string_view request, std::stri
 // process answers (no such file, not a socket, or a stale socket nobody listens on).
 std::optional<std::string> live_listener(const std::string& path);
 
-}  // namespace control
+}  // namespace iscsi_mpio::control

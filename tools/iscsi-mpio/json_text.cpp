@@ -2,7 +2,7 @@
 
 #include <cstdint>
 
-namespace json_text {
+namespace iscsi_mpio::json_text {
 namespace {
 
 // Length of the well-formed UTF-8 sequence at the start of `s` (RFC 3629 §4), or 0: no
@@ -84,4 +84,4 @@ std::string quoted(std::string_view text) {
   return out;
 }
 
-}  // namespace json_text
+}  // namespace iscsi_mpio::json_text

@@ -4,7 +4,7 @@
 #include <string>
 #include <string_view>
 
-namespace json_text {
+namespace iscsi_mpio::json_text {
 
 // `text` as a quoted JSON string (RFC 8259 §7): quote, backslash and control characters
 // escaped; bytes that are not well-formed UTF-8 (vendor strings, peer-supplied text) become
@@ -12,4 +12,4 @@ namespace json_text {
 std::string quoted(std::string_view text);
 void append_quoted(std::string& out, std::string_view text);
 
-}  // namespace json_text
+}  // namespace iscsi_mpio::json_text

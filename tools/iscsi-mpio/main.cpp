@@ -34,9 +34,10 @@
 #include "status.hpp"
 #include "verbs.hpp"
 
-namespace asio = boost::asio;
-
+namespace iscsi_mpio {
 namespace {
+
+namespace asio = boost::asio;
 
 constexpr int exit_ok = 0;
 constexpr int exit_failure = 1;
@@ -438,11 +439,13 @@ int discover(const std::string& portal_text, const std::optional<std::string>& s
 }
 
 }  // namespace
+}  // namespace iscsi_mpio
 
 int main(int argc, char** argv) {
   // A closed stderr (a log pipe whose reader went away) must not kill a daemon holding a LUN;
   // sockets already send with MSG_NOSIGNAL.
   std::signal(SIGPIPE, SIG_IGN);
+  using namespace iscsi_mpio;
   CLI::App app{
       "iscsi-mpio: userspace iSCSI initiator with multipath I/O, serving the LUN over NBD"};
   app.require_subcommand(1);

@@ -5,7 +5,7 @@
 
 #include "json_text.hpp"
 
-namespace metrics {
+namespace iscsi_mpio::metrics {
 namespace {
 
 constexpr std::array<mpio::PathState, 5> all_states = {
@@ -296,4 +296,4 @@ std::string answer_http_too_large() {
                "request head larger than " + std::to_string(max_request_head) + " bytes\n");
 }
 
-}  // namespace metrics
+}  // namespace iscsi_mpio::metrics

@@ -15,7 +15,7 @@
 
 #include <mpio/lun_device.hpp>
 
-namespace metrics {
+namespace iscsi_mpio::metrics {
 
 // Upper bounds, in seconds, of the command latency buckets: 100 µs (a loopback READ) to 10 s
 // (a command held across a failover). Prometheus adds +Inf.
@@ -92,4 +92,4 @@ std::string answer_http_too_large();
 // ("\r\n\r\n", or "\n\n" from a lenient client), or 0 while it has not arrived.
 size_t request_head_length(std::string_view received);
 
-}  // namespace metrics
+}  // namespace iscsi_mpio::metrics

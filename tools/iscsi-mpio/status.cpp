@@ -6,7 +6,7 @@
 
 #include "json_text.hpp"
 
-namespace status {
+namespace iscsi_mpio::status {
 namespace {
 
 std::string json_string(const std::string& in) {
@@ -128,4 +128,4 @@ std::string render_json(const Snapshot& s) {
   return out + "]}\n";
 }
 
-}  // namespace status
+}  // namespace iscsi_mpio::status

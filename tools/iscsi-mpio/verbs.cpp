@@ -7,7 +7,7 @@
 
 #include "control.hpp"
 
-namespace verbs {
+namespace iscsi_mpio::verbs {
 namespace {
 
 constexpr int exit_ok = 0;
@@ -68,4 +68,4 @@ std::optional<int> ControlVerbs::run() const {
   return ask(config_path_, std::string(verb) + " " + id_);
 }
 
-}  // namespace verbs
+}  // namespace iscsi_mpio::verbs

@@ -12,6 +12,8 @@
 
 #include "control.hpp"
 
+using namespace iscsi_mpio;
+
 namespace {
 
 struct FakeAttach {

@@ -7,6 +7,8 @@
 #include "json_text.hpp"
 #include "logging.hpp"
 
+using namespace iscsi_mpio;
+
 TEST_CASE("json_text::quoted escapes what RFC 8259 requires", "[iscsi_mpio]") {
   CHECK(json_text::quoted("") == "\"\"");
   CHECK(json_text::quoted("plain text") == "\"plain text\"");

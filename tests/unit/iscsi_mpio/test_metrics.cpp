@@ -7,6 +7,8 @@
 
 #include "metrics.hpp"
 
+using namespace iscsi_mpio;
+
 namespace {
 
 using namespace std::chrono_literals;
