@@ -28,6 +28,7 @@
 #include <scsi/status.hpp>
 
 #include "check_config.hpp"
+#include "options.hpp"
 
 namespace iscsi_mpio::check_config {
 namespace {
@@ -389,8 +390,8 @@ awaitable<void> probe_path(asio::io_context& io, iscsi_io::PathConfig pc, uint16
 
 }  // namespace
 
-int run(const std::string& config_path, const PathConfigMaker& make_path_config,
-        const Options& options, std::ostream& out, std::ostream& err) {
+int run(const std::string& config_path, const Options& options, std::ostream& out,
+        std::ostream& err) {
   auto loaded = config::load_file(config_path);
   if (!loaded) {
     err << loaded.error_report();
@@ -409,7 +410,7 @@ int run(const std::string& config_path, const PathConfigMaker& make_path_config,
   std::vector<PathReport> reports(cfg.paths.size());
   if (options.offline) {
     for (size_t i = 0; i < cfg.paths.size(); ++i)
-      local_facts(make_path_config(cfg, cfg.paths[i]), reports[i]);
+      local_facts(options::path_config(cfg, cfg.paths[i], iscsi_io::random_isid()), reports[i]);
     const auto findings = assess(reports, cfg.target.wwid);
     out << render(reports, findings);
     return exit_code(findings, options.strict);
@@ -421,7 +422,8 @@ int run(const std::string& config_path, const PathConfigMaker& make_path_config,
   size_t running = cfg.paths.size();
   for (size_t i = 0; i < cfg.paths.size(); ++i)
     asio::co_spawn(io,
-                   probe_path(io, make_path_config(cfg, cfg.paths[i]), cfg.target.lun, reports[i]),
+                   probe_path(io, options::path_config(cfg, cfg.paths[i], iscsi_io::random_isid()),
+                              cfg.target.lun, reports[i]),
                    [&](std::exception_ptr) {
                      if (--running == 0) io.stop();
                    });

@@ -30,6 +30,7 @@
 
 #include "check_config.hpp"
 #include "logging.hpp"
+#include "options.hpp"
 #include "service.hpp"
 #include "status.hpp"
 #include "verbs.hpp"
@@ -46,118 +47,6 @@ constexpr int exit_interrupted = 130;
 
 using local = asio::local::stream_protocol;
 
-std::string no_path_retry_text(const config::NoPathRetry& n) {
-  switch (n.mode) {
-    case config::NoPathRetry::Mode::fail:
-      return "fail";
-    case config::NoPathRetry::Mode::queue:
-      return "queue";
-    case config::NoPathRetry::Mode::intervals:
-      return std::to_string(n.intervals);
-  }
-  return "?";
-}
-
-std::string failback_text(const config::Failback& f) {
-  switch (f.mode) {
-    case config::Failback::Mode::immediate:
-      return "immediate";
-    case config::Failback::Mode::manual:
-      return "manual";
-    case config::Failback::Mode::delayed:
-      return std::to_string(f.seconds);
-  }
-  return "?";
-}
-
-iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& path,
-                                 const iscsi::Isid& isid) {
-  iscsi_io::PathConfig pc;
-  pc.portal_host = path.portal.host;
-  pc.portal_port = path.portal.port;
-  pc.source_address = path.source;
-  pc.interface_name = path.interface;
-  pc.initiator_name = cfg.initiator.name;
-  pc.target_name = cfg.target.iqn;
-  pc.isid = isid;
-  pc.login_timeout = std::chrono::seconds(cfg.target.login_timeout);
-  pc.noop_out_interval = std::chrono::seconds(cfg.multipath.noop_out_interval);
-  pc.noop_out_timeout = std::chrono::seconds(cfg.multipath.noop_out_timeout);
-  pc.command_timeout = std::chrono::seconds(cfg.target.command_timeout);
-  const auto digest = [](config::Digest d) {
-    switch (d) {
-      case config::Digest::none:
-        return iscsi::DigestChoice::none;
-      case config::Digest::crc32c:
-        return iscsi::DigestChoice::crc32c;
-      case config::Digest::prefer_crc32c:
-        return iscsi::DigestChoice::prefer_crc32c;
-    }
-    return iscsi::DigestChoice::none;
-  };
-  pc.proposal.header_digest = digest(cfg.target.digests.header);
-  pc.proposal.data_digest = digest(cfg.target.digests.data);
-  if (cfg.target.auth.method == config::Auth::Method::chap) {
-    iscsi::ChapCredentials chap;
-    chap.username = cfg.target.auth.username;
-    chap.secret = cfg.target.auth.secret;
-    if (cfg.target.auth.mutual)
-      chap.mutual =
-          std::make_pair(cfg.target.auth.mutual->username, cfg.target.auth.mutual->secret);
-    pc.chap = std::move(chap);
-    const auto algorithm = [](config::ChapAlgorithm a) {
-      switch (a) {
-        case config::ChapAlgorithm::md5:
-          return iscsi::ChapAlgorithm::md5;
-        case config::ChapAlgorithm::sha1:
-          return iscsi::ChapAlgorithm::sha1;
-        case config::ChapAlgorithm::sha256:
-          return iscsi::ChapAlgorithm::sha256;
-        case config::ChapAlgorithm::sha3_256:
-          return iscsi::ChapAlgorithm::sha3_256;
-      }
-      return iscsi::ChapAlgorithm::md5;
-    };
-    pc.chap_algorithms.clear();
-    for (const auto a : cfg.target.auth.algorithms) pc.chap_algorithms.push_back(algorithm(a));
-  }
-  return pc;
-}
-
-nbd::ServerOptions server_options(const config::Config& cfg, const blockdev::DeviceInfo& info) {
-  nbd::ServerOptions options;
-  if (cfg.nbd.listen.kind == config::Listen::Kind::unix_socket)
-    options.listen = nbd::UnixEndpoint{cfg.nbd.listen.path_or_host};
-  else
-    options.listen = nbd::TcpEndpoint{cfg.nbd.listen.path_or_host, cfg.nbd.listen.port};
-  options.export_name = cfg.nbd.export_name;
-  options.description = info.vendor + " " + info.product + " " + cfg.target.iqn + " LUN " +
-                        std::to_string(cfg.target.lun);
-  return options;
-}
-
-// nbd.device: what the kernel's nbd driver learns about the export. The timeouts follow
-// no_path_retry (nbd::kernel_timeouts). ISCSI_MPIO_NBD_INTERFACE=ioctl|netlink forces one
-// interface, for the guest test of the fallback.
-nbd::KernelAttachOptions kernel_options(const config::Config& cfg,
-                                        const blockdev::DeviceInfo& info) {
-  nbd::KernelAttachOptions options;
-  if (cfg.nbd.device.mode == config::NbdDevice::Mode::index) options.index = cfg.nbd.device.index;
-  options.size_bytes = info.size_bytes;
-  options.block_size = nbd::block_sizes(info).minimum;
-  options.max_transfer_bytes = nbd::block_sizes(info).maximum;
-  options.transmission_flags = nbd::transmission_flags(info, false);  // simple replies only
-  options.timeouts = nbd::kernel_timeouts(cfg.multipath.no_path_retry,
-                                          std::chrono::seconds(cfg.multipath.polling_interval));
-  options.backend_identifier =
-      "iscsi-mpio " + cfg.target.iqn + " LUN " + std::to_string(cfg.target.lun);
-  const char* env = std::getenv("ISCSI_MPIO_NBD_INTERFACE");
-  const std::string forced = env ? env : "";
-  if (forced == "ioctl") options.interface = nbd::KernelInterface::ioctl;
-  if (forced == "netlink") options.interface = nbd::KernelInterface::netlink;
-  return options;
-}
-
 int attach(const std::string& config_path) {
   auto loaded = config::load_file(config_path);
   if (!loaded) {
@@ -171,21 +60,7 @@ int attach(const std::string& config_path) {
                  config_path, cfg.initiator.name);
 
   asio::io_context io;
-  mpio::LunConfig lun_config;
-  lun_config.lun = cfg.target.lun;
-  lun_config.path_selector = cfg.multipath.path_selector;
-  lun_config.rr_min_io = cfg.multipath.rr_min_io;
-  if (cfg.multipath.max_sectors_kb)
-    lun_config.max_command_bytes = *cfg.multipath.max_sectors_kb << 10;
-  lun_config.polling_interval = std::chrono::seconds(cfg.multipath.polling_interval);
-  lun_config.no_path_retry = cfg.multipath.no_path_retry;
-  lun_config.expected_wwid = cfg.target.wwid;
-  lun_config.grouping = cfg.multipath.path_grouping_policy;
-  lun_config.failback = cfg.multipath.failback;
-  // One ISID per path: each path is its own session (I_T nexus) at the target.
-  for (const auto& p : cfg.paths)
-    lun_config.paths.push_back(
-        {path_config(cfg, p, iscsi_io::random_isid()), p.priority.value_or(0)});
+  const mpio::LunConfig lun_config = options::lun_config(cfg);
 
   std::shared_ptr<mpio::LunDevice> device;
   std::unique_ptr<nbd::Server> server;
@@ -309,7 +184,7 @@ int attach(const std::string& config_path) {
           shutdown();
           return;
         }
-        server = std::make_unique<nbd::Server>(io, *device, server_options(cfg, info));
+        server = std::make_unique<nbd::Server>(io, *device, options::server_options(cfg, info));
         std::string server_detail;
         if (auto sec = server->start(&server_detail)) {
           spdlog::error("cannot serve NBD on {}: {}", config::to_string(cfg.nbd.listen),
@@ -325,7 +200,8 @@ int attach(const std::string& config_path) {
           std::error_code kec;
           std::string kdetail;
           kernel = nbd::KernelDevice::attach(
-              kernel_options(cfg, info),
+              options::kernel_options(
+                  cfg, info, options::kernel_interface(std::getenv("ISCSI_MPIO_NBD_INTERFACE"))),
               [&](int fd) { return server->serve_connected(fd, "kernel"); }, kec, kdetail);
           if (!kernel) {
             spdlog::error("cannot attach the export to the kernel: {}",
@@ -346,8 +222,8 @@ int attach(const std::string& config_path) {
           snap.lun = cfg.target.lun;
           snap.selector = cfg.multipath.path_selector;
           snap.grouping = std::string(mpio::grouping_name(device->grouping()));
-          snap.failback = failback_text(cfg.multipath.failback);
-          snap.no_path_retry = no_path_retry_text(cfg.multipath.no_path_retry);
+          snap.failback = options::failback_text(cfg.multipath.failback);
+          snap.no_path_retry = options::no_path_retry_text(cfg.multipath.no_path_retry);
           snap.info = device->info();
           snap.paths = device->path_status();
           return snap;
@@ -498,12 +374,6 @@ int main(int argc, char** argv) {
   if (*discover_cmd) return discover(portal, source, initiator_name);
   if (*status_cmd) return show_status(config_path, status_json);
   if (const auto code = control_verbs.run()) return *code;
-  if (*check_cmd)
-    return check_config::run(
-        config_path,
-        [](const config::Config& cfg, const config::Path& path) {
-          return path_config(cfg, path, iscsi_io::random_isid());
-        },
-        check_options, std::cout, std::cerr);
+  if (*check_cmd) return check_config::run(config_path, check_options, std::cout, std::cerr);
   return exit_usage;
 }
