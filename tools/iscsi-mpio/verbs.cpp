@@ -6,13 +6,10 @@
 #include <config/config.hpp>
 
 #include "control.hpp"
+#include "exit_status.hpp"
 
 namespace iscsi_mpio::verbs {
 namespace {
-
-constexpr int exit_ok = 0;
-constexpr int exit_failure = 1;
-constexpr int exit_usage = 2;
 
 // One request to the attach the configuration file names; prints the answer and returns the
 // exit status. "error: ..." answers go to stderr.
