@@ -16,6 +16,7 @@
 #include <nbd_io/kernel_device.hpp>
 #include <nbd_io/server.hpp>
 
+#include "errors.hpp"
 #include "options.hpp"
 #include "service.hpp"
 #include "status.hpp"
@@ -103,7 +104,7 @@ bool Attachment::open(const std::string& config_path) {
 void Attachment::opened(std::error_code ec, const std::string& detail,
                         std::shared_ptr<mpio::LunDevice> device) {
   if (ec) {
-    spdlog::error("{}", detail.empty() ? ec.message() : detail);
+    spdlog::error("{}", error_text(ec, detail));
     status_ = exit_failure;
     io_->stop();
     return;
@@ -144,7 +145,7 @@ bool Attachment::serve() {
   std::string detail;
   if (auto ec = server_->start(&detail)) {
     spdlog::error("cannot serve NBD on {}: {}", config::to_string(cfg_.nbd.listen),
-                  detail.empty() ? ec.message() : detail);
+                  error_text(ec, detail));
     server_.reset();
     return false;
   }
@@ -163,8 +164,7 @@ bool Attachment::attach_kernel() {
                               options::kernel_interface(std::getenv("ISCSI_MPIO_NBD_INTERFACE"))),
       [this](int fd) { return server_->serve_connected(fd, "kernel"); }, ec, detail);
   if (!kernel_) {
-    spdlog::error("cannot attach the export to the kernel: {}",
-                  detail.empty() ? ec.message() : detail);
+    spdlog::error("cannot attach the export to the kernel: {}", error_text(ec, detail));
     return false;
   }
   for (const auto& note : kernel_->take_notes()) spdlog::warn("{}", note);
@@ -243,7 +243,7 @@ void Attachment::drain() {
     asio::post(*io_, [this, ec, detail] {
       for (const auto& note : kernel_->take_notes()) spdlog::warn("{}", note);
       if (ec)
-        spdlog::warn("detaching {}: {}", kernel_->path(), detail.empty() ? ec.message() : detail);
+        spdlog::warn("detaching {}: {}", kernel_->path(), error_text(ec, detail));
       else
         spdlog::info("{} disconnected", kernel_->path());
       stop_server();

@@ -28,6 +28,7 @@
 #include <scsi/status.hpp>
 
 #include "check_config.hpp"
+#include "errors.hpp"
 #include "options.hpp"
 
 namespace iscsi_mpio::check_config {
@@ -191,8 +192,7 @@ awaitable<std::error_code> command(asio::io_context& io, iscsi_io::PathSession& 
       session.submit(task);
     });
     if (task.transport_error) {
-      detail =
-          task.transport_detail.empty() ? task.transport_error.message() : task.transport_detail;
+      detail = error_text(task.transport_error, task.transport_detail);
       co_return task.transport_error;
     }
     const auto status = static_cast<scsi::Status>(task.status);
@@ -353,7 +353,7 @@ awaitable<void> probe_path(asio::io_context& io, iscsi_io::PathConfig pc, uint16
     });
   });
   if (login_error) {
-    const std::string detail = login_detail.empty() ? login_error.message() : login_detail;
+    const std::string detail = error_text(login_error, login_detail);
     if (login_error.category() == std::system_category() ||
         login_error.category() == std::generic_category()) {
       // The portal answered the bare connect a moment ago but not this one.

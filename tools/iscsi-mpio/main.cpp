@@ -17,6 +17,7 @@
 
 #include "attach.hpp"
 #include "check_config.hpp"
+#include "errors.hpp"
 #include "exit_status.hpp"
 #include "logging.hpp"
 #include "verbs.hpp"
@@ -80,7 +81,7 @@ int discover(const std::string& portal_text, const std::optional<std::string>& s
                      std::vector<iscsi::DiscoveredTarget> targets) {
     if (ec) {
       std::cerr << "discovery on " << iscsi_io::describe(pc)
-                << " failed: " << (detail.empty() ? ec.message() : detail) << "\n";
+                << " failed: " << error_text(ec, detail) << "\n";
       status = exit_failure;
       return;
     }

@@ -58,8 +58,8 @@ std::optional<int> ControlVerbs::run() const {
   if (*paths_) return ask(config_path_, json_ ? "paths" : "paths table");
   const char* verb = *fail_ ? "fail-path" : *reinstate_ ? "reinstate-path" : nullptr;
   if (verb == nullptr) return std::nullopt;
-  if (const auto problem = control::path_id_problem(id_)) {
-    std::cerr << verb << ": " << *problem << "\n";
+  if (std::string detail; control::check_path_id(id_, detail)) {
+    std::cerr << verb << ": " << detail << "\n";
     return exit_usage;
   }
   return ask(config_path_, std::string(verb) + " " + id_);
