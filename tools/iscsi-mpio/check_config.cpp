@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <map>
 
-namespace check_config {
+namespace iscsi_mpio::check_config {
 namespace {
 
 // "A", "A and B", "A, B and C".
@@ -266,4 +266,4 @@ std::string render(const std::vector<PathReport>& paths, const std::vector<Findi
   return out;
 }
 
-}  // namespace check_config
+}  // namespace iscsi_mpio::check_config

@@ -9,21 +9,12 @@
 #pragma once
 
 #include <cstdint>
-#include <functional>
 #include <iosfwd>
 #include <optional>
 #include <string>
 #include <vector>
 
-namespace config {
-struct Config;
-struct Path;
-}  // namespace config
-namespace iscsi_io {
-struct PathConfig;
-}
-
-namespace check_config {
+namespace iscsi_mpio::check_config {
 
 constexpr int exit_ok = 0;
 constexpr int exit_problem = 1;  // a path is unusable, or the paths disagree
@@ -84,19 +75,15 @@ std::string render(const std::vector<PathReport>& paths, const std::vector<Findi
 // "512M", "1.5G".
 std::string size_text(uint64_t bytes);
 
-// How the command turns a configured path into a PathSession configuration: the same mapping
-// attach uses (main.cpp), so that check-config logs in exactly as attach would.
-using PathConfigMaker =
-    std::function<iscsi_io::PathConfig(const config::Config&, const config::Path&)>;
-
 struct Options {
   bool strict = false;   // warnings fail too
   bool offline = false;  // no traffic: validate, then only the local facts (interface, MTU)
 };
 
 // The verb: loads `config_path` (errors to `err`, exit_usage), probes every path at once, each
-// with its own session, logs each out, and writes render() to `out`. Returns the exit status.
-int run(const std::string& config_path, const PathConfigMaker& make_path_config,
-        const Options& options, std::ostream& out, std::ostream& err);
+// with its own session logging in as attach would (options::path_config), logs each out, and
+// writes render() to `out`. Returns the exit status.
+int run(const std::string& config_path, const Options& options, std::ostream& out,
+        std::ostream& err);
 
-}  // namespace check_config
+}  // namespace iscsi_mpio::check_config

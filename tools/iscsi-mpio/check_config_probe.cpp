@@ -31,8 +31,10 @@
 #include <scsi/status.hpp>
 
 #include "check_config.hpp"
+#include "errors.hpp"
+#include "options.hpp"
 
-namespace check_config {
+namespace iscsi_mpio::check_config {
 namespace {
 
 namespace asio = boost::asio;
@@ -193,8 +195,7 @@ awaitable<std::error_code> command(asio::io_context& io, iscsi_io::PathSession& 
       session.submit(task);
     });
     if (task.transport_error) {
-      detail =
-          task.transport_detail.empty() ? task.transport_error.message() : task.transport_detail;
+      detail = error_text(task.transport_error, task.transport_detail);
       co_return task.transport_error;
     }
     const auto status = static_cast<scsi::Status>(task.status);
@@ -328,7 +329,7 @@ awaitable<void> probe_path(asio::io_context& io, iscsi_io::PathConfig pc, uint16
     });
   });
   if (login_error) {
-    const std::string detail = login_detail.empty() ? login_error.message() : login_detail;
+    const std::string detail = error_text(login_error, login_detail);
     if (login_error.category() == std::system_category() ||
         login_error.category() == std::generic_category()) {
       // The portal answered the bare connect a moment ago but not this one.
@@ -365,8 +366,8 @@ awaitable<void> probe_path(asio::io_context& io, iscsi_io::PathConfig pc, uint16
 
 }  // namespace
 
-int run(const std::string& config_path, const PathConfigMaker& make_path_config,
-        const Options& options, std::ostream& out, std::ostream& err) {
+int run(const std::string& config_path, const Options& options, std::ostream& out,
+        std::ostream& err) {
   auto loaded = config::load_file(config_path);
   if (!loaded) {
     err << loaded.error_report();
@@ -385,7 +386,7 @@ int run(const std::string& config_path, const PathConfigMaker& make_path_config,
   std::vector<PathReport> reports(cfg.paths.size());
   if (options.offline) {
     for (size_t i = 0; i < cfg.paths.size(); ++i)
-      local_facts(make_path_config(cfg, cfg.paths[i]), reports[i]);
+      local_facts(options::path_config(cfg, cfg.paths[i], iscsi_io::random_isid()), reports[i]);
     const auto findings = assess(reports, cfg.target.wwid);
     out << render(reports, findings);
     return exit_code(findings, options.strict);
@@ -397,7 +398,8 @@ int run(const std::string& config_path, const PathConfigMaker& make_path_config,
   size_t running = cfg.paths.size();
   for (size_t i = 0; i < cfg.paths.size(); ++i)
     asio::co_spawn(io,
-                   probe_path(io, make_path_config(cfg, cfg.paths[i]), cfg.target.lun, reports[i]),
+                   probe_path(io, options::path_config(cfg, cfg.paths[i], iscsi_io::random_isid()),
+                              cfg.target.lun, reports[i]),
                    [&](std::exception_ptr) {
                      if (--running == 0) io.stop();
                    });
@@ -408,4 +410,4 @@ int run(const std::string& config_path, const PathConfigMaker& make_path_config,
   return exit_code(findings, options.strict);
 }
 
-}  // namespace check_config
+}  // namespace iscsi_mpio::check_config

@@ -14,13 +14,15 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <variant>
 
 #include <boost/json/array.hpp>
 #include <boost/json/object.hpp>
 
+#include "errors.hpp"
 #include "json_text.hpp"
 
-namespace control {
+namespace iscsi_mpio::control {
 namespace {
 
 constexpr std::string_view known_requests =
@@ -61,14 +63,14 @@ std::string path_command(std::string_view verb, std::string_view id, const Backe
            " needs a path: its number as `paths` shows it, or its portal HOST:PORT\n";
   std::vector<std::string> names;
   for (const auto& p : backend.snapshot().paths) names.push_back(p.name);
-  const auto which = resolve_path_id(id, names, backend.portals);
-  if (const auto* problem = std::get_if<std::string>(&which)) return "error: " + *problem + "\n";
-  const size_t index = std::get<size_t>(which);
+  size_t index = 0;
   std::string detail;
+  if (const auto ec = resolve_path_id(id, names, backend.portals, index, detail))
+    return "error: " + error_text(ec, detail) + "\n";
   const auto ec = verb == "fail-path" ? backend.fail_path(index, detail)
                                       : backend.reinstate_path(index, detail);
-  if (detail.empty()) detail = ec ? ec.message() : "done";
-  return (ec ? "error: " : "ok: ") + detail + "\n";
+  if (ec) return "error: " + error_text(ec, detail) + "\n";
+  return "ok: " + (detail.empty() ? std::string("done") : detail) + "\n";
 }
 
 // Returns the listener's pid from SO_PEERCRED, read on a connected unix socket: the
@@ -169,27 +171,35 @@ std::string render_paths_table(const std::vector<mpio::PathStatus>& paths) {
   return out;
 }
 
-std::optional<std::string> path_id_problem(std::string_view id) {
-  if (path_number(id) || portal_with_port(id)) return std::nullopt;
-  if (id == "0") return std::string("path numbers start at 1");
-  return "'" + std::string(id) + "' is neither a path number (1, 2, ...) nor a portal HOST:PORT";
+std::error_code check_path_id(std::string_view id, std::string& detail) {
+  if (path_number(id) || portal_with_port(id)) return {};
+  detail = id == "0" ? "path numbers start at 1"
+                     : "'" + std::string(id) +
+                           "' is neither a path number (1, 2, ...) nor a portal HOST:PORT";
+  return std::make_error_code(std::errc::invalid_argument);
 }
 
-std::variant<size_t, std::string> resolve_path_id(std::string_view id,
-                                                  const std::vector<std::string>& names,
-                                                  const std::vector<config::Portal>& portals) {
+std::error_code resolve_path_id(std::string_view id, const std::vector<std::string>& names,
+                                const std::vector<config::Portal>& portals, size_t& index,
+                                std::string& detail) {
   const size_t count = names.size();
   if (const auto n = path_number(id)) {
-    if (*n > count) return "no path " + std::string(id) + " (paths: " + path_list(names) + ")";
-    return *n - 1;
+    if (*n > count) {
+      detail = "no path " + std::string(id) + " (paths: " + path_list(names) + ")";
+      return std::make_error_code(std::errc::no_such_device);
+    }
+    index = *n - 1;
+    return {};
   }
   const auto portal = portal_with_port(id);
-  if (!portal) return *path_id_problem(id);
+  if (!portal) return check_path_id(id, detail);
   std::vector<size_t> matches;
   for (size_t i = 0; i < std::min(count, portals.size()); ++i)
     if (portals[i] == *portal) matches.push_back(i);
-  if (matches.empty())
-    return "no path to portal " + std::string(id) + " (paths: " + path_list(names) + ")";
+  if (matches.empty()) {
+    detail = "no path to portal " + std::string(id) + " (paths: " + path_list(names) + ")";
+    return std::make_error_code(std::errc::no_such_device);
+  }
   if (matches.size() > 1) {
     std::string which;
     for (size_t i = 0; i < matches.size(); ++i)
@@ -197,9 +207,11 @@ std::variant<size_t, std::string> resolve_path_id(std::string_view id,
                 : i + 1 == matches.size() ? " and "
                                           : ", ") +
                std::to_string(matches[i] + 1);
-    return "portal " + std::string(id) + " is used by paths " + which + ": give the path number";
+    detail = "portal " + std::string(id) + " is used by paths " + which + ": give the path number";
+    return std::make_error_code(std::errc::invalid_argument);
   }
-  return matches.front();
+  index = matches.front();
+  return {};
 }
 
 std::string respond(std::string_view request, const Backend& backend) {
@@ -305,4 +317,4 @@ std::optional<std::string> live_listener(const std::string& path) {
   return pid ? describe_process(*pid) : std::string("an unknown process");
 }
 
-}  // namespace control
+}  // namespace iscsi_mpio::control

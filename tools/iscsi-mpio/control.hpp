@@ -18,14 +18,13 @@
 #include <string>
 #include <string_view>
 #include <system_error>
-#include <variant>
 #include <vector>
 
 #include <config/names.hpp>
 
 #include "status.hpp"
 
-namespace control {
+namespace iscsi_mpio::control {
 
 // Longest request line the listener reads (a fail-path with an IPv6 portal fits easily).
 inline constexpr size_t max_request_line = 256;
@@ -51,14 +50,16 @@ std::string render_paths_json(const std::vector<mpio::PathStatus>& paths,
 std::string render_paths_table(const std::vector<mpio::PathStatus>& paths);
 
 // A path ID as the CLI takes it: a path number from 1, or a portal HOST:PORT (port required).
-// Returns the reason it is neither, or nothing when it is well-formed.
-std::optional<std::string> path_id_problem(std::string_view id);
+// std::errc::invalid_argument, with the reason in `detail`, when it is neither.
+std::error_code check_path_id(std::string_view id, std::string& detail);
 
-// Which path (0-based) `id` names among the paths with these names and portals (in path
-// order), or why none.
-std::variant<size_t, std::string> resolve_path_id(std::string_view id,
-                                                  const std::vector<std::string>& names,
-                                                  const std::vector<config::Portal>& portals);
+// Which path (0-based, into `index`) `id` names among the paths with these names and portals
+// (in path order). Failures, with the reason and the paths to choose from in `detail`:
+// std::errc::invalid_argument for an ID that is malformed or a portal several paths share,
+// std::errc::no_such_device for a number or portal no path has.
+std::error_code resolve_path_id(std::string_view id, const std::vector<std::string>& names,
+                                const std::vector<config::Portal>& portals, size_t& index,
+                                std::string& detail);
 
 // ---- client side
 
@@ -73,4 +74,4 @@ std::error_code ask(const std::string& path, std::string_view request, std::stri
 // process answers (no such file, not a socket, or a stale socket nobody listens on).
 std::optional<std::string> live_listener(const std::string& path);
 
-}  // namespace control
+}  // namespace iscsi_mpio::control

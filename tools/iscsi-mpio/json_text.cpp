@@ -8,7 +8,7 @@
 #include <boost/json/src.hpp>
 #include <cstdint>
 
-namespace json_text {
+namespace iscsi_mpio::json_text {
 namespace {
 
 // Length of the well-formed UTF-8 sequence at the start of `s` (RFC 3629 §4), or 0: no
@@ -52,4 +52,4 @@ std::string line(const boost::json::value& value) {
   return boost::json::serialize(value) + '\n';
 }
 
-}  // namespace json_text
+}  // namespace iscsi_mpio::json_text

@@ -7,7 +7,7 @@
 
 #include <boost/json/value.hpp>
 
-namespace json_text {
+namespace iscsi_mpio::json_text {
 
 // `text` made well-formed UTF-8 (RFC 8259 §8.1) for a JSON string: bytes that are not
 // (vendor strings, peer-supplied text) become U+FFFD, so every consumer can parse the result.
@@ -18,4 +18,4 @@ std::string utf8(std::string_view text);
 // `value` as one line of JSON text, newline included: the control socket's answers.
 std::string line(const boost::json::value& value);
 
-}  // namespace json_text
+}  // namespace iscsi_mpio::json_text

@@ -15,7 +15,7 @@
 
 #include "json_text.hpp"
 
-namespace logging {
+namespace iscsi_mpio::logging {
 namespace {
 
 std::string_view level_word(spdlog::level::level_enum level) {
@@ -171,4 +171,4 @@ void clear() {
 }
 
 }  // namespace progress
-}  // namespace logging
+}  // namespace iscsi_mpio::logging

@@ -12,7 +12,7 @@
 
 #include <spdlog/formatter.h>
 
-namespace logging {
+namespace iscsi_mpio::logging {
 
 enum class Format { text, json };
 
@@ -43,4 +43,4 @@ void show(std::string text);
 void clear();
 }  // namespace progress
 
-}  // namespace logging
+}  // namespace iscsi_mpio::logging

@@ -1,373 +1,33 @@
-// iscsi-mpio: log in to an iSCSI target and serve the LUN as an NBD export.
-//
-// Exit status: 0 clean shutdown; 1 the target or network failed (login refused, portal
-// unreachable, LUN missing); 2 bad command line or configuration; 130 a second signal
-// interrupted the shutdown.
-#include <unistd.h>
-
-#include <spdlog/sinks/stdout_color_sinks.h>
+// iscsi-mpio: log in to an iSCSI target and serve the LUN as an NBD export (attach.hpp), and
+// the verbs around it: discover, status, paths, fail-path, reinstate-path, check-config.
+// Exit statuses: exit_status.hpp.
 #include <spdlog/spdlog.h>
 #include <CLI/CLI.hpp>
 #include <boost/asio.hpp>
-#include <chrono>
 #include <csignal>
-#include <cstdio>
-#include <filesystem>
 #include <iostream>
-#include <memory>
 #include <optional>
 #include <string>
+#include <variant>
+#include <vector>
 
-#include <common_asio/busy_poll.hpp>
 #include <config/config.hpp>
 #include <config/names.hpp>
 #include <iscsi_io/path_session.hpp>
-#include <iscsi_io/route_watch.hpp>
-#include <mpio/lun_device.hpp>
-#include <nbd/export.hpp>
-#include <nbd_io/kernel_device.hpp>
-#include <nbd_io/server.hpp>
 
+#include "attach.hpp"
 #include "check_config.hpp"
+#include "errors.hpp"
+#include "exit_status.hpp"
 #include "logging.hpp"
-#include "service.hpp"
-#include "status.hpp"
 #include "verbs.hpp"
+
+namespace iscsi_mpio {
+namespace {
 
 namespace asio = boost::asio;
 
-namespace {
-
-constexpr int exit_ok = 0;
-constexpr int exit_failure = 1;
-constexpr int exit_usage = 2;
-constexpr int exit_interrupted = 130;
-
 using local = asio::local::stream_protocol;
-
-std::string no_path_retry_text(const config::NoPathRetry& n) {
-  switch (n.mode) {
-    case config::NoPathRetry::Mode::fail:
-      return "fail";
-    case config::NoPathRetry::Mode::queue:
-      return "queue";
-    case config::NoPathRetry::Mode::intervals:
-      return std::to_string(n.intervals);
-  }
-  return "?";
-}
-
-std::string failback_text(const config::Failback& f) {
-  switch (f.mode) {
-    case config::Failback::Mode::immediate:
-      return "immediate";
-    case config::Failback::Mode::manual:
-      return "manual";
-    case config::Failback::Mode::delayed:
-      return std::to_string(f.seconds);
-  }
-  return "?";
-}
-
-iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& path,
-                                 const iscsi::Isid& isid) {
-  iscsi_io::PathConfig pc;
-  pc.portal_host = path.portal.host;
-  pc.portal_port = path.portal.port;
-  pc.source_address = path.source;
-  pc.interface_name = path.interface;
-  pc.initiator_name = cfg.initiator.name;
-  pc.target_name = cfg.target.iqn;
-  pc.isid = isid;
-  pc.login_timeout = std::chrono::seconds(cfg.target.login_timeout);
-  pc.noop_out_interval = std::chrono::seconds(cfg.multipath.noop_out_interval);
-  pc.noop_out_timeout = std::chrono::seconds(cfg.multipath.noop_out_timeout);
-  pc.command_timeout = std::chrono::seconds(cfg.target.command_timeout);
-  const auto digest = [](config::Digest d) {
-    switch (d) {
-      case config::Digest::none:
-        return iscsi::DigestChoice::none;
-      case config::Digest::crc32c:
-        return iscsi::DigestChoice::crc32c;
-      case config::Digest::prefer_crc32c:
-        return iscsi::DigestChoice::prefer_crc32c;
-    }
-    return iscsi::DigestChoice::none;
-  };
-  pc.proposal.header_digest = digest(cfg.target.digests.header);
-  pc.proposal.data_digest = digest(cfg.target.digests.data);
-  if (cfg.target.auth.method == config::Auth::Method::chap) {
-    iscsi::ChapCredentials chap;
-    chap.username = cfg.target.auth.username;
-    chap.secret = cfg.target.auth.secret;
-    if (cfg.target.auth.mutual)
-      chap.mutual =
-          std::make_pair(cfg.target.auth.mutual->username, cfg.target.auth.mutual->secret);
-    pc.chap = std::move(chap);
-    const auto algorithm = [](config::ChapAlgorithm a) {
-      switch (a) {
-        case config::ChapAlgorithm::md5:
-          return iscsi::ChapAlgorithm::md5;
-        case config::ChapAlgorithm::sha1:
-          return iscsi::ChapAlgorithm::sha1;
-        case config::ChapAlgorithm::sha256:
-          return iscsi::ChapAlgorithm::sha256;
-        case config::ChapAlgorithm::sha3_256:
-          return iscsi::ChapAlgorithm::sha3_256;
-      }
-      return iscsi::ChapAlgorithm::md5;
-    };
-    pc.chap_algorithms.clear();
-    for (const auto a : cfg.target.auth.algorithms) pc.chap_algorithms.push_back(algorithm(a));
-  }
-  return pc;
-}
-
-nbd::ServerOptions server_options(const config::Config& cfg, const blockdev::DeviceInfo& info) {
-  nbd::ServerOptions options;
-  if (cfg.nbd.listen.kind == config::Listen::Kind::unix_socket)
-    options.listen = nbd::UnixEndpoint{cfg.nbd.listen.path_or_host};
-  else
-    options.listen = nbd::TcpEndpoint{cfg.nbd.listen.path_or_host, cfg.nbd.listen.port};
-  options.export_name = cfg.nbd.export_name;
-  options.description = info.vendor + " " + info.product + " " + cfg.target.iqn + " LUN " +
-                        std::to_string(cfg.target.lun);
-  return options;
-}
-
-// nbd.device: what the kernel's nbd driver learns about the export. The timeouts follow
-// no_path_retry (nbd::kernel_timeouts). ISCSI_MPIO_NBD_INTERFACE=ioctl|netlink forces one
-// interface, for the guest test of the fallback.
-nbd::KernelAttachOptions kernel_options(const config::Config& cfg,
-                                        const blockdev::DeviceInfo& info) {
-  nbd::KernelAttachOptions options;
-  if (cfg.nbd.device.mode == config::NbdDevice::Mode::index) options.index = cfg.nbd.device.index;
-  options.size_bytes = info.size_bytes;
-  options.block_size = nbd::block_sizes(info).minimum;
-  options.max_transfer_bytes = nbd::block_sizes(info).maximum;
-  options.transmission_flags = nbd::transmission_flags(info, false);  // simple replies only
-  options.timeouts = nbd::kernel_timeouts(cfg.multipath.no_path_retry,
-                                          std::chrono::seconds(cfg.multipath.polling_interval));
-  options.backend_identifier =
-      "iscsi-mpio " + cfg.target.iqn + " LUN " + std::to_string(cfg.target.lun);
-  const char* env = std::getenv("ISCSI_MPIO_NBD_INTERFACE");
-  const std::string forced = env ? env : "";
-  if (forced == "ioctl") options.interface = nbd::KernelInterface::ioctl;
-  if (forced == "netlink") options.interface = nbd::KernelInterface::netlink;
-  return options;
-}
-
-int attach(const std::string& config_path) {
-  auto loaded = config::load_file(config_path);
-  if (!loaded) {
-    std::cerr << loaded.error_report();
-    return exit_usage;
-  }
-  const config::Config& cfg = loaded.config();
-  for (const auto& warning : loaded.warnings()) spdlog::warn("{}", warning.to_string());
-  if (cfg.initiator.name_generated)
-    spdlog::warn("no initiator.name in {}; using {} (add it to the target's ACL, or set it)",
-                 config_path, cfg.initiator.name);
-
-  asio::io_context io;
-  mpio::LunConfig lun_config;
-  lun_config.lun = cfg.target.lun;
-  lun_config.path_selector = cfg.multipath.path_selector;
-  lun_config.rr_min_io = cfg.multipath.rr_min_io;
-  if (cfg.multipath.max_sectors_kb)
-    lun_config.max_command_bytes = *cfg.multipath.max_sectors_kb << 10;
-  lun_config.polling_interval = std::chrono::seconds(cfg.multipath.polling_interval);
-  lun_config.no_path_retry = cfg.multipath.no_path_retry;
-  lun_config.expected_wwid = cfg.target.wwid;
-  lun_config.grouping = cfg.multipath.path_grouping_policy;
-  lun_config.failback = cfg.multipath.failback;
-  // One ISID per path: each path is its own session (I_T nexus) at the target.
-  for (const auto& p : cfg.paths)
-    lun_config.paths.push_back(
-        {path_config(cfg, p, iscsi_io::random_isid()), p.priority.value_or(0)});
-
-  std::shared_ptr<mpio::LunDevice> device;
-  std::unique_ptr<nbd::Server> server;
-  std::unique_ptr<nbd::KernelDevice> kernel;  // nbd.device
-  int status = exit_ok;
-  bool stopping = false;
-
-  service::Runtime runtime(io, cfg);  // control socket, metrics, progress line
-  asio::signal_set signals(io, SIGINT, SIGTERM);
-  auto shutdown = [&] {
-    if (stopping) return;
-    stopping = true;
-    spdlog::info("shutting down: draining requests, flushing the LUN cache, logging out");
-    runtime.shutting_down();
-    auto close_device = [&] {
-      if (!device) {
-        io.stop();
-        return;
-      }
-      device->close(std::chrono::seconds(10), [&](std::error_code ec) {
-        if (ec) spdlog::warn("final SYNCHRONIZE CACHE failed: {}", ec.message());
-        spdlog::info("logged out");
-        io.stop();
-      });
-    };
-    // Held requests end first, or the server's drain would wait for a path forever.
-    if (device) device->stop_queueing();
-    auto stop_server = [&server, close_device] {
-      if (server)
-        server->stop(close_device);
-      else
-        close_device();
-    };
-    if (!kernel) return stop_server();
-    // /dev/nbdN lets go first, on a thread of its own: its flush and NBD_CMD_DISC still need
-    // the server answering on this one.
-    kernel->detach_async([&, stop_server](std::error_code ec, const std::string& detail) {
-      asio::post(io, [&, stop_server, ec, detail] {
-        for (const auto& note : kernel->take_notes()) spdlog::warn("{}", note);
-        if (ec)
-          spdlog::warn("detaching {}: {}", kernel->path(), detail.empty() ? ec.message() : detail);
-        else
-          spdlog::info("{} disconnected", kernel->path());
-        stop_server();
-      });
-    });
-  };
-  std::function<void(const boost::system::error_code&, int)> on_signal =
-      [&](const boost::system::error_code& ec, int signo) {
-        if (ec) return;
-        if (stopping) {
-          spdlog::warn("second signal: exiting without a clean logout");
-          std::_Exit(exit_interrupted);
-        }
-        spdlog::info("received {}", signo == SIGINT ? "SIGINT" : "SIGTERM");
-        signals.async_wait(on_signal);
-        shutdown();
-      };
-  signals.async_wait(on_signal);
-
-  // Before any login: a second attach on the same sockets must not disturb the first's sessions.
-  if (std::string detail; runtime.preflight(detail)) {
-    spdlog::error("{}", detail);
-    return exit_failure;
-  }
-  runtime.logging_in();
-  for (const auto& path : lun_config.paths)
-    spdlog::info("logging in to {} LUN {} via {}", cfg.target.iqn, cfg.target.lun,
-                 iscsi_io::describe(path.login));
-  // The common mistake of two NICs on one subnet: the kernel routes both sessions out of one
-  // interface, and one cable pulled takes both paths down.
-  std::vector<std::pair<std::string, std::string>> interfaces;
-  for (const auto& [pc, priority] : lun_config.paths) {
-    auto dev = iscsi_io::outgoing_interface(
-        {pc.portal_host, pc.portal_port, pc.source_address, pc.interface_name});
-    if (!dev) continue;
-    for (const auto& [other, other_dev] : interfaces)
-      if (other_dev == *dev)
-        spdlog::warn(
-            "paths {} and {} both leave through interface {}: that is one path, not "
-            "two (give each NIC its own subnet, or policy-route each source address)",
-            other, iscsi_io::describe(pc), *dev);
-    interfaces.emplace_back(iscsi_io::describe(pc), *dev);
-  }
-  mpio::LunDevice::open(
-      io, lun_config,
-      [&](std::error_code ec, const std::string& detail, std::shared_ptr<mpio::LunDevice> dev) {
-        if (ec) {
-          spdlog::error("{}", detail.empty() ? ec.message() : detail);
-          status = exit_failure;
-          io.stop();
-          return;
-        }
-        device = std::move(dev);
-        const auto& info = device->info();
-        spdlog::info("LUN {}: {} {} WWID {} size {} ({} bytes) block {}", cfg.target.lun,
-                     info.vendor, info.product, info.wwid.empty() ? "-" : info.wwid,
-                     status::size_text(info.size_bytes), info.size_bytes, info.logical_block_size);
-        const auto command = device->command_size();
-        spdlog::info("SCSI commands of at most {} KiB ({})", command.bytes >> 10, command.source);
-        device->on_path_event(
-            [&](const std::string& path, mpio::PathState state, const std::string& reason) {
-              const auto level =
-                  state == mpio::PathState::active ? spdlog::level::info : spdlog::level::warn;
-              spdlog::log(level, "path {} {}: {}", path, mpio::path_state_name(state), reason);
-              runtime.path_event(path, state);
-            });
-        device->on_capacity_change([&](uint64_t size) {
-          spdlog::warn("LUN capacity changed to {} ({} bytes): new NBD clients see the new size",
-                       status::size_text(size), size);
-        });
-        if (device->grouping() == mpio::Grouping::group_by_prio &&
-            device->identity().inquiry.tpgs == 0)
-          spdlog::warn(
-              "the target reports no ALUA support (INQUIRY TPGS 0): group_by_prio puts "
-              "every path in one group, as multibus does");
-        for (const auto& ps : device->path_status())
-          spdlog::info("path {} {}{}", ps.name, mpio::path_state_name(ps.state),
-                       ps.last_error.empty() ? "" : ": " + ps.last_error);
-        if (stopping) {
-          shutdown();
-          return;
-        }
-        server = std::make_unique<nbd::Server>(io, *device, server_options(cfg, info));
-        std::string server_detail;
-        if (auto sec = server->start(&server_detail)) {
-          spdlog::error("cannot serve NBD on {}: {}", config::to_string(cfg.nbd.listen),
-                        server_detail.empty() ? sec.message() : server_detail);
-          status = exit_failure;
-          server.reset();
-          stopping = false;
-          shutdown();
-          return;
-        }
-        spdlog::info("serving export '{}' at {}", cfg.nbd.export_name, server->endpoint_uri());
-        if (cfg.nbd.device.mode != config::NbdDevice::Mode::none) {
-          std::error_code kec;
-          std::string kdetail;
-          kernel = nbd::KernelDevice::attach(
-              kernel_options(cfg, info),
-              [&](int fd) { return server->serve_connected(fd, "kernel"); }, kec, kdetail);
-          if (!kernel) {
-            spdlog::error("cannot attach the export to the kernel: {}",
-                          kdetail.empty() ? kec.message() : kdetail);
-            status = exit_failure;
-            shutdown();
-            return;
-          }
-          for (const auto& note : kernel->take_notes()) spdlog::warn("{}", note);
-          spdlog::info("attached as {} (nbd {}, max_sectors_kb {})", kernel->path(),
-                       nbd::kernel_interface_name(kernel->interface()), kernel->max_sectors_kb());
-        }
-        auto snapshot = [&] {
-          status::Snapshot snap;
-          snap.export_name = cfg.nbd.export_name;
-          snap.uri = server ? server->endpoint_uri() : "";
-          snap.target = cfg.target.iqn;
-          snap.lun = cfg.target.lun;
-          snap.selector = cfg.multipath.path_selector;
-          snap.grouping = std::string(mpio::grouping_name(device->grouping()));
-          snap.failback = failback_text(cfg.multipath.failback);
-          snap.no_path_retry = no_path_retry_text(cfg.multipath.no_path_retry);
-          snap.info = device->info();
-          snap.paths = device->path_status();
-          return snap;
-        };
-        if (std::string detail; runtime.serving(device, server.get(), snapshot, detail)) {
-          spdlog::error("{}", detail);
-          status = exit_failure;
-          shutdown();
-          return;
-        }
-        std::cout << server->endpoint_uri() << std::endl;
-        if (kernel) std::cout << kernel->path() << std::endl;
-      });
-  // nbd.busy_poll_us: poll rather than sleep while the load is light (queue depth 1 is where a
-  // wake-up per event costs most); with more requests in flight there is always work.
-  constexpr size_t busy_poll_max_in_flight = 4;
-  common_asio::run_busy_polling(io, std::chrono::microseconds(cfg.nbd.busy_poll_us), [&] {
-    return device && device->requests_in_flight() <= busy_poll_max_in_flight;
-  });
-  return status;
-}
 
 int show_status(const std::string& config_path, bool json) {
   auto loaded = config::load_file(config_path);
@@ -421,7 +81,7 @@ int discover(const std::string& portal_text, const std::optional<std::string>& s
                      std::vector<iscsi::DiscoveredTarget> targets) {
     if (ec) {
       std::cerr << "discovery on " << iscsi_io::describe(pc)
-                << " failed: " << (detail.empty() ? ec.message() : detail) << "\n";
+                << " failed: " << error_text(ec, detail) << "\n";
       status = exit_failure;
       return;
     }
@@ -438,11 +98,13 @@ int discover(const std::string& portal_text, const std::optional<std::string>& s
 }
 
 }  // namespace
+}  // namespace iscsi_mpio
 
 int main(int argc, char** argv) {
   // A closed stderr (a log pipe whose reader went away) must not kill a daemon holding a LUN;
   // sockets already send with MSG_NOSIGNAL.
   std::signal(SIGPIPE, SIG_IGN);
+  using namespace iscsi_mpio;
   CLI::App app{
       "iscsi-mpio: userspace iSCSI initiator with multipath I/O, serving the LUN over NBD"};
   app.require_subcommand(1);
@@ -491,16 +153,10 @@ int main(int argc, char** argv) {
   // Logs go to stderr; stdout carries only results (the NBD URI, discovered targets).
   logging::setup(spdlog::level::from_str(log_level), *logging::parse_format(log_format));
 
-  if (*attach_cmd) return attach(config_path);
+  if (*attach_cmd) return attach::run(config_path);
   if (*discover_cmd) return discover(portal, source, initiator_name);
   if (*status_cmd) return show_status(config_path, status_json);
   if (const auto code = control_verbs.run()) return *code;
-  if (*check_cmd)
-    return check_config::run(
-        config_path,
-        [](const config::Config& cfg, const config::Path& path) {
-          return path_config(cfg, path, iscsi_io::random_isid());
-        },
-        check_options, std::cout, std::cerr);
+  if (*check_cmd) return check_config::run(config_path, check_options, std::cout, std::cerr);
   return exit_usage;
 }

@@ -13,7 +13,7 @@
 
 #include "json_text.hpp"
 
-namespace metrics {
+namespace iscsi_mpio::metrics {
 namespace {
 
 namespace http = boost::beast::http;
@@ -285,4 +285,4 @@ std::optional<std::string> answer_http(std::string_view received,
                   method == http::verb::get);
 }
 
-}  // namespace metrics
+}  // namespace iscsi_mpio::metrics

@@ -17,7 +17,7 @@
 
 #include <mpio/lun_device.hpp>
 
-namespace metrics {
+namespace iscsi_mpio::metrics {
 
 // Upper bounds, in seconds, of the command latency buckets: 100 µs (a loopback READ) to 10 s
 // (a command held across a failover). Prometheus adds +Inf.
@@ -91,4 +91,4 @@ inline constexpr size_t max_request_head = 8192;
 std::optional<std::string> answer_http(std::string_view received,
                                        const std::function<std::string()>& body);
 
-}  // namespace metrics
+}  // namespace iscsi_mpio::metrics

@@ -15,7 +15,7 @@
 #include "logging.hpp"
 #include "metrics.hpp"
 
-namespace service {
+namespace iscsi_mpio::service {
 
 namespace asio = boost::asio;
 using asio::awaitable;
@@ -374,4 +374,4 @@ void Runtime::shutting_down() {
   });
 }
 
-}  // namespace service
+}  // namespace iscsi_mpio::service

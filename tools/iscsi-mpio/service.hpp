@@ -20,7 +20,7 @@ namespace nbd {
 class Server;
 }
 
-namespace service {
+namespace iscsi_mpio::service {
 
 class Runtime {
  public:
@@ -54,4 +54,4 @@ class Runtime {
   std::shared_ptr<Impl> impl_;
 };
 
-}  // namespace service
+}  // namespace iscsi_mpio::service

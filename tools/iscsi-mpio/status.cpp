@@ -9,7 +9,7 @@
 
 #include "json_text.hpp"
 
-namespace status {
+namespace iscsi_mpio::status {
 namespace {
 
 // multipath -ll's dm state / checker state words for each path state.
@@ -132,4 +132,4 @@ std::string render_json(const Snapshot& s) {
                           {"paths", std::move(paths)}});
 }
 
-}  // namespace status
+}  // namespace iscsi_mpio::status

@@ -5,7 +5,7 @@
 
 #include <mpio/lun_device.hpp>
 
-namespace status {
+namespace iscsi_mpio::status {
 
 struct Snapshot {
   std::string export_name;
@@ -33,4 +33,4 @@ std::string render_tree(const Snapshot& s);
 std::string size_text(uint64_t bytes);
 std::string render_json(const Snapshot& s);
 
-}  // namespace status
+}  // namespace iscsi_mpio::status

@@ -6,13 +6,10 @@
 #include <config/config.hpp>
 
 #include "control.hpp"
+#include "exit_status.hpp"
 
-namespace verbs {
+namespace iscsi_mpio::verbs {
 namespace {
-
-constexpr int exit_ok = 0;
-constexpr int exit_failure = 1;
-constexpr int exit_usage = 2;
 
 // One request to the attach the configuration file names; prints the answer and returns the
 // exit status. "error: ..." answers go to stderr.
@@ -61,11 +58,11 @@ std::optional<int> ControlVerbs::run() const {
   if (*paths_) return ask(config_path_, json_ ? "paths" : "paths table");
   const char* verb = *fail_ ? "fail-path" : *reinstate_ ? "reinstate-path" : nullptr;
   if (verb == nullptr) return std::nullopt;
-  if (const auto problem = control::path_id_problem(id_)) {
-    std::cerr << verb << ": " << *problem << "\n";
+  if (std::string detail; control::check_path_id(id_, detail)) {
+    std::cerr << verb << ": " << detail << "\n";
     return exit_usage;
   }
   return ask(config_path_, std::string(verb) + " " + id_);
 }
 
-}  // namespace verbs
+}  // namespace iscsi_mpio::verbs

@@ -13,7 +13,7 @@ namespace CLI {
 class App;
 }
 
-namespace verbs {
+namespace iscsi_mpio::verbs {
 
 class ControlVerbs {
  public:
@@ -31,4 +31,4 @@ class ControlVerbs {
   bool json_ = false;
 };
 
-}  // namespace verbs
+}  // namespace iscsi_mpio::verbs

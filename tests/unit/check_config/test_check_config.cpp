@@ -3,9 +3,11 @@
 
 #include "check_config.hpp"
 
-using check_config::Finding;
-using check_config::PathReport;
-using check_config::Step;
+namespace check_config = iscsi_mpio::check_config;
+
+using iscsi_mpio::check_config::Finding;
+using iscsi_mpio::check_config::PathReport;
+using iscsi_mpio::check_config::Step;
 
 namespace {
 

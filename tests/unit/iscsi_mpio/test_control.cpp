@@ -12,6 +12,8 @@
 
 #include "control.hpp"
 
+using namespace iscsi_mpio;
+
 namespace {
 
 struct FakeAttach {
@@ -129,17 +131,48 @@ TEST_CASE("paths JSON: index, portal, state, counters, last error", "[iscsi_mpio
   CHECK(table.find("last error: connection \"refused\"") != std::string::npos);
 }
 
-TEST_CASE("path_id_problem: numbers from 1 and portals with a port", "[iscsi_mpio]") {
-  CHECK_FALSE(control::path_id_problem("1"));
-  CHECK_FALSE(control::path_id_problem("12"));
-  CHECK_FALSE(control::path_id_problem("127.0.0.1:3260"));
-  CHECK_FALSE(control::path_id_problem("[::1]:3260"));
-  CHECK_FALSE(control::path_id_problem("san.example.com:3260"));
+TEST_CASE("check_path_id: numbers from 1 and portals with a port", "[iscsi_mpio]") {
+  std::string detail;
+  for (const char* good : {"1", "12", "127.0.0.1:3260", "[::1]:3260", "san.example.com:3260"}) {
+    INFO(good);
+    CHECK_FALSE(control::check_path_id(good, detail));
+  }
+  CHECK(detail.empty());
   for (const char* bad : {"", "0", "-1", "+1", "01", "1.5", "abc", "127.0.0.1", "[::1]",
                           "127.0.0.1:0", "127.0.0.1:99999", "1234567890"}) {
     INFO(bad);
-    CHECK(control::path_id_problem(bad));
+    detail.clear();
+    CHECK(control::check_path_id(bad, detail) == std::errc::invalid_argument);
+    CHECK_FALSE(detail.empty());
   }
+  control::check_path_id("0", detail);
+  CHECK(detail == "path numbers start at 1");
+}
+
+TEST_CASE("resolve_path_id: the code tells a malformed ID from a path that is not there",
+          "[iscsi_mpio]") {
+  const std::vector<std::string> names = {"127.0.0.1:3260 from 127.0.0.1",
+                                          "127.0.0.1:3260 from 127.0.0.2", "[fd00::1]:3261"};
+  const std::vector<config::Portal> portals = {
+      {"127.0.0.1", 3260}, {"127.0.0.1", 3260}, {"fd00::1", 3261}};
+  size_t index = 99;
+  std::string detail;
+  CHECK_FALSE(control::resolve_path_id("2", names, portals, index, detail));
+  CHECK(index == 1);
+  CHECK_FALSE(control::resolve_path_id("[fd00::1]:3261", names, portals, index, detail));
+  CHECK(index == 2);
+  CHECK(detail.empty());
+
+  CHECK(control::resolve_path_id("4", names, portals, index, detail) == std::errc::no_such_device);
+  CHECK(detail.find("no path 4 (paths: 1 127.0.0.1:3260 from 127.0.0.1") == 0);
+  CHECK(control::resolve_path_id("10.0.0.9:3260", names, portals, index, detail) ==
+        std::errc::no_such_device);
+  CHECK(control::resolve_path_id("abc", names, portals, index, detail) ==
+        std::errc::invalid_argument);
+  CHECK(control::resolve_path_id("127.0.0.1:3260", names, portals, index, detail) ==
+        std::errc::invalid_argument);
+  CHECK(detail == "portal 127.0.0.1:3260 is used by paths 1 and 2: give the path number");
+  CHECK(index == 2);  // untouched by a failure
 }
 
 namespace {

@@ -10,6 +10,8 @@
 #include "json_text.hpp"
 #include "logging.hpp"
 
+using namespace iscsi_mpio;
+
 namespace {
 
 // What a string field of our JSON output looks like.

@@ -9,6 +9,8 @@
 
 #include "metrics.hpp"
 
+using namespace iscsi_mpio;
+
 namespace {
 
 using namespace std::chrono_literals;

@@ -1,0 +1,146 @@
+#include "options.hpp"
+
+#include <chrono>
+#include <string_view>
+#include <utility>
+
+#include <nbd/export.hpp>
+
+namespace iscsi_mpio::options {
+namespace {
+
+iscsi::DigestChoice digest(config::Digest d) {
+  switch (d) {
+    case config::Digest::none:
+      return iscsi::DigestChoice::none;
+    case config::Digest::crc32c:
+      return iscsi::DigestChoice::crc32c;
+    case config::Digest::prefer_crc32c:
+      return iscsi::DigestChoice::prefer_crc32c;
+  }
+  return iscsi::DigestChoice::none;
+}
+
+iscsi::ChapAlgorithm chap_algorithm(config::ChapAlgorithm a) {
+  switch (a) {
+    case config::ChapAlgorithm::md5:
+      return iscsi::ChapAlgorithm::md5;
+    case config::ChapAlgorithm::sha1:
+      return iscsi::ChapAlgorithm::sha1;
+    case config::ChapAlgorithm::sha256:
+      return iscsi::ChapAlgorithm::sha256;
+    case config::ChapAlgorithm::sha3_256:
+      return iscsi::ChapAlgorithm::sha3_256;
+  }
+  return iscsi::ChapAlgorithm::md5;
+}
+
+}  // namespace
+
+mpio::LunConfig lun_config(const config::Config& cfg, const IsidSource& make_isid) {
+  mpio::LunConfig lun;
+  lun.lun = cfg.target.lun;
+  lun.path_selector = cfg.multipath.path_selector;
+  lun.rr_min_io = cfg.multipath.rr_min_io;
+  if (cfg.multipath.max_sectors_kb) lun.max_command_bytes = *cfg.multipath.max_sectors_kb << 10;
+  lun.polling_interval = std::chrono::seconds(cfg.multipath.polling_interval);
+  lun.no_path_retry = cfg.multipath.no_path_retry;
+  lun.expected_wwid = cfg.target.wwid;
+  lun.grouping = cfg.multipath.path_grouping_policy;
+  lun.failback = cfg.multipath.failback;
+  for (const auto& p : cfg.paths)
+    lun.paths.push_back({path_config(cfg, p, make_isid()), p.priority.value_or(0)});
+  return lun;
+}
+
+iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& path,
+                                 const iscsi::Isid& isid) {
+  iscsi_io::PathConfig pc;
+  pc.portal_host = path.portal.host;
+  pc.portal_port = path.portal.port;
+  pc.source_address = path.source;
+  pc.interface_name = path.interface;
+  pc.initiator_name = cfg.initiator.name;
+  pc.target_name = cfg.target.iqn;
+  pc.isid = isid;
+  pc.login_timeout = std::chrono::seconds(cfg.target.login_timeout);
+  pc.noop_out_interval = std::chrono::seconds(cfg.multipath.noop_out_interval);
+  pc.noop_out_timeout = std::chrono::seconds(cfg.multipath.noop_out_timeout);
+  pc.command_timeout = std::chrono::seconds(cfg.target.command_timeout);
+  pc.proposal.header_digest = digest(cfg.target.digests.header);
+  pc.proposal.data_digest = digest(cfg.target.digests.data);
+  const auto& auth = cfg.target.auth;
+  if (auth.method == config::Auth::Method::chap) {
+    iscsi::ChapCredentials chap;
+    chap.username = auth.username;
+    chap.secret = auth.secret;
+    if (auth.mutual) chap.mutual = std::make_pair(auth.mutual->username, auth.mutual->secret);
+    pc.chap = std::move(chap);
+    // The file's list replaces PathConfig's default (MD5 only), in the file's order.
+    pc.chap_algorithms.clear();
+    for (const auto a : auth.algorithms) pc.chap_algorithms.push_back(chap_algorithm(a));
+  }
+  return pc;
+}
+
+nbd::ServerOptions server_options(const config::Config& cfg, const blockdev::DeviceInfo& info) {
+  nbd::ServerOptions options;
+  if (cfg.nbd.listen.kind == config::Listen::Kind::unix_socket)
+    options.listen = nbd::UnixEndpoint{cfg.nbd.listen.path_or_host};
+  else
+    options.listen = nbd::TcpEndpoint{cfg.nbd.listen.path_or_host, cfg.nbd.listen.port};
+  options.export_name = cfg.nbd.export_name;
+  options.description = info.vendor + " " + info.product + " " + cfg.target.iqn + " LUN " +
+                        std::to_string(cfg.target.lun);
+  return options;
+}
+
+nbd::KernelInterface kernel_interface(const char* forced) {
+  const std::string_view word = forced ? forced : "";
+  if (word == "ioctl") return nbd::KernelInterface::ioctl;
+  if (word == "netlink") return nbd::KernelInterface::netlink;
+  return nbd::KernelInterface::automatic;
+}
+
+nbd::KernelAttachOptions kernel_options(const config::Config& cfg, const blockdev::DeviceInfo& info,
+                                        nbd::KernelInterface interface) {
+  nbd::KernelAttachOptions options;
+  if (cfg.nbd.device.mode == config::NbdDevice::Mode::index) options.index = cfg.nbd.device.index;
+  options.size_bytes = info.size_bytes;
+  const auto sizes = nbd::block_sizes(info);
+  options.block_size = sizes.minimum;
+  options.max_transfer_bytes = sizes.maximum;
+  options.transmission_flags = nbd::transmission_flags(info, false);  // simple replies only
+  options.timeouts = nbd::kernel_timeouts(cfg.multipath.no_path_retry,
+                                          std::chrono::seconds(cfg.multipath.polling_interval));
+  options.backend_identifier =
+      "iscsi-mpio " + cfg.target.iqn + " LUN " + std::to_string(cfg.target.lun);
+  options.interface = interface;
+  return options;
+}
+
+std::string no_path_retry_text(const config::NoPathRetry& no_path_retry) {
+  switch (no_path_retry.mode) {
+    case config::NoPathRetry::Mode::fail:
+      return "fail";
+    case config::NoPathRetry::Mode::queue:
+      return "queue";
+    case config::NoPathRetry::Mode::intervals:
+      return std::to_string(no_path_retry.intervals);
+  }
+  return "?";
+}
+
+std::string failback_text(const config::Failback& failback) {
+  switch (failback.mode) {
+    case config::Failback::Mode::immediate:
+      return "immediate";
+    case config::Failback::Mode::manual:
+      return "manual";
+    case config::Failback::Mode::delayed:
+      return std::to_string(failback.seconds);
+  }
+  return "?";
+}
+
+}  // namespace iscsi_mpio::options
