@@ -15,13 +15,13 @@ report() {
     status=1
   fi
 }
-for dir in common/include common/blockdev/include initiator/scsi initiator/proto nbd-bridge/proto \
+for dir in common/include common/blockdev/include initiator/scsi initiator/iscsi nbd-bridge/nbd \
   mpio/include; do
   report "$dir" 'boost/|asio|spdlog' "a pure library includes Asio, Boost or spdlog"
 done
 report nbd-bridge "mpio/|iscsi/|iscsi_io/|scsi/" "the NBD side includes the iSCSI side"
-report mpio "nbd/|nbd_io/" "the iSCSI side includes the NBD side"
-report common/blockdev/include "mpio/|nbd/|nbd_io/|iscsi/|iscsi_io/|scsi/" \
+report mpio "nbd/|nbd_server/|nbd_kernel/" "the iSCSI side includes the NBD side"
+report common/blockdev/include "mpio/|nbd/|nbd_server/|nbd_kernel/|iscsi/|iscsi_io/|scsi/" \
   "the boundary includes a side"
 [ $status -eq 0 ] && echo "layering ok"
 exit $status

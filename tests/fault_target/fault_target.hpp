@@ -9,7 +9,7 @@
 // READY, INQUIRY (standard data, VPD 0x00, 0x80 and 0x83), REPORT LUNS, REPORT TARGET PORT
 // GROUPS, READ CAPACITY(16), READ(16), WRITE(16) with immediate data, unsolicited Data-Out and
 // R2T, NOP-Out pings, ABORT TASK / LOGICAL UNIT RESET, Logout. Target PDUs are built with
-// iscsi_proto's encoders; what the initiator sends is framed by PduReader and decoded by
+// iscsi's encoders; what the initiator sends is framed by PduReader and decoded by
 // decode_initiator_pdu, so the fake shares no protocol logic with the code under test beyond the
 // wire codec.
 //

@@ -57,7 +57,7 @@ readonly seed=${R2T_SEED:-$((RANDOM * 32768 + RANDOM))}
 readonly targets=${R2T_TARGETS:-tgtd istgt}
 readonly lun_size=64M
 readonly first_burst=65536 max_burst=262144 target_max_outstanding_r2t=4
-# What iscsi-mpio offers (initiator/proto/include/iscsi/negotiation.hpp OperationalProposal).
+# What iscsi-mpio offers (initiator/iscsi/include/iscsi/negotiation.hpp OperationalProposal).
 readonly offer_first_burst=262144 offer_max_burst=16776192 offer_max_outstanding_r2t=4
 readonly export_name=lun1
 # Seconds: login + INQUIRY + READ CAPACITY; the exerciser's own limit and our bound on it.
@@ -287,7 +287,7 @@ run_cell() {
   if [[ $trace_complete == yes && $io_ran == 1 && $io_rc == 0 ]]; then
     ((trace_large_writes > 0)) || problems+=("no write above MaxBurstLength was traced")
     ((trace_r2ts > 0)) || problems+=("no R2T traced")
-    # iscsi-mpio sends all the unsolicited data it may (initiator/proto/src/session.cpp).
+    # iscsi-mpio sends all the unsolicited data it may (initiator/iscsi/src/session.cpp).
     if [[ $trace_immediate_data == Yes ]]; then
       ((trace_immediate_bytes > 0)) || problems+=("ImmediateData=Yes but no immediate data")
     fi

@@ -13,8 +13,8 @@
 #include <iscsi_io/path_session.hpp>
 #include <iscsi_io/route_watch.hpp>
 #include <mpio/lun_device.hpp>
-#include <nbd_io/kernel_device.hpp>
-#include <nbd_io/server.hpp>
+#include <nbd_kernel/kernel_device.hpp>
+#include <nbd_server/server.hpp>
 
 #include "errors.hpp"
 #include "options.hpp"

@@ -1,7 +1,7 @@
 // How a configuration file becomes the options of each component attach starts: the LUN device
 // with its paths (mpio), each path's login (iscsi_io), the NBD server and the kernel's nbd
-// device (nbd_io). Pure functions, so that every key's way into its component is tested, and so
-// that check-config logs in exactly as attach does.
+// device (nbd_server, nbd_kernel). Pure functions, so that every key's way into its component is
+// tested, and so that check-config logs in exactly as attach does.
 #pragma once
 
 #include <functional>
@@ -11,8 +11,8 @@
 #include <config/config.hpp>
 #include <iscsi_io/path_session.hpp>
 #include <mpio/lun_device.hpp>
-#include <nbd_io/kernel_device.hpp>
-#include <nbd_io/server.hpp>
+#include <nbd_kernel/kernel_device.hpp>
+#include <nbd_server/server.hpp>
 
 namespace iscsi_mpio::options {
 

@@ -9,7 +9,7 @@
 #include <filesystem>
 #include <optional>
 
-#include <nbd_io/server.hpp>
+#include <nbd_server/server.hpp>
 
 #include "control.hpp"
 #include "logging.hpp"

@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "common/hex.hpp"
-#include "nbd_io/kernel_device.hpp"
+#include "nbd_kernel/kernel_device.hpp"
 
 // Netlink fields are in host byte order; these vectors are written for little-endian hosts
 // (x86-64, aarch64), the only ones the project builds for.

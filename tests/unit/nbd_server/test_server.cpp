@@ -31,7 +31,7 @@
 #include "memory_block_device.hpp"
 #include "nbd/request.hpp"
 #include "nbd/wire.hpp"
-#include "nbd_io/server.hpp"
+#include "nbd_server/server.hpp"
 
 namespace {
 

@@ -1,7 +1,7 @@
 // multipath.conf no_path_retry: what a block device provider does with I/O while no path to
 // its LU is usable. Declared here, at the boundary, because both sides act on it: mpio holds or
 // fails the requests, and the kernel nbd driver's dead-connection timeout must never give up
-// on a request sooner (nbd_io/kernel_device.hpp).
+// on a request sooner (nbd_kernel/kernel_device.hpp).
 #pragma once
 
 #include <cstdint>

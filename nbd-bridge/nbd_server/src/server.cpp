@@ -1,4 +1,4 @@
-#include "nbd_io/server.hpp"
+#include "nbd_server/server.hpp"
 
 #include <netinet/in.h>
 #include <sys/socket.h>

@@ -1,6 +1,6 @@
 // One iSCSI session over one TCP connection, driven on an Asio io_context: connect (bound to a
 // source address), login (following redirects), full feature phase, logout. The protocol
-// logic lives in iscsi_proto's state machines; this file only moves bytes and keeps time.
+// logic lives in iscsi's state machines; this file only moves bytes and keeps time.
 //
 // The header stays free of Asio so that the layers above compile quickly.
 #pragma once

@@ -55,7 +55,7 @@ class Server {
   std::error_code start(std::string* detail = nullptr);
 
   // Serves `fd`, a connected stream socket whose peer already knows the export (the kernel's
-  // nbd driver, nbd_io/kernel_device.hpp): no handshake, straight to the transmission phase
+  // nbd driver, nbd_kernel/kernel_device.hpp): no handshake, straight to the transmission phase
   // (proto.md "Transmission") with simple replies, size device.info().size_bytes and
   // transmission flags nbd::transmission_flags(info, false). Takes ownership of `fd`, also on
   // error. `peer` names the connection in logs. Call on the io_context's thread (or before it

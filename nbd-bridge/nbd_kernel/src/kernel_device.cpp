@@ -1,4 +1,4 @@
-#include "nbd_io/kernel_device.hpp"
+#include "nbd_kernel/kernel_device.hpp"
 
 #include <fcntl.h>
 #include <linux/genetlink.h>
