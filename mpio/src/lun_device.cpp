@@ -16,9 +16,8 @@
 #include <scsi/identity.hpp>
 #include <scsi/mode_sense.hpp>
 #include <scsi/report_luns.hpp>
-#include <scsi/sense.hpp>
-#include <scsi/status.hpp>
 
+#include "mpio/command_outcome.hpp"
 #include "mpio/path_selector.hpp"
 #include "mpio/request_plan.hpp"
 #include "mpio/target_quirks.hpp"
@@ -29,33 +28,6 @@ namespace mpio {
 namespace asio = boost::asio;
 using asio::awaitable;
 using asio::use_awaitable;
-
-namespace {
-
-// The outcome of one SCSI command as one error code: empty for success, the iSCSI category for
-// a command that did not complete, the SCSI category for a status other than GOOD.
-std::error_code outcome_of(const iscsi::ScsiTask& task, std::string& detail) {
-  if (task.transport_error) {
-    detail = task.transport_detail;
-    return task.transport_error;
-  }
-  const auto status = static_cast<scsi::Status>(task.status);
-  if (status == scsi::Status::good || status == scsi::Status::condition_met) {
-    // A read that came back short has not produced the bytes the client asked for.
-    if (task.direction == iscsi::DataDirection::read && task.residual_underflow &&
-        task.residual_count > 0) {
-      detail = "target returned " + std::to_string(task.residual_count) + " bytes fewer than asked";
-      return iscsi::errc::protocol_violation;
-    }
-    return {};
-  }
-  auto sense = scsi::decode_sense(task.sense);
-  auto ec = scsi::make_error(status, sense);
-  detail = ec.message();
-  return ec;
-}
-
-}  // namespace
 
 struct Path;
 
@@ -452,103 +424,54 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     p->session->submit(cmd);
   }
 
-  // A transport error means the command's fate at the target is unknown, except for a
-  // target failure response and a Reject, which are answers.
-  static bool lost_with_path(const std::error_code& ec) {
-    return ec && ec.category() == iscsi::category() && ec != iscsi::errc::task_aborted &&
-           ec != iscsi::errc::reject_received;
-  }
-
-  // The target never received the command (it waited for the CmdSN window, or the path began
-  // a logout), or confirmed its end (ABORT TASK / LOGICAL UNIT RESET answered): no copy of it
-  // can be alive anywhere, so any path may take it now, writes included.
-  static bool certainly_dead(const std::error_code& ec) {
-    return ec == iscsi::errc::task_not_sent || ec == iscsi::errc::task_aborted_proven;
-  }
-
+  // Carries out decide_completion(): the path's counters, its failure, then the action.
   void command_done(Command& c) {
     Path& p = *c.path;
     --p.in_flight;
     p.in_flight_bytes -= c.data_bytes();
-    if (certainly_dead(c.transport_error) && c.pinned == nullptr) {
-      // An abort after a command timeout says the path is slow or stuck: count it.
-      if (c.transport_error == iscsi::errc::task_aborted_proven) ++p.errors;
+    const auto d = decide_completion(c, {.pinned = c.pinned != nullptr,
+                                         .mutating = c.mutating(),
+                                         .retries = c.retries,
+                                         .max_retries = config.max_retries});
+    if (d.clear_transport_error) {
       c.transport_error = {};
       c.transport_detail.clear();
-      asio::post(io, [this, &c] { execute(c); });
-      return;
     }
-    if (lost_with_path(c.transport_error)) {
-      ++p.errors;
-      path_failed(p, c.transport_detail.empty() ? c.transport_error.message() : c.transport_detail);
-      if (c.pinned != nullptr) {
+    if (d.count_path_error) ++p.errors;
+    if (d.answered) {
+      ++p.commands;
+      p.bytes += c.data_bytes();
+      if (command_observer) command_observer(p.index, std::chrono::steady_clock::now() - c.sent_at);
+    }
+    if (d.fail_path) path_failed(p, d.reason);
+    if (d.reread_capacity) asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
+    switch (d.action) {
+      case CommandDecision::Action::complete:
         c.then(c);
-      } else if (c.mutating()) {
-        // Held until this path's session is proven gone (RFC 7143 §6.3.5 session
-        // reinstatement), so no stale copy can land after a newer write.
+        break;
+      case CommandDecision::Action::reissue:
+        asio::post(io, [this, &c] { execute(c); });
+        break;
+      case CommandDecision::Action::hold:
         p.unproven.push_back(&c);
         prove_dead(p);
-      } else {
-        // A read may be re-issued at once: a late copy changes nothing.
-        asio::post(io, [this, &c] { execute(c); });
-      }
-      return;
+        break;
+      case CommandDecision::Action::retry:
+        c.retries = d.retries;
+        retry_after(c, d.delay);
+        break;
     }
-    ++p.commands;
-    p.bytes += c.data_bytes();
-    if (command_observer) command_observer(p.index, std::chrono::steady_clock::now() - c.sent_at);
-    std::string detail;
-    auto ec = outcome_of(c, detail);
-    if (ec && ec.category() == scsi::category() && c.pinned == nullptr) {
-      switch (disposition_of(c)) {
-        case scsi::Disposition::path_error:
-          // The target answered, so this copy is finished: re-issue anywhere, even a write.
-          path_failed(p, detail);
-          asio::post(io, [this, &c] { execute(c); });
-          return;
-        case scsi::Disposition::retry_same_path:
-          if (capacity_changed(c))
-            asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
-          if (c.retries < config.max_retries) {
-            ++c.retries;
-            retry(c);
-            return;
-          }
-          break;
-        default:
-          break;
-      }
-    } else if (ec && c.pinned != nullptr &&
-               disposition_of(c) == scsi::Disposition::retry_same_path &&
-               c.retries < config.max_retries) {
-      ++c.retries;
-      retry(c);
-      return;
-    }
-    c.then(c);
   }
 
-  // A unit attention reports a condition and the command may go again at once; BUSY and TASK
-  // SET FULL (SAM-5 §5.3) say the LU is overloaded: back off, 10 ms doubling to 1 s, so the
-  // retries do not add to the load that caused them.
-  void retry(Command& c) {
-    const auto status = static_cast<scsi::Status>(c.status);
-    if (status != scsi::Status::busy && status != scsi::Status::task_set_full) {
+  void retry_after(Command& c, std::chrono::milliseconds delay) {
+    if (delay.count() == 0) {
       asio::post(io, [this, &c] { execute(c); });
       return;
     }
-    const auto delay = std::min(std::chrono::milliseconds(10 << std::min(c.retries - 1, 7)),
-                                std::chrono::milliseconds(1000));
     auto timer = std::make_shared<asio::steady_timer>(io, delay);
     timer->async_wait([this, &c, timer](boost::system::error_code ec) {
       if (!ec) execute(c);
     });
-  }
-
-  static bool capacity_changed(const Command& c) {
-    auto sense = scsi::decode_sense(c.sense);
-    return sense && sense->key == scsi::SenseKey::unit_attention && sense->asc == 0x2a &&
-           sense->ascq == 0x09;
   }
 
   // SPC-4 Annex D 2A/09 CAPACITY DATA HAS CHANGED, as a unit attention or an asynchronous event
@@ -569,10 +492,6 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     self->identity.blocks = blocks;
     self->info.size_bytes = blocks * rc->block_length;
     if (self->capacity_event) self->capacity_event(self->info.size_bytes);
-  }
-
-  static scsi::Disposition disposition_of(const Command& c) {
-    return scsi::classify(static_cast<scsi::Status>(c.status), scsi::decode_sense(c.sense));
   }
 
   // ---------------------------------------------------------------- no usable path
