@@ -19,6 +19,7 @@
 
 #include "mpio/command_outcome.hpp"
 #include "mpio/path_selector.hpp"
+#include "mpio/placement.hpp"
 #include "mpio/request_plan.hpp"
 #include "mpio/target_quirks.hpp"
 #include "mpio/write_proof.hpp"
@@ -227,15 +228,6 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       }
   }
 
-  // Where a path that has shown the right device belongs: its group, the group's priority,
-  // its ALUA state, and whether it carries I/O (active) or is kept ready (ghost).
-  struct Placement {
-    uint32_t group = 0;
-    uint32_t priority = 0;
-    std::optional<scsi::AluaState> alua;
-    PathState state = PathState::active;
-  };
-
   // A path's placement changes in one step, once the target's answer is in: while a REPORT
   // TARGET PORT GROUPS is outstanding the path keeps carrying I/O in the group it had, so a
   // command selected meanwhile finds it (a half-classified path in no group in use would leave
@@ -260,56 +252,24 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   // group_by_prio asks the target through the path itself (REPORT TARGET PORT GROUPS, SPC-4
   // §6.36): ALUA states belong to target port groups, and a path reaches the LU through one
-  // target port, named in its VPD 0x83 (relative target port / target port group designators,
-  // SPC-4 §7.8.6). An error means the path itself failed; `placement` is then meaningless.
+  // target port (place_path). An error means the path itself failed; `placement` is then
+  // meaningless.
   awaitable<std::error_code> classify(Path& p, const std::vector<scsi::Designator>& designators,
                                       Placement& placement) {
-    placement = {};
-    switch (config.grouping) {
-      case Grouping::multibus:
-        placement.priority = 1;
-        co_return std::error_code{};
-      case Grouping::failover:
-        placement.group = static_cast<uint32_t>(p.index);
-        placement.priority = p.configured_priority;
-        co_return std::error_code{};
-      case Grouping::group_by_prio:
-        break;
+    std::optional<std::vector<scsi::TargetPortGroup>> groups;
+    if (needs_port_groups(config.grouping, identity.inquiry.tpgs)) {
+      std::vector<std::byte> data;
+      std::string detail;
+      auto ec = co_await read_data(scsi::report_target_port_groups(4096), 4096, data, detail, &p);
+      if (ec && ec.category() != scsi::category()) co_return ec;  // the path itself failed
+      if (!ec) groups = scsi::parse_report_target_port_groups(data);
     }
-    // A target without ALUA (INQUIRY TPGS = 0, SPC-4 §6.4.2) gives every path one priority.
-    placement.group = 1;
-    placement.priority = 1;
-    if (identity.inquiry.tpgs == 0) co_return std::error_code{};
-    std::optional<uint16_t> port_group, relative_port;
-    for (const auto& d : designators) {
-      if (d.association != 1 || d.value.size() < 4) continue;
-      const uint16_t id = static_cast<uint16_t>(std::to_integer<uint16_t>(d.value[2]) << 8 |
-                                                std::to_integer<uint16_t>(d.value[3]));
-      if (d.type == scsi::designator_type::target_port_group) port_group = id;
-      if (d.type == scsi::designator_type::relative_target_port) relative_port = id;
-    }
-    std::vector<std::byte> data;
-    std::string detail;
-    auto ec = co_await read_data(scsi::report_target_port_groups(4096), 4096, data, detail, &p);
-    if (ec && ec.category() != scsi::category()) co_return ec;  // the path itself failed
-    auto groups = ec ? std::nullopt : scsi::parse_report_target_port_groups(data);
-    if (!groups) {
-      placement.priority = 0;  // as multipath-tools does when the prioritizer fails
-      co_return std::error_code{};
-    }
-    for (const auto& g : *groups) {
-      const bool ours = port_group ? g.group_id == *port_group
-                                   : relative_port && std::find(g.relative_target_port_ids.begin(),
-                                                                g.relative_target_port_ids.end(),
-                                                                *relative_port) !=
-                                                          g.relative_target_port_ids.end();
-      if (!ours) continue;
-      placement.alua = g.state;
-      placement.priority = alua_priority(g.state);
-      placement.group = placement.priority;
-      if (!alua_carries_io(g.state)) placement.state = PathState::ghost;
-      break;
-    }
+    placement = place_path({.grouping = config.grouping,
+                            .path_index = p.index,
+                            .configured_priority = p.configured_priority,
+                            .tpgs = identity.inquiry.tpgs,
+                            .designators = designators},
+                           groups);
     co_return std::error_code{};
   }
 
@@ -351,7 +311,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     const milliseconds second(1000);
     const auto period = std::max(config.polling_interval, second);
     every(iops_timer, second, second, &Impl::sample_iops);
-    if (config.grouping == Grouping::group_by_prio && identity.inquiry.tpgs != 0)
+    if (needs_port_groups(config.grouping, identity.inquiry.tpgs))
       every(alua_timer, second, period, &Impl::reread_alua_states);
     every(proof_timer, second, second, &Impl::retry_proofs);
     every(capacity_timer, second, period, &Impl::poll_capacity);
