@@ -18,6 +18,7 @@
 #include <scsi/report_luns.hpp>
 
 #include "mpio/command_outcome.hpp"
+#include "mpio/no_path.hpp"
 #include "mpio/path_selector.hpp"
 #include "mpio/placement.hpp"
 #include "mpio/request_plan.hpp"
@@ -457,17 +458,17 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // ---------------------------------------------------------------- no usable path
 
   void wait_for_path(Command& cmd) {
-    const auto& policy = config.no_path_retry;
-    if (closing || policy.mode == NoPathRetry::Mode::fail || failing_without_path) {
+    const auto d = decide_no_path(config.no_path_retry, config.polling_interval, closing,
+                                  failing_without_path);
+    if (d.action == NoPathDecision::Action::fail) {
       cmd.transport_error = std::make_error_code(std::errc::io_error);
       cmd.transport_detail = "no usable path to the LUN (no_path_retry)";
       cmd.then(cmd);
       return;
     }
     waiting.push_back(&cmd);
-    if (policy.mode == NoPathRetry::Mode::intervals && !no_path_timer) {
-      no_path_timer = std::make_unique<asio::steady_timer>(
-          io, config.polling_interval * std::max<uint32_t>(policy.intervals, 1));
+    if (d.deadline && !no_path_timer) {
+      no_path_timer = std::make_unique<asio::steady_timer>(io, *d.deadline);
       no_path_timer->async_wait([this](boost::system::error_code ec) {
         if (ec || any_active()) return;
         failing_without_path = true;
