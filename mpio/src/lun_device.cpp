@@ -235,14 +235,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // that command waiting for a path that never "comes back"). `kind`: probe_done, alua_read
   // or alua_reread; the life cycle says whether the path takes the placement.
   void place(Path& p, const Placement& placement, Event::Kind kind) {
-    Event event{
-        .kind = kind,
-        .detail = "ALUA state " +
-                  std::string(placement.alua ? scsi::alua_state_name(*placement.alua) : "unknown") +
-                  ", prio " + std::to_string(placement.priority),
-        .carries_io = placement.state == PathState::active,
-        .priority_changed = placement.priority != p.priority};
-    auto actions = p.life.on(event);
+    auto actions = p.life.on(placement_event(kind, placement, p.priority));
     if (actions.place) {
       p.group = placement.group;
       p.priority = placement.priority;

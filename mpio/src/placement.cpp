@@ -62,4 +62,14 @@ Placement place_path(const PlacementFacts& facts,
   return placement;
 }
 
+Event placement_event(Event::Kind kind, const Placement& placement, uint32_t current_priority) {
+  return Event{
+      .kind = kind,
+      .detail = "ALUA state " +
+                std::string(placement.alua ? scsi::alua_state_name(*placement.alua) : "unknown") +
+                ", prio " + std::to_string(placement.priority),
+      .carries_io = placement.state == PathState::active,
+      .priority_changed = placement.priority != current_priority};
+}
+
 }  // namespace mpio

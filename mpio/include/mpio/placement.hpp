@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <optional>
 #include <span>
+#include <string>
 #include <vector>
 
 #include <scsi/alua.hpp>
@@ -56,5 +57,11 @@ struct PlacementFacts {
 // group at priority 1 with no ALUA state.
 Placement place_path(const PlacementFacts& facts,
                      const std::optional<std::vector<scsi::TargetPortGroup>>& groups);
+
+// The life-cycle event that offers a placement to a path (`kind`: probe_done, alua_read or
+// alua_reread; the life cycle says whether the path takes it): whether it carries I/O, whether
+// its priority differs from `current_priority` (the groups are reconsidered), and the text the
+// event shows ("ALUA state standby, prio 1").
+Event placement_event(Event::Kind kind, const Placement& placement, uint32_t current_priority);
 
 }  // namespace mpio

@@ -157,3 +157,20 @@ TEST_CASE("group_by_prio on a target without ALUA gives every path priority 1",
   CHECK_FALSE(mpio::needs_port_groups(Grouping::group_by_prio, 0));
   CHECK(mpio::needs_port_groups(Grouping::group_by_prio, 1));
 }
+
+TEST_CASE("a placement is offered to the path as an event with its ALUA state and priority",
+          "[mpio][placement]") {
+  const Placement standby{
+      .group = 1, .priority = 1, .alua = AluaState::standby, .state = PathState::ghost};
+  const auto reread = mpio::placement_event(mpio::Event::Kind::alua_reread, standby, 50);
+  CHECK(reread.kind == mpio::Event::Kind::alua_reread);
+  CHECK(reread.detail == "ALUA state standby, prio 1");
+  CHECK_FALSE(reread.carries_io);
+  CHECK(reread.priority_changed);
+  const Placement no_alua{
+      .group = 0, .priority = 1, .alua = std::nullopt, .state = PathState::active};
+  const auto probed = mpio::placement_event(mpio::Event::Kind::probe_done, no_alua, 1);
+  CHECK(probed.detail == "ALUA state unknown, prio 1");
+  CHECK(probed.carries_io);
+  CHECK_FALSE(probed.priority_changed);
+}
