@@ -16,10 +16,11 @@
 #include <scsi/identity.hpp>
 #include <scsi/mode_sense.hpp>
 #include <scsi/report_luns.hpp>
-#include <scsi/sense.hpp>
-#include <scsi/status.hpp>
 
+#include "mpio/command_outcome.hpp"
+#include "mpio/no_path.hpp"
 #include "mpio/path_selector.hpp"
+#include "mpio/placement.hpp"
 #include "mpio/request_plan.hpp"
 #include "mpio/target_quirks.hpp"
 #include "mpio/write_proof.hpp"
@@ -29,33 +30,6 @@ namespace mpio {
 namespace asio = boost::asio;
 using asio::awaitable;
 using asio::use_awaitable;
-
-namespace {
-
-// The outcome of one SCSI command as one error code: empty for success, the iSCSI category for
-// a command that did not complete, the SCSI category for a status other than GOOD.
-std::error_code outcome_of(const iscsi::ScsiTask& task, std::string& detail) {
-  if (task.transport_error) {
-    detail = task.transport_detail;
-    return task.transport_error;
-  }
-  const auto status = static_cast<scsi::Status>(task.status);
-  if (status == scsi::Status::good || status == scsi::Status::condition_met) {
-    // A read that came back short has not produced the bytes the client asked for.
-    if (task.direction == iscsi::DataDirection::read && task.residual_underflow &&
-        task.residual_count > 0) {
-      detail = "target returned " + std::to_string(task.residual_count) + " bytes fewer than asked";
-      return iscsi::errc::protocol_violation;
-    }
-    return {};
-  }
-  auto sense = scsi::decode_sense(task.sense);
-  auto ec = scsi::make_error(status, sense);
-  detail = ec.message();
-  return ec;
-}
-
-}  // namespace
 
 struct Path;
 
@@ -255,29 +229,13 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       }
   }
 
-  // Where a path that has shown the right device belongs: its group, the group's priority,
-  // its ALUA state, and whether it carries I/O (active) or is kept ready (ghost).
-  struct Placement {
-    uint32_t group = 0;
-    uint32_t priority = 0;
-    std::optional<scsi::AluaState> alua;
-    PathState state = PathState::active;
-  };
-
   // A path's placement changes in one step, once the target's answer is in: while a REPORT
   // TARGET PORT GROUPS is outstanding the path keeps carrying I/O in the group it had, so a
   // command selected meanwhile finds it (a half-classified path in no group in use would leave
   // that command waiting for a path that never "comes back"). `kind`: probe_done, alua_read
   // or alua_reread; the life cycle says whether the path takes the placement.
   void place(Path& p, const Placement& placement, Event::Kind kind) {
-    Event event{
-        .kind = kind,
-        .detail = "ALUA state " +
-                  std::string(placement.alua ? scsi::alua_state_name(*placement.alua) : "unknown") +
-                  ", prio " + std::to_string(placement.priority),
-        .carries_io = placement.state == PathState::active,
-        .priority_changed = placement.priority != p.priority};
-    auto actions = p.life.on(event);
+    auto actions = p.life.on(placement_event(kind, placement, p.priority));
     if (actions.place) {
       p.group = placement.group;
       p.priority = placement.priority;
@@ -288,56 +246,24 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   // group_by_prio asks the target through the path itself (REPORT TARGET PORT GROUPS, SPC-4
   // §6.36): ALUA states belong to target port groups, and a path reaches the LU through one
-  // target port, named in its VPD 0x83 (relative target port / target port group designators,
-  // SPC-4 §7.8.6). An error means the path itself failed; `placement` is then meaningless.
+  // target port (place_path). An error means the path itself failed; `placement` is then
+  // meaningless.
   awaitable<std::error_code> classify(Path& p, const std::vector<scsi::Designator>& designators,
                                       Placement& placement) {
-    placement = {};
-    switch (config.grouping) {
-      case Grouping::multibus:
-        placement.priority = 1;
-        co_return std::error_code{};
-      case Grouping::failover:
-        placement.group = static_cast<uint32_t>(p.index);
-        placement.priority = p.configured_priority;
-        co_return std::error_code{};
-      case Grouping::group_by_prio:
-        break;
+    std::optional<std::vector<scsi::TargetPortGroup>> groups;
+    if (needs_port_groups(config.grouping, identity.inquiry.tpgs)) {
+      std::vector<std::byte> data;
+      std::string detail;
+      auto ec = co_await read_data(scsi::report_target_port_groups(4096), 4096, data, detail, &p);
+      if (ec && ec.category() != scsi::category()) co_return ec;  // the path itself failed
+      if (!ec) groups = scsi::parse_report_target_port_groups(data);
     }
-    // A target without ALUA (INQUIRY TPGS = 0, SPC-4 §6.4.2) gives every path one priority.
-    placement.group = 1;
-    placement.priority = 1;
-    if (identity.inquiry.tpgs == 0) co_return std::error_code{};
-    std::optional<uint16_t> port_group, relative_port;
-    for (const auto& d : designators) {
-      if (d.association != 1 || d.value.size() < 4) continue;
-      const uint16_t id = static_cast<uint16_t>(std::to_integer<uint16_t>(d.value[2]) << 8 |
-                                                std::to_integer<uint16_t>(d.value[3]));
-      if (d.type == scsi::designator_type::target_port_group) port_group = id;
-      if (d.type == scsi::designator_type::relative_target_port) relative_port = id;
-    }
-    std::vector<std::byte> data;
-    std::string detail;
-    auto ec = co_await read_data(scsi::report_target_port_groups(4096), 4096, data, detail, &p);
-    if (ec && ec.category() != scsi::category()) co_return ec;  // the path itself failed
-    auto groups = ec ? std::nullopt : scsi::parse_report_target_port_groups(data);
-    if (!groups) {
-      placement.priority = 0;  // as multipath-tools does when the prioritizer fails
-      co_return std::error_code{};
-    }
-    for (const auto& g : *groups) {
-      const bool ours = port_group ? g.group_id == *port_group
-                                   : relative_port && std::find(g.relative_target_port_ids.begin(),
-                                                                g.relative_target_port_ids.end(),
-                                                                *relative_port) !=
-                                                          g.relative_target_port_ids.end();
-      if (!ours) continue;
-      placement.alua = g.state;
-      placement.priority = alua_priority(g.state);
-      placement.group = placement.priority;
-      if (!alua_carries_io(g.state)) placement.state = PathState::ghost;
-      break;
-    }
+    placement = place_path({.grouping = config.grouping,
+                            .path_index = p.index,
+                            .configured_priority = p.configured_priority,
+                            .tpgs = identity.inquiry.tpgs,
+                            .designators = designators},
+                           groups);
     co_return std::error_code{};
   }
 
@@ -379,7 +305,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     const milliseconds second(1000);
     const auto period = std::max(config.polling_interval, second);
     every(iops_timer, second, second, &Impl::sample_iops);
-    if (config.grouping == Grouping::group_by_prio && identity.inquiry.tpgs != 0)
+    if (needs_port_groups(config.grouping, identity.inquiry.tpgs))
       every(alua_timer, second, period, &Impl::reread_alua_states);
     every(proof_timer, second, second, &Impl::retry_proofs);
     every(capacity_timer, second, period, &Impl::poll_capacity);
@@ -452,103 +378,54 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     p->session->submit(cmd);
   }
 
-  // A transport error means the command's fate at the target is unknown, except for a
-  // target failure response and a Reject, which are answers.
-  static bool lost_with_path(const std::error_code& ec) {
-    return ec && ec.category() == iscsi::category() && ec != iscsi::errc::task_aborted &&
-           ec != iscsi::errc::reject_received;
-  }
-
-  // The target never received the command (it waited for the CmdSN window, or the path began
-  // a logout), or confirmed its end (ABORT TASK / LOGICAL UNIT RESET answered): no copy of it
-  // can be alive anywhere, so any path may take it now, writes included.
-  static bool certainly_dead(const std::error_code& ec) {
-    return ec == iscsi::errc::task_not_sent || ec == iscsi::errc::task_aborted_proven;
-  }
-
+  // Carries out decide_completion(): the path's counters, its failure, then the action.
   void command_done(Command& c) {
     Path& p = *c.path;
     --p.in_flight;
     p.in_flight_bytes -= c.data_bytes();
-    if (certainly_dead(c.transport_error) && c.pinned == nullptr) {
-      // An abort after a command timeout says the path is slow or stuck: count it.
-      if (c.transport_error == iscsi::errc::task_aborted_proven) ++p.errors;
+    const auto d = decide_completion(c, {.pinned = c.pinned != nullptr,
+                                         .mutating = c.mutating(),
+                                         .retries = c.retries,
+                                         .max_retries = config.max_retries});
+    if (d.clear_transport_error) {
       c.transport_error = {};
       c.transport_detail.clear();
-      asio::post(io, [this, &c] { execute(c); });
-      return;
     }
-    if (lost_with_path(c.transport_error)) {
-      ++p.errors;
-      path_failed(p, c.transport_detail.empty() ? c.transport_error.message() : c.transport_detail);
-      if (c.pinned != nullptr) {
+    if (d.count_path_error) ++p.errors;
+    if (d.answered) {
+      ++p.commands;
+      p.bytes += c.data_bytes();
+      if (command_observer) command_observer(p.index, std::chrono::steady_clock::now() - c.sent_at);
+    }
+    if (d.fail_path) path_failed(p, d.reason);
+    if (d.reread_capacity) asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
+    switch (d.action) {
+      case CommandDecision::Action::complete:
         c.then(c);
-      } else if (c.mutating()) {
-        // Held until this path's session is proven gone (RFC 7143 §6.3.5 session
-        // reinstatement), so no stale copy can land after a newer write.
+        break;
+      case CommandDecision::Action::reissue:
+        asio::post(io, [this, &c] { execute(c); });
+        break;
+      case CommandDecision::Action::hold:
         p.unproven.push_back(&c);
         prove_dead(p);
-      } else {
-        // A read may be re-issued at once: a late copy changes nothing.
-        asio::post(io, [this, &c] { execute(c); });
-      }
-      return;
+        break;
+      case CommandDecision::Action::retry:
+        c.retries = d.retries;
+        retry_after(c, d.delay);
+        break;
     }
-    ++p.commands;
-    p.bytes += c.data_bytes();
-    if (command_observer) command_observer(p.index, std::chrono::steady_clock::now() - c.sent_at);
-    std::string detail;
-    auto ec = outcome_of(c, detail);
-    if (ec && ec.category() == scsi::category() && c.pinned == nullptr) {
-      switch (disposition_of(c)) {
-        case scsi::Disposition::path_error:
-          // The target answered, so this copy is finished: re-issue anywhere, even a write.
-          path_failed(p, detail);
-          asio::post(io, [this, &c] { execute(c); });
-          return;
-        case scsi::Disposition::retry_same_path:
-          if (capacity_changed(c))
-            asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
-          if (c.retries < config.max_retries) {
-            ++c.retries;
-            retry(c);
-            return;
-          }
-          break;
-        default:
-          break;
-      }
-    } else if (ec && c.pinned != nullptr &&
-               disposition_of(c) == scsi::Disposition::retry_same_path &&
-               c.retries < config.max_retries) {
-      ++c.retries;
-      retry(c);
-      return;
-    }
-    c.then(c);
   }
 
-  // A unit attention reports a condition and the command may go again at once; BUSY and TASK
-  // SET FULL (SAM-5 §5.3) say the LU is overloaded: back off, 10 ms doubling to 1 s, so the
-  // retries do not add to the load that caused them.
-  void retry(Command& c) {
-    const auto status = static_cast<scsi::Status>(c.status);
-    if (status != scsi::Status::busy && status != scsi::Status::task_set_full) {
+  void retry_after(Command& c, std::chrono::milliseconds delay) {
+    if (delay.count() == 0) {
       asio::post(io, [this, &c] { execute(c); });
       return;
     }
-    const auto delay = std::min(std::chrono::milliseconds(10 << std::min(c.retries - 1, 7)),
-                                std::chrono::milliseconds(1000));
     auto timer = std::make_shared<asio::steady_timer>(io, delay);
     timer->async_wait([this, &c, timer](boost::system::error_code ec) {
       if (!ec) execute(c);
     });
-  }
-
-  static bool capacity_changed(const Command& c) {
-    auto sense = scsi::decode_sense(c.sense);
-    return sense && sense->key == scsi::SenseKey::unit_attention && sense->asc == 0x2a &&
-           sense->ascq == 0x09;
   }
 
   // SPC-4 Annex D 2A/09 CAPACITY DATA HAS CHANGED, as a unit attention or an asynchronous event
@@ -571,24 +448,20 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     if (self->capacity_event) self->capacity_event(self->info.size_bytes);
   }
 
-  static scsi::Disposition disposition_of(const Command& c) {
-    return scsi::classify(static_cast<scsi::Status>(c.status), scsi::decode_sense(c.sense));
-  }
-
   // ---------------------------------------------------------------- no usable path
 
   void wait_for_path(Command& cmd) {
-    const auto& policy = config.no_path_retry;
-    if (closing || policy.mode == NoPathRetry::Mode::fail || failing_without_path) {
+    const auto d = decide_no_path(config.no_path_retry, config.polling_interval, closing,
+                                  failing_without_path);
+    if (d.action == NoPathDecision::Action::fail) {
       cmd.transport_error = std::make_error_code(std::errc::io_error);
       cmd.transport_detail = "no usable path to the LUN (no_path_retry)";
       cmd.then(cmd);
       return;
     }
     waiting.push_back(&cmd);
-    if (policy.mode == NoPathRetry::Mode::intervals && !no_path_timer) {
-      no_path_timer = std::make_unique<asio::steady_timer>(
-          io, config.polling_interval * std::max<uint32_t>(policy.intervals, 1));
+    if (d.deadline && !no_path_timer) {
+      no_path_timer = std::make_unique<asio::steady_timer>(io, *d.deadline);
       no_path_timer->async_wait([this](boost::system::error_code ec) {
         if (ec || any_active()) return;
         failing_without_path = true;

@@ -1,0 +1,79 @@
+// What a completed SCSI command means for the multipath layer: hand it back, send it again, hold
+// it until its first attempt is proven dead, or retry it. Pure policy: the device passes the
+// finished task and what it knows of the command; the answer is one decision the glue carries
+// out. No I/O, no clock.
+#pragma once
+
+#include <chrono>
+#include <string>
+#include <system_error>
+
+#include <iscsi/session.hpp>
+
+namespace mpio {
+
+// The outcome of one SCSI command as one error code: empty for success, the iSCSI category for
+// a command that did not complete (or a read that came back short), the SCSI category for a
+// status other than GOOD or CONDITION MET. `detail` gets the human-readable reason.
+std::error_code outcome_of(const iscsi::ScsiTask& task, std::string& detail);
+
+// A transport error means the command's fate at the target is unknown, except for a target
+// failure response and a Reject, which are answers.
+bool lost_with_path(const std::error_code& ec);
+
+// The target never received the command (it waited for the CmdSN window, or the path began a
+// logout), or confirmed its end (ABORT TASK / LOGICAL UNIT RESET answered, RFC 7143 §11.6.1):
+// no copy of it can be alive anywhere, so any path may take it now, writes included.
+bool certainly_dead(const std::error_code& ec);
+
+// SPC-4 Annex D 2A/09 CAPACITY DATA HAS CHANGED as a unit attention: the LU was resized.
+bool capacity_changed(const iscsi::ScsiTask& task);
+
+// The backoff before retry number `retry` (1 for the first) of a command the LU answered with
+// BUSY or TASK SET FULL (SAM-5 §5.3): 10 ms doubling to 1 s, so the retries do not add to the
+// load that caused them.
+std::chrono::milliseconds busy_backoff(int retry);
+
+// What the device knows of a command beside its task.
+struct CommandContext {
+  bool pinned = false;    // a probe of one path: runs there or nowhere, never fails over
+  bool mutating = false;  // a write, UNMAP or WRITE SAME: a lost copy must be proven dead
+  int retries = 0;        // same-path retries so far
+  int max_retries = 0;    // LunConfig::max_retries
+};
+
+struct CommandDecision {
+  enum class Action {
+    complete,  // hand the outcome to the command's owner: success or the client's error
+    reissue,   // send it again now on whichever path is usable
+    hold,      // a write lost with its path: held on it until its session is proven gone
+    retry,     // again after `delay` (zero: now), with `retries` as its new count
+  };
+  Action action = Action::complete;
+  std::chrono::milliseconds delay{0};  // retry
+  int retries = 0;                     // retry: the command's retry count from now on
+  // Side facts, carried out before the action in this order.
+  bool clear_transport_error = false;  // reissue of a certainly dead command: a clean attempt
+  bool count_path_error = false;       // the path's error counter
+  bool answered = false;   // the target answered: counts toward the path's commands and latency
+  bool fail_path = false;  // the path fails, for `reason`
+  bool reread_capacity = false;  // 2A/09: read the capacity again
+  std::string reason;            // fail_path: why
+};
+
+// The one decision for a completed command. In order:
+// - certainly dead and not pinned: re-issue anywhere, clean; an abort the target confirmed after
+//   a command timeout says the path is slow or stuck and counts as its error;
+// - lost with its path (transport error): the path fails and its error counts; a probe
+//   completes with the error, a write is held for proof (RFC 7143 §6.3.5), a read is re-issued
+//   at once (a late copy changes nothing);
+// - else the target answered, and scsi::classify() says what its status and sense mean:
+//   path_error (ALUA standby, unavailable, ...) fails the path and re-issues anywhere, even a
+//   write, since the target finished this copy; retry_same_path (UNIT ATTENTION, BUSY, TASK SET
+//   FULL) retries within max_retries, after busy_backoff() for BUSY and TASK SET FULL, and a
+//   2A/09 unit attention re-reads the capacity; anything else (MEDIUM ERROR, ILLEGAL REQUEST,
+//   ...) completes: a target error never causes failover. A probe is never re-issued elsewhere
+//   and never fails its path on an answer: only its same-path retries apply.
+CommandDecision decide_completion(const iscsi::ScsiTask& task, const CommandContext& context);
+
+}  // namespace mpio

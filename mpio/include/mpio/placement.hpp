@@ -1,0 +1,67 @@
+// Where a path that has shown the right device belongs (multipath.conf path_grouping_policy and
+// the alua prioritizer): its group, the group's priority, its ALUA state, and whether it carries
+// I/O or is kept ready as a ghost. Pure policy: the device sends REPORT TARGET PORT GROUPS
+// itself and passes the parsed answer; no I/O.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <scsi/alua.hpp>
+#include <scsi/inquiry.hpp>
+
+#include "mpio/path_group.hpp"
+#include "mpio/path_lifecycle.hpp"
+
+namespace mpio {
+
+struct Placement {
+  uint32_t group = 0;
+  uint32_t priority = 0;
+  std::optional<scsi::AluaState> alua;
+  PathState state = PathState::active;  // active (carries I/O) or ghost
+};
+
+// The target port a path reaches the LU through, from its VPD 0x83 designators with
+// association 1 (target port, SPC-4 §7.8.6): the target port group (§7.8.6.7) and relative
+// target port (§7.8.6.6) identifiers, bytes 2-3 of each. The last of each type counts.
+struct TargetPortIds {
+  std::optional<uint16_t> port_group;
+  std::optional<uint16_t> relative_port;
+};
+TargetPortIds target_port_ids(std::span<const scsi::Designator> designators);
+
+// Whether placing a path needs the target's ALUA states (REPORT TARGET PORT GROUPS, SPC-4
+// §6.36): only group_by_prio on a target with ALUA (INQUIRY TPGS != 0, SPC-4 §6.4.2). The same
+// condition makes the periodic ALUA re-read worth doing.
+bool needs_port_groups(Grouping grouping, uint8_t tpgs);
+
+struct PlacementFacts {
+  Grouping grouping = Grouping::multibus;
+  size_t path_index = 0;                          // failover: every path is a group of its own
+  uint32_t configured_priority = 0;               // failover: LunPath::priority
+  uint8_t tpgs = 0;                               // INQUIRY TPGS of the LU
+  std::span<const scsi::Designator> designators;  // the path's VPD 0x83
+};
+
+// The placement of one path. multibus: one group, priority 1. failover: the path's own group
+// with its configured priority. group_by_prio without ALUA: one group, priority 1. With ALUA,
+// `groups` is the parsed REPORT TARGET PORT GROUPS answer (nullopt when the LU refused it or the
+// data was malformed: priority 0, as multipath-tools gives when its prioritizer fails); the
+// path's group is found by its target port group id, else by its relative target port id, and
+// gives the ALUA state and alua_priority() (which is also the group id); no match leaves one
+// group at priority 1 with no ALUA state.
+Placement place_path(const PlacementFacts& facts,
+                     const std::optional<std::vector<scsi::TargetPortGroup>>& groups);
+
+// The life-cycle event that offers a placement to a path (`kind`: probe_done, alua_read or
+// alua_reread; the life cycle says whether the path takes it): whether it carries I/O, whether
+// its priority differs from `current_priority` (the groups are reconsidered), and the text the
+// event shows ("ALUA state standby, prio 1").
+Event placement_event(Event::Kind kind, const Placement& placement, uint32_t current_priority);
+
+}  // namespace mpio

@@ -1,0 +1,176 @@
+#include <catch2/catch.hpp>
+
+#include <mpio/placement.hpp>
+#include <optional>
+#include <vector>
+
+// Designators as VPD 0x83 carries them (SPC-4 §7.8.6): association 1 is the target port, the
+// identifier in bytes 2-3 of a relative target port (type 4) or target port group (type 5).
+
+using mpio::Grouping;
+using mpio::PathState;
+using mpio::Placement;
+using mpio::PlacementFacts;
+using scsi::AluaState;
+using Groups = std::optional<std::vector<scsi::TargetPortGroup>>;
+
+namespace {
+
+scsi::Designator port_designator(uint8_t type, uint16_t id, uint8_t association = 1) {
+  return {.code_set = 1,
+          .association = association,
+          .type = type,
+          .value = {std::byte{0}, std::byte{0}, std::byte(id >> 8), std::byte(id & 0xff)}};
+}
+
+scsi::TargetPortGroup group(uint16_t id, AluaState state, std::vector<uint16_t> ports) {
+  return {.state = state, .group_id = id, .relative_target_port_ids = std::move(ports)};
+}
+
+// Two port groups as tgtd or LIO report them: 1 optimized with ports 1 and 2, 2 standby with 3.
+Groups two_groups() {
+  return std::vector{group(1, AluaState::active_optimized, {1, 2}),
+                     group(2, AluaState::standby, {3})};
+}
+
+PlacementFacts alua_path(const std::vector<scsi::Designator>& designators) {
+  return {.grouping = Grouping::group_by_prio, .tpgs = 1, .designators = designators};
+}
+
+}  // namespace
+
+TEST_CASE("a path is found in the port group its target port group designator names",
+          "[mpio][placement]") {
+  const std::vector designators{port_designator(scsi::designator_type::target_port_group, 2),
+                                port_designator(scsi::designator_type::relative_target_port, 1)};
+  // The group id decides: relative port 1 would be in group 1.
+  const Placement p = mpio::place_path(alua_path(designators), two_groups());
+  CHECK(p.alua == AluaState::standby);
+  CHECK(p.priority == 1);
+  CHECK(p.group == 1);
+  CHECK(p.state == PathState::ghost);
+}
+
+TEST_CASE("without a port group designator a path is found by its relative target port",
+          "[mpio][placement]") {
+  const std::vector designators{port_designator(scsi::designator_type::relative_target_port, 2)};
+  const Placement p = mpio::place_path(alua_path(designators), two_groups());
+  CHECK(p.alua == AluaState::active_optimized);
+  CHECK(p.priority == 50);
+  CHECK(p.group == 50);
+  CHECK(p.state == PathState::active);
+}
+
+TEST_CASE("a non-optimized port group carries I/O at priority 10", "[mpio][placement]") {
+  const std::vector designators{port_designator(scsi::designator_type::target_port_group, 7)};
+  const Groups groups = std::vector{group(7, AluaState::active_non_optimized, {})};
+  const Placement p = mpio::place_path(alua_path(designators), groups);
+  CHECK(p.priority == 10);
+  CHECK(p.group == 10);
+  CHECK(p.state == PathState::active);
+}
+
+TEST_CASE("an unavailable port group is a ghost at priority 0", "[mpio][placement]") {
+  const std::vector designators{port_designator(scsi::designator_type::target_port_group, 7)};
+  const Groups groups = std::vector{group(7, AluaState::unavailable, {})};
+  const Placement p = mpio::place_path(alua_path(designators), groups);
+  CHECK(p.priority == 0);
+  CHECK(p.state == PathState::ghost);
+}
+
+TEST_CASE("a path in no reported group keeps one group at priority 1 with no ALUA state",
+          "[mpio][placement]") {
+  const std::vector designators{port_designator(scsi::designator_type::relative_target_port, 9)};
+  const Placement p = mpio::place_path(alua_path(designators), two_groups());
+  CHECK(p.group == 1);
+  CHECK(p.priority == 1);
+  CHECK_FALSE(p.alua);
+  CHECK(p.state == PathState::active);
+  // No designators at all: nothing to match either.
+  CHECK(mpio::place_path(alua_path({}), two_groups()).priority == 1);
+}
+
+TEST_CASE("a REPORT TARGET PORT GROUPS that failed gives priority 0, as multipath-tools does",
+          "[mpio][placement]") {
+  const std::vector designators{port_designator(scsi::designator_type::target_port_group, 1)};
+  const Placement p = mpio::place_path(alua_path(designators), std::nullopt);
+  CHECK(p.group == 1);
+  CHECK(p.priority == 0);
+  CHECK_FALSE(p.alua);
+  CHECK(p.state == PathState::active);
+}
+
+TEST_CASE("designators of the LU or the target device, or too short, name no port",
+          "[mpio][placement]") {
+  auto short_one = port_designator(scsi::designator_type::target_port_group, 2);
+  short_one.value.resize(3);
+  const std::vector designators{port_designator(scsi::designator_type::target_port_group, 2, 0),
+                                port_designator(scsi::designator_type::relative_target_port, 3, 2),
+                                short_one};
+  const auto ids = mpio::target_port_ids(designators);
+  CHECK_FALSE(ids.port_group);
+  CHECK_FALSE(ids.relative_port);
+  CHECK_FALSE(mpio::place_path(alua_path(designators), two_groups()).alua);
+}
+
+TEST_CASE("the last designator of each type names the port", "[mpio][placement]") {
+  const std::vector designators{port_designator(scsi::designator_type::target_port_group, 1),
+                                port_designator(scsi::designator_type::target_port_group, 0x0102),
+                                port_designator(scsi::designator_type::relative_target_port, 5)};
+  const auto ids = mpio::target_port_ids(designators);
+  CHECK(ids.port_group == 0x0102);
+  CHECK(ids.relative_port == 5);
+}
+
+TEST_CASE("multibus puts every path in one group whatever the target says", "[mpio][placement]") {
+  const std::vector designators{port_designator(scsi::designator_type::target_port_group, 2)};
+  PlacementFacts facts = alua_path(designators);
+  facts.grouping = Grouping::multibus;
+  const Placement p = mpio::place_path(facts, two_groups());
+  CHECK(p.group == 0);
+  CHECK(p.priority == 1);
+  CHECK_FALSE(p.alua);
+  CHECK(p.state == PathState::active);
+  CHECK_FALSE(mpio::needs_port_groups(Grouping::multibus, 1));
+}
+
+TEST_CASE("failover gives each path its own group at its configured priority",
+          "[mpio][placement]") {
+  const PlacementFacts facts{.grouping = Grouping::failover,
+                             .path_index = 3,
+                             .configured_priority = 20,
+                             .tpgs = 1,
+                             .designators = {}};
+  const Placement p = mpio::place_path(facts, std::nullopt);
+  CHECK(p.group == 3);
+  CHECK(p.priority == 20);
+  CHECK(p.state == PathState::active);
+  CHECK_FALSE(mpio::needs_port_groups(Grouping::failover, 1));
+}
+
+TEST_CASE("group_by_prio on a target without ALUA gives every path priority 1",
+          "[mpio][placement]") {
+  const PlacementFacts facts{.grouping = Grouping::group_by_prio, .tpgs = 0, .designators = {}};
+  const Placement p = mpio::place_path(facts, std::nullopt);
+  CHECK(p.group == 1);
+  CHECK(p.priority == 1);
+  CHECK_FALSE(mpio::needs_port_groups(Grouping::group_by_prio, 0));
+  CHECK(mpio::needs_port_groups(Grouping::group_by_prio, 1));
+}
+
+TEST_CASE("a placement is offered to the path as an event with its ALUA state and priority",
+          "[mpio][placement]") {
+  const Placement standby{
+      .group = 1, .priority = 1, .alua = AluaState::standby, .state = PathState::ghost};
+  const auto reread = mpio::placement_event(mpio::Event::Kind::alua_reread, standby, 50);
+  CHECK(reread.kind == mpio::Event::Kind::alua_reread);
+  CHECK(reread.detail == "ALUA state standby, prio 1");
+  CHECK_FALSE(reread.carries_io);
+  CHECK(reread.priority_changed);
+  const Placement no_alua{
+      .group = 0, .priority = 1, .alua = std::nullopt, .state = PathState::active};
+  const auto probed = mpio::placement_event(mpio::Event::Kind::probe_done, no_alua, 1);
+  CHECK(probed.detail == "ALUA state unknown, prio 1");
+  CHECK(probed.carries_io);
+  CHECK_FALSE(probed.priority_changed);
+}
