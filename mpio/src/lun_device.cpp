@@ -1135,6 +1135,12 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       data = c.read_buffer.first(
           c.read_buffer.size() -
           (c.residual_underflow ? std::min<size_t>(c.residual_count, c.read_buffer.size()) : 0));
+      // Parameter data shorter than the allocation length is normal (SPC-4 §4.2.5.6), as in
+      // read_data().
+      if (op.error == make_error_code(iscsi::errc::protocol_violation) && c.residual_underflow) {
+        op.error = {};
+        op.detail.clear();
+      }
       if (get_lba_status_unsupported(op.error)) {
         limits.block_status = false;
         op.error = {};
