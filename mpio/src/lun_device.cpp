@@ -865,12 +865,14 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     uint32_t block_length = 0;
     uint8_t exponent = 0;
     bool lbpme = false;
+    bool lbprz = false;
     if (auto ec = co_await read_data(scsi::read_capacity16(32), 32, data, detail, &path); !ec) {
       if (auto rc = scsi::parse_read_capacity16(data)) {
         identity.blocks = rc->last_lba + 1;
         block_length = rc->block_length;
         exponent = rc->logical_per_physical_exponent;
         lbpme = rc->lbpme;
+        lbprz = rc->lbprz;
       }
     }
     if (block_length == 0) {
@@ -900,20 +902,21 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       }
     }
 
-    build_info(block_length, exponent, lbpme, read_only, fua,
+    build_info(block_length, exponent, lbpme, lbprz, read_only, fua,
                path.session->negotiated().max_burst_length);
     detail.clear();
     co_return std::error_code{};
   }
 
   // `max_burst`: the probed session's MaxBurstLength (RFC 7143 §13.13).
-  void build_info(uint32_t block_length, uint8_t exponent, bool lbpme, bool read_only, bool fua,
-                  uint32_t max_burst) {
+  void build_info(uint32_t block_length, uint8_t exponent, bool lbpme, bool lbprz, bool read_only,
+                  bool fua, uint32_t max_burst) {
     ProbedLu lu;
     lu.blocks = identity.blocks;
     lu.block_length = block_length;
     lu.logical_per_physical_exponent = exponent;
     lu.lbpme = lbpme;
+    lu.lbprz = lbprz;
     lu.write_protected = read_only;
     lu.dpofua = fua;
     if (identity.has_block_limits) lu.block_limits = identity.limits;
@@ -984,6 +987,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   void complete(Operation& op) {
     --in_flight;
+    if (op.request->op == IoOp::block_status) finish_block_status(op);
     op.request->done(op.error, op.detail);
     // Only now: a request submitted from inside `done` must not get this operation while its
     // last command's completion is still on the stack.
@@ -993,6 +997,31 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       on_idle = nullptr;
       idle();
     }
+  }
+
+  // The extents of a block status request from its GET LBA STATUS (none sent: all data). A LU
+  // that refuses the command is asked no more and its blocks are data.
+  void finish_block_status(Operation& op) {
+    std::span<const std::byte> data;
+    if (op.used > 0) {
+      const Command& c = *op.commands.front();
+      data = c.read_buffer.first(
+          c.read_buffer.size() -
+          (c.residual_underflow ? std::min<size_t>(c.residual_count, c.read_buffer.size()) : 0));
+      // Parameter data shorter than the allocation length is normal (SPC-4 §4.2.5.6), as in
+      // read_data().
+      if (op.error == make_error_code(iscsi::errc::protocol_violation) && c.residual_underflow) {
+        op.error = {};
+        op.detail.clear();
+      }
+      if (get_lba_status_unsupported(op.error)) {
+        limits.block_status = false;
+        op.error = {};
+        op.detail.clear();
+      }
+    }
+    if (op.error) return;
+    op.error = block_status_extents(data, *op.request, limits, op.request->extents, op.detail);
   }
 
   CommandPlan plan;  // submit's scratch space, kept to avoid reallocating
@@ -1016,6 +1045,12 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
         case PlannedCommand::Data::write_from_buffer:
           cmd.direction = iscsi::DataDirection::write;
           cmd.write_buffer = request.buffer.subspan(planned.buffer_offset, planned.buffer_length);
+          break;
+        case PlannedCommand::Data::read_parameter_data:
+          cmd.owned.swap(planned.parameter_data);
+          cmd.owned.resize(planned.buffer_length);
+          cmd.direction = iscsi::DataDirection::read;
+          cmd.read_buffer = cmd.owned;
           break;
         case PlannedCommand::Data::write_parameter_data:
           // The plan's slot gets the command's old buffer: both keep their capacity for reuse.

@@ -4,6 +4,7 @@
 #include <array>
 
 #include <scsi/error.hpp>
+#include <scsi/lba_status.hpp>
 
 namespace mpio {
 
@@ -16,6 +17,50 @@ PlannedCommand& CommandPlan::add() {
   c.buffer_length = 0;
   c.parameter_data.clear();
   return c;
+}
+
+bool get_lba_status_unsupported(const std::error_code& ec) {
+  if (!ec || ec.category() != scsi::category() ||
+      scsi::sense_key_of(ec) != scsi::SenseKey::illegal_request)
+    return false;
+  return scsi::asc_of(ec) == 0x20 || scsi::asc_of(ec) == 0x24;
+}
+
+std::error_code block_status_extents(std::span<const std::byte> data,
+                                     const blockdev::IoRequest& request,
+                                     const CommandLimits& limits,
+                                     std::vector<blockdev::Extent>& out, std::string& detail) {
+  out.clear();
+  if (!limits.block_status) {
+    out.push_back({request.length, 0});
+    return {};
+  }
+  const uint32_t bs = limits.block_size;
+  const uint64_t first = request.offset / bs;
+  const uint64_t end = first + request.length / bs;
+  std::vector<scsi::LbaStatusDescriptor> descriptors;
+  if (!scsi::parse_lba_status(data, first, kLbaStatusAllocationLength, descriptors, detail))
+    return std::make_error_code(std::errc::protocol_error);
+  uint64_t at = first;
+  for (const scsi::LbaStatusDescriptor& d : descriptors) {
+    if (at >= end || d.lba > at) break;  // done, or a gap: what follows is not known
+    const uint64_t stop = std::min(end, d.lba + d.blocks);
+    uint32_t flags = 0;
+    // SBC-4 §4.7.1: deallocated and anchored blocks are both unmapped; LBPRZ says what
+    // reading them returns.
+    if (d.provisioning_status == static_cast<uint8_t>(scsi::ProvisioningStatus::deallocated) ||
+        d.provisioning_status == static_cast<uint8_t>(scsi::ProvisioningStatus::anchored)) {
+      flags = blockdev::Extent::hole | (limits.unmapped_reads_zero ? blockdev::Extent::zero : 0);
+    }
+    const uint64_t length = (stop - at) * bs;
+    if (!out.empty() && out.back().flags == flags) {
+      out.back().length += length;
+    } else {
+      out.push_back({length, flags});
+    }
+    at = stop;
+  }
+  return {};
 }
 
 scsi::Cdb synchronize_cache_cdb(const CommandLimits& limits) {
@@ -121,6 +166,15 @@ void plan_request(const blockdev::IoRequest& request, const CommandLimits& limit
     case blockdev::IoOp::write_zeroes:
       plan_write_zeroes(request, limits, plan);
       break;
+    case blockdev::IoOp::block_status:
+      if (limits.block_status) {
+        PlannedCommand& c = plan.add();
+        c.cdb =
+            scsi::get_lba_status(request.offset / limits.block_size, kLbaStatusAllocationLength);
+        c.data = PlannedCommand::Data::read_parameter_data;
+        c.buffer_length = kLbaStatusAllocationLength;
+      }
+      break;
   }
 }
 
@@ -171,6 +225,12 @@ LuMapping map_lu(const ProbedLu& lu, const CommandSizeSources& sizes) {
   info.supports_write_zeroes =
       !lu.write_protected &&
       ((lu.block_limits && l.max_write_same_length > 0) || info.write_zeroes_may_unmap);
+  // SBC-4 §5.8: GET LBA STATUS reports provisioning of a thin LU (LBPME), whose Logical Block
+  // Provisioning VPD page (0xB2) says what its unmapped blocks read as (LBPRZ, as READ
+  // CAPACITY(16) does).
+  info.supports_block_status = lu.lbpme && lu.provisioning.has_value();
+  m.limits.block_status = info.supports_block_status;
+  m.limits.unmapped_reads_zero = lu.lbprz || (lu.provisioning && lu.provisioning->lbprz);
 
   m.limits.block_size = block_length;
   m.limits.command_bytes = command_bytes;

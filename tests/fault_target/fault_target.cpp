@@ -604,8 +604,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
           std::vector<std::byte> capacity(32);
           common::store_be64(capacity, 0, target_->script.blocks - 1);
           common::store_be32(capacity, 8, script_.block_size);
+          if (script_.thin) common::store_u8(capacity, 14, 0xc0);  // LBPME, LBPRZ
           capacity.resize(std::min<size_t>(capacity.size(), common::load_be32(cdb, 10)));
           send_data_in(command, capacity, {});
+        } else if ((common::load_u8(cdb, 1) & 0x1f) == 0x12 && script_.thin &&
+                   !script_.get_lba_status_refused) {
+          on_get_lba_status(command, cdb);
         } else {
           respond(command, status_check_condition, sense_segment(0x05, 0x24, 0x00));
         }
@@ -662,6 +666,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       data = {std::byte{0}, std::byte{0x00}, std::byte{0}, std::byte{0}, std::byte{0x00}};
       if (has_80) data.push_back(std::byte{0x80});
       if (has_83) data.push_back(std::byte{0x83});
+      if (script_.thin) data.push_back(std::byte{0xb2});
       common::store_be16(data, 2, static_cast<uint16_t>(data.size() - 4));
     } else if (page == 0x80 && has_80) {  // SPC-4 §7.8.15 unit serial number
       data = {std::byte{0}, std::byte{0x80}, std::byte{0}, std::byte{0}};
@@ -689,6 +694,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
         for (uint8_t b : port) data.push_back(std::byte{b});
       }
       common::store_be16(data, 2, static_cast<uint16_t>(data.size() - 4));
+    } else if (page == 0xb2 && script_.thin) {  // SBC-4 §6.6.6 logical block provisioning
+      data.assign(8, std::byte{0});
+      common::store_u8(data, 1, 0xb2);
+      common::store_be16(data, 2, 4);
+      common::store_u8(data, 5, 0x84);  // LBPU, LBPRZ
+      common::store_u8(data, 6, 0x02);  // PROVISIONING TYPE: thin
     } else {
       respond(command, status_check_condition, sense_segment(0x05, 0x24, 0x00));
       return;
@@ -745,6 +756,37 @@ class Connection : public std::enable_shared_from_this<Connection> {
       target_->digest_fault_fired = corrupt.header_digest || corrupt.data_digest;
     }
     send_data_in(command, data, corrupt);
+  }
+
+  // SBC-4 §5.8.2: runs of blocks from the starting LBA, all-zero ones deallocated (1), others
+  // mapped (0), at most script_.lba_status_descriptors of them and what the allocation takes.
+  void on_get_lba_status(const iscsi::ScsiCommand& command, std::span<const std::byte> cdb) {
+    const uint64_t blocks = target_->script.blocks;
+    const uint32_t bs = script_.block_size;
+    uint64_t lba = common::load_be64(cdb, 2);
+    if (lba >= blocks) {  // LOGICAL BLOCK ADDRESS OUT OF RANGE
+      respond(command, status_check_condition, sense_segment(0x05, 0x21, 0x00));
+      return;
+    }
+    auto zero = [&](uint64_t b) {
+      const auto begin = target_->lun.begin() + static_cast<ptrdiff_t>(b * bs);
+      return std::all_of(begin, begin + bs, [](std::byte x) { return x == std::byte{0}; });
+    };
+    std::vector<std::byte> data(8);
+    for (size_t n = 0; n < script_.lba_status_descriptors && lba < blocks; ++n) {
+      const bool deallocated = zero(lba);
+      uint64_t end = lba + 1;
+      while (end < blocks && zero(end) == deallocated) ++end;
+      std::vector<std::byte> d(16);
+      common::store_be64(d, 0, lba);
+      common::store_be32(d, 8, static_cast<uint32_t>(end - lba));
+      common::store_u8(d, 12, deallocated ? 1 : 0);
+      data.insert(data.end(), d.begin(), d.end());
+      lba = end;
+    }
+    common::store_be32(data, 0, static_cast<uint32_t>(data.size() - 4));
+    data.resize(std::min<size_t>(data.size(), common::load_be32(cdb, 10)));
+    send_data_in(command, data, {});
   }
 
   void on_write(const iscsi::ScsiCommand& command, std::span<const std::byte> cdb,

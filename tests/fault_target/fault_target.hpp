@@ -124,6 +124,14 @@ struct Script {
   // When set, VPD 0x80 is listed and served with this PRODUCT SERIAL NUMBER as it is (blanks
   // included).
   std::optional<std::string> unit_serial{};
+  // A thin LU (SBC-4 §4.7.3): READ CAPACITY(16) says LBPME and LBPRZ, VPD 0xB2 is listed and
+  // served (LBPU, LBPRZ, thin), and GET LBA STATUS (SBC-4 §5.8) reports each run of all-zero
+  // blocks as deallocated and other runs as mapped, in at most lba_status_descriptors
+  // descriptors (a short list, as a target whose allocation length is not reached sends).
+  bool thin = false;
+  size_t lba_status_descriptors = 16;
+  // A thin LU without GET LBA STATUS: ILLEGAL REQUEST, INVALID FIELD IN CDB.
+  bool get_lba_status_refused = false;
 };
 
 // What the target saw, for tests to assert on.

@@ -1,6 +1,7 @@
 // The server side of the NBD fixed newstyle handshake (proto.md, "Fixed newstyle negotiation")
 // fed a client's bytes, and everything it sends checked for framing: the greeting, option
-// replies each with the reply magic, and at most one NBD_OPT_EXPORT_NAME answer at the end.
+// replies each with the reply magic, and at most one NBD_OPT_EXPORT_NAME answer at the end;
+// metadata context replies name base:allocation, which needs structured replies.
 //
 // Input: [flags][chunk seed][client bytes...]
 //   flags bit 0: read exactly bytes_needed() like the driver (else chunks from the seed);
@@ -38,6 +39,12 @@ void check_output(std::span<const std::byte> out, const nbd::ServerHandshake& ha
          common::load_be64(out, at) == nbd::kOptionReplyMagic) {
     const uint32_t length = common::load_be32(out, at + 16);
     FUZZ_CHECK(length <= out.size() - at - nbd::kOptionReplyHeaderSize);
+    // NBD_REP_META_CONTEXT: a context id, then exactly "base:allocation".
+    if (common::load_be32(out, at + 12) == nbd::kRepMetaContext) {
+      const uint32_t option = common::load_be32(out, at + 8);
+      FUZZ_CHECK(option == nbd::kOptListMetaContext || option == nbd::kOptSetMetaContext);
+      FUZZ_CHECK(length == 4 + nbd::kBaseAllocation.size());
+    }
     at += nbd::kOptionReplyHeaderSize + length;
   }
   const size_t rest = out.size() - at;
@@ -86,6 +93,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
     if (outcome.kind == nbd::HandshakeOutcome::Kind::transmission) {
       FUZZ_CHECK(!outcome.error);
       FUZZ_CHECK(outcome.transmission_flags & nbd::kFlagHasFlags);
+      // base:allocation is only ever selected once structured replies are on.
+      FUZZ_CHECK(!outcome.base_allocation || outcome.structured_replies);
     } else {
       FUZZ_CHECK(outcome.error);
     }

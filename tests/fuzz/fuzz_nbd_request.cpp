@@ -5,7 +5,8 @@
 // Input: [device byte][request header (28 bytes)...]
 //   device bits 0-2: logical block size 512 << n (n = 7 gives an invalid 65536 << 1, which must
 //   fall back), bit 3 read-only, bit 4 TRIM/WRITE_ZEROES, bit 5 FUA, bit 6 structured replies,
-//   bit 7 odd export size and transfer limit.
+//   bit 7 odd export size and transfer limit. The cookie's low bit says whether base:allocation
+//   was selected (NBD_CMD_BLOCK_STATUS).
 #include <array>
 #include <vector>
 
@@ -44,7 +45,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
   nbd::encode_request(request, again);
   FUZZ_CHECK(std::equal(again.begin(), again.end(), input.begin()));
 
-  const nbd::Validation v = nbd::validate(request, info, structured);
+  const bool base_allocation = (request.cookie & 1) != 0;
+  const nbd::Validation v = nbd::validate(request, info, structured, base_allocation);
   (void)nbd::nbd_error_name(v.error);
   blockdev::IoOp op{};
   const bool has_op = nbd::to_io_op(request.type, op);
@@ -66,5 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
   const bool writes = request.type == nbd::kCmdWrite || request.type == nbd::kCmdTrim ||
                       request.type == nbd::kCmdWriteZeroes;
   if (writes) FUZZ_CHECK(!info.read_only);
+  if (request.type == nbd::kCmdBlockStatus)
+    FUZZ_CHECK(structured && base_allocation && request.length > 0);
   return 0;
 }

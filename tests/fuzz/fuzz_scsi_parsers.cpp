@@ -1,15 +1,18 @@
-// Every SCSI parameter-data parser (SPC-4, SBC-3) and the sense decoder on the same bytes, as
-// a target may return any of them for any command. Also the sense-to-disposition mapping the
-// path logic relies on, with the status byte taken from the input.
+// Every SCSI parameter-data parser (SPC-4, SBC-3, SBC-4 GET LBA STATUS) and the sense decoder on
+// the same bytes, as a target may return any of them for any command. Also the sense-to-disposition
+// mapping the path logic relies on, with the status byte taken from the input.
 //
 // Input: [status byte][parameter data...]
 #include <string>
 #include <vector>
 
+#include <common/bytes.hpp>
+
 #include <scsi/alua.hpp>
 #include <scsi/capacity.hpp>
 #include <scsi/error.hpp>
 #include <scsi/inquiry.hpp>
+#include <scsi/lba_status.hpp>
 #include <scsi/mode_sense.hpp>
 #include <scsi/report_luns.hpp>
 #include <scsi/sense.hpp>
@@ -53,6 +56,27 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
   (void)scsi::parse_read_capacity10(data);
   (void)scsi::parse_read_capacity16(data);
   (void)scsi::parse_mode_sense10_header(data);
+
+  // GET LBA STATUS, asked for the first descriptor's LBA plus the status byte's low nibble
+  // and an allocation length of the data's size plus its high nibble (often a cut list).
+  if (data.size() >= 16) {
+    const uint64_t lba = common::load_be64(data, 8) + (prefix.u8(0) & 0x0F);
+    const auto allocation = static_cast<uint32_t>(data.size() + (prefix.u8(0) >> 4));
+    std::vector<scsi::LbaStatusDescriptor> descriptors;
+    std::string error;
+    if (scsi::parse_lba_status(data, lba, allocation, descriptors, error)) {
+      FUZZ_CHECK(!descriptors.empty());
+      FUZZ_CHECK(descriptors.size() <= (allocation - 8) / 16);
+      FUZZ_CHECK(descriptors[0].lba <= lba && lba - descriptors[0].lba < descriptors[0].blocks);
+      for (size_t i = 0; i < descriptors.size(); ++i) {
+        FUZZ_CHECK(descriptors[i].blocks > 0 && descriptors[i].provisioning_status < 16);
+        if (i > 0)
+          FUZZ_CHECK(descriptors[i].lba >= descriptors[i - 1].lba + descriptors[i - 1].blocks);
+      }
+    } else {
+      FUZZ_CHECK(!error.empty());
+    }
+  }
 
   if (const auto total = scsi::report_luns_total_length(data)) FUZZ_CHECK(*total >= 8);
   if (const auto luns = scsi::parse_report_luns(data)) {

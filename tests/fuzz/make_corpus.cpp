@@ -525,6 +525,13 @@ void scsi_seeds() {
   seed("rtpg-two-groups", 0,
        "00 00 00 18 80 8f 00 01 00 00 00 01 00 00 00 01 01 8f 00 02 00 00 00 01 00 00 00 02");
   seed("mode-sense10-wp", 0, "00 1a 00 90 00 00 00 08 00 00 00 00 00 00 02 00");
+  // GET LBA STATUS from LBA 0x100: mapped, deallocated, anchored; then the same list cut by
+  // an allocation length 4 bytes longer than the data (status byte 0x40).
+  seed("get-lba-status", 0,
+       "00 00 00 34 00 00 00 00 0000000000000100 00000010 00 000000"
+       "0000000000000110 00000020 01 000000 0000000000000130 00000008 02 000000");
+  seed("get-lba-status-cut", 0x40,
+       "00 00 00 34 00 00 00 00 0000000000000100 00000010 00 000000 0000000000000110 0000");
 }
 
 // ---------------------------------------------------------------- NBD
@@ -549,6 +556,23 @@ Bytes info_request(std::string_view name, std::vector<uint16_t> infos) {
     Bytes b(2);
     common::store_be16(b, 0, i);
     append(out, b);
+  }
+  return out;
+}
+
+// LIST/SET_META_CONTEXT data: export name, query count, queries (proto.md).
+Bytes meta_context_request(std::string_view name, std::vector<std::string_view> queries) {
+  Bytes out(4);
+  common::store_be32(out, 0, static_cast<uint32_t>(name.size()));
+  append(out, common::as_bytes(name));
+  Bytes count(4);
+  common::store_be32(count, 0, static_cast<uint32_t>(queries.size()));
+  append(out, count);
+  for (std::string_view q : queries) {
+    Bytes length(4);
+    common::store_be32(length, 0, static_cast<uint32_t>(q.size()));
+    append(out, length);
+    append(out, common::as_bytes(q));
   }
   return out;
 }
@@ -579,6 +603,17 @@ void nbd_seeds() {
   seed("oversized-option", 0x05, 6, {flags_both, big});
   seed("export-name-unknown", 0x09, 1,
        {flags_fixed, nbd_option(nbd::kOptExportName, text_bytes("no-such-export"))});
+  // What nbdinfo --map sends: structured replies, SET_META_CONTEXT base:allocation, GO; and
+  // the LIST forms (no query, the "base:" wildcard).
+  seed("set-meta-context-go", 0x01, 0,
+       {flags_both, nbd_option(nbd::kOptStructuredReply, {}),
+        nbd_option(nbd::kOptSetMetaContext, meta_context_request("lun1", {"base:allocation"})),
+        nbd_option(nbd::kOptGo, info_request("lun1", {3}))});
+  seed("list-meta-context", 0x00, 3,
+       {flags_fixed, nbd_option(nbd::kOptListMetaContext, meta_context_request("", {})),
+        nbd_option(nbd::kOptListMetaContext, meta_context_request("lun1", {"base:", "x-a:b"})),
+        nbd_option(nbd::kOptSetMetaContext, meta_context_request("lun1", {"base:allocation"})),
+        nbd_option(nbd::kOptExportName, text_bytes("lun1"))});
 
   auto request = [](const std::string& name, uint8_t device, nbd::Request r) {
     Bytes out{std::byte{device}};

@@ -242,6 +242,73 @@ case_flush_trim_zero() {
     "${trim_args[@]}" "${seed_args[@]}"
 }
 
+# Block status (NBD base:allocation) of a fresh LU with a few extents written through NBD.
+# tgtd's thin LU (thin_provisioning=1) reports LBPME, the LBP VPD page and LBPRZ, and answers
+# GET LBA STATUS from the backing file's holes (SEEK_DATA/SEEK_HOLE): the map through NBD must
+# equal `qemu-img map` of the backing file, holes reading as zeros. istgt's LU is not thin: the
+# whole export is one extent of data, as the NBD spec allows for any server. Either way nbdcopy,
+# which skips what the map calls zero, must copy the LU exactly.
+case_block_status() {
+  local -a thin_args=()
+  [[ $kind != tgtd ]] || thin_args=(--thin)
+  start_target map --size 64M --chap "$chap_user:$chap_secret" "${thin_args[@]}"
+  local port2 backing2 map_uri
+  # shellcheck disable=SC1091
+  port2=$(source "$work/map.env" && echo "${TGT_PORT:-}${ISTGT_PORT:-}")
+  # shellcheck disable=SC1091
+  backing2=$(source "$work/map.env" && echo "${TGT_BACKING:-}${ISTGT_BACKING:-}")
+  provider_start map "$port2" "$chap_secret"
+  wait_export map "$spawned"
+  map_uri=$(uri_for map)
+  # Three extents of data in a 64 MiB LU: 128 KiB at 192 KiB, 1 MiB at 20 MiB, 4 KiB at the end.
+  qemu-io -f raw -c 'write -P 0x5a 192k 128k' -c 'write -P 0xa5 20M 1M' \
+    -c 'write -P 0x3c 67104768 4k' -c flush "$map_uri" >/dev/null
+  nbdinfo --map --json "$map_uri" >"$work/map.nbd.json"
+  sed 's/^/    nbd: /' "$work/map.nbd.json"
+  if [[ $kind == tgtd ]]; then
+    qemu-img map --output=json -f raw "$backing2" >"$work/map.file.json"
+    sed 's/^/    file: /' "$work/map.file.json"
+  fi
+  python3 - "$kind" "$work/map.nbd.json" "$work/map.file.json" "$(stat -c %s "$backing2")" <<'PY'
+import json, sys
+
+kind, nbd_file, qemu_file, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+
+def merged(extents):
+    out = []
+    for start, length, hole, zero in extents:
+        if out and out[-1][2:] == (hole, zero) and out[-1][0] + out[-1][1] == start:
+            out[-1] = (out[-1][0], out[-1][1] + length, hole, zero)
+        else:
+            out.append((start, length, hole, zero))
+    return out
+
+# NBD_STATE_HOLE = 1, NBD_STATE_ZERO = 2.
+nbd = merged([(e["offset"], e["length"], bool(e["type"] & 1), bool(e["type"] & 2))
+              for e in json.load(open(nbd_file))])
+if kind == "tgtd":
+    want = merged([(e["start"], e["length"], not e["data"], e["zero"])
+                   for e in json.load(open(qemu_file))])
+    assert sum(1 for e in want if not e[2]) == 3, f"expected three data extents in the file: {want}"
+else:
+    want = [(0, size, False, False)]
+print("    nbd :", nbd)
+print("    want:", want)
+sys.exit(0 if nbd == want else 1)
+PY
+  local sum_copy sum_backing
+  nbdcopy "$map_uri" "$work/map.out"
+  sum_copy=$(sha256sum <"$work/map.out" | cut -d' ' -f1)
+  sum_backing=$(sha256sum <"$backing2" | cut -d' ' -f1)
+  log "sha256 nbdcopy $sum_copy"
+  log "sha256 file    $sum_backing"
+  [[ $sum_copy == "$sum_backing" ]]
+  rm -f "$work/map.out"
+  tb_stop_pid "$spawned"
+  stop_target "$work/map.env"
+  rm -f "$work/map.env"
+}
+
 case_wrong_secret() {
   expect_login_failure wrong-secret "$port" "not-the-right-secret" 'authentication'
 }
@@ -303,7 +370,7 @@ case_command_size() {
 # --- main ----------------------------------------------------------------------------------
 
 log "suite: target $kind, provider $provider, LUN size $size, work dir $work"
-for tool in nbdinfo nbdcopy sha256sum python3 "$kind"; do
+for tool in nbdinfo nbdcopy qemu-io qemu-img sha256sum python3 "$kind"; do
   command -v "$tool" >/dev/null || tb_die "missing $tool (run tools/install-deps.sh)"
 done
 [[ -x $exerciser ]] || tb_die "nbd_exerciser not built: $exerciser"
@@ -344,6 +411,8 @@ for entry in "${data_cases[@]}"; do
     failed=$((failed + 1))
   fi
 done
+# On an LU of its own, so it runs with or without the main export.
+tb_run_case block-status case_block_status
 
 # Refused logins. The product must fail fast and say why; for the qemu-nbd peer the same cases
 # check the harness itself.

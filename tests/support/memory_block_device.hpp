@@ -29,8 +29,11 @@ class MemoryBlockDevice : public blockdev::BlockDevice {
     size_t trims = 0;
     size_t write_zeroes = 0;
     size_t unmapping_zeroes = 0;  // write_zeroes with may_unmap
-    size_t failed = 0;            // completed with an injected error
-    size_t total() const { return reads + writes + flushes + trims + write_zeroes; }
+    size_t block_statuses = 0;
+    size_t failed = 0;  // completed with an injected error
+    size_t total() const {
+      return reads + writes + flushes + trims + write_zeroes + block_statuses;
+    }
   };
 
   static blockdev::DeviceInfo make_info(uint64_t size_bytes = 1 << 20, uint32_t block_size = 512) {
@@ -137,6 +140,9 @@ class MemoryBlockDevice : public blockdev::BlockDevice {
         ++counters_.write_zeroes;
         if (request.may_unmap) ++counters_.unmapping_zeroes;
         break;
+      case blockdev::IoOp::block_status:
+        ++counters_.block_statuses;
+        break;
     }
     if (request.fua) ++counters_.fua_writes;
   }
@@ -171,6 +177,23 @@ class MemoryBlockDevice : public blockdev::BlockDevice {
             std::fill(at, at + n, std::byte{0});
             break;
           case blockdev::IoOp::flush:
+            break;
+          case blockdev::IoOp::block_status:
+            // Blocks of zeros are holes that read as zeros, like a thin LU after UNMAP.
+            request.extents.clear();
+            for (auto block = at; block < at + n;) {
+              const auto end = std::min(block + info_.logical_block_size, at + n);
+              const bool zero =
+                  std::all_of(block, end, [](std::byte b) { return b == std::byte{0}; });
+              const uint32_t flags = zero ? blockdev::Extent::hole | blockdev::Extent::zero : 0;
+              const auto length = static_cast<uint64_t>(end - block);
+              if (!request.extents.empty() && request.extents.back().flags == flags) {
+                request.extents.back().length += length;
+              } else {
+                request.extents.push_back({length, flags});
+              }
+              block = end;
+            }
             break;
         }
       }

@@ -60,6 +60,15 @@ Cdb read_capacity16(uint32_t allocation_length) {
   return cdb;
 }
 
+Cdb get_lba_status(uint64_t starting_lba, uint32_t allocation_length) {
+  Cdb cdb = make(opcode::service_action_in16, 16);
+  auto b = body(cdb);
+  common::store_u8(b, 1, 0x12);  // SERVICE ACTION = GET LBA STATUS
+  common::store_be64(b, 2, starting_lba);
+  common::store_be32(b, 10, allocation_length);
+  return cdb;
+}
+
 Cdb read16(uint64_t lba, uint32_t blocks, bool fua) {
   return lba16(opcode::read16, fua ? fua_bit : 0, lba, blocks);
 }

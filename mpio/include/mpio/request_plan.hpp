@@ -33,7 +33,19 @@ struct CommandLimits {
   // Cleared once the LU refuses SYNCHRONIZE CACHE(16) (synchronize_cache16_unsupported):
   // flushes use SYNCHRONIZE CACHE(10) from then on.
   bool synchronize_cache16 = true;
+  // Block status comes from GET LBA STATUS (a thin LU: DeviceInfo::supports_block_status);
+  // cleared once the LU refuses the command (get_lba_status_unsupported). Without it every
+  // block is reported as data, with no command.
+  bool block_status = false;
+  // Unmapped (deallocated or anchored) blocks read as zeros: LBPRZ in READ CAPACITY(16) or
+  // VPD 0xB2 (SBC-4 §4.7.4.5). Such blocks are holes that read as zeros, else holes only.
+  bool unmapped_reads_zero = false;
 };
+
+// One GET LBA STATUS per block status request, its allocation length bounded: the header and
+// up to 4096 descriptors (64 KiB + 8). A range with more changes of state than that is
+// answered in part, which the NBD client continues from where the answer ends.
+inline constexpr uint32_t kLbaStatusAllocationLength = 8 + 16 * 4096;
 
 // One SCSI command of a request: its CDB and where its data is.
 struct PlannedCommand {
@@ -42,10 +54,12 @@ struct PlannedCommand {
     read_into_buffer,      // Data-In into the request's buffer slice
     write_from_buffer,     // Data-Out from the request's buffer slice
     write_parameter_data,  // Data-Out from parameter_data (UNMAP list, WRITE SAME block)
+    read_parameter_data,   // Data-In into parameter_data, buffer_length bytes (GET LBA STATUS)
   };
   scsi::Cdb cdb;
   Data data = Data::none;
-  // The slice of IoRequest::buffer, in bytes (read_into_buffer, write_from_buffer).
+  // The slice of IoRequest::buffer, in bytes (read_into_buffer, write_from_buffer); for
+  // read_parameter_data, the allocation length.
   uint64_t buffer_offset = 0;
   uint32_t buffer_length = 0;
   // Built by the planner; the caller may take it (swap) since the slot is refilled on reuse.
@@ -74,6 +88,22 @@ class CommandPlan {
 void plan_request(const blockdev::IoRequest& request, const CommandLimits& limits,
                   CommandPlan& plan);
 
+// The extents answering a block status request (IoOp::block_status) from the Data-In of its
+// GET LBA STATUS (`data`, the bytes received), or, when the plan sent no command (the LU has
+// no block status), one extent of data covering the request. Descriptors map to extents
+// clamped to the request: mapped (and states SBC-4 leaves open) is data; deallocated and
+// anchored are holes, which read as zeros when `limits.unmapped_reads_zero`. The answer stops
+// at a gap between descriptors. Malformed data is std::errc::protocol_error with `detail`.
+std::error_code block_status_extents(std::span<const std::byte> data,
+                                     const blockdev::IoRequest& request,
+                                     const CommandLimits& limits,
+                                     std::vector<blockdev::Extent>& out, std::string& detail);
+
+// ILLEGAL REQUEST with INVALID COMMAND OPERATION CODE (20/00) or INVALID FIELD IN CDB (24/00)
+// in answer to GET LBA STATUS: the LU does not implement the service action, and every block
+// is data from then on.
+bool get_lba_status_unsupported(const std::error_code& ec);
+
 // The CDB of a flush (SBC-3 §5.22/§5.23): the whole medium, (16) unless the LU refused it.
 scsi::Cdb synchronize_cache_cdb(const CommandLimits& limits);
 
@@ -87,6 +117,7 @@ struct ProbedLu {
   uint32_t block_length = 512;
   uint8_t logical_per_physical_exponent = 0;      // READ CAPACITY(16)
   bool lbpme = false;                             // READ CAPACITY(16): logical block provisioning
+  bool lbprz = false;                             // READ CAPACITY(16): unmapped blocks read zeros
   bool write_protected = false;                   // MODE SENSE(10) header WP
   bool dpofua = true;                             // MODE SENSE(10) header DPOFUA
   std::optional<scsi::BlockLimits> block_limits;  // VPD 0xB0, if the LU has it
@@ -108,7 +139,8 @@ struct LuMapping {
   std::string command_bytes_source;  // "one MaxBurstLength", "multipath.max_sectors_kb", ...
 };
 
-// The FUA / flush / UNMAP / WRITE SAME mapping of the LU, and the size of its commands.
+// The FUA / flush / UNMAP / WRITE SAME / block status mapping of the LU, and the size of its
+// commands.
 LuMapping map_lu(const ProbedLu& lu, const CommandSizeSources& sizes);
 
 }  // namespace mpio

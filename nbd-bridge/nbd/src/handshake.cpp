@@ -166,9 +166,7 @@ void ServerHandshake::on_option(uint32_t option, std::span<const std::byte> data
       common::store_be16(reply, 8, flags);
       append(output_, reply);
       if (!outcome_.no_zeroes) output_.resize(output_.size() + kExportNameZeroPadding);
-      outcome_.export_name = name;
-      outcome_.transmission_flags = flags;
-      finish(HandshakeOutcome::Kind::transmission, {}, {});
+      enter_transmission(name, flags);
       return;
     }
     case kOptAbort:
@@ -197,6 +195,10 @@ void ServerHandshake::on_option(uint32_t option, std::span<const std::byte> data
     case kOptInfo:
     case kOptGo:
       on_info_or_go(option, data);
+      return;
+    case kOptListMetaContext:
+    case kOptSetMetaContext:
+      on_meta_context(option, data);
       return;
     case kOptStructuredReply:
       if (!data.empty()) {
@@ -264,11 +266,94 @@ void ServerHandshake::on_info_or_go(uint32_t option, std::span<const std::byte> 
   }
   append_reply(option, kRepAck, {});
 
-  if (option == kOptGo) {
-    outcome_.export_name = name;
-    outcome_.transmission_flags = flags;
-    finish(HandshakeOutcome::Kind::transmission, {}, {});
+  if (option == kOptGo) enter_transmission(name, flags);
+}
+
+void ServerHandshake::enter_transmission(const std::string& name, uint16_t flags) {
+  outcome_.export_name = name;
+  outcome_.transmission_flags = flags;
+  // proto.md NBD_OPT_SET_META_CONTEXT: block status needs the final SET_META_CONTEXT to have
+  // "referred to the same export name that was ultimately selected for transmission".
+  outcome_.base_allocation = meta_context_export_ && *meta_context_export_ == name;
+  finish(HandshakeOutcome::Kind::transmission, {}, {});
+}
+
+// proto.md NBD_OPT_LIST_META_CONTEXT / NBD_OPT_SET_META_CONTEXT. Data: u32 export name length,
+// name, u32 query count, then per query a u32 length and the query ("namespace:leaf"). We know
+// one namespace, "base", with one context, "base:allocation".
+void ServerHandshake::on_meta_context(uint32_t option, std::span<const std::byte> data) {
+  const bool set = option == kOptSetMetaContext;
+  // "Issuing this command replaces all previously-set metadata contexts (including when this
+  // command fails)".
+  if (set) meta_context_export_.reset();
+  if (set && !outcome_.structured_replies) {
+    // "MUST NOT be requested unless structured replies have been negotiated first ... a server
+    // SHOULD send NBD_REP_ERR_INVALID".
+    append_error(option, kRepErrInvalid, "NBD_OPT_SET_META_CONTEXT before structured replies");
+    return;
   }
+  // A query length that would read beyond the option data: "MUST fail the request with
+  // NBD_REP_ERR_INVALID".
+  if (data.size() < 8) {
+    append_error(option, kRepErrInvalid, "option data shorter than 8 bytes");
+    return;
+  }
+  const uint32_t name_length = common::load_be32(data, 0);
+  if (name_length > data.size() - 8) {
+    append_error(option, kRepErrInvalid, "export name length exceeds option length");
+    return;
+  }
+  const std::string name(common::as_chars(data.subspan(4, name_length)));
+  size_t at = 4 + size_t{name_length};
+  const uint32_t count = common::load_be32(data, at);
+  at += 4;
+  if (count > kMaxMetaContextQueries) {
+    append_error(option, kRepErrTooBig, "too many metadata context queries");
+    return;
+  }
+  bool matched = false;
+  for (uint32_t i = 0; i < count; ++i) {
+    if (data.size() - at < 4) {
+      append_error(option, kRepErrInvalid, "query count exceeds option length");
+      return;
+    }
+    const uint32_t length = common::load_be32(data, at);
+    at += 4;
+    if (length > data.size() - at) {
+      append_error(option, kRepErrInvalid, "query length exceeds option length");
+      return;
+    }
+    const std::string_view query = common::as_chars(data.subspan(at, length));
+    at += length;
+    const size_t colon = query.find(':');
+    if (colon == std::string_view::npos) {
+      // "lacking the required colon that delimits the namespace": MAY be ERR_INVALID.
+      append_error(option, kRepErrInvalid, "metadata context query without a namespace");
+      return;
+    }
+    // Unknown namespaces "MUST" be ignored; in "base", SET selects only base:allocation and
+    // LIST also takes the empty leaf name as a wildcard for every context of the namespace.
+    if (query == kBaseAllocation || (!set && query == "base:")) matched = true;
+  }
+  if (at != data.size()) {
+    append_error(option, kRepErrInvalid, "option data longer than its queries");
+    return;
+  }
+  if (!export_.matches(name)) {
+    append_error(option, kRepErrUnknown, "unknown export '" + name + "'");
+    return;
+  }
+  // LIST with no query lists every context; SET with no query selects none.
+  if (count == 0 && !set) matched = true;
+  if (matched) {
+    // LIST's context ids are "reserved and SHOULD be set to zero".
+    std::vector<std::byte> payload(4);
+    common::store_be32(payload, 0, set ? kBaseAllocationContextId : 0);
+    append(payload, common::as_bytes(kBaseAllocation));
+    append_reply(option, kRepMetaContext, payload);
+    if (set) meta_context_export_ = name;
+  }
+  append_reply(option, kRepAck, {});
 }
 
 void ServerHandshake::append_reply(uint32_t option, uint32_t type,

@@ -54,4 +54,44 @@ std::vector<std::byte> encode_error_chunk(uint64_t cookie, uint32_t error,
   return out;
 }
 
+std::vector<BlockStatusDescriptor> block_status_descriptors(
+    std::span<const blockdev::Extent> extents, uint32_t request_length, bool req_one) {
+  std::vector<BlockStatusDescriptor> out;
+  uint32_t left = request_length;
+  for (const blockdev::Extent& extent : extents) {
+    if (left == 0) break;
+    if (extent.length == 0) continue;
+    const auto length = static_cast<uint32_t>(std::min<uint64_t>(extent.length, left));
+    const uint32_t flags = ((extent.flags & blockdev::Extent::hole) ? kStateHole : 0) |
+                           ((extent.flags & blockdev::Extent::zero) ? kStateZero : 0);
+    left -= length;
+    // "The server SHOULD use different status values between consecutive descriptors".
+    if (!out.empty() && out.back().flags == flags) {
+      out.back().length += length;
+      continue;
+    }
+    // REQ_ONE: "MUST NOT send metadata on more than one extent".
+    if (req_one && !out.empty()) break;
+    out.push_back({length, flags});
+  }
+  return out;
+}
+
+std::vector<std::byte> encode_block_status_chunk(
+    uint64_t cookie, uint32_t context_id, std::span<const BlockStatusDescriptor> descriptors) {
+  const auto payload_length = static_cast<uint32_t>(4 + 8 * descriptors.size());
+  std::vector<std::byte> out(kStructuredReplyHeaderSize + payload_length);
+  const auto header =
+      encode_chunk_header(cookie, kReplyFlagDone, kReplyTypeBlockStatus, payload_length);
+  std::copy(header.begin(), header.end(), out.begin());
+  common::store_be32(out, 20, context_id);
+  size_t at = 24;
+  for (const BlockStatusDescriptor& d : descriptors) {
+    common::store_be32(out, at, d.length);
+    common::store_be32(out, at + 4, d.flags);
+    at += 8;
+  }
+  return out;
+}
+
 }  // namespace nbd

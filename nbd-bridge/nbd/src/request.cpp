@@ -31,7 +31,8 @@ namespace {
 
 // Flags valid per command (proto.md, "Command flags"): FUA on any command once
 // NBD_FLAG_SEND_FUA is advertised ("the server MUST accept all commands with this bit set"),
-// DF on READ once structured replies are on, NO_HOLE and FAST_ZERO on WRITE_ZEROES.
+// DF on READ once structured replies are on, NO_HOLE and FAST_ZERO on WRITE_ZEROES, REQ_ONE
+// on BLOCK_STATUS.
 uint16_t allowed_flags(uint16_t command, uint16_t transmission) noexcept {
   uint16_t allowed = (transmission & kFlagSendFua) ? kCmdFlagFua : 0;
   switch (command) {
@@ -42,6 +43,9 @@ uint16_t allowed_flags(uint16_t command, uint16_t transmission) noexcept {
       allowed |= kCmdFlagNoHole;
       if (transmission & kFlagSendFastZero) allowed |= kCmdFlagFastZero;
       break;
+    case kCmdBlockStatus:
+      allowed |= kCmdFlagReqOne;
+      break;
     default:
       break;
   }
@@ -51,7 +55,7 @@ uint16_t allowed_flags(uint16_t command, uint16_t transmission) noexcept {
 }  // namespace
 
 Validation validate(const Request& request, const blockdev::DeviceInfo& info,
-                    bool structured_replies) noexcept {
+                    bool structured_replies, bool base_allocation) noexcept {
   const uint16_t transmission = transmission_flags(info, structured_replies);
   const uint16_t command = request.type;
   switch (command) {
@@ -62,8 +66,12 @@ Validation validate(const Request& request, const blockdev::DeviceInfo& info,
     case kCmdTrim:
     case kCmdWriteZeroes:
       break;
-    // CACHE is not advertised and BLOCK_STATUS needs a metadata context we never offer:
-    // "Servers SHOULD reply with NBD_EINVAL"; both are unknown commands to us.
+    case kCmdBlockStatus:
+      // Without a selected metadata context (which needs structured replies) the client "MUST
+      // NOT send" it: an unknown command to us.
+      if (structured_replies && base_allocation) break;
+      return {kEinval, "NBD_CMD_BLOCK_STATUS without a metadata context"};
+    // CACHE is not advertised: "Servers SHOULD reply with NBD_EINVAL" to unknown commands.
     default:
       return {kEinval, "unsupported command"};
   }
@@ -87,6 +95,11 @@ Validation validate(const Request& request, const blockdev::DeviceInfo& info,
     return {};
   }
 
+  // proto.md NBD_CMD_BLOCK_STATUS: a length of 0 has unspecified behaviour (no disconnect);
+  // an error tells the client more than an empty answer, which the spec does not allow.
+  if (command == kCmdBlockStatus && request.length == 0) {
+    return {kEinval, "NBD_CMD_BLOCK_STATUS of length 0"};
+  }
   const uint64_t size = info.size_bytes;
   if (request.offset > size || request.length > size - request.offset) {
     // "Error values": ENOSPC for writes beyond the end, EINVAL for reads and trims.
@@ -127,6 +140,9 @@ bool to_io_op(uint16_t command, blockdev::IoOp& op) noexcept {
       return true;
     case kCmdWriteZeroes:
       op = blockdev::IoOp::write_zeroes;
+      return true;
+    case kCmdBlockStatus:
+      op = blockdev::IoOp::block_status;
       return true;
     default:
       return false;

@@ -119,7 +119,7 @@ struct Op {
   // Encoded reply: header, then optionally the READ data from `buffer`.
   std::array<std::byte, 28> header{};
   size_t header_size = 0;
-  std::vector<std::byte> error_chunk;
+  std::vector<std::byte> chunk;  // a whole reply built in memory: error or block status chunk
   size_t data_size = 0;
 
   // `length` bytes of payload space, reusing the buffer of an earlier request when it is large
@@ -144,13 +144,16 @@ struct Op {
   void reset() {
     request = Request{};
     auto done = std::move(io.done);
+    auto extents = std::move(io.extents);
+    extents.clear();
     io = blockdev::IoRequest{};
     io.done = std::move(done);
+    io.extents = std::move(extents);
     payload_bytes = 0;
     error = 0;
     message.clear();
     header_size = 0;
-    error_chunk.clear();
+    chunk.clear();
     data_size = 0;
   }
 };
@@ -255,6 +258,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     switch (outcome.kind) {
       case HandshakeOutcome::Kind::transmission:
         structured_ = outcome.structured_replies;
+        base_allocation_ = outcome.base_allocation;
         spdlog::info("nbd: client {} using export '{}' ({} replies)", peer_, export_.name,
                      structured_ ? "structured" : "simple");
         co_return true;
@@ -293,7 +297,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (request.type == kCmdDisc) co_return;
       counters_->requests.fetch_add(1, std::memory_order_relaxed);
 
-      const Validation validation = validate(request, export_.device, structured_);
+      const Validation validation =
+          validate(request, export_.device, structured_, base_allocation_);
       ++in_flight_;
       if (request.type == kCmdWrite && !validation) {
         // The payload still follows the header: drain it to stay in step with the client.
@@ -401,6 +406,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
                    (op->request.flags & kCmdFlagNoHole) == 0 &&
                    export_.device.write_zeroes_may_unmap;
     if (op->payload_bytes > 0) io.buffer = op->payload(op->request.length);
+    if (io.op == blockdev::IoOp::block_status && !export_.device.supports_block_status) {
+      // Every byte of a device without provisioning is data: one extent, no device request
+      // ("a server MAY always safely report a status of 0").
+      io.extents.assign(1, blockdev::Extent{io.length, 0});
+      queue_reply(std::move(op));
+      return;
+    }
     // io.done (set in acquire_op) takes the Op back; until then the device owns it. It may run
     // before submit() returns; run() keeps this connection alive until every submitted Op has
     // come back.
@@ -474,10 +486,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
     };
     if (op.error != 0) {
       if (structured_) {
-        op.error_chunk = encode_error_chunk(request.cookie, op.error, op.message);
+        op.chunk = encode_error_chunk(request.cookie, op.error, op.message);
       } else {
         put(encode_simple_reply(request.cookie, op.error));
       }
+      return;
+    }
+    if (request.type == kCmdBlockStatus) {
+      // Validated only with base:allocation selected, hence with structured replies.
+      const auto descriptors = block_status_descriptors(op.io.extents, request.length,
+                                                        (request.flags & kCmdFlagReqOne) != 0);
+      if (descriptors.empty()) {
+        op.error = kEio;
+        op.message = "the device reported no extent";
+        op.chunk = encode_error_chunk(request.cookie, op.error, op.message);
+        return;
+      }
+      op.chunk = encode_block_status_chunk(request.cookie, kBaseAllocationContextId, descriptors);
       return;
     }
     if (request.type != kCmdRead) {
@@ -519,8 +544,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
         batch.push_back(std::move(replies_.front()));
         replies_.pop_front();
         const Op& op = *batch.back();
-        if (!op.error_chunk.empty()) {
-          buffers.emplace_back(op.error_chunk.data(), op.error_chunk.size());
+        if (!op.chunk.empty()) {
+          buffers.emplace_back(op.chunk.data(), op.chunk.size());
         } else {
           buffers.emplace_back(op.header.data(), op.header_size);
           if (op.data_size > 0) buffers.emplace_back(op.buffer.get(), op.data_size);
@@ -565,6 +590,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string peer_;
   bool handshake_done_ = false;
   bool structured_ = false;
+  bool base_allocation_ = false;  // NBD_CMD_BLOCK_STATUS allowed (HandshakeOutcome)
   bool in_transmission_ = false;
   bool stopping_ = false;
   bool hard_disconnect_ = false;

@@ -1,5 +1,6 @@
 #include <catch2/catch.hpp>
 
+#include <common/bytes.hpp>
 #include <common/hex.hpp>
 #include <mpio/request_plan.hpp>
 #include <scsi/error.hpp>
@@ -449,4 +450,130 @@ TEST_CASE("write zeroes needs a WRITE SAME limit or LBPWS on a thin LU; UNMAP ne
   lu.write_protected = true;
   m = mpio::map_lu(lu, {});
   CHECK_FALSE(m.info.supports_write_zeroes);
+}
+
+// ---------------------------------------------------------------- block status
+
+TEST_CASE("block status needs LBPME and VPD 0xB2; LBPRZ from either says holes read zeros",
+          "[mpio][lu]") {
+  auto lu = plain_lu();
+  auto m = mpio::map_lu(lu, {});
+  CHECK_FALSE(m.info.supports_block_status);
+  CHECK_FALSE(m.limits.block_status);
+
+  lu.lbpme = true;
+  CHECK_FALSE(mpio::map_lu(lu, {}).info.supports_block_status);  // no VPD 0xB2
+  lu.lbpme = false;
+  lu.provisioning = thin(true, true);
+  CHECK_FALSE(mpio::map_lu(lu, {}).info.supports_block_status);  // VPD 0xB2, not thin
+  lu.lbpme = true;
+  m = mpio::map_lu(lu, {});
+  CHECK(m.info.supports_block_status);
+  CHECK(m.limits.block_status);
+  CHECK_FALSE(m.limits.unmapped_reads_zero);
+
+  lu.lbprz = true;
+  CHECK(mpio::map_lu(lu, {}).limits.unmapped_reads_zero);
+  lu.lbprz = false;
+  lu.provisioning->lbprz = true;
+  CHECK(mpio::map_lu(lu, {}).limits.unmapped_reads_zero);
+  // Read-only thin LUs still say where their data is.
+  lu.write_protected = true;
+  CHECK(mpio::map_lu(lu, {}).info.supports_block_status);
+}
+
+namespace {
+
+CommandLimits thin_limits(bool lbprz) {
+  CommandLimits l = limits_512(1u << 20);
+  l.block_status = true;
+  l.unmapped_reads_zero = lbprz;
+  return l;
+}
+
+std::vector<std::byte> lba_status(std::string_view descriptors_hex) {
+  auto descriptors = common::from_hex(descriptors_hex);
+  std::vector<std::byte> out(8 + descriptors.size());
+  common::store_be32(out, 0, static_cast<uint32_t>(descriptors.size() + 4));
+  std::copy(descriptors.begin(), descriptors.end(), out.begin() + 8);
+  return out;
+}
+
+using blockdev::Extent;
+constexpr uint32_t kHoleZero = Extent::hole | Extent::zero;
+
+}  // namespace
+
+TEST_CASE("block status is one GET LBA STATUS of a bounded allocation length", "[mpio][plan]") {
+  CommandPlan plan;
+  mpio::plan_request(request(IoOp::block_status, 0x2000, 1u << 30), thin_limits(true), plan);
+  REQUIRE(plan.size() == 1);
+  const auto& c = plan.commands()[0];
+  CHECK(hex_of(c) == expect("9e12 0000000000000010 00010008 0000"));
+  CHECK(c.data == Data::read_parameter_data);
+  CHECK(c.buffer_length == mpio::kLbaStatusAllocationLength);
+  CHECK(mpio::kLbaStatusAllocationLength == 65544);
+
+  // A LU without block status: no command.
+  mpio::plan_request(request(IoOp::block_status, 0, 4096), limits_512(1u << 20), plan);
+  CHECK(plan.size() == 0);
+}
+
+TEST_CASE("block status extents from GET LBA STATUS descriptors", "[mpio][plan]") {
+  std::vector<Extent> out;
+  std::string detail;
+  // LBA 0x10..0x20 mapped, 0x20..0x40 deallocated, 0x40..0x48 anchored, 0x48..0x1000 mapped.
+  const auto data = lba_status(
+      "0000000000000010 00000010 00 000000 0000000000000020 00000020 01 000000"
+      "0000000000000040 00000008 02 000000 0000000000000048 00000fb8 00 000000");
+  SECTION("deallocated and anchored are holes that read zeros under LBPRZ, clamped") {
+    const auto r = request(IoOp::block_status, 0x18 * 512, 0x38 * 512);
+    REQUIRE_FALSE(mpio::block_status_extents(data, r, thin_limits(true), out, detail));
+    CHECK(out == std::vector<Extent>{{8 * 512, 0}, {0x28 * 512, kHoleZero}, {8 * 512, 0}});
+  }
+  SECTION("without LBPRZ they are holes only") {
+    const auto r = request(IoOp::block_status, 0x10 * 512, 0x40 * 512);
+    REQUIRE_FALSE(mpio::block_status_extents(data, r, thin_limits(false), out, detail));
+    CHECK(out == std::vector<Extent>{{0x10 * 512, 0}, {0x28 * 512, Extent::hole}, {8 * 512, 0}});
+  }
+  SECTION("a reply covering less than asked answers that much") {
+    const auto r = request(IoOp::block_status, 0x10 * 512, 0x10000 * 512);
+    REQUIRE_FALSE(mpio::block_status_extents(data, r, thin_limits(true), out, detail));
+    CHECK(out == std::vector<Extent>{{0x10 * 512, 0}, {0x28 * 512, kHoleZero}, {0xfb8 * 512, 0}});
+  }
+  SECTION("the answer stops at a gap; unknown states are data") {
+    const auto gapped =
+        lba_status("0000000000000010 00000010 0f 000000 0000000000000030 00000020 01 000000");
+    const auto r = request(IoOp::block_status, 0x10 * 512, 0x40 * 512);
+    REQUIRE_FALSE(mpio::block_status_extents(gapped, r, thin_limits(true), out, detail));
+    CHECK(out == std::vector<Extent>{{0x10 * 512, 0}});
+  }
+  SECTION("malformed data is a protocol error with its reason") {
+    const auto r = request(IoOp::block_status, 0, 512);  // LBA 0 is in no descriptor
+    const auto ec = mpio::block_status_extents(data, r, thin_limits(true), out, detail);
+    CHECK(ec == std::errc::protocol_error);
+    CHECK_FALSE(detail.empty());
+  }
+  SECTION("a LU without block status is all data, whatever the data") {
+    const auto r = request(IoOp::block_status, 4096, 1u << 20);
+    REQUIRE_FALSE(mpio::block_status_extents({}, r, limits_512(1u << 20), out, detail));
+    CHECK(out == std::vector<Extent>{{1u << 20, 0}});
+  }
+}
+
+TEST_CASE("GET LBA STATUS refused as an unknown command or field means no block status",
+          "[mpio][plan]") {
+  auto error = [](scsi::SenseKey key, uint8_t asc) {
+    scsi::Sense sense;
+    sense.response_code = 0x70;
+    sense.key = key;
+    sense.asc = asc;
+    return scsi::make_error(scsi::Status::check_condition, sense);
+  };
+  CHECK(mpio::get_lba_status_unsupported(error(scsi::SenseKey::illegal_request, 0x20)));
+  CHECK(mpio::get_lba_status_unsupported(error(scsi::SenseKey::illegal_request, 0x24)));
+  CHECK_FALSE(mpio::get_lba_status_unsupported(error(scsi::SenseKey::illegal_request, 0x21)));
+  CHECK_FALSE(mpio::get_lba_status_unsupported(error(scsi::SenseKey::medium_error, 0x20)));
+  CHECK_FALSE(mpio::get_lba_status_unsupported(std::make_error_code(std::errc::io_error)));
+  CHECK_FALSE(mpio::get_lba_status_unsupported({}));
 }

@@ -314,3 +314,141 @@ TEST_CASE("protocol violations end the handshake", "[nbd]") {
     CHECK(handshake.outcome().error == nbd::errc::too_many_options);
   }
 }
+
+// --- Metadata contexts (proto.md NBD_OPT_LIST_META_CONTEXT, NBD_OPT_SET_META_CONTEXT) ---------
+
+namespace {
+
+constexpr const char* kBaseAllocationHex = "626173653a616c6c6f636174696f6e";  // "base:allocation"
+
+// LIST/SET data: export name, then the queries.
+std::string meta_data(const std::string& name_hex, std::initializer_list<std::string> queries) {
+  char length[9];
+  std::snprintf(length, sizeof length, "%08zx", from_hex(name_hex).size());
+  std::string out = std::string(length) + name_hex;
+  std::snprintf(length, sizeof length, "%08zx", queries.size());
+  out += length;
+  for (const auto& q : queries) {
+    std::snprintf(length, sizeof length, "%08zx", from_hex(q).size());
+    out += std::string(length) + q;
+  }
+  return out;
+}
+
+const std::string kDisk = "6469736b";
+const std::string kSet = "0000000a";
+const std::string kList = "00000009";
+
+std::string context_reply(const std::string& code, const std::string& id) {
+  return reply(code, "00000004", id + kBaseAllocationHex);
+}
+
+ServerHandshake structured() {
+  auto handshake = started();
+  converse(handshake, option("00000008", ""));
+  return handshake;
+}
+
+}  // namespace
+
+TEST_CASE("NBD_OPT_SET_META_CONTEXT selects base:allocation for GO on the same export", "[nbd]") {
+  auto handshake = structured();
+  CHECK(converse(handshake, option(kSet, meta_data(kDisk, {kBaseAllocationHex}))) ==
+        context_reply(kSet, "00000001") + reply(kSet, "00000001", ""));
+  converse(handshake, option("00000007", kGoDisk));
+  REQUIRE(handshake.finished());
+  CHECK(handshake.outcome().kind == HandshakeOutcome::Kind::transmission);
+  CHECK(handshake.outcome().base_allocation);
+}
+
+TEST_CASE("NBD_OPT_SET_META_CONTEXT before structured replies is invalid", "[nbd]") {
+  auto handshake = started();
+  const std::string out = converse(handshake, option(kSet, meta_data(kDisk, {kBaseAllocationHex})));
+  CHECK(out.substr(0, 32) == std::string(kReplyMagic) + kSet + "80000003");
+  converse(handshake, option("00000008", ""));
+  converse(handshake, option("00000007", kGoDisk));
+  REQUIRE(handshake.finished());
+  CHECK_FALSE(handshake.outcome().base_allocation);
+}
+
+TEST_CASE("base:allocation is not active when GO names another export than SET", "[nbd]") {
+  auto handshake = structured();
+  // SET on the default export "", GO on "disk": the same export, but not the same name.
+  converse(handshake, option(kSet, meta_data("", {kBaseAllocationHex})));
+  converse(handshake, option("00000007", kGoDisk));
+  REQUIRE(handshake.finished());
+  CHECK_FALSE(handshake.outcome().base_allocation);
+}
+
+TEST_CASE("a later SET_META_CONTEXT replaces the selection, even when it fails", "[nbd]") {
+  SECTION("zero queries select nothing") {
+    auto handshake = structured();
+    converse(handshake, option(kSet, meta_data(kDisk, {kBaseAllocationHex})));
+    CHECK(converse(handshake, option(kSet, meta_data(kDisk, {}))) == reply(kSet, "00000001", ""));
+    converse(handshake, option("00000007", kGoDisk));
+    CHECK_FALSE(handshake.outcome().base_allocation);
+  }
+  SECTION("an unknown export fails with ERR_UNKNOWN") {
+    auto handshake = structured();
+    converse(handshake, option(kSet, meta_data(kDisk, {kBaseAllocationHex})));
+    const std::string out =
+        converse(handshake, option(kSet, meta_data("6f74686572", {kBaseAllocationHex})));
+    CHECK(out.substr(0, 32) == std::string(kReplyMagic) + kSet + "80000006");
+    converse(handshake, option("00000007", kGoDisk));
+    CHECK_FALSE(handshake.outcome().base_allocation);
+  }
+}
+
+TEST_CASE("unknown namespaces and other base: leaves select nothing", "[nbd]") {
+  auto handshake = structured();
+  // "qemu:dirty-bitmap:x" and "base:other".
+  CHECK(converse(handshake, option(kSet, meta_data(kDisk, {"71656d753a64697274792d6269746d61703a78",
+                                                           "626173653a6f74686572"}))) ==
+        reply(kSet, "00000001", ""));
+  converse(handshake, option("00000007", kGoDisk));
+  CHECK_FALSE(handshake.outcome().base_allocation);
+}
+
+TEST_CASE("duplicate queries select base:allocation once", "[nbd]") {
+  auto handshake = structured();
+  CHECK(converse(handshake,
+                 option(kSet, meta_data(kDisk, {kBaseAllocationHex, kBaseAllocationHex}))) ==
+        context_reply(kSet, "00000001") + reply(kSet, "00000001", ""));
+}
+
+TEST_CASE("NBD_OPT_LIST_META_CONTEXT lists base:allocation with id 0", "[nbd]") {
+  // LIST needs no structured replies; its ids are "reserved and SHOULD be set to zero".
+  auto handshake = started();
+  const std::string listed = context_reply(kList, "00000000") + reply(kList, "00000001", "");
+  CHECK(converse(handshake, option(kList, meta_data(kDisk, {}))) == listed);
+  CHECK(converse(handshake, option(kList, meta_data(kDisk, {"626173653a"}))) == listed);  // base:
+  CHECK(converse(handshake, option(kList, meta_data(kDisk, {kBaseAllocationHex}))) == listed);
+  CHECK(converse(handshake, option(kList, meta_data(kDisk, {"782d666f6f3a"}))) ==  // x-foo:
+        reply(kList, "00000001", ""));
+  // Listing selects nothing.
+  converse(handshake, option("00000008", ""));
+  converse(handshake, option("00000007", kGoDisk));
+  CHECK_FALSE(handshake.outcome().base_allocation);
+}
+
+TEST_CASE("malformed metadata context options get ERR_INVALID, too many queries ERR_TOO_BIG",
+          "[nbd]") {
+  auto error_of = [](const std::string& code, const std::string& data) {
+    auto handshake = structured();
+    const std::string out = converse(handshake, option(code, data));
+    CHECK_FALSE(handshake.finished());
+    return out.substr(24, 8);
+  };
+  for (const std::string& code : {kList, kSet}) {
+    CAPTURE(code);
+    CHECK(error_of(code, "") == "80000003");                               // no data
+    CHECK(error_of(code, "00000009" + kDisk + "00000000") == "80000003");  // name too long
+    CHECK(error_of(code, "00000004" + kDisk + "00000001") == "80000003");  // query missing
+    CHECK(error_of(code, "00000004" + kDisk + "00000001 00000010" + kBaseAllocationHex) ==
+          "80000003");                                                 // query longer than the data
+    CHECK(error_of(code, meta_data(kDisk, {}) + "00") == "80000003");  // trailing bytes
+    CHECK(error_of(code, meta_data(kDisk, {"62617365"})) == "80000003");   // "base": no colon
+    CHECK(error_of(code, "00000004" + kDisk + "00000081") == "80000009");  // 129 queries
+    CHECK(error_of(code, meta_data("6f74686572", {kBaseAllocationHex})) == "80000006");
+  }
+}

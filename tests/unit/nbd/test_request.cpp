@@ -164,3 +164,32 @@ TEST_CASE("commands map to device operations", "[nbd]") {
   CHECK((to_io_op(kCmdWriteZeroes, op) && op == blockdev::IoOp::write_zeroes));
   CHECK_FALSE(to_io_op(kCmdDisc, op));
 }
+
+TEST_CASE("BLOCK_STATUS is valid only with base:allocation selected", "[nbd]") {
+  auto bs = [](const Request& r, bool structured, bool context) {
+    return validate(r, device(), structured, context).error;
+  };
+  CHECK(bs(req(kCmdBlockStatus, 0, 512), true, true) == 0);
+  CHECK(bs(req(kCmdBlockStatus, 0, 512), true, false) == kEinval);
+  CHECK(bs(req(kCmdBlockStatus, 0, 512), false, true) == kEinval);  // no context without SR
+  SECTION("REQ_ONE (and FUA once advertised) are its flags") {
+    CHECK(bs(req(kCmdBlockStatus, 0, 512, kCmdFlagReqOne), true, true) == 0);
+    CHECK(bs(req(kCmdBlockStatus, 0, 512, kCmdFlagFua), true, true) == 0);
+    CHECK(bs(req(kCmdBlockStatus, 0, 512, kCmdFlagDf), true, true) == kEinval);
+    CHECK(bs(req(kCmdBlockStatus, 0, 512, kCmdFlagNoHole), true, true) == kEinval);
+  }
+  SECTION("bounds, alignment and length 0 are EINVAL; no maximum length applies") {
+    CHECK(bs(req(kCmdBlockStatus, (1 << 20) - 512, 1024), true, true) == kEinval);
+    CHECK(bs(req(kCmdBlockStatus, 1 << 20, 512), true, true) == kEinval);
+    CHECK(bs(req(kCmdBlockStatus, 256, 512), true, true) == kEinval);
+    CHECK(bs(req(kCmdBlockStatus, 0, 0), true, true) == kEinval);
+    CHECK(bs(req(kCmdBlockStatus, 0, 1 << 20), true, true) == 0);  // > max_transfer_bytes
+  }
+  SECTION("a read-only export answers it") {
+    auto info = device();
+    info.read_only = true;
+    CHECK(validate(req(kCmdBlockStatus, 0, 512), info, true, true).error == 0);
+  }
+  blockdev::IoOp op{};
+  CHECK((to_io_op(kCmdBlockStatus, op) && op == blockdev::IoOp::block_status));
+}

@@ -110,10 +110,12 @@ struct Fixture {
 
 // libnbd handle with client-side checks off, so bad requests reach the server.
 struct Client {
-  explicit Client(const std::string& uri, bool structured = true, bool full_info = false) {
+  explicit Client(const std::string& uri, bool structured = true, bool full_info = false,
+                  const char* meta_context = nullptr) {
     handle = nbd_create();
     REQUIRE(handle != nullptr);
     nbd_set_request_structured_replies(handle, structured);
+    if (meta_context != nullptr) REQUIRE(nbd_add_meta_context(handle, meta_context) == 0);
     nbd_set_full_info(handle, full_info);
     nbd_set_strict_mode(handle, 0);
     const int rc = nbd_connect_uri(handle, uri.c_str());
@@ -702,4 +704,80 @@ TEST_CASE("requests packed into one send, or a header split across sends, are re
   CHECK(error == 0);
   CHECK(cookie == 3);
   CHECK(raw.receive(512) == data);
+}
+
+// --- NBD_CMD_BLOCK_STATUS over base:allocation ------------------------------------------------
+
+namespace {
+
+// A libnbd client that asks for base:allocation, and the extents one block status returns as
+// (length, flags) pairs.
+struct MapClient : Client {
+  explicit MapClient(const std::string& uri) : Client(uri, true, false, "base:allocation") {}
+};
+
+std::vector<std::pair<uint32_t, uint32_t>> block_status(Client& c, uint64_t count, uint64_t offset,
+                                                        uint32_t flags, int& rc) {
+  std::vector<std::pair<uint32_t, uint32_t>> out;
+  nbd_extent_callback cb{};
+  cb.user_data = &out;
+  cb.callback = [](void* user, const char* context, uint64_t, uint32_t* entries, size_t n, int*) {
+    auto& extents = *static_cast<std::vector<std::pair<uint32_t, uint32_t>>*>(user);
+    if (std::string_view(context) != "base:allocation") return 0;
+    for (size_t i = 0; i + 1 < n; i += 2) extents.emplace_back(entries[i], entries[i + 1]);
+    return 0;
+  };
+  rc = nbd_block_status(c.handle, count, offset, cb, flags);
+  return out;
+}
+
+using Extents = std::vector<std::pair<uint32_t, uint32_t>>;
+
+}  // namespace
+
+TEST_CASE("block status: holes and data of the device, REQ_ONE, bounds", "[nbd_server]") {
+  auto info = MemoryBlockDevice::make_info();
+  info.supports_block_status = true;
+  Fixture f(info);
+  f.device.write_bytes(4096, pattern(1024, 3));
+  MapClient c(f.server->endpoint_uri());
+  REQUIRE(nbd_can_meta_context(c.handle, "base:allocation") == 1);
+  int rc = 0;
+  CHECK(block_status(c, 16384, 0, 0, rc) == Extents{{4096, 3}, {1024, 0}, {11264, 3}});
+  CHECK(rc == 0);
+  CHECK(block_status(c, 16384, 4096, LIBNBD_CMD_FLAG_REQ_ONE, rc) == Extents{{1024, 0}});
+  CHECK(rc == 0);
+  CHECK(f.device.counters().block_statuses == 2);
+  block_status(c, 1024, (1 << 20) - 512, 0, rc);
+  CHECK(rc == -1);
+  CHECK(nbd_get_errno() == EINVAL);
+  f.device.fail_next(1, std::make_error_code(std::errc::io_error), "GET LBA STATUS failed");
+  block_status(c, 512, 0, 0, rc);
+  CHECK(rc == -1);
+  CHECK(nbd_get_errno() == EIO);
+  CHECK(block_status(c, 512, 4096, 0, rc) == Extents{{512, 0}});  // still in step
+}
+
+TEST_CASE("block status of a device without provisioning: all data, device not asked",
+          "[nbd_server]") {
+  Fixture f;
+  MapClient c(f.server->endpoint_uri());
+  REQUIRE(nbd_can_meta_context(c.handle, "base:allocation") == 1);
+  int rc = 0;
+  CHECK(block_status(c, 1 << 20, 0, 0, rc) == Extents{{1u << 20, 0}});
+  CHECK(rc == 0);
+  CHECK(f.device.counters().total() == 0);
+}
+
+TEST_CASE("block status without the context selected is EINVAL", "[nbd_server]") {
+  auto info = MemoryBlockDevice::make_info();
+  info.supports_block_status = true;
+  Fixture f(info);
+  Client c(f.server->endpoint_uri());
+  CHECK(nbd_can_meta_context(c.handle, "base:allocation") == 0);
+  int rc = 0;
+  block_status(c, 512, 0, 0, rc);
+  CHECK(rc == -1);
+  CHECK(nbd_get_errno() == EINVAL);
+  CHECK(f.device.counters().total() == 0);
 }

@@ -47,6 +47,14 @@ TEST_CASE("READ CAPACITY (10) and (16)", "[scsi]") {
   CHECK(hex_of(rc16) == expect("9e10 0000000000000000 00000020 0000"));
 }
 
+TEST_CASE("GET LBA STATUS is SERVICE ACTION IN(16) 0x12 with LBA and allocation length", "[scsi]") {
+  // SBC-4 §5.8.1: opcode, service action, STARTING LBA (8), ALLOCATION LENGTH (4), REPORT TYPE,
+  // CONTROL.
+  auto cdb = scsi::get_lba_status(0x0102030405060708, 0x10008);
+  CHECK(cdb.size == 16);
+  CHECK(hex_of(cdb) == expect("9e12 0102030405060708 00010008 0000"));
+}
+
 TEST_CASE("READ(16) and WRITE(16) carry LBA, length and FUA", "[scsi]") {
   // SBC-3 Table 97 / 135: opcode, flags (FUA = bit 3), LBA (8), TRANSFER LENGTH (4), group,
   // control.

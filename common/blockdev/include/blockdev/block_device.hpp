@@ -9,6 +9,7 @@
 #include <span>
 #include <string>
 #include <system_error>
+#include <vector>
 
 namespace blockdev {
 
@@ -30,9 +31,21 @@ struct DeviceInfo {
   bool supports_write_zeroes =
       false;  // WRITE SAME(16): VPD 0xB0 MAXIMUM WRITE SAME LENGTH or LBPWS
   bool write_zeroes_may_unmap = false;  // WRITE SAME(16) with UNMAP=1 allowed (VPD 0xB2 LBPWS)
+  // IoOp::block_status tells holes from data (a thin LU: READ CAPACITY(16) LBPME and VPD 0xB2).
+  // Without it every byte is data, and a client need not ask the device to learn that.
+  bool supports_block_status = false;
 };
 
-enum class IoOp : uint8_t { read, write, flush, trim, write_zeroes };
+enum class IoOp : uint8_t { read, write, flush, trim, write_zeroes, block_status };
+
+// One run of the device with a single provisioning state, for IoOp::block_status.
+struct Extent {
+  static constexpr uint32_t hole = 1u << 0;  // not allocated (deallocated or anchored)
+  static constexpr uint32_t zero = 1u << 1;  // reads as zeros
+  uint64_t length = 0;                       // bytes, a multiple of logical_block_size, > 0
+  uint32_t flags = 0;                        // hole | zero; 0 = allocated data
+  friend bool operator==(const Extent&, const Extent&) = default;
+};
 
 struct IoRequest {
   IoOp op = IoOp::read;
@@ -43,6 +56,10 @@ struct IoRequest {
   // read: destination of `length` bytes; write: source of `length` bytes; empty otherwise.
   // Owned by the submitter and valid until `done` runs.
   std::span<std::byte> buffer;
+  // block_status: the device replaces the contents with consecutive extents from `offset`,
+  // at least one on success, covering at most `length` bytes (fewer when one query to the
+  // device answered less). Kept with the request so its capacity is reused.
+  std::vector<Extent> extents;
   // Invoked exactly once on the I/O thread, possibly before submit() returns. The error's
   // default_error_condition() is a std::errc the NBD side maps to an NBD error (one place:
   // nbd::error_for). `detail` is human-readable context for logs.

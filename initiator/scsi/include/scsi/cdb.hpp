@@ -49,6 +49,10 @@ Cdb read_capacity10();
 // SBC-3 §5.16 READ CAPACITY(16): SERVICE ACTION IN(16) 0x9E, service action 0x10.
 Cdb read_capacity16(uint32_t allocation_length);
 
+// SBC-4 §5.8 GET LBA STATUS: SERVICE ACTION IN(16) 0x9E, service action 0x12; STARTING
+// LOGICAL BLOCK ADDRESS, ALLOCATION LENGTH, REPORT TYPE 0 (every LBA status descriptor).
+Cdb get_lba_status(uint64_t starting_lba, uint32_t allocation_length);
+
 // SBC-3 §5.8 READ(16) / §5.39 WRITE(16). No protection information, DPO 0, group 0.
 Cdb read16(uint64_t lba, uint32_t blocks, bool fua);
 Cdb write16(uint64_t lba, uint32_t blocks, bool fua);

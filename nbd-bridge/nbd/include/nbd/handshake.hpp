@@ -1,11 +1,12 @@
 // Sans-IO server side of the fixed newstyle handshake (proto.md, "Fixed newstyle negotiation",
-// "Option types", "Option reply types"). The driver sends pending_output(), reads
-// bytes_needed() bytes, feeds them, and repeats until finished(); then outcome() says whether
+// "Option types", "Option reply types", "Metadata querying"). The driver sends pending_output(),
+// reads bytes_needed() bytes, feeds them, and repeats until finished(); then outcome() says whether
 // to enter transmission, close after an abort, or drop a misbehaving client.
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
 #include <system_error>
@@ -25,6 +26,10 @@ struct HandshakeOutcome {
   Kind kind = Kind::protocol_error;
   bool structured_replies = false;  // NBD_OPT_STRUCTURED_REPLY acknowledged
   bool no_zeroes = false;           // client set NBD_FLAG_C_NO_ZEROES
+  // The client's last NBD_OPT_SET_META_CONTEXT selected "base:allocation"
+  // (kBaseAllocationContextId) for the export it entered transmission with: only then is
+  // NBD_CMD_BLOCK_STATUS valid (proto.md NBD_OPT_SET_META_CONTEXT).
+  bool base_allocation = false;
   uint16_t transmission_flags = 0;  // as sent to the client
   std::string export_name;          // as the client asked for it ("" = default export)
   std::error_code error;            // nbd::errc for protocol_error / client_aborted
@@ -65,6 +70,8 @@ class ServerHandshake {
   void on_option_header();
   void on_option(uint32_t option, std::span<const std::byte> data);
   void on_info_or_go(uint32_t option, std::span<const std::byte> data);
+  void on_meta_context(uint32_t option, std::span<const std::byte> data);
+  void enter_transmission(const std::string& name, uint16_t flags);
   void append_reply(uint32_t option, uint32_t type, std::span<const std::byte> data);
   void append_error(uint32_t option, uint32_t type, std::string_view message);
   void append_info(uint32_t option, uint16_t info_type, std::span<const std::byte> payload);
@@ -78,6 +85,8 @@ class ServerHandshake {
   uint64_t discard_left_ = 0;
   uint32_t current_option_ = 0;
   size_t options_seen_ = 0;
+  // The export named by the last NBD_OPT_SET_META_CONTEXT, if it selected base:allocation.
+  std::optional<std::string> meta_context_export_;
   std::vector<std::byte> output_;
   size_t output_sent_ = 0;
   HandshakeOutcome outcome_;

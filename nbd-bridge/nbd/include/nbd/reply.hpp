@@ -6,8 +6,11 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <span>
 #include <string_view>
 #include <vector>
+
+#include <blockdev/block_device.hpp>
 
 namespace nbd {
 
@@ -31,5 +34,26 @@ std::array<std::byte, 20> encode_none_chunk(uint64_t cookie) noexcept;
 // (truncated to the 4096-byte string limit).
 std::vector<std::byte> encode_error_chunk(uint64_t cookie, uint32_t error,
                                           std::string_view message);
+
+// One block status descriptor of the base:allocation context: length in bytes and the
+// NBD_STATE_HOLE / NBD_STATE_ZERO flags.
+struct BlockStatusDescriptor {
+  uint32_t length = 0;
+  uint32_t flags = 0;
+  friend bool operator==(const BlockStatusDescriptor&, const BlockStatusDescriptor&) = default;
+};
+
+// The descriptors answering an NBD_CMD_BLOCK_STATUS of `request_length` bytes from the
+// device's extents (proto.md NBD_CMD_BLOCK_STATUS): consecutive from the request's offset,
+// cut at the requested length, neighbours of equal flags merged, empty extents skipped, and with
+// `req_one` (NBD_CMD_FLAG_REQ_ONE) only the first. Empty when the device reported nothing, which
+// is no valid answer ("the server MUST return at least one status descriptor").
+std::vector<BlockStatusDescriptor> block_status_descriptors(
+    std::span<const blockdev::Extent> extents, uint32_t request_length, bool req_one);
+
+// NBD_REPLY_TYPE_BLOCK_STATUS with NBD_REPLY_FLAG_DONE (the only chunk: we select one
+// context): metadata context id, then per descriptor its length and status flags.
+std::vector<std::byte> encode_block_status_chunk(
+    uint64_t cookie, uint32_t context_id, std::span<const BlockStatusDescriptor> descriptors);
 
 }  // namespace nbd

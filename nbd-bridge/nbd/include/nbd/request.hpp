@@ -34,10 +34,12 @@ struct Validation {
 };
 
 // Checks a request against the export before it reaches the device. `structured_replies`
-// matters because NBD_CMD_FLAG_DF is only valid once structured replies are negotiated.
+// matters because NBD_CMD_FLAG_DF is only valid once structured replies are negotiated;
+// `base_allocation` (HandshakeOutcome::base_allocation) because NBD_CMD_BLOCK_STATUS is only
+// valid once a metadata context is selected, and is otherwise an unknown command.
 // Order: unknown command, flags, read-only, unsupported command, bounds, alignment, length.
 Validation validate(const Request& request, const blockdev::DeviceInfo& info,
-                    bool structured_replies) noexcept;
+                    bool structured_replies, bool base_allocation = false) noexcept;
 
 // Maps a validated command to the device operation; false for commands with no device op.
 bool to_io_op(uint16_t command, blockdev::IoOp& op) noexcept;

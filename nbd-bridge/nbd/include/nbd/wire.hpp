@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string_view>
 
 namespace nbd {
 
@@ -48,11 +49,14 @@ inline constexpr uint32_t kOptStartTls = 5;         // NBD_OPT_STARTTLS (we run 
 inline constexpr uint32_t kOptInfo = 6;             // NBD_OPT_INFO
 inline constexpr uint32_t kOptGo = 7;               // NBD_OPT_GO
 inline constexpr uint32_t kOptStructuredReply = 8;  // NBD_OPT_STRUCTURED_REPLY
+inline constexpr uint32_t kOptListMetaContext = 9;  // NBD_OPT_LIST_META_CONTEXT
+inline constexpr uint32_t kOptSetMetaContext = 10;  // NBD_OPT_SET_META_CONTEXT
 
 // --- Option reply types ("Option reply types"); errors have bit 31 set -------------------------
-inline constexpr uint32_t kRepAck = 1;     // NBD_REP_ACK
-inline constexpr uint32_t kRepServer = 2;  // NBD_REP_SERVER
-inline constexpr uint32_t kRepInfo = 3;    // NBD_REP_INFO
+inline constexpr uint32_t kRepAck = 1;          // NBD_REP_ACK
+inline constexpr uint32_t kRepServer = 2;       // NBD_REP_SERVER
+inline constexpr uint32_t kRepInfo = 3;         // NBD_REP_INFO
+inline constexpr uint32_t kRepMetaContext = 4;  // NBD_REP_META_CONTEXT: context id + name
 inline constexpr uint32_t kRepFlagError = 1u << 31;
 inline constexpr uint32_t kRepErrUnsup = kRepFlagError + 1;          // NBD_REP_ERR_UNSUP
 inline constexpr uint32_t kRepErrPolicy = kRepFlagError + 2;         // NBD_REP_ERR_POLICY
@@ -92,7 +96,7 @@ inline constexpr uint16_t kCmdFlush = 3;        // NBD_CMD_FLUSH
 inline constexpr uint16_t kCmdTrim = 4;         // NBD_CMD_TRIM
 inline constexpr uint16_t kCmdCache = 5;        // NBD_CMD_CACHE (answered EINVAL)
 inline constexpr uint16_t kCmdWriteZeroes = 6;  // NBD_CMD_WRITE_ZEROES
-inline constexpr uint16_t kCmdBlockStatus = 7;  // NBD_CMD_BLOCK_STATUS (answered EINVAL)
+inline constexpr uint16_t kCmdBlockStatus = 7;  // NBD_CMD_BLOCK_STATUS (base:allocation only)
 
 // --- Command flags (16 bits; "Command flags") ---------------------------------------------------
 inline constexpr uint16_t kCmdFlagFua = 1u << 0;       // NBD_CMD_FLAG_FUA
@@ -106,7 +110,20 @@ inline constexpr uint16_t kReplyFlagDone = 1u << 0;          // NBD_REPLY_FLAG_D
 inline constexpr uint16_t kReplyTypeNone = 0;                // NBD_REPLY_TYPE_NONE
 inline constexpr uint16_t kReplyTypeOffsetData = 1;          // NBD_REPLY_TYPE_OFFSET_DATA
 inline constexpr uint16_t kReplyTypeOffsetHole = 2;          // NBD_REPLY_TYPE_OFFSET_HOLE
+inline constexpr uint16_t kReplyTypeBlockStatus = 5;         // NBD_REPLY_TYPE_BLOCK_STATUS
 inline constexpr uint16_t kReplyTypeError = (1u << 15) + 1;  // NBD_REPLY_TYPE_ERROR
+
+// --- Metadata contexts ("Metadata querying", "Metadata contexts") ------------------------------
+// The one context we offer: "base:allocation", whose status flags are NBD_STATE_HOLE (not
+// allocated) and NBD_STATE_ZERO (reads as zeros). Its id is ours to choose ("transient", an
+// opaque value to the client).
+inline constexpr std::string_view kBaseAllocation = "base:allocation";
+inline constexpr uint32_t kBaseAllocationContextId = 1;
+inline constexpr uint32_t kStateHole = 1u << 0;  // NBD_STATE_HOLE
+inline constexpr uint32_t kStateZero = 1u << 1;  // NBD_STATE_ZERO
+// Queries in one LIST/SET_META_CONTEXT beyond this earn NBD_REP_ERR_TOO_BIG (the spec allows
+// it "if too many queries are requested").
+inline constexpr uint32_t kMaxMetaContextQueries = 128;
 
 // --- Error values ("Error values"); the only values allowed in a reply's error field -----------
 inline constexpr uint32_t kEperm = 1;
