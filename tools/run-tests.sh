@@ -41,6 +41,10 @@ prebuild_log=$(mktemp /tmp/run-tests-prebuild.XXXXXX.log)
 ) >"$prebuild_log" 2>&1 &
 prebuild_pid=$!
 prebuild_started=$SECONDS
+# How many tests each phase must run. CTest is green on a selection that matches nothing
+# (--no-tests=error catches only "none") or fewer tests than meant (a label or a name that
+# changed): a phase whose count differs fails. Change a count here with the test it counts.
+readonly -A expected_tests=([unit]=13 [integration]=13 [asan-unit]=13 [asan-integ]=6)
 # run_ctest NAME CTEST_ARGS...: one CTest phase in $ctest_dir (default the main build); its
 # summary line goes into the final report.
 run_ctest() {
@@ -48,9 +52,15 @@ run_ctest() {
   shift
   log=$(mktemp /tmp/run-tests.XXXXXX.log)
   echo "== $name"
-  (cd "${ctest_dir:-$build}" && ctest --output-on-failure "$@") 2>&1 | tee "$log" || rc=$?
-  local line
+  (cd "${ctest_dir:-$build}" && ctest --no-tests=error --output-on-failure "$@") 2>&1 |
+    tee "$log" || rc=$?
+  local line ran
   line=$(grep -E 'tests passed|No tests were found' "$log" | tail -n 1 || true)
+  ran=$(sed -nE 's/.* tests failed out of ([0-9]+)$/\1/p' <<<"$line")
+  if [[ ${ran:-0} != "${expected_tests[$name]}" ]]; then
+    line+=" [ran ${ran:-0} tests, expected ${expected_tests[$name]}: see tools/run-tests.sh]"
+    rc=1
+  fi
   summary+=("$(printf '%-12s %s' "$name:" "${line:-ctest failed to run (status $rc)}")")
   rm -f "$log"
   ((rc == 0)) || status=1
