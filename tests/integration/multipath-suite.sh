@@ -17,7 +17,8 @@
 #   target-restart tgtd killed (SIGKILL) and started again 4 s later on the same backing file,
 #                  with no_path_retry queue: I/O waits, no error, no lost write
 #   shutdown-without-path  SIGTERM while every path is down and reads are held (queue): attach
-#                  still exits 0 within 15 s, the held requests end with an error
+#                  still exits 0 within 15 s, the held requests end with an error (nbdcopy,
+#                  still waiting when SIGTERM came, fails)
 #   no-path-retry-n  tgtd killed with no_path_retry 3 (polling_interval 1): a read waits out
 #                  the 3 s, then fails with EIO, new requests fail without waiting again; once tgtd is back the
 #                  device serves again, and a write lands in the backing file
@@ -246,6 +247,13 @@ shutdown_without_path() {
     sleep 1
     links_down
     sleep 2
+    # Reads are held when SIGTERM comes: nbdcopy is still waiting for them (no_path_retry
+    # queue). A copy that already ended would make this a shutdown with nothing held.
+    if ! kill -0 "$copy_pid" 2>/dev/null; then
+      echo "    nbdcopy ended before SIGTERM: no read was held"
+      sed 's/^/      /' "$work/copy.log" | tail -n 3
+      ok=0
+    fi
     local started=$SECONDS rc=0
     kill -TERM "$im_pid"
     for _ in $(seq 150); do kill -0 "$im_pid" 2>/dev/null || break; sleep 0.1; done
@@ -258,7 +266,17 @@ shutdown_without_path() {
       ((rc == 0)) || ok=0
     fi
     im_pid=""
-    wait "$copy_pid" 2>/dev/null || true
+    # The held reads end with an error, so nbdcopy fails, and it is not left hanging.
+    local copy_rc=0
+    for _ in $(seq 100); do kill -0 "$copy_pid" 2>/dev/null || break; sleep 0.1; done
+    if kill -0 "$copy_pid" 2>/dev/null; then
+      echo "    nbdcopy still waiting 10 s after the attach exited"
+      kill -KILL "$copy_pid" 2>/dev/null || true
+      ok=0
+    fi
+    wait "$copy_pid" 2>/dev/null || copy_rc=$?
+    echo "    nbdcopy exited with status $copy_rc: $(tail -n 1 "$work/copy.log")"
+    ((copy_rc != 0)) || { echo "    nbdcopy succeeded although its reads were held"; ok=0; }
     links_up
     grep -E "shutting down|logged out" "$work/attach.log" | sed 's/^/    /'
   else
