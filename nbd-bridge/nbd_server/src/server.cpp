@@ -253,7 +253,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (handshake.tls_pending()) {
         // The ACK is on the wire: the next bytes are the client's TLS ClientHello. Exact
         // reads so far left them unread in the socket.
-        if (!co_await start_tls(ec)) break;
+        // start_tls() logs why it failed; a failed TLS handshake leaves nothing to answer.
+        if (!co_await start_tls(ec)) co_return false;
         handshake.tls_started();
         continue;
       }
@@ -378,7 +379,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
         co_return true;
       }
       co_await tls_wait(r.want, ec);
-      if (ec) co_return false;
+      if (ec) {
+        if (!is_disconnect(ec))
+          spdlog::warn("nbd: client {} TLS handshake: {}", peer_, ec.message());
+        co_return false;
+      }
     }
   }
 

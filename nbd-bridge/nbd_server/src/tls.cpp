@@ -3,7 +3,11 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
+#include <sys/socket.h>
+#include <sys/uio.h>
+
 #include <cctype>
+#include <cstdint>
 #include <fstream>
 #include <utility>
 
@@ -57,6 +61,15 @@ bool valid_psk_file(const std::string& file, std::string& detail) {
     return false;
   }
   return true;
+}
+
+// GnuTLS's own push may write with plain writev: a peer gone away would raise SIGPIPE, which
+// Asio's sends suppress with MSG_NOSIGNAL and so does this one.
+ssize_t push_nosignal(gnutls_transport_ptr_t transport, const giovec_t* iov, int count) {
+  msghdr message{};
+  message.msg_iov = reinterpret_cast<iovec*>(const_cast<giovec_t*>(iov));
+  message.msg_iovlen = static_cast<size_t>(count);
+  return ::sendmsg(static_cast<int>(reinterpret_cast<intptr_t>(transport)), &message, MSG_NOSIGNAL);
 }
 
 }  // namespace
@@ -151,6 +164,7 @@ Session::Session(std::shared_ptr<const Credentials> credentials, int fd)
     return;
   }
   gnutls_transport_set_int(session_, fd);
+  gnutls_transport_set_vec_push_function(session_, push_nosignal);
 }
 
 Session::~Session() {
