@@ -1,6 +1,8 @@
 #include "config/config.hpp"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -433,6 +435,72 @@ void check_auth(Context& ctx, const YAML::Node& map, const std::string& path, Au
   }
 }
 
+// A file the TLS library will open at attach: checked now so that a typo fails the load (and
+// `check-config`) with the file's name rather than the first client's handshake.
+bool check_readable_file(Context& ctx, const YAML::Node& at, const std::string& key_path,
+                         const std::string& file, std::string_view what) {
+  struct stat st {};
+  if (::stat(file.c_str(), &st) != 0) {
+    ctx.error(at, key_path, config_errc::io_error,
+              std::string(what) + " '" + file + "': " + std::strerror(errno));
+    return false;
+  }
+  if (!S_ISREG(st.st_mode)) {
+    ctx.error(at, key_path, config_errc::io_error,
+              std::string(what) + " '" + file + "' is not a regular file");
+    return false;
+  }
+  if (::access(file.c_str(), R_OK) != 0) {
+    ctx.error(at, key_path, config_errc::io_error,
+              std::string(what) + " '" + file + "': " + std::strerror(errno));
+    return false;
+  }
+  return true;
+}
+
+void check_tls(Context& ctx, const YAML::Node& map, const std::string& path, NbdTls& tls) {
+  const auto x509_node = find_value(map, "x509_dir");
+  const auto psk_node = find_value(map, "psk_file");
+  if (tls.x509_dir && tls.psk_file) {
+    ctx.error(*psk_node, join_key(path, "psk_file"), config_errc::invalid_value,
+              "give either 'x509_dir' or 'psk_file', not both");
+    return;
+  }
+  if (tls.verify_peer && !tls.x509_dir) {
+    const auto node = find_value(map, "verify_peer");
+    ctx.error(node ? *node : map, join_key(path, "verify_peer"), config_errc::invalid_value,
+              "needs 'x509_dir' (client certificates are checked against its ca-cert.pem)");
+  }
+  if (tls.mode == NbdTls::Mode::off) {
+    return;  // credentials left in place are not opened
+  }
+  if (!tls.x509_dir && !tls.psk_file) {
+    ctx.error_in_section(map, join_key(path, "x509_dir"), config_errc::missing_key,
+                         "missing required key 'x509_dir' or 'psk_file' (mode " +
+                             std::string(tls.mode == NbdTls::Mode::on ? "on" : "require") +
+                             " needs credentials)");
+    return;
+  }
+  if (tls.psk_file) {
+    check_readable_file(ctx, *psk_node, join_key(path, "psk_file"), *tls.psk_file, "PSK file");
+    return;
+  }
+  // qemu's tls-creds-x509 directory layout; ca-cert.pem only matters for verify_peer.
+  const std::string& dir = *tls.x509_dir;
+  const std::string key = join_key(path, "x509_dir");
+  check_readable_file(ctx, *x509_node, key, dir + "/server-cert.pem", "certificate");
+  check_readable_file(ctx, *x509_node, key, dir + "/server-key.pem", "private key");
+  if (tls.verify_peer) {
+    check_readable_file(ctx, *x509_node, key, dir + "/ca-cert.pem", "CA certificate");
+  }
+}
+
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost" || host == "::1") return true;
+  in_addr v4{};
+  return ::inet_pton(AF_INET, host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
+}
+
 void check_path(Context& ctx, const YAML::Node& map, const std::string& path, Path& entry) {
   if (!entry.source) {
     return;
@@ -510,6 +578,17 @@ void check_config(Context& ctx, const YAML::Node& root, const std::string&, Conf
         break;
       }
     }
+  }
+
+  // NBD carries the disk's contents and takes writes from anyone who connects.
+  if (config.nbd.listen.kind == Listen::Kind::tcp && config.nbd.tls.mode == NbdTls::Mode::off &&
+      !is_loopback_host(config.nbd.listen.path_or_host)) {
+    const auto nbd = find_value(root, "nbd");
+    const auto listen = nbd ? find_value(*nbd, "listen") : std::nullopt;
+    ctx.warning(listen ? *listen : root, "nbd.listen", config_errc::plaintext_nbd,
+                "serves the LUN over TCP on " + config.nbd.listen.path_or_host +
+                    " without TLS: anyone who can reach it reads and writes the disk; set "
+                    "nbd.tls.mode: require");
   }
 
   // Generated last and only for a usable file: it costs a random_device read.
@@ -606,9 +685,25 @@ const Section<Path>& path_section() {
   return section;
 }
 
+const Section<NbdTls>& tls_section() {
+  static const Section<NbdTls> section(
+      {
+          optional("mode", &NbdTls::mode,
+                   one_of<NbdTls::Mode>{{{"off", NbdTls::Mode::off},
+                                         {"on", NbdTls::Mode::on},
+                                         {"require", NbdTls::Mode::require}}}),
+          optional("x509_dir", &NbdTls::x509_dir, file_path{}),
+          optional("verify_peer", &NbdTls::verify_peer, boolean{}),
+          optional("psk_file", &NbdTls::psk_file, file_path{}),
+      },
+      check_tls);
+  return section;
+}
+
 const Section<Nbd>& nbd_section() {
   static const Section<Nbd> section({
       optional("listen", &Nbd::listen, listen_address{}),
+      optional("tls", &Nbd::tls, nested<NbdTls>{&tls_section()}),
       optional("export", &Nbd::export_name, text{.max_length = max_export_name}),
       optional("device", &Nbd::device, nbd_device{}),
       optional("busy_poll_us", &Nbd::busy_poll_us, integer<std::uint32_t>{0, 1000}),

@@ -24,6 +24,8 @@ class ConfigCategory final : public std::error_category {
         return "invalid value";
       case config_errc::insecure_file:
         return "file readable by others";
+      case config_errc::plaintext_nbd:
+        return "NBD served in plaintext on the network";
     }
     return "unknown configuration error";
   }

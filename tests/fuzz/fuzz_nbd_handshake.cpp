@@ -6,7 +6,9 @@
 // Input: [flags][chunk seed][client bytes...]
 //   flags bit 0: read exactly bytes_needed() like the driver (else chunks from the seed);
 //   bit 1: read-only export, bit 2: TRIM and WRITE_ZEROES, bit 3: default export named "",
-//   bit 4: send pending output in pieces (consume_output with partial counts).
+//   bit 4: send pending output in pieces (consume_output with partial counts),
+//   bits 5-6: TLS mode (0 off, 1 on, 2 and 3 require); an acknowledged NBD_OPT_STARTTLS is
+//   followed by a successful TLS handshake and the rest of the input is the TLS stream.
 #include <string>
 #include <vector>
 
@@ -60,7 +62,11 @@ void check_output(std::span<const std::byte> out, const nbd::ServerHandshake& ha
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
   auto input = fuzz::as_bytes(raw, size);
   const fuzz::Prefix prefix(input, 2);
-  nbd::ServerHandshake handshake(export_from(prefix));
+  const unsigned tls_bits = (prefix.bit(0, 5) ? 1u : 0u) | (prefix.bit(0, 6) ? 2u : 0u);
+  const nbd::TlsMode tls_mode = tls_bits == 0   ? nbd::TlsMode::off
+                                : tls_bits == 1 ? nbd::TlsMode::on
+                                                : nbd::TlsMode::require;
+  nbd::ServerHandshake handshake(export_from(prefix), tls_mode);
   fuzz::Chunker chunker(prefix.u8(1));
   std::vector<std::byte> sent;
 
@@ -75,6 +81,20 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
 
   drain();
   while (!input.empty() && !handshake.finished()) {
+    if (handshake.tls_pending()) {
+      // STARTTLS is acknowledged only where TLS is enabled, once, and its ACK (a 20-byte
+      // header, no data) is the last thing sent before the TLS handshake.
+      FUZZ_CHECK(tls_mode != nbd::TlsMode::off);
+      FUZZ_CHECK(!handshake.tls_active());
+      FUZZ_CHECK(handshake.bytes_needed() == 0);
+      FUZZ_CHECK(sent.size() >= nbd::kOptionReplyHeaderSize);
+      const auto ack = std::span<const std::byte>(sent).last(nbd::kOptionReplyHeaderSize);
+      FUZZ_CHECK(common::load_be32(ack, 8) == nbd::kOptStartTls);
+      FUZZ_CHECK(common::load_be32(ack, 12) == nbd::kRepAck);
+      handshake.tls_started();
+      FUZZ_CHECK(handshake.tls_active() && !handshake.outcome().structured_replies);
+      continue;
+    }
     const size_t needed = handshake.bytes_needed();
     FUZZ_CHECK(needed > 0);
     const size_t n = prefix.bit(0, 0) ? std::min(needed, input.size()) : chunker.next(input.size());
@@ -82,7 +102,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
     FUZZ_CHECK(consumed <= n);
     // Feeding exactly what it asked for is always consumed in full (the driver relies on it).
     if (prefix.bit(0, 0)) FUZZ_CHECK(consumed == n);
-    if (consumed < n) FUZZ_CHECK(handshake.finished());
+    // It stops short only at the end, or where the TLS stream starts.
+    if (consumed < n) FUZZ_CHECK(handshake.finished() || handshake.tls_pending());
     input = input.subspan(consumed);
     drain();
   }
@@ -95,6 +116,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
       FUZZ_CHECK(outcome.transmission_flags & nbd::kFlagHasFlags);
       // base:allocation is only ever selected once structured replies are on.
       FUZZ_CHECK(!outcome.base_allocation || outcome.structured_replies);
+      // FORCEDTLS: no export is served in plaintext.
+      if (tls_mode == nbd::TlsMode::require) FUZZ_CHECK(outcome.tls_active);
     } else {
       FUZZ_CHECK(outcome.error);
     }

@@ -596,6 +596,17 @@ void nbd_seeds() {
   seed("unsupported-starttls-abort", 0x11, 5,
        {flags_both, nbd_option(99, text_bytes("whatever")), nbd_option(nbd::kOptStartTls, {}),
         nbd_option(10, info_request("lun1", {})), nbd_option(nbd::kOptAbort, {})});
+  // TLS required (flags bit 6): refused options, STARTTLS, then the same options inside TLS;
+  // and TLS optional (bit 5) with a plaintext GO after a refused second STARTTLS.
+  seed("starttls-required", 0x41, 0,
+       {flags_both, nbd_option(nbd::kOptGo, info_request("lun1", {})),
+        nbd_option(nbd::kOptStartTls, {}), nbd_option(nbd::kOptStructuredReply, {}),
+        nbd_option(nbd::kOptStartTls, {}), nbd_option(nbd::kOptGo, info_request("lun1", {3}))});
+  seed("starttls-optional", 0x21, 0,
+       {flags_both, nbd_option(nbd::kOptStructuredReply, {}), nbd_option(nbd::kOptStartTls, {}),
+        nbd_option(nbd::kOptExportName, text_bytes("lun1"))});
+  seed("tls-required-export-name", 0x40, 3,
+       {flags_fixed, nbd_option(nbd::kOptExportName, text_bytes("lun1"))});
   // An option longer than we buffer: its data is drained and answered NBD_REP_ERR_TOO_BIG.
   Bytes big = nbd_option(nbd::kOptInfo, {});
   common::store_be32(big, 12, 65537);

@@ -83,6 +83,25 @@ iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& 
   return pc;
 }
 
+nbd::TlsOptions tls_options(const config::NbdTls& tls) {
+  nbd::TlsOptions options;
+  switch (tls.mode) {
+    case config::NbdTls::Mode::off:
+      options.mode = nbd::TlsMode::off;
+      break;
+    case config::NbdTls::Mode::on:
+      options.mode = nbd::TlsMode::on;
+      break;
+    case config::NbdTls::Mode::require:
+      options.mode = nbd::TlsMode::require;
+      break;
+  }
+  options.x509_dir = tls.x509_dir.value_or("");
+  options.verify_peer = tls.verify_peer;
+  options.psk_file = tls.psk_file.value_or("");
+  return options;
+}
+
 nbd::ServerOptions server_options(const config::Config& cfg, const blockdev::DeviceInfo& info) {
   nbd::ServerOptions options;
   if (cfg.nbd.listen.kind == config::Listen::Kind::unix_socket)
@@ -90,6 +109,7 @@ nbd::ServerOptions server_options(const config::Config& cfg, const blockdev::Dev
   else
     options.listen = nbd::TcpEndpoint{cfg.nbd.listen.path_or_host, cfg.nbd.listen.port};
   options.export_name = cfg.nbd.export_name;
+  options.tls = tls_options(cfg.nbd.tls);
   options.description = info.vendor + " " + info.product + " " + cfg.target.iqn + " LUN " +
                         std::to_string(cfg.target.lun);
   return options;

@@ -34,6 +34,9 @@ iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& 
 // that show NBD_INFO_DESCRIPTION.
 nbd::ServerOptions server_options(const config::Config& cfg, const blockdev::DeviceInfo& info);
 
+// nbd.tls, one to one (the server loads the files the paths name when it starts).
+nbd::TlsOptions tls_options(const config::NbdTls& tls);
+
 // The word in ISCSI_MPIO_NBD_INTERFACE: "ioctl" or "netlink" forces that interface (for the
 // guest test of the fallback); anything else, or nothing, lets the device choose.
 nbd::KernelInterface kernel_interface(const char* forced);

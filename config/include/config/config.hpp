@@ -88,7 +88,23 @@ struct NbdDevice {
   friend bool operator==(const NbdDevice&, const NbdDevice&) = default;
 };
 
+// nbd.tls: TLS for NBD clients (proto.md "TLS support") with GnuTLS, as qemu-nbd and nbdkit
+// offer it. Checked at load: the files it names exist.
+struct NbdTls {
+  // off: NBD_OPT_STARTTLS refused; on: offered, plaintext clients served too; require: no
+  // export without TLS.
+  enum class Mode { off, on, require };
+  Mode mode = Mode::off;
+  // X.509 credentials in qemu's layout: ca-cert.pem, server-cert.pem, server-key.pem.
+  std::optional<std::string> x509_dir;
+  // X.509 only: the client must present a certificate signed by x509_dir/ca-cert.pem.
+  bool verify_peer = false;
+  // PSK keys in psktool's format, "username:hexkey" per line.
+  std::optional<std::string> psk_file;
+};
+
 struct Nbd {
+  NbdTls tls;
   Listen listen;            // default unix:/run/iscsi-mpio/<export_name>.sock
   std::string export_name;  // default "lun<N>" with N = target.lun
   NbdDevice device;         // default none

@@ -16,6 +16,7 @@ enum class config_errc {
   wrong_type,     // e.g. a mapping where a scalar belongs, or "abc" for an integer
   invalid_value,  // right type, but out of range or malformed (portal, IQN, address, ...)
   insecure_file,  // a warning only: a secret file its group or others may read
+  plaintext_nbd,  // a warning only: NBD over TCP beyond loopback without TLS
 };
 
 const std::error_category& config_category() noexcept;

@@ -15,6 +15,10 @@ void append(std::vector<std::byte>& out, std::span<const std::byte> bytes) {
   out.insert(out.end(), bytes.begin(), bytes.end());
 }
 
+// The message of every NBD_REP_ERR_TLS_REQD: clients show it to the user.
+constexpr std::string_view kTlsRequiredMessage =
+    "TLS is required on this server: negotiate NBD_OPT_STARTTLS first";
+
 template <size_t N>
 std::array<std::byte, N> zeroed() {
   return std::array<std::byte, N>{};
@@ -22,8 +26,8 @@ std::array<std::byte, N> zeroed() {
 
 }  // namespace
 
-ServerHandshake::ServerHandshake(ExportDescription export_description)
-    : export_(std::move(export_description)) {
+ServerHandshake::ServerHandshake(ExportDescription export_description, TlsMode tls)
+    : export_(std::move(export_description)), tls_mode_(tls) {
   // Greeting (proto.md, "Newstyle negotiation"): NBDMAGIC, IHAVEOPT, handshake flags.
   auto greeting = zeroed<kServerGreetingSize>();
   common::store_be64(greeting, 0, kNbdMagic);
@@ -48,6 +52,7 @@ void ServerHandshake::consume_output(size_t n) noexcept {
 size_t ServerHandshake::bytes_needed() const noexcept {
   switch (state_) {
     case State::finished:
+    case State::tls_handshake:
       return 0;
     case State::discard_data:
       return static_cast<size_t>(std::min<uint64_t>(discard_left_, kMaxOptionData));
@@ -64,14 +69,18 @@ void ServerHandshake::expect(State state, size_t bytes) {
 
 size_t ServerHandshake::feed(std::span<const std::byte> bytes) {
   size_t consumed = 0;
-  while (consumed < bytes.size() && state_ != State::finished) {
+  while (consumed < bytes.size() && state_ != State::finished && state_ != State::tls_handshake) {
     auto rest = bytes.subspan(consumed);
     if (state_ == State::discard_data) {
       const size_t n = static_cast<size_t>(std::min<uint64_t>(discard_left_, rest.size()));
       discard_left_ -= n;
       consumed += n;
       if (discard_left_ == 0) {
-        append_error(current_option_, kRepErrTooBig, "option data too large");
+        if (tls_required() && current_option_ != kOptStartTls && current_option_ != kOptAbort) {
+          append_error(current_option_, kRepErrTlsReqd, kTlsRequiredMessage);
+        } else {
+          append_error(current_option_, kRepErrTooBig, "option data too large");
+        }
         expect(State::option_header, kOptionHeaderSize);
       }
       continue;
@@ -148,7 +157,33 @@ void ServerHandshake::on_option_header() {
   expect(State::option_data, length);
 }
 
+void ServerHandshake::tls_started() {
+  if (state_ != State::tls_handshake) return;
+  // proto.md NBD_OPT_STARTTLS: after the TLS handshake option haggling goes on inside TLS;
+  // nothing negotiated in plaintext (structured replies, metadata contexts) carries over.
+  outcome_.tls_active = true;
+  outcome_.structured_replies = false;
+  meta_context_export_.reset();
+  expect(State::option_header, kOptionHeaderSize);
+}
+
+bool ServerHandshake::tls_required() const noexcept {
+  return tls_mode_ == TlsMode::require && !outcome_.tls_active;
+}
+
 void ServerHandshake::on_option(uint32_t option, std::span<const std::byte> data) {
+  // proto.md "TLS support", FORCEDTLS: before TLS every option but NBD_OPT_STARTTLS and
+  // NBD_OPT_ABORT gets NBD_REP_ERR_TLS_REQD; NBD_OPT_EXPORT_NAME has no error reply, so the
+  // server MUST close the connection.
+  if (tls_required() && option != kOptStartTls && option != kOptAbort) {
+    if (option == kOptExportName) {
+      finish(HandshakeOutcome::Kind::protocol_error, errc::tls_required,
+             "NBD_OPT_EXPORT_NAME without TLS, which this server requires");
+      return;
+    }
+    append_error(option, kRepErrTlsReqd, kTlsRequiredMessage);
+    return;
+  }
   switch (option) {
     case kOptExportName: {
       const std::string name(common::as_chars(data));
@@ -189,8 +224,7 @@ void ServerHandshake::on_option(uint32_t option, std::span<const std::byte> data
       return;
     }
     case kOptStartTls:
-      // NOTLS mode (proto.md, "NOTLS mode"): ERR_UNSUP as we do not implement TLS at all.
-      append_error(option, kRepErrUnsup, "TLS is not supported by this server");
+      on_starttls(data);
       return;
     case kOptInfo:
     case kOptGo:
@@ -213,6 +247,28 @@ void ServerHandshake::on_option(uint32_t option, std::span<const std::byte> data
       append_error(option, kRepErrUnsup, "option " + std::to_string(option) + " not supported");
       return;
   }
+}
+
+void ServerHandshake::on_starttls(std::span<const std::byte> data) {
+  if (tls_mode_ == TlsMode::off) {
+    // NOTLS mode: "NBD_REP_ERR_POLICY (if it does not support TLS for policy reasons)"; TLS is
+    // built in, only not configured.
+    append_error(kOptStartTls, kRepErrPolicy, "TLS is not enabled on this server");
+    return;
+  }
+  if (outcome_.tls_active) {
+    // A second NBD_OPT_STARTTLS once TLS is up: "SHOULD send NBD_REP_ERR_INVALID".
+    append_error(kOptStartTls, kRepErrInvalid, "TLS is already active");
+    return;
+  }
+  if (!data.empty()) {
+    append_error(kOptStartTls, kRepErrInvalid, "NBD_OPT_STARTTLS takes no data");
+    return;
+  }
+  append_reply(kOptStartTls, kRepAck, {});
+  state_ = State::tls_handshake;
+  need_ = 0;
+  input_.clear();
 }
 
 void ServerHandshake::on_info_or_go(uint32_t option, std::span<const std::byte> data) {

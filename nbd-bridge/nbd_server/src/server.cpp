@@ -41,6 +41,7 @@
 #include "nbd/reply.hpp"
 #include "nbd/request.hpp"
 #include "nbd/wire.hpp"
+#include "tls.hpp"
 
 namespace nbd {
 namespace {
@@ -169,9 +170,11 @@ struct ConnectionLimits {
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   // `handshake_done`: the peer already knows the export and starts in the transmission phase.
+  // `tls`: credentials when the server offers TLS (TlsOptions::mode on or require).
   Connection(Socket socket, blockdev::BlockDevice& device, ExportDescription export_description,
              ConnectionLimits limits, std::string peer, bool handshake_done,
-             std::shared_ptr<CounterCells> counters)
+             std::shared_ptr<CounterCells> counters, TlsMode tls_mode,
+             std::shared_ptr<const tls::Credentials> tls_credentials)
       : socket_(std::move(socket)),
         wake_(socket_.get_executor(), asio::steady_timer::time_point::max()),
         counters_(counters),
@@ -180,7 +183,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
         export_(std::move(export_description)),
         limits_(limits),
         peer_(std::move(peer)),
-        handshake_done_(handshake_done) {}
+        handshake_done_(handshake_done),
+        tls_mode_(tls_mode),
+        tls_credentials_(std::move(tls_credentials)) {}
 
   awaitable<void> run() {
     auto self = shared_from_this();
@@ -226,27 +231,35 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void close_socket() {
+    if (tls_ && !tls_closed_) tls_->bye();
+    tls_closed_ = true;
     error_code ignored;
     socket_.shutdown(Socket::shutdown_both, ignored);
     socket_.close(ignored);
   }
 
   awaitable<bool> handshake() {
-    ServerHandshake handshake(export_);
+    ServerHandshake handshake(export_, tls_mode_);
     std::vector<std::byte> input;
     error_code ec;
     for (;;) {
       const auto output = handshake.pending_output();
       if (!output.empty()) {
-        co_await asio::async_write(socket_, asio::buffer(output.data(), output.size()),
-                                   asio::redirect_error(use_awaitable, ec));
+        co_await write_all(output.data(), output.size(), ec);
         if (ec) break;
         handshake.consume_output(output.size());
       }
       if (handshake.finished()) break;
+      if (handshake.tls_pending()) {
+        // The ACK is on the wire: the next bytes are the client's TLS ClientHello. Exact
+        // reads so far left them unread in the socket.
+        // start_tls() logs why it failed; a failed TLS handshake leaves nothing to answer.
+        if (!co_await start_tls(ec)) co_return false;
+        handshake.tls_started();
+        continue;
+      }
       input.resize(handshake.bytes_needed());
-      co_await asio::async_read(socket_, asio::buffer(input),
-                                asio::redirect_error(use_awaitable, ec));
+      co_await read_all(input.data(), input.size(), ec);
       if (ec) break;
       handshake.feed(input);
     }
@@ -269,6 +282,109 @@ class Connection : public std::enable_shared_from_this<Connection> {
         co_return false;
     }
     co_return false;
+  }
+
+  // The whole buffer, in plaintext or through TLS; the handshake and the rarer transmission
+  // paths (a WRITE payload beyond what fill() brought, a drained payload) use these.
+  awaitable<void> read_all(void* data, size_t size, error_code& ec) {
+    if (!tls_) {
+      co_await asio::async_read(socket_, asio::buffer(data, size),
+                                asio::redirect_error(use_awaitable, ec));
+      co_return;
+    }
+    auto* at = static_cast<std::byte*>(data);
+    while (size > 0) {
+      const size_t n = co_await tls_read_some(at, size, ec);
+      if (ec) co_return;
+      at += n;
+      size -= n;
+    }
+  }
+
+  awaitable<void> write_all(const void* data, size_t size, error_code& ec) {
+    if (!tls_) {
+      co_await asio::async_write(socket_, asio::buffer(data, size),
+                                 asio::redirect_error(use_awaitable, ec));
+      co_return;
+    }
+    const asio::const_buffer one(data, size);
+    co_await tls_write(std::span(&one, 1), ec);
+  }
+
+  // GNUTLS_E_AGAIN: wait until the socket is ready the way GnuTLS was stuck, then call again.
+  awaitable<void> tls_wait(tls::IoResult::Want want, error_code& ec) {
+    co_await socket_.async_wait(
+        want == tls::IoResult::Want::write ? Socket::wait_write : Socket::wait_read,
+        asio::redirect_error(use_awaitable, ec));
+  }
+
+  static error_code tls_error(const tls::IoResult& r) {
+    if (r.eof) return asio::error::eof;
+    return error_code(r.error);
+  }
+
+  // Data GnuTLS has already decrypted is returned before the socket is waited on.
+  awaitable<size_t> tls_read_some(void* data, size_t size, error_code& ec) {
+    for (;;) {
+      const tls::IoResult r = tls_->recv(data, size);
+      if (r.want == tls::IoResult::Want::nothing) {
+        if (r.eof || r.error) ec = tls_error(r);
+        co_return r.bytes;
+      }
+      co_await tls_wait(r.want, ec);
+      if (ec) co_return 0;
+    }
+  }
+
+  // A batch of replies corked into as few TLS records as fit, then flushed.
+  awaitable<void> tls_write(std::span<const asio::const_buffer> buffers, error_code& ec) {
+    tls_->cork();
+    for (const auto& buffer : buffers) {
+      const tls::IoResult r = tls_->send(buffer.data(), buffer.size());
+      if (r.error) {
+        ec = tls_error(r);
+        co_return;
+      }
+    }
+    for (;;) {
+      const tls::IoResult r = tls_->uncork();
+      if (r.want == tls::IoResult::Want::nothing) {
+        if (r.eof || r.error) ec = tls_error(r);
+        co_return;
+      }
+      co_await tls_wait(r.want, ec);
+      if (ec) co_return;
+    }
+  }
+
+  // After NBD_OPT_STARTTLS's ACK: the TLS handshake on this connection's socket.
+  awaitable<bool> start_tls(error_code& ec) {
+    socket_.native_non_blocking(true, ec);
+    if (ec) co_return false;
+    tls_ = std::make_unique<tls::Session>(tls_credentials_, socket_.native_handle());
+    if (const std::error_code init = tls_->init_error()) {
+      spdlog::warn("nbd: client {} TLS session: {}", peer_, init.message());
+      co_return false;
+    }
+    for (;;) {
+      const tls::IoResult r = tls_->handshake();
+      if (r.want == tls::IoResult::Want::nothing) {
+        if (r.eof || r.error) {
+          spdlog::warn("nbd: client {} TLS handshake failed: {}", peer_,
+                       r.eof ? std::string("the client closed the connection") : r.error.message());
+          tls_closed_ = true;  // no close_notify over a session that never was
+          co_return false;
+        }
+        spdlog::info("nbd: client {} TLS: {}", peer_, tls_->describe_peer());
+        co_return true;
+      }
+      co_await tls_wait(r.want, ec);
+      if (ec) {
+        if (!is_disconnect(ec))
+          spdlog::warn("nbd: client {} TLS handshake: {}", peer_, ec.message());
+        co_return false;
+      }
+    }
   }
 
   bool can_read_more() const { return !stopping_ && !hard_disconnect_ && !write_failed_; }
@@ -333,10 +449,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
         if (request.type == kCmdWrite) {
           // What the last read brought of the payload, then the rest straight into it.
           const size_t buffered = take(payload);
-          if (buffered < payload.size())
+          if (buffered < payload.size() && tls_) {
+            co_await read_all(payload.data() + buffered, payload.size() - buffered, ec);
+          } else if (buffered < payload.size()) {
             co_await asio::async_read(
                 socket_, asio::buffer(payload.data() + buffered, payload.size() - buffered),
                 asio::redirect_error(use_awaitable, ec));
+          }
           if (ec) {
             finish(std::move(op));
             co_return;
@@ -363,9 +482,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
       rx_begin_ = 0;
     }
     while (rx_end_ < need) {
-      const size_t n =
-          co_await socket_.async_read_some(asio::buffer(rx_.data() + rx_end_, rx_.size() - rx_end_),
-                                           asio::redirect_error(use_awaitable, ec));
+      size_t n = 0;
+      if (tls_) {
+        n = co_await tls_read_some(rx_.data() + rx_end_, rx_.size() - rx_end_, ec);
+      } else {
+        n = co_await socket_.async_read_some(
+            asio::buffer(rx_.data() + rx_end_, rx_.size() - rx_end_),
+            asio::redirect_error(use_awaitable, ec));
+      }
       if (ec) co_return false;
       rx_end_ += n;
     }
@@ -388,8 +512,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     error_code ec;
     while (length > 0) {
       const size_t n = std::min<size_t>(length, scratch.size());
-      co_await asio::async_read(socket_, asio::buffer(scratch.data(), n),
-                                asio::redirect_error(use_awaitable, ec));
+      co_await read_all(scratch.data(), n, ec);
       if (ec) co_return false;
       length -= static_cast<uint32_t>(n);
     }
@@ -552,10 +675,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
         }
       }
       ec = {};
-      for (common_asio::GatherCursor cursor(buffers); !cursor.finished() && !ec;) {
-        const size_t n = co_await socket_.async_write_some(cursor.window(),
-                                                           asio::redirect_error(use_awaitable, ec));
-        cursor.consume(n);
+      if (tls_) {
+        co_await tls_write(buffers, ec);
+      } else {
+        for (common_asio::GatherCursor cursor(buffers); !cursor.finished() && !ec;) {
+          const size_t n = co_await socket_.async_write_some(
+              cursor.window(), asio::redirect_error(use_awaitable, ec));
+          cursor.consume(n);
+        }
       }
       for (auto& op : batch) finish(std::move(op));
       batch.clear();
@@ -589,6 +716,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   ConnectionLimits limits_;
   std::string peer_;
   bool handshake_done_ = false;
+  TlsMode tls_mode_ = TlsMode::off;
+  std::shared_ptr<const tls::Credentials> tls_credentials_;
+  std::unique_ptr<tls::Session> tls_;  // after NBD_OPT_STARTTLS: every byte goes through it
+  bool tls_closed_ = false;
   bool structured_ = false;
   bool base_allocation_ = false;  // NBD_CMD_BLOCK_STATUS allowed (HandshakeOutcome)
   bool in_transmission_ = false;
@@ -626,6 +757,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::set<std::shared_ptr<Connection>> connections;
   std::atomic<size_t> connection_count{0};
   std::shared_ptr<CounterCells> counters = std::make_shared<CounterCells>();
+  std::shared_ptr<const tls::Credentials> tls_credentials;  // set by start() unless TLS is off
   uint64_t next_id = 1;
   bool accepting = false;
   bool stopping = false;
@@ -744,18 +876,20 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       // several writes, each waiting for the client to drain the last: room for a few whole
       // replies keeps the client's reads and ours overlapping.
       socket.set_option(asio::socket_base::send_buffer_size(kReplySocketBuffer), ec);
-      add_connection(std::move(socket), describe_peer(remote, next_id++), false);
+      add_connection(std::move(socket), describe_peer(remote, next_id++), false, options.tls.mode,
+                     tls_credentials);
     }
     accepting = false;
     maybe_drained();
   }
 
-  void add_connection(Socket socket, std::string peer, bool handshake_done) {
+  void add_connection(Socket socket, std::string peer, bool handshake_done, TlsMode tls_mode,
+                      std::shared_ptr<const tls::Credentials> credentials) {
     ExportDescription export_description{options.export_name, options.description, device.info()};
     auto connection = std::make_shared<Connection>(
         std::move(socket), device, std::move(export_description),
         ConnectionLimits{options.max_requests_per_connection, options.max_bytes_per_connection},
-        std::move(peer), handshake_done, counters);
+        std::move(peer), handshake_done, counters, tls_mode, std::move(credentials));
     connections.insert(connection);
     ++connection_count;
     asio::co_spawn(io, connection->run(),
@@ -805,6 +939,14 @@ Server::~Server() = default;
 std::error_code Server::start(std::string* detail) {
   std::string reason;
   std::error_code ec;
+  if (impl_->options.tls.mode != TlsMode::off) {
+    impl_->tls_credentials = tls::load_credentials(impl_->options.tls, ec, reason);
+    if (!impl_->tls_credentials) {
+      spdlog::warn("nbd: TLS: {}", reason);
+      if (detail) *detail = "TLS: " + reason;
+      return ec;
+    }
+  }
   if (const auto* unix_endpoint = std::get_if<UnixEndpoint>(&impl_->options.listen)) {
     ec = impl_->bind_unix(unix_endpoint->path, reason);
   } else {
@@ -839,7 +981,8 @@ std::error_code Server::serve_connected(int fd, std::string peer, std::string* d
     return ec;
   }
   peer += " #" + std::to_string(impl_->next_id++);
-  impl_->add_connection(std::move(socket), std::move(peer), true);
+  // The kernel's socketpair never negotiates: no TLS.
+  impl_->add_connection(std::move(socket), std::move(peer), true, TlsMode::off, nullptr);
   return {};
 }
 

@@ -323,6 +323,34 @@ TEST_CASE("The export's description names the device, the target and the LUN",
         "IET VIRTUAL-DISK iqn.2023-01.com.example:storage LUN 3");
 }
 
+TEST_CASE("nbd.tls maps one to one onto the server's TLS options", "[iscsi_mpio][options]") {
+  CHECK(options::server_options(load(minimal), device_info()).tls.mode == nbd::TlsMode::off);
+
+  config::NbdTls x509;
+  x509.mode = config::NbdTls::Mode::require;
+  x509.x509_dir = "/etc/pki/nbd";
+  x509.verify_peer = true;
+  auto got = options::tls_options(x509);
+  CHECK(got.mode == nbd::TlsMode::require);
+  CHECK(got.x509_dir == "/etc/pki/nbd");
+  CHECK(got.verify_peer);
+  CHECK(got.psk_file.empty());
+
+  config::NbdTls psk;
+  psk.mode = config::NbdTls::Mode::on;
+  psk.psk_file = "/etc/nbd/keys.psk";
+  got = options::tls_options(psk);
+  CHECK(got.mode == nbd::TlsMode::on);
+  CHECK(got.psk_file == "/etc/nbd/keys.psk");
+  CHECK(got.x509_dir.empty());
+  CHECK_FALSE(got.verify_peer);
+
+  // Credentials left in place under mode off are carried but never loaded.
+  config::NbdTls off = x509;
+  off.mode = config::NbdTls::Mode::off;
+  CHECK(options::tls_options(off).mode == nbd::TlsMode::off);
+}
+
 // ---------------------------------------------------------------- kernel_options
 
 TEST_CASE("nbd.device /dev/nbdN asks for that device", "[iscsi_mpio][options]") {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "common/bytes.hpp"
 #include "common/hex.hpp"
 #include "nbd/errors.hpp"
 #include "nbd/handshake.hpp"
@@ -240,13 +241,117 @@ TEST_CASE("NBD_OPT_EXPORT_NAME for an unknown export terminates the session", "[
   CHECK(handshake.outcome().error == nbd::errc::unknown_export);
 }
 
-TEST_CASE("unknown options and STARTTLS get ERR_UNSUP", "[nbd]") {
+TEST_CASE("unknown options get ERR_UNSUP", "[nbd]") {
   auto handshake = started();
   std::string out = converse(handshake, option("00000042", "0102"));
   CHECK(out.substr(16, 16) == hex("00000042 80000001"));
-  out = converse(handshake, option("00000005", ""));
-  CHECK(out.substr(16, 16) == hex("00000005 80000001"));
   CHECK_FALSE(handshake.finished());
+}
+
+// proto.md "TLS support" and NBD_OPT_STARTTLS.
+ServerHandshake started_tls(nbd::TlsMode mode) {
+  ServerHandshake handshake(test_export(), mode);
+  handshake.consume_output(handshake.pending_output().size());
+  handshake.feed(from_hex("00000003"));
+  return handshake;
+}
+
+const std::string kTlsRequired =
+    to_hex(common::as_bytes("TLS is required on this server: negotiate NBD_OPT_STARTTLS first"));
+
+TEST_CASE("tls off: STARTTLS gets ERR_POLICY and plaintext goes on", "[nbd][tls]") {
+  auto handshake = started_tls(nbd::TlsMode::off);
+  const std::string out = converse(handshake, option("00000005", ""));
+  CHECK(out == reply("00000005", "80000002",
+                     to_hex(common::as_bytes("TLS is not enabled on this server"))));
+  CHECK_FALSE(handshake.tls_pending());
+  CHECK(converse(handshake, option("00000007", kGoDisk)) == kInfoReplies);
+  CHECK_FALSE(handshake.outcome().tls_active);
+}
+
+TEST_CASE("tls on: STARTTLS is acknowledged, then options start over inside TLS", "[nbd][tls]") {
+  auto handshake = started_tls(nbd::TlsMode::on);
+  // Structured replies negotiated in plaintext are forgotten after the upgrade.
+  CHECK(converse(handshake, option("00000008", "")) == reply("00000008", "00000001", ""));
+  // Bytes after STARTTLS are TLS records: none is consumed before the driver's handshake.
+  const auto input = from_hex(option("00000005", "") + option("00000008", ""));
+  CHECK(handshake.feed(input) == 16);
+  CHECK(to_hex(handshake.pending_output()) == reply("00000005", "00000001", ""));
+  handshake.consume_output(handshake.pending_output().size());
+  REQUIRE(handshake.tls_pending());
+  CHECK_FALSE(handshake.finished());
+  CHECK(handshake.bytes_needed() == 0);
+  CHECK(handshake.feed(from_hex("00")) == 0);
+
+  handshake.tls_started();
+  CHECK_FALSE(handshake.tls_pending());
+  CHECK(handshake.tls_active());
+  CHECK(handshake.bytes_needed() == 16);
+  // A second STARTTLS: ERR_INVALID.
+  CHECK(converse(handshake, option("00000005", "")).substr(16, 16) == hex("00000005 80000003"));
+  CHECK(converse(handshake, option("00000007", kGoDisk)) == kInfoReplies);
+  REQUIRE(handshake.finished());
+  CHECK(handshake.outcome().kind == HandshakeOutcome::Kind::transmission);
+  CHECK(handshake.outcome().tls_active);
+  CHECK_FALSE(handshake.outcome().structured_replies);
+}
+
+TEST_CASE("tls on: a plaintext client is served", "[nbd][tls]") {
+  auto handshake = started_tls(nbd::TlsMode::on);
+  CHECK(converse(handshake, option("00000007", kGoDisk)) == kInfoReplies);
+  CHECK(handshake.outcome().kind == HandshakeOutcome::Kind::transmission);
+  CHECK_FALSE(handshake.outcome().tls_active);
+}
+
+TEST_CASE("STARTTLS with data gets ERR_INVALID", "[nbd][tls]") {
+  auto handshake = started_tls(nbd::TlsMode::require);
+  CHECK(converse(handshake, option("00000005", "00")).substr(16, 16) == hex("00000005 80000003"));
+  CHECK_FALSE(handshake.tls_pending());
+}
+
+TEST_CASE("tls require: every option but STARTTLS and ABORT gets ERR_TLS_REQD", "[nbd][tls]") {
+  for (const char* code :
+       {"00000003", "00000006", "00000007", "00000008", "00000009", "0000000a", "00000042"}) {
+    INFO("option " << code);
+    auto handshake = started_tls(nbd::TlsMode::require);
+    const std::string data =
+        std::string(code) == "00000007" || std::string(code) == "00000006" ? kGoDisk : "";
+    CHECK(converse(handshake, option(code, data)) == reply(code, "80000005", kTlsRequired));
+    CHECK_FALSE(handshake.finished());
+  }
+  SECTION("then STARTTLS, and inside TLS the export is served") {
+    auto handshake = started_tls(nbd::TlsMode::require);
+    CHECK(converse(handshake, option("00000007", kGoDisk)) ==
+          reply("00000007", "80000005", kTlsRequired));
+    CHECK(converse(handshake, option("00000005", "")) == reply("00000005", "00000001", ""));
+    REQUIRE(handshake.tls_pending());
+    handshake.tls_started();
+    CHECK(converse(handshake, option("00000007", kGoDisk)) == kInfoReplies);
+    CHECK(handshake.outcome().kind == HandshakeOutcome::Kind::transmission);
+    CHECK(handshake.outcome().tls_active);
+  }
+  SECTION("ABORT is acknowledged") {
+    auto handshake = started_tls(nbd::TlsMode::require);
+    CHECK(converse(handshake, option("00000002", "")) == reply("00000002", "00000001", ""));
+    CHECK(handshake.outcome().kind == HandshakeOutcome::Kind::client_aborted);
+  }
+  SECTION("EXPORT_NAME has no error reply: the session ends") {
+    auto handshake = started_tls(nbd::TlsMode::require);
+    CHECK(converse(handshake, option("00000001", "6469736b")).empty());
+    REQUIRE(handshake.finished());
+    CHECK(handshake.outcome().kind == HandshakeOutcome::Kind::protocol_error);
+    CHECK(handshake.outcome().error == nbd::errc::tls_required);
+  }
+  SECTION("an oversized option is drained and answered ERR_TLS_REQD") {
+    auto handshake = started_tls(nbd::TlsMode::require);
+    const size_t length = ServerHandshake::kMaxOptionData + 1;
+    char header[64];
+    std::snprintf(header, sizeof header, "%s00000007%08zx", kIHaveOpt, length);
+    CHECK(converse(handshake, header).empty());
+    const std::vector<std::byte> body(length);
+    CHECK(handshake.feed(body) == length);
+    CHECK(to_hex(handshake.pending_output()).substr(16, 16) == hex("00000007 80000005"));
+  }
 }
 
 TEST_CASE("NBD_OPT_ABORT is acknowledged and ends the handshake", "[nbd]") {

@@ -2,6 +2,11 @@
 // "Option types", "Option reply types", "Metadata querying"). The driver sends pending_output(),
 // reads bytes_needed() bytes, feeds them, and repeats until finished(); then outcome() says whether
 // to enter transmission, close after an abort, or drop a misbehaving client.
+//
+// TLS (proto.md, "TLS support", NBD_OPT_STARTTLS): the machine only decides. When it has
+// acknowledged NBD_OPT_STARTTLS, tls_pending() is true and it waits: the driver sends the ACK,
+// runs the TLS handshake on the connection, then calls tls_started() and carries on feeding
+// and sending the decrypted option stream. The TLS library itself stays out of this layer.
 #pragma once
 
 #include <cstddef>
@@ -15,6 +20,10 @@
 #include "nbd/export.hpp"
 
 namespace nbd {
+
+// How the server treats NBD_OPT_STARTTLS (proto.md, "TLS support"): off is NOTLS mode, on is
+// "TLS optional" (plaintext clients are served too), require is "FORCEDTLS" mode.
+enum class TlsMode { off, on, require };
 
 struct HandshakeOutcome {
   enum class Kind {
@@ -32,6 +41,7 @@ struct HandshakeOutcome {
   bool base_allocation = false;
   uint16_t transmission_flags = 0;  // as sent to the client
   std::string export_name;          // as the client asked for it ("" = default export)
+  bool tls_active = false;          // the option stream that ended was over TLS
   std::error_code error;            // nbd::errc for protocol_error / client_aborted
   std::string message;              // human-readable detail for logs
 };
@@ -45,7 +55,7 @@ class ServerHandshake {
   // "Termination of the session during option haggling").
   static constexpr size_t kMaxOptions = 1024;
 
-  explicit ServerHandshake(ExportDescription export_description);
+  explicit ServerHandshake(ExportDescription export_description, TlsMode tls = TlsMode::off);
 
   // Bytes to send, in order (starting with the greeting). The driver sends them, then calls
   // consume_output() with the count sent.
@@ -61,16 +71,33 @@ class ServerHandshake {
   size_t bytes_needed() const noexcept;
 
   bool finished() const noexcept { return state_ == State::finished; }
+
+  // NBD_OPT_STARTTLS was acknowledged: once pending_output() (ending with that ACK) is sent,
+  // the driver runs the TLS handshake. Nothing is consumed meanwhile (bytes_needed() is 0).
+  bool tls_pending() const noexcept { return state_ == State::tls_handshake; }
+  // The TLS handshake succeeded: option haggling starts over inside TLS, with what was
+  // negotiated in plaintext forgotten. Precondition: tls_pending().
+  void tls_started();
+  bool tls_active() const noexcept { return outcome_.tls_active; }
   const HandshakeOutcome& outcome() const noexcept { return outcome_; }
 
  private:
-  enum class State { client_flags, option_header, option_data, discard_data, finished };
+  enum class State {
+    client_flags,
+    option_header,
+    option_data,
+    discard_data,
+    tls_handshake,
+    finished
+  };
 
   void on_client_flags();
   void on_option_header();
   void on_option(uint32_t option, std::span<const std::byte> data);
   void on_info_or_go(uint32_t option, std::span<const std::byte> data);
   void on_meta_context(uint32_t option, std::span<const std::byte> data);
+  void on_starttls(std::span<const std::byte> data);
+  bool tls_required() const noexcept;  // FORCEDTLS and TLS not yet up
   void enter_transmission(const std::string& name, uint16_t flags);
   void append_reply(uint32_t option, uint32_t type, std::span<const std::byte> data);
   void append_error(uint32_t option, uint32_t type, std::string_view message);
@@ -79,6 +106,7 @@ class ServerHandshake {
   void expect(State state, size_t bytes);
 
   ExportDescription export_;
+  TlsMode tls_mode_;
   State state_ = State::client_flags;
   std::vector<std::byte> input_;  // bytes of the current field, up to need_
   size_t need_ = 0;

@@ -11,6 +11,8 @@
 #include <system_error>
 #include <variant>
 
+#include "nbd/handshake.hpp"
+
 namespace boost::asio {
 class io_context;
 }
@@ -28,8 +30,19 @@ struct TcpEndpoint {
   uint16_t port = 10809;  // 0 = any free port (endpoint_uri() reports the one chosen)
 };
 
+// TLS for the clients of start()'s listener (proto.md "TLS support"), with GnuTLS. Exactly one
+// of x509_dir and psk_file is set unless mode is off. Connections given to serve_connected()
+// (the kernel's socketpair) never use TLS.
+struct TlsOptions {
+  TlsMode mode = TlsMode::off;
+  std::string x509_dir;      // ca-cert.pem, server-cert.pem, server-key.pem (qemu's layout)
+  bool verify_peer = false;  // clients must present a certificate signed by ca-cert.pem
+  std::string psk_file;      // psktool's "username:hexkey" lines
+};
+
 struct ServerOptions {
   std::variant<UnixEndpoint, TcpEndpoint> listen;
+  TlsOptions tls;
   std::string export_name;
   std::string description;
   // Backpressure: a connection stops reading requests while this many are in flight, or
@@ -51,7 +64,8 @@ class Server {
 
   // Binds and listens, then accepts on the io_context. A unix socket path left over by a dead
   // process is replaced; one with a live listener is refused (std::errc::address_in_use), as is
-  // a path that is not a socket. `detail` (optional) receives a human-readable reason.
+  // a path that is not a socket. TLS credentials are loaded here: a file that does not parse
+  // fails the start. `detail` (optional) receives a human-readable reason.
   std::error_code start(std::string* detail = nullptr);
 
   // Serves `fd`, a connected stream socket whose peer already knows the export (the kernel's
