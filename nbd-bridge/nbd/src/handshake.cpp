@@ -148,7 +148,21 @@ void ServerHandshake::on_option_header() {
   expect(State::option_data, length);
 }
 
+void ServerHandshake::refuse(std::string message) {
+  refusal_ = std::move(message);
+  refusal_.resize(std::min(refusal_.size(), kMaxStringLength));
+  if (refusal_.empty()) refusal_ = "refused";
+}
+
 void ServerHandshake::on_option(uint32_t option, std::span<const std::byte> data) {
+  if (!refusal_.empty() && option != kOptAbort) {
+    if (option == kOptExportName) {
+      finish(HandshakeOutcome::Kind::protocol_error, errc::refused, refusal_);
+    } else {
+      append_error(option, kRepErrPolicy, refusal_);
+    }
+    return;
+  }
   switch (option) {
     case kOptExportName: {
       const std::string name(common::as_chars(data));
