@@ -231,6 +231,11 @@ LuMapping map_lu(const ProbedLu& lu, const CommandSizeSources& sizes) {
   info.supports_block_status = lu.lbpme && lu.provisioning.has_value();
   m.limits.block_status = info.supports_block_status;
   m.limits.unmapped_reads_zero = lu.lbprz || (lu.provisioning && lu.provisioning->lbprz);
+  // proto.md NBD_CMD_FLAG_FAST_ZERO: fast only when no data is written, i.e. WRITE SAME(16)
+  // with UNMAP=1 deallocates (SBC-4 §5.50) and deallocated blocks read as zeros (LBPRZ).
+  // Anywhere else WRITE SAME may write every block, no faster than NBD_CMD_WRITE.
+  info.fast_zero =
+      info.supports_write_zeroes && info.write_zeroes_may_unmap && m.limits.unmapped_reads_zero;
 
   m.limits.block_size = block_length;
   m.limits.command_bytes = command_bytes;

@@ -117,8 +117,11 @@ Validation validate(const Request& request, const blockdev::DeviceInfo& info,
     }
     return {kEinval, "request longer than the maximum block size"};
   }
-  if (command == kCmdWriteZeroes && (request.flags & kCmdFlagFastZero)) {
-    // We cannot tell in advance whether WRITE SAME beats a plain write: fail fast.
+  if (command == kCmdWriteZeroes && (request.flags & kCmdFlagFastZero) &&
+      (!info.fast_zero || (request.flags & kCmdFlagNoHole))) {
+    // proto.md NBD_CMD_FLAG_FAST_ZERO: "the server MUST fail quickly with NBD_ENOTSUP" unless
+    // the zeroing is faster than a write: only deallocation on a LU that reads unmapped
+    // blocks as zeros is (DeviceInfo::fast_zero); NO_HOLE forbids deallocation.
     return {kEnotsup, "fast zero not available"};
   }
   return {};

@@ -452,6 +452,29 @@ TEST_CASE("write zeroes needs a WRITE SAME limit or LBPWS on a thin LU; UNMAP ne
   CHECK_FALSE(m.info.supports_write_zeroes);
 }
 
+TEST_CASE("fast zero only where WRITE SAME with UNMAP deallocates blocks that read zeros",
+          "[mpio][lu]") {
+  auto lu = plain_lu();
+  lu.block_limits = scsi::BlockLimits{};
+  lu.block_limits->max_write_same_length = 0x10000;
+  lu.lbprz = true;
+  CHECK_FALSE(mpio::map_lu(lu, {}).info.fast_zero);  // thick: WRITE SAME writes every block
+  lu.provisioning = thin(false, true);
+  lu.lbpme = true;
+  lu.lbprz = false;
+  CHECK_FALSE(mpio::map_lu(lu, {}).info.fast_zero);  // unmapped blocks may read non-zero
+  lu.provisioning->lbprz = true;
+  CHECK(mpio::map_lu(lu, {}).info.fast_zero);
+  lu.provisioning->lbprz = false;
+  lu.lbprz = true;  // READ CAPACITY(16) says it as well
+  CHECK(mpio::map_lu(lu, {}).info.fast_zero);
+  lu.provisioning = thin(false, false);  // no LBPWS: no UNMAP bit on WRITE SAME
+  CHECK_FALSE(mpio::map_lu(lu, {}).info.fast_zero);
+  lu.provisioning = thin(false, true);
+  lu.write_protected = true;
+  CHECK_FALSE(mpio::map_lu(lu, {}).info.fast_zero);
+}
+
 // ---------------------------------------------------------------- block status
 
 TEST_CASE("block status needs LBPME and VPD 0xB2; LBPRZ from either says holes read zeros",

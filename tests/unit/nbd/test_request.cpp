@@ -141,8 +141,14 @@ TEST_CASE("commands the device lacks get EINVAL", "[nbd]") {
   CHECK(check(req(kCmdWriteZeroes, 0, 512), info) == kEinval);
 }
 
-TEST_CASE("fast zero requests fail fast with ENOTSUP", "[nbd]") {
+TEST_CASE("fast zero requests fail fast with ENOTSUP unless the device zeroes fast", "[nbd]") {
   CHECK(check(req(kCmdWriteZeroes, 0, 512, kCmdFlagFastZero)) == kEnotsup);
+  auto fast = device();
+  fast.write_zeroes_may_unmap = true;
+  fast.fast_zero = true;
+  CHECK(check(req(kCmdWriteZeroes, 0, 512, kCmdFlagFastZero), fast) == 0);
+  // NO_HOLE forbids the deallocation that makes it fast.
+  CHECK(check(req(kCmdWriteZeroes, 0, 512, kCmdFlagFastZero | kCmdFlagNoHole), fast) == kEnotsup);
   auto info = device();
   info.supports_write_zeroes = false;
   CHECK(check(req(kCmdWriteZeroes, 0, 512, kCmdFlagFastZero), info) == kEinval);
