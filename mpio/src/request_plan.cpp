@@ -26,6 +26,11 @@ bool get_lba_status_unsupported(const std::error_code& ec) {
   return scsi::asc_of(ec) == 0x20 || scsi::asc_of(ec) == 0x24;
 }
 
+bool pre_fetch_unsupported(const std::error_code& ec) {
+  return ec && ec.category() == scsi::category() &&
+         scsi::sense_key_of(ec) == scsi::SenseKey::illegal_request && scsi::asc_of(ec) == 0x20;
+}
+
 std::error_code block_status_extents(std::span<const std::byte> data,
                                      const blockdev::IoRequest& request,
                                      const CommandLimits& limits,
@@ -166,6 +171,19 @@ void plan_request(const blockdev::IoRequest& request, const CommandLimits& limit
     case blockdev::IoOp::write_zeroes:
       plan_write_zeroes(request, limits, plan);
       break;
+    case blockdev::IoOp::cache:
+      if (limits.pre_fetch) {
+        const uint32_t bs = limits.block_size;
+        uint64_t blocks = request.length / bs;
+        uint64_t lba = request.offset / bs;
+        while (blocks > 0) {
+          const auto n = static_cast<uint32_t>(std::min<uint64_t>(blocks, 0xffffffffu));
+          plan.add().cdb = scsi::pre_fetch16(lba, n);
+          lba += n;
+          blocks -= n;
+        }
+      }
+      break;
     case blockdev::IoOp::block_status:
       if (limits.block_status) {
         PlannedCommand& c = plan.add();
@@ -237,6 +255,9 @@ LuMapping map_lu(const ProbedLu& lu, const CommandSizeSources& sizes) {
   info.fast_zero =
       info.supports_write_zeroes && info.write_zeroes_may_unmap && m.limits.unmapped_reads_zero;
 
+  // SBC-4 makes PRE-FETCH optional and REPORT SUPPORTED OPERATION CODES too: CACHE is
+  // advertised, and the first refusal (pre_fetch_unsupported) withdraws it.
+  info.supports_cache = true;
   m.limits.block_size = block_length;
   m.limits.command_bytes = command_bytes;
   m.limits.max_unmap_lba_count = l.max_unmap_lba_count;

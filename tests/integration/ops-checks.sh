@@ -14,7 +14,8 @@
 #                     running one, which keeps serving; stale socket files are replaced
 #   limits            an attach with nbd.read_only, description, max_clients 2 and
 #                     handshake_timeout 2: nbdinfo shows read-only and the description, a write
-#                     fails with EPERM and leaves the backing file as it was, a third client is
+#                     fails with EPERM and leaves the backing file as it was, NBD_CMD_CACHE
+#                     succeeds, a third client is
 #                     refused with the limit's message while two keep reading, a client that
 #                     says nothing is closed after the limit; the refusals are in the metrics
 #   non-root          attach as user nobody, sockets in a directory nobody owns: serves I/O
@@ -501,6 +502,17 @@ for name, op in (("write", lambda: h.pwrite(b"x" * 4096, 0)),
         print(f"{name}: {e}", end=" ")
 EOF
   grep -q succeeded <<<"$out" && { ok=0; echo "    a write succeeded: $out"; }
+  # NBD_CMD_CACHE (PRE-FETCH(16), or answered at once where the LU refuses it) on a read-only
+  # export.
+  expect cache 0 'cache ok' "$python" - "$uri" <<'EOF' || ok=0
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+assert h.can_cache()
+h.cache(1 << 20, 0)
+h.cache(1 << 20, 0)
+print("cache ok")
+EOF
   sum_after=$(md5sum <"$TGT_BACKING")
   [[ $sum_before == "$sum_after" ]] || { ok=0; echo "    the backing file changed"; }
 

@@ -22,6 +22,7 @@ uint16_t transmission_flags(const blockdev::DeviceInfo& info, bool structured_re
     // NBD_CMD_FLAG_FAST_ZERO) and tells the client to write the zeros itself.
     flags |= kFlagSendWriteZeroes | kFlagSendFastZero;
   }
+  if (info.supports_cache) flags |= kFlagSendCache;
   if (structured_replies) flags |= kFlagSendDf;
   return flags;
 }

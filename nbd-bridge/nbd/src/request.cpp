@@ -66,12 +66,17 @@ Validation validate(const Request& request, const blockdev::DeviceInfo& info,
     case kCmdTrim:
     case kCmdWriteZeroes:
       break;
+    case kCmdCache:
+      // proto.md NBD_FLAG_SEND_CACHE: without it the client "SHOULD NOT send" CACHE; an
+      // unknown command to us then.
+      if (transmission & kFlagSendCache) break;
+      return {kEinval, "NBD_CMD_CACHE not supported"};
     case kCmdBlockStatus:
       // Without a selected metadata context (which needs structured replies) the client "MUST
       // NOT send" it: an unknown command to us.
       if (structured_replies && base_allocation) break;
       return {kEinval, "NBD_CMD_BLOCK_STATUS without a metadata context"};
-    // CACHE is not advertised: "Servers SHOULD reply with NBD_EINVAL" to unknown commands.
+    // "Servers SHOULD reply with NBD_EINVAL" to unknown commands.
     default:
       return {kEinval, "unsupported command"};
   }
@@ -146,6 +151,9 @@ bool to_io_op(uint16_t command, blockdev::IoOp& op) noexcept {
       return true;
     case kCmdBlockStatus:
       op = blockdev::IoOp::block_status;
+      return true;
+    case kCmdCache:
+      op = blockdev::IoOp::cache;
       return true;
     default:
       return false;

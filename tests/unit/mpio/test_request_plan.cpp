@@ -584,6 +584,31 @@ TEST_CASE("block status extents from GET LBA STATUS descriptors", "[mpio][plan]"
   }
 }
 
+TEST_CASE("cache is PRE-FETCH(16) until the LU refuses it as an unknown command", "[mpio][plan]") {
+  CommandPlan plan;
+  auto limits = limits_512(1u << 20);
+  mpio::plan_request(request(IoOp::cache, 4096, 1u << 20), limits, plan);
+  REQUIRE(plan.size() == 1);
+  CHECK(hex_of(plan.commands()[0]) == expect("9002 0000000000000008 00000800 0000"));
+  limits.pre_fetch = false;
+  mpio::plan_request(request(IoOp::cache, 4096, 1u << 20), limits, plan);
+  CHECK(plan.size() == 0);
+
+  auto error = [](scsi::SenseKey key, uint8_t asc) {
+    scsi::Sense sense;
+    sense.response_code = 0x70;
+    sense.key = key;
+    sense.asc = asc;
+    return scsi::make_error(scsi::Status::check_condition, sense);
+  };
+  CHECK(mpio::pre_fetch_unsupported(error(scsi::SenseKey::illegal_request, 0x20)));
+  CHECK_FALSE(mpio::pre_fetch_unsupported(error(scsi::SenseKey::illegal_request, 0x21)));
+  CHECK_FALSE(mpio::pre_fetch_unsupported(error(scsi::SenseKey::medium_error, 0x20)));
+  CHECK_FALSE(mpio::pre_fetch_unsupported(std::make_error_code(std::errc::io_error)));
+  CHECK_FALSE(mpio::pre_fetch_unsupported({}));
+  CHECK(mpio::map_lu(plain_lu(), {}).info.supports_cache);
+}
+
 TEST_CASE("GET LBA STATUS refused as an unknown command or field means no block status",
           "[mpio][plan]") {
   auto error = [](scsi::SenseKey key, uint8_t asc) {

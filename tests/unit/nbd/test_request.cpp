@@ -6,6 +6,7 @@
 
 #include "common/hex.hpp"
 #include "nbd/errors.hpp"
+#include "nbd/export.hpp"
 #include "nbd/request.hpp"
 #include "nbd/wire.hpp"
 
@@ -152,6 +153,21 @@ TEST_CASE("fast zero requests fail fast with ENOTSUP unless the device zeroes fa
   auto info = device();
   info.supports_write_zeroes = false;
   CHECK(check(req(kCmdWriteZeroes, 0, 512, kCmdFlagFastZero), info) == kEinval);
+}
+
+TEST_CASE("NBD_CMD_CACHE only when advertised, within the export, also read-only", "[nbd]") {
+  auto info = device();
+  CHECK(check(req(kCmdCache, 0, 4096), info) == kEinval);  // not advertised: unknown
+  info.supports_cache = true;
+  CHECK((transmission_flags(info, false) & kFlagSendCache) != 0);
+  CHECK(check(req(kCmdCache, 0, 4096), info) == 0);
+  CHECK(check(req(kCmdCache, 1 << 20, 512), info) == kEinval);
+  CHECK(check(req(kCmdCache, 1, 512), info) == kEinval);
+  info.read_only = true;
+  CHECK(check(req(kCmdCache, 0, 4096), info) == 0);
+  blockdev::IoOp op{};
+  CHECK(to_io_op(kCmdCache, op));
+  CHECK(op == blockdev::IoOp::cache);
 }
 
 TEST_CASE("validation explains itself", "[nbd]") {

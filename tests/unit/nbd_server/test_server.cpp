@@ -781,3 +781,19 @@ TEST_CASE("block status without the context selected is EINVAL", "[nbd_server]")
   CHECK(nbd_get_errno() == EINVAL);
   CHECK(f.device.counters().total() == 0);
 }
+
+TEST_CASE("NBD_CMD_CACHE is offered and reaches the device only where it is supported",
+          "[nbd_server]") {
+  {
+    Fixture f;
+    Client c(f.server->endpoint_uri());
+    CHECK(nbd_can_cache(c.handle) == 0);
+  }
+  auto info = MemoryBlockDevice::make_info();
+  info.supports_cache = true;
+  Fixture f(info);
+  Client c(f.server->endpoint_uri());
+  REQUIRE(nbd_can_cache(c.handle) == 1);
+  CHECK(nbd_cache(c.handle, 4096, 0, 0) == 0);
+  CHECK(f.device.counters().caches == 1);
+}
