@@ -707,6 +707,11 @@ const Section<Nbd>& nbd_section() {
       optional("export", &Nbd::export_name, text{.max_length = max_export_name}),
       optional("device", &Nbd::device, nbd_device{}),
       optional("busy_poll_us", &Nbd::busy_poll_us, integer<std::uint32_t>{0, 1000}),
+      optional("read_only", &Nbd::read_only, boolean{}),
+      // proto.md "Option types": strings in option replies are at most 4096 bytes.
+      optional("description", &Nbd::description, text{.max_length = 4096}),
+      optional("max_clients", &Nbd::max_clients, integer<std::uint32_t>{0, 100000}),
+      optional("handshake_timeout", &Nbd::handshake_timeout, integer<std::uint32_t>{0, 3600}),
   });
   return section;
 }

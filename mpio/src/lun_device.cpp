@@ -988,6 +988,14 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   void complete(Operation& op) {
     --in_flight;
     if (op.request->op == IoOp::block_status) finish_block_status(op);
+    // proto.md NBD_CMD_CACHE is advisory: a LU without PRE-FETCH answers success, and new
+    // clients are no longer offered NBD_FLAG_SEND_CACHE.
+    if (op.request->op == IoOp::cache && pre_fetch_unsupported(op.error)) {
+      limits.pre_fetch = false;
+      info.supports_cache = false;
+      op.error = {};
+      op.detail.clear();
+    }
     op.request->done(op.error, op.detail);
     // Only now: a request submitted from inside `done` must not get this operation while its
     // last command's completion is still on the stack.

@@ -26,6 +26,11 @@ bool get_lba_status_unsupported(const std::error_code& ec) {
   return scsi::asc_of(ec) == 0x20 || scsi::asc_of(ec) == 0x24;
 }
 
+bool pre_fetch_unsupported(const std::error_code& ec) {
+  return ec && ec.category() == scsi::category() &&
+         scsi::sense_key_of(ec) == scsi::SenseKey::illegal_request && scsi::asc_of(ec) == 0x20;
+}
+
 std::error_code block_status_extents(std::span<const std::byte> data,
                                      const blockdev::IoRequest& request,
                                      const CommandLimits& limits,
@@ -166,6 +171,19 @@ void plan_request(const blockdev::IoRequest& request, const CommandLimits& limit
     case blockdev::IoOp::write_zeroes:
       plan_write_zeroes(request, limits, plan);
       break;
+    case blockdev::IoOp::cache:
+      if (limits.pre_fetch) {
+        const uint32_t bs = limits.block_size;
+        uint64_t blocks = request.length / bs;
+        uint64_t lba = request.offset / bs;
+        while (blocks > 0) {
+          const auto n = static_cast<uint32_t>(std::min<uint64_t>(blocks, 0xffffffffu));
+          plan.add().cdb = scsi::pre_fetch16(lba, n);
+          lba += n;
+          blocks -= n;
+        }
+      }
+      break;
     case blockdev::IoOp::block_status:
       if (limits.block_status) {
         PlannedCommand& c = plan.add();
@@ -231,7 +249,15 @@ LuMapping map_lu(const ProbedLu& lu, const CommandSizeSources& sizes) {
   info.supports_block_status = lu.lbpme && lu.provisioning.has_value();
   m.limits.block_status = info.supports_block_status;
   m.limits.unmapped_reads_zero = lu.lbprz || (lu.provisioning && lu.provisioning->lbprz);
+  // proto.md NBD_CMD_FLAG_FAST_ZERO: fast only when no data is written, i.e. WRITE SAME(16)
+  // with UNMAP=1 deallocates (SBC-4 §5.50) and deallocated blocks read as zeros (LBPRZ).
+  // Anywhere else WRITE SAME may write every block, no faster than NBD_CMD_WRITE.
+  info.fast_zero =
+      info.supports_write_zeroes && info.write_zeroes_may_unmap && m.limits.unmapped_reads_zero;
 
+  // SBC-4 makes PRE-FETCH optional and REPORT SUPPORTED OPERATION CODES too: CACHE is
+  // advertised, and the first refusal (pre_fetch_unsupported) withdraws it.
+  info.supports_cache = true;
   m.limits.block_size = block_length;
   m.limits.command_bytes = command_bytes;
   m.limits.max_unmap_lba_count = l.max_unmap_lba_count;

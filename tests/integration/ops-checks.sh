@@ -12,6 +12,12 @@
 #                     quotes and a backslash checks the escaping)
 #   second-attach     an attach on the same NBD socket or control socket exits 1 naming the
 #                     running one, which keeps serving; stale socket files are replaced
+#   limits            an attach with nbd.read_only, description, max_clients 2 and
+#                     handshake_timeout 2: nbdinfo shows read-only and the description, a write
+#                     fails with EPERM and leaves the backing file as it was, NBD_CMD_CACHE
+#                     succeeds, a third client is
+#                     refused with the limit's message while two keep reading, a client that
+#                     says nothing is closed after the limit; the refusals are in the metrics
 #   non-root          attach as user nobody, sockets in a directory nobody owns: serves I/O
 #
 # Environment: BUILD (build tree), IM_BIN, EXERCISER. Needs root (tgtd, runuser), jq, curl,
@@ -26,7 +32,7 @@ im_bin=${IM_BIN:-$build/tools/iscsi-mpio/iscsi-mpio}
 exerciser=${EXERCISER:-$build/tests/integration/nbd_exerciser}
 python=/usr/bin/python3
 
-for tool in jq curl tgtd runuser "$python"; do
+for tool in jq curl tgtd runuser nbdinfo "$python"; do
   command -v "$tool" >/dev/null || { echo "missing $tool"; echo "0 passed, 1 failed"; exit 1; }
 done
 [[ -x $im_bin ]] || { echo "iscsi-mpio not found: $im_bin"; echo "0 passed, 1 failed"; exit 1; }
@@ -454,6 +460,117 @@ check_json_log() {
   report json-log "$ok" "$lines lines, $bad not well-formed"
 }
 check_json_log
+
+# ---------------------------------------------------------------- limits
+
+check_limits() {
+  local ok=1 dir=$work/limits port
+  mkdir -p "$dir"
+  port=$(tb_free_port "" 127.0.0.1)
+  write_config "$dir/limits.yaml" "$dir" "127.0.0.1:$port"
+  sed -i "s#^nbd: {#nbd: {read_only: true, description: 'ops read-only view', max_clients: 2, \
+handshake_timeout: 2, #" "$dir/limits.yaml"
+  "$im_bin" attach "$dir/limits.yaml" >"$dir/attach.out" 2>"$dir/attach.log" &
+  local pid=$!
+  if ! wait_until 30 both_active "$dir/limits.yaml"; then
+    stop_pid "$pid" || true
+    report limits 0 "the attach did not come up" "$(tail -n 5 "$dir/attach.log")"
+    return
+  fi
+  local uri sum_before sum_after
+  uri=$(head -n 1 "$dir/attach.out")
+  expect nbdinfo 0 'is_read_only: true' nbdinfo "$uri" || ok=0
+  grep -qF 'description: ops read-only view' <<<"$out" ||
+    { ok=0; echo "    nbdinfo shows no description: $out"; }
+
+  sum_before=$(md5sum <"$TGT_BACKING")
+  # libnbd's strict mode would refuse these itself (the export says read-only): off, so the
+  # server answers them.
+  expect write-eperm 0 'write: .*EPERM.* trim: .*EPERM.* zero: .*EPERM' "$python" - "$uri" \
+    <<'EOF' || ok=0
+import nbd, sys
+h = nbd.NBD()
+h.set_strict_mode(0)
+h.connect_uri(sys.argv[1])
+for name, op in (("write", lambda: h.pwrite(b"x" * 4096, 0)),
+                 ("trim", lambda: h.trim(4096, 0)),
+                 ("zero", lambda: h.zero(4096, 0))):
+    try:
+        op()
+        print(name, "succeeded")
+    except nbd.Error as e:
+        print(f"{name}: {e}", end=" ")
+EOF
+  grep -q succeeded <<<"$out" && { ok=0; echo "    a write succeeded: $out"; }
+  # NBD_CMD_CACHE (PRE-FETCH(16), or answered at once where the LU refuses it) on a read-only
+  # export.
+  expect cache 0 'cache ok' "$python" - "$uri" <<'EOF' || ok=0
+import nbd, sys
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+assert h.can_cache()
+h.cache(1 << 20, 0)
+h.cache(1 << 20, 0)
+print("cache ok")
+EOF
+  sum_after=$(md5sum <"$TGT_BACKING")
+  [[ $sum_before == "$sum_after" ]] || { ok=0; echo "    the backing file changed"; }
+
+  # Two clients hold their connections; the third is refused with the limit's message (libnbd
+  # says "server policy prevents NBD_OPT_GO" and logs the server's message as debug; qemu
+  # prints it) and the two go on reading.
+  expect max-clients 0 'third: .*policy prevents.*too many clients.*at most 2' \
+    "$python" - "$uri" <<'EOF' || ok=0
+import nbd, sys
+held = []
+for _ in range(2):
+    h = nbd.NBD()
+    h.connect_uri(sys.argv[1])
+    held.append(h)
+debug = []
+try:
+    third = nbd.NBD()
+    third.set_debug(True)
+    third.set_debug_callback(lambda context, msg: debug.append(msg))
+    third.connect_uri(sys.argv[1])
+    print("third: connected")
+except nbd.Error as e:
+    print("third:", e.string, [m for m in debug if "too many" in m])
+for h in held:
+    h.pread(65536, 0)
+print("two still read")
+EOF
+  grep -q 'two still read' <<<"$out" || { ok=0; echo "    the two clients stopped reading"; }
+
+  # A client that connects, reads the greeting and says nothing is closed after 2 s.
+  expect silent-client 0 'closed after [0-9.]+ s' "$python" - "$dir/lun.sock" <<'EOF' || ok=0
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(15)
+s.connect(sys.argv[1])
+start = time.monotonic()
+data = b""
+while chunk := s.recv(4096):
+    data += chunk
+took = time.monotonic() - start
+print(f"greeting {len(data)} bytes, closed after {took:.1f} s")
+sys.exit(0 if len(data) == 18 and 1.5 <= took <= 6 else 1)
+EOF
+  grep -q "did not finish the handshake within 2000 ms" "$dir/attach.log" ||
+    { ok=0; echo "    no log line for the silent client"; }
+
+  local metrics
+  metrics=$(curl -s --max-time 10 "http://127.0.0.1:$port/metrics" || true)
+  grep -q '^iscsi_mpio_nbd_refused_total{reason="max_clients"} 1$' <<<"$metrics" ||
+    { ok=0; echo "    max_clients refusal not counted"; }
+  grep -q '^iscsi_mpio_nbd_refused_total{reason="handshake_timeout"} 1$' <<<"$metrics" ||
+    { ok=0; echo "    handshake timeout not counted"; }
+  local rc=0
+  stop_pid "$pid" || rc=$?
+  ((rc == 0)) || { ok=0; echo "    attach exited $rc"; }
+  report limits "$ok"
+}
+check_limits
 
 # ---------------------------------------------------------------- non-root
 

@@ -30,9 +30,10 @@ class MemoryBlockDevice : public blockdev::BlockDevice {
     size_t write_zeroes = 0;
     size_t unmapping_zeroes = 0;  // write_zeroes with may_unmap
     size_t block_statuses = 0;
+    size_t caches = 0;
     size_t failed = 0;  // completed with an injected error
     size_t total() const {
-      return reads + writes + flushes + trims + write_zeroes + block_statuses;
+      return reads + writes + flushes + trims + write_zeroes + block_statuses + caches;
     }
   };
 
@@ -143,6 +144,9 @@ class MemoryBlockDevice : public blockdev::BlockDevice {
       case blockdev::IoOp::block_status:
         ++counters_.block_statuses;
         break;
+      case blockdev::IoOp::cache:
+        ++counters_.caches;
+        break;
     }
     if (request.fua) ++counters_.fua_writes;
   }
@@ -177,6 +181,7 @@ class MemoryBlockDevice : public blockdev::BlockDevice {
             std::fill(at, at + n, std::byte{0});
             break;
           case blockdev::IoOp::flush:
+          case blockdev::IoOp::cache:
             break;
           case blockdev::IoOp::block_status:
             // Blocks of zeros are holes that read as zeros, like a thin LU after UNMAP.

@@ -227,6 +227,16 @@ std::string Collector::exposition(const Sample& s) const {
     e.family("iscsi_mpio_nbd_buffer_bytes", "gauge",
              "Payload buffers the NBD connections hold, in flight and kept for reuse.");
     e.sample("iscsi_mpio_nbd_buffer_bytes", {}, std::to_string(s.nbd.buffer_bytes));
+    e.family("iscsi_mpio_nbd_refused_total", "counter",
+             "NBD clients turned away, by reason: max_clients (refused in the handshake), "
+             "handshake_timeout (disconnected before the handshake ended).");
+    e.sample("iscsi_mpio_nbd_refused_total", {{"reason", "max_clients"}},
+             std::to_string(s.nbd.refused_max_clients));
+    e.sample("iscsi_mpio_nbd_refused_total", {{"reason", "handshake_timeout"}},
+             std::to_string(s.nbd.handshake_timeouts));
+    e.family("iscsi_mpio_nbd_accept_pauses_total", "counter",
+             "Times accepting NBD clients paused to keep file descriptors for the paths.");
+    e.sample("iscsi_mpio_nbd_accept_pauses_total", {}, std::to_string(s.nbd.fd_reserve_pauses));
   }
   return e.take();
 }

@@ -38,6 +38,9 @@ struct NbdCounters {
   uint64_t errors = 0;
   uint64_t connections = 0;
   uint64_t buffer_bytes = 0;  // payload buffers held, in flight and kept for reuse
+  uint64_t refused_max_clients = 0;
+  uint64_t handshake_timeouts = 0;
+  uint64_t fd_reserve_pauses = 0;
 };
 
 // Everything one scrape or `stats` answer shows; taken on the io_context's thread.

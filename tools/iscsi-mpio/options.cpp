@@ -110,8 +110,16 @@ nbd::ServerOptions server_options(const config::Config& cfg, const blockdev::Dev
     options.listen = nbd::TcpEndpoint{cfg.nbd.listen.path_or_host, cfg.nbd.listen.port};
   options.export_name = cfg.nbd.export_name;
   options.tls = tls_options(cfg.nbd.tls);
-  options.description = info.vendor + " " + info.product + " " + cfg.target.iqn + " LUN " +
-                        std::to_string(cfg.target.lun);
+  options.description =
+      cfg.nbd.description.value_or(info.vendor + " " + info.product + " " + cfg.target.iqn +
+                                   " LUN " + std::to_string(cfg.target.lun));
+  options.read_only = cfg.nbd.read_only;
+  options.max_clients = cfg.nbd.max_clients;
+  options.handshake_timeout = std::chrono::seconds(cfg.nbd.handshake_timeout);
+  // Each path may hold its session's socket and a second one while it logs in again (or
+  // proves a lost session gone); beside them the control socket, its clients, metrics
+  // scrapes, netlink and the configuration's files.
+  options.fd_reserve = 64 + 2 * cfg.paths.size();
   return options;
 }
 
@@ -130,7 +138,9 @@ nbd::KernelAttachOptions kernel_options(const config::Config& cfg, const blockde
   const auto sizes = nbd::block_sizes(info);
   options.block_size = sizes.minimum;
   options.max_transfer_bytes = sizes.maximum;
-  options.transmission_flags = nbd::transmission_flags(info, false);  // simple replies only
+  blockdev::DeviceInfo exported = info;
+  if (cfg.nbd.read_only) exported.read_only = true;
+  options.transmission_flags = nbd::transmission_flags(exported, false);  // simple replies only
   options.timeouts = nbd::kernel_timeouts(cfg.multipath.no_path_retry,
                                           std::chrono::seconds(cfg.multipath.polling_interval));
   options.backend_identifier =

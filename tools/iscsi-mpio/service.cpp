@@ -102,7 +102,10 @@ struct Runtime::Impl : std::enable_shared_from_this<Impl> {
                .requests = counters.requests,
                .errors = counters.errors,
                .connections = server->connection_count(),
-               .buffer_bytes = counters.buffer_bytes};
+               .buffer_bytes = counters.buffer_bytes,
+               .refused_max_clients = counters.refused_max_clients,
+               .handshake_timeouts = counters.handshake_timeouts,
+               .fd_reserve_pauses = counters.fd_reserve_pauses};
     }
     return s;
   }

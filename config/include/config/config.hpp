@@ -111,6 +111,17 @@ struct Nbd {
   // Microseconds the serving thread keeps polling for the next event (a client's request, the
   // target's answer) before it sleeps, while at most a few requests are in flight; 0: never.
   std::uint32_t busy_poll_us = 0;
+  // Advertise NBD_FLAG_READ_ONLY and refuse writes, trims and write-zeroes with EPERM even when
+  // the LU is writable (qemu-nbd --read-only, nbdkit -r).
+  bool read_only = false;
+  // NBD_INFO_DESCRIPTION (qemu-nbd --description). Absent: "<vendor> <product> <iqn> LUN <n>".
+  std::optional<std::string> description;
+  // Clients served at once (handshake or transmission); further ones are told so and closed.
+  // 0: no limit. qemu-nbd --shared=N (default 1); nbdkit has no limit.
+  std::uint32_t max_clients = 100;
+  // Seconds a client may take from connecting to the end of the handshake; 0: no limit.
+  // qemu-nbd --handshake-limit (default 10 since CVE-2024-7409).
+  std::uint32_t handshake_timeout = 10;
 };
 
 // Path health and failover. Timeouts are named after their open-iscsi / multipath.conf keys.

@@ -95,6 +95,11 @@ Cdb write_same16(uint64_t lba, uint32_t blocks, bool unmap, bool ndob) {
   return lba16(opcode::write_same16, flags, lba, blocks);
 }
 
+Cdb pre_fetch16(uint64_t lba, uint32_t blocks) {
+  // SBC-4 Table 60: IMMED is bit 1 of byte 1; PREFETCH LENGTH where (16) commands put the count.
+  return lba16(opcode::pre_fetch16, 0x02, lba, blocks);
+}
+
 Cdb unmap(uint16_t parameter_list_length) {
   Cdb cdb = make(opcode::unmap, 10);
   common::store_be16(body(cdb), 7, parameter_list_length);

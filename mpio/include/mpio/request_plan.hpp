@@ -37,6 +37,9 @@ struct CommandLimits {
   // cleared once the LU refuses the command (get_lba_status_unsupported). Without it every
   // block is reported as data, with no command.
   bool block_status = false;
+  // NBD_CMD_CACHE becomes PRE-FETCH(16); cleared once the LU refuses it (pre_fetch_unsupported),
+  // after which a cache request is answered at once, with no command.
+  bool pre_fetch = true;
   // Unmapped (deallocated or anchored) blocks read as zeros: LBPRZ in READ CAPACITY(16) or
   // VPD 0xB2 (SBC-4 §4.7.4.5). Such blocks are holes that read as zeros, else holes only.
   bool unmapped_reads_zero = false;
@@ -103,6 +106,10 @@ std::error_code block_status_extents(std::span<const std::byte> data,
 // in answer to GET LBA STATUS: the LU does not implement the service action, and every block
 // is data from then on.
 bool get_lba_status_unsupported(const std::error_code& ec);
+
+// ILLEGAL REQUEST, INVALID COMMAND OPERATION CODE (20/00) in answer to PRE-FETCH(16): SBC-4
+// makes the command optional.
+bool pre_fetch_unsupported(const std::error_code& ec);
 
 // The CDB of a flush (SBC-3 §5.22/§5.23): the whole medium, (16) unless the LU refused it.
 scsi::Cdb synchronize_cache_cdb(const CommandLimits& limits);

@@ -36,6 +36,8 @@ class NbdCategory final : public std::error_category {
         return "write payload too large";
       case errc::client_aborted:
         return "client aborted the handshake";
+      case errc::refused:
+        return "client refused by the server";
       case errc::tls_required:
         return "client did not start TLS, which the server requires";
       case errc::tls_failed:

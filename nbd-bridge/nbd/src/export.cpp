@@ -17,11 +17,12 @@ uint16_t transmission_flags(const blockdev::DeviceInfo& info, bool structured_re
   if (info.supports_fua) flags |= kFlagSendFua;
   if (info.supports_trim && !info.read_only) flags |= kFlagSendTrim;
   if (info.supports_write_zeroes && !info.read_only) {
-    // We advertise FAST_ZERO and always answer such requests with NBD_ENOTSUP: a fast failure
-    // is a valid answer (proto.md NBD_CMD_WRITE_ZEROES) and we cannot promise WRITE SAME is
-    // faster than writing.
+    // FAST_ZERO is advertised with WRITE_ZEROES: on a LU without DeviceInfo::fast_zero such
+    // requests get NBD_ENOTSUP at once, which is a valid answer (proto.md
+    // NBD_CMD_FLAG_FAST_ZERO) and tells the client to write the zeros itself.
     flags |= kFlagSendWriteZeroes | kFlagSendFastZero;
   }
+  if (info.supports_cache) flags |= kFlagSendCache;
   if (structured_replies) flags |= kFlagSendDf;
   return flags;
 }

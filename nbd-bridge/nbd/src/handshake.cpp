@@ -171,7 +171,23 @@ bool ServerHandshake::tls_required() const noexcept {
   return tls_mode_ == TlsMode::require && !outcome_.tls_active;
 }
 
+void ServerHandshake::refuse(std::string message) {
+  refusal_ = std::move(message);
+  refusal_.resize(std::min(refusal_.size(), kMaxStringLength));
+  if (refusal_.empty()) refusal_ = "refused";
+}
+
 void ServerHandshake::on_option(uint32_t option, std::span<const std::byte> data) {
+  // A client the server will not serve (too many clients) learns why from every option, TLS
+  // or not: nothing it negotiates could change the answer.
+  if (!refusal_.empty() && option != kOptAbort) {
+    if (option == kOptExportName) {
+      finish(HandshakeOutcome::Kind::protocol_error, errc::refused, refusal_);
+    } else {
+      append_error(option, kRepErrPolicy, refusal_);
+    }
+    return;
+  }
   // proto.md "TLS support", FORCEDTLS: before TLS every option but NBD_OPT_STARTTLS and
   // NBD_OPT_ABORT gets NBD_REP_ERR_TLS_REQD; NBD_OPT_EXPORT_NAME has no error reply, so the
   // server MUST close the connection.

@@ -66,12 +66,17 @@ Validation validate(const Request& request, const blockdev::DeviceInfo& info,
     case kCmdTrim:
     case kCmdWriteZeroes:
       break;
+    case kCmdCache:
+      // proto.md NBD_FLAG_SEND_CACHE: without it the client "SHOULD NOT send" CACHE; an
+      // unknown command to us then.
+      if (transmission & kFlagSendCache) break;
+      return {kEinval, "NBD_CMD_CACHE not supported"};
     case kCmdBlockStatus:
       // Without a selected metadata context (which needs structured replies) the client "MUST
       // NOT send" it: an unknown command to us.
       if (structured_replies && base_allocation) break;
       return {kEinval, "NBD_CMD_BLOCK_STATUS without a metadata context"};
-    // CACHE is not advertised: "Servers SHOULD reply with NBD_EINVAL" to unknown commands.
+    // "Servers SHOULD reply with NBD_EINVAL" to unknown commands.
     default:
       return {kEinval, "unsupported command"};
   }
@@ -117,8 +122,11 @@ Validation validate(const Request& request, const blockdev::DeviceInfo& info,
     }
     return {kEinval, "request longer than the maximum block size"};
   }
-  if (command == kCmdWriteZeroes && (request.flags & kCmdFlagFastZero)) {
-    // We cannot tell in advance whether WRITE SAME beats a plain write: fail fast.
+  if (command == kCmdWriteZeroes && (request.flags & kCmdFlagFastZero) &&
+      (!info.fast_zero || (request.flags & kCmdFlagNoHole))) {
+    // proto.md NBD_CMD_FLAG_FAST_ZERO: "the server MUST fail quickly with NBD_ENOTSUP" unless
+    // the zeroing is faster than a write: only deallocation on a LU that reads unmapped
+    // blocks as zeros is (DeviceInfo::fast_zero); NO_HOLE forbids deallocation.
     return {kEnotsup, "fast zero not available"};
   }
   return {};
@@ -143,6 +151,9 @@ bool to_io_op(uint16_t command, blockdev::IoOp& op) noexcept {
       return true;
     case kCmdBlockStatus:
       op = blockdev::IoOp::block_status;
+      return true;
+    case kCmdCache:
+      op = blockdev::IoOp::cache;
       return true;
     default:
       return false;

@@ -1,6 +1,7 @@
 #include "nbd_server/server.hpp"
 
 #include <netinet/in.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <span>
@@ -88,6 +90,9 @@ struct CounterCells {
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> errors{0};
   std::atomic<uint64_t> buffer_bytes{0};  // payload buffers held by all connections
+  std::atomic<uint64_t> refused_max_clients{0};
+  std::atomic<uint64_t> handshake_timeouts{0};
+  std::atomic<uint64_t> fd_reserve_pauses{0};
 };
 
 // The payload buffer bytes one connection holds, and the server-wide total beside it.
@@ -165,6 +170,8 @@ constexpr uint32_t kKeepBufferBytes = 4u << 20;
 struct ConnectionLimits {
   size_t max_requests = 128;
   size_t max_bytes = 32u << 20;
+  std::chrono::milliseconds handshake_timeout{0};  // 0: none
+  std::string refusal;  // non-empty: refuse the client in the handshake with this message
 };
 
 class Connection : public std::enable_shared_from_this<Connection> {
@@ -177,11 +184,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
              std::shared_ptr<const tls::Credentials> tls_credentials)
       : socket_(std::move(socket)),
         wake_(socket_.get_executor(), asio::steady_timer::time_point::max()),
+        handshake_timer_(socket_.get_executor()),
         counters_(counters),
         buffers_{.totals = std::move(counters)},
         device_(device),
         export_(std::move(export_description)),
-        limits_(limits),
+        limits_(std::move(limits)),
         peer_(std::move(peer)),
         handshake_done_(handshake_done),
         tls_mode_(tls_mode),
@@ -238,8 +246,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
     socket_.close(ignored);
   }
 
+  // proto.md "Termination of the session during option haggling" lets the server end a
+  // handshake that goes on too long; since CVE-2024-7409 qemu-nbd does so after 10 s. Closing
+  // the socket ends the pending read or write.
+  void arm_handshake_timer() {
+    if (limits_.handshake_timeout.count() <= 0) return;
+    handshake_timer_.expires_after(limits_.handshake_timeout);
+    handshake_timer_.async_wait([weak = weak_from_this()](const error_code& ec) {
+      auto self = weak.lock();
+      if (ec || !self || self->in_transmission_) return;
+      self->handshake_timed_out_ = true;
+      error_code ignored;
+      self->socket_.close(ignored);
+    });
+  }
+
   awaitable<bool> handshake() {
     ServerHandshake handshake(export_, tls_mode_);
+    if (!limits_.refusal.empty()) handshake.refuse(limits_.refusal);
+    arm_handshake_timer();
     std::vector<std::byte> input;
     error_code ec;
     for (;;) {
@@ -263,6 +288,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (ec) break;
       handshake.feed(input);
     }
+    handshake_timer_.cancel();
+    if (handshake_timed_out_) {
+      counters_->handshake_timeouts.fetch_add(1, std::memory_order_relaxed);
+      spdlog::warn("nbd: client {} did not finish the handshake within {} ms, disconnected", peer_,
+                   limits_.handshake_timeout.count());
+      co_return false;
+    }
     if (!handshake.finished()) {
       if (!is_disconnect(ec)) spdlog::warn("nbd: client {} handshake: {}", peer_, ec.message());
       co_return false;
@@ -278,6 +310,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       case HandshakeOutcome::Kind::client_aborted:
         co_return false;
       case HandshakeOutcome::Kind::protocol_error:
+        if (outcome.error == errc::refused) co_return false;  // logged when accepted
         spdlog::warn("nbd: client {} handshake failed: {}", peer_, outcome.message);
         co_return false;
     }
@@ -705,6 +738,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   Socket socket_;
   asio::steady_timer wake_;
+  asio::steady_timer handshake_timer_;
+  bool handshake_timed_out_ = false;
   std::shared_ptr<CounterCells> counters_;
   BufferAccount buffers_;  // before every member that holds Ops: destroyed after them
   std::vector<std::unique_ptr<Op>> spare_ops_;
@@ -759,6 +794,15 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::shared_ptr<CounterCells> counters = std::make_shared<CounterCells>();
   std::shared_ptr<const tls::Credentials> tls_credentials;  // set by start() unless TLS is off
   uint64_t next_id = 1;
+  // Accepted connections that are served (not refused, not handed over by serve_connected).
+  size_t clients = 0;
+  // Open descriptors as last counted, and the connection count then: between counts the
+  // estimate moves with the connections, so a flood is not a directory scan per accept.
+  size_t fds_counted = 0;
+  size_t connections_at_count = 0;
+  std::chrono::steady_clock::time_point counted_at{};
+  // Wakes an accept loop paused for the descriptor reserve when a connection ends.
+  std::unique_ptr<asio::steady_timer> reserve_wait;
   bool accepting = false;
   bool stopping = false;
   std::function<void()> on_drained;
@@ -853,10 +897,64 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     uri = std::move(value);
   }
 
+  static size_t count_open_fds() {
+    std::error_code ec;
+    size_t n = 0;
+    for (std::filesystem::directory_iterator it("/proc/self/fd", ec), end; !ec && it != end;
+         it.increment(ec)) {
+      ++n;
+    }
+    return n;
+  }
+
+  // True while accepting one more client would leave fewer than options.fd_reserve
+  // descriptors below RLIMIT_NOFILE (a client costs one; its accept may need it first).
+  bool fds_short() {
+    rlimit limit{};
+    if (::getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return false;
+    const size_t soft = static_cast<size_t>(limit.rlim_cur);
+    const auto now = std::chrono::steady_clock::now();
+    const size_t conns = connections.size();
+    size_t estimate =
+        fds_counted + (conns > connections_at_count ? conns - connections_at_count : 0);
+    if (estimate + options.fd_reserve + 1 >= soft || now - counted_at > std::chrono::seconds(1)) {
+      fds_counted = count_open_fds();
+      connections_at_count = conns;
+      counted_at = now;
+      estimate = fds_counted;
+    }
+    return estimate + options.fd_reserve + 1 >= soft;
+  }
+
+  // Waits (in the listen backlog, where the kernel keeps further clients) until the reserve
+  // is free again: a connection ending wakes us, or the timer re-counts.
+  awaitable<void> keep_fd_reserve() {
+    if (!fds_short()) co_return;
+    counters->fd_reserve_pauses.fetch_add(1, std::memory_order_relaxed);
+    spdlog::warn(
+        "nbd: {} file descriptors open, limit {}: not accepting clients while fewer than {} are "
+        "left for paths and the control socket",
+        fds_counted, soft_fd_limit(), options.fd_reserve);
+    while (!stopping && fds_short()) {
+      reserve_wait = std::make_unique<asio::steady_timer>(io, std::chrono::milliseconds(200));
+      error_code ignored;
+      co_await reserve_wait->async_wait(asio::redirect_error(use_awaitable, ignored));
+      reserve_wait.reset();
+    }
+    if (!stopping) spdlog::info("nbd: accepting clients again ({} descriptors open)", fds_counted);
+  }
+
+  static size_t soft_fd_limit() {
+    rlimit limit{};
+    return ::getrlimit(RLIMIT_NOFILE, &limit) == 0 ? static_cast<size_t>(limit.rlim_cur) : 0;
+  }
+
   awaitable<void> accept_loop() {
     auto self = shared_from_this();
     for (;;) {
       error_code ec;
+      co_await keep_fd_reserve();
+      if (stopping) break;
       Socket socket = co_await acceptor.async_accept(asio::redirect_error(use_awaitable, ec));
       if (ec) {
         if (stopping || ec == asio::error::operation_aborted) break;
@@ -876,27 +974,45 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       // several writes, each waiting for the client to drain the last: room for a few whole
       // replies keeps the client's reads and ours overlapping.
       socket.set_option(asio::socket_base::send_buffer_size(kReplySocketBuffer), ec);
-      add_connection(std::move(socket), describe_peer(remote, next_id++), false, options.tls.mode,
-                     tls_credentials);
+      std::string peer = describe_peer(remote, next_id++);
+      std::string refusal;
+      if (options.max_clients != 0 && clients >= options.max_clients) {
+        refusal = "too many clients: this server serves at most " +
+                  std::to_string(options.max_clients) + " at once (nbd.max_clients)";
+        counters->refused_max_clients.fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn("nbd: client {} refused: {} clients connected, nbd.max_clients is {}", peer,
+                     clients, options.max_clients);
+      }
+      add_connection(std::move(socket), std::move(peer), false, options.tls.mode, tls_credentials,
+                     std::move(refusal));
     }
     accepting = false;
     maybe_drained();
   }
 
   void add_connection(Socket socket, std::string peer, bool handshake_done, TlsMode tls_mode,
-                      std::shared_ptr<const tls::Credentials> credentials) {
+                      std::shared_ptr<const tls::Credentials> credentials,
+                      std::string refusal = {}) {
     ExportDescription export_description{options.export_name, options.description, device.info()};
+    // proto.md NBD_FLAG_READ_ONLY; validate() then answers writes EPERM.
+    if (options.read_only) export_description.device.read_only = true;
+    const bool client = !handshake_done && refusal.empty();
     auto connection = std::make_shared<Connection>(
         std::move(socket), device, std::move(export_description),
-        ConnectionLimits{options.max_requests_per_connection, options.max_bytes_per_connection},
+        ConnectionLimits{options.max_requests_per_connection, options.max_bytes_per_connection,
+                         handshake_done ? std::chrono::milliseconds(0) : options.handshake_timeout,
+                         std::move(refusal)},
         std::move(peer), handshake_done, counters, tls_mode, std::move(credentials));
     connections.insert(connection);
     ++connection_count;
+    if (client) ++clients;
     asio::co_spawn(io, connection->run(),
-                   [self = shared_from_this(), connection](std::exception_ptr error) {
+                   [self = shared_from_this(), connection, client](std::exception_ptr error) {
                      if (error) spdlog::warn("nbd: connection ended with an exception");
                      self->connections.erase(connection);
                      --self->connection_count;
+                     if (client) --self->clients;
+                     if (self->reserve_wait) self->reserve_wait->cancel();
                      self->maybe_drained();
                    });
   }
@@ -907,6 +1023,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       stopping = true;
       error_code ignored;
       acceptor.close(ignored);
+      if (reserve_wait) reserve_wait->cancel();
       remove_socket_file();
       for (const auto& connection : connections) connection->stop();
     }
@@ -1005,7 +1122,10 @@ size_t Server::connection_count() const {
 Server::Counters Server::counters() const {
   return {impl_->counters->requests.load(std::memory_order_relaxed),
           impl_->counters->errors.load(std::memory_order_relaxed),
-          impl_->counters->buffer_bytes.load(std::memory_order_relaxed)};
+          impl_->counters->buffer_bytes.load(std::memory_order_relaxed),
+          impl_->counters->refused_max_clients.load(std::memory_order_relaxed),
+          impl_->counters->handshake_timeouts.load(std::memory_order_relaxed),
+          impl_->counters->fd_reserve_pauses.load(std::memory_order_relaxed)};
 }
 
 }  // namespace nbd

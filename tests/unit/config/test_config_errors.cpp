@@ -459,3 +459,61 @@ TEST_CASE("a path's interface must be a valid interface name", "[config]") {
   }
   CHECK(load(with_path("  - {portal: h, interface: ini2, priority: 7}\n")).ok());
 }
+
+TEST_CASE("nbd.read_only is a boolean, false by default", "[config]") {
+  const std::string head = "target: {iqn: 'iqn.2023-01.com.example:s'}\npaths: [{portal: h}]\n";
+  const auto absent = load(head);
+  REQUIRE(absent.ok());
+  CHECK_FALSE(absent.config().nbd.read_only);
+  const auto set = load(head + "nbd: {read_only: true}\n");
+  REQUIRE(set.ok());
+  CHECK(set.config().nbd.read_only);
+  const auto e = error_at(load(head + "nbd: {read_only: maybe}\n"), "nbd.read_only");
+  CHECK(e.line == 3);
+  CHECK(e.code == config_errc::invalid_value);
+}
+
+TEST_CASE("nbd.description is optional text of at most 4096 bytes", "[config]") {
+  const std::string head = "target: {iqn: 'iqn.2023-01.com.example:s'}\npaths: [{portal: h}]\n";
+  const auto absent = load(head);
+  REQUIRE(absent.ok());
+  CHECK_FALSE(absent.config().nbd.description.has_value());
+  const auto set = load(head + "nbd: {description: 'database volume'}\n");
+  REQUIRE(set.ok());
+  CHECK(set.config().nbd.description == "database volume");
+  const auto empty = error_at(load(head + "nbd: {description: ''}\n"), "nbd.description");
+  CHECK(empty.code == config_errc::invalid_value);
+  const auto e = error_at(load(head + "nbd: {description: " + std::string(4097, 'd') + "}\n"),
+                          "nbd.description");
+  CHECK(e.code == config_errc::invalid_value);
+  CHECK_THAT(e.message, Contains("at most 4096"));
+}
+
+TEST_CASE("nbd.max_clients is 100 by default, 0 for no limit", "[config]") {
+  const std::string head = "target: {iqn: 'iqn.2023-01.com.example:s'}\npaths: [{portal: h}]\n";
+  const auto absent = load(head);
+  REQUIRE(absent.ok());
+  CHECK(absent.config().nbd.max_clients == 100u);
+  const auto none = load(head + "nbd: {max_clients: 0}\n");
+  REQUIRE(none.ok());
+  CHECK(none.config().nbd.max_clients == 0u);
+  for (const char* bad : {"-1", "100001", "many", "1.5"}) {
+    INFO(bad);
+    const auto e = error_at(load(head + "nbd: {max_clients: " + bad + "}\n"), "nbd.max_clients");
+    CHECK(e.code == config_errc::invalid_value);
+    CHECK_THAT(e.message, Contains("from 0 to 100000"));
+  }
+}
+
+TEST_CASE("nbd.handshake_timeout is 10 seconds by default, 0 for no limit", "[config]") {
+  const std::string head = "target: {iqn: 'iqn.2023-01.com.example:s'}\npaths: [{portal: h}]\n";
+  const auto absent = load(head);
+  REQUIRE(absent.ok());
+  CHECK(absent.config().nbd.handshake_timeout == 10u);
+  const auto set = load(head + "nbd: {handshake_timeout: 3}\n");
+  REQUIRE(set.ok());
+  CHECK(set.config().nbd.handshake_timeout == 3u);
+  const auto e = error_at(load(head + "nbd: {handshake_timeout: 3601}\n"), "nbd.handshake_timeout");
+  CHECK(e.code == config_errc::invalid_value);
+  CHECK_THAT(e.message, Contains("from 0 to 3600"));
+}

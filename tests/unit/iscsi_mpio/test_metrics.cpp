@@ -36,8 +36,14 @@ metrics::Sample sample() {
   s.paths = {path("127.0.0.1:3260 from 127.0.0.1", mpio::PathState::active, 10),
              path("127.0.0.1:3260 from 127.0.0.2", mpio::PathState::failed, 5)};
   s.requests_in_flight = 2;
-  s.nbd = {
-      .available = true, .requests = 100, .errors = 4, .connections = 1, .buffer_bytes = 1048576};
+  s.nbd = {.available = true,
+           .requests = 100,
+           .errors = 4,
+           .connections = 1,
+           .buffer_bytes = 1048576,
+           .refused_max_clients = 3,
+           .handshake_timeouts = 2,
+           .fd_reserve_pauses = 1};
   return s;
 }
 
@@ -143,6 +149,10 @@ TEST_CASE("exposition: every line a comment or a sample, families whole", "[iscs
            "iscsi_mpio_nbd_errors_total 4",
            "iscsi_mpio_nbd_connections 1",
            "iscsi_mpio_nbd_buffer_bytes 1048576",
+           "# TYPE iscsi_mpio_nbd_refused_total counter",
+           R"(iscsi_mpio_nbd_refused_total{reason="max_clients"} 3)",
+           R"(iscsi_mpio_nbd_refused_total{reason="handshake_timeout"} 2)",
+           "iscsi_mpio_nbd_accept_pauses_total 1",
            R"(iscsi_mpio_lun_info{export="lun",target="iqn.2026-11.org.example:t",lun="1",)"
            R"(wwid="naa.60000000000000000000000000000001"} 1)",
        }) {

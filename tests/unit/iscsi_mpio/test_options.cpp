@@ -2,6 +2,7 @@
 // loaded from YAML as an admin writes it, so a key renamed or dropped on the way shows here.
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <cstdlib>
 #include <string>
 #include <string_view>
@@ -9,6 +10,7 @@
 
 #include <config/config.hpp>
 #include <nbd/export.hpp>
+#include <nbd/wire.hpp>
 
 #include "options.hpp"
 
@@ -349,6 +351,32 @@ TEST_CASE("nbd.tls maps one to one onto the server's TLS options", "[iscsi_mpio]
   config::NbdTls off = x509;
   off.mode = config::NbdTls::Mode::off;
   CHECK(options::tls_options(off).mode == nbd::TlsMode::off);
+}
+
+TEST_CASE("nbd.description replaces the export's description", "[iscsi_mpio][options]") {
+  CHECK(options::server_options(load_with("nbd:\n  description: database volume\n"), device_info())
+            .description == "database volume");
+}
+
+TEST_CASE("nbd.read_only, max_clients and handshake_timeout reach the server",
+          "[iscsi_mpio][options]") {
+  const auto defaults = options::server_options(load(minimal), device_info());
+  CHECK_FALSE(defaults.read_only);
+  CHECK(defaults.max_clients == 100u);
+  CHECK(defaults.handshake_timeout == std::chrono::seconds(10));
+  CHECK(defaults.fd_reserve >= 64u);
+  const auto got = options::server_options(
+      load_with("nbd:\n  read_only: true\n  max_clients: 0\n  handshake_timeout: 3\n"),
+      device_info());
+  CHECK(got.read_only);
+  CHECK(got.max_clients == 0u);
+  CHECK(got.handshake_timeout == std::chrono::seconds(3));
+}
+
+TEST_CASE("nbd.read_only makes the kernel's device read-only too", "[iscsi_mpio][options]") {
+  const auto got = options::kernel_options(load_with("nbd:\n  read_only: true\n"), device_info());
+  CHECK((got.transmission_flags & nbd::kFlagReadOnly) != 0);
+  CHECK((got.transmission_flags & nbd::kFlagSendTrim) == 0);
 }
 
 // ---------------------------------------------------------------- kernel_options

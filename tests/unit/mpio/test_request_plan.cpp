@@ -452,6 +452,29 @@ TEST_CASE("write zeroes needs a WRITE SAME limit or LBPWS on a thin LU; UNMAP ne
   CHECK_FALSE(m.info.supports_write_zeroes);
 }
 
+TEST_CASE("fast zero only where WRITE SAME with UNMAP deallocates blocks that read zeros",
+          "[mpio][lu]") {
+  auto lu = plain_lu();
+  lu.block_limits = scsi::BlockLimits{};
+  lu.block_limits->max_write_same_length = 0x10000;
+  lu.lbprz = true;
+  CHECK_FALSE(mpio::map_lu(lu, {}).info.fast_zero);  // thick: WRITE SAME writes every block
+  lu.provisioning = thin(false, true);
+  lu.lbpme = true;
+  lu.lbprz = false;
+  CHECK_FALSE(mpio::map_lu(lu, {}).info.fast_zero);  // unmapped blocks may read non-zero
+  lu.provisioning->lbprz = true;
+  CHECK(mpio::map_lu(lu, {}).info.fast_zero);
+  lu.provisioning->lbprz = false;
+  lu.lbprz = true;  // READ CAPACITY(16) says it as well
+  CHECK(mpio::map_lu(lu, {}).info.fast_zero);
+  lu.provisioning = thin(false, false);  // no LBPWS: no UNMAP bit on WRITE SAME
+  CHECK_FALSE(mpio::map_lu(lu, {}).info.fast_zero);
+  lu.provisioning = thin(false, true);
+  lu.write_protected = true;
+  CHECK_FALSE(mpio::map_lu(lu, {}).info.fast_zero);
+}
+
 // ---------------------------------------------------------------- block status
 
 TEST_CASE("block status needs LBPME and VPD 0xB2; LBPRZ from either says holes read zeros",
@@ -559,6 +582,31 @@ TEST_CASE("block status extents from GET LBA STATUS descriptors", "[mpio][plan]"
     REQUIRE_FALSE(mpio::block_status_extents({}, r, limits_512(1u << 20), out, detail));
     CHECK(out == std::vector<Extent>{{1u << 20, 0}});
   }
+}
+
+TEST_CASE("cache is PRE-FETCH(16) until the LU refuses it as an unknown command", "[mpio][plan]") {
+  CommandPlan plan;
+  auto limits = limits_512(1u << 20);
+  mpio::plan_request(request(IoOp::cache, 4096, 1u << 20), limits, plan);
+  REQUIRE(plan.size() == 1);
+  CHECK(hex_of(plan.commands()[0]) == expect("9002 0000000000000008 00000800 0000"));
+  limits.pre_fetch = false;
+  mpio::plan_request(request(IoOp::cache, 4096, 1u << 20), limits, plan);
+  CHECK(plan.size() == 0);
+
+  auto error = [](scsi::SenseKey key, uint8_t asc) {
+    scsi::Sense sense;
+    sense.response_code = 0x70;
+    sense.key = key;
+    sense.asc = asc;
+    return scsi::make_error(scsi::Status::check_condition, sense);
+  };
+  CHECK(mpio::pre_fetch_unsupported(error(scsi::SenseKey::illegal_request, 0x20)));
+  CHECK_FALSE(mpio::pre_fetch_unsupported(error(scsi::SenseKey::illegal_request, 0x21)));
+  CHECK_FALSE(mpio::pre_fetch_unsupported(error(scsi::SenseKey::medium_error, 0x20)));
+  CHECK_FALSE(mpio::pre_fetch_unsupported(std::make_error_code(std::errc::io_error)));
+  CHECK_FALSE(mpio::pre_fetch_unsupported({}));
+  CHECK(mpio::map_lu(plain_lu(), {}).info.supports_cache);
 }
 
 TEST_CASE("GET LBA STATUS refused as an unknown command or field means no block status",

@@ -557,3 +557,27 @@ TEST_CASE("malformed metadata context options get ERR_INVALID, too many queries 
     CHECK(error_of(code, meta_data("6f74686572", {kBaseAllocationHex})) == "80000006");
   }
 }
+
+TEST_CASE("a refused client gets NBD_REP_ERR_POLICY with the message for every option", "[nbd]") {
+  auto handshake = started();
+  handshake.refuse("full");
+  // NBD_OPT_STRUCTURED_REPLY, then NBD_OPT_GO: each answered with the refusal, "full".
+  CHECK(converse(handshake, option("00000008", "")) == reply("00000008", "80000002", "66756c6c"));
+  CHECK(converse(handshake, option("00000007", kGoDisk)) ==
+        reply("00000007", "80000002", "66756c6c"));
+  CHECK_FALSE(handshake.finished());
+  // NBD_OPT_ABORT is still acknowledged.
+  CHECK(converse(handshake, option("00000002", "")) == reply("00000002", "00000001", ""));
+  REQUIRE(handshake.finished());
+  CHECK(handshake.outcome().kind == HandshakeOutcome::Kind::client_aborted);
+}
+
+TEST_CASE("a refused client's NBD_OPT_EXPORT_NAME ends the session without a reply", "[nbd]") {
+  auto handshake = started();
+  handshake.refuse("full");
+  CHECK(converse(handshake, option("00000001", "6469736b")).empty());
+  REQUIRE(handshake.finished());
+  CHECK(handshake.outcome().kind == HandshakeOutcome::Kind::protocol_error);
+  CHECK(handshake.outcome().error == nbd::errc::refused);
+  CHECK(handshake.outcome().message == "full");
+}

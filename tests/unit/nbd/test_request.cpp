@@ -6,6 +6,7 @@
 
 #include "common/hex.hpp"
 #include "nbd/errors.hpp"
+#include "nbd/export.hpp"
 #include "nbd/request.hpp"
 #include "nbd/wire.hpp"
 
@@ -141,11 +142,32 @@ TEST_CASE("commands the device lacks get EINVAL", "[nbd]") {
   CHECK(check(req(kCmdWriteZeroes, 0, 512), info) == kEinval);
 }
 
-TEST_CASE("fast zero requests fail fast with ENOTSUP", "[nbd]") {
+TEST_CASE("fast zero requests fail fast with ENOTSUP unless the device zeroes fast", "[nbd]") {
   CHECK(check(req(kCmdWriteZeroes, 0, 512, kCmdFlagFastZero)) == kEnotsup);
+  auto fast = device();
+  fast.write_zeroes_may_unmap = true;
+  fast.fast_zero = true;
+  CHECK(check(req(kCmdWriteZeroes, 0, 512, kCmdFlagFastZero), fast) == 0);
+  // NO_HOLE forbids the deallocation that makes it fast.
+  CHECK(check(req(kCmdWriteZeroes, 0, 512, kCmdFlagFastZero | kCmdFlagNoHole), fast) == kEnotsup);
   auto info = device();
   info.supports_write_zeroes = false;
   CHECK(check(req(kCmdWriteZeroes, 0, 512, kCmdFlagFastZero), info) == kEinval);
+}
+
+TEST_CASE("NBD_CMD_CACHE only when advertised, within the export, also read-only", "[nbd]") {
+  auto info = device();
+  CHECK(check(req(kCmdCache, 0, 4096), info) == kEinval);  // not advertised: unknown
+  info.supports_cache = true;
+  CHECK((transmission_flags(info, false) & kFlagSendCache) != 0);
+  CHECK(check(req(kCmdCache, 0, 4096), info) == 0);
+  CHECK(check(req(kCmdCache, 1 << 20, 512), info) == kEinval);
+  CHECK(check(req(kCmdCache, 1, 512), info) == kEinval);
+  info.read_only = true;
+  CHECK(check(req(kCmdCache, 0, 4096), info) == 0);
+  blockdev::IoOp op{};
+  CHECK(to_io_op(kCmdCache, op));
+  CHECK(op == blockdev::IoOp::cache);
 }
 
 TEST_CASE("validation explains itself", "[nbd]") {

@@ -4,6 +4,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -15,6 +16,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <future>
 #include <optional>
@@ -780,4 +782,84 @@ TEST_CASE("block status without the context selected is EINVAL", "[nbd_server]")
   CHECK(rc == -1);
   CHECK(nbd_get_errno() == EINVAL);
   CHECK(f.device.counters().total() == 0);
+}
+
+TEST_CASE("NBD_CMD_CACHE is offered and reaches the device only where it is supported",
+          "[nbd_server]") {
+  {
+    Fixture f;
+    Client c(f.server->endpoint_uri());
+    CHECK(nbd_can_cache(c.handle) == 0);
+  }
+  auto info = MemoryBlockDevice::make_info();
+  info.supports_cache = true;
+  Fixture f(info);
+  Client c(f.server->endpoint_uri());
+  REQUIRE(nbd_can_cache(c.handle) == 1);
+  CHECK(nbd_cache(c.handle, 4096, 0, 0) == 0);
+  CHECK(f.device.counters().caches == 1);
+}
+
+namespace {
+
+size_t open_fds() {
+  size_t n = 0;
+  for ([[maybe_unused]] const auto& entry : std::filesystem::directory_iterator("/proc/self/fd"))
+    ++n;
+  return n;
+}
+
+// A unix socket connected to `path`, without reading anything: -1 on failure.
+int connect_unix(const std::string& path) {
+  const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  if (fd < 0) return -1;
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+// True once `fd` has the 18-byte greeting to read.
+bool greeted(int fd, int timeout_ms) {
+  pollfd p{fd, POLLIN, 0};
+  return ::poll(&p, 1, timeout_ms) == 1 && (p.revents & POLLIN) != 0;
+}
+
+}  // namespace
+
+TEST_CASE("accepting pauses to keep the descriptor reserve and resumes when clients go",
+          "[nbd_server]") {
+  Fixture f(MemoryBlockDevice::make_info(), [](nbd::ServerOptions& o) { o.fd_reserve = 8; });
+  rlimit saved{};
+  REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
+  // Each client here costs two descriptors, its end and the server's: room for two above the
+  // reserve and the one an accept needs.
+  rlimit low = saved;
+  low.rlim_cur = open_fds() + 8 + 1 + 4;
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
+  const int first = connect_unix(f.path);
+  const bool first_served = first >= 0 && greeted(first, 2000);
+  // Between counts the server estimates from its connections alone; past a second it counts.
+  std::this_thread::sleep_for(1100ms);
+  const int second = connect_unix(f.path);
+  const bool second_served = second >= 0 && greeted(second, 2000);
+  const bool paused = eventually([&] { return f.server->counters().fd_reserve_pauses >= 1; });
+  // The third waits in the listen backlog: no greeting while the reserve is short.
+  const int third = connect_unix(f.path);
+  const bool third_waits = third >= 0 && !greeted(third, 300);
+  for (const int fd : {first, second, third})
+    if (fd >= 0) ::close(fd);
+  const int again = connect_unix(f.path);
+  const bool resumed = again >= 0 && greeted(again, 3000);
+  if (again >= 0) ::close(again);
+  REQUIRE(::setrlimit(RLIMIT_NOFILE, &saved) == 0);
+  CHECK(first_served);
+  CHECK(second_served);
+  CHECK(paused);
+  CHECK(third_waits);
+  CHECK(resumed);
 }

@@ -86,6 +86,11 @@ TEST_CASE("WRITE SAME(16) with UNMAP and NDOB", "[scsi]") {
   CHECK(hex_of(scsi::write_same16(1, 1, false)) == expect("9300 0000000000000001 00000001 0000"));
 }
 
+TEST_CASE("PRE-FETCH(16) with IMMED", "[scsi]") {
+  // SBC-4 Table 60: 90h, byte 1 IMMED = bit 1, LBA bytes 2-9, PREFETCH LENGTH bytes 10-13.
+  CHECK(hex_of(scsi::pre_fetch16(0x2000, 0x800)) == expect("9002 0000000000002000 00000800 0000"));
+}
+
 TEST_CASE("UNMAP CDB and parameter list", "[scsi]") {
   // SBC-3 Table 136: 42h, ANCHOR, reserved, group byte 6, PARAMETER LIST LENGTH bytes 7-8.
   CHECK(hex_of(scsi::unmap(24)) == expect("4200 00000000 00 0018 00"));

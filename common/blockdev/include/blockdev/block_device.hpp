@@ -31,12 +31,19 @@ struct DeviceInfo {
   bool supports_write_zeroes =
       false;  // WRITE SAME(16): VPD 0xB0 MAXIMUM WRITE SAME LENGTH or LBPWS
   bool write_zeroes_may_unmap = false;  // WRITE SAME(16) with UNMAP=1 allowed (VPD 0xB2 LBPWS)
+  // A write_zeroes with may_unmap deallocates rather than writes: WRITE SAME(16) with UNMAP=1
+  // on a thin LU whose unmapped blocks read as zeros (LBPRZ). NBD_CMD_FLAG_FAST_ZERO is
+  // honoured only then.
+  bool fast_zero = false;
+  // IoOp::cache reaches the LU (PRE-FETCH). Cleared once the LU refuses the command, for
+  // clients that connect after.
+  bool supports_cache = false;
   // IoOp::block_status tells holes from data (a thin LU: READ CAPACITY(16) LBPME and VPD 0xB2).
   // Without it every byte is data, and a client need not ask the device to learn that.
   bool supports_block_status = false;
 };
 
-enum class IoOp : uint8_t { read, write, flush, trim, write_zeroes, block_status };
+enum class IoOp : uint8_t { read, write, flush, trim, write_zeroes, block_status, cache };
 
 // One run of the device with a single provisioning state, for IoOp::block_status.
 struct Extent {

@@ -28,6 +28,7 @@ inline constexpr uint8_t synchronize_cache10 = 0x35;
 inline constexpr uint8_t unmap = 0x42;
 inline constexpr uint8_t mode_sense10 = 0x5A;
 inline constexpr uint8_t read16 = 0x88;
+inline constexpr uint8_t pre_fetch16 = 0x90;
 inline constexpr uint8_t write16 = 0x8A;
 inline constexpr uint8_t synchronize_cache16 = 0x91;
 inline constexpr uint8_t write_same16 = 0x93;
@@ -66,6 +67,10 @@ Cdb synchronize_cache16(uint64_t lba, uint32_t blocks);
 // provisioning); with `ndob` (SBC-4 "no data-out buffer") no block of data is sent and zeros are
 // written, so the data-out length must be 0.
 Cdb write_same16(uint64_t lba, uint32_t blocks, bool unmap, bool ndob = false);
+
+// SBC-4 §5.9 PRE-FETCH(16) with IMMED 1: the LU is asked to read the range into its cache and
+// answers before it has, so an advisory NBD_CMD_CACHE costs one round trip.
+Cdb pre_fetch16(uint64_t lba, uint32_t blocks);
 
 // SBC-3 §5.28 UNMAP (10 bytes). The parameter list comes from unmap_parameter_list().
 Cdb unmap(uint16_t parameter_list_length);

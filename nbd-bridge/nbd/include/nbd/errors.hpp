@@ -18,6 +18,7 @@ enum class errc {
   bad_request_magic,     // transmission request without NBD_REQUEST_MAGIC
   payload_too_large,     // NBD_CMD_WRITE payload beyond the denial-of-service bound
   client_aborted,        // NBD_OPT_ABORT
+  refused,               // ServerHandshake::refuse(): the server does not serve this client
   tls_required,          // NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS where TLS is required
   tls_failed,            // the TLS handshake after NBD_OPT_STARTTLS failed
 };

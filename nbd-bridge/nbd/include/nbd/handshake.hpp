@@ -57,6 +57,12 @@ class ServerHandshake {
 
   explicit ServerHandshake(ExportDescription export_description, TlsMode tls = TlsMode::off);
 
+  // A client the server will not serve (nbd.max_clients reached): every option but
+  // NBD_OPT_ABORT is answered NBD_REP_ERR_POLICY with `message`, which the client can show
+  // (proto.md "Option reply types": "forbidden by server policy"); NBD_OPT_EXPORT_NAME, which
+  // has no error reply, ends the session. Call before feeding any bytes.
+  void refuse(std::string message);
+
   // Bytes to send, in order (starting with the greeting). The driver sends them, then calls
   // consume_output() with the count sent.
   std::span<const std::byte> pending_output() const noexcept;
@@ -113,6 +119,7 @@ class ServerHandshake {
   uint64_t discard_left_ = 0;
   uint32_t current_option_ = 0;
   size_t options_seen_ = 0;
+  std::string refusal_;  // non-empty: refuse(), the message every option is answered with
   // The export named by the last NBD_OPT_SET_META_CONTEXT, if it selected base:allocation.
   std::optional<std::string> meta_context_export_;
   std::vector<std::byte> output_;

@@ -85,7 +85,7 @@ inline constexpr uint16_t kFlagSendWriteZeroes = 1u << 6;  // NBD_FLAG_SEND_WRIT
 inline constexpr uint16_t kFlagSendDf = 1u << 7;           // NBD_FLAG_SEND_DF
 inline constexpr uint16_t kFlagCanMultiConn = 1u << 8;     // NBD_FLAG_CAN_MULTI_CONN
 inline constexpr uint16_t kFlagSendResize = 1u << 9;       // NBD_FLAG_SEND_RESIZE (not used)
-inline constexpr uint16_t kFlagSendCache = 1u << 10;       // NBD_FLAG_SEND_CACHE (not used)
+inline constexpr uint16_t kFlagSendCache = 1u << 10;       // NBD_FLAG_SEND_CACHE
 inline constexpr uint16_t kFlagSendFastZero = 1u << 11;    // NBD_FLAG_SEND_FAST_ZERO
 
 // --- Commands ("Request types") ---------------------------------------------------------------
@@ -94,7 +94,7 @@ inline constexpr uint16_t kCmdWrite = 1;        // NBD_CMD_WRITE
 inline constexpr uint16_t kCmdDisc = 2;         // NBD_CMD_DISC
 inline constexpr uint16_t kCmdFlush = 3;        // NBD_CMD_FLUSH
 inline constexpr uint16_t kCmdTrim = 4;         // NBD_CMD_TRIM
-inline constexpr uint16_t kCmdCache = 5;        // NBD_CMD_CACHE (answered EINVAL)
+inline constexpr uint16_t kCmdCache = 5;        // NBD_CMD_CACHE
 inline constexpr uint16_t kCmdWriteZeroes = 6;  // NBD_CMD_WRITE_ZEROES
 inline constexpr uint16_t kCmdBlockStatus = 7;  // NBD_CMD_BLOCK_STATUS (base:allocation only)
 

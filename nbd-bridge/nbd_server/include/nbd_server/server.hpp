@@ -3,6 +3,7 @@
 // in flight per connection and replies in completion order. Asio stays in server.cpp.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <functional>
@@ -49,6 +50,19 @@ struct ServerOptions {
   // while READ/WRITE payloads in flight would exceed the byte budget.
   size_t max_requests_per_connection = 128;
   size_t max_bytes_per_connection = 32u << 20;
+  // Advertise NBD_FLAG_READ_ONLY and refuse writes with EPERM whatever the device says.
+  bool read_only = false;
+  // Accepted clients served at once; the next one is refused in the handshake
+  // (ServerHandshake::refuse) with a message naming the limit. 0: no limit. Connections
+  // handed over by serve_connected() are not counted.
+  size_t max_clients = 0;
+  // From accept to the end of the handshake; a client still negotiating is disconnected.
+  // 0: no limit.
+  std::chrono::milliseconds handshake_timeout{0};
+  // File descriptors kept free for everything but clients (iSCSI paths reconnecting, the
+  // control socket, metrics): accepting pauses while fewer than this many are left below
+  // RLIMIT_NOFILE, and resumes when clients have gone.
+  size_t fd_reserve = 64;
 };
 
 // Threading: the server runs on one io_context; the device's `done` callbacks may come on any
@@ -94,6 +108,9 @@ class Server {
     // Payload buffers held by all connections, in flight and kept for reuse: at most twice
     // max_bytes_per_connection per connection.
     uint64_t buffer_bytes = 0;
+    uint64_t refused_max_clients = 0;  // refused in the handshake: max_clients reached
+    uint64_t handshake_timeouts = 0;   // disconnected: handshake_timeout passed
+    uint64_t fd_reserve_pauses = 0;    // times accepting paused to keep fd_reserve free
   };
   Counters counters() const;
 
