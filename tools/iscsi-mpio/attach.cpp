@@ -143,7 +143,7 @@ bool Attachment::serve() {
   server_ =
       std::make_unique<nbd::Server>(*io_, *device_, options::server_options(cfg_, device_->info()));
   std::string detail;
-  if (auto ec = server_->start(&detail)) {
+  if (auto ec = server_->start(detail)) {
     spdlog::error("cannot serve NBD on {}: {}", config::to_string(cfg_.nbd.listen),
                   error_text(ec, detail));
     server_.reset();
@@ -162,7 +162,8 @@ bool Attachment::attach_kernel() {
   kernel_ = nbd::KernelDevice::attach(
       options::kernel_options(cfg_, device_->info(),
                               options::kernel_interface(std::getenv("ISCSI_MPIO_NBD_INTERFACE"))),
-      [this](int fd) { return server_->serve_connected(fd, "kernel"); }, ec, detail);
+      [this](int fd, std::string& why) { return server_->serve_connected(fd, "kernel", why); }, ec,
+      detail);
   if (!kernel_) {
     spdlog::error("cannot attach the export to the kernel: {}", error_text(ec, detail));
     return false;

@@ -763,8 +763,9 @@ std::error_code make_socket_pairs(unsigned count, std::vector<SocketPair>& pairs
 std::error_code serve_all(std::vector<SocketPair>& pairs, const KernelDevice::ServeSocket& serve,
                           std::string& detail) {
   for (auto& pair : pairs) {
-    if (auto ec = serve(pair.ours.release())) {
-      detail = "cannot serve the kernel's NBD socket: " + ec.message();
+    std::string why;
+    if (auto ec = serve(pair.ours.release(), why)) {
+      detail = "cannot serve the kernel's NBD socket: " + (why.empty() ? ec.message() : why);
       return ec;
     }
   }
@@ -1040,11 +1041,8 @@ std::vector<std::string> KernelDevice::take_notes() {
   return std::exchange(impl_->notes, {});
 }
 
-std::error_code KernelDevice::detach(std::string* detail) {
-  std::string reason;
-  const auto ec = impl_->detach(true, reason);
-  if (detail) *detail = reason;
-  return ec;
+std::error_code KernelDevice::detach(std::string& detail) {
+  return impl_->detach(true, detail);
 }
 
 void KernelDevice::detach_async(DetachHandler done) {
@@ -1052,7 +1050,7 @@ void KernelDevice::detach_async(DetachHandler done) {
   BlockAllSignals blocked;
   impl_->detach_thread = std::thread([this, done = std::move(done)] {
     std::string detail;
-    const auto ec = detach(&detail);
+    const auto ec = detach(detail);
     if (done) done(ec, detail);
   });
 }

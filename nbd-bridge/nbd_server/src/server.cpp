@@ -1053,14 +1053,14 @@ Server::Server(asio::io_context& io, blockdev::BlockDevice& device, ServerOption
 
 Server::~Server() = default;
 
-std::error_code Server::start(std::string* detail) {
+std::error_code Server::start(std::string& detail) {
   std::string reason;
   std::error_code ec;
   if (impl_->options.tls.mode != TlsMode::off) {
     impl_->tls_credentials = tls::load_credentials(impl_->options.tls, ec, reason);
     if (!impl_->tls_credentials) {
       spdlog::warn("nbd: TLS: {}", reason);
-      if (detail) *detail = "TLS: " + reason;
+      detail = "TLS: " + reason;
       return ec;
     }
   }
@@ -1071,7 +1071,7 @@ std::error_code Server::start(std::string* detail) {
   }
   if (ec) {
     spdlog::warn("nbd: {}", reason);
-    if (detail) *detail = reason;
+    detail = reason;
     return ec;
   }
   impl_->accepting = true;
@@ -1080,12 +1080,12 @@ std::error_code Server::start(std::string* detail) {
   return {};
 }
 
-std::error_code Server::serve_connected(int fd, std::string peer, std::string* detail) {
+std::error_code Server::serve_connected(int fd, std::string peer, std::string& detail) {
   Socket socket(impl_->io);
   error_code ec;
   if (impl_->stopping) {
     ::close(fd);
-    if (detail) *detail = "the server is stopping";
+    detail = "the server is stopping";
     return std::make_error_code(std::errc::operation_canceled);
   }
   int domain = AF_UNIX;
@@ -1094,7 +1094,7 @@ std::error_code Server::serve_connected(int fd, std::string peer, std::string* d
   socket.assign(Protocol(domain, 0), fd, ec);
   if (ec) {
     ::close(fd);
-    if (detail) *detail = "cannot serve socket " + std::to_string(fd) + ": " + ec.message();
+    detail = "cannot serve socket " + std::to_string(fd) + ": " + ec.message();
     return ec;
   }
   peer += " #" + std::to_string(impl_->next_id++);

@@ -249,7 +249,7 @@ TEST_CASE("errors say what is needed", "[nbd_kernel]") {
 
 TEST_CASE("attach refuses what the driver cannot take before touching the system", "[nbd_kernel]") {
   int served = 0;
-  const nbd::KernelDevice::ServeSocket serve = [&](int) {
+  const nbd::KernelDevice::ServeSocket serve = [&](int, std::string&) {
     ++served;
     return std::error_code{};
   };
@@ -270,7 +270,7 @@ TEST_CASE("without the nbd module, attach says to load it", "[nbd_kernel]") {
   if (::stat("/sys/module/nbd", &st) == 0)
     return;  // a host with the driver: the guest test covers it
   int served = 0;
-  const nbd::KernelDevice::ServeSocket serve = [&](int) {
+  const nbd::KernelDevice::ServeSocket serve = [&](int, std::string&) {
     ++served;
     return std::error_code{};
   };

@@ -78,7 +78,7 @@ struct Fixture {
     if (tweak) tweak(options);
     server.emplace(io, device, options);
     std::string detail;
-    const auto ec = server->start(&detail);
+    const auto ec = server->start(detail);
     INFO(detail);
     REQUIRE_FALSE(ec);
     thread = std::thread([this] { io.run(); });
@@ -492,7 +492,7 @@ TEST_CASE("start() replaces a stale socket but refuses a live one", "[nbd_server
   options.export_name = "disk";
   nbd::Server second(io, other_device, options);
   std::string detail;
-  CHECK(second.start(&detail) == std::errc::address_in_use);
+  CHECK(second.start(detail) == std::errc::address_in_use);
   CHECK(detail.find("listening") != std::string::npos);
 
   SECTION("a socket file whose server is gone is replaced") {
@@ -505,7 +505,7 @@ TEST_CASE("start() replaces a stale socket but refuses a live one", "[nbd_server
     ::close(fd);
     options.listen = nbd::UnixEndpoint{stale};
     nbd::Server third(io, other_device, options);
-    CHECK_FALSE(third.start());
+    CHECK_FALSE(third.start(detail));
     third.stop({});
     io.run();
     struct stat st {};
@@ -516,7 +516,7 @@ TEST_CASE("start() replaces a stale socket but refuses a live one", "[nbd_server
     ::close(::open(file.c_str(), O_CREAT | O_WRONLY, 0600));
     options.listen = nbd::UnixEndpoint{file};
     nbd::Server third(io, other_device, options);
-    CHECK(third.start() == std::errc::file_exists);
+    CHECK(third.start(detail) == std::errc::file_exists);
     struct stat st {};
     CHECK(::lstat(file.c_str(), &st) == 0);
     ::unlink(file.c_str());
@@ -531,7 +531,8 @@ TEST_CASE("TCP listener on loopback with an ephemeral port", "[nbd_server]") {
   options.listen = nbd::TcpEndpoint{"127.0.0.1", 0};
   options.export_name = "disk";
   nbd::Server server(io, device, options);
-  REQUIRE_FALSE(server.start());
+  std::string detail;
+  REQUIRE_FALSE(server.start(detail));
   const std::string uri = server.endpoint_uri();
   CHECK(uri.rfind("nbd://127.0.0.1:", 0) == 0);
   CHECK(uri.find(":0/") == std::string::npos);
@@ -553,7 +554,10 @@ namespace {
 // serve_connected() on the server's own thread, as the contract asks.
 std::error_code serve_on_io_thread(Fixture& f, int fd) {
   std::promise<std::error_code> result;
-  boost::asio::post(f.io, [&] { result.set_value(f.server->serve_connected(fd, "kernel")); });
+  boost::asio::post(f.io, [&] {
+    std::string detail;
+    result.set_value(f.server->serve_connected(fd, "kernel", detail));
+  });
   return result.get_future().get();
 }
 

@@ -49,7 +49,7 @@ struct TlsServer {
     options.tls.mode = mode;
     options.tls.psk_file = psk_file;
     server.emplace(io, device, options);
-    start_error = server->start(&detail);
+    start_error = server->start(detail);
     if (!start_error) thread = std::thread([this] { io.run(); });
   }
   ~TlsServer() {

@@ -88,7 +88,7 @@ class KernelDevice {
  public:
   // Takes ownership of `fd`, our end of one socketpair, and serves it in the transmission
   // phase; an error aborts the attach.
-  using ServeSocket = std::function<std::error_code(int fd)>;
+  using ServeSocket = std::function<std::error_code(int fd, std::string& detail)>;
   using DetachHandler = std::function<void(std::error_code, const std::string& detail)>;
 
   // Creates the socketpairs, hands our ends to `serve`, connects the kernel's ends to the
@@ -117,7 +117,7 @@ class KernelDevice {
   // disconnects it: the driver sends NBD_CMD_DISC and lets go of the sockets. Blocks until the
   // device is released (bounded); the sockets must still be served meanwhile, so never call it
   // on the thread that serves them: use detach_async there.
-  std::error_code detach(std::string* detail = nullptr);
+  std::error_code detach(std::string& detail);
   // detach() on a thread of its own (signals blocked); `done` runs on that thread and must not
   // destroy this object. Called once.
   void detach_async(DetachHandler done);

@@ -80,7 +80,7 @@ class Server {
   // process is replaced; one with a live listener is refused (std::errc::address_in_use), as is
   // a path that is not a socket. TLS credentials are loaded here: a file that does not parse
   // fails the start. `detail` (optional) receives a human-readable reason.
-  std::error_code start(std::string* detail = nullptr);
+  std::error_code start(std::string& detail);
 
   // Serves `fd`, a connected stream socket whose peer already knows the export (the kernel's
   // nbd driver, nbd_kernel/kernel_device.hpp): no handshake, straight to the transmission phase
@@ -88,7 +88,7 @@ class Server {
   // transmission flags nbd::transmission_flags(info, false). Takes ownership of `fd`, also on
   // error. `peer` names the connection in logs. Call on the io_context's thread (or before it
   // runs); refused with std::errc::operation_canceled once stop() was called.
-  std::error_code serve_connected(int fd, std::string peer, std::string* detail = nullptr);
+  std::error_code serve_connected(int fd, std::string peer, std::string& detail);
 
   // Stops accepting, stops reading requests, waits until every request already read has
   // completed on the device and its reply is written, closes the connections, then runs
