@@ -54,6 +54,10 @@ struct Path {
   iscsi_io::PathConfig config;
   std::string name;
   std::shared_ptr<iscsi_io::PathSession> session;
+  // The pool's number of `session`, which held writes went out on (SessionPool::prove_ended).
+  iscsi_io::SessionGeneration generation = 0;
+  uint64_t login_attempt = 0;  // results of earlier session requests are stale
+  bool joined = false;         // counted among the pool's users of this path
   // Its place in the path life cycle (path_lifecycle.hpp); `state` is what status shows of it,
   // kept by LunDevice::Impl::perform() and read wherever the path's use is decided.
   PathLifecycle life{std::chrono::milliseconds(1000)};
@@ -104,6 +108,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   asio::io_context& io;
   LunConfig config;
+  std::shared_ptr<iscsi_io::SessionPool> pool;  // config.sessions, or the device's own
   std::vector<std::unique_ptr<Path>> paths;
   std::unique_ptr<PathSelector> selector;
   DeviceInfo info;
@@ -505,9 +510,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
                         : what == "ALUA state change" ? what + " on " + p.name
                                                       : "path " + p.name + " " + what);
     }
-    // Abortive close (SO_LINGER 0): the kernel must not deliver this connection's queued data
-    // once the network heals.
-    if (a.close_session && p.session) p.session->close();
+    if (a.close_session) end_session(p);
     if (a.cancel_reconnect && p.timer) p.timer->cancel();
     if (a.reconnect_after) schedule_reconnect(p, *a.reconnect_after);
     if (a.login) reconnect(p);
@@ -554,12 +557,11 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   // Logs in again with the path's own ISID and TSIH 0: for the target that is session
   // reinstatement (RFC 7143 §6.3.5), which ends the old session and every task it still had.
+  // With a shared pool the session may already be up (another LU's device logged in after
+  // the old one failed, which reinstated it just the same) or logging in.
   void reconnect(Path& p) {
     auto self = shared_from_this();
-    auto session = iscsi_io::PathSession::create(io, p.config);
-    p.session = session;
-    session->start([this, self, &p, session](std::error_code ec, const std::string& detail) {
-      if (p.session != session || closing) return;
+    request_session(p, [this, self, &p](std::error_code ec, const std::string& detail) {
       if (ec) {
         auto actions = p.life.on(Event{.kind = Event::Kind::login_failed, .detail = detail});
         if (actions.continue_open && !identified) {
@@ -571,10 +573,64 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
         perform(p, std::move(actions));
         return;
       }
-      p.portal_group_tag = session->target_portal_group_tag();
-      watch(p, session);
       feed(p, Event{.kind = Event::Kind::login_done, .identified = identified});
     });
+  }
+
+  // Asks the pool for the path's session; `then` runs unless the device closed or a newer
+  // request replaced this one. On success the path has its session, watched.
+  void request_session(Path& p, std::function<void(std::error_code, const std::string&)> then) {
+    const uint64_t attempt = ++p.login_attempt;
+    if (!p.joined) {
+      pool->join(p.config);
+      p.joined = true;
+    }
+    p.session =
+        pool->acquire(p.config, [weak = weak_from_this(), &p, attempt, then = std::move(then)](
+                                    std::error_code ec, const std::string& detail,
+                                    std::shared_ptr<iscsi_io::PathSession> session,
+                                    iscsi_io::SessionGeneration generation) {
+          auto self = weak.lock();
+          if (!self || self->closing || p.login_attempt != attempt) return;
+          if (!ec) {
+            p.session = session;
+            p.generation = generation;
+            p.portal_group_tag = session->target_portal_group_tag();
+            self->watch(p, session);
+          }
+          then(ec, detail);
+        });
+  }
+
+  // The life cycle is done with the path's session. Abortive close (SO_LINGER 0): the kernel
+  // must not deliver this connection's queued data once the network heals. A shared session
+  // carries the other LUs' commands too: a path refused for showing another device here (an
+  // answer about this LU, not about the connection) only lets go of it.
+  void end_session(Path& p) {
+    if (p.state == PathState::refused) {
+      p.session.reset();
+      ++p.login_attempt;
+      leave_pool(p, std::chrono::seconds(2), [](std::error_code) {});
+      return;
+    }
+    if (p.session) {
+      p.session->close();
+      return;
+    }
+    // The login waits behind another one of the pool's: its outcome no longer counts, and the
+    // open, which would have heard it, looks again.
+    ++p.login_attempt;
+    if (open_done) asio::post(io, [self = shared_from_this()] { self->open_step(); });
+  }
+
+  void leave_pool(Path& p, std::chrono::milliseconds timeout,
+                  std::function<void(std::error_code)> done) {
+    if (!p.joined) {
+      done({});
+      return;
+    }
+    p.joined = false;
+    pool->release(p.config, timeout, std::move(done));
   }
 
   // The session keeps these handlers and may outlive the device (a failed open, a shutdown
@@ -583,7 +639,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   void watch(Path& p, const std::shared_ptr<iscsi_io::PathSession>& session) {
     session->on_scsi_event([weak = weak_from_this()](const iscsi_io::ScsiAsyncEvent& event) {
       auto self = weak.lock();
-      if (self && event.capacity_changed() && !self->closing)
+      if (self && event.lun == self->lun && event.capacity_changed() && !self->closing)
         asio::co_spawn(self->io, reread_capacity(self), asio::detached);
     });
     session->on_failure([weak = weak_from_this(), &p, raw = session.get()](
@@ -638,26 +694,25 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   // A login with the failed path's ISID through `via`: the target sees the same I_T nexus and
-  // reinstates it, ending the old session's tasks (RFC 7143 §6.3.5).
+  // reinstates it, ending the old session's tasks (RFC 7143 §6.3.5). The pool runs it, since a
+  // login of the path itself, by this device or another LU's, proves the same and must not
+  // race with it.
   void prove_dead_by_reinstatement(Path& p, Path& via) {
     feed(p, Event{.kind = Event::Kind::proof_started});
-    auto self = shared_from_this();
-    iscsi_io::PathConfig proof = p.config;
-    proof.portal_host = via.config.portal_host;
-    proof.portal_port = via.config.portal_port;
-    proof.source_address = via.config.source_address;
-    proof.noop_out_interval = std::chrono::milliseconds(0);
-    auto session = iscsi_io::PathSession::create(io, proof);
-    session->start(
-        [this, self, &p, session, via_name = via.name](std::error_code ec, const std::string&) {
-          feed(p, Event{.kind = Event::Kind::proof_done});
-          if (ec) {
-            if (!closing) held_unproven(p, "a login with its ISID through " + via_name + " failed");
-            return;
-          }
-          release_unproven(p, "its session was reinstated through " + via_name);
-          session->logout(std::chrono::seconds(2), [session](std::error_code) {});
-        });
+    pool->prove_ended(p.config, p.generation, via.config,
+                      [weak = weak_from_this(), &p, via_name = via.name](
+                          std::error_code ec, const std::string& detail) {
+                        auto self = weak.lock();
+                        if (!self) return;
+                        self->feed(p, Event{.kind = Event::Kind::proof_done});
+                        if (ec) {
+                          if (!self->closing)
+                            self->held_unproven(p, "a login with its ISID through " + via_name +
+                                                       " failed: " + detail);
+                          return;
+                        }
+                        self->release_unproven(p, "its session was reinstated through " + via_name);
+                      });
   }
 
   // No other path reaches the failed path's portal group, so its I_T nexus cannot be reinstated
@@ -1208,6 +1263,7 @@ void LunDevice::open(asio::io_context& io, LunConfig config, OpenHandler done) {
     done(std::make_error_code(std::errc::invalid_argument), "no paths configured", nullptr);
     return;
   }
+  impl->pool = impl->config.sessions ? impl->config.sessions : iscsi_io::SessionPool::create(io);
   impl->selector = make_path_selector(impl->config.path_selector, impl->config.rr_min_io);
   if (!impl->selector) {
     done(std::make_error_code(std::errc::invalid_argument),
@@ -1232,22 +1288,17 @@ void LunDevice::open(asio::io_context& io, LunConfig config, OpenHandler done) {
   // All paths log in at once; open_step() decides which one is probed.
   for (auto& path_ptr : impl->paths) {
     Path& p = *path_ptr;
-    auto session = iscsi_io::PathSession::create(io, p.config);
-    p.session = session;
-    session->start([impl, &p, session](std::error_code ec, const std::string& detail) {
-      if (impl->closing || p.session != session) return;
+    impl->request_session(p, [raw = impl.get(), &p](std::error_code ec, const std::string& detail) {
       if (ec) {
-        if (!impl->identified) {
-          impl->open_error = ec;
-          impl->open_failures += (impl->open_failures.empty() ? "" : "; ") +
-                                 std::string("login to ") + p.name + " failed: " + detail;
+        if (!raw->identified) {
+          raw->open_error = ec;
+          raw->open_failures += (raw->open_failures.empty() ? "" : "; ") +
+                                std::string("login to ") + p.name + " failed: " + detail;
         }
-        impl->feed(p, Event{.kind = Event::Kind::login_failed, .detail = detail});
+        raw->feed(p, Event{.kind = Event::Kind::login_failed, .detail = detail});
         return;
       }
-      p.portal_group_tag = session->target_portal_group_tag();
-      impl->watch(p, session);
-      impl->feed(p, Event{.kind = Event::Kind::login_done, .identified = impl->identified});
+      raw->feed(p, Event{.kind = Event::Kind::login_done, .identified = raw->identified});
     });
   }
 }
@@ -1331,9 +1382,10 @@ void LunDevice::Impl::fail_open(std::error_code ec, const std::string& detail) {
   // Released once this call returns: the sessions closed below hold the device only weakly.
   const auto keep = std::move(keep_while_opening);
   closing = true;
+  // Sessions another LU's device shares stay; the last user logs them out.
   for (auto& p : paths) {
     feed(*p, Event{.kind = Event::Kind::closing});
-    if (p->session) p->session->close();
+    leave_pool(*p, std::chrono::seconds(2), [](std::error_code) {});
   }
   if (!ec) ec = std::make_error_code(std::errc::no_such_device);
   done(ec, detail, nullptr);
@@ -1375,11 +1427,10 @@ void LunDevice::close(std::chrono::milliseconds timeout,
       auto finish_one = [remaining, done, fec](std::error_code) {
         if (--*remaining == 0) done(fec);
       };
+      // Sessions another LU's device still uses stay logged in; the last one out logs out.
       for (auto& p : raw->paths) {
-        if (p->session && p->session->ready()) {
-          ++*remaining;
-          p->session->logout(timeout, finish_one);
-        }
+        ++*remaining;
+        raw->leave_pool(*p, timeout, finish_one);
       }
       finish_one({});
     };

@@ -1003,6 +1003,12 @@ bool run_until(asio::io_context& io, const std::function<bool()>& done,
   return true;
 }
 
+void FaultTarget::drop_connections() {
+  for (auto& weak : impl_->connections) {
+    if (auto connection = weak.lock()) connection->close();
+  }
+}
+
 void FaultTarget::resize(uint64_t blocks, bool unit_attention) {
   impl_->script.blocks = blocks;
   impl_->lun.resize(static_cast<size_t>(blocks) * impl_->script.block_size);

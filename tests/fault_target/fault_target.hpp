@@ -179,6 +179,9 @@ class FaultTarget {
   // §5.14) with UNIT ATTENTION 2A/09 CAPACITY DATA HAS CHANGED; without it the new size shows
   // only in READ CAPACITY, as from a target that resizes without telling (the fault).
   void resize(uint64_t blocks, bool unit_attention);
+  // Closes every connection and keeps listening: a target process restarted, or a switch that
+  // reset the connections, as far as the initiator can tell.
+  void drop_connections();
 
   struct Impl;
 

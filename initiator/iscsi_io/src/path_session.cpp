@@ -64,8 +64,9 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
   iscsi::PduReader reader;
   iscsi::OperationalParams negotiated;
   std::optional<uint16_t> portal_group_tag;
-  FailureHandler failure_handler;
-  ScsiEventHandler scsi_event_handler;
+  // Every device that uses the session (SessionPool) watches it.
+  std::vector<FailureHandler> failure_handlers;
+  std::vector<ScsiEventHandler> scsi_event_handlers;
   std::function<void(std::error_code)> logout_done;
   bool target_logout = false;  // logging out because the target asked (AsyncEvent 1)
   std::string target_logout_detail;
@@ -294,7 +295,9 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
     } else if (e.kind == Kind::scsi_async_event) {
       ScsiAsyncEvent event{e.async.lun, e.sense, scsi::decode_sense(e.sense)};
       asio::post(io, [self = shared_from_this(), event = std::move(event)] {
-        if (self->scsi_event_handler) self->scsi_event_handler(event);
+        // A copy: a handler may add another.
+        auto handlers = self->scsi_event_handlers;
+        for (auto& handler : handlers) handler(event);
       });
     }
   }
@@ -531,11 +534,8 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
       logout_done = nullptr;
       done(failure);
     }
-    if (failure_handler) {
-      auto handler = std::move(failure_handler);
-      failure_handler = nullptr;
-      handler(failure, failure_detail);
-    }
+    auto handlers = std::exchange(failure_handlers, {});
+    for (auto& handler : handlers) handler(failure, failure_detail);
   }
 };
 
@@ -560,10 +560,10 @@ bool PathSession::ready() const {
   return impl_->session != nullptr && !impl_->failed && !impl_->session->logout_requested();
 }
 void PathSession::on_failure(FailureHandler handler) {
-  impl_->failure_handler = std::move(handler);
+  impl_->failure_handlers.push_back(std::move(handler));
 }
 void PathSession::on_scsi_event(ScsiEventHandler handler) {
-  impl_->scsi_event_handler = std::move(handler);
+  impl_->scsi_event_handlers.push_back(std::move(handler));
 }
 
 iscsi::AbortStart PathSession::abort_task(iscsi::ScsiTask& task, iscsi::TmfHandler done) {

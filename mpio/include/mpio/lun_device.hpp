@@ -17,6 +17,7 @@
 #include <blockdev/block_device.hpp>
 #include <blockdev/no_path_retry.hpp>
 #include <iscsi_io/path_session.hpp>
+#include <iscsi_io/session_pool.hpp>
 #include <scsi/inquiry.hpp>
 
 #include "mpio/path_group.hpp"
@@ -65,6 +66,10 @@ struct LunConfig {
   // max_sectors_kb). Zero: the built-in default for the target (target_quirks.hpp), else one
   // MaxBurstLength of the probed path's session, at most 8 MiB.
   uint32_t max_command_bytes = 0;
+  // Where the paths' sessions come from. Devices of one target given the same pool and the
+  // same PathConfig per path (ISID included) share one session per path, as the kernel puts
+  // every LUN of a target on one session per iface. Null: the device has its own sessions.
+  std::shared_ptr<iscsi_io::SessionPool> sessions;
 };
 
 // What the probe found out about the LU, for logs and status.

@@ -100,10 +100,12 @@ class PathSession : public std::enable_shared_from_this<PathSession> {
   //   errc::command_timeout           the ABORT TASK / LOGICAL UNIT RESET escalation ran out
   //   errc::connection_timeout        no answer to a NOP-Out ping
   // In every case the path is down and the owner reconnects (a new session).
+  // Each call adds a handler (every LU device sharing the session has one); all run, once.
   void on_failure(FailureHandler handler);
 
-  // SCSI asynchronous events (AsyncEvent 0), e.g. CAPACITY DATA HAS CHANGED; posted to the
-  // io_context.
+  // SCSI asynchronous events (AsyncEvent 0), e.g. CAPACITY DATA HAS CHANGED, for any LU of the
+  // session (ScsiAsyncEvent::lun says which); posted to the io_context. Each call adds a
+  // handler.
   void on_scsi_event(ScsiEventHandler handler);
 
   // Session logout (§11.14) after outstanding tasks complete (tasks not yet sent complete with

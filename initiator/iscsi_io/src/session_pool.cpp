@@ -1,0 +1,169 @@
+#include "iscsi_io/session_pool.hpp"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <cstdio>
+#include <map>
+#include <utility>
+#include <vector>
+
+namespace iscsi_io {
+
+namespace asio = boost::asio;
+
+std::string nexus_key(const PathConfig& config) {
+  char isid[13];
+  const auto& b = config.isid.bytes;
+  std::snprintf(isid, sizeof isid, "%02x%02x%02x%02x%02x%02x", b[0], b[1], b[2], b[3], b[4], b[5]);
+  // Separators that no host name, address, interface name or iSCSI name contains.
+  return config.portal_host + '\n' + std::to_string(config.portal_port) + '\n' +
+         config.source_address.value_or("") + '\n' + config.interface_name.value_or("") + '\n' +
+         config.initiator_name + '\n' + config.target_name + '\n' + isid;
+}
+
+namespace {
+
+// The sessions of one I_T nexus, and the one login (own or proof) that may run for it.
+struct Nexus {
+  PathConfig config;
+  size_t users = 0;
+  std::shared_ptr<PathSession> current;
+  SessionGeneration current_generation = 0;
+  SessionGeneration last_generation = 0;
+  std::shared_ptr<PathSession> logging_in;           // the path's own login in progress
+  bool proving = false;                              // a proof login through another portal runs
+  std::vector<SessionPool::SessionHandler> waiting;  // for the next own login's outcome
+  std::vector<SessionPool::ProofHandler> proofs;     // for the next login's outcome, any kind
+};
+
+}  // namespace
+
+struct SessionPool::Impl : std::enable_shared_from_this<SessionPool::Impl> {
+  explicit Impl(asio::io_context& io) : io(io) {}
+
+  asio::io_context& io;
+  std::map<std::string, Nexus> nexuses;
+
+  Nexus& nexus(const PathConfig& config) {
+    auto [it, added] = nexuses.try_emplace(nexus_key(config));
+    if (added) it->second.config = config;
+    return it->second;
+  }
+
+  bool current_ready(const Nexus& n) const { return n.current && n.current->ready(); }
+
+  void start_login(Nexus& n) {
+    const SessionGeneration generation = ++n.last_generation;
+    auto session = PathSession::create(io, n.config);
+    n.logging_in = session;
+    session->start([weak = weak_from_this(), &n, session, generation](std::error_code ec,
+                                                                      const std::string& detail) {
+      auto self = weak.lock();
+      if (!self) return;
+      n.logging_in.reset();
+      if (!ec) {
+        n.current = session;
+        n.current_generation = generation;
+        // Every device left while the login ran: nobody will use or log out this session.
+        if (n.users == 0) session->logout(std::chrono::seconds(2), [session](std::error_code) {});
+      }
+      auto waiting = std::exchange(n.waiting, {});
+      auto proofs = std::exchange(n.proofs, {});
+      for (auto& done : waiting) done(ec, detail, ec ? nullptr : session, ec ? 0 : generation);
+      // RFC 7143 §6.3.5: a new session with the path's ISID and TSIH 0 ended the old one.
+      for (auto& done : proofs)
+        done(ec, ec ? "the path's own login failed: " + detail : std::string());
+      self->next(n);
+    });
+  }
+
+  // After a login of either kind: devices that asked meanwhile get theirs.
+  void next(Nexus& n) {
+    if (n.logging_in || n.proving || n.waiting.empty()) return;
+    if (current_ready(n)) {
+      auto waiting = std::exchange(n.waiting, {});
+      for (auto& done : waiting) done({}, {}, n.current, n.current_generation);
+      return;
+    }
+    start_login(n);
+  }
+
+  void start_proof(Nexus& n, const PathConfig& via) {
+    n.proving = true;
+    ++n.last_generation;
+    PathConfig proof = n.config;
+    proof.portal_host = via.portal_host;
+    proof.portal_port = via.portal_port;
+    proof.source_address = via.source_address;
+    proof.interface_name = via.interface_name;
+    proof.noop_out_interval = std::chrono::milliseconds(0);
+    auto session = PathSession::create(io, std::move(proof));
+    session->start(
+        [weak = weak_from_this(), &n, session](std::error_code ec, const std::string& detail) {
+          auto self = weak.lock();
+          if (!self) return;
+          n.proving = false;
+          auto proofs = std::exchange(n.proofs, {});
+          for (auto& done : proofs) done(ec, detail);
+          if (!ec) session->logout(std::chrono::seconds(2), [session](std::error_code) {});
+          self->next(n);
+        });
+  }
+};
+
+SessionPool::SessionPool(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+SessionPool::~SessionPool() = default;
+
+std::shared_ptr<SessionPool> SessionPool::create(asio::io_context& io) {
+  return std::shared_ptr<SessionPool>(new SessionPool(std::make_shared<Impl>(io)));
+}
+
+void SessionPool::join(const PathConfig& config) {
+  ++impl_->nexus(config).users;
+}
+
+std::shared_ptr<PathSession> SessionPool::acquire(const PathConfig& config, SessionHandler done) {
+  Nexus& n = impl_->nexus(config);
+  if (impl_->current_ready(n)) {
+    asio::post(impl_->io,
+               [done = std::move(done), session = n.current, generation = n.current_generation] {
+                 done({}, {}, session, generation);
+               });
+    return n.current;
+  }
+  n.waiting.push_back(std::move(done));
+  if (!n.logging_in && !n.proving) impl_->start_login(n);
+  return n.logging_in;
+}
+
+void SessionPool::prove_ended(const PathConfig& config, SessionGeneration failed,
+                              const PathConfig& via, ProofHandler done) {
+  Nexus& n = impl_->nexus(config);
+  if (impl_->current_ready(n) && n.current_generation > failed) {
+    asio::post(impl_->io, [done = std::move(done)] { done({}, {}); });
+    return;
+  }
+  n.proofs.push_back(std::move(done));
+  if (!n.logging_in && !n.proving) impl_->start_proof(n, via);
+}
+
+void SessionPool::release(const PathConfig& config, std::chrono::milliseconds timeout,
+                          std::function<void(std::error_code)> done) {
+  Nexus& n = impl_->nexus(config);
+  if (n.users > 0) --n.users;
+  if (n.users > 0 || !n.current) {
+    done({});
+    return;
+  }
+  auto session = std::move(n.current);
+  session->logout(timeout, std::move(done));
+}
+
+size_t SessionPool::sessions_logged_in() const {
+  size_t count = 0;
+  for (const auto& [key, n] : impl_->nexuses)
+    if (impl_->current_ready(n)) ++count;
+  return count;
+}
+
+}  // namespace iscsi_io
