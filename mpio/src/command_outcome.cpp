@@ -46,6 +46,12 @@ bool capacity_changed(const iscsi::ScsiTask& task) {
          sense->ascq == 0x09;
 }
 
+bool reported_luns_changed(const iscsi::ScsiTask& task) {
+  auto sense = scsi::decode_sense(task.sense);
+  return sense && sense->key == scsi::SenseKey::unit_attention && sense->asc == 0x3f &&
+         sense->ascq == 0x0e;
+}
+
 std::chrono::milliseconds busy_backoff(int retry) {
   return std::min(std::chrono::milliseconds(10 << std::clamp(retry - 1, 0, 7)),
                   std::chrono::milliseconds(1000));
@@ -106,6 +112,7 @@ CommandDecision decide_completion(const iscsi::ScsiTask& task, const CommandCont
         return decision;
       case scsi::Disposition::retry_same_path:
         decision.reread_capacity = capacity_changed(task);
+        decision.luns_changed = reported_luns_changed(task);
         if (retry_left) return retry(task, context, std::move(decision));
         break;
       default:

@@ -122,6 +122,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   std::function<void(const std::string&, PathState, const std::string&)> path_event;
   std::function<void()> on_idle;
   std::function<void(uint64_t)> capacity_event;
+  std::function<void()> luns_changed_event;
   std::function<void(size_t, std::chrono::nanoseconds)> command_observer;
   bool rereading_capacity = false;
   IoRequest final_flush;  // the SYNCHRONIZE CACHE that close() sends
@@ -404,6 +405,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     }
     if (d.fail_path) path_failed(p, d.reason);
     if (d.reread_capacity) asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
+    if (d.luns_changed && luns_changed_event) luns_changed_event();
     switch (d.action) {
       case CommandDecision::Action::complete:
         c.then(c);
@@ -639,7 +641,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   void watch(Path& p, const std::shared_ptr<iscsi_io::PathSession>& session) {
     session->on_scsi_event([weak = weak_from_this()](const iscsi_io::ScsiAsyncEvent& event) {
       auto self = weak.lock();
-      if (self && event.lun == self->lun && event.capacity_changed() && !self->closing)
+      if (!self || self->closing) return;
+      // The LUN inventory is the target's, whichever LU the event names.
+      if (event.reported_luns_changed() && self->luns_changed_event) self->luns_changed_event();
+      if (event.lun == self->lun && event.capacity_changed())
         asio::co_spawn(self->io, reread_capacity(self), asio::detached);
     });
     session->on_failure([weak = weak_from_this(), &p, raw = session.get()](
@@ -1246,6 +1251,10 @@ std::error_code LunDevice::reinstate_path(size_t index, std::string& detail) {
 
 void LunDevice::on_capacity_change(std::function<void(uint64_t size_bytes)> handler) {
   impl_->capacity_event = std::move(handler);
+}
+
+void LunDevice::on_luns_changed(std::function<void()> handler) {
+  impl_->luns_changed_event = std::move(handler);
 }
 
 void LunDevice::on_command_done(std::function<void(size_t, std::chrono::nanoseconds)> handler) {

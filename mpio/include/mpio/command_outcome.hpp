@@ -29,6 +29,10 @@ bool certainly_dead(const std::error_code& ec);
 // SPC-4 Annex D 2A/09 CAPACITY DATA HAS CHANGED as a unit attention: the LU was resized.
 bool capacity_changed(const iscsi::ScsiTask& task);
 
+// SPC-4 Annex D 3F/0E REPORTED LUNS DATA HAS CHANGED as a unit attention: LUNs were added to or
+// removed from the target (SAM-5 §5.14: every I_T nexus gets it, on its next command).
+bool reported_luns_changed(const iscsi::ScsiTask& task);
+
 // The backoff before retry number `retry` (1 for the first) of a command the LU answered with
 // BUSY or TASK SET FULL (SAM-5 §5.3): 10 ms doubling to 1 s, so the retries do not add to the
 // load that caused them.
@@ -58,6 +62,7 @@ struct CommandDecision {
   bool answered = false;   // the target answered: counts toward the path's commands and latency
   bool fail_path = false;  // the path fails, for `reason`
   bool reread_capacity = false;  // 2A/09: read the capacity again
+  bool luns_changed = false;     // 3F/0E: whoever follows the target's LUNs scans again
   std::string reason;            // fail_path: why
 };
 
@@ -70,8 +75,9 @@ struct CommandDecision {
 // - else the target answered, and scsi::classify() says what its status and sense mean:
 //   path_error (ALUA standby, unavailable, ...) fails the path and re-issues anywhere, even a
 //   write, since the target finished this copy; retry_same_path (UNIT ATTENTION, BUSY, TASK SET
-//   FULL) retries within max_retries, after busy_backoff() for BUSY and TASK SET FULL, and a
-//   2A/09 unit attention re-reads the capacity; anything else (MEDIUM ERROR, ILLEGAL REQUEST,
+//   FULL) retries within max_retries, after busy_backoff() for BUSY and TASK SET FULL, a
+//   2A/09 unit attention re-reads the capacity and a 3F/0E one says the LUN inventory changed;
+//   anything else (MEDIUM ERROR, ILLEGAL REQUEST,
 //   ...) completes: a target error never causes failover. A probe is never re-issued elsewhere
 //   and never fails its path on an answer: only its same-path retries apply.
 CommandDecision decide_completion(const iscsi::ScsiTask& task, const CommandContext& context);

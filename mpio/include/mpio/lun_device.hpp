@@ -146,6 +146,11 @@ class LunDevice : public BlockDevice {
   // The LU's capacity changed (2A/09): info().size_bytes has the new size.
   void on_capacity_change(std::function<void(uint64_t size_bytes)> handler);
 
+  // The target said its LUN inventory changed (REPORTED LUNS DATA HAS CHANGED, SPC-4 3F/0E,
+  // as a unit attention on a command or an asynchronous event): whoever serves the target's
+  // LUNs should run REPORT LUNS again. May run once per path for one change.
+  void on_luns_changed(std::function<void()> handler);
+
   // Every command the target answered, on the path with this index into path_status() (the
   // ones PathStatus::commands counts), with its time from submission to the response: for
   // latency histograms. Runs on the io_context's thread; keep it cheap.

@@ -205,6 +205,24 @@ TEST_CASE("a capacity change unit attention re-reads the capacity, retried or no
           .reread_capacity);
 }
 
+TEST_CASE("REPORTED LUNS DATA HAS CHANGED is retried and reported, nothing else is",
+          "[mpio][command_outcome]") {
+  const auto changed = answered(check_condition, sense(0x06, 0x3f, 0x0e));
+  CHECK(mpio::reported_luns_changed(changed));
+  const auto decision = mpio::decide_completion(changed, read_command());
+  CHECK(decision.luns_changed);
+  CHECK_FALSE(decision.reread_capacity);
+  CHECK(decision.action == Action::retry);
+  CHECK(mpio::decide_completion(changed, read_command(8)).luns_changed);
+  // Other unit attentions of the 3F family (3F/03 INQUIRY DATA HAS CHANGED) are not it.
+  CHECK_FALSE(
+      mpio::decide_completion(answered(check_condition, sense(0x06, 0x3f, 0x03)), read_command())
+          .luns_changed);
+  CHECK_FALSE(
+      mpio::decide_completion(answered(check_condition, sense(0x06, 0x2a, 0x09)), read_command())
+          .luns_changed);
+}
+
 TEST_CASE("a short read is the client's error, not a path's", "[mpio][command_outcome]") {
   iscsi::ScsiTask task = answered(good);
   std::vector<std::byte> buffer(4096);

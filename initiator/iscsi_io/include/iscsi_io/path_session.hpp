@@ -66,6 +66,10 @@ struct ScsiAsyncEvent {
 
   // UNIT ATTENTION, CAPACITY DATA HAS CHANGED (SPC-4 Annex D, 2A/09): re-read the capacity.
   bool capacity_changed() const { return decoded && decoded->asc == 0x2a && decoded->ascq == 0x09; }
+  // REPORTED LUNS DATA HAS CHANGED (3F/0E): LUNs were added or removed; run REPORT LUNS again.
+  bool reported_luns_changed() const {
+    return decoded && decoded->asc == 0x3f && decoded->ascq == 0x0e;
+  }
 };
 
 class PathSession : public std::enable_shared_from_this<PathSession> {
