@@ -122,9 +122,18 @@ void Attachment::opened(std::error_code ec, const std::string& detail,
     spdlog::log(level, "path {} {}: {}", path, mpio::path_state_name(state), reason);
     runtime_->path_event(path, state);
   });
-  device_->on_capacity_change([](uint64_t size) {
+  // NBD has no message that tells a connected client a new size (proto.md: the size is
+  // given in the handshake only): clients connected over the socket see it when they
+  // connect again, while /dev/nbdN, whose size is ours to set, takes it in place.
+  device_->on_capacity_change([this](uint64_t size) {
     spdlog::warn("LUN capacity changed to {} ({} bytes): new NBD clients see the new size",
                  status::size_text(size), size);
+    if (!kernel_) return;
+    std::string detail;
+    if (auto ec = kernel_->resize(size, detail))
+      spdlog::error("{} keeps its old size: {}", kernel_->path(), error_text(ec, detail));
+    else
+      spdlog::info("{} resized to {} bytes", kernel_->path(), size);
   });
   if (device_->grouping() == mpio::Grouping::group_by_prio && device_->identity().inquiry.tpgs == 0)
     spdlog::warn(

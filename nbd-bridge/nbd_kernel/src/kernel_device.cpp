@@ -315,6 +315,16 @@ std::vector<std::byte> connect_request(uint16_t family_id, uint32_t seq,
   return message.finish();
 }
 
+std::vector<std::byte> resize_request(uint16_t family_id, uint32_t seq, uint32_t index,
+                                      uint64_t size_bytes) {
+  // The driver takes a new size in NBD_CMD_RECONFIGURE since Linux 5.3; the block size stays
+  // what the connect set when the attribute is absent.
+  Message message(family_id, NBD_CMD_RECONFIGURE, NBD_GENL_VERSION, seq);
+  message.u32(NBD_ATTR_INDEX, index);
+  message.u64(NBD_ATTR_SIZE_BYTES, size_bytes);
+  return message.finish();
+}
+
 std::vector<std::byte> disconnect_request(uint16_t family_id, uint32_t seq, uint32_t index) {
   Message message(family_id, NBD_CMD_DISCONNECT, NBD_GENL_VERSION, seq);
   message.u32(NBD_ATTR_INDEX, index);
@@ -711,6 +721,40 @@ struct KernelDevice::Impl {
     return {};
   }
 
+  std::error_code resize(uint64_t size_bytes, std::string& detail) {
+    {
+      std::lock_guard lock(mutex);
+      if (!attached) return {};
+    }
+    if (interface == KernelInterface::ioctl) {
+      // NBD_SET_SIZE on a running device sets the capacity and tells the block layer.
+      if (::ioctl(device_fd.get(), NBD_SET_SIZE, static_cast<unsigned long>(size_bytes)) < 0) {
+        detail = "NBD_SET_SIZE on " + device_path(index) + ": " + std::strerror(errno);
+        return errno_code(errno);
+      }
+      return {};
+    }
+    GenericNetlink netlink;
+    if (auto ec = netlink.open()) {
+      detail = "cannot open a generic netlink socket: " + ec.message();
+      return ec;
+    }
+    const uint32_t seq = netlink.next_seq();
+    netlink::Reply reply;
+    if (auto ec = netlink.transact(netlink::resize_request(family_id, seq, index, size_bytes), seq,
+                                   reply)) {
+      detail = "NBD_CMD_RECONFIGURE for " + device_path(index) + ": " + ec.message();
+      return ec;
+    }
+    if (reply.error != 0) {
+      detail = "NBD_CMD_RECONFIGURE (size) for " + device_path(index) +
+               " refused: " + std::strerror(reply.error);
+      return reply.error == EPERM ? std::error_code(kernel_errc::not_permitted)
+                                  : errno_code(reply.error);
+    }
+    return {};
+  }
+
   std::error_code detach_ioctl(std::string& detail) {
     if (do_it->done()) {
       // Disconnected behind our back: the device is no longer ours to touch.
@@ -1043,6 +1087,10 @@ std::vector<std::string> KernelDevice::take_notes() {
 
 std::error_code KernelDevice::detach(std::string& detail) {
   return impl_->detach(true, detail);
+}
+
+std::error_code KernelDevice::resize(uint64_t size_bytes, std::string& detail) {
+  return impl_->resize(size_bytes, detail);
 }
 
 void KernelDevice::detach_async(DetachHandler done) {

@@ -100,6 +100,13 @@ TEST_CASE("NBD_CMD_DISCONNECT names the device", "[nbd_kernel]") {
         hex("1c000000 1a00 0500 03000000 00000000 02 01 0000 0800 0100 02000000"));
 }
 
+TEST_CASE("NBD_CMD_RECONFIGURE carries the device and its new size", "[nbd_kernel]") {
+  // 20 + 8 (index) + 12 (u64 size) bytes; command 3 = NBD_CMD_RECONFIGURE; 3 GiB.
+  CHECK(hex(netlink::resize_request(0x1a, 4, 2, 3ull << 30)) ==
+        hex("28000000 1a00 0500 04000000 00000000 03 01 0000 0800 0100 02000000 "
+            "0c00 0200 000000c0 00000000"));
+}
+
 TEST_CASE("the controller's answer gives the family id and completes on the ack", "[nbd_kernel]") {
   netlink::Reply reply;
   REQUIRE_FALSE(netlink::parse_reply(common::from_hex(kFamilyAnswer), 7, reply));

@@ -113,6 +113,12 @@ class KernelDevice {
   // mounted at detach), for the caller to log.
   std::vector<std::string> take_notes();
 
+  // The LU's capacity changed: /dev/nbdN takes the new size in place (NBD_CMD_RECONFIGURE with
+  // NBD_ATTR_SIZE_BYTES, or NBD_SET_SIZE), so that a mounted file system can grow (resize2fs)
+  // or the kernel stops sending requests past a shrunken end. A mounted device keeps working.
+  // Talks only to the driver (no I/O on the device); does nothing once detached.
+  std::error_code resize(uint64_t size_bytes, std::string& detail);
+
   // Flushes what was written to the device (syncfs on its mounts, fsync on the device), then
   // disconnects it: the driver sends NBD_CMD_DISC and lets go of the sockets. Blocks until the
   // device is released (bounded); the sockets must still be served meanwhile, so never call it
@@ -150,6 +156,9 @@ struct ConnectRequest {
 std::vector<std::byte> connect_request(uint16_t family_id, uint32_t seq,
                                        const ConnectRequest& request);
 std::vector<std::byte> disconnect_request(uint16_t family_id, uint32_t seq, uint32_t index);
+// NBD_CMD_RECONFIGURE with the device's new NBD_ATTR_SIZE_BYTES.
+std::vector<std::byte> resize_request(uint16_t family_id, uint32_t seq, uint32_t index,
+                                      uint64_t size_bytes);
 
 // What the kernel answered to request `seq`, gathered over one or more recv() buffers.
 struct Reply {
