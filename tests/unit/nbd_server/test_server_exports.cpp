@@ -42,9 +42,9 @@ std::vector<std::byte> filled(size_t n, uint8_t value) {
 // lun0: 1 MiB of 512-byte blocks (the default export); lun1: 2 MiB of 4096-byte blocks. The
 // server starts with no export (Server(io, options)) and gets both from add_export().
 struct TwoLuns {
-  explicit TwoLuns(std::chrono::milliseconds linger = 30s)
-      : lun0(MemoryBlockDevice::make_info(1 << 20, 512)),
-        lun1(MemoryBlockDevice::make_info(2 << 20, 4096)) {
+  explicit TwoLuns(std::chrono::milliseconds linger = 30s,
+                   blockdev::DeviceInfo lun1_info = MemoryBlockDevice::make_info(2 << 20, 4096))
+      : lun0(MemoryBlockDevice::make_info(1 << 20, 512)), lun1(std::move(lun1_info)) {
     static std::atomic<int> counter{0};
     path = "/tmp/nbd-exports-test-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) +
            ".sock";
@@ -90,9 +90,10 @@ struct TwoLuns {
 };
 
 struct Client {
-  explicit Client(const std::string& uri) {
+  explicit Client(const std::string& uri, const char* meta_context = nullptr) {
     handle = nbd_create();
     REQUIRE(handle != nullptr);
+    if (meta_context != nullptr) REQUIRE(nbd_add_meta_context(handle, meta_context) == 0);
     // libnbd keeps the server's messages (an option's error reply, an error chunk's text) out
     // of nbd_get_error(); its debug log has them.
     nbd_set_debug(handle, true);
@@ -354,4 +355,29 @@ TEST_CASE("a resized device is advertised with its new size to new clients", "[n
   CHECK(nbd_get_size(after.handle) == 4 << 20);
   Client other(f.server->endpoint_uri("lun0"));
   CHECK(nbd_get_size(other.handle) == 1 << 20);
+}
+
+TEST_CASE("block status and CACHE go to the device of the connection's export", "[nbd_server]") {
+  // lun1 reports provisioning and takes CACHE; lun0 does neither.
+  auto lun1_info = MemoryBlockDevice::make_info(2 << 20, 4096);
+  lun1_info.supports_block_status = true;
+  lun1_info.supports_cache = true;
+  TwoLuns f(30s, lun1_info);
+  Client c0(f.server->endpoint_uri("lun0"), "base:allocation");
+  Client c1(f.server->endpoint_uri("lun1"), "base:allocation");
+  REQUIRE(c0.connected);
+  REQUIRE(c1.connected);
+  CHECK(nbd_can_cache(c0.handle) == 0);
+  CHECK(nbd_can_cache(c1.handle) == 1);
+  REQUIRE(nbd_can_meta_context(c0.handle, "base:allocation") == 1);
+  REQUIRE(nbd_can_meta_context(c1.handle, "base:allocation") == 1);
+
+  nbd_extent_callback ignore_extents{};
+  ignore_extents.callback = [](void*, const char*, uint64_t, uint32_t*, size_t, int*) { return 0; };
+  CHECK(nbd_block_status(c0.handle, 4096, 0, ignore_extents, 0) == 0);  // answered "all data"
+  CHECK(nbd_block_status(c1.handle, 4096, 0, ignore_extents, 0) == 0);
+  CHECK(nbd_cache(c1.handle, 4096, 0, 0) == 0);
+  CHECK(f.lun0.counters().total() == 0);
+  CHECK(f.lun1.counters().block_statuses == 1);
+  CHECK(f.lun1.counters().caches == 1);
 }
