@@ -5,14 +5,17 @@
 //
 // Input: [flags][chunk seed][client bytes...]
 //   flags bit 0: read exactly bytes_needed() like the driver (else chunks from the seed);
-//   bit 1: read-only export, bit 2: TRIM and WRITE_ZEROES, bit 3: default export named "",
+//   bit 1: read-only first export, bit 2: TRIM and WRITE_ZEROES on it, bit 3: the first export
+//   (the default) named "", bit 7: the second export removed before the first option,
 //   bit 4: send pending output in pieces (consume_output with partial counts),
 //   bits 5-6: TLS mode (0 off, 1 on, 2 and 3 require); an acknowledged NBD_OPT_STARTTLS is
 //   followed by a successful TLS handshake and the rest of the input is the TLS stream.
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <common/bytes.hpp>
+#include <nbd/export_catalog.hpp>
 #include <nbd/handshake.hpp>
 #include <nbd/wire.hpp>
 
@@ -20,7 +23,8 @@
 
 namespace {
 
-nbd::ExportDescription export_from(const fuzz::Prefix& prefix) {
+// Two exports, as a target with two LUNs: the second one larger, with 4096-byte blocks.
+std::shared_ptr<nbd::ExportList> exports_from(const fuzz::Prefix& prefix) {
   blockdev::DeviceInfo device;
   device.size_bytes = uint64_t{1} << 30;
   device.logical_block_size = 512;
@@ -28,7 +32,14 @@ nbd::ExportDescription export_from(const fuzz::Prefix& prefix) {
   device.max_transfer_bytes = 1u << 20;
   device.read_only = prefix.bit(0, 1);
   device.supports_trim = device.supports_write_zeroes = prefix.bit(0, 2);
-  return {prefix.bit(0, 3) ? "" : "lun1", "fuzz export", device};
+  auto exports = std::make_shared<nbd::ExportList>();
+  exports->add({prefix.bit(0, 3) ? "" : "lun1", "fuzz export", device});
+  device.size_bytes = uint64_t{1} << 40;
+  device.logical_block_size = device.physical_block_size = 4096;
+  device.read_only = false;
+  exports->add({"lun2", "second fuzz export", device});
+  if (prefix.bit(0, 7)) exports->remove("lun2", "removed by the fuzzer");
+  return exports;
 }
 
 // Checks the server's whole output: greeting, option replies, and (only when the handshake
@@ -66,7 +77,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
   const nbd::TlsMode tls_mode = tls_bits == 0   ? nbd::TlsMode::off
                                 : tls_bits == 1 ? nbd::TlsMode::on
                                                 : nbd::TlsMode::require;
-  nbd::ServerHandshake handshake(export_from(prefix), tls_mode);
+  const auto exports = exports_from(prefix);
+  nbd::ServerHandshake handshake(exports, tls_mode);
   fuzz::Chunker chunker(prefix.u8(1));
   std::vector<std::byte> sent;
 
@@ -118,6 +130,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
       FUZZ_CHECK(!outcome.base_allocation || outcome.structured_replies);
       // FORCEDTLS: no export is served in plaintext.
       if (tls_mode == nbd::TlsMode::require) FUZZ_CHECK(outcome.tls_active);
+      // Only an export being served is entered, and its size is the one advertised.
+      const auto* entered = exports->get(outcome.selected_export.name);
+      FUZZ_CHECK(entered != nullptr);
+      FUZZ_CHECK(entered->device.size_bytes == outcome.selected_export.device.size_bytes);
     } else {
       FUZZ_CHECK(outcome.error);
     }

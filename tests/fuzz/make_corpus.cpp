@@ -625,6 +625,15 @@ void nbd_seeds() {
         nbd_option(nbd::kOptListMetaContext, meta_context_request("lun1", {"base:", "x-a:b"})),
         nbd_option(nbd::kOptSetMetaContext, meta_context_request("lun1", {"base:allocation"})),
         nbd_option(nbd::kOptExportName, text_bytes("lun1"))});
+  // Two exports: base:allocation set on one, INFO on the other, GO to the second; and the
+  // same with the second export removed (flags bit 7).
+  for (const uint8_t flags : {uint8_t{0x01}, uint8_t{0x81}}) {
+    seed(flags == 0x01 ? "two-exports-meta-go" : "removed-export-go", flags, 0,
+         {flags_both, nbd_option(nbd::kOptStructuredReply, {}), nbd_option(nbd::kOptList, {}),
+          nbd_option(nbd::kOptSetMetaContext, meta_context_request("lun1", {"base:allocation"})),
+          nbd_option(nbd::kOptInfo, info_request("lun2", {2, 3})),
+          nbd_option(nbd::kOptGo, info_request("lun2", {3}))});
+  }
 
   auto request = [](const std::string& name, uint8_t device, nbd::Request r) {
     Bytes out{std::byte{device}};

@@ -58,6 +58,14 @@ class MemoryBlockDevice : public blockdev::BlockDevice {
 
   const blockdev::DeviceInfo& info() const override { return info_; }
 
+  // The LUN grew or shrank on the target: info() reports the new size. Call on the thread
+  // that reads info() (the server's), as a LUN's own capacity change would arrive.
+  void resize(uint64_t size_bytes) {
+    std::lock_guard lock(mutex_);
+    info_.size_bytes = size_bytes;
+    data_.resize(static_cast<size_t>(size_bytes));
+  }
+
   void submit(blockdev::IoRequest& request) override {
     std::unique_lock lock(mutex_);
     count(request);

@@ -27,7 +27,10 @@ std::array<std::byte, N> zeroed() {
 }  // namespace
 
 ServerHandshake::ServerHandshake(ExportDescription export_description, TlsMode tls)
-    : export_(std::move(export_description)), tls_mode_(tls) {
+    : ServerHandshake(std::make_shared<const ExportList>(std::move(export_description)), tls) {}
+
+ServerHandshake::ServerHandshake(std::shared_ptr<const ExportCatalog> exports, TlsMode tls)
+    : exports_(std::move(exports)), tls_mode_(tls) {
   // Greeting (proto.md, "Newstyle negotiation"): NBDMAGIC, IHAVEOPT, handshake flags.
   auto greeting = zeroed<kServerGreetingSize>();
   common::store_be64(greeting, 0, kNbdMagic);
@@ -203,21 +206,23 @@ void ServerHandshake::on_option(uint32_t option, std::span<const std::byte> data
   switch (option) {
     case kOptExportName: {
       const std::string name(common::as_chars(data));
-      if (!export_.matches(name)) {
+      ExportLookup lookup = exports_->find(name);
+      if (!lookup.found) {
         // No error reply exists for NBD_OPT_EXPORT_NAME: "the server MUST terminate the
-        // session".
+        // session". The reason (unknown, or removed and why) is for the server's log.
         outcome_.export_name = name;
         finish(HandshakeOutcome::Kind::protocol_error, errc::unknown_export,
-               "NBD_OPT_EXPORT_NAME for unknown export '" + name + "'");
+               "NBD_OPT_EXPORT_NAME: " + lookup.reason);
         return;
       }
-      const uint16_t flags = transmission_flags(export_.device, outcome_.structured_replies);
+      const blockdev::DeviceInfo& device = lookup.found->device;
+      const uint16_t flags = transmission_flags(device, outcome_.structured_replies);
       auto reply = zeroed<kExportNameReplySize>();
-      common::store_be64(reply, 0, export_.device.size_bytes);
+      common::store_be64(reply, 0, device.size_bytes);
       common::store_be16(reply, 8, flags);
       append(output_, reply);
       if (!outcome_.no_zeroes) output_.resize(output_.size() + kExportNameZeroPadding);
-      enter_transmission(name, flags);
+      enter_transmission(name, std::move(*lookup.found), flags);
       return;
     }
     case kOptAbort:
@@ -230,12 +235,15 @@ void ServerHandshake::on_option(uint32_t option, std::span<const std::byte> data
         append_error(option, kRepErrInvalid, "NBD_OPT_LIST takes no data");
         return;
       }
-      // NBD_REP_SERVER: name length, name, then implementation-specific detail (description).
-      std::vector<std::byte> payload(4);
-      common::store_be32(payload, 0, static_cast<uint32_t>(export_.name.size()));
-      append(payload, common::as_bytes(export_.name));
-      append(payload, common::as_bytes(export_.description));
-      append_reply(option, kRepServer, payload);
+      // One NBD_REP_SERVER per export: name length, name, then implementation-specific
+      // detail (the description); the default export first.
+      for (const ExportSummary& listed : exports_->list()) {
+        std::vector<std::byte> payload(4);
+        common::store_be32(payload, 0, static_cast<uint32_t>(listed.name.size()));
+        append(payload, common::as_bytes(listed.name));
+        append(payload, common::as_bytes(listed.description));
+        append_reply(option, kRepServer, payload);
+      }
       append_reply(option, kRepAck, {});
       return;
     }
@@ -305,10 +313,12 @@ void ServerHandshake::on_info_or_go(uint32_t option, std::span<const std::byte> 
     append_error(option, kRepErrInvalid, "information request count does not match length");
     return;
   }
-  if (!export_.matches(name)) {
-    append_error(option, kRepErrUnknown, "unknown export '" + name + "'");
+  ExportLookup lookup = exports_->find(name);
+  if (!lookup.found) {
+    append_error(option, kRepErrUnknown, lookup.reason);
     return;
   }
+  const ExportDescription& selected = *lookup.found;
   bool want_name = false;
   bool want_description = false;
   for (uint16_t i = 0; i < count; ++i) {
@@ -317,35 +327,39 @@ void ServerHandshake::on_info_or_go(uint32_t option, std::span<const std::byte> 
     if (info == kInfoDescription) want_description = true;
   }
 
-  const uint16_t flags = transmission_flags(export_.device, outcome_.structured_replies);
+  const uint16_t flags = transmission_flags(selected.device, outcome_.structured_replies);
   std::array<std::byte, 10> export_info{};
-  common::store_be64(export_info, 0, export_.device.size_bytes);
+  common::store_be64(export_info, 0, selected.device.size_bytes);
   common::store_be16(export_info, 8, flags);
   append_info(option, kInfoExport, export_info);
 
   // Sent even when not requested (the server "MAY send information requests back which are
   // not explicitly requested"): clients that understand it avoid unaligned requests.
-  const BlockSizes sizes = block_sizes(export_.device);
+  const BlockSizes sizes = block_sizes(selected.device);
   std::array<std::byte, 12> block_size_info{};
   common::store_be32(block_size_info, 0, sizes.minimum);
   common::store_be32(block_size_info, 4, sizes.preferred);
   common::store_be32(block_size_info, 8, sizes.maximum);
   append_info(option, kInfoBlockSize, block_size_info);
 
-  if (want_name) append_info(option, kInfoName, common::as_bytes(export_.name));
-  if (want_description && !export_.description.empty()) {
-    append_info(option, kInfoDescription, common::as_bytes(export_.description));
+  if (want_name) append_info(option, kInfoName, common::as_bytes(selected.name));
+  if (want_description && !selected.description.empty()) {
+    append_info(option, kInfoDescription, common::as_bytes(selected.description));
   }
   append_reply(option, kRepAck, {});
 
-  if (option == kOptGo) enter_transmission(name, flags);
+  if (option == kOptGo) enter_transmission(name, std::move(*lookup.found), flags);
 }
 
-void ServerHandshake::enter_transmission(const std::string& name, uint16_t flags) {
+void ServerHandshake::enter_transmission(const std::string& name, ExportDescription selected,
+                                         uint16_t flags) {
   outcome_.export_name = name;
+  outcome_.selected_export = std::move(selected);
   outcome_.transmission_flags = flags;
   // proto.md NBD_OPT_SET_META_CONTEXT: block status needs the final SET_META_CONTEXT to have
-  // "referred to the same export name that was ultimately selected for transmission".
+  // "referred to the same export name that was ultimately selected for transmission": the
+  // name as sent, so a context set on one export never carries over to another one (nor
+  // from "" to the default export's own name).
   outcome_.base_allocation = meta_context_export_ && *meta_context_export_ == name;
   finish(HandshakeOutcome::Kind::transmission, {}, {});
 }
@@ -411,8 +425,8 @@ void ServerHandshake::on_meta_context(uint32_t option, std::span<const std::byte
     append_error(option, kRepErrInvalid, "option data longer than its queries");
     return;
   }
-  if (!export_.matches(name)) {
-    append_error(option, kRepErrUnknown, "unknown export '" + name + "'");
+  if (const ExportLookup lookup = exports_->find(name); !lookup.found) {
+    append_error(option, kRepErrUnknown, lookup.reason);
     return;
   }
   // LIST with no query lists every context; SET with no query selects none.

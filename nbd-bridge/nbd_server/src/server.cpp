@@ -14,6 +14,7 @@
 #include <cstring>
 #include <deque>
 #include <filesystem>
+#include <map>
 #include <mutex>
 #include <set>
 #include <span>
@@ -37,6 +38,7 @@
 #include <common_asio/gather_cursor.hpp>
 
 #include <blockdev/block_device.hpp>
+#include "exports.hpp"
 #include "nbd/errors.hpp"
 #include "nbd/export.hpp"
 #include "nbd/handshake.hpp"
@@ -176,28 +178,39 @@ struct ConnectionLimits {
 
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
-  // `handshake_done`: the peer already knows the export and starts in the transmission phase.
-  // `tls`: credentials when the server offers TLS (TlsOptions::mode on or require).
-  Connection(Socket socket, blockdev::BlockDevice& device, ExportDescription export_description,
-             ConnectionLimits limits, std::string peer, bool handshake_done,
+  // `exports`: what the handshake offers. `served`: the export of a peer that already knows
+  // it (the kernel's socketpair), which starts in the transmission phase; null for a client
+  // that negotiates. `tls`: credentials when the server offers TLS (TlsOptions::mode on or
+  // require).
+  Connection(Socket socket, std::shared_ptr<const ExportTable> exports,
+             std::shared_ptr<ServedExport> served, ConnectionLimits limits, std::string peer,
              std::shared_ptr<CounterCells> counters, TlsMode tls_mode,
              std::shared_ptr<const tls::Credentials> tls_credentials)
       : socket_(std::move(socket)),
         wake_(socket_.get_executor(), asio::steady_timer::time_point::max()),
         handshake_timer_(socket_.get_executor()),
+        linger_timer_(socket_.get_executor()),
         counters_(counters),
         buffers_{.totals = std::move(counters)},
-        device_(device),
-        export_(std::move(export_description)),
+        exports_(std::move(exports)),
         limits_(std::move(limits)),
         peer_(std::move(peer)),
-        handshake_done_(handshake_done),
+        handshake_done_(served != nullptr),
         tls_mode_(tls_mode),
-        tls_credentials_(std::move(tls_credentials)) {}
+        tls_credentials_(std::move(tls_credentials)) {
+    if (served) {
+      ExportDescription description = served->describe();
+      bind(std::move(served), std::move(description));
+    }
+  }
 
   awaitable<void> run() {
     auto self = shared_from_this();
-    spdlog::info("nbd: client {} connected to export '{}'", peer_, export_.name);
+    if (handshake_done_) {
+      spdlog::info("nbd: client {} connected to export '{}'", peer_, export_.name);
+    } else {
+      spdlog::info("nbd: client {} connected", peer_);
+    }
     if (handshake_done_ || co_await handshake()) {
       in_transmission_ = true;
       writer_running_ = true;
@@ -212,7 +225,30 @@ class Connection : public std::enable_shared_from_this<Connection> {
       while (writer_running_) co_await wait();
     }
     close_socket();
-    spdlog::info("nbd: client {} disconnected from export '{}'", peer_, export_.name);
+    linger_timer_.cancel();
+    if (served_) {
+      spdlog::info("nbd: client {} disconnected from export '{}'", peer_, export_.name);
+      // Nothing of ours is left on the device: a removed export's on_released may run.
+      --served_->connections;
+      served_.reset();
+    } else {
+      spdlog::info("nbd: client {} disconnected", peer_);
+    }
+  }
+
+  // Its export was removed (ServedExport::removed is set): new requests get EIO from now on;
+  // after `linger` the connection ends like at stop().
+  void export_removed(const ServedExport& removed, std::chrono::milliseconds linger) {
+    if (served_.get() != &removed) return;
+    if (linger.count() <= 0) {
+      stop();
+      return;
+    }
+    linger_timer_.expires_after(linger);
+    linger_timer_.async_wait([weak = weak_from_this()](const error_code& ec) {
+      auto self = weak.lock();
+      if (!ec && self) self->stop();
+    });
   }
 
   // Server shutdown: no new requests; what was read completes and is answered.
@@ -230,6 +266,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   void notify() { wake_.cancel(); }
+
+  // The export this connection serves from now on, as advertised to its client.
+  void bind(std::shared_ptr<ServedExport> served, ExportDescription description) {
+    served_ = std::move(served);
+    ++served_->connections;
+    export_ = std::move(description);
+  }
 
   // Every waiter re-checks its own condition: one timer, cancelled on any state change, serves
   // as the condition variable for the reader, the writer and the drain in run().
@@ -262,7 +305,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   awaitable<bool> handshake() {
-    ServerHandshake handshake(export_, tls_mode_);
+    ServerHandshake handshake(exports_, tls_mode_);
     if (!limits_.refusal.empty()) handshake.refuse(limits_.refusal);
     arm_handshake_timer();
     std::vector<std::byte> input;
@@ -301,12 +344,22 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     const HandshakeOutcome& outcome = handshake.outcome();
     switch (outcome.kind) {
-      case HandshakeOutcome::Kind::transmission:
+      case HandshakeOutcome::Kind::transmission: {
+        // The export the handshake found; removed since (while its last reply was being
+        // written), there is nothing to serve.
+        auto served = exports_->served(outcome.selected_export.name);
+        if (!served) {
+          spdlog::warn("nbd: client {} chose export '{}', removed since: disconnected", peer_,
+                       outcome.selected_export.name);
+          co_return false;
+        }
+        bind(std::move(served), outcome.selected_export);
         structured_ = outcome.structured_replies;
         base_allocation_ = outcome.base_allocation;
         spdlog::info("nbd: client {} using export '{}' ({} replies)", peer_, export_.name,
                      structured_ ? "structured" : "simple");
         co_return true;
+      }
       case HandshakeOutcome::Kind::client_aborted:
         co_return false;
       case HandshakeOutcome::Kind::protocol_error:
@@ -445,9 +498,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
       const Request& request = op->request;
       if (request.type == kCmdDisc) co_return;
       counters_->requests.fetch_add(1, std::memory_order_relaxed);
+      served_->requests.fetch_add(1, std::memory_order_relaxed);
 
+      // A removed export's device gets no more requests: EIO, the error of a disk that went
+      // away, with the reason in structured replies. (NBD_ESHUTDOWN is for a server shutting
+      // down, which asks the client to disconnect; here the other exports stay.)
       const Validation validation =
-          validate(request, export_.device, structured_, base_allocation_);
+          served_->removed ? Validation{kEio, served_->removal_message}
+                           : validate(request, export_.device, structured_, base_allocation_);
       ++in_flight_;
       if (request.type == kCmdWrite && !validation) {
         // The payload still follows the header: drain it to stay in step with the client.
@@ -553,6 +611,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void submit(std::unique_ptr<Op> op) {
+    if (served_->removed) {
+      // Read before the removal, but still waiting for its turn or its payload.
+      op->error = kEio;
+      op->message = served_->removal_message;
+      queue_reply(std::move(op));
+      return;
+    }
     blockdev::IoRequest& io = op->io;
     to_io_op(op->request.type, io.op);
     io.offset = op->request.offset;
@@ -573,7 +638,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     // before submit() returns; run() keeps this connection alive until every submitted Op has
     // come back.
     op.release();
-    device_.submit(io);
+    served_->device.submit(io);
   }
 
   // Ops are reused with their payload buffers: once a connection has seen its largest
@@ -624,7 +689,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   void queue_reply(std::unique_ptr<Op> op) {
-    if (op->error != 0) counters_->errors.fetch_add(1, std::memory_order_relaxed);
+    if (op->error != 0) {
+      counters_->errors.fetch_add(1, std::memory_order_relaxed);
+      served_->errors.fetch_add(1, std::memory_order_relaxed);
+    }
     if (hard_disconnect_ || write_failed_ || writer_stop_) {
       finish(std::move(op));
       return;
@@ -739,6 +807,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   Socket socket_;
   asio::steady_timer wake_;
   asio::steady_timer handshake_timer_;
+  asio::steady_timer linger_timer_;  // after its export was removed
   bool handshake_timed_out_ = false;
   std::shared_ptr<CounterCells> counters_;
   BufferAccount buffers_;  // before every member that holds Ops: destroyed after them
@@ -746,7 +815,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::array<std::byte, 64 * 1024> rx_;  // received, not yet taken: [rx_begin_, rx_end_)
   size_t rx_begin_ = 0;
   size_t rx_end_ = 0;
-  blockdev::BlockDevice& device_;
+  std::shared_ptr<const ExportTable> exports_;
+  // The export chosen, once in transmission (its device serves every request), and how it
+  // was advertised: size, flags and block sizes as the client knows them.
+  std::shared_ptr<ServedExport> served_;
   ExportDescription export_;
   ConnectionLimits limits_;
   std::string peer_;
@@ -782,12 +854,12 @@ std::string describe_peer(const Protocol::endpoint& endpoint, uint64_t id) {
 }  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
-  Impl(asio::io_context& io, blockdev::BlockDevice& device, ServerOptions options)
-      : io(io), device(device), options(std::move(options)), acceptor(io) {}
+  Impl(asio::io_context& io, ServerOptions options)
+      : io(io), options(std::move(options)), acceptor(io) {}
 
   asio::io_context& io;
-  blockdev::BlockDevice& device;
   ServerOptions options;
+  std::shared_ptr<ExportTable> exports = std::make_shared<ExportTable>();
   Acceptor acceptor;
   std::set<std::shared_ptr<Connection>> connections;
   std::atomic<size_t> connection_count{0};
@@ -807,8 +879,10 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   bool stopping = false;
   std::function<void()> on_drained;
 
+  // endpoint_uri(name) is uri_prefix + name + uri_suffix (empty before start()).
   mutable std::mutex uri_mutex;
-  std::string uri;
+  std::string uri_prefix;
+  std::string uri_suffix;
   // The unix socket we created, identified by inode so we never unlink another server's.
   std::string socket_path;
   dev_t socket_dev = 0;
@@ -854,8 +928,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       socket_dev = st.st_dev;
       socket_ino = st.st_ino;
     }
-    set_uri("nbd+unix:///" + uri_escape(options.export_name, false) +
-            "?socket=" + uri_escape(path, true));
+    set_uri("nbd+unix:///", "?socket=" + uri_escape(path, true));
     return {};
   }
 
@@ -887,14 +960,20 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     std::memcpy(bound.data(), local.data(), std::min<size_t>(local.size(), sizeof(sockaddr_in6)));
     const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
                                                      : bound.address().to_string();
-    set_uri("nbd://" + host + ":" + std::to_string(bound.port()) + "/" +
-            uri_escape(options.export_name, false));
+    set_uri("nbd://" + host + ":" + std::to_string(bound.port()) + "/", "");
     return {};
   }
 
-  void set_uri(std::string value) {
+  void set_uri(std::string prefix, std::string suffix) {
     std::lock_guard lock(uri_mutex);
-    uri = std::move(value);
+    uri_prefix = std::move(prefix);
+    uri_suffix = std::move(suffix);
+  }
+
+  std::string uri_of(const std::string& export_name) const {
+    std::lock_guard lock(uri_mutex);
+    if (uri_prefix.empty()) return {};
+    return uri_prefix + uri_escape(export_name, false) + uri_suffix;
   }
 
   static size_t count_open_fds() {
@@ -983,26 +1062,26 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         spdlog::warn("nbd: client {} refused: {} clients connected, nbd.max_clients is {}", peer,
                      clients, options.max_clients);
       }
-      add_connection(std::move(socket), std::move(peer), false, options.tls.mode, tls_credentials,
+      add_connection(std::move(socket), std::move(peer), nullptr, options.tls.mode, tls_credentials,
                      std::move(refusal));
     }
     accepting = false;
     maybe_drained();
   }
 
-  void add_connection(Socket socket, std::string peer, bool handshake_done, TlsMode tls_mode,
-                      std::shared_ptr<const tls::Credentials> credentials,
+  // `served`: the export of a connection that skips the handshake (serve_connected); null for
+  // a client that negotiates one.
+  void add_connection(Socket socket, std::string peer, std::shared_ptr<ServedExport> served,
+                      TlsMode tls_mode, std::shared_ptr<const tls::Credentials> credentials,
                       std::string refusal = {}) {
-    ExportDescription export_description{options.export_name, options.description, device.info()};
-    // proto.md NBD_FLAG_READ_ONLY; validate() then answers writes EPERM.
-    if (options.read_only) export_description.device.read_only = true;
+    const bool handshake_done = served != nullptr;
     const bool client = !handshake_done && refusal.empty();
     auto connection = std::make_shared<Connection>(
-        std::move(socket), device, std::move(export_description),
+        std::move(socket), exports, std::move(served),
         ConnectionLimits{options.max_requests_per_connection, options.max_bytes_per_connection,
                          handshake_done ? std::chrono::milliseconds(0) : options.handshake_timeout,
                          std::move(refusal)},
-        std::move(peer), handshake_done, counters, tls_mode, std::move(credentials));
+        std::move(peer), counters, tls_mode, std::move(credentials));
     connections.insert(connection);
     ++connection_count;
     if (client) ++clients;
@@ -1048,8 +1127,45 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   }
 };
 
+Server::Server(asio::io_context& io, ServerOptions options)
+    : impl_(std::make_shared<Impl>(io, std::move(options))) {}
+
 Server::Server(asio::io_context& io, blockdev::BlockDevice& device, ServerOptions options)
-    : impl_(std::make_shared<Impl>(io, device, std::move(options))) {}
+    : Server(io, std::move(options)) {
+  std::string ignored;  // the first export of an empty table is never a duplicate
+  add_export(
+      {impl_->options.export_name, impl_->options.description, impl_->options.read_only, device},
+      ignored);
+}
+
+std::error_code Server::add_export(ExportOptions export_options, std::string& detail) {
+  std::string name = export_options.name;
+  if (const auto ec = impl_->exports->add(std::move(export_options), detail)) {
+    spdlog::warn("nbd: {}", detail);
+    return ec;
+  }
+  if (impl_->accepting) spdlog::info("nbd: serving export '{}' at {}", name, endpoint_uri(name));
+  return {};
+}
+
+std::error_code Server::remove_export(const std::string& name, std::string reason,
+                                      std::string& detail, std::function<void()> on_released) {
+  auto removed = impl_->exports->remove(name, reason);
+  if (!removed) {
+    detail = "no export '" + name + "' is served";
+    return std::make_error_code(std::errc::no_such_device);
+  }
+  removed->removed = true;
+  removed->removal_message = "export " + name + " was removed: " + reason;
+  removed->on_released = std::move(on_released);
+  for (const auto& connection : impl_->connections) {
+    connection->export_removed(*removed, impl_->options.removed_export_linger);
+  }
+  spdlog::info("nbd: export '{}' removed ({}); {} connection(s) on it close", name, reason,
+               removed->connections.load());
+  // Dropping the table's share: on_released runs now if no connection holds the export.
+  return {};
+}
 
 Server::~Server() = default;
 
@@ -1075,18 +1191,30 @@ std::error_code Server::start(std::string& detail) {
     return ec;
   }
   impl_->accepting = true;
-  spdlog::info("nbd: serving export '{}' at {}", impl_->options.export_name, endpoint_uri());
+  spdlog::info("nbd: serving {} export(s) at {} (default export)", impl_->exports->size(),
+               endpoint_uri());
   asio::co_spawn(impl_->io, impl_->accept_loop(), asio::detached);
   return {};
 }
 
 std::error_code Server::serve_connected(int fd, std::string peer, std::string& detail) {
+  return serve_connected(fd, impl_->exports->default_name().value_or(""), std::move(peer), detail);
+}
+
+std::error_code Server::serve_connected(int fd, const std::string& export_name, std::string peer,
+                                        std::string& detail) {
   Socket socket(impl_->io);
   error_code ec;
   if (impl_->stopping) {
     ::close(fd);
     detail = "the server is stopping";
     return std::make_error_code(std::errc::operation_canceled);
+  }
+  auto served = impl_->exports->served(export_name);
+  if (!served) {
+    ::close(fd);
+    detail = "no export '" + export_name + "' is served";
+    return std::make_error_code(std::errc::no_such_device);
   }
   int domain = AF_UNIX;
   socklen_t domain_size = sizeof domain;
@@ -1099,7 +1227,8 @@ std::error_code Server::serve_connected(int fd, std::string peer, std::string& d
   }
   peer += " #" + std::to_string(impl_->next_id++);
   // The kernel's socketpair never negotiates: no TLS.
-  impl_->add_connection(std::move(socket), std::move(peer), true, TlsMode::off, nullptr);
+  impl_->add_connection(std::move(socket), std::move(peer), std::move(served), TlsMode::off,
+                        nullptr);
   return {};
 }
 
@@ -1111,8 +1240,11 @@ void Server::stop(std::function<void()> on_drained) {
 }
 
 std::string Server::endpoint_uri() const {
-  std::lock_guard lock(impl_->uri_mutex);
-  return impl_->uri;
+  return impl_->uri_of(impl_->exports->default_name().value_or(""));
+}
+
+std::string Server::endpoint_uri(const std::string& export_name) const {
+  return impl_->uri_of(export_name);
 }
 
 size_t Server::connection_count() const {
@@ -1125,7 +1257,18 @@ Server::Counters Server::counters() const {
           impl_->counters->buffer_bytes.load(std::memory_order_relaxed),
           impl_->counters->refused_max_clients.load(std::memory_order_relaxed),
           impl_->counters->handshake_timeouts.load(std::memory_order_relaxed),
-          impl_->counters->fd_reserve_pauses.load(std::memory_order_relaxed)};
+          impl_->counters->fd_reserve_pauses.load(std::memory_order_relaxed),
+          impl_->connection_count.load()};
+}
+
+Server::Counters Server::counters(const std::string& export_name) const {
+  Counters out;
+  if (const auto served = impl_->exports->served(export_name)) {
+    out.requests = served->requests.load(std::memory_order_relaxed);
+    out.errors = served->errors.load(std::memory_order_relaxed);
+    out.connections = served->connections.load(std::memory_order_relaxed);
+  }
+  return out;
 }
 
 }  // namespace nbd

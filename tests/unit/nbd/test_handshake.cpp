@@ -581,3 +581,207 @@ TEST_CASE("a refused client's NBD_OPT_EXPORT_NAME ends the session without a rep
   CHECK(handshake.outcome().error == nbd::errc::refused);
   CHECK(handshake.outcome().message == "full");
 }
+
+// --- Several exports (one per LUN) behind one handshake: nbd/export_catalog.hpp ---------------
+
+namespace {
+
+std::string text_hex(std::string_view text) {
+  return to_hex(common::as_bytes(text));
+}
+
+// A u32 length and the name, as NBD_REP_SERVER and the GO/INFO/META_CONTEXT data carry it.
+std::string name_hex(std::string_view name) {
+  char length[9];
+  std::snprintf(length, sizeof length, "%08zx", name.size());
+  return length + text_hex(name);
+}
+
+std::string go_data(std::string_view name) {
+  return name_hex(name) + "0000";  // no information requests
+}
+
+// What a client reads as text from an error reply (after the 20-byte header).
+std::string reply_message(const std::string& out_hex) {
+  const auto bytes = from_hex(out_hex);
+  REQUIRE(bytes.size() >= 20);
+  return std::string(common::as_chars(std::span(bytes).subspan(20)));
+}
+
+// lun0: 1 MiB, read-write with TRIM; lun1: 2 MiB, read-only; lun2: 3 MiB, 4096-byte blocks.
+std::shared_ptr<nbd::ExportList> three_exports() {
+  auto list = std::make_shared<nbd::ExportList>();
+  auto lun = [](uint64_t mib, bool read_only, uint32_t block) {
+    blockdev::DeviceInfo info = test_device();
+    info.size_bytes = mib << 20;
+    info.read_only = read_only;
+    info.logical_block_size = block;
+    info.physical_block_size = block;
+    return info;
+  };
+  REQUIRE(list->add({"lun0", "LUN 0 of iqn.test:t", lun(1, false, 512)}));
+  REQUIRE(list->add({"lun1", "LUN 1 of iqn.test:t", lun(2, true, 512)}));
+  REQUIRE(list->add({"lun2", "LUN 2 of iqn.test:t", lun(3, false, 4096)}));
+  return list;
+}
+
+ServerHandshake started_with(std::shared_ptr<const nbd::ExportCatalog> exports) {
+  ServerHandshake handshake(std::move(exports));
+  handshake.consume_output(handshake.pending_output().size());
+  handshake.feed(from_hex("00000003"));
+  return handshake;
+}
+
+// NBD_INFO_EXPORT: size and transmission flags.
+std::string export_info(const std::string& code, uint64_t size, const std::string& flags) {
+  char size_hex[17];
+  std::snprintf(size_hex, sizeof size_hex, "%016llx", static_cast<unsigned long long>(size));
+  return reply(code, "00000003", "0000" + std::string(size_hex) + flags);
+}
+
+const std::string kGo = "00000007";
+const std::string kInfo = "00000006";
+// HAS_FLAGS, READ_ONLY, SEND_FLUSH, SEND_FUA, CAN_MULTI_CONN: no TRIM or zeroes when read-only.
+const std::string kReadOnlyFlags = "010f";
+
+}  // namespace
+
+TEST_CASE("NBD_OPT_LIST answers one NBD_REP_SERVER per export, default first", "[nbd]") {
+  auto handshake = started_with(three_exports());
+  std::string expected;
+  for (const char* lun : {"lun0", "lun1", "lun2"}) {
+    expected += reply("00000003", "00000002",
+                      name_hex(lun) + text_hex(std::string("LUN ") + lun[3] + " of iqn.test:t"));
+  }
+  CHECK(converse(handshake, option("00000003", "")) ==
+        expected + reply("00000003", "00000001", ""));
+  CHECK_FALSE(handshake.finished());
+}
+
+TEST_CASE("NBD_OPT_INFO and NBD_OPT_GO give each export its own size, flags and blocks", "[nbd]") {
+  auto handshake = started_with(three_exports());
+  auto info_of = [&](const std::string& name) {
+    const std::string out = converse(handshake, option(kInfo, go_data(name)));
+    CHECK_FALSE(handshake.finished());
+    return out;
+  };
+  const std::string lun0 = info_of("lun0");
+  CHECK(lun0.starts_with(export_info(kInfo, 1 << 20, kFlags)));
+  CHECK(lun0.find(hex("0003 00000200 00001000 00100000")) != std::string::npos);
+  const std::string lun1 = info_of("lun1");
+  CHECK(lun1.starts_with(export_info(kInfo, 2 << 20, kReadOnlyFlags)));
+  const std::string lun2 = info_of("lun2");
+  CHECK(lun2.starts_with(export_info(kInfo, 3 << 20, kFlags)));
+  CHECK(lun2.find(hex("0003 00001000 00001000 00100000")) != std::string::npos);  // 4096 minimum
+
+  CHECK(converse(handshake, option(kGo, go_data("lun1")))
+            .starts_with(export_info(kGo, 2 << 20, kReadOnlyFlags)));
+  REQUIRE(handshake.finished());
+  const auto& outcome = handshake.outcome();
+  CHECK(outcome.kind == HandshakeOutcome::Kind::transmission);
+  CHECK(outcome.export_name == "lun1");
+  CHECK(outcome.selected_export.name == "lun1");
+  CHECK(outcome.selected_export.device.size_bytes == 2 << 20);
+  CHECK(outcome.transmission_flags == 0x010f);
+}
+
+TEST_CASE("the empty name selects the default export, the first one added", "[nbd]") {
+  SECTION("NBD_OPT_GO") {
+    auto handshake = started_with(three_exports());
+    CHECK(converse(handshake, option(kGo, go_data("")))
+              .starts_with(export_info(kGo, 1 << 20, kFlags)));
+    REQUIRE(handshake.finished());
+    CHECK(handshake.outcome().export_name.empty());
+    CHECK(handshake.outcome().selected_export.name == "lun0");
+  }
+  SECTION("NBD_OPT_EXPORT_NAME") {
+    auto handshake = started_with(three_exports());
+    CHECK(converse(handshake, option("00000001", "")) == "0000000000100000" + kFlags);
+    CHECK(handshake.outcome().selected_export.name == "lun0");
+  }
+}
+
+TEST_CASE("an unknown export name gets ERR_UNKNOWN naming it and the exports there are", "[nbd]") {
+  auto handshake = started_with(three_exports());
+  const std::string out = converse(handshake, option(kGo, go_data("lun7")));
+  CHECK(out.substr(16, 16) == hex("00000007 80000006"));
+  CHECK(reply_message(out) == "unknown export 'lun7'; exports: lun0, lun1, lun2");
+  CHECK_FALSE(handshake.finished());
+
+  SECTION("NBD_OPT_EXPORT_NAME, which has no error reply, ends the session with it") {
+    CHECK(converse(handshake, option("00000001", text_hex("lun7"))).empty());
+    REQUIRE(handshake.finished());
+    CHECK(handshake.outcome().error == nbd::errc::unknown_export);
+    CHECK(handshake.outcome().message ==
+          "NBD_OPT_EXPORT_NAME: unknown export 'lun7'; exports: lun0, lun1, lun2");
+  }
+}
+
+TEST_CASE("a removed export gets ERR_UNKNOWN with the removal reason, others still serve",
+          "[nbd]") {
+  auto exports = three_exports();
+  auto handshake = started_with(exports);
+  // The catalog changes while the client negotiates: the next option sees it.
+  REQUIRE(exports->remove("lun1", "LUN 1 went away on the target"));
+  const std::string out = converse(handshake, option(kInfo, go_data("lun1")));
+  CHECK(out.substr(16, 16) == hex("00000006 80000006"));
+  CHECK(reply_message(out) == "export lun1 was removed: LUN 1 went away on the target");
+  CHECK(converse(handshake, option("00000003", "")) ==
+        reply("00000003", "00000002", name_hex("lun0") + text_hex("LUN 0 of iqn.test:t")) +
+            reply("00000003", "00000002", name_hex("lun2") + text_hex("LUN 2 of iqn.test:t")) +
+            reply("00000003", "00000001", ""));
+
+  SECTION("the default export's removal is not papered over by another export") {
+    REQUIRE(exports->remove("lun0", "LUN 0 went away on the target"));
+    CHECK(reply_message(converse(handshake, option(kGo, go_data("")))) ==
+          "the default export lun0 was removed: LUN 0 went away on the target");
+    CHECK_FALSE(handshake.finished());
+  }
+  SECTION("added again, it is served again") {
+    REQUIRE(exports->add({"lun1", "LUN 1 is back", test_device()}));
+    converse(handshake, option(kGo, go_data("lun1")));
+    REQUIRE(handshake.finished());
+    CHECK(handshake.outcome().selected_export.description == "LUN 1 is back");
+  }
+}
+
+TEST_CASE("base:allocation set for one export is not active on GO to another", "[nbd]") {
+  // proto.md NBD_OPT_SET_META_CONTEXT: block status needs the final SET_META_CONTEXT to have
+  // "referred to the same export name that was ultimately selected for transmission".
+  for (const char* go_to : {"lun2", "lun1"}) {
+    CAPTURE(go_to);
+    auto handshake = started_with(three_exports());
+    converse(handshake, option("00000008", ""));
+    CHECK(converse(handshake, option(kSet, meta_data(text_hex("lun1"), {kBaseAllocationHex}))) ==
+          context_reply(kSet, "00000001") + reply(kSet, "00000001", ""));
+    converse(handshake, option(kGo, go_data(go_to)));
+    REQUIRE(handshake.finished());
+    CHECK(handshake.outcome().base_allocation == (std::string_view(go_to) == "lun1"));
+  }
+  SECTION("a meta context for a removed export is refused like GO") {
+    auto exports = three_exports();
+    auto handshake = started_with(exports);
+    converse(handshake, option("00000008", ""));
+    exports->remove("lun2", "gone");
+    const std::string out =
+        converse(handshake, option(kSet, meta_data(text_hex("lun2"), {kBaseAllocationHex})));
+    CHECK(out.substr(16, 16) == std::string(kSet) + "80000006");
+    CHECK(reply_message(out) == "export lun2 was removed: gone");
+  }
+}
+
+TEST_CASE("ExportList refuses duplicate names and keeps its messages short", "[nbd]") {
+  nbd::ExportList list;
+  CHECK(list.find("").reason == "no default export: this server serves no export yet");
+  CHECK(list.find("x").reason == "unknown export 'x': this server serves no export");
+  for (int i = 0; i < 10; ++i) REQUIRE(list.add({"lun" + std::to_string(i), "", test_device()}));
+  CHECK_FALSE(list.add({"lun3", "again", test_device()}));
+  CHECK(list.get("lun3")->description.empty());
+  CHECK(list.exports().size() == 10);
+  CHECK(list.find("x").reason ==
+        "unknown export 'x'; exports: lun0, lun1, lun2, lun3, lun4, lun5, lun6, lun7 and 2 more");
+  CHECK_FALSE(list.remove("x", "never there"));
+  CHECK(list.remove("lun3", "r"));
+  CHECK_FALSE(list.remove("lun3", "twice"));
+  CHECK(list.find("lun3").reason == "export lun3 was removed: r");
+}

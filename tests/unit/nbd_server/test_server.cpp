@@ -30,6 +30,7 @@
 
 #include "common/bytes.hpp"
 #include "common/hex.hpp"
+#include "eventually.hpp"
 #include "memory_block_device.hpp"
 #include "nbd/request.hpp"
 #include "nbd/wire.hpp"
@@ -43,16 +44,8 @@ inline std::string hex(std::string_view spaced) {
 }
 
 using namespace std::chrono_literals;
+using test::eventually;
 using test::MemoryBlockDevice;
-
-bool eventually(const std::function<bool()>& condition, std::chrono::milliseconds limit = 5s) {
-  const auto deadline = std::chrono::steady_clock::now() + limit;
-  while (!condition()) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(2ms);
-  }
-  return true;
-}
 
 std::string temp_socket_path() {
   static std::atomic<int> counter{0};

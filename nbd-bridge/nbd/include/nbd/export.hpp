@@ -1,11 +1,10 @@
-// What the bridge advertises for its one export, derived from the LUN's blockdev::DeviceInfo:
-// transmission flags (proto.md, "Transmission flags") and block size constraints
-// (proto.md, "Block size constraints" and NBD_INFO_BLOCK_SIZE).
+// What the bridge advertises for each export (one per LUN), derived from the LUN's
+// blockdev::DeviceInfo: transmission flags (proto.md, "Transmission flags") and block size
+// constraints (proto.md, "Block size constraints" and NBD_INFO_BLOCK_SIZE).
 #pragma once
 
 #include <cstdint>
 #include <string>
-#include <string_view>
 
 #include <blockdev/block_device.hpp>
 
@@ -28,15 +27,12 @@ uint16_t transmission_flags(const blockdev::DeviceInfo& info, bool structured_re
 // max_transfer_bytes (0 = unreported) capped at 32 MiB, a multiple of minimum.
 BlockSizes block_sizes(const blockdev::DeviceInfo& info) noexcept;
 
+// One export as a handshake advertises it. Which export the empty name selects is the
+// catalog's business (nbd/export_catalog.hpp).
 struct ExportDescription {
-  std::string name;         // "" (the default export) also selects this export
+  std::string name;
   std::string description;  // NBD_INFO_DESCRIPTION and NBD_REP_SERVER detail
   blockdev::DeviceInfo device;
-
-  // proto.md NBD_OPT_EXPORT_NAME: the empty name is reserved for the default export.
-  bool matches(std::string_view requested) const noexcept {
-    return requested.empty() || requested == name;
-  }
 };
 
 }  // namespace nbd

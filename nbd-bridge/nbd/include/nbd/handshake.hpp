@@ -11,6 +11,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
@@ -18,6 +19,7 @@
 #include <vector>
 
 #include "nbd/export.hpp"
+#include "nbd/export_catalog.hpp"
 
 namespace nbd {
 
@@ -41,9 +43,12 @@ struct HandshakeOutcome {
   bool base_allocation = false;
   uint16_t transmission_flags = 0;  // as sent to the client
   std::string export_name;          // as the client asked for it ("" = default export)
-  bool tls_active = false;          // the option stream that ended was over TLS
-  std::error_code error;            // nbd::errc for protocol_error / client_aborted
-  std::string message;              // human-readable detail for logs
+  // The export entered, as advertised to the client: its own name ("" resolved to the default
+  // export's), size and device as the catalog reported them at that option.
+  ExportDescription selected_export;
+  bool tls_active = false;  // the option stream that ended was over TLS
+  std::error_code error;    // nbd::errc for protocol_error / client_aborted
+  std::string message;      // human-readable detail for logs
 };
 
 class ServerHandshake {
@@ -55,6 +60,11 @@ class ServerHandshake {
   // "Termination of the session during option haggling").
   static constexpr size_t kMaxOptions = 1024;
 
+  // Serves the exports of `exports`, asked on every option that names one (the catalog may
+  // change between options). Not null.
+  explicit ServerHandshake(std::shared_ptr<const ExportCatalog> exports,
+                           TlsMode tls = TlsMode::off);
+  // One export, which is also the default.
   explicit ServerHandshake(ExportDescription export_description, TlsMode tls = TlsMode::off);
 
   // A client the server will not serve (nbd.max_clients reached): every option but
@@ -104,14 +114,14 @@ class ServerHandshake {
   void on_meta_context(uint32_t option, std::span<const std::byte> data);
   void on_starttls(std::span<const std::byte> data);
   bool tls_required() const noexcept;  // FORCEDTLS and TLS not yet up
-  void enter_transmission(const std::string& name, uint16_t flags);
+  void enter_transmission(const std::string& name, ExportDescription selected, uint16_t flags);
   void append_reply(uint32_t option, uint32_t type, std::span<const std::byte> data);
   void append_error(uint32_t option, uint32_t type, std::string_view message);
   void append_info(uint32_t option, uint16_t info_type, std::span<const std::byte> payload);
   void finish(HandshakeOutcome::Kind kind, std::error_code ec, std::string message);
   void expect(State state, size_t bytes);
 
-  ExportDescription export_;
+  std::shared_ptr<const ExportCatalog> exports_;
   TlsMode tls_mode_;
   State state_ = State::client_flags;
   std::vector<std::byte> input_;  // bytes of the current field, up to need_
@@ -120,7 +130,8 @@ class ServerHandshake {
   uint32_t current_option_ = 0;
   size_t options_seen_ = 0;
   std::string refusal_;  // non-empty: refuse(), the message every option is answered with
-  // The export named by the last NBD_OPT_SET_META_CONTEXT, if it selected base:allocation.
+  // The export name (as sent) of the last NBD_OPT_SET_META_CONTEXT, if it selected
+  // base:allocation.
   std::optional<std::string> meta_context_export_;
   std::vector<std::byte> output_;
   size_t output_sent_ = 0;

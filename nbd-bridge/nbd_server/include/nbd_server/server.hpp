@@ -1,6 +1,8 @@
 // The NBD server: listens on a unix socket or TCP, runs the handshake state machine
-// (nbd/handshake.hpp) per client, then serves requests from an blockdev::BlockDevice with several
-// in flight per connection and replies in completion order. Asio stays in server.cpp.
+// (nbd/handshake.hpp) per client, then serves requests from the blockdev::BlockDevice of the
+// export the client chose, with several in flight per connection and replies in completion
+// order. It serves several exports (one per LUN), added and removed while it runs. Asio stays
+// in server.cpp.
 #pragma once
 
 #include <chrono>
@@ -41,17 +43,36 @@ struct TlsOptions {
   std::string psk_file;      // psktool's "username:hexkey" lines
 };
 
+// One export: a name clients ask for (NBD_OPT_GO, nbd://host/NAME) and the device behind it.
+struct ExportOptions {
+  std::string name;
+  std::string description;  // NBD_INFO_DESCRIPTION and NBD_OPT_LIST detail
+  // Advertise NBD_FLAG_READ_ONLY and refuse writes with EPERM whatever the device says.
+  bool read_only = false;
+  // Must outlive the export: until remove_export()'s on_released has run, or the Server is
+  // destroyed. info() is read for each new client, so a resized device is advertised with
+  // its new size to the clients that come after.
+  blockdev::BlockDevice& device;
+};
+
 struct ServerOptions {
   std::variant<UnixEndpoint, TcpEndpoint> listen;
   TlsOptions tls;
+  // The export of Server(io, device, options); unused by Server(io, options).
   std::string export_name;
   std::string description;
   // Backpressure: a connection stops reading requests while this many are in flight, or
   // while READ/WRITE payloads in flight would exceed the byte budget.
   size_t max_requests_per_connection = 128;
   size_t max_bytes_per_connection = 32u << 20;
-  // Advertise NBD_FLAG_READ_ONLY and refuse writes with EPERM whatever the device says.
+  // Advertise NBD_FLAG_READ_ONLY and refuse writes with EPERM whatever the device says
+  // (the export of Server(io, device, options); each add_export() says its own).
   bool read_only = false;
+  // After remove_export(), how long its connections in transmission stay open answering every
+  // new request NBD_EIO (with the removal reason in structured replies) before they are closed
+  // like at stop(): a client idle at the removal learns why from its next request rather
+  // than from a bare disconnect. 0: close as soon as the requests in flight have completed.
+  std::chrono::milliseconds removed_export_linger{2000};
   // Accepted clients served at once; the next one is refused in the handshake
   // (ServerHandshake::refuse) with a message naming the limit. 0: no limit. Connections
   // handed over by serve_connected() are not counted.
@@ -66,12 +87,21 @@ struct ServerOptions {
 };
 
 // Threading: the server runs on one io_context; the device's `done` callbacks may come on any
-// thread (they are posted back). start() and endpoint_uri() may be called from any thread;
-// stop() may be called from any thread and completes on the io_context. Destroy the Server
-// only after on_drained has run or the io_context has stopped.
+// thread (they are posted back). start(), endpoint_uri(), connection_count() and counters()
+// may be called from any thread; add_export(), remove_export() and serve_connected() on the
+// io_context's thread, or before it runs. stop() may be called from any thread and completes
+// on the io_context. Destroy the Server only after on_drained has run or the io_context has
+// stopped.
+//
+// Exports: the default export, which clients asking for the empty name get, is the first one
+// ever added (nbd/export_catalog.hpp); once removed, the empty name gets its removal reason,
+// never another LUN.
 class Server {
  public:
+  // One export, from options.export_name, description and read_only, as the default.
   Server(boost::asio::io_context& io, blockdev::BlockDevice& device, ServerOptions options);
+  // No export yet: add_export() adds them, the first becomes the default.
+  Server(boost::asio::io_context& io, ServerOptions options);
   ~Server();
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
@@ -82,12 +112,32 @@ class Server {
   // fails the start. `detail` (optional) receives a human-readable reason.
   std::error_code start(std::string& detail);
 
+  // Serves `export_options.device` under its name, for clients that come after. Refused with
+  // std::errc::file_exists when an export of that name is served already (detail names it).
+  // A name that was removed may be added again.
+  std::error_code add_export(ExportOptions export_options, std::string& detail);
+
+  // Stops serving export `name`: clients asking for it (NBD_OPT_INFO, GO, EXPORT_NAME, meta
+  // contexts) get NBD_REP_ERR_UNKNOWN "export NAME was removed: REASON"; its connections in
+  // transmission answer every new request NBD_EIO and are closed after
+  // ServerOptions::removed_export_linger, once the requests in flight have completed (the
+  // device gets no request after this call). Other exports are untouched. `on_released`
+  // (optional) runs on the io_context thread once no connection uses the device any more,
+  // which may be before remove_export returns: then the device may go. Refused with
+  // std::errc::no_such_device when no export of that name is served (detail names it).
+  std::error_code remove_export(const std::string& name, std::string reason, std::string& detail,
+                                std::function<void()> on_released = {});
+
   // Serves `fd`, a connected stream socket whose peer already knows the export (the kernel's
   // nbd driver, nbd_kernel/kernel_device.hpp): no handshake, straight to the transmission phase
-  // (proto.md "Transmission") with simple replies, size device.info().size_bytes and
-  // transmission flags nbd::transmission_flags(info, false). Takes ownership of `fd`, also on
-  // error. `peer` names the connection in logs. Call on the io_context's thread (or before it
-  // runs); refused with std::errc::operation_canceled once stop() was called.
+  // (proto.md "Transmission") on export `export_name` with simple replies, size
+  // device.info().size_bytes and transmission flags nbd::transmission_flags(info, false).
+  // Takes ownership of `fd`, also on error. `peer` names the connection in logs. Call on the
+  // io_context's thread (or before it runs); refused with std::errc::operation_canceled once
+  // stop() was called, std::errc::no_such_device when the export is not served.
+  std::error_code serve_connected(int fd, const std::string& export_name, std::string peer,
+                                  std::string& detail);
+  // The same on the default export.
   std::error_code serve_connected(int fd, std::string peer, std::string& detail);
 
   // Stops accepting, stops reading requests, waits until every request already read has
@@ -95,8 +145,11 @@ class Server {
   // on_drained on the io_context thread. Clients still in the handshake are closed at once.
   void stop(std::function<void()> on_drained);
 
-  // nbd+unix:///EXPORT?socket=PATH or nbd://HOST:PORT/EXPORT (empty before start()).
+  // nbd+unix:///EXPORT?socket=PATH or nbd://HOST:PORT/EXPORT (empty before start()), for the
+  // default export (EXPORT empty while there is none).
   std::string endpoint_uri() const;
+  // The same for export `export_name`, whether served or not.
+  std::string endpoint_uri(const std::string& export_name) const;
 
   // Connections currently open (handshake or transmission).
   size_t connection_count() const;
@@ -111,8 +164,15 @@ class Server {
     uint64_t refused_max_clients = 0;  // refused in the handshake: max_clients reached
     uint64_t handshake_timeouts = 0;   // disconnected: handshake_timeout passed
     uint64_t fd_reserve_pauses = 0;    // times accepting paused to keep fd_reserve free
+    // Connections open now: all of them (handshake or transmission) in the totals, those in
+    // transmission on the export in counters(export_name).
+    uint64_t connections = 0;
   };
   Counters counters() const;
+  // One export's requests and errors since it was added and its connections now, for the
+  // metrics' `lun` label; all zero when no export of that name is served. The server-wide
+  // fields (buffer_bytes, refused_max_clients, ...) are left zero.
+  Counters counters(const std::string& export_name) const;
 
  private:
   struct Impl;
