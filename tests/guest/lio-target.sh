@@ -8,7 +8,8 @@
 # groups: default_tg_pt_gp (tpgt_1, active/optimized) and secondary (tpgt_2, id 2).
 #
 #   eval "$(tests/guest/lio-target.sh start --initiator IQN [options])"   # sets LIO_*
-#   tests/guest/lio-target.sh ctl COMMAND...    # a command to the guest (lio-ctl.sh lists them)
+#   tests/guest/lio-target.sh ctl COMMAND...    # a command to the guest (lio-ctl.sh lists them;
+#                                               # LIO_CTL_TIMEOUT seconds, default 20)
 #   tests/guest/lio-target.sh resize SIZE       # grow or shrink the disk behind LUN 0, as an
 #                                               # admin resizes a LUN on an array (QEMU
 #                                               # block_resize; the guest's iblock follows)
@@ -24,6 +25,8 @@
 #                          1 non-optimized (default), 2 standby
 #   --dir DIR              where the disk, console log and initramfs go (default: mktemp -d)
 #   --boot-timeout SEC     seconds allowed until LIO is configured (default 120; about 15)
+#   --initiator-binary P   also put iscsi-mpio (P) in the guest, for the `nbd` commands: the
+#                          initiator next to LIO, with the kernel's nbd driver for /dev/nbd0
 #
 # start prints, for eval: LIO_PID (qemu) LIO_PID_START LIO_IQN LIO_LUN LIO_PORT_A LIO_PORT_B
 # LIO_PORT_C LIO_CTL_PORT LIO_BACKING (the raw disk) LIO_SERIAL (VPD 0x80 serial) LIO_DIR
@@ -61,10 +64,11 @@ usage() {
 # Bounded: 20 s for the whole answer.
 ctl() {
   local port=${LIO_CTL_PORT:?LIO_CTL_PORT not set: eval the output of start first}
-  local fd line status=1 deadline=$((SECONDS + 20))
+  local limit=${LIO_CTL_TIMEOUT:-20}
+  local fd line status=1 deadline=$((SECONDS + limit))
   exec {fd}<>"/dev/tcp/127.0.0.1/$port" || return 1
   printf '%s\n' "$*" >&"$fd"
-  while ((SECONDS < deadline)) && IFS= read -r -t 20 line <&"$fd"; do
+  while ((SECONDS < deadline)) && IFS= read -r -t "$limit" line <&"$fd"; do
     line=${line%$'\r'}
     if [[ $line == "END "* ]]; then
       status=${line#END }
@@ -89,6 +93,7 @@ free_ports() {
 
 start() {
   local iqn=$default_iqn size=64M dir='' initiator='' boot_timeout=120 secondary_state=1
+  local initiator_binary=''
   local chap=im-initiator:im-initiator-secret1 mutual_chap=im-target:im-target-secret22
   while (($#)); do
     case $1 in
@@ -100,6 +105,7 @@ start() {
       --secondary-state) secondary_state=${2:?}; shift 2 ;;
       --dir) dir=${2:?}; shift 2 ;;
       --boot-timeout) boot_timeout=${2:?}; shift 2 ;;
+      --initiator-binary) initiator_binary=${2:?}; shift 2 ;;
       -h | --help) usage 0 ;;
       *) echo "unknown option: $1" >&2; usage ;;
     esac
@@ -146,9 +152,11 @@ MUTUAL_SECRET='${mutual_chap#*:}'
 SECONDARY_STATE=$secondary_state
 DISK_SERIAL=$serial
 EOF
-    local initramfs_env
+    local initramfs_env extra=()
+    [[ -z $initiator_binary ]] || extra=(--binary "$initiator_binary:/usr/local/bin/iscsi-mpio")
     initramfs_env=$("$here/make-initramfs.sh" --out "$dir" --init "$here/lio-guest-init.sh" \
       --binary "$here/lio-ctl.sh:/bin/lio-ctl" --file "$dir/lio.env:/etc/lio/lio.env" \
+      ${extra[@]+"${extra[@]}"} \
       $(printf -- '--module %s ' "${lio_modules[@]}")) || abort_start "make-initramfs.sh failed"
     eval "$initramfs_env"
     local fwd='' p

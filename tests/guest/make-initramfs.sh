@@ -170,6 +170,7 @@ echo "${modules[*]}" >"$root/etc/guest-modules"
 # e2fsprogs under the names the tests call; mke2fs picks ext4 from its argv[0].
 add_binary "$root" "$(command -v mke2fs)" /usr/sbin/mkfs.ext4
 add_binary "$root" "$(command -v e2fsck)" /usr/sbin/fsck.ext4
+add_binary "$root" "$(command -v resize2fs)" /usr/sbin/resize2fs
 [[ ! -f /etc/mke2fs.conf ]] || cp /etc/mke2fs.conf "$root/etc/mke2fs.conf"
 for entry in ${binaries[@]+"${binaries[@]}"}; do
   add_binary "$root" "${entry%%:*}" "${entry#*:}"

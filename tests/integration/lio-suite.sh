@@ -27,9 +27,15 @@
 #                    on the optimized path only; LIO flips the states (implicit transition, via
 #                    configfs): I/O moves to the other path; tpgt_2 disabled: I/O moves back to
 #                    the now non-optimized path; verified I/O without an error throughout
+#   nbd-resize       iscsi-mpio inside the LIO guest, attached to the kernel's nbd driver:
+#                    ext4 on /dev/nbd0, mounted; the disk grows from 64 MiB to 128 MiB and
+#                    /dev/nbd0 follows in place (NBD_CMD_RECONFIGURE), resize2fs grows the
+#                    mounted file system, a 16 MiB file is written into the new room; fsck is
+#                    clean in the guest and on the host's disk file, whose files' checksums
+#                    equal the guest's
 #
 # Environment: BUILD (build tree, default <repo>/build), IM_BIN, EXERCISER, LIO_SUITE_TIMEOUT
-#   (seconds before the suite stops itself, default 280, under CTest's 300), KEEP_WORKDIR=1
+#   (seconds before the suite stops itself, default 420, under CTest's 450), KEEP_WORKDIR=1
 #   (keep logs, configs, the guest console). IM_GUEST_CACHE: see tests/guest/make-initramfs.sh.
 # Needs qemu-system-x86, busybox-static, cpio, jq, and Debian's kernel package (fetched once);
 # runs as any user able to run QEMU (root in CI). Only 127.0.0.1 is used. About 70 s.
@@ -88,7 +94,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 # A bound of our own: CTest's timeout would SIGKILL us and leave QEMU running.
-tb_watchdog "${LIO_SUITE_TIMEOUT:-280}" integration.lio
+tb_watchdog "${LIO_SUITE_TIMEOUT:-420}" integration.lio
 
 # --- helpers -------------------------------------------------------------------------------
 
@@ -281,6 +287,39 @@ case_resize() {
   stop_attach resize "$pid"
 }
 
+# field NAME OUTPUT: the value of "NAME VALUE" in a guest command's OUTPUT.
+field() { awk -v name="$1" '$1 == name {print $2}' <<<"$2"; }
+
+case_nbd_resize() {
+  local out grown before_kib after_kib sum_a sum_b
+  grown=$(tb_size_bytes 128M)
+  out=$(LIO_CTL_TIMEOUT=120 "$lio" ctl nbd attach) || { log "    nbd attach: $out"; return 1; }
+  before_kib=$(field fs-kib "$out")
+  sum_a=$(field sum-a "$out")
+  log "    /dev/nbd0 in the guest: $(field size "$out") bytes, ext4 of $before_kib KiB mounted"
+  "$lio" resize 128M
+  out=$(LIO_CTL_TIMEOUT=120 "$lio" ctl nbd grow "$grown") || { log "    nbd grow: $out"; return 1; }
+  after_kib=$(field fs-kib "$out")
+  sum_b=$(field sum-b "$out")
+  log "    /dev/nbd0 followed to $(field size "$out") bytes; resize2fs: $before_kib -> $after_kib KiB"
+  ((after_kib > before_kib * 3 / 2)) || { log "    the file system did not grow"; return 1; }
+  [[ $(field sum-a "$out") == "$sum_a" ]] || { log "    /mnt/a changed across the resize"; return 1; }
+  out=$(LIO_CTL_TIMEOUT=60 "$lio" ctl nbd detach) || { log "    nbd detach: $out"; return 1; }
+  grep -q "/dev/nbd0 resized to $grown bytes" <<<"$out" ||
+    { log "    the attach did not log the resize: $out"; return 1; }
+  log "    guest: fsck clean, attach stopped; $(grep -c . <<<"$out") log lines about the device"
+  # The host's own look at the disk file LIO wrote.
+  e2fsck -n -f "$LIO_BACKING" >"$work/nbd-resize.fsck" 2>&1 ||
+    { sed 's/^/    /' "$work/nbd-resize.fsck" | tail -n 5; return 1; }
+  local name want got
+  for name in a b; do
+    want=$([[ $name == a ]] && echo "$sum_a" || echo "$sum_b")
+    got=$(debugfs -R "cat /$name" "$LIO_BACKING" 2>/dev/null | sha256sum | cut -d' ' -f1)
+    [[ $got == "$want" ]] || { log "    /$name in the disk file differs from the guest's"; return 1; }
+  done
+  log "    host: disk file fsck clean, /a and /b equal the guest's checksums"
+}
+
 # wait_size NAME BYTES SECONDS: until `status` reports the export as BYTES long.
 wait_size() {
   local deadline=$((SECONDS + $3)) size=''
@@ -376,7 +415,7 @@ case_alua() {
 
 # --- main ----------------------------------------------------------------------------------
 
-for tool in qemu-system-x86_64 qemu-io nbdinfo jq sha256sum timeout; do
+for tool in qemu-system-x86_64 qemu-io nbdinfo jq sha256sum timeout debugfs e2fsck; do
   command -v "$tool" >/dev/null || tb_die "missing $tool (run tools/install-deps.sh)"
 done
 [[ -x $im_bin ]] || tb_die "iscsi-mpio binary not found: $im_bin"
@@ -386,6 +425,7 @@ started=$SECONDS
 touch "$work/pids"
 lio_started=1  # set first: an interrupted start still has its QEMU stopped (qemu.env)
 lio_env=$("$lio" start --initiator "$initiator" --dir "$work/lio" --size 64M \
+  --initiator-binary "$im_bin" \
   --chap "$chap_user:$chap_secret" --mutual-chap "$mutual_user:$mutual_secret") || {
   lio_started=0
   tb_die "the LIO guest did not start"
@@ -396,10 +436,11 @@ log "LIO: $LIO_IQN LUN $LIO_LUN, portals 127.0.0.1:$LIO_PORT_A and :$LIO_PORT_B 
   "DataDigest=$LIO_DATA_DIGEST AuthMethod=$LIO_AUTH_METHOD; up after $((SECONDS - started)) s"
 
 selected=("$@")
-((${#selected[@]})) || selected=(discovery mutual-chap-refused chap-digests multibus resize alua)
+((${#selected[@]})) ||
+  selected=(discovery mutual-chap-refused chap-digests multibus resize alua nbd-resize)
 for c in "${selected[@]}"; do
   case $c in
-    discovery | mutual-chap-refused | chap-digests | multibus | resize | alua) ;;
+    discovery | mutual-chap-refused | chap-digests | multibus | resize | alua | nbd-resize) ;;
     *) log "unknown case $c"; failed=$((failed + 1)); continue ;;
   esac
   case_started=$SECONDS

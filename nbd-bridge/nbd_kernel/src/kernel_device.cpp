@@ -316,12 +316,14 @@ std::vector<std::byte> connect_request(uint16_t family_id, uint32_t seq,
 }
 
 std::vector<std::byte> resize_request(uint16_t family_id, uint32_t seq, uint32_t index,
-                                      uint64_t size_bytes) {
+                                      uint64_t size_bytes, std::string_view backend_identifier) {
   // The driver takes a new size in NBD_CMD_RECONFIGURE since Linux 5.3; the block size stays
-  // what the connect set when the attribute is absent.
+  // what the connect set when the attribute is absent. A device connected with a backend
+  // identifier is reconfigured only by a request naming the same one (EINVAL otherwise).
   Message message(family_id, NBD_CMD_RECONFIGURE, NBD_GENL_VERSION, seq);
   message.u32(NBD_ATTR_INDEX, index);
   message.u64(NBD_ATTR_SIZE_BYTES, size_bytes);
+  if (!backend_identifier.empty()) message.string(NBD_ATTR_BACKEND_IDENTIFIER, backend_identifier);
   return message.finish();
 }
 
@@ -583,8 +585,9 @@ struct KernelDevice::Impl {
   uint32_t index = 0;
   KernelInterface interface = KernelInterface::netlink;
   uint32_t max_sectors_kb = 0;
-  uint16_t family_id = 0;     // netlink
-  std::string connected_pid;  // /sys/block/nbdN/pid right after the attach: the driver's owner
+  uint16_t family_id = 0;          // netlink
+  std::string connected_pid;       // /sys/block/nbdN/pid right after the attach: the driver's owner
+  std::string backend_identifier;  // netlink: what the connect named, for reconfigure
 
   // ioctl: the open device and the thread parked in NBD_DO_IT. The thread shares only this
   // state, so it may outlive us in the one case where the driver never lets it return.
@@ -741,8 +744,9 @@ struct KernelDevice::Impl {
     }
     const uint32_t seq = netlink.next_seq();
     netlink::Reply reply;
-    if (auto ec = netlink.transact(netlink::resize_request(family_id, seq, index, size_bytes), seq,
-                                   reply)) {
+    if (auto ec = netlink.transact(
+            netlink::resize_request(family_id, seq, index, size_bytes, backend_identifier), seq,
+            reply)) {
       detail = "NBD_CMD_RECONFIGURE for " + device_path(index) + ": " + ec.message();
       return ec;
     }
@@ -1057,6 +1061,7 @@ std::unique_ptr<KernelDevice> KernelDevice::attach(const KernelAttachOptions& op
            : attach_ioctl(*impl, options, serve, detail);
   if (ec) return nullptr;
   impl->connected_pid = read_line(sysfs_dir(impl->index) + "/pid").value_or("");
+  if (interface == KernelInterface::netlink) impl->backend_identifier = options.backend_identifier;
   impl->tune_queue(options.max_transfer_bytes);
   return std::unique_ptr<KernelDevice>(new KernelDevice(std::move(impl)));
 }

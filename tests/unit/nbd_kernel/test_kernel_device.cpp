@@ -102,9 +102,13 @@ TEST_CASE("NBD_CMD_DISCONNECT names the device", "[nbd_kernel]") {
 
 TEST_CASE("NBD_CMD_RECONFIGURE carries the device and its new size", "[nbd_kernel]") {
   // 20 + 8 (index) + 12 (u64 size) bytes; command 3 = NBD_CMD_RECONFIGURE; 3 GiB.
-  CHECK(hex(netlink::resize_request(0x1a, 4, 2, 3ull << 30)) ==
+  CHECK(hex(netlink::resize_request(0x1a, 4, 2, 3ull << 30, "")) ==
         hex("28000000 1a00 0500 04000000 00000000 03 01 0000 0800 0100 02000000 "
             "0c00 0200 000000c0 00000000"));
+  // With the backend identifier the device was connected with: "ab\0", padded to 4 bytes.
+  CHECK(hex(netlink::resize_request(0x1a, 4, 2, 3ull << 30, "ab")) ==
+        hex("30000000 1a00 0500 04000000 00000000 03 01 0000 0800 0100 02000000 "
+            "0c00 0200 000000c0 00000000 0700 0a00 616200 00"));
 }
 
 TEST_CASE("the controller's answer gives the family id and completes on the ack", "[nbd_kernel]") {

@@ -156,9 +156,10 @@ struct ConnectRequest {
 std::vector<std::byte> connect_request(uint16_t family_id, uint32_t seq,
                                        const ConnectRequest& request);
 std::vector<std::byte> disconnect_request(uint16_t family_id, uint32_t seq, uint32_t index);
-// NBD_CMD_RECONFIGURE with the device's new NBD_ATTR_SIZE_BYTES.
+// NBD_CMD_RECONFIGURE with the device's new NBD_ATTR_SIZE_BYTES, naming the backend identifier
+// the device was connected with (empty: none).
 std::vector<std::byte> resize_request(uint16_t family_id, uint32_t seq, uint32_t index,
-                                      uint64_t size_bytes);
+                                      uint64_t size_bytes, std::string_view backend_identifier);
 
 // What the kernel answered to request `seq`, gathered over one or more recv() buffers.
 struct Reply {
