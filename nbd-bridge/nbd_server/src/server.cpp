@@ -196,6 +196,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         limits_(std::move(limits)),
         peer_(std::move(peer)),
         handshake_done_(served != nullptr),
+        size_follows_device_(served != nullptr),
         tls_mode_(tls_mode),
         tls_credentials_(std::move(tls_credentials)) {
     if (served) {
@@ -504,8 +505,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
       // away, with the reason in structured replies. (NBD_ESHUTDOWN is for a server shutting
       // down, which asks the client to disconnect; here the other exports stay.)
       const Validation validation =
-          served_->removed ? Validation{kEio, served_->removal_message}
-                           : validate(request, export_.device, structured_, base_allocation_);
+          served_->removed
+              ? Validation{kEio, served_->removal_message}
+              : validate(request, size_follows_device_ ? served_->device.info() : export_.device,
+                         structured_, base_allocation_);
       ++in_flight_;
       if (request.type == kCmdWrite && !validation) {
         // The payload still follows the header: drain it to stay in step with the client.
@@ -823,6 +826,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   ConnectionLimits limits_;
   std::string peer_;
   bool handshake_done_ = false;
+  // The kernel's connection (serve_connected): its size is ours to set, and a resize of
+  // /dev/nbdN (KernelDevice::resize) follows the device, so requests are checked against the
+  // device's size now. A negotiating client keeps the size it was given (proto.md: it must not
+  // go past it; it learns a new one by connecting again).
+  bool size_follows_device_ = false;
   TlsMode tls_mode_ = TlsMode::off;
   std::shared_ptr<const tls::Credentials> tls_credentials_;
   std::unique_ptr<tls::Session> tls_;  // after NBD_OPT_STARTTLS: every byte goes through it

@@ -357,6 +357,37 @@ TEST_CASE("a resized device is advertised with its new size to new clients", "[n
   CHECK(nbd_get_size(other.handle) == 1 << 20);
 }
 
+TEST_CASE("the kernel's connection follows a resize; a client keeps the size it was given",
+          "[nbd_server]") {
+  TwoLuns f;
+  int fds[2];
+  REQUIRE(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) == 0);
+  REQUIRE_FALSE(f.on_io_thread([&](nbd::Server& s, std::string& detail) {
+    return s.serve_connected(fds[0], "lun1", "kernel", detail);
+  }));
+  Client client(f.server->endpoint_uri("lun1"));
+  REQUIRE(client.connected);
+  REQUIRE_FALSE(f.on_io_thread([&](nbd::Server&, std::string&) {
+    f.lun1.resize(4 << 20);
+    return std::error_code{};
+  }));
+  // A simple-reply WRITE of 4096 bytes just past the old end (2 MiB), as /dev/nbdN sends once
+  // KernelDevice::resize() gave it the new size.
+  const uint64_t past_old_end = 2 << 20;
+  std::array<std::byte, 28> header{};
+  nbd::encode_request(nbd::Request{0, nbd::kCmdWrite, 7, past_old_end, 4096}, header);
+  const auto payload = filled(4096, 0x6b);
+  REQUIRE(::send(fds[1], header.data(), header.size(), MSG_NOSIGNAL) == 28);
+  REQUIRE(::send(fds[1], payload.data(), payload.size(), MSG_NOSIGNAL) == 4096);
+  std::array<std::byte, 16> reply{};
+  REQUIRE(::recv(fds[1], reply.data(), reply.size(), MSG_WAITALL) == 16);
+  CHECK(common::load_be32(reply, 4) == 0);
+  CHECK(f.lun1.read_bytes(past_old_end, 4096) == payload);
+  ::close(fds[1]);
+  // The negotiating client was told 2 MiB: past that its requests stay out of bounds.
+  CHECK(nbd_get_size(client.handle) == 2 << 20);
+}
+
 TEST_CASE("block status and CACHE go to the device of the connection's export", "[nbd_server]") {
   // lun1 reports provisioning and takes CACHE; lun0 does neither.
   auto lun1_info = MemoryBlockDevice::make_info(2 << 20, 4096);
