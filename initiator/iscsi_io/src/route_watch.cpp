@@ -119,6 +119,13 @@ std::optional<std::string> outgoing_interface(const RouteQuery& query) {
   boost::system::error_code ec;
   const auto local = socket.local_endpoint(ec).address();
   if (ec) return std::nullopt;
+  return interface_with_address(local.to_string());
+}
+
+std::optional<std::string> interface_with_address(const std::string& address) {
+  boost::system::error_code ec;
+  const auto local = asio::ip::make_address(address, ec);
+  if (ec) return std::nullopt;
   ifaddrs* list = nullptr;
   if (::getifaddrs(&list) != 0) return std::nullopt;
   std::optional<std::string> name;

@@ -45,4 +45,7 @@ bool route_exists(const RouteQuery& query, std::string& why);
 // paths that leave through one interface are one path, not two.
 std::optional<std::string> outgoing_interface(const RouteQuery& query);
 
+// The local interface that holds `address` (an IPv4/IPv6 literal), or nullopt.
+std::optional<std::string> interface_with_address(const std::string& address);
+
 }  // namespace iscsi_io
