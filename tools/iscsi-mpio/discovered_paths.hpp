@@ -61,7 +61,7 @@ iscsi_io::PathConfig discovery_path_config(const config::Config& cfg, const conf
 struct Outcome {
   // Path name (iscsi_io::describe) -> "discovered via HOST:PORT"; paths from the file are absent.
   std::vector<std::pair<std::string, std::string>> origin_of_path;
-  // "via 198.18.1.1:3260 from source 198.18.1.2: 198.18.2.1:3260 skipped (...)"
+  // "via 198.18.1.1:3260 from source 198.18.1.2: skipped 198.18.2.1:3260 (...)"
   std::vector<std::string> skipped;
   // Entries that gave no path: their discovery failed or found no usable portal.
   std::vector<std::string> problems;

@@ -65,7 +65,7 @@ ReachabilityCheck reachability_from(const config::Path& entry) {
     const iscsi_io::RouteQuery query{portal.host, portal.port, entry.source, entry.interface};
     if (std::string why; !iscsi_io::route_exists(query, why)) return "no route: " + why;
     if (!entry.source || entry.interface) return std::nullopt;
-    const auto out = iscsi_io::outgoing_interface(query);
+    const auto out = iscsi_io::routed_interface(query);
     const auto home = iscsi_io::interface_with_address(*entry.source);
     if (out && home && *out != *home && *out != "lo")
       return "leaves through " + *out + ", not " + *home + " which holds " + *entry.source;
@@ -134,8 +134,8 @@ bool discover_paths(config::Config& cfg, Outcome& outcome, std::string& detail) 
     choices[i] = choose_portals(answers[i].targets, cfg.target.iqn, entries[i],
                                 reachability_from(entries[i]));
     for (const auto& s : choices[i].skipped)
-      outcome.skipped.push_back("via " + via + " from " + entry_origin(entries[i]) + ": " + s +
-                                " skipped");
+      outcome.skipped.push_back("via " + via + " from " + entry_origin(entries[i]) + ": skipped " +
+                                s);
     if (!choices[i].problem.empty()) outcome.problems.push_back(choices[i].problem);
   }
   std::vector<std::string> origins;

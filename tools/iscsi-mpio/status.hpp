@@ -32,7 +32,7 @@ struct Snapshot {
 //   | `- 198.18.1.1:3260 from 198.18.1.2  active ready    in-flight 0  iops 812 cmds 123 ...
 //   `-+- policy='round-robin 0' prio=5 status=enabled
 //     `- 198.18.2.1:3260 from 198.18.2.2  failed faulty   ...  [discovered via 198.18.2.1:3260]
-//   discovery: via 198.18.1.1:3260 from source 198.18.1.2: 198.18.3.1:3260 skipped (...)
+//   discovery: via 198.18.1.1:3260 from source 198.18.1.2: skipped 198.18.3.1:3260 (...)
 std::string render_tree(const Snapshot& s);
 // "256M", "1.5G": sizes as multipath -ll prints them.
 std::string size_text(uint64_t bytes);
