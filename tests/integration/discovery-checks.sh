@@ -14,6 +14,7 @@
 #     on its own subnet (198.18.2.1 leaves through ini2): one session, to 198.18.1.1; `status`
 #     marks it "discovered via" and lists 198.18.2.1 as skipped with the reason, the log too; a
 #     write through NBD lands in the backing file (istgt);
+#   - check-config: probes the discovered path only, and says which portal it skipped (istgt);
 #   - two-sources: discover entries from both sources: one path per (portal, source) (istgt);
 #   - discover-luns: `discover --luns` lists LUN 1 and LUN 2 with the sizes the test made,
 #     vendor, product and WWID (LUN 1's as the attach's status showed it) (tgtd);
@@ -214,6 +215,21 @@ else
 fi
 stop_attach
 report one-reachable "$ok"
+
+echo "--- check-config"
+# The paths check-config probes are the ones attach would open.
+ok=1
+rc=0
+in_ini timeout 60 "$im_bin" check-config "$work/d.yaml" >"$work/check.out" 2>&1 || rc=$?
+sed 's/^/    /' "$work/check.out"
+((rc == 0)) || { echo "    exit $rc"; ok=0; }
+expect "$work/check.out" "discovery: via 198\.18\.1\.1:$ISTGT_PORT from source 198\.18\.1\.2: skipped 198\.18\.2\.1:$ISTGT_PORT" \
+  "198\.18\.1\.1:$ISTGT_PORT from 198\.18\.1\.2" || ok=0
+if grep -q "^198\.18\.2\.1" "$work/check.out"; then echo "    the skipped portal was probed"; ok=0; fi
+rc=0
+in_ini timeout 30 "$im_bin" check-config --offline "$work/d.yaml" >"$work/check.out" 2>&1 || rc=$?
+((rc == 0)) || { echo "    --offline exit $rc:"; sed 's/^/    /' "$work/check.out"; ok=0; }
+report check-config "$ok"
 
 echo "--- two-sources"
 write_config "$ISTGT_IQN" "$ISTGT_LUN" "$work/disc.secret" "$(discover_entry 1 "$ISTGT_PORT")" \

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <cerrno>
@@ -31,6 +32,7 @@
 #include <scsi/status.hpp>
 
 #include "check_config.hpp"
+#include "discovered_paths.hpp"
 #include "errors.hpp"
 #include "lun_listing.hpp"
 #include "options.hpp"
@@ -426,7 +428,7 @@ int run(const std::string& config_path, const Options& options, std::ostream& ou
     return exit_usage;
   }
   for (const auto& warning : loaded.warnings()) err << "warning: " << warning.to_string() << "\n";
-  const config::Config& cfg = loaded.config();
+  config::Config& cfg = loaded.config();
 
   out << "target " << cfg.target.iqn << " LUN " << cfg.target.lun << ", initiator "
       << cfg.initiator.name
@@ -435,10 +437,25 @@ int run(const std::string& config_path, const Options& options, std::ostream& ou
               : "")
       << "\n";
 
+  // `discover:` entries: the paths attach would log in on; offline, their discovery portals.
+  discovery::Outcome discovered;
+  if (!options.offline) {
+    if (std::string detail; !discovery::discover_paths(cfg, discovered, detail)) {
+      err << detail << "\n";
+      return exit_problem;
+    }
+    for (const auto& skipped : discovered.skipped) out << "discovery: " << skipped << "\n";
+    for (const auto& problem : discovered.problems) out << "error: " << problem << "\n";
+  }
+  const int discovery_status = discovered.problems.empty() ? exit_ok : exit_problem;
+
   std::vector<PathReport> reports(cfg.paths.size());
   if (options.offline) {
-    for (size_t i = 0; i < cfg.paths.size(); ++i)
-      local_facts(options::path_config(cfg, cfg.paths[i], iscsi_io::random_isid()), reports[i]);
+    for (size_t i = 0; i < cfg.paths.size(); ++i) {
+      config::Path path = cfg.paths[i];
+      if (path.discover) path.portal = *path.discover;
+      local_facts(options::path_config(cfg, path, iscsi_io::random_isid()), reports[i]);
+    }
     const auto findings = assess(reports, cfg.target.wwid);
     out << render(reports, findings);
     return exit_code(findings, options.strict);
@@ -459,7 +476,7 @@ int run(const std::string& config_path, const Options& options, std::ostream& ou
 
   const auto findings = assess(reports, cfg.target.wwid);
   out << render(reports, findings);
-  return exit_code(findings, options.strict);
+  return std::max(exit_code(findings, options.strict), discovery_status);
 }
 
 }  // namespace iscsi_mpio::check_config

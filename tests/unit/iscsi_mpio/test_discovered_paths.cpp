@@ -2,6 +2,7 @@
 // then logs in on: byte-for-byte answers as targets send them, reachability scripted.
 #include <catch2/catch.hpp>
 
+#include <chrono>
 #include <map>
 #include <string>
 #include <vector>
@@ -207,4 +208,38 @@ TEST_CASE("expand_paths: a path the file writes out is not discovered again", "[
   const auto paths = discovery::expand_paths(entries, choices, origins);
   REQUIRE(paths.size() == 1);
   CHECK(origins[0].empty());
+}
+
+TEST_CASE("a discovery session: the entry's portal and source, discovery_auth, no TargetName",
+          "[discovery]") {
+  const auto loaded = config::load_string(R"(
+initiator: {name: iqn.2026-11.org.example:host1}
+target:
+  iqn: iqn.2026-11.org.iscsi-mpio:test
+  login_timeout: 7
+  auth: {method: chap, username: session-user, secret: session-secret-1}
+  discovery_auth: {method: chap, username: disc-user, secret: disc-secret-12, algorithms: [md5]}
+paths:
+  - {discover: "198.18.1.1:3261", source: 198.18.1.2, interface: ini1}
+)",
+                                          "t.yaml");
+  INFO(loaded.error_report());
+  REQUIRE(loaded.ok());
+  const auto& cfg = loaded.config();
+  const auto pc = discovery::discovery_path_config(cfg, cfg.paths[0]);
+  CHECK(pc.portal_host == "198.18.1.1");
+  CHECK(pc.portal_port == 3261);
+  CHECK(pc.source_address == "198.18.1.2");
+  CHECK(pc.interface_name == "ini1");
+  CHECK(pc.target_name.empty());  // RFC 7143 §4.3: SessionType=Discovery names no target
+  CHECK(pc.initiator_name == "iqn.2026-11.org.example:host1");
+  CHECK(pc.login_timeout == std::chrono::seconds(7));
+  REQUIRE(pc.chap);
+  CHECK(pc.chap->username == "disc-user");
+  CHECK(pc.chap->secret == "disc-secret-12");
+  CHECK(pc.chap_algorithms == std::vector<iscsi::ChapAlgorithm>{iscsi::ChapAlgorithm::md5});
+
+  config::Config without = cfg;
+  without.target.discovery_auth = {};
+  CHECK_FALSE(discovery::discovery_path_config(without, cfg.paths[0]).chap);
 }
