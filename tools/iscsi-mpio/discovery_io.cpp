@@ -28,6 +28,7 @@ struct Answer {
   std::error_code ec;
   std::string detail;
   std::vector<iscsi::DiscoveredTarget> targets;
+  std::function<void()> finished;  // called after the fields above are set
 };
 
 // SendTargets=All through `pc` on `io`; `answer` is filled when io.run() returns.
@@ -39,7 +40,38 @@ void ask(asio::io_context& io, const iscsi_io::PathConfig& pc, Answer& answer) {
     answer.ec = ec;
     answer.detail = detail;
     answer.targets = std::move(targets);
+    if (answer.finished) answer.finished();
   });
+}
+
+// The login has target.login_timeout; the SendTargets exchange after it this much more. A
+// target that logs in and then never answers must not hold the attach (or the verb) for ever.
+constexpr auto answer_allowance = std::chrono::seconds(10);
+
+// Runs `io` until every exchange is done or the deadline passes; those left get "no answer".
+void run_until_answered(asio::io_context& io, std::chrono::milliseconds login_timeout,
+                        std::vector<Answer*> answers) {
+  const auto deadline = login_timeout + answer_allowance;
+  asio::steady_timer timer(io, deadline);
+  timer.async_wait([&io](boost::system::error_code ec) {
+    if (!ec) io.stop();
+  });
+  // Once every exchange has called back, the timer is the only work left: cancel it.
+  for (Answer* a : answers)
+    a->finished = [&answers, &timer] {
+      if (std::all_of(answers.begin(), answers.end(), [](Answer* x) { return x->done; }))
+        timer.cancel();
+    };
+  io.run();
+  const auto seconds = std::chrono::duration_cast<std::chrono::seconds>(deadline).count();
+  for (Answer* a : answers) {
+    a->finished = nullptr;  // it refers to this frame
+    if (!a->done) {
+      a->ec = std::make_error_code(std::errc::timed_out);
+      a->detail = "no SendTargets answer within " + std::to_string(seconds) +
+                  " s (target.login_timeout + " + std::to_string(answer_allowance.count()) + " s)";
+    }
+  }
 }
 
 // A refused discovery login is most often discovery CHAP: say so, and where it is set.
@@ -114,20 +146,21 @@ bool discover_paths(config::Config& cfg, Outcome& outcome, std::string& detail) 
   asio::io_context io;
   std::vector<Answer> answers(entries.size());
   std::vector<iscsi_io::PathConfig> sessions(entries.size());
+  std::vector<Answer*> waiting;
   for (size_t i = 0; i < entries.size(); ++i) {
     if (!entries[i].discover) continue;
     sessions[i] = discovery_path_config(cfg, entries[i]);
     spdlog::info("discovering {} through {}", cfg.target.iqn, iscsi_io::describe(sessions[i]));
     ask(io, sessions[i], answers[i]);
+    waiting.push_back(&answers[i]);
   }
-  io.run();
+  run_until_answered(io, std::chrono::seconds(cfg.target.login_timeout), waiting);
 
   std::vector<PortalChoice> choices(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {
     if (!entries[i].discover) continue;
     const std::string via = config::to_string(*entries[i].discover);
-    if (!answers[i].done || answers[i].ec) {
-      if (!answers[i].done) answers[i].detail = "no answer";
+    if (answers[i].ec) {
       outcome.problems.push_back(failure_text(sessions[i], answers[i]));
       continue;
     }
@@ -187,8 +220,8 @@ int run_verb(const VerbOptions& options) {
   asio::io_context io;
   Answer answer;
   ask(io, pc, answer);
-  io.run();
-  if (!answer.done || answer.ec) {
+  run_until_answered(io, pc.login_timeout, {&answer});
+  if (answer.ec) {
     std::cerr << failure_text(pc, answer) << "\n";
     return exit_failure;
   }
