@@ -11,6 +11,7 @@
 #include <iscsi/text.hpp>
 
 #include "discovered_paths.hpp"
+#include "status.hpp"
 
 using Catch::Matchers::Contains;
 namespace discovery = iscsi_mpio::discovery;
@@ -242,4 +243,35 @@ paths:
   config::Config without = cfg;
   without.target.discovery_auth = {};
   CHECK_FALSE(discovery::discovery_path_config(without, cfg.paths[0]).chap);
+}
+
+TEST_CASE("status marks discovered paths and lists the skipped portals", "[discovery]") {
+  iscsi_mpio::status::Snapshot snap;
+  snap.export_name = "lun";
+  snap.selector = "round-robin";
+  mpio::PathStatus from_file;
+  from_file.name = "198.18.5.1:3260 from 198.18.5.2";
+  from_file.state = mpio::PathState::active;
+  mpio::PathStatus discovered = from_file;
+  discovered.name = "198.18.1.1:3260 from 198.18.1.2";
+  snap.paths = {from_file, discovered};
+  snap.path_origins = {{discovered.name, "discovered via 198.18.1.1:3260"}};
+  snap.discovery_skipped = {
+      "via 198.18.1.1:3260 from source 198.18.1.2: skipped 198.18.2.1:3260 (leaves through "
+      "ini2, not ini1 which holds 198.18.1.2)"};
+
+  const std::string tree = iscsi_mpio::status::render_tree(snap);
+  INFO(tree);
+  CHECK_THAT(tree, Contains("198.18.1.1:3260 from 198.18.1.2") &&
+                       Contains("[discovered via 198.18.1.1:3260]\n"));
+  // Only the discovered path carries the mark.
+  CHECK(tree.find("[discovered") == tree.rfind("[discovered"));
+  CHECK_THAT(tree, Contains("\ndiscovery: via 198.18.1.1:3260 from source 198.18.1.2: skipped "
+                            "198.18.2.1:3260 (leaves through ini2"));
+
+  const std::string json = iscsi_mpio::status::render_json(snap);
+  INFO(json);
+  CHECK_THAT(json, Contains(R"("origin":"")") &&
+                       Contains(R"("origin":"discovered via 198.18.1.1:3260")") &&
+                       Contains(R"("discovery_skipped":["via 198.18.1.1:3260 from source)"));
 }
