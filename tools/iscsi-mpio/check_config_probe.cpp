@@ -397,10 +397,8 @@ awaitable<void> list_target_luns(asio::io_context& io, iscsi_io::PathConfig pc,
     for (const uint64_t raw : *reported) {
       const auto number = scsi::decode_lun(raw);
       if (!number) continue;  // not flat space addressing: not a LUN this program can serve
-      LunReport entry;
-      entry.lun = *number;
-      co_await probe_device(io, *session, *number, entry.report);
-      luns.push_back(std::move(entry));
+      luns.push_back(LunReport{.lun = *number, .report = {}});
+      co_await probe_device(io, *session, *number, luns.back().report);
     }
   }
   co_await wait_for(io, [&](std::function<void()> done) {
