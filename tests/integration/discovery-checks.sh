@@ -15,6 +15,7 @@
 #     marks it "discovered via" and lists 198.18.2.1 as skipped with the reason, the log too; a
 #     write through NBD lands in the backing file (istgt);
 #   - check-config: probes the discovered path only, and says which portal it skipped (istgt);
+#   - two-sources-one-nic: two sources routed out of one NIC are reported as one path;
 #   - two-sources: discover entries from both sources: one path per (portal, source) (istgt);
 #   - discover-luns: `discover --luns` lists LUN 1 and LUN 2 with the sizes the test made,
 #     vendor, product and WWID (LUN 1's as the attach's status showed it) (tgtd);
@@ -230,6 +231,21 @@ rc=0
 in_ini timeout 30 "$im_bin" check-config --offline "$work/d.yaml" >"$work/check.out" 2>&1 || rc=$?
 ((rc == 0)) || { echo "    --offline exit $rc:"; sed 's/^/    /' "$work/check.out"; ok=0; }
 report check-config "$ok"
+
+echo "--- two-sources-one-nic"
+# Not discovery itself but the routing question it relies on: two sources whose packets to one
+# portal both leave through ini1 are one path (check-config's warning), whatever interface
+# holds each source address.
+cat >"$work/one-nic.yaml" <<EOF
+target: {iqn: $ISTGT_IQN}
+paths:
+  - {portal: "198.18.1.1:$ISTGT_PORT", source: 198.18.1.2}
+  - {portal: "198.18.1.1:$ISTGT_PORT", source: 198.18.2.2}
+EOF
+ok=1
+in_ini timeout 30 "$im_bin" check-config --offline "$work/one-nic.yaml" >"$work/one-nic.out" 2>&1 || true
+expect "$work/one-nic.out" "leave through interface ini1: that is one path, not" || ok=0
+report two-sources-one-nic "$ok"
 
 echo "--- two-sources"
 write_config "$ISTGT_IQN" "$ISTGT_LUN" "$work/disc.secret" "$(discover_entry 1 "$ISTGT_PORT")" \

@@ -110,6 +110,13 @@ bool route_exists(const RouteQuery& query, std::string& why) {
 }
 
 std::optional<std::string> outgoing_interface(const RouteQuery& query) {
+  // With a source bound, the socket's local address is that source whatever the route: ask the
+  // routing table where packets from it go (two NICs on one subnet both leave through one).
+  if (query.source && !query.interface) {
+    std::string why;
+    if (!route_exists(query, why)) return std::nullopt;
+    if (auto routed = routed_interface(query)) return routed;
+  }
   asio::io_context io;
   asio::ip::udp::socket socket(io);
   std::string why;

@@ -48,8 +48,8 @@ std::optional<std::string> outgoing_interface(const RouteQuery& query);
 // The interface the routing table sends `query` out of when its packets carry `query.source`
 // (`ip route get HOST from SOURCE`: RTM_GETROUTE, policy routing rules included); nullopt
 // without a route, for a host name, or when netlink will not say. Unlike outgoing_interface(),
-// which names the interface holding the bound source address, this is where the packets go: a
-// source on ini1 routed out of ini2 names ini2. `query.interface` is returned as it is.
+// which falls back to the interface holding the local address when netlink will not say, this
+// is only the routing table's answer. `query.interface` is returned as it is.
 std::optional<std::string> routed_interface(const RouteQuery& query);
 
 // The local interface that holds `address` (an IPv4/IPv6 literal), or nullopt.
