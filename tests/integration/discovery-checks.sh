@@ -20,6 +20,7 @@
 #   - discover-luns: `discover --luns` lists LUN 1 and LUN 2 with the sizes the test made,
 #     vendor, product and WWID (LUN 1's as the attach's status showed it) (tgtd);
 #   - discover-verb-chap-wrong: the verb with a wrong secret file exits 1 (tgtd);
+#   - discover-verb-usage: half the credentials, or a relative secret file: exit 2;
 #   - portal-and-discover: a `discover` and a `portal` in one entry is exit 2 naming file, line
 #     and key.
 # Needs root. Everything it creates (namespaces, targets, files) is removed on exit.
@@ -288,6 +289,23 @@ in_ini timeout 30 "$im_bin" discover "198.18.1.1:$TGT_PORT" --source 198.18.1.2 
 ((rc == 1)) || { echo "    exit $rc, wanted 1"; ok=0; }
 expect "$work/verb.out" "authentication failure \(0201\)" "discovery authentication" || ok=0
 report discover-verb-chap-wrong "$ok"
+
+echo "--- discover-verb-usage"
+# Credentials half given, or a secret file the configuration rules refuse: exit 2, no traffic.
+ok=1
+for args in "--chap-secret-file $work/disc.secret" "--chap-username $disc_user" \
+  "--chap-username $disc_user --chap-secret-file relative.secret"; do
+  rc=0
+  # shellcheck disable=SC2086 # the options are split on purpose
+  "$im_bin" discover 127.0.0.1:9 $args >"$work/usage.out" 2>&1 || rc=$?
+  if ((rc != 2)); then
+    echo "    discover $args: exit $rc, wanted 2:"
+    sed 's/^/      /' "$work/usage.out"
+    ok=0
+  fi
+done
+expect "$work/usage.out" "discovery_auth.secret_file: expected an absolute file path" || ok=0
+report discover-verb-usage "$ok"
 
 echo "--- portal-and-discover"
 cat >"$work/both.yaml" <<EOF

@@ -205,6 +205,10 @@ int run_verb(const VerbOptions& options) {
   }
   if (!options.initiator_name.empty()) cfg.initiator.name = options.initiator_name;
   if (cfg.initiator.name.empty()) cfg.initiator.name = config::generate_initiator_name();
+  if (options.chap_secret_file && !options.chap_username) {
+    std::cerr << "--chap-secret-file needs --chap-username\n";
+    return exit_usage;
+  }
   if (options.chap_username) {
     if (std::string problem; !chap_from_options(*options.chap_username, options.chap_secret_file,
                                                 cfg.target.discovery_auth, problem)) {
