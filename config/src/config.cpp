@@ -501,11 +501,28 @@ bool is_loopback_host(const std::string& host) {
   return ::inet_pton(AF_INET, host.c_str(), &v4) == 1 && (ntohl(v4.s_addr) >> 24) == 127;
 }
 
+// A path entry names the portal to log in to, or the portal to ask for them (`discover`):
+// exactly one of the two.
+void check_portal_or_discover(Context& ctx, const YAML::Node& map, const std::string& path) {
+  const auto portal_key = find_key(map, "portal");
+  const auto discover_key = find_key(map, "discover");
+  if (portal_key && discover_key) {
+    ctx.error(*discover_key, join_key(path, "discover"), config_errc::invalid_value,
+              "give either 'portal' or 'discover', not both (discover: the portals come from "
+              "the target's SendTargets answer)");
+  } else if (!portal_key && !discover_key) {
+    ctx.error_in_section(map, join_key(path, "portal"), config_errc::missing_key,
+                         "missing required key 'portal' (or 'discover')");
+  }
+}
+
 void check_path(Context& ctx, const YAML::Node& map, const std::string& path, Path& entry) {
+  check_portal_or_discover(ctx, map, path);
   if (!entry.source) {
     return;
   }
-  const auto portal_family = ip_literal_family(entry.portal.host);
+  const auto portal_family =
+      ip_literal_family(entry.discover ? entry.discover->host : entry.portal.host);
   const auto source_family = ip_literal_family(*entry.source);
   if (portal_family && source_family && portal_family != source_family) {
     const auto node = find_value(map, "source");
@@ -571,10 +588,12 @@ void check_config(Context& ctx, const YAML::Node& root, const std::string&, Conf
     for (std::size_t j = 0; j < i; ++j) {
       const Path& a = config.paths[i];
       const Path& b = config.paths[j];
-      if (a.portal == b.portal && a.source == b.source && !a.portal.host.empty()) {
+      const bool same_portal = a.portal == b.portal && !a.portal.host.empty();
+      if ((same_portal || (a.discover && a.discover == b.discover)) && a.source == b.source) {
         const YAML::Node at = path_nodes && path_nodes->IsSequence() ? (*path_nodes)[i] : root;
         ctx.error(at, "paths[" + std::to_string(i) + "]", config_errc::invalid_value,
-                  "same portal and source as paths[" + std::to_string(j) + "]");
+                  std::string(same_portal ? "same portal" : "same discovery portal") +
+                      " and source as paths[" + std::to_string(j) + "]");
         break;
       }
     }
@@ -669,14 +688,27 @@ const Section<Target>& target_section() {
       optional("wwid", &Target::wwid, text{.max_length = 256}),
       optional("digests", &Target::digests, nested<Digests>{&digests_section()}),
       optional("command_timeout", &Target::command_timeout, integer<std::uint32_t>{0, 3600}),
+      optional("discovery_auth", &Target::discovery_auth, nested<Auth>{&auth_section()}),
   });
   return section;
+}
+
+// `portal` of an entry that gives `discover` instead stays unset and is not printed.
+Field<Path> path_portal_field() {
+  Field<Path> field = optional("portal", &Path::portal, portal{});
+  field.emit = [](YAML::Emitter& out, const Path& value) {
+    if (!value.portal.host.empty()) {
+      out << YAML::Key << "portal" << YAML::Value << to_string(value.portal);
+    }
+  };
+  return field;
 }
 
 const Section<Path>& path_section() {
   static const Section<Path> section(
       {
-          required("portal", &Path::portal, portal{}),
+          path_portal_field(),
+          optional("discover", &Path::discover, portal{}),
           optional("source", &Path::source, ip_address{}),
           optional("interface", &Path::interface, interface_name{}),
           optional("priority", &Path::priority, integer<std::uint32_t>{0, 1000000}),

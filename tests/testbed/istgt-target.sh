@@ -17,6 +17,8 @@
 #   --netns NAME           run istgt inside network namespace NAME (made by the caller)
 #   --chap USER:SECRET     one-way CHAP
 #   --mutual-chap USER:SECRET  mutual CHAP: the target answers the initiator's challenge as USER
+#   --discovery-chap USER:SECRET  discovery sessions need one-way CHAP as USER
+#                          (DiscoveryAuthMethod CHAP, DiscoveryAuthGroup AuthGroup9999)
 #   --dir DIR              config, backing file and log go here (default: a new mktemp -d)
 #   Operational keys the target offers at login ([Global] section; RFC 7143 §13 rules decide
 #   what is in effect: InitialR2T OR, ImmediateData AND, the lengths the minimum):
@@ -71,6 +73,8 @@ write_config() {
   local auth_method=None i=1 addr
   [[ -z $chap ]] || auth_method=CHAP
   [[ -z $mutual_chap ]] || auth_method="CHAP Mutual"
+  local discovery_auth="DiscoveryAuthMethod Auto"
+  [[ -z $discovery_chap ]] || discovery_auth=$'DiscoveryAuthMethod CHAP\n  DiscoveryAuthGroup AuthGroup9999'
   {
     cat <<EOF
 [Global]
@@ -81,7 +85,7 @@ write_config() {
   LogFacility "local7"
   Timeout 30
   NopInInterval 20
-  DiscoveryAuthMethod Auto
+  $discovery_auth
   MaxSessions 16
   MaxConnections 4
   MaxR2T 32
@@ -132,6 +136,10 @@ EOF
       [[ -z $mutual_chap ]] || printf ' "%s" "%s"' "${mutual_chap%%:*}" "${mutual_chap#*:}"
       echo
     fi
+    if [[ -n $discovery_chap ]]; then
+      echo "[AuthGroup9999]"
+      printf '  Auth "%s" "%s"\n' "${discovery_chap%%:*}" "${discovery_chap#*:}"
+    fi
   } >"$dir/auth.conf"
   chmod 600 "$dir/auth.conf"
 }
@@ -139,7 +147,7 @@ EOF
 start() {
   iqn=$default_iqn
   local size=512M fixed_port='' netns=''
-  chap='' mutual_chap='' dir='' portals=()
+  chap='' mutual_chap='' discovery_chap='' dir='' portals=()
   while (($#)); do
     case $1 in
       --iqn) iqn=${2:?}; shift 2 ;;
@@ -150,6 +158,7 @@ start() {
       --netns) netns=${2:?}; shift 2 ;;
       --chap) chap=${2:?}; shift 2 ;;
       --mutual-chap) mutual_chap=${2:?}; shift 2 ;;
+      --discovery-chap) discovery_chap=${2:?}; shift 2 ;;
       --dir) dir=${2:?}; shift 2 ;;
       --initial-r2t) initial_r2t=${2:?}; shift 2 ;;
       --immediate-data) immediate_data=${2:?}; shift 2 ;;
@@ -173,6 +182,7 @@ start() {
   [[ -z $chap || $chap == *:* ]] || tb_die "--chap wants USER:SECRET"
   [[ -z $mutual_chap || $mutual_chap == *:* ]] || tb_die "--mutual-chap wants USER:SECRET"
   [[ -z $mutual_chap || -n $chap ]] || tb_die "--mutual-chap needs --chap"
+  [[ -z $discovery_chap || $discovery_chap == *:* ]] || tb_die "--discovery-chap wants USER:SECRET"
   command -v istgt >/dev/null || tb_die "istgt not installed"
   # Loopback-only portals keep the ACL tight; portals in a namespace need the wider mask.
   netmask=127.0.0.0/8
@@ -238,7 +248,7 @@ stop() {
 }
 
 # Settings shared by start() and write_config().
-iqn='' chap='' mutual_chap='' dir='' backing='' port='' ctl_port='' netmask='' group_per_portal=0
+iqn='' chap='' mutual_chap='' discovery_chap='' dir='' backing='' port='' ctl_port='' netmask='' group_per_portal=0
 portals=()
 initial_r2t=Yes immediate_data=Yes first_burst=65536 max_burst=262144 max_outstanding_r2t=16
 max_recv_data_segment=262144

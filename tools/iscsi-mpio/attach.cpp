@@ -16,6 +16,7 @@
 #include <nbd_kernel/kernel_device.hpp>
 #include <nbd_server/server.hpp>
 
+#include "discovered_paths.hpp"
 #include "errors.hpp"
 #include "options.hpp"
 #include "service.hpp"
@@ -77,6 +78,12 @@ bool Attachment::open(const std::string& config_path) {
     spdlog::warn("no initiator.name in {}; using {} (add it to the target's ACL, or set it)",
                  config_path, cfg_.initiator.name);
 
+  // `discover:` entries become the paths their SendTargets answers leave (discovered_paths.hpp).
+  if (std::string detail; !discovery::discover_paths(cfg_, discovered_, detail)) {
+    spdlog::error("{}", detail);
+    status_ = exit_failure;
+    return false;
+  }
   const mpio::LunConfig lun = options::lun_config(cfg_);
   runtime_ = std::make_unique<service::Runtime>(*io_, cfg_);
   // Caught from here on; handled once run() starts the io_context.
@@ -196,6 +203,8 @@ bool Attachment::publish() {
     snap.no_path_retry = options::no_path_retry_text(cfg_.multipath.no_path_retry);
     snap.info = device_->info();
     snap.paths = device_->path_status();
+    snap.path_origins = discovered_.origin_of_path;
+    snap.discovery_skipped = discovered_.skipped;
     return snap;
   };
   if (std::string detail; runtime_->serving(device_, server_.get(), snapshot, detail)) {

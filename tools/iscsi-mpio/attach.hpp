@@ -18,6 +18,7 @@
 
 #include <config/config.hpp>
 
+#include "discovered_paths.hpp"
 #include "exit_status.hpp"
 
 namespace boost::asio {
@@ -85,6 +86,7 @@ class Attachment {
 
   // Destroyed in reverse: the signals and the listeners first, the io_context last.
   config::Config cfg_;
+  discovery::Outcome discovered_;  // where `discover:` paths came from, for status
   std::unique_ptr<boost::asio::io_context> io_;
   std::shared_ptr<mpio::LunDevice> device_;
   std::unique_ptr<nbd::Server> server_;

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
 #include <cerrno>
@@ -31,7 +32,9 @@
 #include <scsi/status.hpp>
 
 #include "check_config.hpp"
+#include "discovered_paths.hpp"
 #include "errors.hpp"
+#include "lun_listing.hpp"
 #include "options.hpp"
 
 namespace iscsi_mpio::check_config {
@@ -303,6 +306,18 @@ awaitable<void> probe_device(asio::io_context& io, iscsi_io::PathSession& sessio
   succeed(report.device);
 }
 
+// PathSession::start, awaited.
+awaitable<void> log_in(asio::io_context& io, iscsi_io::PathSession& session, std::error_code& error,
+                       std::string& detail) {
+  co_await wait_for(io, [&](std::function<void()> done) {
+    session.start([&, done = std::move(done)](std::error_code ec, const std::string& why) {
+      error = ec;
+      detail = why;
+      done();
+    });
+  });
+}
+
 // What this host alone says about a path: the routing table's choice of interface (a lookup
 // that sends nothing) and its MTU.
 void local_facts(const iscsi_io::PathConfig& pc, PathReport& report) {
@@ -321,13 +336,7 @@ awaitable<void> probe_path(asio::io_context& io, iscsi_io::PathConfig pc, uint16
   auto session = iscsi_io::PathSession::create(io, pc);
   std::error_code login_error;
   std::string login_detail;
-  co_await wait_for(io, [&](std::function<void()> done) {
-    session->start([&, done = std::move(done)](std::error_code ec, const std::string& detail) {
-      login_error = ec;
-      login_detail = detail;
-      done();
-    });
-  });
+  co_await log_in(io, *session, login_error, login_detail);
   if (login_error) {
     const std::string detail = error_text(login_error, login_detail);
     if (login_error.category() == std::system_category() ||
@@ -364,7 +373,50 @@ awaitable<void> probe_path(asio::io_context& io, iscsi_io::PathConfig pc, uint16
   });
 }
 
+// `discover --luns`: REPORT LUNS, then probe_device for each LUN, on one logged-in session.
+awaitable<void> list_target_luns(asio::io_context& io, iscsi_io::PathConfig pc,
+                                 std::vector<LunReport>& luns, std::error_code& error,
+                                 std::string& detail) {
+  auto session = iscsi_io::PathSession::create(io, pc);
+  co_await log_in(io, *session, error, detail);
+  if (error) {
+    session->close();
+    co_return;
+  }
+  // SPC-4 §6.33: every target answers REPORT LUNS at LUN 0.
+  constexpr uint32_t allocation = 16384;
+  std::vector<std::byte> data;
+  error = co_await command(io, *session, iscsi::Lun{0}, scsi::report_luns(allocation), allocation,
+                           data, detail);
+  const auto reported = error ? std::nullopt : scsi::parse_report_luns(data);
+  if (!error && !reported) {
+    error = iscsi::errc::protocol_violation;
+    detail = "malformed REPORT LUNS data";
+  }
+  if (!error) {
+    for (const uint64_t raw : *reported) {
+      const auto number = scsi::decode_lun(raw);
+      if (!number) continue;  // not flat space addressing: not a LUN this program can serve
+      luns.push_back(LunReport{.lun = *number, .report = {}});
+      co_await probe_device(io, *session, *number, luns.back().report);
+    }
+  }
+  co_await wait_for(io, [&](std::function<void()> done) {
+    session->logout(logout_timeout, [done = std::move(done)](std::error_code) { done(); });
+  });
+}
+
 }  // namespace
+
+std::error_code list_luns(const iscsi_io::PathConfig& pc, std::vector<LunReport>& luns,
+                          std::string& detail) {
+  asio::io_context io;
+  std::error_code error;
+  asio::co_spawn(io, list_target_luns(io, pc, luns, error, detail),
+                 [&](std::exception_ptr) { io.stop(); });
+  io.run();
+  return error;
+}
 
 int run(const std::string& config_path, const Options& options, std::ostream& out,
         std::ostream& err) {
@@ -374,7 +426,7 @@ int run(const std::string& config_path, const Options& options, std::ostream& ou
     return exit_usage;
   }
   for (const auto& warning : loaded.warnings()) err << "warning: " << warning.to_string() << "\n";
-  const config::Config& cfg = loaded.config();
+  config::Config& cfg = loaded.config();
 
   out << "target " << cfg.target.iqn << " LUN " << cfg.target.lun << ", initiator "
       << cfg.initiator.name
@@ -383,10 +435,25 @@ int run(const std::string& config_path, const Options& options, std::ostream& ou
               : "")
       << "\n";
 
+  // `discover:` entries: the paths attach would log in on; offline, their discovery portals.
+  discovery::Outcome discovered;
+  if (!options.offline) {
+    if (std::string detail; !discovery::discover_paths(cfg, discovered, detail)) {
+      err << detail << "\n";
+      return exit_problem;
+    }
+    for (const auto& skipped : discovered.skipped) out << "discovery: " << skipped << "\n";
+    for (const auto& problem : discovered.problems) out << "error: " << problem << "\n";
+  }
+  const int discovery_status = discovered.problems.empty() ? exit_ok : exit_problem;
+
   std::vector<PathReport> reports(cfg.paths.size());
   if (options.offline) {
-    for (size_t i = 0; i < cfg.paths.size(); ++i)
-      local_facts(options::path_config(cfg, cfg.paths[i], iscsi_io::random_isid()), reports[i]);
+    for (size_t i = 0; i < cfg.paths.size(); ++i) {
+      config::Path path = cfg.paths[i];
+      if (path.discover) path.portal = *path.discover;
+      local_facts(options::path_config(cfg, path, iscsi_io::random_isid()), reports[i]);
+    }
     const auto findings = assess(reports, cfg.target.wwid);
     out << render(reports, findings);
     return exit_code(findings, options.strict);
@@ -407,7 +474,7 @@ int run(const std::string& config_path, const Options& options, std::ostream& ou
 
   const auto findings = assess(reports, cfg.target.wwid);
   out << render(reports, findings);
-  return exit_code(findings, options.strict);
+  return std::max(exit_code(findings, options.strict), discovery_status);
 }
 
 }  // namespace iscsi_mpio::check_config

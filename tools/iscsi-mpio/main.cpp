@@ -13,11 +13,10 @@
 
 #include <config/config.hpp>
 #include <config/names.hpp>
-#include <iscsi_io/path_session.hpp>
 
 #include "attach.hpp"
 #include "check_config.hpp"
-#include "errors.hpp"
+#include "discover_verb.hpp"
 #include "exit_status.hpp"
 #include "logging.hpp"
 #include "verbs.hpp"
@@ -56,45 +55,19 @@ int show_status(const std::string& config_path, bool json) {
   return answer.rfind("error:", 0) == 0 ? exit_failure : exit_ok;
 }
 
-int discover(const std::string& portal_text, const std::optional<std::string>& source,
-             const std::string& initiator_name) {
+// The command line's portal and source, checked as the configuration checks them.
+int discover(const std::string& portal_text, discovery::VerbOptions options) {
   auto parsed = config::parse_portal(portal_text);
   if (auto* problem = std::get_if<std::string>(&parsed)) {
     std::cerr << "portal '" << portal_text << "': " << *problem << "\n";
     return exit_usage;
   }
-  if (source && !config::ip_literal_family(*source)) {
-    std::cerr << "--source '" << *source << "' is not an IPv4 or IPv6 address\n";
+  if (options.source && !config::ip_literal_family(*options.source)) {
+    std::cerr << "--source '" << *options.source << "' is not an IPv4 or IPv6 address\n";
     return exit_usage;
   }
-  auto portal = std::get<config::Portal>(parsed);
-  iscsi_io::PathConfig pc;
-  pc.portal_host = portal.host;
-  pc.portal_port = portal.port;
-  pc.source_address = source;
-  pc.initiator_name = initiator_name.empty() ? config::generate_initiator_name() : initiator_name;
-  pc.isid = iscsi_io::random_isid();
-  asio::io_context io;
-  auto path = iscsi_io::PathSession::create(io, pc);
-  int status = exit_ok;
-  path->discover([&](std::error_code ec, const std::string& detail,
-                     std::vector<iscsi::DiscoveredTarget> targets) {
-    if (ec) {
-      std::cerr << "discovery on " << iscsi_io::describe(pc)
-                << " failed: " << error_text(ec, detail) << "\n";
-      status = exit_failure;
-      return;
-    }
-    // One line per portal, as `iscsiadm -m discovery` prints: ADDRESS:PORT,TPGT TARGET
-    for (const auto& t : targets) {
-      if (t.portals.empty()) std::cout << "-  " << t.name << "\n";
-      for (const auto& p : t.portals)
-        std::cout << config::to_string(config::Portal{p.host, p.port}) << "," << p.portal_group_tag
-                  << " " << t.name << "\n";
-    }
-  });
-  io.run();
-  return status;
+  options.portal = std::get<config::Portal>(parsed);
+  return discovery::run_verb(options);
 }
 
 }  // namespace
@@ -120,13 +93,23 @@ int main(int argc, char** argv) {
   attach_cmd->add_option("config", config_path, "YAML configuration file")->required();
 
   std::string portal;
-  std::optional<std::string> source;
-  std::string initiator_name;
+  discovery::VerbOptions discover_options;
   auto* discover_cmd =
       app.add_subcommand("discover", "list the targets a portal reports (SendTargets=All)");
   discover_cmd->add_option("portal", portal, "HOST[:PORT], [IPv6][:PORT]")->required();
-  discover_cmd->add_option("--source", source, "local address to connect from");
-  discover_cmd->add_option("--initiator-name", initiator_name, "iSCSI initiator name to present");
+  discover_cmd->add_option("--source", discover_options.source, "local address to connect from");
+  discover_cmd->add_option("--initiator-name", discover_options.initiator_name,
+                           "iSCSI initiator name to present");
+  discover_cmd->add_option("--config", discover_options.config_path,
+                           "take initiator.name, target.discovery_auth and (for --luns) "
+                           "target.auth from this configuration file");
+  discover_cmd->add_option("--chap-username", discover_options.chap_username,
+                           "discovery CHAP name (iscsid.conf discovery.sendtargets.auth.username)");
+  discover_cmd->add_option("--chap-secret-file", discover_options.chap_secret_file,
+                           "absolute path of a file holding the discovery CHAP secret");
+  discover_cmd->add_flag("--luns", discover_options.luns,
+                         "log in to each target and list its LUNs with size, vendor, product "
+                         "and WWID (iscsi-ls -s)");
 
   bool status_json = false;
   auto* status_cmd =
@@ -154,7 +137,7 @@ int main(int argc, char** argv) {
   logging::setup(spdlog::level::from_str(log_level), *logging::parse_format(log_format));
 
   if (*attach_cmd) return attach::run(config_path);
-  if (*discover_cmd) return discover(portal, source, initiator_name);
+  if (*discover_cmd) return discover(portal, discover_options);
   if (*status_cmd) return show_status(config_path, status_json);
   if (const auto code = control_verbs.run()) return *code;
   if (*check_cmd) return check_config::run(config_path, check_options, std::cout, std::cerr);

@@ -29,6 +29,13 @@ const char* path_words(mpio::PathState state) {
   return "unknown       ";
 }
 
+// "discovered via HOST:PORT" for a path from a `discover:` entry, else "".
+std::string origin_of(const Snapshot& s, const std::string& path) {
+  for (const auto& [name, origin] : s.path_origins)
+    if (name == path) return origin;
+  return {};
+}
+
 }  // namespace
 
 std::string size_text(uint64_t bytes) {
@@ -95,9 +102,11 @@ std::string render_tree(const Snapshot& s) {
       if (!p.alua_state.empty()) out += " alua " + p.alua_state;
       if (p.state != mpio::PathState::active && !p.last_error.empty())
         out += "  (" + p.last_error + ")";
+      if (const auto origin = origin_of(s, p.name); !origin.empty()) out += "  [" + origin + "]";
       out += "\n";
     }
   }
+  for (const auto& skipped : s.discovery_skipped) out += "discovery: " + skipped + "\n";
   return out;
 }
 
@@ -116,7 +125,10 @@ std::string render_json(const Snapshot& s) {
                      {"priority", p.priority},
                      {"group_in_use", p.group_in_use},
                      {"alua_state", utf8(p.alua_state)},
-                     {"last_error", utf8(p.last_error)}});
+                     {"last_error", utf8(p.last_error)},
+                     {"origin", utf8(origin_of(s, p.name))}});
+  boost::json::array skipped;
+  for (const auto& text : s.discovery_skipped) skipped.emplace_back(utf8(text));
   return json_text::line({{"export", utf8(s.export_name)},
                           {"uri", utf8(s.uri)},
                           {"wwid", utf8(s.info.wwid)},
@@ -129,7 +141,8 @@ std::string render_json(const Snapshot& s) {
                           {"path_grouping_policy", utf8(s.grouping)},
                           {"failback", utf8(s.failback)},
                           {"no_path_retry", utf8(s.no_path_retry)},
-                          {"paths", std::move(paths)}});
+                          {"paths", std::move(paths)},
+                          {"discovery_skipped", std::move(skipped)}});
 }
 
 }  // namespace iscsi_mpio::status

@@ -18,6 +18,10 @@ struct Snapshot {
   std::string no_path_retry;
   blockdev::DeviceInfo info;
   std::vector<mpio::PathStatus> paths;
+  // Paths from `discover:` entries: path name -> "discovered via HOST:PORT" (a side table, so
+  // that mpio's PathStatus knows nothing of discovery), and the reported portals skipped, why.
+  std::vector<std::pair<std::string, std::string>> path_origins;
+  std::vector<std::string> discovery_skipped;
 };
 
 // multipath -ll layout, one branch per path group (status=active: the group carrying I/O):
@@ -27,7 +31,8 @@ struct Snapshot {
 //   |-+- policy='round-robin 0' prio=10 status=active
 //   | `- 198.18.1.1:3260 from 198.18.1.2  active ready    in-flight 0  iops 812 cmds 123 ...
 //   `-+- policy='round-robin 0' prio=5 status=enabled
-//     `- 198.18.2.1:3260 from 198.18.2.2  failed faulty   ...
+//     `- 198.18.2.1:3260 from 198.18.2.2  failed faulty   ...  [discovered via 198.18.2.1:3260]
+//   discovery: via 198.18.1.1:3260 from source 198.18.1.2: skipped 198.18.3.1:3260 (...)
 std::string render_tree(const Snapshot& s);
 // "256M", "1.5G": sizes as multipath -ll prints them.
 std::string size_text(uint64_t bytes);

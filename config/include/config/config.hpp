@@ -70,10 +70,17 @@ struct Target {
   // Seconds a SCSI command may be outstanding before ABORT TASK (then LOGICAL UNIT RESET, then
   // a new connection); 0: never. Linux: /sys/block/sdX/device/timeout.
   std::uint32_t command_timeout = 30;
+  // CHAP on the discovery sessions of `discover:` path entries and of the `discover` verb
+  // (iscsid.conf discovery.sendtargets.auth.*); the same keys as `auth`. Method none: none.
+  Auth discovery_auth;
 };
 
 struct Path {
-  Portal portal;
+  Portal portal;  // host empty when the entry gives `discover` instead
+  // A SendTargets portal (iscsiadm -m discovery -t st -p): at attach, one session per portal it
+  // reports for target.iqn that is reachable from this entry's source / interface, each with the
+  // entry's other settings. Exactly one of `portal` and `discover` is given.
+  std::optional<Portal> discover;
   std::optional<std::string> source;     // local IPv4/IPv6 literal to bind before connecting
   std::optional<std::string> interface;  // SO_BINDTODEVICE; open-iscsi iface.net_ifacename
   // path_grouping_policy failover: higher is used first; default: earlier in the file first.

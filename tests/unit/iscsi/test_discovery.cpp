@@ -35,3 +35,28 @@ TEST_CASE("SendTargets pairs group portals under their target", "[iscsi][discove
   CHECK(targets[1].portals.empty());
   CHECK(skipped == 2);
 }
+
+TEST_CASE("TargetAddress: bracketed IPv6 and host names with and without port or tag",
+          "[iscsi][discovery]") {
+  TargetPortal p;
+  REQUIRE(parse_target_address("[fd00:2::1],3", p));  // no port: 3260 (§13.8)
+  CHECK(p.host == "fd00:2::1");
+  CHECK(p.port == 3260);
+  CHECK(p.portal_group_tag == 3);
+  REQUIRE(parse_target_address("[fd00:2::1]", p));
+  CHECK(p.host == "fd00:2::1");
+  CHECK(p.portal_group_tag == 1);
+  REQUIRE(parse_target_address("san-a.example.com:3262,5", p));
+  CHECK(p.host == "san-a.example.com");
+  CHECK(p.port == 3262);
+  CHECK(p.portal_group_tag == 5);
+  // A bare IPv6 literal (some targets omit the brackets) cannot carry a port: all of it is host.
+  REQUIRE(parse_target_address("fd00:2::1,1", p));
+  CHECK(p.host == "fd00:2::1");
+  CHECK(p.port == 3260);
+  CHECK_FALSE(parse_target_address("[]:3260,1", p));
+  CHECK_FALSE(parse_target_address("[fd00::1]3260", p));
+  CHECK_FALSE(parse_target_address("host:,1", p));
+  CHECK_FALSE(parse_target_address("host:3260,", p));
+  CHECK_FALSE(parse_target_address("host:3260,70000", p));
+}

@@ -45,4 +45,14 @@ bool route_exists(const RouteQuery& query, std::string& why);
 // paths that leave through one interface are one path, not two.
 std::optional<std::string> outgoing_interface(const RouteQuery& query);
 
+// The interface the routing table sends `query` out of when its packets carry `query.source`
+// (`ip route get HOST from SOURCE`: RTM_GETROUTE, policy routing rules included); nullopt
+// without a route, for a host name, or when netlink will not say. Unlike outgoing_interface(),
+// which falls back to the interface holding the local address when netlink will not say, this
+// is only the routing table's answer. `query.interface` is returned as it is.
+std::optional<std::string> routed_interface(const RouteQuery& query);
+
+// The local interface that holds `address` (an IPv4/IPv6 literal), or nullopt.
+std::optional<std::string> interface_with_address(const std::string& address);
+
 }  // namespace iscsi_io
