@@ -17,9 +17,9 @@ namespace scsi {
 // CONDITION (SPC-4 §6.6.1: a target rejects a page it does not support with ILLEGAL REQUEST,
 // INVALID FIELD IN CDB), or the data is malformed.
 struct IdentityPages {
-  std::optional<std::vector<uint8_t>> supported;       // VPD 0x00
-  std::optional<std::vector<Designator>> designators;  // VPD 0x83
-  std::optional<std::string> serial;                   // VPD 0x80 PRODUCT SERIAL NUMBER
+  std::optional<std::vector<uint8_t>> supported{};       // VPD 0x00
+  std::optional<std::vector<Designator>> designators{};  // VPD 0x83
+  std::optional<std::string> serial{};                   // VPD 0x80 PRODUCT SERIAL NUMBER
 };
 
 // Whether to ask for VPD `page`: when VPD 0x00 lists it, or when VPD 0x00 gave no list at all
