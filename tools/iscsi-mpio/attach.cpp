@@ -1,12 +1,14 @@
 #include "attach.hpp"
 
 #include <spdlog/spdlog.h>
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <common_asio/busy_poll.hpp>
@@ -17,6 +19,7 @@
 #include <nbd_server/server.hpp>
 
 #include "errors.hpp"
+#include "lun_report.hpp"
 #include "options.hpp"
 #include "service.hpp"
 #include "status.hpp"
@@ -45,7 +48,33 @@ void warn_shared_interfaces(const mpio::LunConfig& lun) {
   }
 }
 
+// The listener of one export among several while each has a server of its own: beside
+// nbd.listen's socket a socket named after the export, or nbd.listen's port plus the LUN's index
+// (port 0: any free port).
+std::variant<nbd::UnixEndpoint, nbd::TcpEndpoint> export_listen(const config::Listen& listen,
+                                                                const std::string& export_name,
+                                                                size_t index) {
+  if (listen.kind == config::Listen::Kind::unix_socket) {
+    std::string file = export_name;
+    std::replace(file.begin(), file.end(), '/', '_');
+    const auto slash = listen.path_or_host.rfind('/');
+    const std::string dir =
+        slash == std::string::npos ? std::string() : listen.path_or_host.substr(0, slash + 1);
+    return nbd::UnixEndpoint{dir + file + ".sock"};
+  }
+  const auto port = listen.port == 0 ? uint16_t{0} : static_cast<uint16_t>(listen.port + index);
+  return nbd::TcpEndpoint{listen.path_or_host, port};
+}
+
 }  // namespace
+
+struct Attachment::Lun {
+  options::LunPlan plan;
+  std::string open_error;  // why its device did not open
+  std::shared_ptr<mpio::LunDevice> device;
+  std::unique_ptr<nbd::Server> server;
+  std::unique_ptr<nbd::KernelDevice> kernel;  // plan.device
+};
 
 struct Attachment::Signals {
   explicit Signals(asio::io_context& io) : set(io, SIGINT, SIGTERM) {}
@@ -77,7 +106,6 @@ bool Attachment::open(const std::string& config_path) {
     spdlog::warn("no initiator.name in {}; using {} (add it to the target's ACL, or set it)",
                  config_path, cfg_.initiator.name);
 
-  const mpio::LunConfig lun = options::lun_config(cfg_);
   runtime_ = std::make_unique<service::Runtime>(*io_, cfg_);
   // Caught from here on; handled once run() starts the io_context.
   signals_ = std::make_unique<Signals>(*io_);
@@ -89,112 +117,207 @@ bool Attachment::open(const std::string& config_path) {
     return false;
   }
   runtime_->logging_in();
-  for (const auto& path : lun.paths)
-    spdlog::info("logging in to {} LUN {} via {}", cfg_.target.iqn, cfg_.target.lun,
-                 iscsi_io::describe(path.login));
-  warn_shared_interfaces(lun);
-  mpio::LunDevice::open(
-      *io_, lun,
-      [this](std::error_code ec, const std::string& detail, std::shared_ptr<mpio::LunDevice> dev) {
-        opened(ec, detail, std::move(dev));
-      });
+  if (!options::needs_lun_report(cfg_)) {
+    open_devices({options::single_lun_plan(cfg_)});
+    return true;
+  }
+  // The same ISIDs as the LUN devices: the report's session is logged out before they log in.
+  const mpio::LunConfig paths = options::lun_config(cfg_);
+  std::vector<iscsi_io::PathConfig> logins;
+  for (const auto& path : paths.paths) logins.push_back(path.login);
+  spdlog::info("asking {} for its LUNs", cfg_.target.iqn);
+  lun_report::report(*io_, std::move(logins),
+                     [this](std::error_code ec, const std::string& detail,
+                            std::vector<options::TargetLun> on_target) {
+                       reported(ec, detail, std::move(on_target));
+                     });
   return true;
 }
 
-void Attachment::opened(std::error_code ec, const std::string& detail,
-                        std::shared_ptr<mpio::LunDevice> device) {
+void Attachment::reported(std::error_code ec, const std::string& detail,
+                          std::vector<options::TargetLun> on_target) {
+  std::vector<options::LunPlan> plans;
+  std::string problem = detail;
+  std::vector<std::string> skipped;
+  if (!ec) ec = options::lun_plans(cfg_, on_target, plans, problem, skipped);
+  for (const auto& line : skipped) spdlog::info("{}", line);
   if (ec) {
-    spdlog::error("{}", error_text(ec, detail));
+    spdlog::error("{}", error_text(ec, problem));
     status_ = exit_failure;
     io_->stop();
     return;
   }
-  device_ = std::move(device);
-  const auto& info = device_->info();
-  spdlog::info("LUN {}: {} {} WWID {} size {} ({} bytes) block {}", cfg_.target.lun, info.vendor,
-               info.product, info.wwid.empty() ? "-" : info.wwid,
-               status::size_text(info.size_bytes), info.size_bytes, info.logical_block_size);
-  const auto command = device_->command_size();
-  spdlog::info("SCSI commands of at most {} KiB ({})", command.bytes >> 10, command.source);
-  device_->on_path_event([this](const std::string& path, mpio::PathState state,
-                                const std::string& reason) {
-    const auto level = state == mpio::PathState::active ? spdlog::level::info : spdlog::level::warn;
-    spdlog::log(level, "path {} {}: {}", path, mpio::path_state_name(state), reason);
-    runtime_->path_event(path, state);
-  });
-  device_->on_capacity_change([](uint64_t size) {
-    spdlog::warn("LUN capacity changed to {} ({} bytes): new NBD clients see the new size",
-                 status::size_text(size), size);
-  });
-  if (device_->grouping() == mpio::Grouping::group_by_prio && device_->identity().inquiry.tpgs == 0)
-    spdlog::warn(
-        "the target reports no ALUA support (INQUIRY TPGS 0): group_by_prio puts "
-        "every path in one group, as multibus does");
-  for (const auto& ps : device_->path_status())
-    spdlog::info("path {} {}{}", ps.name, mpio::path_state_name(ps.state),
-                 ps.last_error.empty() ? "" : ": " + ps.last_error);
+  if (draining_) return;  // a signal came during the report: drain() has stopped the loop
+  open_devices(std::move(plans));
+}
+
+void Attachment::open_devices(std::vector<options::LunPlan> plans) {
+  std::vector<mpio::LunConfig> configs = options::lun_configs(cfg_, plans);
+  std::string lun_list;
+  for (const auto& plan : plans)
+    lun_list += (lun_list.empty() ? "" : ", ") + std::to_string(plan.lun);
+  for (const auto& path : configs.front().paths)
+    spdlog::info("logging in to {} LUN{} {} via {}", cfg_.target.iqn, plans.size() > 1 ? "s" : "",
+                 lun_list, iscsi_io::describe(path.login));
+  warn_shared_interfaces(configs.front());
+  opening_ = configs.size();
+  for (auto& plan : plans) {
+    luns_.push_back(std::make_unique<Lun>());
+    luns_.back()->plan = std::move(plan);
+  }
+  for (size_t i = 0; i < configs.size(); ++i)
+    mpio::LunDevice::open(*io_, std::move(configs[i]),
+                          [this, i](std::error_code ec, const std::string& detail,
+                                    std::shared_ptr<mpio::LunDevice> dev) {
+                            device_opened(i, ec, detail, std::move(dev));
+                          });
+}
+
+void Attachment::device_opened(size_t index, std::error_code ec, const std::string& detail,
+                               std::shared_ptr<mpio::LunDevice> device) {
+  Lun& lun = *luns_[index];
+  lun.device = std::move(device);
+  if (ec) {
+    lun.open_error = several_luns() ? "LUN " + std::to_string(lun.plan.lun) + ": " : "";
+    lun.open_error += error_text(ec, detail);
+  }
+  if (--opening_ == 0) opened();
+}
+
+void Attachment::opened() {
+  bool failed = false;
+  for (const auto& lun : luns_)
+    if (!lun->open_error.empty()) {
+      spdlog::error("{}", lun->open_error);
+      failed = true;
+    }
+  if (failed) {
+    status_ = exit_failure;
+    const bool any_open =
+        std::any_of(luns_.begin(), luns_.end(), [](const auto& lun) { return lun->device; });
+    // The LUNs that did open log out again.
+    if (any_open && !draining_) return drain();
+    if (!any_open) io_->stop();
+    return;
+  }
+  for (size_t i = 0; i < luns_.size(); ++i) watch(i);
   if (draining_) return;  // a signal came during the login: drain() has stopped the loop
   if (!serve() || !attach_kernel() || !publish()) fail();
+}
+
+void Attachment::watch(size_t index) {
+  mpio::LunDevice& device = *luns_[index]->device;
+  const uint16_t number = luns_[index]->plan.lun;
+  const auto& info = device.info();
+  spdlog::info("LUN {}: {} {} WWID {} size {} ({} bytes) block {}", number, info.vendor,
+               info.product, info.wwid.empty() ? "-" : info.wwid,
+               status::size_text(info.size_bytes), info.size_bytes, info.logical_block_size);
+  const auto command = device.command_size();
+  spdlog::info("SCSI commands of at most {} KiB ({})", command.bytes >> 10, command.source);
+  // One LUN's log lines stay as they always were; several say which LUN.
+  const std::string prefix = several_luns() ? "LUN " + std::to_string(number) + ": " : "";
+  device.on_path_event([this, index, prefix](const std::string& path, mpio::PathState state,
+                                             const std::string& reason) {
+    const auto level = state == mpio::PathState::active ? spdlog::level::info : spdlog::level::warn;
+    spdlog::log(level, "{}path {} {}: {}", prefix, path, mpio::path_state_name(state), reason);
+    runtime_->path_event(index, path, state);
+  });
+  device.on_capacity_change([prefix](uint64_t size) {
+    spdlog::warn("{}LUN capacity changed to {} ({} bytes): new NBD clients see the new size",
+                 prefix, status::size_text(size), size);
+  });
+  if (device.grouping() == mpio::Grouping::group_by_prio && device.identity().inquiry.tpgs == 0)
+    spdlog::warn(
+        "{}the target reports no ALUA support (INQUIRY TPGS 0): group_by_prio puts "
+        "every path in one group, as multibus does",
+        prefix);
+  for (const auto& ps : device.path_status())
+    spdlog::info("{}path {} {}{}", prefix, ps.name, mpio::path_state_name(ps.state),
+                 ps.last_error.empty() ? "" : ": " + ps.last_error);
 }
 
 // ---------------------------------------------------------------- serve
 
 bool Attachment::serve() {
-  server_ =
-      std::make_unique<nbd::Server>(*io_, *device_, options::server_options(cfg_, device_->info()));
+  for (size_t i = 0; i < luns_.size(); ++i)
+    if (!serve_export(*luns_[i], i)) return false;
+  return true;
+}
+
+// Until nbd::Server serves several exports on one listener (add_export), each LUN of several
+// gets a server of its own on a listener derived from nbd.listen (export_listen()). One LUN is
+// served on nbd.listen itself, as always.
+bool Attachment::serve_export(Lun& lun, size_t index) {
+  auto options = options::server_options(cfg_, lun.device->info(), lun.plan);
+  if (several_luns()) options.listen = export_listen(cfg_.nbd.listen, lun.plan.export_name, index);
+  lun.server = std::make_unique<nbd::Server>(*io_, *lun.device, std::move(options));
   std::string detail;
-  if (auto ec = server_->start(detail)) {
+  if (auto ec = lun.server->start(detail)) {
     spdlog::error("cannot serve NBD on {}: {}", config::to_string(cfg_.nbd.listen),
                   error_text(ec, detail));
-    server_.reset();
+    lun.server.reset();
     return false;
   }
-  spdlog::info("serving export '{}' at {}", cfg_.nbd.export_name, server_->endpoint_uri());
+  spdlog::info("serving export '{}' at {}", lun.plan.export_name, lun.server->endpoint_uri());
   return true;
 }
 
 // ---------------------------------------------------------------- attach_kernel
 
 bool Attachment::attach_kernel() {
-  if (cfg_.nbd.device.mode == config::NbdDevice::Mode::none) return true;
-  std::error_code ec;
-  std::string detail;
-  kernel_ = nbd::KernelDevice::attach(
-      options::kernel_options(cfg_, device_->info(),
-                              options::kernel_interface(std::getenv("ISCSI_MPIO_NBD_INTERFACE"))),
-      [this](int fd, std::string& why) { return server_->serve_connected(fd, "kernel", why); }, ec,
-      detail);
-  if (!kernel_) {
-    spdlog::error("cannot attach the export to the kernel: {}", error_text(ec, detail));
-    return false;
+  for (auto& lun : luns_) {
+    if (lun->plan.device.mode == config::NbdDevice::Mode::none) continue;
+    std::error_code ec;
+    std::string detail;
+    nbd::Server* server = lun->server.get();
+    lun->kernel = nbd::KernelDevice::attach(
+        options::kernel_options(cfg_, lun->device->info(), lun->plan,
+                                options::kernel_interface(std::getenv("ISCSI_MPIO_NBD_INTERFACE"))),
+        [server](int fd, std::string& why) { return server->serve_connected(fd, "kernel", why); },
+        ec, detail);
+    if (!lun->kernel) {
+      spdlog::error("cannot attach the export {}to the kernel: {}",
+                    several_luns() ? "'" + lun->plan.export_name + "' " : "",
+                    error_text(ec, detail));
+      return false;
+    }
+    for (const auto& note : lun->kernel->take_notes()) spdlog::warn("{}", note);
+    spdlog::info("attached {}as {} (nbd {}, max_sectors_kb {})",
+                 several_luns() ? "'" + lun->plan.export_name + "' " : "", lun->kernel->path(),
+                 nbd::kernel_interface_name(lun->kernel->interface()),
+                 lun->kernel->max_sectors_kb());
   }
-  for (const auto& note : kernel_->take_notes()) spdlog::warn("{}", note);
-  spdlog::info("attached as {} (nbd {}, max_sectors_kb {})", kernel_->path(),
-               nbd::kernel_interface_name(kernel_->interface()), kernel_->max_sectors_kb());
   return true;
 }
 
 bool Attachment::publish() {
-  auto snapshot = [this] {
-    status::Snapshot snap;
-    snap.export_name = cfg_.nbd.export_name;
-    snap.uri = server_ ? server_->endpoint_uri() : "";
-    snap.target = cfg_.target.iqn;
-    snap.lun = cfg_.target.lun;
-    snap.selector = cfg_.multipath.path_selector;
-    snap.grouping = std::string(mpio::grouping_name(device_->grouping()));
-    snap.failback = options::failback_text(cfg_.multipath.failback);
-    snap.no_path_retry = options::no_path_retry_text(cfg_.multipath.no_path_retry);
-    snap.info = device_->info();
-    snap.paths = device_->path_status();
-    return snap;
-  };
-  if (std::string detail; runtime_->serving(device_, server_.get(), snapshot, detail)) {
+  std::vector<service::Runtime::ServedLun> served;
+  for (auto& owned : luns_) {
+    Lun* lun = owned.get();
+    auto snapshot = [this, lun] {
+      status::Snapshot snap;
+      snap.export_name = lun->plan.export_name;
+      snap.uri = lun->server ? lun->server->endpoint_uri() : "";
+      snap.target = cfg_.target.iqn;
+      snap.lun = lun->plan.lun;
+      snap.selector = cfg_.multipath.path_selector;
+      snap.grouping = std::string(mpio::grouping_name(lun->device->grouping()));
+      snap.failback = options::failback_text(cfg_.multipath.failback);
+      snap.no_path_retry = options::no_path_retry_text(cfg_.multipath.no_path_retry);
+      snap.info = lun->device->info();
+      snap.paths = lun->device->path_status();
+      return snap;
+    };
+    served.push_back({lun->device, lun->server.get(), snapshot});
+  }
+  if (std::string detail; runtime_->serving(std::move(served), detail)) {
     spdlog::error("{}", detail);
     return false;
   }
-  std::cout << server_->endpoint_uri() << std::endl;
-  if (kernel_) std::cout << kernel_->path() << std::endl;
+  for (const auto& lun : luns_) {
+    std::cout << lun->server->endpoint_uri() << std::endl;
+    if (lun->kernel) std::cout << lun->kernel->path() << std::endl;
+  }
   return true;
 }
 
@@ -206,7 +329,10 @@ int Attachment::run() {
   // wake-up per event costs most); with more requests in flight there is always work.
   constexpr size_t busy_poll_max_in_flight = 4;
   common_asio::run_busy_polling(*io_, std::chrono::microseconds(cfg_.nbd.busy_poll_us), [this] {
-    return device_ && device_->requests_in_flight() <= busy_poll_max_in_flight;
+    size_t in_flight = 0;
+    for (const auto& lun : luns_)
+      if (lun->device) in_flight += lun->device->requests_in_flight();
+    return !luns_.empty() && in_flight <= busy_poll_max_in_flight;
   });
   return status_;
 }
@@ -236,39 +362,57 @@ void Attachment::drain() {
   draining_ = true;
   spdlog::info("shutting down: draining requests, flushing the LUN cache, logging out");
   runtime_->shutting_down();
-  if (device_) device_->stop_queueing();
-  if (!kernel_) return stop_server();
-  // /dev/nbdN lets go first, on a thread of its own: its flush and NBD_CMD_DISC still need
+  for (auto& lun : luns_)
+    if (lun->device) lun->device->stop_queueing();
+  auto detaching = std::make_shared<size_t>(0);
+  for (auto& lun : luns_) *detaching += lun->kernel ? 1 : 0;
+  if (*detaching == 0) return stop_servers();
+  // Each /dev/nbdN lets go first, on a thread of its own: its flush and NBD_CMD_DISC still need
   // the server answering on this one.
-  kernel_->detach_async([this](std::error_code ec, const std::string& detail) {
-    asio::post(*io_, [this, ec, detail] {
-      for (const auto& note : kernel_->take_notes()) spdlog::warn("{}", note);
-      if (ec)
-        spdlog::warn("detaching {}: {}", kernel_->path(), error_text(ec, detail));
-      else
-        spdlog::info("{} disconnected", kernel_->path());
-      stop_server();
-    });
-  });
+  for (auto& owned : luns_) {
+    if (!owned->kernel) continue;
+    Lun* lun = owned.get();
+    lun->kernel->detach_async(
+        [this, lun, detaching](std::error_code ec, const std::string& detail) {
+          asio::post(*io_, [this, lun, detaching, ec, detail] {
+            for (const auto& note : lun->kernel->take_notes()) spdlog::warn("{}", note);
+            if (ec)
+              spdlog::warn("detaching {}: {}", lun->kernel->path(), error_text(ec, detail));
+            else
+              spdlog::info("{} disconnected", lun->kernel->path());
+            if (--*detaching == 0) stop_servers();
+          });
+        });
+  }
 }
 
-void Attachment::stop_server() {
-  if (server_)
-    server_->stop([this] { close_device(); });
-  else
-    close_device();
+void Attachment::stop_servers() {
+  auto stopping = std::make_shared<size_t>(0);
+  for (auto& lun : luns_) *stopping += lun->server ? 1 : 0;
+  if (*stopping == 0) return close_devices();
+  for (auto& lun : luns_)
+    if (lun->server)
+      lun->server->stop([this, stopping] {
+        if (--*stopping == 0) close_devices();
+      });
 }
 
-void Attachment::close_device() {
-  if (!device_) {
+void Attachment::close_devices() {
+  auto closing = std::make_shared<size_t>(0);
+  for (auto& lun : luns_) *closing += lun->device ? 1 : 0;
+  if (*closing == 0) {
     io_->stop();
     return;
   }
-  device_->close(std::chrono::seconds(10), [this](std::error_code ec) {
-    if (ec) spdlog::warn("final SYNCHRONIZE CACHE failed: {}", ec.message());
-    spdlog::info("logged out");
-    io_->stop();
-  });
+  for (auto& lun : luns_) {
+    if (!lun->device) continue;
+    lun->device->close(std::chrono::seconds(10), [this, closing](std::error_code ec) {
+      if (ec) spdlog::warn("final SYNCHRONIZE CACHE failed: {}", ec.message());
+      if (--*closing > 0) return;
+      spdlog::info("logged out");
+      io_->stop();
+    });
+  }
 }
 
 }  // namespace iscsi_mpio::attach

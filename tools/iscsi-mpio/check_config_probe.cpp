@@ -33,6 +33,7 @@
 #include "check_config.hpp"
 #include "errors.hpp"
 #include "options.hpp"
+#include "scsi_command.hpp"
 
 namespace iscsi_mpio::check_config {
 namespace {
@@ -43,14 +44,13 @@ using asio::use_awaitable;
 using asio::ip::tcp;
 using namespace asio::experimental::awaitable_operators;
 constexpr auto nothrow = asio::as_tuple(use_awaitable);
+using scsi_command::command;
+using scsi_command::wait_for;
 
 // A probe that hangs after login (a target that stops answering) is cut off here; commands
 // have their own command_timeout, which may be 0 (never).
 constexpr auto device_probe_deadline = std::chrono::seconds(30);
 constexpr auto logout_timeout = std::chrono::seconds(5);
-// UNIT ATTENTION (a fresh I_T nexus reports 29/00, power on or reset), BUSY, TASK SET FULL:
-// asked again on the same path, as attach does.
-constexpr int same_path_retries = 3;
 
 // SIOCGIFMTU (netdevice(7)); works where /sys is not mounted, as in some containers.
 std::optional<uint32_t> interface_mtu(const std::string& name) {
@@ -161,59 +161,6 @@ awaitable<void> probe_connect(const iscsi_io::PathConfig& pc, Step& step) {
   socket.close(ec);
 }
 
-// Starts an operation with a `done` callback that runs exactly once, maybe before `start`
-// returns (PathSession::submit completes a task at once when the path is down), and resumes the
-// coroutine after it ran.
-awaitable<void> wait_for(asio::io_context& io,
-                         const std::function<void(std::function<void()>)>& start) {
-  co_await asio::async_initiate<decltype(use_awaitable), void()>(
-      [&io, &start](auto handler) {
-        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
-        start([&io, shared] { asio::post(io, [shared]() mutable { std::move (*shared)(); }); });
-      },
-      use_awaitable);
-}
-
-// One SCSI command with up to `allocation` bytes of Data-In; `data` keeps what arrived (short
-// parameter data is normal for INQUIRY). Transient conditions are asked again. `disposition`,
-// when given, gets what the SCSI answer means (scsi::classify).
-awaitable<std::error_code> command(asio::io_context& io, iscsi_io::PathSession& session,
-                                   iscsi::Lun lun, const scsi::Cdb& cdb, uint32_t allocation,
-                                   std::vector<std::byte>& data, std::string& detail,
-                                   scsi::Disposition* disposition = nullptr) {
-  for (int attempt = 0;; ++attempt) {
-    iscsi::ScsiTask task;
-    task.lun = lun;
-    task.cdb = cdb.bytes;
-    data.assign(allocation, std::byte{0});
-    if (allocation > 0) {
-      task.direction = iscsi::DataDirection::read;
-      task.read_buffer = data;
-    }
-    co_await wait_for(io, [&](std::function<void()> done) {
-      task.on_complete = [done = std::move(done)](iscsi::ScsiTask&) { done(); };
-      session.submit(task);
-    });
-    if (task.transport_error) {
-      detail = error_text(task.transport_error, task.transport_detail);
-      co_return task.transport_error;
-    }
-    const auto status = static_cast<scsi::Status>(task.status);
-    if (status == scsi::Status::good || status == scsi::Status::condition_met) {
-      if (task.residual_underflow && task.residual_count <= data.size())
-        data.resize(data.size() - task.residual_count);
-      co_return std::error_code{};
-    }
-    const auto sense = scsi::decode_sense(task.sense);
-    const auto meaning = scsi::classify(status, sense);
-    if (meaning == scsi::Disposition::retry_same_path && attempt < same_path_retries) continue;
-    if (disposition != nullptr) *disposition = meaning;
-    const auto ec = scsi::make_error(status, sense);
-    detail = ec.message();
-    co_return ec;
-  }
-}
-
 // What the logical unit behind this path is: identity as attach computes it (the same
 // iscsi_io::read_identity_pages and scsi::lu_identity) and size.
 awaitable<void> probe_device(asio::io_context& io, iscsi_io::PathSession& session,
@@ -319,16 +266,8 @@ awaitable<void> probe_path(asio::io_context& io, iscsi_io::PathConfig pc, uint16
   if (!report.connect.ok()) co_return;
 
   auto session = iscsi_io::PathSession::create(io, pc);
-  std::error_code login_error;
   std::string login_detail;
-  co_await wait_for(io, [&](std::function<void()> done) {
-    session->start([&, done = std::move(done)](std::error_code ec, const std::string& detail) {
-      login_error = ec;
-      login_detail = detail;
-      done();
-    });
-  });
-  if (login_error) {
+  if (const auto login_error = co_await scsi_command::login(io, *session, login_detail)) {
     const std::string detail = error_text(login_error, login_detail);
     if (login_error.category() == std::system_category() ||
         login_error.category() == std::generic_category()) {

@@ -101,7 +101,9 @@ std::string render_tree(const Snapshot& s) {
   return out;
 }
 
-std::string render_json(const Snapshot& s) {
+namespace {
+
+boost::json::object json_object(const Snapshot& s) {
   using json_text::utf8;
   boost::json::array paths;
   for (const auto& p : s.paths)
@@ -117,19 +119,31 @@ std::string render_json(const Snapshot& s) {
                      {"group_in_use", p.group_in_use},
                      {"alua_state", utf8(p.alua_state)},
                      {"last_error", utf8(p.last_error)}});
-  return json_text::line({{"export", utf8(s.export_name)},
-                          {"uri", utf8(s.uri)},
-                          {"wwid", utf8(s.info.wwid)},
-                          {"vendor", utf8(s.info.vendor)},
-                          {"product", utf8(s.info.product)},
-                          {"size_bytes", s.info.size_bytes},
-                          {"target", utf8(s.target)},
-                          {"lun", s.lun},
-                          {"path_selector", utf8(s.selector)},
-                          {"path_grouping_policy", utf8(s.grouping)},
-                          {"failback", utf8(s.failback)},
-                          {"no_path_retry", utf8(s.no_path_retry)},
-                          {"paths", std::move(paths)}});
+  return {{"export", utf8(s.export_name)},     {"uri", utf8(s.uri)},
+          {"wwid", utf8(s.info.wwid)},         {"vendor", utf8(s.info.vendor)},
+          {"product", utf8(s.info.product)},   {"size_bytes", s.info.size_bytes},
+          {"target", utf8(s.target)},          {"lun", s.lun},
+          {"path_selector", utf8(s.selector)}, {"path_grouping_policy", utf8(s.grouping)},
+          {"failback", utf8(s.failback)},      {"no_path_retry", utf8(s.no_path_retry)},
+          {"paths", std::move(paths)}};
+}
+
+}  // namespace
+
+std::string render_json(const Snapshot& s) {
+  return json_text::line(json_object(s));
+}
+
+std::string render_trees(const std::vector<Snapshot>& maps) {
+  std::string out;
+  for (const auto& map : maps) out += render_tree(map);
+  return out;
+}
+
+std::string render_json(const std::vector<Snapshot>& maps) {
+  boost::json::array out;
+  for (const auto& map : maps) out.push_back(json_object(map));
+  return json_text::line(out);
 }
 
 }  // namespace iscsi_mpio::status
