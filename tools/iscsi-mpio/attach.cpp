@@ -121,7 +121,7 @@ bool Attachment::open(const std::string& config_path) {
     open_devices({options::single_lun_plan(cfg_)});
     return true;
   }
-  // The same ISIDs as the LUN devices: the report's session is logged out before they log in.
+  // The report's session is logged out before the LUN devices log in.
   const mpio::LunConfig paths = options::lun_config(cfg_);
   std::vector<iscsi_io::PathConfig> logins;
   for (const auto& path : paths.paths) logins.push_back(path.login);
@@ -152,7 +152,10 @@ void Attachment::reported(std::error_code ec, const std::string& detail,
 }
 
 void Attachment::open_devices(std::vector<options::LunPlan> plans) {
-  std::vector<mpio::LunConfig> configs = options::lun_configs(cfg_, plans);
+  // Until iscsi_io::SessionPool is merged each LUN logs in its own sessions; with it, the
+  // LUNs share them: options::Sessions::shared here, and the pool set in each LunConfig.
+  constexpr auto sessions = options::Sessions::own;
+  std::vector<mpio::LunConfig> configs = options::lun_configs(cfg_, plans, sessions);
   std::string lun_list;
   for (const auto& plan : plans)
     lun_list += (lun_list.empty() ? "" : ", ") + std::to_string(plan.lun);

@@ -138,14 +138,14 @@ std::error_code lun_plans(const config::Config& cfg, const std::vector<TargetLun
 }
 
 std::vector<mpio::LunConfig> lun_configs(const config::Config& cfg,
-                                         const std::vector<LunPlan>& plans,
+                                         const std::vector<LunPlan>& plans, Sessions sessions,
                                          const IsidSource& make_isid) {
-  // One ISID per path for every LUN: identical path configurations are what a session pool
-  // shares.
+  // Identical path configurations, ISIDs included, are what a session pool shares.
   const mpio::LunConfig shared = lun_config(cfg, make_isid);
   std::vector<mpio::LunConfig> out;
   for (const auto& plan : plans) {
-    mpio::LunConfig lun = shared;
+    mpio::LunConfig lun =
+        sessions == Sessions::shared || out.empty() ? shared : lun_config(cfg, make_isid);
     lun.lun = plan.lun;
     lun.expected_wwid = plan.wwid;
     out.push_back(std::move(lun));

@@ -55,11 +55,22 @@ std::error_code lun_plans(const config::Config& cfg, const std::vector<TargetLun
 // target.lun alone (no report needed).
 LunPlan single_lun_plan(const config::Config& cfg);
 
-// One LunConfig per plan over the same paths with the same ISIDs (one per path, generated once):
-// LUNs whose path configurations are equal can share one session per path (iscsi_io's session
-// pool), as an attach of 4 LUNs over 2 paths should hold 2 sessions at the target.
+// How the LUNs of one attach use the paths' sessions.
+enum class Sessions {
+  // One session per path for every LUN: the same ISID per path for all (generated once), so
+  // that a session pool (LunConfig::sessions) gives them one session: an attach of 4 LUNs over
+  // 2 paths holds 2 sessions at the target.
+  shared,
+  // Each LUN logs in its own sessions, with ISIDs of its own: without a pool, two LunDevices
+  // logging in with one ISID through one portal group would reinstate each other's session
+  // (RFC 7143 §6.3.5) for ever.
+  own,
+};
+
+// One LunConfig per plan over the same paths, in the file's order, with ISIDs as `sessions`
+// says.
 std::vector<mpio::LunConfig> lun_configs(const config::Config& cfg,
-                                         const std::vector<LunPlan>& plans,
+                                         const std::vector<LunPlan>& plans, Sessions sessions,
                                          const IsidSource& make_isid = iscsi_io::random_isid);
 
 // One path's login: portal, source address or interface, names, timeouts (seconds in the file,

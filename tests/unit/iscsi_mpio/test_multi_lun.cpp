@@ -39,6 +39,15 @@ config::Config load_luns(std::string_view luns, std::string_view nbd = "") {
 const std::vector<options::TargetLun> tgt_luns = {
     {0, 0x0c}, {1, 0x00}, {2, 0x00}, {3, 0x00}, {4, 0x00}};
 
+// Counts in the ISID's last byte, so that each generated ISID is recognisable.
+options::IsidSource counting_isids(int& count) {
+  return [&count] {
+    iscsi::Isid isid;
+    isid.bytes[5] = static_cast<uint8_t>(++count);
+    return isid;
+  };
+}
+
 std::vector<uint16_t> numbers(const std::vector<options::LunPlan>& plans) {
   std::vector<uint16_t> out;
   for (const auto& p : plans) out.push_back(p.lun);
@@ -120,11 +129,8 @@ TEST_CASE("every LUN gets the same path configurations with the same ISIDs", "[i
   std::vector<std::string> skipped;
   REQUIRE_FALSE(options::lun_plans(cfg, tgt_luns, plans, detail, skipped));
   int isids = 0;
-  const auto configs = options::lun_configs(cfg, plans, [&isids] {
-    iscsi::Isid isid;
-    isid.bytes[5] = static_cast<uint8_t>(++isids);
-    return isid;
-  });
+  const auto configs =
+      options::lun_configs(cfg, plans, options::Sessions::shared, counting_isids(isids));
   CHECK(isids == 2);  // one per path, not one per path and LUN
   REQUIRE(configs.size() == 4);
   for (size_t i = 0; i < configs.size(); ++i) {
@@ -137,6 +143,19 @@ TEST_CASE("every LUN gets the same path configurations with the same ISIDs", "[i
       CHECK(configs[i].paths[p].login.target_name == "iqn.2023-01.com.example:storage");
     }
   }
+}
+
+TEST_CASE("LUNs with sessions of their own get ISIDs of their own", "[iscsi_mpio]") {
+  const auto cfg = load_luns("[1, 2]");
+  int isids = 0;
+  const auto configs = options::lun_configs(cfg, {{1, "lun1", "", {}}, {2, "lun2", "", {}}},
+                                            options::Sessions::own, counting_isids(isids));
+  CHECK(isids == 4);
+  REQUIRE(configs.size() == 2);
+  CHECK(configs[0].paths[0].login.isid.bytes[5] == 1);
+  CHECK(configs[0].paths[1].login.isid.bytes[5] == 2);
+  CHECK(configs[1].paths[0].login.isid.bytes[5] == 3);
+  CHECK(configs[1].paths[1].login.isid.bytes[5] == 4);
 }
 
 TEST_CASE("target.lun alone makes one plan without asking the target", "[iscsi_mpio]") {
