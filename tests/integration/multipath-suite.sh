@@ -476,6 +476,24 @@ many_luns() {
     tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op new --tid 1 --lun "$n" \
       -b "${backing[n]}" || ok=0
   done
+  # A listed LUN the target lacks ends the attach, naming the LUNs it has.
+  cat >"$work/luns-missing.yaml" <<EOF
+initiator: {name: iqn.2026-11.org.iscsi-mpio:multipath-suite}
+target: {iqn: $TGT_IQN, luns: [1, 7], login_timeout: 5}
+paths:
+$(path_line 1)
+nbd: {listen: "unix:$work/missing.sock"}
+control: {socket: "$work/missing.control"}
+EOF
+  rc=0
+  timeout 30 ip netns exec "$TOPO_INI_NS" "$im_bin" attach "$work/luns-missing.yaml" \
+    >/dev/null 2>"$work/missing.log" || rc=$?
+  local expected="target.luns: LUN 7 does not exist on $TGT_IQN (the target has LUNs 0 (type 0x0c), 1, 2, 3, 4)"
+  echo "    luns: [1, 7] ends the attach with status $rc: $(grep -o 'target.luns: .*' "$work/missing.log")"
+  if ((rc != 1)) || ! grep -qF "$expected" "$work/missing.log"; then
+    sed 's/^/      /' "$work/missing.log"
+    ok=0
+  fi
   cat >"$work/luns.yaml" <<EOF
 initiator: {name: iqn.2026-11.org.iscsi-mpio:multipath-suite}
 target: {iqn: $TGT_IQN, luns: all, login_timeout: 5}
