@@ -32,6 +32,7 @@
 
 #include "check_config.hpp"
 #include "errors.hpp"
+#include "lun_report.hpp"
 #include "options.hpp"
 #include "scsi_command.hpp"
 
@@ -303,6 +304,42 @@ awaitable<void> probe_path(asio::io_context& io, iscsi_io::PathConfig pc, uint16
   });
 }
 
+// target.luns: asks the target for its LUNs as attach does and prints the ones attach would
+// serve, with their export names. False (printed) when attach would refuse to start.
+bool plan_luns(asio::io_context& io, const config::Config& cfg,
+               std::vector<options::LunPlan>& plans, std::ostream& out) {
+  std::vector<iscsi_io::PathConfig> logins;
+  for (const auto& path : cfg.paths)
+    logins.push_back(options::path_config(cfg, path, iscsi_io::random_isid()));
+  std::error_code ec;
+  std::string detail;
+  std::vector<options::TargetLun> on_target;
+  lun_report::report(
+      io, std::move(logins),
+      [&](std::error_code e, const std::string& d, std::vector<options::TargetLun> luns) {
+        ec = e;
+        detail = d;
+        on_target = std::move(luns);
+        io.stop();
+      });
+  io.run();
+  io.restart();
+  std::vector<std::string> skipped;
+  if (!ec) ec = options::lun_plans(cfg, on_target, plans, detail, skipped);
+  for (const auto& line : skipped) out << line << "\n";
+  if (ec) {
+    out << "error: " << error_text(ec, detail) << "\n";
+    return false;
+  }
+  std::string served;
+  for (const auto& plan : plans)
+    served +=
+        (served.empty() ? "" : ", ") + std::to_string(plan.lun) + " as '" + plan.export_name + "'";
+  out << "serves LUN" << (plans.size() > 1 ? "s " : " ") << served
+      << "; the paths are probed with LUN " << plans.front().lun << "\n";
+  return true;
+}
+
 }  // namespace
 
 int run(const std::string& config_path, const Options& options, std::ostream& out,
@@ -315,8 +352,13 @@ int run(const std::string& config_path, const Options& options, std::ostream& ou
   for (const auto& warning : loaded.warnings()) err << "warning: " << warning.to_string() << "\n";
   const config::Config& cfg = loaded.config();
 
-  out << "target " << cfg.target.iqn << " LUN " << cfg.target.lun << ", initiator "
-      << cfg.initiator.name
+  std::string luns_text = "LUN " + std::to_string(cfg.target.lun);
+  if (cfg.target.luns) {
+    luns_text = cfg.target.luns->all ? "all LUNs" : "LUNs ";
+    for (const auto lun : config::listed_luns(cfg))
+      luns_text += (luns_text.ends_with(' ') ? "" : ", ") + std::to_string(lun);
+  }
+  out << "target " << cfg.target.iqn << " " << luns_text << ", initiator " << cfg.initiator.name
       << (cfg.initiator.name_generated
               ? " (generated: set initiator.name when the target has an ACL)"
               : "")
@@ -332,19 +374,25 @@ int run(const std::string& config_path, const Options& options, std::ostream& ou
   }
 
   asio::io_context io;
+  options::LunPlan probed = options::single_lun_plan(cfg);
+  if (options::needs_lun_report(cfg)) {
+    std::vector<options::LunPlan> plans;
+    if (!plan_luns(io, cfg, plans, out)) return exit_problem;
+    probed = plans.front();
+  }
   // Stopped when the last probe is done: a logout answered early still leaves its timeout timer
   // armed inside PathSession, and nothing else is left to wait for.
   size_t running = cfg.paths.size();
   for (size_t i = 0; i < cfg.paths.size(); ++i)
     asio::co_spawn(io,
                    probe_path(io, options::path_config(cfg, cfg.paths[i], iscsi_io::random_isid()),
-                              cfg.target.lun, reports[i]),
+                              probed.lun, reports[i]),
                    [&](std::exception_ptr) {
                      if (--running == 0) io.stop();
                    });
   io.run();
 
-  const auto findings = assess(reports, cfg.target.wwid);
+  const auto findings = assess(reports, probed.wwid);
   out << render(reports, findings);
   return exit_code(findings, options.strict);
 }
