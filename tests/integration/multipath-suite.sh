@@ -33,7 +33,8 @@
 #                  on the one NBD listener (nbdinfo --list), exactly 2 sessions at the target
 #                  (one per path, shared by the LUNs), verified random I/O on every LUN at once
 #                  with path 1's link down for 5 s and zero errors, each LUN's writes in its own
-#                  backing file only, `status` showing 4 maps
+#                  backing file only, `status` showing 4 maps; fail-path / reinstate-path on
+#                  every LUN, and LUN 2 replaced under its number (another scsi_id) retired
 #   load-balance   every path limited to the same rate with tc tbf: reads through 1, 2 and 4
 #                  paths (multibus); every path carries commands; prints the ratios to one
 #                  path (the benchmark, not this test, judges them)
@@ -589,6 +590,40 @@ for n in range(1, 5):
 print("    each LUN's tag is in its own backing file" if not bad else "    cross-LUN write")
 sys.exit(bad)
 PY
+    # fail-path and reinstate-path act on the path of every LUN, answering for each. Between
+    # them LUN 2 is replaced under its number (another scsi_id, so another VPD 0x83 WWID): the
+    # identity check of the reinstated paths refuses it on both, and it is retired while LUNs
+    # 1, 3 and 4 go back to work.
+    local p answer
+    for p in 1 2; do
+      answer=$("$im_bin" fail-path "$work/luns.yaml" "$p" 2>&1 || true)
+      echo "    fail-path $p: $answer"
+      (($(grep -oE 'LUN [1-4]: path [^;]* failed' <<<"$answer" | wc -l) == 4)) || ok=0
+    done
+    tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op update --tid 1 --lun 2 \
+      --params scsi_id=replaced-lun2,scsi_sn=replaced02 || ok=0
+    for p in 1 2; do
+      answer=$("$im_bin" reinstate-path "$work/luns.yaml" "$p" 2>&1 || true)
+      echo "    reinstate-path $p: $answer"
+      (($(grep -oE 'LUN [1-4]: path [^;]* reinstated' <<<"$answer" | wc -l) == 4)) || ok=0
+    done
+    local retired=0
+    for _ in $(seq 100); do
+      grep -q "export 'lun2' is retired" "$work/attach.log" && { retired=1; break; }
+      sleep 0.1
+    done
+    grep "is retired" "$work/attach.log" | sed 's/^/    /'
+    ((retired)) || { echo "    LUN 2 was not retired"; ok=0; }
+    "$im_bin" status "$work/luns.yaml" >"$work/status.after" 2>&1 || true
+    local active
+    active=$(grep -cE '198\.18\.[12]\.1:[0-9]+ from [0-9.]+ +active ready' "$work/status.after" || true)
+    echo "    after the replacement: $active paths active ready (LUNs 1, 3, 4: 6)"
+    ((active == 6)) || { sed 's/^/      /' "$work/status.after"; ok=0; }
+    if nbdinfo --size "$(printf '%s\n' "${uris[@]}" | grep '/lun2?')" >/dev/null 2>&1; then
+      echo "    the retired LUN 2 is still served"
+      ok=0
+    fi
+    nbdinfo --size "$(printf '%s\n' "${uris[@]}" | grep '/lun3?')" >/dev/null || ok=0
   fi
   stop_attach
   for n in 2 3 4; do

@@ -74,6 +74,7 @@ struct Attachment::Lun {
   std::shared_ptr<mpio::LunDevice> device;
   std::unique_ptr<nbd::Server> server;
   std::unique_ptr<nbd::KernelDevice> kernel;  // plan.device
+  bool retired = false;                       // replaced under its number: its server stopped
 };
 
 struct Attachment::Signals {
@@ -224,6 +225,7 @@ void Attachment::watch(size_t index) {
     const auto level = state == mpio::PathState::active ? spdlog::level::info : spdlog::level::warn;
     spdlog::log(level, "{}path {} {}: {}", prefix, path, mpio::path_state_name(state), reason);
     runtime_->path_event(index, path, state);
+    if (state == mpio::PathState::refused) retire_if_replaced(index);
   });
   device.on_capacity_change([prefix](uint64_t size) {
     spdlog::warn("{}LUN capacity changed to {} ({} bytes): new NBD clients see the new size",
@@ -237,6 +239,24 @@ void Attachment::watch(size_t index) {
   for (const auto& ps : device.path_status())
     spdlog::info("{}path {} {}{}", prefix, ps.name, mpio::path_state_name(ps.state),
                  ps.last_error.empty() ? "" : ": " + ps.last_error);
+}
+
+void Attachment::retire_if_replaced(size_t index) {
+  Lun& lun = *luns_[index];
+  if (lun.retired || draining_ || !several_luns() || !lun.device) return;
+  const auto paths = lun.device->path_status();
+  if (!std::all_of(paths.begin(), paths.end(),
+                   [](const mpio::PathStatus& p) { return p.state == mpio::PathState::refused; }))
+    return;
+  lun.retired = true;
+  spdlog::error(
+      "LUN {}: every path presents another device than {} (WWID {}): the LUN was replaced "
+      "under its number; export '{}' is retired, the other LUNs go on",
+      lun.plan.lun, lun.device->info().vendor + " " + lun.device->info().product,
+      lun.device->identity().wwid.empty() ? "-" : lun.device->identity().wwid,
+      lun.plan.export_name);
+  lun.device->stop_queueing();
+  if (lun.server) lun.server->stop([] {});
 }
 
 // ---------------------------------------------------------------- serve
@@ -391,10 +411,10 @@ void Attachment::drain() {
 
 void Attachment::stop_servers() {
   auto stopping = std::make_shared<size_t>(0);
-  for (auto& lun : luns_) *stopping += lun->server ? 1 : 0;
+  for (auto& lun : luns_) *stopping += lun->server && !lun->retired ? 1 : 0;
   if (*stopping == 0) return close_devices();
   for (auto& lun : luns_)
-    if (lun->server)
+    if (lun->server && !lun->retired)
       lun->server->stop([this, stopping] {
         if (--*stopping == 0) close_devices();
       });
@@ -409,8 +429,9 @@ void Attachment::close_devices() {
   }
   for (auto& lun : luns_) {
     if (!lun->device) continue;
-    lun->device->close(std::chrono::seconds(10), [this, closing](std::error_code ec) {
-      if (ec) spdlog::warn("final SYNCHRONIZE CACHE failed: {}", ec.message());
+    const std::string prefix = several_luns() ? "LUN " + std::to_string(lun->plan.lun) + ": " : "";
+    lun->device->close(std::chrono::seconds(10), [this, closing, prefix](std::error_code ec) {
+      if (ec) spdlog::warn("{}final SYNCHRONIZE CACHE failed: {}", prefix, ec.message());
       if (--*closing > 0) return;
       spdlog::info("logged out");
       io_->stop();

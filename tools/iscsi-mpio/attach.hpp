@@ -83,6 +83,9 @@ class Attachment {
   void opened();
   // Logs what the LUN is and routes its path events to the log and the runtime.
   void watch(size_t index);
+  // Of several LUNs, one whose every path presents another device was replaced under its
+  // number: it is retired (its export stops, its held requests end), not served as the old one.
+  void retire_if_replaced(size_t index);
   // Starts the NBD server with every LUN's export; false (logged) when it cannot listen.
   bool serve();
   bool serve_export(Lun& lun, size_t index);
