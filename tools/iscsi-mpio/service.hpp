@@ -51,12 +51,7 @@ class Runtime {
   // configured, the metrics listener; starts measuring command latencies. Call path_event()
   // from each device's path event handler with the LUN's index into `luns`.
   std::error_code serving(std::vector<ServedLun> luns, std::string& detail);
-  std::error_code serving(std::shared_ptr<mpio::LunDevice> device, nbd::Server* server,
-                          std::function<status::Snapshot()> snapshot, std::string& detail) {
-    return serving({{std::move(device), server, std::move(snapshot)}}, detail);
-  }
   void path_event(size_t lun_index, const std::string& path, mpio::PathState state);
-  void path_event(const std::string& path, mpio::PathState state) { path_event(0, path, state); }
 
   // The shutdown began: closes both listeners (removing the control socket file) and shows
   // "draining N requests" on a terminal while the device still has requests.
