@@ -199,6 +199,82 @@ struct nbd_device {
   }
 };
 
+// SAM-5 §4.7.7 flat space addressing: the largest LUN a 14-bit single-level address holds.
+constexpr std::uint16_t max_flat_lun = 16383;
+
+const Section<LunEntry>& lun_entry_section();
+
+// target.luns: the word `all`, or a list whose items are LUN numbers or `{lun: N, export: NAME,
+// wwid: ..., device: ...}` mappings (lun_entry_section). A LUN listed twice is an error.
+struct lun_selection {
+  static constexpr bool is_list = true;
+  const SectionSchema* schema = &lun_entry_section();
+
+  bool operator()(Context& ctx, const YAML::Node& node, const std::string& path,
+                  LunSelection& out) const {
+    const std::string expected = "a list of LUNs (numbers or {lun: N, ...} entries) or 'all'";
+    if (node.IsScalar() && node.Scalar() == "all") {
+      out = LunSelection{.all = true, .entries = {}};
+      return true;
+    }
+    if (!node.IsSequence()) {
+      ctx.error(node, path, config_errc::wrong_type,
+                "expected " + expected + ", got " + describe_node(node));
+      return false;
+    }
+    if (node.size() == 0) {
+      ctx.error(node, path, config_errc::invalid_value, "the list needs at least 1 entry");
+      return false;
+    }
+    LunSelection parsed;
+    bool ok = true;
+    for (const auto& item : node) {
+      const std::string item_path = path + "[" + std::to_string(parsed.entries.size()) + "]";
+      LunEntry entry{};
+      if (item.IsMap()) {
+        Context::KeyScope scope(ctx, item.Mark());
+        const auto before = ctx.error_count();
+        lun_entry_section().parse(ctx, item, item_path, entry);
+        ok = ok && ctx.error_count() == before;
+      } else if (item.IsScalar()) {
+        ok = integer<std::uint16_t>{0, max_flat_lun}(ctx, item, item_path, entry.lun) && ok;
+      } else {
+        ctx.error(item, item_path, config_errc::wrong_type,
+                  "expected a LUN number or a {lun: N, ...} mapping, got " + describe_node(item));
+        ok = false;
+      }
+      for (std::size_t i = 0; i < parsed.entries.size(); ++i) {
+        if (ok && parsed.entries[i].lun == entry.lun) {
+          ctx.error(item, item_path, config_errc::invalid_value,
+                    "LUN " + std::to_string(entry.lun) + " is listed twice (first as " + path +
+                        "[" + std::to_string(i) + "])");
+          ok = false;
+        }
+      }
+      parsed.entries.push_back(std::move(entry));
+    }
+    if (ok) {
+      out = std::move(parsed);
+    }
+    return ok;
+  }
+  void emit(YAML::Emitter& out, const LunSelection& value) const {
+    if (value.all) {
+      out << "all";
+      return;
+    }
+    out << YAML::BeginSeq;
+    for (const LunEntry& entry : value.entries) {
+      if (!entry.export_name && entry.wwid.empty() && !entry.device) {
+        out << static_cast<unsigned long long>(entry.lun);
+      } else {
+        static_cast<const Section<LunEntry>*>(schema)->emit(out, entry);
+      }
+    }
+    out << YAML::EndSeq;
+  }
+};
+
 // secret_file: an absolute path (the daemon's working directory is no place to look for a
 // secret). The file itself is read by check_auth(), and only for method chap.
 struct file_path {
@@ -282,8 +358,6 @@ struct chap_algorithm_list {
 
 // NBD proto.md ("Option types", NBD_OPT_INFO): servers may reject export names over 4096 bytes.
 constexpr std::size_t max_export_name = 4096;
-// SAM-5 §4.7.7 flat space addressing: the largest LUN a 14-bit single-level address holds.
-constexpr std::uint16_t max_flat_lun = 16383;
 constexpr std::string_view default_socket_dir = "/run/iscsi-mpio/";
 
 // A CHAP secret is at most 255 bytes (as `secret:` allows); a file much larger than that is
@@ -546,13 +620,115 @@ std::string socket_file_stem(std::string_view export_name) {
   return out;
 }
 
-void check_config(Context& ctx, const YAML::Node& root, const std::string&, Config& config) {
+constexpr std::string_view lun_placeholder = "{lun}";
+
+std::string replace_lun_placeholder(std::string_view name, std::string_view by) {
+  std::string out;
+  for (std::size_t at = 0;;) {
+    const auto found = name.find(lun_placeholder, at);
+    out += name.substr(at, found - at);
+    if (found == std::string_view::npos) {
+      return out;
+    }
+    out += by;
+    at = found + lun_placeholder.size();
+  }
+}
+
+// The node of `key` in the mapping at `section` under the root, or the root.
+YAML::Node node_or_root(const YAML::Node& root, std::string_view section, std::string_view key) {
+  const auto map = find_value(root, section);
+  const auto value = map ? find_value(*map, key) : std::nullopt;
+  return value ? *value : root;
+}
+
+// nbd.export: the default, and "{lun}" filled in when one LUN is served.
+void settle_export_name(Config& config) {
+  if (config.target.luns) {
+    if (config.nbd.export_name.empty()) {
+      config.nbd.export_name = "lun" + std::string(lun_placeholder);
+    }
+    return;
+  }
   if (config.nbd.export_name.empty()) {
     config.nbd.export_name = "lun" + std::to_string(config.target.lun);
   }
+  config.nbd.export_name =
+      replace_lun_placeholder(config.nbd.export_name, std::to_string(config.target.lun));
+}
+
+// What the default socket paths are named after: the export, or with several LUNs the export
+// template with "{lun}" read as "s" ("lun{lun}" gives luns.sock).
+std::string socket_name_source(const Config& config) {
+  return config.target.luns ? replace_lun_placeholder(config.nbd.export_name, "s")
+                            : config.nbd.export_name;
+}
+
+// target.luns against the keys that name one LUN's things (target.lun, target.wwid,
+// nbd.device /dev/nbdN), and each LUN's export name and device unique.
+void check_lun_selection(Context& ctx, const YAML::Node& root, Config& config) {
+  if (!config.target.luns) {
+    return;
+  }
+  const auto target = find_value(root, "target");
+  const YAML::Node luns_node = node_or_root(root, "target", "luns");
+  if (target && find_value(*target, "lun")) {
+    ctx.error(*find_key(*target, "luns"), "target.luns", config_errc::invalid_value,
+              "give either 'lun' or 'luns', not both");
+  }
+  if (target && find_value(*target, "wwid")) {
+    ctx.error(*find_value(*target, "wwid"), "target.wwid", config_errc::invalid_value,
+              "names one LUN's device; with 'luns' give each LUN its own: "
+              "luns: [{lun: N, wwid: ...}]");
+  }
+  const LunSelection& selection = *config.target.luns;
+  const bool one_lun = !selection.all && selection.entries.size() == 1;
+  if (config.nbd.device.mode == NbdDevice::Mode::index && !one_lun) {
+    ctx.error(node_or_root(root, "nbd", "device"), "nbd.device", config_errc::invalid_value,
+              "/dev/nbd" + std::to_string(config.nbd.device.index) +
+                  " is one device for several LUNs; use auto, or give each LUN its own: "
+                  "luns: [{lun: N, device: /dev/nbdM}]");
+  }
+  const bool has_placeholder = config.nbd.export_name.find(lun_placeholder) != std::string::npos;
+  if (selection.all && !has_placeholder) {
+    ctx.error(node_or_root(root, "nbd", "export"), "nbd.export", config_errc::invalid_value,
+              "must contain {lun} with 'luns: all': every LUN needs its own export name");
+  }
+  // Each entry against the ones before it: the later one is the error.
+  for (std::size_t i = 0; i < selection.entries.size(); ++i) {
+    const LunEntry& entry = selection.entries[i];
+    const YAML::Node entry_node = luns_node.IsSequence() ? luns_node[i] : luns_node;
+    const std::string entry_path = "target.luns[" + std::to_string(i) + "]";
+    const std::string name = export_name_for(config, entry.lun);
+    for (std::size_t j = 0; j < i; ++j) {
+      const LunEntry& other = selection.entries[j];
+      const std::string other_text =
+          "LUN " + std::to_string(other.lun) + " (target.luns[" + std::to_string(j) + "])";
+      if (export_name_for(config, other.lun) == name) {
+        const auto key = find_value(entry_node, "export");
+        ctx.error(key ? *key : entry_node, entry_path + (key ? ".export" : ""),
+                  config_errc::invalid_value,
+                  "export name " + quoted(name) + " is also the export of " + other_text);
+        break;
+      }
+      if (entry.device && other.device && entry.device->mode == NbdDevice::Mode::index &&
+          *entry.device == *other.device) {
+        ctx.error(*find_value(entry_node, "device"), entry_path + ".device",
+                  config_errc::invalid_value,
+                  "/dev/nbd" + std::to_string(entry.device->index) + " is also the device of " +
+                      other_text);
+        break;
+      }
+    }
+  }
+}
+
+void check_config(Context& ctx, const YAML::Node& root, const std::string&, Config& config) {
+  settle_export_name(config);
+  check_lun_selection(ctx, root, config);
   if (config.nbd.listen.path_or_host.empty()) {
     const std::string path =
-        std::string(default_socket_dir) + socket_file_stem(config.nbd.export_name) + ".sock";
+        std::string(default_socket_dir) + socket_file_stem(socket_name_source(config)) + ".sock";
     if (path.size() > max_unix_socket_path) {
       const auto nbd = find_value(root, "nbd");
       const auto name = nbd ? find_value(*nbd, "export") : std::nullopt;
@@ -566,11 +742,11 @@ void check_config(Context& ctx, const YAML::Node& root, const std::string&, Conf
   if (config.control.socket.empty()) {
     // A long export name is shortened and made unique again with a hash, so the default always
     // fits sockaddr_un.
-    std::string stem = socket_file_stem(config.nbd.export_name);
+    const std::string source = socket_name_source(config);
+    std::string stem = socket_file_stem(source);
     if (stem.size() > 64) {
       char hash[16];
-      std::snprintf(hash, sizeof hash, "-%08zx",
-                    std::hash<std::string>{}(config.nbd.export_name) & 0xffffffffu);
+      std::snprintf(hash, sizeof hash, "-%08zx", std::hash<std::string>{}(source)&0xffffffffu);
       stem = stem.substr(0, 64) + hash;
     }
     config.control.socket = std::string(default_socket_dir) + stem + ".control";
@@ -679,10 +855,32 @@ const Section<Initiator>& initiator_section() {
   return section;
 }
 
+// target.lun, left out of the printed form when target.luns replaces it.
+Field<Target> single_lun_field() {
+  Field<Target> field = optional("lun", &Target::lun, integer<std::uint16_t>{0, max_flat_lun});
+  field.emit = [emit = field.emit](YAML::Emitter& out, const Target& target) {
+    if (!target.luns) {
+      emit(out, target);
+    }
+  };
+  return field;
+}
+
+const Section<LunEntry>& lun_entry_section() {
+  static const Section<LunEntry> section({
+      required("lun", &LunEntry::lun, integer<std::uint16_t>{0, max_flat_lun}),
+      optional("export", &LunEntry::export_name, text{.max_length = max_export_name}),
+      optional("wwid", &LunEntry::wwid, text{.max_length = 256}),
+      optional("device", &LunEntry::device, nbd_device{}),
+  });
+  return section;
+}
+
 const Section<Target>& target_section() {
   static const Section<Target> section({
       required("iqn", &Target::iqn, iscsi_name{}),
-      optional("lun", &Target::lun, integer<std::uint16_t>{0, max_flat_lun}),
+      single_lun_field(),
+      optional("luns", &Target::luns, lun_selection{}),
       optional("auth", &Target::auth, nested<Auth>{&auth_section()}),
       optional("login_timeout", &Target::login_timeout, integer<std::uint32_t>{1, 3600}),
       optional("wwid", &Target::wwid, text{.max_length = 256}),
@@ -944,6 +1142,37 @@ std::vector<std::string> known_key_paths() {
   std::vector<std::string> out;
   detail::append_key_paths(detail::config_section(), "", out);
   return out;
+}
+
+std::vector<std::uint16_t> listed_luns(const Config& config) {
+  if (!config.target.luns) {
+    return {config.target.lun};
+  }
+  std::vector<std::uint16_t> out;
+  for (const LunEntry& entry : config.target.luns->entries) {
+    out.push_back(entry.lun);
+  }
+  return out;
+}
+
+const LunEntry* lun_entry(const Config& config, std::uint16_t lun) {
+  if (!config.target.luns) {
+    return nullptr;
+  }
+  for (const LunEntry& entry : config.target.luns->entries) {
+    if (entry.lun == lun) {
+      return &entry;
+    }
+  }
+  return nullptr;
+}
+
+std::string export_name_for(const Config& config, std::uint16_t lun) {
+  const LunEntry* entry = lun_entry(config, lun);
+  if (entry != nullptr && entry->export_name) {
+    return *entry->export_name;
+  }
+  return detail::replace_lun_placeholder(config.nbd.export_name, std::to_string(lun));
 }
 
 std::string redacted(const Config& config) {

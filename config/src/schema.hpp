@@ -56,6 +56,7 @@ class Context {
     YAML::Mark saved_;
   };
   bool has_errors() const { return !errors_.empty(); }
+  std::size_t error_count() const { return errors_.size(); }
   std::vector<ConfigError> take_errors();
 
   // Reported beside the result, never stopping the load (Result::warnings()).

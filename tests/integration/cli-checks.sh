@@ -28,11 +28,11 @@ cat >"$work/bad.yaml" <<'YAML'
 target:
   iqn: iqn.2026-11.org.iscsi-mpio:test
   lun: 1
-  luns: 2
+  lnu: 2
 paths:
   - {portal: "127.0.0.1:99999"}
 YAML
-check bad-config 2 "bad.yaml:4:3: target.luns: unknown key 'luns'.*did you mean 'lun'" -- \
+check bad-config 2 "bad.yaml:4:3: target.lnu: unknown key 'lnu'.*did you mean 'lun'" -- \
   "$im_bin" attach "$work/bad.yaml"
 check bad-config-portal 2 "bad.yaml:6:.*paths\[0\].portal" -- "$im_bin" attach "$work/bad.yaml"
 

@@ -29,6 +29,12 @@
 #   lu-reset-proof like stale-write, against istgt with one portal group per portal: no other
 #                  path shares the dead path's portal group, so its held writes are proven dead
 #                  by a LOGICAL UNIT RESET through the healthy path
+#   many-luns      tgtd with 4 data LUNs (its LUN 0 is the controller), `luns: all`: 4 exports
+#                  on the one NBD listener (nbdinfo --list), exactly 2 sessions at the target
+#                  (one per path, shared by the LUNs), verified random I/O on every LUN at once
+#                  with path 1's link down for 5 s and zero errors, each LUN's writes in its own
+#                  backing file only, `status` showing 4 maps; fail-path / reinstate-path on
+#                  every LUN, and LUN 2 replaced under its number (another scsi_id) retired
 #   load-balance   every path limited to the same rate with tc tbf: reads through 1, 2 and 4
 #                  paths (multibus); every path carries commands; prints the ratios to one
 #                  path (the benchmark, not this test, judges them)
@@ -460,6 +466,174 @@ writes_proven_by_lu_reset() {
     { echo "    no held write was proven dead by a LOGICAL UNIT RESET"; return 1; }
 }
 
+# target.luns: all over 2 paths. LUNs 2..4 join tgtd's LUN 1 for the scenario and leave after.
+many_luns() {
+  echo "--- many-luns"
+  local ok=1 n backing=() uris=() pids=() rc
+  backing[1]=$TGT_BACKING
+  for n in 2 3 4; do
+    backing[n]=$work/tgt/many-lun$n.img
+    truncate -s 64M "${backing[n]}"
+    tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op new --tid 1 --lun "$n" \
+      -b "${backing[n]}" || ok=0
+  done
+  # A listed LUN the target lacks ends the attach, naming the LUNs it has.
+  cat >"$work/luns-missing.yaml" <<EOF
+initiator: {name: iqn.2026-11.org.iscsi-mpio:multipath-suite}
+target: {iqn: $TGT_IQN, luns: [1, 7], login_timeout: 5}
+paths:
+$(path_line 1)
+nbd: {listen: "unix:$work/missing.sock"}
+control: {socket: "$work/missing.control"}
+EOF
+  rc=0
+  timeout 30 ip netns exec "$TOPO_INI_NS" "$im_bin" attach "$work/luns-missing.yaml" \
+    >/dev/null 2>"$work/missing.log" || rc=$?
+  local expected="target.luns: LUN 7 does not exist on $TGT_IQN (the target has LUNs 0 (type 0x0c), 1, 2, 3, 4)"
+  echo "    luns: [1, 7] ends the attach with status $rc: $(grep -o 'target.luns: .*' "$work/missing.log")"
+  if ((rc != 1)) || ! grep -qF "$expected" "$work/missing.log"; then
+    sed 's/^/      /' "$work/missing.log"
+    ok=0
+  fi
+  cat >"$work/luns.yaml" <<EOF
+initiator: {name: iqn.2026-11.org.iscsi-mpio:multipath-suite}
+target: {iqn: $TGT_IQN, luns: all, login_timeout: 5}
+paths:
+$(path_line 1)
+$(path_line 2)
+multipath: {noop_out_interval: 1, noop_out_timeout: 2, polling_interval: 1, no_path_retry: queue}
+nbd: {listen: "unix:$work/luns.sock"}
+control: {socket: "$work/luns.control"}
+EOF
+  ip netns exec "$TOPO_INI_NS" "$im_bin" attach "$work/luns.yaml" >"$work/attach.out" 2>"$work/attach.log" &
+  im_pid=$!
+  # Up: 4 maps with both paths active in each (`status --json` gives an array of maps).
+  local maps_json='[]'
+  for _ in $(seq 150); do
+    maps_json=$("$im_bin" status --json "$work/luns.yaml" 2>/dev/null || echo '[]')
+    [[ $(jq '[.[]? | .paths[] | select(.state == "active")] | length' <<<"$maps_json") == 8 ]] && break
+    kill -0 "$im_pid" 2>/dev/null || break
+    sleep 0.2
+  done
+  mapfile -t uris < <(grep '^nbd' "$work/attach.out")
+  echo "    exports: ${uris[*]}"
+  grep -E "not a block device|logging in to" "$work/attach.log" | sed 's/^/    /' | head -n 3
+  if ((${#uris[@]} != 4)); then
+    echo "    attach printed ${#uris[@]} export URIs, not 4"
+    ok=0
+  else
+    # One NBD listener lists every export.
+    local listed
+    listed=$(nbdinfo --list --json "nbd+unix://?socket=$work/luns.sock" 2>/dev/null |
+      jq '.exports | length' 2>/dev/null || echo 0)
+    echo "    nbdinfo --list on $work/luns.sock: $listed exports"
+    ((listed == 4)) || ok=0
+    # One session per path at the target, whatever the number of LUNs.
+    local sessions
+    sessions=$(tgtadm -C "$TGT_CTL" --lld iscsi --mode target --op show |
+      awk '/^Target 1:/ {t = 1; next} /^Target / {t = 0} t && /I_T nexus:/ {n++} END {print n + 0}')
+    echo "    sessions at the target: $sessions"
+    ((sessions == 2)) || ok=0
+
+    # Each export's URI names its LUN: nbd+unix:///lunN?socket=...
+    for n in 1 2 3 4; do
+      local uri
+      uri=$(printf '%s\n' "${uris[@]}" | grep "/lun$n?" || true)
+      [[ -n $uri ]] || { echo "    no export for LUN $n"; ok=0; continue; }
+      "$exerciser" --uri "$uri" --backing "${backing[n]}" --seed "$n" --ops 1000000 \
+        --time-limit "$io_time" --max-len 256K --span 32M >"$work/exerciser.$n.log" 2>&1 &
+      pids[n]=$!
+    done
+    sleep 3
+    link1_down
+    sleep 5
+    "$im_bin" status "$work/luns.yaml" >"$work/status.during" 2>&1 || true
+    link1_up
+    for n in "${!pids[@]}"; do
+      rc=0
+      wait "${pids[n]}" || rc=$?
+      echo "    LUN $n: $(tail -n 1 "$work/exerciser.$n.log")"
+      ((rc == 0)) || { sed 's/^/      /' "$work/exerciser.$n.log" | tail -n 5; ok=0; }
+    done
+    local maps
+    maps=$(grep -cE '^lun[0-9]+ \(' "$work/status.during" || true)
+    echo "    status during the fault: $maps maps"
+    ((maps == 4)) || { sed 's/^/      /' "$work/status.during"; ok=0; }
+    [[ $(grep -cE '198\.18\.1\.1:[0-9]+ from [0-9.]+ +failed faulty' "$work/status.during") == 4 ]] ||
+      { echo "    status does not show path 1 failed in every map"; ok=0; }
+
+    # No cross-LUN write: a tag written through each export is in its own backing file only.
+    /usr/bin/python3 - "${backing[1]}" "${backing[2]}" "${backing[3]}" "${backing[4]}" \
+      "${uris[@]}" <<'PY' || ok=0
+import sys
+import nbd
+files, uris = sys.argv[1:5], sys.argv[5:9]
+offset = 48 << 20
+tags = {}
+for n in range(1, 5):
+    uri = next(u for u in uris if f"/lun{n}?" in u)
+    tags[n] = (f"iscsi-mpio many-luns tag of LUN {n} ".encode() * 200)[:4096]
+    h = nbd.NBD()
+    h.connect_uri(uri)
+    h.pwrite(tags[n], offset)
+    h.flush()
+    h.shutdown()
+bad = 0
+for n in range(1, 5):
+    with open(files[n - 1], "rb") as f:
+        f.seek(offset)
+        got = f.read(4096)
+    owner = next((m for m, t in tags.items() if t == got), None)
+    if owner != n:
+        print(f"    LUN {n}'s backing file holds " + (f"LUN {owner}'s tag" if owner else "no tag"))
+        bad = 1
+print("    each LUN's tag is in its own backing file" if not bad else "    cross-LUN write")
+sys.exit(bad)
+PY
+    # fail-path and reinstate-path act on the path of every LUN, answering for each. Between
+    # them LUN 2 is replaced under its number (another scsi_id, so another VPD 0x83 WWID): the
+    # identity check of the reinstated paths refuses it on both, and it is retired while LUNs
+    # 1, 3 and 4 go back to work.
+    local p answer
+    for p in 1 2; do
+      answer=$("$im_bin" fail-path "$work/luns.yaml" "$p" 2>&1 || true)
+      echo "    fail-path $p: $answer"
+      (($(grep -oE 'LUN [1-4]: path [^;]* failed' <<<"$answer" | wc -l) == 4)) || ok=0
+    done
+    tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op update --tid 1 --lun 2 \
+      --params scsi_id=replaced-lun2,scsi_sn=replaced02 || ok=0
+    for p in 1 2; do
+      answer=$("$im_bin" reinstate-path "$work/luns.yaml" "$p" 2>&1 || true)
+      echo "    reinstate-path $p: $answer"
+      (($(grep -oE 'LUN [1-4]: path [^;]* reinstated' <<<"$answer" | wc -l) == 4)) || ok=0
+    done
+    local retired=0
+    for _ in $(seq 100); do
+      grep -q "export 'lun2' is retired" "$work/attach.log" && { retired=1; break; }
+      sleep 0.1
+    done
+    grep "is retired" "$work/attach.log" | sed 's/^/    /'
+    ((retired)) || { echo "    LUN 2 was not retired"; ok=0; }
+    "$im_bin" status "$work/luns.yaml" >"$work/status.after" 2>&1 || true
+    local active
+    active=$(grep -cE '198\.18\.[12]\.1:[0-9]+ from [0-9.]+ +active ready' "$work/status.after" || true)
+    echo "    after the replacement: $active paths active ready (LUNs 1, 3, 4: 6)"
+    ((active == 6)) || { sed 's/^/      /' "$work/status.after"; ok=0; }
+    if nbdinfo --size "$(printf '%s\n' "${uris[@]}" | grep '/lun2?')" >/dev/null 2>&1; then
+      echo "    the retired LUN 2 is still served"
+      ok=0
+    fi
+    nbdinfo --size "$(printf '%s\n' "${uris[@]}" | grep '/lun3?')" >/dev/null || ok=0
+  fi
+  stop_attach
+  for n in 2 3 4; do
+    tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op delete --tid 1 --lun "$n" \
+      >/dev/null 2>&1 || true
+    rm -f "${backing[n]}"
+  done
+  report many-luns "$ok"
+}
+
 # read_rate: MiB/s of 1 MiB sequential reads at queue depth 16 for 4 s (fio, nbd engine).
 read_rate() {
   fio --name=lb --ioengine=nbd --uri="$(nbd_uri)" --rw=read --bs=1M --iodepth=16 \
@@ -503,7 +677,7 @@ load_balance() {
 selected=("$@")
 ((${#selected[@]})) ||
   selected=(link-down blackhole stale-write all-paths-down target-restart shutdown-without-path
-    no-path-retry-n wrong-device failover lu-reset-proof load-balance)
+    no-path-retry-n wrong-device failover lu-reset-proof many-luns load-balance)
 for s in "${selected[@]}"; do
   case $s in
     link-down) scenario link-down queue 0 link1_down link1_up 5 1 path1_failed_and_returned ;;
@@ -516,6 +690,7 @@ for s in "${selected[@]}"; do
     wrong-device) wrong_device ;;
     failover) failover_grouping ;;
     lu-reset-proof) lu_reset_proof ;;
+    many-luns) many_luns ;;
     load-balance) load_balance ;;
     *) echo "unknown scenario $s"; failed=$((failed + 1)) ;;
   esac

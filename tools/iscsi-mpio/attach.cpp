@@ -1,23 +1,27 @@
 #include "attach.hpp"
 
 #include <spdlog/spdlog.h>
+#include <algorithm>
 #include <boost/asio.hpp>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <iostream>
 #include <utility>
+#include <variant>
 #include <vector>
 
 #include <common_asio/busy_poll.hpp>
 #include <iscsi_io/path_session.hpp>
 #include <iscsi_io/route_watch.hpp>
+#include <iscsi_io/session_pool.hpp>
 #include <mpio/lun_device.hpp>
 #include <nbd_kernel/kernel_device.hpp>
 #include <nbd_server/server.hpp>
 
 #include "discovered_paths.hpp"
 #include "errors.hpp"
+#include "lun_report.hpp"
 #include "options.hpp"
 #include "service.hpp"
 #include "status.hpp"
@@ -47,6 +51,14 @@ void warn_shared_interfaces(const mpio::LunConfig& lun) {
 }
 
 }  // namespace
+
+struct Attachment::Lun {
+  options::LunPlan plan;
+  std::string open_error;  // why its device did not open
+  std::shared_ptr<mpio::LunDevice> device;
+  std::unique_ptr<nbd::KernelDevice> kernel;  // plan.device
+  bool retired = false;                       // replaced under its number: its export removed
+};
 
 struct Attachment::Signals {
   explicit Signals(asio::io_context& io) : set(io, SIGINT, SIGTERM) {}
@@ -84,7 +96,6 @@ bool Attachment::open(const std::string& config_path) {
     status_ = exit_failure;
     return false;
   }
-  const mpio::LunConfig lun = options::lun_config(cfg_);
   runtime_ = std::make_unique<service::Runtime>(*io_, cfg_);
   // Caught from here on; handled once run() starts the io_context.
   signals_ = std::make_unique<Signals>(*io_);
@@ -96,123 +107,253 @@ bool Attachment::open(const std::string& config_path) {
     return false;
   }
   runtime_->logging_in();
-  for (const auto& path : lun.paths)
-    spdlog::info("logging in to {} LUN {} via {}", cfg_.target.iqn, cfg_.target.lun,
-                 iscsi_io::describe(path.login));
-  warn_shared_interfaces(lun);
-  mpio::LunDevice::open(
-      *io_, lun,
-      [this](std::error_code ec, const std::string& detail, std::shared_ptr<mpio::LunDevice> dev) {
-        opened(ec, detail, std::move(dev));
-      });
+  if (!options::needs_lun_report(cfg_)) {
+    open_devices({options::single_lun_plan(cfg_)});
+    return true;
+  }
+  // The report's session is logged out before the LUN devices log in.
+  const mpio::LunConfig paths = options::lun_config(cfg_);
+  std::vector<iscsi_io::PathConfig> logins;
+  for (const auto& path : paths.paths) logins.push_back(path.login);
+  spdlog::info("asking {} for its LUNs", cfg_.target.iqn);
+  lun_report::report(*io_, std::move(logins),
+                     [this](std::error_code ec, const std::string& detail,
+                            std::vector<options::TargetLun> on_target) {
+                       reported(ec, detail, std::move(on_target));
+                     });
   return true;
 }
 
-void Attachment::opened(std::error_code ec, const std::string& detail,
-                        std::shared_ptr<mpio::LunDevice> device) {
+void Attachment::reported(std::error_code ec, const std::string& detail,
+                          std::vector<options::TargetLun> on_target) {
+  std::vector<options::LunPlan> plans;
+  std::string problem = detail;
+  std::vector<std::string> skipped;
+  if (!ec) ec = options::lun_plans(cfg_, on_target, plans, problem, skipped);
+  for (const auto& line : skipped) spdlog::info("{}", line);
   if (ec) {
-    spdlog::error("{}", error_text(ec, detail));
+    spdlog::error("{}", error_text(ec, problem));
     status_ = exit_failure;
     io_->stop();
     return;
   }
-  device_ = std::move(device);
-  const auto& info = device_->info();
-  spdlog::info("LUN {}: {} {} WWID {} size {} ({} bytes) block {}", cfg_.target.lun, info.vendor,
+  if (draining_) return;  // a signal came during the report: drain() has stopped the loop
+  open_devices(std::move(plans));
+}
+
+void Attachment::open_devices(std::vector<options::LunPlan> plans) {
+  // Every LUN over the same sessions: one per path at the target, as open-iscsi logs in once
+  // per portal and iface whatever the number of LUNs (iscsi_io::SessionPool).
+  std::vector<mpio::LunConfig> configs =
+      options::lun_configs(cfg_, plans, options::Sessions::shared);
+  const auto pool = iscsi_io::SessionPool::create(*io_);
+  for (auto& config : configs) config.sessions = pool;
+  std::string lun_list;
+  for (const auto& plan : plans)
+    lun_list += (lun_list.empty() ? "" : ", ") + std::to_string(plan.lun);
+  for (const auto& path : configs.front().paths)
+    spdlog::info("logging in to {} LUN{} {} via {}", cfg_.target.iqn, plans.size() > 1 ? "s" : "",
+                 lun_list, iscsi_io::describe(path.login));
+  warn_shared_interfaces(configs.front());
+  opening_ = configs.size();
+  for (auto& plan : plans) {
+    luns_.push_back(std::make_unique<Lun>());
+    luns_.back()->plan = std::move(plan);
+  }
+  for (size_t i = 0; i < configs.size(); ++i)
+    mpio::LunDevice::open(*io_, std::move(configs[i]),
+                          [this, i](std::error_code ec, const std::string& detail,
+                                    std::shared_ptr<mpio::LunDevice> dev) {
+                            device_opened(i, ec, detail, std::move(dev));
+                          });
+}
+
+void Attachment::device_opened(size_t index, std::error_code ec, const std::string& detail,
+                               std::shared_ptr<mpio::LunDevice> device) {
+  Lun& lun = *luns_[index];
+  lun.device = std::move(device);
+  if (ec) {
+    lun.open_error = several_luns() ? "LUN " + std::to_string(lun.plan.lun) + ": " : "";
+    lun.open_error += error_text(ec, detail);
+  }
+  if (--opening_ == 0) opened();
+}
+
+void Attachment::opened() {
+  bool failed = false;
+  for (const auto& lun : luns_)
+    if (!lun->open_error.empty()) {
+      spdlog::error("{}", lun->open_error);
+      failed = true;
+    }
+  if (failed) {
+    status_ = exit_failure;
+    const bool any_open =
+        std::any_of(luns_.begin(), luns_.end(), [](const auto& lun) { return lun->device; });
+    // The LUNs that did open log out again.
+    if (any_open && !draining_) return drain();
+    if (!any_open) io_->stop();
+    return;
+  }
+  for (size_t i = 0; i < luns_.size(); ++i) watch(i);
+  if (draining_) return;  // a signal came during the login: drain() has stopped the loop
+  if (!serve() || !attach_kernel() || !publish()) fail();
+}
+
+void Attachment::watch(size_t index) {
+  mpio::LunDevice& device = *luns_[index]->device;
+  const uint16_t number = luns_[index]->plan.lun;
+  const auto& info = device.info();
+  spdlog::info("LUN {}: {} {} WWID {} size {} ({} bytes) block {}", number, info.vendor,
                info.product, info.wwid.empty() ? "-" : info.wwid,
                status::size_text(info.size_bytes), info.size_bytes, info.logical_block_size);
-  const auto command = device_->command_size();
+  const auto command = device.command_size();
   spdlog::info("SCSI commands of at most {} KiB ({})", command.bytes >> 10, command.source);
-  device_->on_path_event([this](const std::string& path, mpio::PathState state,
-                                const std::string& reason) {
+  // One LUN's log lines stay as they always were; several say which LUN.
+  const std::string prefix = several_luns() ? "LUN " + std::to_string(number) + ": " : "";
+  device.on_path_event([this, index, prefix](const std::string& path, mpio::PathState state,
+                                             const std::string& reason) {
     const auto level = state == mpio::PathState::active ? spdlog::level::info : spdlog::level::warn;
-    spdlog::log(level, "path {} {}: {}", path, mpio::path_state_name(state), reason);
-    runtime_->path_event(path, state);
+    spdlog::log(level, "{}path {} {}: {}", prefix, path, mpio::path_state_name(state), reason);
+    runtime_->path_event(index, path, state);
+    if (state == mpio::PathState::refused) retire_if_replaced(index);
   });
   // NBD has no message that tells a connected client a new size (proto.md: the size is
   // given in the handshake only): clients connected over the socket see it when they
   // connect again, while /dev/nbdN, whose size is ours to set, takes it in place.
-  device_->on_capacity_change([this](uint64_t size) {
-    spdlog::warn("LUN capacity changed to {} ({} bytes): new NBD clients see the new size",
-                 status::size_text(size), size);
-    if (!kernel_) return;
+  device.on_capacity_change([this, index, prefix](uint64_t size) {
+    spdlog::warn("{}LUN capacity changed to {} ({} bytes): new NBD clients see the new size",
+                 prefix, status::size_text(size), size);
+    nbd::KernelDevice* kernel = luns_[index]->kernel.get();
+    if (!kernel) return;
     std::string detail;
-    if (auto ec = kernel_->resize(size, detail))
-      spdlog::error("{} keeps its old size: {}", kernel_->path(), error_text(ec, detail));
+    if (auto ec = kernel->resize(size, detail))
+      spdlog::error("{}{} keeps its old size: {}", prefix, kernel->path(), error_text(ec, detail));
     else
-      spdlog::info("{} resized to {} bytes", kernel_->path(), size);
+      spdlog::info("{}{} resized to {} bytes", prefix, kernel->path(), size);
   });
-  if (device_->grouping() == mpio::Grouping::group_by_prio && device_->identity().inquiry.tpgs == 0)
+  if (device.grouping() == mpio::Grouping::group_by_prio && device.identity().inquiry.tpgs == 0)
     spdlog::warn(
-        "the target reports no ALUA support (INQUIRY TPGS 0): group_by_prio puts "
-        "every path in one group, as multibus does");
-  for (const auto& ps : device_->path_status())
-    spdlog::info("path {} {}{}", ps.name, mpio::path_state_name(ps.state),
+        "{}the target reports no ALUA support (INQUIRY TPGS 0): group_by_prio puts "
+        "every path in one group, as multibus does",
+        prefix);
+  for (const auto& ps : device.path_status())
+    spdlog::info("{}path {} {}{}", prefix, ps.name, mpio::path_state_name(ps.state),
                  ps.last_error.empty() ? "" : ": " + ps.last_error);
-  if (draining_) return;  // a signal came during the login: drain() has stopped the loop
-  if (!serve() || !attach_kernel() || !publish()) fail();
+}
+
+void Attachment::retire_if_replaced(size_t index) {
+  Lun& lun = *luns_[index];
+  if (lun.retired || draining_ || !several_luns() || !lun.device) return;
+  const auto paths = lun.device->path_status();
+  if (!std::all_of(paths.begin(), paths.end(),
+                   [](const mpio::PathStatus& p) { return p.state == mpio::PathState::refused; }))
+    return;
+  lun.retired = true;
+  spdlog::error(
+      "LUN {}: every path presents another device than {} (WWID {}): the LUN was replaced "
+      "under its number; export '{}' is retired, the other LUNs go on",
+      lun.plan.lun, lun.device->info().vendor + " " + lun.device->info().product,
+      lun.device->identity().wwid.empty() ? "-" : lun.device->identity().wwid,
+      lun.plan.export_name);
+  lun.device->stop_queueing();
+  std::string detail;
+  if (server_)
+    server_->remove_export(lun.plan.export_name,
+                           "LUN " + std::to_string(lun.plan.lun) + " was replaced on the target",
+                           detail);
 }
 
 // ---------------------------------------------------------------- serve
 
 bool Attachment::serve() {
-  server_ =
-      std::make_unique<nbd::Server>(*io_, *device_, options::server_options(cfg_, device_->info()));
+  // One listener for every LUN, each its own export (NBD_OPT_LIST lists them); the first
+  // LUN's export is the default one.
+  server_ = std::make_unique<nbd::Server>(
+      *io_, options::server_options(cfg_, luns_.front()->device->info(), luns_.front()->plan));
   std::string detail;
+  for (auto& lun : luns_) {
+    const auto options = options::server_options(cfg_, lun->device->info(), lun->plan);
+    if (auto ec = server_->add_export(
+            {lun->plan.export_name, options.description, options.read_only, *lun->device},
+            detail)) {
+      spdlog::error("cannot serve export '{}': {}", lun->plan.export_name, error_text(ec, detail));
+      return false;
+    }
+  }
   if (auto ec = server_->start(detail)) {
     spdlog::error("cannot serve NBD on {}: {}", config::to_string(cfg_.nbd.listen),
                   error_text(ec, detail));
     server_.reset();
     return false;
   }
-  spdlog::info("serving export '{}' at {}", cfg_.nbd.export_name, server_->endpoint_uri());
+  for (const auto& lun : luns_)
+    spdlog::info("serving export '{}' at {}", lun->plan.export_name,
+                 server_->endpoint_uri(lun->plan.export_name));
   return true;
 }
 
 // ---------------------------------------------------------------- attach_kernel
 
 bool Attachment::attach_kernel() {
-  if (cfg_.nbd.device.mode == config::NbdDevice::Mode::none) return true;
-  std::error_code ec;
-  std::string detail;
-  kernel_ = nbd::KernelDevice::attach(
-      options::kernel_options(cfg_, device_->info(),
-                              options::kernel_interface(std::getenv("ISCSI_MPIO_NBD_INTERFACE"))),
-      [this](int fd, std::string& why) { return server_->serve_connected(fd, "kernel", why); }, ec,
-      detail);
-  if (!kernel_) {
-    spdlog::error("cannot attach the export to the kernel: {}", error_text(ec, detail));
-    return false;
+  for (auto& lun : luns_) {
+    if (lun->plan.device.mode == config::NbdDevice::Mode::none) continue;
+    std::error_code ec;
+    std::string detail;
+    nbd::Server* server = server_.get();
+    const std::string export_name = lun->plan.export_name;
+    lun->kernel = nbd::KernelDevice::attach(
+        options::kernel_options(cfg_, lun->device->info(), lun->plan,
+                                options::kernel_interface(std::getenv("ISCSI_MPIO_NBD_INTERFACE"))),
+        [server, export_name](int fd, std::string& why) {
+          return server->serve_connected(fd, export_name, "kernel", why);
+        },
+        ec, detail);
+    if (!lun->kernel) {
+      spdlog::error("cannot attach the export {}to the kernel: {}",
+                    several_luns() ? "'" + lun->plan.export_name + "' " : "",
+                    error_text(ec, detail));
+      return false;
+    }
+    for (const auto& note : lun->kernel->take_notes()) spdlog::warn("{}", note);
+    spdlog::info("attached {}as {} (nbd {}, max_sectors_kb {})",
+                 several_luns() ? "'" + lun->plan.export_name + "' " : "", lun->kernel->path(),
+                 nbd::kernel_interface_name(lun->kernel->interface()),
+                 lun->kernel->max_sectors_kb());
   }
-  for (const auto& note : kernel_->take_notes()) spdlog::warn("{}", note);
-  spdlog::info("attached as {} (nbd {}, max_sectors_kb {})", kernel_->path(),
-               nbd::kernel_interface_name(kernel_->interface()), kernel_->max_sectors_kb());
   return true;
 }
 
 bool Attachment::publish() {
-  auto snapshot = [this] {
-    status::Snapshot snap;
-    snap.export_name = cfg_.nbd.export_name;
-    snap.uri = server_ ? server_->endpoint_uri() : "";
-    snap.target = cfg_.target.iqn;
-    snap.lun = cfg_.target.lun;
-    snap.selector = cfg_.multipath.path_selector;
-    snap.grouping = std::string(mpio::grouping_name(device_->grouping()));
-    snap.failback = options::failback_text(cfg_.multipath.failback);
-    snap.no_path_retry = options::no_path_retry_text(cfg_.multipath.no_path_retry);
-    snap.info = device_->info();
-    snap.paths = device_->path_status();
-    snap.path_origins = discovered_.origin_of_path;
-    snap.discovery_skipped = discovered_.skipped;
-    return snap;
-  };
-  if (std::string detail; runtime_->serving(device_, server_.get(), snapshot, detail)) {
+  std::vector<service::Runtime::ServedLun> served;
+  for (auto& owned : luns_) {
+    Lun* lun = owned.get();
+    auto snapshot = [this, lun] {
+      status::Snapshot snap;
+      snap.export_name = lun->plan.export_name;
+      snap.uri = server_ ? server_->endpoint_uri(lun->plan.export_name) : "";
+      snap.target = cfg_.target.iqn;
+      snap.lun = lun->plan.lun;
+      snap.selector = cfg_.multipath.path_selector;
+      snap.grouping = std::string(mpio::grouping_name(lun->device->grouping()));
+      snap.failback = options::failback_text(cfg_.multipath.failback);
+      snap.no_path_retry = options::no_path_retry_text(cfg_.multipath.no_path_retry);
+      snap.info = lun->device->info();
+      snap.paths = lun->device->path_status();
+      snap.path_origins = discovered_.origin_of_path;
+      snap.discovery_skipped = discovered_.skipped;
+      return snap;
+    };
+    served.push_back({lun->device, server_.get(), snapshot});
+  }
+  if (std::string detail; runtime_->serving(std::move(served), detail)) {
     spdlog::error("{}", detail);
     return false;
   }
-  std::cout << server_->endpoint_uri() << std::endl;
-  if (kernel_) std::cout << kernel_->path() << std::endl;
+  for (const auto& lun : luns_) {
+    std::cout << server_->endpoint_uri(lun->plan.export_name) << std::endl;
+    if (lun->kernel) std::cout << lun->kernel->path() << std::endl;
+  }
   return true;
 }
 
@@ -224,7 +365,10 @@ int Attachment::run() {
   // wake-up per event costs most); with more requests in flight there is always work.
   constexpr size_t busy_poll_max_in_flight = 4;
   common_asio::run_busy_polling(*io_, std::chrono::microseconds(cfg_.nbd.busy_poll_us), [this] {
-    return device_ && device_->requests_in_flight() <= busy_poll_max_in_flight;
+    size_t in_flight = 0;
+    for (const auto& lun : luns_)
+      if (lun->device) in_flight += lun->device->requests_in_flight();
+    return !luns_.empty() && in_flight <= busy_poll_max_in_flight;
   });
   return status_;
 }
@@ -254,39 +398,52 @@ void Attachment::drain() {
   draining_ = true;
   spdlog::info("shutting down: draining requests, flushing the LUN cache, logging out");
   runtime_->shutting_down();
-  if (device_) device_->stop_queueing();
-  if (!kernel_) return stop_server();
-  // /dev/nbdN lets go first, on a thread of its own: its flush and NBD_CMD_DISC still need
+  for (auto& lun : luns_)
+    if (lun->device) lun->device->stop_queueing();
+  auto detaching = std::make_shared<size_t>(0);
+  for (auto& lun : luns_) *detaching += lun->kernel ? 1 : 0;
+  if (*detaching == 0) return stop_servers();
+  // Each /dev/nbdN lets go first, on a thread of its own: its flush and NBD_CMD_DISC still need
   // the server answering on this one.
-  kernel_->detach_async([this](std::error_code ec, const std::string& detail) {
-    asio::post(*io_, [this, ec, detail] {
-      for (const auto& note : kernel_->take_notes()) spdlog::warn("{}", note);
-      if (ec)
-        spdlog::warn("detaching {}: {}", kernel_->path(), error_text(ec, detail));
-      else
-        spdlog::info("{} disconnected", kernel_->path());
-      stop_server();
-    });
-  });
+  for (auto& owned : luns_) {
+    if (!owned->kernel) continue;
+    Lun* lun = owned.get();
+    lun->kernel->detach_async(
+        [this, lun, detaching](std::error_code ec, const std::string& detail) {
+          asio::post(*io_, [this, lun, detaching, ec, detail] {
+            for (const auto& note : lun->kernel->take_notes()) spdlog::warn("{}", note);
+            if (ec)
+              spdlog::warn("detaching {}: {}", lun->kernel->path(), error_text(ec, detail));
+            else
+              spdlog::info("{} disconnected", lun->kernel->path());
+            if (--*detaching == 0) stop_servers();
+          });
+        });
+  }
 }
 
-void Attachment::stop_server() {
-  if (server_)
-    server_->stop([this] { close_device(); });
-  else
-    close_device();
+void Attachment::stop_servers() {
+  if (!server_) return close_devices();
+  server_->stop([this] { close_devices(); });
 }
 
-void Attachment::close_device() {
-  if (!device_) {
+void Attachment::close_devices() {
+  auto closing = std::make_shared<size_t>(0);
+  for (auto& lun : luns_) *closing += lun->device ? 1 : 0;
+  if (*closing == 0) {
     io_->stop();
     return;
   }
-  device_->close(std::chrono::seconds(10), [this](std::error_code ec) {
-    if (ec) spdlog::warn("final SYNCHRONIZE CACHE failed: {}", ec.message());
-    spdlog::info("logged out");
-    io_->stop();
-  });
+  for (auto& lun : luns_) {
+    if (!lun->device) continue;
+    const std::string prefix = several_luns() ? "LUN " + std::to_string(lun->plan.lun) + ": " : "";
+    lun->device->close(std::chrono::seconds(10), [this, closing, prefix](std::error_code ec) {
+      if (ec) spdlog::warn("{}final SYNCHRONIZE CACHE failed: {}", prefix, ec.message());
+      if (--*closing > 0) return;
+      spdlog::info("logged out");
+      io_->stop();
+    });
+  }
 }
 
 }  // namespace iscsi_mpio::attach

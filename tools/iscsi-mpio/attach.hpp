@@ -1,8 +1,10 @@
-// iscsi-mpio attach CONFIG: log in to the target on every path and serve the LUN as an NBD
-// export (and, with nbd.device, as /dev/nbdN) until SIGINT or SIGTERM, then shut down cleanly.
+// iscsi-mpio attach CONFIG: log in to the target on every path and serve the LUN (or, with
+// target.luns, each LUN) as an NBD export (and, with nbd.device, as /dev/nbdN) until SIGINT or
+// SIGTERM, then shut down cleanly.
 //
 // The attach goes through five phases, each a member function of Attachment:
-//   open           load the configuration, log in on the paths, open the mpio::LunDevice
+//   open           load the configuration, (target.luns) ask the target which LUNs it has, log
+//                  in on the paths, open one mpio::LunDevice per LUN
 //   serve          start the NBD server on nbd.listen
 //   attach_kernel  nbd.device: connect the export to the kernel's nbd driver
 //   run            run the io_context, with SIGINT and SIGTERM handled, until the attach ends
@@ -15,6 +17,7 @@
 #include <memory>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include <config/config.hpp>
 
@@ -35,6 +38,10 @@ class KernelDevice;
 namespace iscsi_mpio::service {
 class Runtime;
 }
+namespace iscsi_mpio::options {
+struct LunPlan;
+struct TargetLun;
+}  // namespace iscsi_mpio::options
 
 namespace iscsi_mpio::attach {
 
@@ -61,36 +68,52 @@ class Attachment {
 
  private:
   struct Signals;  // Asio stays in attach.cpp
+  struct Lun;      // one LUN served: its plan, device, NBD server and /dev/nbdN
 
-  // open()'s end, on the io_context: the device is open (then serve, attach_kernel, publish)
-  // or every path failed.
-  void opened(std::error_code ec, const std::string& detail,
-              std::shared_ptr<mpio::LunDevice> device);
-  // Starts the NBD server; false (logged) when it cannot listen.
+  // target.luns: the target's LUN list (lun_report.hpp) checked against the file; then
+  // open_devices(), or the attach fails naming the LUNs the target has.
+  void reported(std::error_code ec, const std::string& detail,
+                std::vector<options::TargetLun> on_target);
+  // Logs in and opens one mpio::LunDevice per LUN, all over the same paths with the same ISIDs.
+  void open_devices(std::vector<options::LunPlan> plans);
+  // One device's open ended; when the last one has, opened() goes on.
+  void device_opened(size_t index, std::error_code ec, const std::string& detail,
+                     std::shared_ptr<mpio::LunDevice> device);
+  // open()'s end, on the io_context: every device is open (then serve, attach_kernel, publish)
+  // or one of them could not be opened.
+  void opened();
+  // Logs what the LUN is and routes its path events to the log and the runtime.
+  void watch(size_t index);
+  // Of several LUNs, one whose every path presents another device was replaced under its
+  // number: it is retired (its export stops, its held requests end), not served as the old one.
+  void retire_if_replaced(size_t index);
+  // Starts the NBD server with every LUN's export; false (logged) when it cannot listen.
   bool serve();
-  // nbd.device: attaches the export to the kernel's nbd driver; false (logged) when the driver
-  // refuses. Does nothing without nbd.device.
+  // nbd.device: attaches the exports to the kernel's nbd driver; false (logged) when the driver
+  // refuses. Does nothing for a LUN without a device.
   bool attach_kernel();
   // The attach is up: opens the control socket and the metrics listener, then prints the URI
-  // (and the /dev/nbdN) on stdout for whoever started us.
+  // (and the /dev/nbdN) of each export on stdout for whoever started us.
   bool publish();
+  bool several_luns() const { return cfg_.target.luns.has_value(); }
 
   void wait_for_signal();
   // A phase failed: exit_failure once drain() is done.
   void fail();
   // The clean shutdown, at most once. Held requests end first, or the server's drain would
-  // wait for a path for ever; then /dev/nbdN, the NBD server and the device in that order.
+  // wait for a path for ever; then every /dev/nbdN, the NBD server and the devices in that
+  // order.
   void drain();
-  void stop_server();
-  void close_device();
+  void stop_servers();
+  void close_devices();
 
   // Destroyed in reverse: the signals and the listeners first, the io_context last.
   config::Config cfg_;
   discovery::Outcome discovered_;  // where `discover:` paths came from, for status
   std::unique_ptr<boost::asio::io_context> io_;
-  std::shared_ptr<mpio::LunDevice> device_;
-  std::unique_ptr<nbd::Server> server_;
-  std::unique_ptr<nbd::KernelDevice> kernel_;  // nbd.device
+  std::vector<std::unique_ptr<Lun>> luns_;     // in the order of the plans
+  std::unique_ptr<nbd::Server> server_;        // every LUN's export; goes before the devices
+  size_t opening_ = 0;                         // devices still logging in
   std::unique_ptr<service::Runtime> runtime_;  // control socket, metrics, progress line
   std::unique_ptr<Signals> signals_;
   int status_ = exit_ok;

@@ -35,7 +35,9 @@
 #include "discovered_paths.hpp"
 #include "errors.hpp"
 #include "lun_listing.hpp"
+#include "lun_report.hpp"
 #include "options.hpp"
+#include "scsi_command.hpp"
 
 namespace iscsi_mpio::check_config {
 namespace {
@@ -46,14 +48,13 @@ using asio::use_awaitable;
 using asio::ip::tcp;
 using namespace asio::experimental::awaitable_operators;
 constexpr auto nothrow = asio::as_tuple(use_awaitable);
+using scsi_command::command;
+using scsi_command::wait_for;
 
 // A probe that hangs after login (a target that stops answering) is cut off here; commands
 // have their own command_timeout, which may be 0 (never).
 constexpr auto device_probe_deadline = std::chrono::seconds(30);
 constexpr auto logout_timeout = std::chrono::seconds(5);
-// UNIT ATTENTION (a fresh I_T nexus reports 29/00, power on or reset), BUSY, TASK SET FULL:
-// asked again on the same path, as attach does.
-constexpr int same_path_retries = 3;
 
 // SIOCGIFMTU (netdevice(7)); works where /sys is not mounted, as in some containers.
 std::optional<uint32_t> interface_mtu(const std::string& name) {
@@ -164,59 +165,6 @@ awaitable<void> probe_connect(const iscsi_io::PathConfig& pc, Step& step) {
   socket.close(ec);
 }
 
-// Starts an operation with a `done` callback that runs exactly once, maybe before `start`
-// returns (PathSession::submit completes a task at once when the path is down), and resumes the
-// coroutine after it ran.
-awaitable<void> wait_for(asio::io_context& io,
-                         const std::function<void(std::function<void()>)>& start) {
-  co_await asio::async_initiate<decltype(use_awaitable), void()>(
-      [&io, &start](auto handler) {
-        auto shared = std::make_shared<decltype(handler)>(std::move(handler));
-        start([&io, shared] { asio::post(io, [shared]() mutable { std::move (*shared)(); }); });
-      },
-      use_awaitable);
-}
-
-// One SCSI command with up to `allocation` bytes of Data-In; `data` keeps what arrived (short
-// parameter data is normal for INQUIRY). Transient conditions are asked again. `disposition`,
-// when given, gets what the SCSI answer means (scsi::classify).
-awaitable<std::error_code> command(asio::io_context& io, iscsi_io::PathSession& session,
-                                   iscsi::Lun lun, const scsi::Cdb& cdb, uint32_t allocation,
-                                   std::vector<std::byte>& data, std::string& detail,
-                                   scsi::Disposition* disposition = nullptr) {
-  for (int attempt = 0;; ++attempt) {
-    iscsi::ScsiTask task;
-    task.lun = lun;
-    task.cdb = cdb.bytes;
-    data.assign(allocation, std::byte{0});
-    if (allocation > 0) {
-      task.direction = iscsi::DataDirection::read;
-      task.read_buffer = data;
-    }
-    co_await wait_for(io, [&](std::function<void()> done) {
-      task.on_complete = [done = std::move(done)](iscsi::ScsiTask&) { done(); };
-      session.submit(task);
-    });
-    if (task.transport_error) {
-      detail = error_text(task.transport_error, task.transport_detail);
-      co_return task.transport_error;
-    }
-    const auto status = static_cast<scsi::Status>(task.status);
-    if (status == scsi::Status::good || status == scsi::Status::condition_met) {
-      if (task.residual_underflow && task.residual_count <= data.size())
-        data.resize(data.size() - task.residual_count);
-      co_return std::error_code{};
-    }
-    const auto sense = scsi::decode_sense(task.sense);
-    const auto meaning = scsi::classify(status, sense);
-    if (meaning == scsi::Disposition::retry_same_path && attempt < same_path_retries) continue;
-    if (disposition != nullptr) *disposition = meaning;
-    const auto ec = scsi::make_error(status, sense);
-    detail = ec.message();
-    co_return ec;
-  }
-}
-
 // What the logical unit behind this path is: identity as attach computes it (the same
 // iscsi_io::read_identity_pages and scsi::lu_identity) and size.
 awaitable<void> probe_device(asio::io_context& io, iscsi_io::PathSession& session,
@@ -306,18 +254,6 @@ awaitable<void> probe_device(asio::io_context& io, iscsi_io::PathSession& sessio
   succeed(report.device);
 }
 
-// PathSession::start, awaited.
-awaitable<void> log_in(asio::io_context& io, iscsi_io::PathSession& session, std::error_code& error,
-                       std::string& detail) {
-  co_await wait_for(io, [&](std::function<void()> done) {
-    session.start([&, done = std::move(done)](std::error_code ec, const std::string& why) {
-      error = ec;
-      detail = why;
-      done();
-    });
-  });
-}
-
 // What this host alone says about a path: the routing table's choice of interface (a lookup
 // that sends nothing) and its MTU.
 void local_facts(const iscsi_io::PathConfig& pc, PathReport& report) {
@@ -334,10 +270,8 @@ awaitable<void> probe_path(asio::io_context& io, iscsi_io::PathConfig pc, uint16
   if (!report.connect.ok()) co_return;
 
   auto session = iscsi_io::PathSession::create(io, pc);
-  std::error_code login_error;
   std::string login_detail;
-  co_await log_in(io, *session, login_error, login_detail);
-  if (login_error) {
+  if (const auto login_error = co_await scsi_command::login(io, *session, login_detail)) {
     const std::string detail = error_text(login_error, login_detail);
     if (login_error.category() == std::system_category() ||
         login_error.category() == std::generic_category()) {
@@ -378,7 +312,7 @@ awaitable<void> list_target_luns(asio::io_context& io, iscsi_io::PathConfig pc,
                                  std::vector<LunReport>& luns, std::error_code& error,
                                  std::string& detail) {
   auto session = iscsi_io::PathSession::create(io, pc);
-  co_await log_in(io, *session, error, detail);
+  error = co_await scsi_command::login(io, *session, detail);
   if (error) {
     session->close();
     co_return;
@@ -406,6 +340,42 @@ awaitable<void> list_target_luns(asio::io_context& io, iscsi_io::PathConfig pc,
   });
 }
 
+// target.luns: asks the target for its LUNs as attach does and prints the ones attach would
+// serve, with their export names. False (printed) when attach would refuse to start.
+bool plan_luns(asio::io_context& io, const config::Config& cfg,
+               std::vector<options::LunPlan>& plans, std::ostream& out) {
+  std::vector<iscsi_io::PathConfig> logins;
+  for (const auto& path : cfg.paths)
+    logins.push_back(options::path_config(cfg, path, iscsi_io::random_isid()));
+  std::error_code ec;
+  std::string detail;
+  std::vector<options::TargetLun> on_target;
+  lun_report::report(
+      io, std::move(logins),
+      [&](std::error_code e, const std::string& d, std::vector<options::TargetLun> luns) {
+        ec = e;
+        detail = d;
+        on_target = std::move(luns);
+        io.stop();
+      });
+  io.run();
+  io.restart();
+  std::vector<std::string> skipped;
+  if (!ec) ec = options::lun_plans(cfg, on_target, plans, detail, skipped);
+  for (const auto& line : skipped) out << line << "\n";
+  if (ec) {
+    out << "error: " << error_text(ec, detail) << "\n";
+    return false;
+  }
+  std::string served;
+  for (const auto& plan : plans)
+    served +=
+        (served.empty() ? "" : ", ") + std::to_string(plan.lun) + " as '" + plan.export_name + "'";
+  out << "serves LUN" << (plans.size() > 1 ? "s " : " ") << served
+      << "; the paths are probed with LUN " << plans.front().lun << "\n";
+  return true;
+}
+
 }  // namespace
 
 std::error_code list_luns(const iscsi_io::PathConfig& pc, std::vector<LunReport>& luns,
@@ -428,8 +398,13 @@ int run(const std::string& config_path, const Options& options, std::ostream& ou
   for (const auto& warning : loaded.warnings()) err << "warning: " << warning.to_string() << "\n";
   config::Config& cfg = loaded.config();
 
-  out << "target " << cfg.target.iqn << " LUN " << cfg.target.lun << ", initiator "
-      << cfg.initiator.name
+  std::string luns_text = "LUN " + std::to_string(cfg.target.lun);
+  if (cfg.target.luns) {
+    luns_text = cfg.target.luns->all ? "all LUNs" : "LUNs ";
+    for (const auto lun : config::listed_luns(cfg))
+      luns_text += (luns_text.ends_with(' ') ? "" : ", ") + std::to_string(lun);
+  }
+  out << "target " << cfg.target.iqn << " " << luns_text << ", initiator " << cfg.initiator.name
       << (cfg.initiator.name_generated
               ? " (generated: set initiator.name when the target has an ACL)"
               : "")
@@ -460,19 +435,25 @@ int run(const std::string& config_path, const Options& options, std::ostream& ou
   }
 
   asio::io_context io;
+  options::LunPlan probed = options::single_lun_plan(cfg);
+  if (options::needs_lun_report(cfg)) {
+    std::vector<options::LunPlan> plans;
+    if (!plan_luns(io, cfg, plans, out)) return exit_problem;
+    probed = plans.front();
+  }
   // Stopped when the last probe is done: a logout answered early still leaves its timeout timer
   // armed inside PathSession, and nothing else is left to wait for.
   size_t running = cfg.paths.size();
   for (size_t i = 0; i < cfg.paths.size(); ++i)
     asio::co_spawn(io,
                    probe_path(io, options::path_config(cfg, cfg.paths[i], iscsi_io::random_isid()),
-                              cfg.target.lun, reports[i]),
+                              probed.lun, reports[i]),
                    [&](std::exception_ptr) {
                      if (--running == 0) io.stop();
                    });
   io.run();
 
-  const auto findings = assess(reports, cfg.target.wwid);
+  const auto findings = assess(reports, probed.wwid);
   out << render(reports, findings);
   return std::max(exit_code(findings, options.strict), discovery_status);
 }

@@ -229,8 +229,12 @@ std::string respond(std::string_view request, const Backend& backend) {
   if (!argument.empty())
     return "error: request '" + std::string(verb) +
            "' takes no argument (requests: " + std::string(known_requests) + ")\n";
-  if (verb == "tree") return status::render_tree(backend.snapshot());
-  if (verb == "json") return status::render_json(backend.snapshot());
+  if (verb == "tree")
+    return backend.snapshots ? status::render_trees(backend.snapshots())
+                             : status::render_tree(backend.snapshot());
+  if (verb == "json")
+    return backend.snapshots ? status::render_json(backend.snapshots())
+                             : status::render_json(backend.snapshot());
   if (verb == "paths") return render_paths_json(backend.snapshot().paths, backend.portals);
   if (verb == "stats") return backend.stats_json();
   std::string shown(request.substr(0, 64));

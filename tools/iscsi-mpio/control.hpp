@@ -1,11 +1,13 @@
 // The control socket's requests (one line in, one answer out) and the client side the CLI
 // verbs use. Requests:
-//   tree | json          the status view (status.hpp)
+//   tree | json          the status view (status.hpp); with several LUNs one block per map /
+//                        a JSON array of the maps
 //   paths                JSON list of the paths with their counters
 //   paths table          the same as a table for people (`iscsi-mpio paths` without --json)
 //   stats                JSON object: per-path counters, failovers, latency; NBD requests/errors
-//   fail-path ID         multipathd `fail path`: no new I/O on the path until reinstate-path
-//   reinstate-path ID    multipathd `reinstate path`
+//   fail-path ID         multipathd `fail path`: no new I/O on the path until reinstate-path,
+//                        on every LUN the path carries (the answer names each LUN's outcome)
+//   reinstate-path ID    multipathd `reinstate path`, on every LUN likewise
 // ID is the 1-based path number `paths` shows, or the path's portal HOST:PORT. fail-path and
 // reinstate-path answer "ok: DETAIL" or "error: DETAIL"; an unknown request gets "error: ...".
 // No Asio here: the listening side is in service.cpp.
@@ -32,7 +34,11 @@ inline constexpr size_t max_request_line = 256;
 // What requests see and change in the running attach; service.cpp fills it from the LunDevice,
 // the NBD server and the metrics collector. Called on the io_context's thread.
 struct Backend {
+  // The first (or only) LUN's view: `paths` and the path IDs go by it (every LUN has the same
+  // paths in the same order).
   std::function<status::Snapshot()> snapshot;
+  // An attach of several LUNs (target.luns): every map, for `tree` and `json`. Unset: one LUN.
+  std::function<std::vector<status::Snapshot>()> snapshots;
   std::vector<config::Portal> portals;  // of each path, in path order (the configuration's)
   std::function<std::string()> stats_json;
   std::function<std::error_code(size_t index, std::string& detail)> fail_path;

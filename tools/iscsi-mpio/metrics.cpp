@@ -64,14 +64,23 @@ class Exposition {
     out_ += '\n';
   }
 
+  // A label put first in every series from now on (the `lun` of an attach of several LUNs);
+  // an empty key: none.
+  void leading_label(std::pair<std::string_view, std::string> label) {
+    leading_ = std::move(label);
+  }
+
   void sample(std::string_view name,
               std::initializer_list<std::pair<std::string_view, std::string_view>> labels,
               const std::string& value) {
     out_ += name;
-    if (labels.size() > 0) {
+    std::vector<std::pair<std::string_view, std::string_view>> all;
+    if (!leading_.first.empty()) all.emplace_back(leading_.first, leading_.second);
+    all.insert(all.end(), labels.begin(), labels.end());
+    if (!all.empty()) {
       out_ += '{';
       bool first = true;
-      for (const auto& [key, label_value] : labels) {
+      for (const auto& [key, label_value] : all) {
         if (!first) out_ += ',';
         first = false;
         out_ += key;
@@ -90,6 +99,7 @@ class Exposition {
 
  private:
   std::string out_;
+  std::pair<std::string_view, std::string> leading_;
 };
 
 // One whole response, HTTP/1.0 so that no client waits for a second answer on the connection.
@@ -144,104 +154,144 @@ Histogram Collector::latency(size_t path) const {
 }
 
 std::string Collector::exposition(const Sample& s) const {
+  return metrics::exposition({{this, s}}, false);
+}
+
+std::string exposition(const std::vector<LunSeries>& luns, bool lun_label) {
   Exposition e;
-  std::vector<std::string> index_text;
-  for (size_t i = 0; i < s.paths.size(); ++i) index_text.push_back(std::to_string(i + 1));
+  std::vector<std::string> lun_text;
+  for (const auto& l : luns) lun_text.push_back(std::to_string(l.sample.lun));
+  // Runs `fn(collector, sample, index texts)` for each LUN with its `lun` label in front of
+  // every series' labels.
+  auto each_lun = [&](auto fn) {
+    for (size_t l = 0; l < luns.size(); ++l) {
+      if (lun_label) e.leading_label({"lun", lun_text[l]});
+      std::vector<std::string> index_text;
+      for (size_t i = 0; i < luns[l].sample.paths.size(); ++i)
+        index_text.push_back(std::to_string(i + 1));
+      fn(*luns[l].collector, luns[l].sample, index_text);
+    }
+    e.leading_label({});
+  };
   // Each family's series together, as the format requires.
   auto per_path = [&](std::string_view name, std::string_view type, std::string_view help,
                       auto value_of) {
     e.family(name, type, help);
-    for (size_t i = 0; i < s.paths.size(); ++i)
-      e.sample(name, {{"index", index_text[i]}, {"path", s.paths[i].name}},
-               std::to_string(value_of(i, s.paths[i])));
+    each_lun([&](const Collector& c, const Sample& s, const std::vector<std::string>& index_text) {
+      for (size_t i = 0; i < s.paths.size(); ++i)
+        e.sample(name, {{"index", index_text[i]}, {"path", s.paths[i].name}},
+                 std::to_string(value_of(c, i, s.paths[i])));
+    });
   };
 
   e.family("iscsi_mpio_lun_info", "gauge", "The LUN this attach serves; always 1.");
-  e.sample("iscsi_mpio_lun_info",
-           {{"export", s.export_name},
-            {"target", s.target},
-            {"lun", std::to_string(s.lun)},
-            {"wwid", s.wwid}},
-           "1");
+  for (const auto& l : luns)
+    e.sample("iscsi_mpio_lun_info",
+             {{"export", l.sample.export_name},
+              {"target", l.sample.target},
+              {"lun", std::to_string(l.sample.lun)},
+              {"wwid", l.sample.wwid}},
+             "1");
 
   e.family("iscsi_mpio_path_state", "gauge",
            "Path state (connecting, active, ghost, failed, refused): 1 for the current one.");
-  for (size_t i = 0; i < s.paths.size(); ++i)
-    for (const auto state : all_states)
-      e.sample("iscsi_mpio_path_state",
-               {{"index", index_text[i]},
-                {"path", s.paths[i].name},
-                {"state", mpio::path_state_name(state)}},
-               s.paths[i].state == state ? "1" : "0");
+  each_lun([&](const Collector&, const Sample& s, const std::vector<std::string>& index_text) {
+    for (size_t i = 0; i < s.paths.size(); ++i)
+      for (const auto state : all_states)
+        e.sample("iscsi_mpio_path_state",
+                 {{"index", index_text[i]},
+                  {"path", s.paths[i].name},
+                  {"state", mpio::path_state_name(state)}},
+                 s.paths[i].state == state ? "1" : "0");
+  });
 
   per_path("iscsi_mpio_path_commands_total", "counter",
            "SCSI commands the target answered on the path.",
-           [](size_t, const mpio::PathStatus& p) { return p.commands; });
+           [](const Collector&, size_t, const mpio::PathStatus& p) { return p.commands; });
   per_path("iscsi_mpio_path_bytes_total", "counter", "Data bytes of those commands.",
-           [](size_t, const mpio::PathStatus& p) { return p.bytes; });
+           [](const Collector&, size_t, const mpio::PathStatus& p) { return p.bytes; });
   per_path("iscsi_mpio_path_errors_total", "counter",
            "Transport failures on the path (connection lost, command timed out and aborted).",
-           [](size_t, const mpio::PathStatus& p) { return p.errors; });
+           [](const Collector&, size_t, const mpio::PathStatus& p) { return p.errors; });
   per_path("iscsi_mpio_path_failovers_total", "counter",
            "Times the path went to state failed, by a fault or by fail-path.",
-           [this](size_t i, const mpio::PathStatus&) { return failovers(i); });
+           [](const Collector& c, size_t i, const mpio::PathStatus&) { return c.failovers(i); });
   per_path("iscsi_mpio_path_iops", "gauge", "Commands completed on the path in the last second.",
-           [](size_t, const mpio::PathStatus& p) { return p.iops; });
-  per_path("iscsi_mpio_path_in_flight", "gauge", "Commands outstanding on the path.",
-           [](size_t, const mpio::PathStatus& p) { return uint64_t{p.in_flight}; });
+           [](const Collector&, size_t, const mpio::PathStatus& p) { return p.iops; });
+  per_path(
+      "iscsi_mpio_path_in_flight", "gauge", "Commands outstanding on the path.",
+      [](const Collector&, size_t, const mpio::PathStatus& p) { return uint64_t{p.in_flight}; });
 
   constexpr std::string_view latency_name = "iscsi_mpio_path_command_latency_seconds";
   e.family(latency_name, "histogram",
            "Time from sending a SCSI command on the path to the target's response.");
-  for (size_t i = 0; i < s.paths.size(); ++i) {
-    const Histogram h = latency(i);
-    const std::string bucket = std::string(latency_name) + "_bucket";
-    uint64_t cumulative = 0;
-    for (size_t b = 0; b < latency_bounds.size(); ++b) {
-      cumulative += h.bucket[b];
-      e.sample(
-          bucket,
-          {{"index", index_text[i]}, {"path", s.paths[i].name}, {"le", number(latency_bounds[b])}},
-          std::to_string(cumulative));
+  each_lun([&](const Collector& c, const Sample& s, const std::vector<std::string>& index_text) {
+    for (size_t i = 0; i < s.paths.size(); ++i) {
+      const Histogram h = c.latency(i);
+      const std::string bucket = std::string(latency_name) + "_bucket";
+      uint64_t cumulative = 0;
+      for (size_t b = 0; b < latency_bounds.size(); ++b) {
+        cumulative += h.bucket[b];
+        e.sample(bucket,
+                 {{"index", index_text[i]},
+                  {"path", s.paths[i].name},
+                  {"le", number(latency_bounds[b])}},
+                 std::to_string(cumulative));
+      }
+      e.sample(bucket, {{"index", index_text[i]}, {"path", s.paths[i].name}, {"le", "+Inf"}},
+               std::to_string(h.count));
+      e.sample(std::string(latency_name) + "_sum",
+               {{"index", index_text[i]}, {"path", s.paths[i].name}}, number(h.sum_seconds));
+      e.sample(std::string(latency_name) + "_count",
+               {{"index", index_text[i]}, {"path", s.paths[i].name}}, std::to_string(h.count));
     }
-    e.sample(bucket, {{"index", index_text[i]}, {"path", s.paths[i].name}, {"le", "+Inf"}},
-             std::to_string(h.count));
-    e.sample(std::string(latency_name) + "_sum",
-             {{"index", index_text[i]}, {"path", s.paths[i].name}}, number(h.sum_seconds));
-    e.sample(std::string(latency_name) + "_count",
-             {{"index", index_text[i]}, {"path", s.paths[i].name}}, std::to_string(h.count));
-  }
+  });
 
   e.family("iscsi_mpio_requests_in_flight", "gauge",
            "Block requests the LUN device is working on (NBD and kernel clients).");
-  e.sample("iscsi_mpio_requests_in_flight", {}, std::to_string(s.requests_in_flight));
-  if (s.nbd.available) {
-    e.family("iscsi_mpio_nbd_requests_total", "counter",
-             "NBD requests read from clients (NBD_CMD_DISC excluded).");
-    e.sample("iscsi_mpio_nbd_requests_total", {}, std::to_string(s.nbd.requests));
-    e.family("iscsi_mpio_nbd_errors_total", "counter",
-             "NBD requests answered with an error (invalid, or failed on the LUN).");
-    e.sample("iscsi_mpio_nbd_errors_total", {}, std::to_string(s.nbd.errors));
-    e.family("iscsi_mpio_nbd_connections", "gauge", "Open NBD connections.");
-    e.sample("iscsi_mpio_nbd_connections", {}, std::to_string(s.nbd.connections));
-    e.family("iscsi_mpio_nbd_buffer_bytes", "gauge",
-             "Payload buffers the NBD connections hold, in flight and kept for reuse.");
-    e.sample("iscsi_mpio_nbd_buffer_bytes", {}, std::to_string(s.nbd.buffer_bytes));
+  each_lun([&](const Collector&, const Sample& s, const std::vector<std::string>&) {
+    e.sample("iscsi_mpio_requests_in_flight", {}, std::to_string(s.requests_in_flight));
+  });
+  const bool nbd = std::any_of(luns.begin(), luns.end(),
+                               [](const LunSeries& l) { return l.sample.nbd.available; });
+  if (nbd) {
+    // One family's series for every LUN whose server runs.
+    auto per_lun = [&](std::string_view name, std::string_view type, std::string_view help,
+                       auto value_of) {
+      e.family(name, type, help);
+      each_lun([&](const Collector&, const Sample& s, const std::vector<std::string>&) {
+        if (s.nbd.available) e.sample(name, {}, std::to_string(value_of(s.nbd)));
+      });
+    };
+    per_lun("iscsi_mpio_nbd_requests_total", "counter",
+            "NBD requests read from clients (NBD_CMD_DISC excluded).",
+            [](const NbdCounters& n) { return n.requests; });
+    per_lun("iscsi_mpio_nbd_errors_total", "counter",
+            "NBD requests answered with an error (invalid, or failed on the LUN).",
+            [](const NbdCounters& n) { return n.errors; });
+    per_lun("iscsi_mpio_nbd_connections", "gauge", "Open NBD connections.",
+            [](const NbdCounters& n) { return n.connections; });
+    per_lun("iscsi_mpio_nbd_buffer_bytes", "gauge",
+            "Payload buffers the NBD connections hold, in flight and kept for reuse.",
+            [](const NbdCounters& n) { return n.buffer_bytes; });
     e.family("iscsi_mpio_nbd_refused_total", "counter",
              "NBD clients turned away, by reason: max_clients (refused in the handshake), "
              "handshake_timeout (disconnected before the handshake ended).");
-    e.sample("iscsi_mpio_nbd_refused_total", {{"reason", "max_clients"}},
-             std::to_string(s.nbd.refused_max_clients));
-    e.sample("iscsi_mpio_nbd_refused_total", {{"reason", "handshake_timeout"}},
-             std::to_string(s.nbd.handshake_timeouts));
-    e.family("iscsi_mpio_nbd_accept_pauses_total", "counter",
-             "Times accepting NBD clients paused to keep file descriptors for the paths.");
-    e.sample("iscsi_mpio_nbd_accept_pauses_total", {}, std::to_string(s.nbd.fd_reserve_pauses));
+    each_lun([&](const Collector&, const Sample& s, const std::vector<std::string>&) {
+      if (!s.nbd.available) return;
+      e.sample("iscsi_mpio_nbd_refused_total", {{"reason", "max_clients"}},
+               std::to_string(s.nbd.refused_max_clients));
+      e.sample("iscsi_mpio_nbd_refused_total", {{"reason", "handshake_timeout"}},
+               std::to_string(s.nbd.handshake_timeouts));
+    });
+    per_lun("iscsi_mpio_nbd_accept_pauses_total", "counter",
+            "Times accepting NBD clients paused to keep file descriptors for the paths.",
+            [](const NbdCounters& n) { return n.fd_reserve_pauses; });
   }
   return e.take();
 }
 
-std::string Collector::stats_json(const Sample& s) const {
+boost::json::object Collector::stats_object(const Sample& s) const {
   boost::json::array paths;
   for (size_t i = 0; i < s.paths.size(); ++i) {
     const auto& p = s.paths[i];
@@ -263,9 +313,24 @@ std::string Collector::stats_json(const Sample& s) const {
            {"errors", s.nbd.errors},
            {"connections", s.nbd.connections},
            {"buffer_bytes", s.nbd.buffer_bytes}};
-  return json_text::line({{"paths", std::move(paths)},
-                          {"requests_in_flight", s.requests_in_flight},
-                          {"nbd", std::move(nbd)}});
+  return {{"paths", std::move(paths)},
+          {"requests_in_flight", s.requests_in_flight},
+          {"nbd", std::move(nbd)}};
+}
+
+std::string Collector::stats_json(const Sample& s) const {
+  return json_text::line(stats_object(s));
+}
+
+std::string stats_json(const std::vector<LunSeries>& luns) {
+  boost::json::array out;
+  for (const auto& l : luns) {
+    auto one = l.collector->stats_object(l.sample);
+    one.emplace("lun", l.sample.lun);
+    one.emplace("export", json_text::utf8(l.sample.export_name));
+    out.push_back(std::move(one));
+  }
+  return json_text::line({{"luns", std::move(out)}});
 }
 
 std::optional<std::string> answer_http(std::string_view received,

@@ -15,6 +15,8 @@
 #include <string_view>
 #include <vector>
 
+#include <boost/json/object.hpp>
+
 #include <mpio/lun_device.hpp>
 
 namespace iscsi_mpio::metrics {
@@ -70,6 +72,8 @@ class Collector {
   std::string exposition(const Sample& sample) const;
   // The `stats` answer: one JSON object.
   std::string stats_json(const Sample& sample) const;
+  // The same as a JSON object, for an answer about several LUNs.
+  boost::json::object stats_object(const Sample& sample) const;
 
  private:
   struct PerPath {
@@ -80,6 +84,18 @@ class Collector {
   PerPath& at(size_t path);
   std::vector<PerPath> paths_;
 };
+
+// One LUN's part of a scrape or `stats` answer, in an attach of several (target.luns).
+struct LunSeries {
+  const Collector* collector = nullptr;
+  Sample sample;
+};
+
+// Every LUN's series, each family's together. `lun_label`: every per-LUN and per-path series
+// carries a `lun` label (an attach with target.luns); false gives Collector::exposition's text.
+std::string exposition(const std::vector<LunSeries>& luns, bool lun_label);
+// `stats` for several LUNs: {"luns":[{"lun":N,"export":...,<stats_json's keys>}, ...]}.
+std::string stats_json(const std::vector<LunSeries>& luns);
 
 // ---- the HTTP/1.0 side of the metrics listener
 

@@ -1,6 +1,8 @@
 #include "options.hpp"
 
+#include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <string_view>
 #include <utility>
 
@@ -53,6 +55,104 @@ mpio::LunConfig lun_config(const config::Config& cfg, const IsidSource& make_isi
   return lun;
 }
 
+bool needs_lun_report(const config::Config& cfg) {
+  return cfg.target.luns.has_value();
+}
+
+LunPlan single_lun_plan(const config::Config& cfg) {
+  return {cfg.target.lun, cfg.nbd.export_name, cfg.target.wwid, cfg.nbd.device};
+}
+
+namespace {
+
+LunPlan plan_for(const config::Config& cfg, uint16_t lun) {
+  LunPlan plan{lun, config::export_name_for(cfg, lun), "", cfg.nbd.device};
+  if (const auto* entry = config::lun_entry(cfg, lun)) {
+    plan.wwid = entry->wwid;
+    if (entry->device) plan.device = *entry->device;
+  }
+  return plan;
+}
+
+// SPC-4 §6.6.2 PERIPHERAL DEVICE TYPE 00h: what a LunDevice serves.
+constexpr uint8_t direct_access_block_device = 0x00;
+
+std::string type_text(uint8_t type) {
+  char text[8];
+  std::snprintf(text, sizeof text, "0x%02x", type);
+  return text;
+}
+
+// " (the target has LUNs 0 (type 0x0c), 1, 2)": block devices plain, others with their type.
+std::string target_luns_text(const std::vector<TargetLun>& on_target) {
+  if (on_target.empty()) return " (the target reports no LUNs)";
+  std::string list;
+  for (const auto& t : on_target)
+    list +=
+        (list.empty() ? "" : ", ") + std::to_string(t.lun) +
+        (t.device_type == direct_access_block_device ? ""
+                                                     : " (type " + type_text(t.device_type) + ")");
+  return " (the target has LUN" + std::string(on_target.size() > 1 ? "s " : " ") + list + ")";
+}
+
+}  // namespace
+
+std::error_code lun_plans(const config::Config& cfg, const std::vector<TargetLun>& on_target,
+                          std::vector<LunPlan>& plans, std::string& detail,
+                          std::vector<std::string>& skipped) {
+  plans.clear();
+  if (!cfg.target.luns) {
+    plans.push_back(single_lun_plan(cfg));
+    return {};
+  }
+  if (cfg.target.luns->all) {
+    for (const auto& t : on_target) {
+      if (t.device_type == direct_access_block_device)
+        plans.push_back(plan_for(cfg, t.lun));
+      else
+        skipped.push_back("LUN " + std::to_string(t.lun) + " is not a block device (peripheral " +
+                          "device type " + type_text(t.device_type) + "): not served");
+    }
+    if (plans.empty()) {
+      detail = "target.luns: all: " + cfg.target.iqn + " has no block-device LUN" +
+               target_luns_text(on_target);
+      return std::make_error_code(std::errc::no_such_device);
+    }
+    return {};
+  }
+  for (const auto& entry : cfg.target.luns->entries) {
+    const auto found = std::find_if(on_target.begin(), on_target.end(),
+                                    [&](const TargetLun& t) { return t.lun == entry.lun; });
+    if (found == on_target.end() || found->device_type != direct_access_block_device) {
+      detail = "target.luns: LUN " + std::to_string(entry.lun) +
+               (found == on_target.end() ? " does not exist on " + cfg.target.iqn
+                                         : " is not a block device (peripheral device type " +
+                                               type_text(found->device_type) + ")") +
+               target_luns_text(on_target);
+      plans.clear();
+      return std::make_error_code(std::errc::no_such_device);
+    }
+    plans.push_back(plan_for(cfg, entry.lun));
+  }
+  return {};
+}
+
+std::vector<mpio::LunConfig> lun_configs(const config::Config& cfg,
+                                         const std::vector<LunPlan>& plans, Sessions sessions,
+                                         const IsidSource& make_isid) {
+  // Identical path configurations, ISIDs included, are what a session pool shares.
+  const mpio::LunConfig shared = lun_config(cfg, make_isid);
+  std::vector<mpio::LunConfig> out;
+  for (const auto& plan : plans) {
+    mpio::LunConfig lun =
+        sessions == Sessions::shared || out.empty() ? shared : lun_config(cfg, make_isid);
+    lun.lun = plan.lun;
+    lun.expected_wwid = plan.wwid;
+    out.push_back(std::move(lun));
+  }
+  return out;
+}
+
 iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& path,
                                  const iscsi::Isid& isid) {
   iscsi_io::PathConfig pc;
@@ -103,16 +203,20 @@ nbd::TlsOptions tls_options(const config::NbdTls& tls) {
 }
 
 nbd::ServerOptions server_options(const config::Config& cfg, const blockdev::DeviceInfo& info) {
+  return server_options(cfg, info, single_lun_plan(cfg));
+}
+
+nbd::ServerOptions server_options(const config::Config& cfg, const blockdev::DeviceInfo& info,
+                                  const LunPlan& lun) {
   nbd::ServerOptions options;
   if (cfg.nbd.listen.kind == config::Listen::Kind::unix_socket)
     options.listen = nbd::UnixEndpoint{cfg.nbd.listen.path_or_host};
   else
     options.listen = nbd::TcpEndpoint{cfg.nbd.listen.path_or_host, cfg.nbd.listen.port};
-  options.export_name = cfg.nbd.export_name;
+  options.export_name = lun.export_name;
   options.tls = tls_options(cfg.nbd.tls);
-  options.description =
-      cfg.nbd.description.value_or(info.vendor + " " + info.product + " " + cfg.target.iqn +
-                                   " LUN " + std::to_string(cfg.target.lun));
+  options.description = cfg.nbd.description.value_or(
+      info.vendor + " " + info.product + " " + cfg.target.iqn + " LUN " + std::to_string(lun.lun));
   options.read_only = cfg.nbd.read_only;
   options.max_clients = cfg.nbd.max_clients;
   options.handshake_timeout = std::chrono::seconds(cfg.nbd.handshake_timeout);
@@ -132,8 +236,13 @@ nbd::KernelInterface kernel_interface(const char* forced) {
 
 nbd::KernelAttachOptions kernel_options(const config::Config& cfg, const blockdev::DeviceInfo& info,
                                         nbd::KernelInterface interface) {
+  return kernel_options(cfg, info, single_lun_plan(cfg), interface);
+}
+
+nbd::KernelAttachOptions kernel_options(const config::Config& cfg, const blockdev::DeviceInfo& info,
+                                        const LunPlan& lun, nbd::KernelInterface interface) {
   nbd::KernelAttachOptions options;
-  if (cfg.nbd.device.mode == config::NbdDevice::Mode::index) options.index = cfg.nbd.device.index;
+  if (lun.device.mode == config::NbdDevice::Mode::index) options.index = lun.device.index;
   options.size_bytes = info.size_bytes;
   const auto sizes = nbd::block_sizes(info);
   options.block_size = sizes.minimum;
@@ -143,8 +252,7 @@ nbd::KernelAttachOptions kernel_options(const config::Config& cfg, const blockde
   options.transmission_flags = nbd::transmission_flags(exported, false);  // simple replies only
   options.timeouts = nbd::kernel_timeouts(cfg.multipath.no_path_retry,
                                           std::chrono::seconds(cfg.multipath.polling_interval));
-  options.backend_identifier =
-      "iscsi-mpio " + cfg.target.iqn + " LUN " + std::to_string(cfg.target.lun);
+  options.backend_identifier = "iscsi-mpio " + cfg.target.iqn + " LUN " + std::to_string(lun.lun);
   options.interface = interface;
   return options;
 }

@@ -51,10 +51,8 @@ struct Runtime::Impl : std::enable_shared_from_this<Impl> {
   tcp::acceptor metrics_acceptor;
   size_t http_connections = 0;
 
-  std::shared_ptr<mpio::LunDevice> device;
-  nbd::Server* server = nullptr;
-  std::function<status::Snapshot()> snapshot;
-  metrics::Collector collector;
+  std::vector<ServedLun> luns;
+  std::vector<metrics::Collector> collectors;  // one per LUN
   control::Backend backend;
   bool stopping = false;
   uint64_t progress_generation = 0;  // a new progress task ends the previous one
@@ -87,27 +85,74 @@ struct Runtime::Impl : std::enable_shared_from_this<Impl> {
 
   // ---------------------------------------------------------------- what requests see
 
-  metrics::Sample sample() const {
-    const status::Snapshot snap = snapshot();
+  metrics::Sample sample(size_t lun) const {
+    const ServedLun& served = luns[lun];
+    const status::Snapshot snap = served.snapshot();
     metrics::Sample s;
     s.export_name = snap.export_name;
     s.target = snap.target;
     s.lun = snap.lun;
     s.wwid = snap.info.wwid;
     s.paths = snap.paths;
-    s.requests_in_flight = device ? device->requests_in_flight() : 0;
-    if (server) {
+    s.requests_in_flight = served.device ? served.device->requests_in_flight() : 0;
+    if (const nbd::Server* server = served.server) {
+      // Requests, errors and connections are the export's; the buffers and the refusals are
+      // the one listener's, shared by every export.
       const auto counters = server->counters();
+      const auto of_export = server->counters(snap.export_name);
       s.nbd = {.available = true,
-               .requests = counters.requests,
-               .errors = counters.errors,
-               .connections = server->connection_count(),
+               .requests = of_export.requests,
+               .errors = of_export.errors,
+               .connections = of_export.connections,
                .buffer_bytes = counters.buffer_bytes,
                .refused_max_clients = counters.refused_max_clients,
                .handshake_timeouts = counters.handshake_timeouts,
                .fd_reserve_pauses = counters.fd_reserve_pauses};
     }
     return s;
+  }
+
+  // An attach of target.luns labels its series by LUN; one of target.lun keeps today's names.
+  bool several_luns() const { return config.target.luns.has_value(); }
+
+  std::vector<metrics::LunSeries> series() const {
+    std::vector<metrics::LunSeries> out;
+    for (size_t i = 0; i < luns.size(); ++i) out.push_back({&collectors[i], sample(i)});
+    return out;
+  }
+
+  std::string exposition() const { return metrics::exposition(series(), several_luns()); }
+
+  std::string stats_json() const {
+    if (!several_luns()) return collectors.front().stats_json(sample(0));
+    return metrics::stats_json(series());
+  }
+
+  size_t requests_in_flight() const {
+    size_t n = 0;
+    for (const auto& l : luns) n += l.device ? l.device->requests_in_flight() : 0;
+    return n;
+  }
+
+  // fail-path / reinstate-path on every LUN: each LUN's answer, "LUN N: " in front when there
+  // are several; the first error is the result.
+  std::error_code on_every_lun(std::string_view verb, size_t index, std::string& detail,
+                               std::error_code (mpio::LunDevice::*action)(size_t, std::string&)) {
+    std::error_code first;
+    detail.clear();
+    for (const auto& l : luns) {
+      std::string d;
+      const auto ec = (l.device.get()->*action)(index, d);
+      if (ec && !first) first = ec;
+      const std::string lun_text = "LUN " + std::to_string(l.snapshot().lun);
+      if (several_luns())
+        detail += (detail.empty() ? "" : "; ") + lun_text + ": " + d;
+      else
+        detail = d;
+      spdlog::log(ec ? spdlog::level::warn : spdlog::level::info, "control: {} {}{}: {}", verb,
+                  index + 1, several_luns() ? " on " + lun_text : "", d);
+    }
+    return first;
   }
 
   // ---------------------------------------------------------------- control socket
@@ -253,8 +298,7 @@ struct Runtime::Impl : std::enable_shared_from_this<Impl> {
       auto [ec, n] =
           co_await socket.async_read_some(asio::buffer(chunk), asio::as_tuple(use_awaitable));
       received.append(chunk.data(), n);
-      answer = metrics::answer_http(received,
-                                    [&] { return self->collector.exposition(self->sample()); });
+      answer = metrics::answer_http(received, [&] { return self->exposition(); });
       if (!answer && ec) co_return;
     }
     co_await asio::async_write(socket, asio::buffer(*answer), asio::as_tuple(use_awaitable));
@@ -306,9 +350,9 @@ void Runtime::logging_in() {
   impl->run_progress([impl, total]() -> std::optional<std::string> {
     if (impl->stopping) return std::nullopt;
     size_t up = 0;
-    if (impl->device) {
+    if (!impl->luns.empty()) {
       bool connecting = false;
-      for (const auto& p : impl->device->path_status()) {
+      for (const auto& p : impl->luns.front().device->path_status()) {
         up += p.state == mpio::PathState::active || p.state == mpio::PathState::ghost;
         connecting = connecting || p.state == mpio::PathState::connecting;
       }
@@ -318,32 +362,33 @@ void Runtime::logging_in() {
   });
 }
 
-std::error_code Runtime::serving(std::shared_ptr<mpio::LunDevice> device, nbd::Server* server,
-                                 std::function<status::Snapshot()> snapshot, std::string& detail) {
+std::error_code Runtime::serving(std::vector<ServedLun> luns, std::string& detail) {
   auto& impl = *impl_;
-  impl.device = std::move(device);
-  impl.server = server;
-  impl.snapshot = std::move(snapshot);
-  const auto statuses = impl.device->path_status();
-  for (size_t i = 0; i < statuses.size(); ++i)
-    impl.collector.path_state(i, statuses[i].state, false);
-  impl.device->on_command_done([raw = &impl](size_t path, std::chrono::nanoseconds latency) {
-    raw->collector.command_done(path, latency);
-  });
+  impl.luns = std::move(luns);
+  impl.collectors.resize(impl.luns.size());
+  for (size_t l = 0; l < impl.luns.size(); ++l) {
+    const auto statuses = impl.luns[l].device->path_status();
+    for (size_t i = 0; i < statuses.size(); ++i)
+      impl.collectors[l].path_state(i, statuses[i].state, false);
+    impl.luns[l].device->on_command_done(
+        [raw = &impl, l](size_t path, std::chrono::nanoseconds latency) {
+          raw->collectors[l].command_done(path, latency);
+        });
+  }
   for (const auto& p : impl.config.paths) impl.backend.portals.push_back(p.portal);
-  impl.backend.snapshot = [raw = &impl] { return raw->snapshot(); };
-  impl.backend.stats_json = [raw = &impl] { return raw->collector.stats_json(raw->sample()); };
+  impl.backend.snapshot = [raw = &impl] { return raw->luns.front().snapshot(); };
+  if (impl.several_luns())
+    impl.backend.snapshots = [raw = &impl] {
+      std::vector<status::Snapshot> out;
+      for (const auto& l : raw->luns) out.push_back(l.snapshot());
+      return out;
+    };
+  impl.backend.stats_json = [raw = &impl] { return raw->stats_json(); };
   impl.backend.fail_path = [raw = &impl](size_t index, std::string& d) {
-    const auto ec = raw->device->fail_path(index, d);
-    spdlog::log(ec ? spdlog::level::warn : spdlog::level::info, "control: fail-path {}: {}",
-                index + 1, d);
-    return ec;
+    return raw->on_every_lun("fail-path", index, d, &mpio::LunDevice::fail_path);
   };
   impl.backend.reinstate_path = [raw = &impl](size_t index, std::string& d) {
-    const auto ec = raw->device->reinstate_path(index, d);
-    spdlog::log(ec ? spdlog::level::warn : spdlog::level::info, "control: reinstate-path {}: {}",
-                index + 1, d);
-    return ec;
+    return raw->on_every_lun("reinstate-path", index, d, &mpio::LunDevice::reinstate_path);
   };
   // The URI goes to stdout next: the progress line must not sit in front of it.
   logging::progress::clear();
@@ -353,13 +398,13 @@ std::error_code Runtime::serving(std::shared_ptr<mpio::LunDevice> device, nbd::S
   return {};
 }
 
-void Runtime::path_event(const std::string& path, mpio::PathState state) {
+void Runtime::path_event(size_t lun_index, const std::string& path, mpio::PathState state) {
   auto& impl = *impl_;
-  if (!impl.device) return;
-  const auto statuses = impl.device->path_status();
+  if (lun_index >= impl.luns.size()) return;
+  const auto statuses = impl.luns[lun_index].device->path_status();
   for (size_t i = 0; i < statuses.size(); ++i)
     if (statuses[i].name == path) {
-      impl.collector.path_state(i, state);
+      impl.collectors[lun_index].path_state(i, state);
       return;
     }
 }
@@ -371,7 +416,7 @@ void Runtime::shutting_down() {
   boost::system::error_code ignored;
   impl->metrics_acceptor.close(ignored);
   impl->run_progress([impl]() -> std::optional<std::string> {
-    const size_t n = impl->device ? impl->device->requests_in_flight() : 0;
+    const size_t n = impl->requests_in_flight();
     if (n == 0) return std::nullopt;
     return "draining " + std::to_string(n) + (n == 1 ? " request" : " requests");
   });

@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include <config/config.hpp>
 #include <mpio/lun_device.hpp>
@@ -38,12 +39,19 @@ class Runtime {
   // connecting.
   void logging_in();
 
-  // The device is open and the NBD server runs (`server` may be null): opens the control socket
-  // and, when configured, the metrics listener; starts measuring command latencies. `snapshot`
-  // gives the status view. Call path_event() from the device's path event handler.
-  std::error_code serving(std::shared_ptr<mpio::LunDevice> device, nbd::Server* server,
-                          std::function<status::Snapshot()> snapshot, std::string& detail);
-  void path_event(const std::string& path, mpio::PathState state);
+  // One LUN of the attach: its device, the NBD server that serves its export (may be null),
+  // and its status view.
+  struct ServedLun {
+    std::shared_ptr<mpio::LunDevice> device;
+    nbd::Server* server = nullptr;
+    std::function<status::Snapshot()> snapshot;
+  };
+
+  // The devices are open and the NBD server runs: opens the control socket and, when
+  // configured, the metrics listener; starts measuring command latencies. Call path_event()
+  // from each device's path event handler with the LUN's index into `luns`.
+  std::error_code serving(std::vector<ServedLun> luns, std::string& detail);
+  void path_event(size_t lun_index, const std::string& path, mpio::PathState state);
 
   // The shutdown began: closes both listeners (removing the control socket file) and shows
   // "draining N requests" on a terminal while the device still has requests.

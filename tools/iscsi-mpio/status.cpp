@@ -110,7 +110,9 @@ std::string render_tree(const Snapshot& s) {
   return out;
 }
 
-std::string render_json(const Snapshot& s) {
+namespace {
+
+boost::json::object json_object(const Snapshot& s) {
   using json_text::utf8;
   boost::json::array paths;
   for (const auto& p : s.paths)
@@ -129,20 +131,31 @@ std::string render_json(const Snapshot& s) {
                      {"origin", utf8(origin_of(s, p.name))}});
   boost::json::array skipped;
   for (const auto& text : s.discovery_skipped) skipped.emplace_back(utf8(text));
-  return json_text::line({{"export", utf8(s.export_name)},
-                          {"uri", utf8(s.uri)},
-                          {"wwid", utf8(s.info.wwid)},
-                          {"vendor", utf8(s.info.vendor)},
-                          {"product", utf8(s.info.product)},
-                          {"size_bytes", s.info.size_bytes},
-                          {"target", utf8(s.target)},
-                          {"lun", s.lun},
-                          {"path_selector", utf8(s.selector)},
-                          {"path_grouping_policy", utf8(s.grouping)},
-                          {"failback", utf8(s.failback)},
-                          {"no_path_retry", utf8(s.no_path_retry)},
-                          {"paths", std::move(paths)},
-                          {"discovery_skipped", std::move(skipped)}});
+  return {{"export", utf8(s.export_name)},     {"uri", utf8(s.uri)},
+          {"wwid", utf8(s.info.wwid)},         {"vendor", utf8(s.info.vendor)},
+          {"product", utf8(s.info.product)},   {"size_bytes", s.info.size_bytes},
+          {"target", utf8(s.target)},          {"lun", s.lun},
+          {"path_selector", utf8(s.selector)}, {"path_grouping_policy", utf8(s.grouping)},
+          {"failback", utf8(s.failback)},      {"no_path_retry", utf8(s.no_path_retry)},
+          {"paths", std::move(paths)},         {"discovery_skipped", std::move(skipped)}};
+}
+
+}  // namespace
+
+std::string render_json(const Snapshot& s) {
+  return json_text::line(json_object(s));
+}
+
+std::string render_trees(const std::vector<Snapshot>& maps) {
+  std::string out;
+  for (const auto& map : maps) out += render_tree(map);
+  return out;
+}
+
+std::string render_json(const std::vector<Snapshot>& maps) {
+  boost::json::array out;
+  for (const auto& map : maps) out.push_back(json_object(map));
+  return json_text::line(out);
 }
 
 }  // namespace iscsi_mpio::status

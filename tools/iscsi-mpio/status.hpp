@@ -2,6 +2,7 @@
 #pragma once
 
 #include <string>
+#include <vector>
 
 #include <mpio/lun_device.hpp>
 
@@ -37,5 +38,9 @@ std::string render_tree(const Snapshot& s);
 // "256M", "1.5G": sizes as multipath -ll prints them.
 std::string size_text(uint64_t bytes);
 std::string render_json(const Snapshot& s);
+// Several maps (an attach of target.luns), as `multipath -ll` lists them: one block per map,
+// in LUN order; in JSON an array of render_json's objects.
+std::string render_trees(const std::vector<Snapshot>& maps);
+std::string render_json(const std::vector<Snapshot>& maps);
 
 }  // namespace iscsi_mpio::status

@@ -58,9 +58,37 @@ struct Digests {
   friend bool operator==(const Digests&, const Digests&) = default;
 };
 
+// nbd.device: also attach the export to the kernel's nbd driver as a block device.
+struct NbdDevice {
+  enum class Mode { none, any, index };  // none | auto (the first free device) | /dev/nbdN
+  Mode mode = Mode::none;
+  std::uint32_t index = 0;  // Mode::index
+  friend bool operator==(const NbdDevice&, const NbdDevice&) = default;
+};
+
+// One entry of target.luns: a LUN and, as multipath.conf's multipaths { multipath { wwid;
+// alias } } does for a map, what its export is called and which device it must be.
+struct LunEntry {
+  std::uint16_t lun = 0;
+  std::optional<std::string> export_name;  // `export`; default: nbd.export with {lun} filled in
+  std::string wwid;                        // as target.wwid, for this LUN
+  std::optional<NbdDevice> device;         // default: nbd.device
+  friend bool operator==(const LunEntry&, const LunEntry&) = default;
+};
+
+// target.luns: the LUNs one attach serves over the same sessions, each its own multipath map
+// and NBD export.
+struct LunSelection {
+  bool all = false;               // `all`: every block-device LUN REPORT LUNS lists
+  std::vector<LunEntry> entries;  // the listed LUNs in file order (empty for `all`)
+  friend bool operator==(const LunSelection&, const LunSelection&) = default;
+};
+
 struct Target {
   std::string iqn;
   std::uint16_t lun = 0;  // SAM flat space addressing: 0..16383
+  // Several LUNs instead of `lun` (giving both is an error); nullopt: `lun` alone.
+  std::optional<LunSelection> luns;
   Auth auth;
   std::uint32_t login_timeout = 15;  // seconds; iscsid.conf node.conn[0].timeo.login_timeout
   // The device every path must present (multipath.conf multipaths { wwid }): the WWID that
@@ -87,14 +115,6 @@ struct Path {
   std::optional<std::uint32_t> priority;
 };
 
-// nbd.device: also attach the export to the kernel's nbd driver as a block device.
-struct NbdDevice {
-  enum class Mode { none, any, index };  // none | auto (the first free device) | /dev/nbdN
-  Mode mode = Mode::none;
-  std::uint32_t index = 0;  // Mode::index
-  friend bool operator==(const NbdDevice&, const NbdDevice&) = default;
-};
-
 // nbd.tls: TLS for NBD clients (proto.md "TLS support") with GnuTLS, as qemu-nbd and nbdkit
 // offer it. Checked at load: the files it names exist.
 struct NbdTls {
@@ -112,9 +132,11 @@ struct NbdTls {
 
 struct Nbd {
   NbdTls tls;
-  Listen listen;            // default unix:/run/iscsi-mpio/<export_name>.sock
-  std::string export_name;  // default "lun<N>" with N = target.lun
-  NbdDevice device;         // default none
+  Listen listen;  // default unix:/run/iscsi-mpio/<export_name>.sock
+  // Default "lun<N>" with N = target.lun; "{lun}" in it becomes the LUN number. With
+  // target.luns it stays a template (default "lun{lun}") that names each LUN's export.
+  std::string export_name;
+  NbdDevice device;  // default none; with target.luns each LUN's default (auto: one each)
   // Microseconds the serving thread keeps polling for the next event (a client's request, the
   // target's answer) before it sleeps, while at most a few requests are in flight; 0: never.
   std::uint32_t busy_poll_us = 0;
@@ -215,6 +237,15 @@ Result load_string(std::string_view yaml, std::string_view name_for_messages);
 std::string generate_initiator_name();
 // Deterministic core of the above, for tests.
 std::string generate_initiator_name(std::string_view hostname, std::uint32_t random);
+
+// The LUNs the file selects: target.lun alone, or target.luns' entries in file order; empty
+// for `luns: all` (the target says which).
+std::vector<std::uint16_t> listed_luns(const Config& config);
+// nbd.export for `lun`: its target.luns[].export when it has one, else the template with every
+// "{lun}" replaced by the number.
+std::string export_name_for(const Config& config, std::uint16_t lun);
+// The entry of target.luns for `lun`, if listed.
+const LunEntry* lun_entry(const Config& config, std::uint16_t lun);
 
 // The effective configuration as YAML (defaults filled in), CHAP secrets replaced by
 // "<redacted>" (a secret read from secret_file prints as that key and path, never as its

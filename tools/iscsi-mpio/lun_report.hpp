@@ -1,0 +1,30 @@
+// target.luns at attach: which LUNs the target has. One path's session (the first in the
+// file that logs in) asks REPORT LUNS (SPC-4 §6.33, sent to LUN 0, which every target answers)
+// and each listed LUN's standard INQUIRY for its PERIPHERAL DEVICE TYPE, then logs out before
+// the LUN devices log in. Asio stays in lun_report.cpp.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include <iscsi_io/path_session.hpp>
+
+#include "options.hpp"
+
+namespace boost::asio {
+class io_context;
+}
+
+namespace iscsi_mpio::lun_report {
+
+// The LUNs present (PERIPHERAL QUALIFIER 0) with their device types, or an error naming each
+// path's failure when no path logs in or the target does not answer REPORT LUNS.
+using Handler = std::function<void(std::error_code, const std::string& detail,
+                                   std::vector<options::TargetLun> luns)>;
+
+// Tries `paths` in order; `done` runs on the io_context once.
+void report(boost::asio::io_context& io, std::vector<iscsi_io::PathConfig> paths, Handler done);
+
+}  // namespace iscsi_mpio::lun_report
