@@ -175,18 +175,24 @@ bool Attachment::attach_kernel() {
   if (cfg_.nbd.device.mode == config::NbdDevice::Mode::none) return true;
   std::error_code ec;
   std::string detail;
-  kernel_ = nbd::KernelDevice::attach(
-      options::kernel_options(cfg_, device_->info(),
-                              options::kernel_interface(std::getenv("ISCSI_MPIO_NBD_INTERFACE"))),
-      [this](int fd, std::string& why) { return server_->serve_connected(fd, "kernel", why); }, ec,
-      detail);
+  const auto options = options::kernel_options(
+      cfg_, device_->info(), options::kernel_interface(std::getenv("ISCSI_MPIO_NBD_INTERFACE")));
+  const auto serve = [this](int fd, std::string& why) {
+    return server_->serve_connected(fd, "kernel", why);
+  };
+  // A previous attach of this export that was killed left its device configured, holding I/O:
+  // take it over, so that what is mounted on it goes on.
+  kernel_ = nbd::KernelDevice::adopt(options, serve, ec, detail);
+  if (!kernel_ && !ec) kernel_ = nbd::KernelDevice::attach(options, serve, ec, detail);
   if (!kernel_) {
     spdlog::error("cannot attach the export to the kernel: {}", error_text(ec, detail));
     return false;
   }
   for (const auto& note : kernel_->take_notes()) spdlog::warn("{}", note);
-  spdlog::info("attached as {} (nbd {}, max_sectors_kb {})", kernel_->path(),
-               nbd::kernel_interface_name(kernel_->interface()), kernel_->max_sectors_kb());
+  spdlog::info("{} {} (nbd {}, max_sectors_kb {})",
+               kernel_->adopted() ? "reconnected, left by a previous attach:" : "attached as",
+               kernel_->path(), nbd::kernel_interface_name(kernel_->interface()),
+               kernel_->max_sectors_kb());
   return true;
 }
 
