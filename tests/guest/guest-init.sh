@@ -86,7 +86,7 @@ stop_attach() {
 
 # show_log NAME: the lines of an attach's log worth reading on the host.
 show_log() {
-  grep -E 'attached as|disconnected|nbd: client kernel|warning|error' "/tmp/$1.log" |
+  grep -E 'attached as|reconnected|disconnected|nbd: client kernel|warning|error' "/tmp/$1.log" |
     while read -r line; do echo "GUEST-LOG: $1: $line"; done
 }
 
@@ -194,8 +194,35 @@ umount /mnt || fail "umount"
 fsck.ext4 -n -f /dev/nbd0 >/tmp/fsck1.log 2>&1 || fail "fsck.ext4 -n after writing: status $?"
 say "ext4 written and clean (fsck -n)"
 
+# ---- SIGKILL under writes: the next attach takes the device over, the writes go on --------
+mount -t ext4 /dev/nbd0 /mnt || fail "mount before the kill"
+dd if=/dev/urandom of=/tmp/during bs=64k count=256 2>/dev/null
+(cp /tmp/during /mnt/during && sync && echo ok >/tmp/writer.done || echo failed >/tmp/writer.done) &
+writer_pid=$!
+sleep 1
+t0=$(now)
+kill -KILL "$first_pid"
+wait_for 10 gone "$first_pid" || fail "attach 1 still running after SIGKILL"
+connected || fail "/dev/nbd0 was disconnected by the SIGKILL (the kernel should hold it)"
+say "attach 1 killed (SIGKILL) under writes; /dev/nbd0 still configured, holding I/O"
+start_attach restarted /etc/im/first.yaml
+first_pid=$attach_pid
+wait_for 120 grep -q 'reconnected, left by a previous attach' /tmp/restarted.log ||
+  fail "the new attach did not take /dev/nbd0 over"
+wait_for 120 test -f /tmp/writer.done || fail "the writer did not finish after the takeover"
+wait "$writer_pid"
+[ "$(cat /tmp/writer.done)" = ok ] || fail "the writer saw an error across the SIGKILL"
+metric sigkill_takeover_seconds $(($(now) - t0))
+cmp -s /tmp/during /mnt/during || fail "/mnt/during differs from what was written"
+(cd /mnt && sha256sum during) >>/tmp/sums || fail "sha256sum during"
+echo "GUEST-SUM: $(tail -n 1 /tmp/sums)"
+umount /mnt || fail "umount after the takeover"
+fsck.ext4 -n -f /dev/nbd0 >/tmp/fsck-kill.log 2>&1 || fail "fsck.ext4 -n after the takeover"
+say "SIGKILL under writes: taken over in $(($(now) - t0)) s, no write error, file system clean"
+rm -f /tmp/during
+
 # ---- SIGTERM: exit 0, device disconnected --------------------------------------------------
-stop_attach first "$first_pid"
+stop_attach restarted "$first_pid"
 
 # ---- attach again (auto, ioctl fallback): the data is still there -------------------------
 echo 3 >/proc/sys/vm/drop_caches
@@ -216,5 +243,5 @@ fsck.ext4 -n -f /dev/nbd0 >/tmp/fsck2.log 2>&1 || fail "fsck.ext4 -n after attac
 say "checksums match after detach and attach; file system clean"
 stop_attach second "$second_pid"
 
-for name in first busy noperm second; do show_log "$name"; done
+for name in first restarted busy noperm second; do show_log "$name"; done
 finish PASS

@@ -302,13 +302,16 @@ bool Attachment::attach_kernel() {
     std::string detail;
     nbd::Server* server = server_.get();
     const std::string export_name = lun->plan.export_name;
-    lun->kernel = nbd::KernelDevice::attach(
+    const auto options =
         options::kernel_options(cfg_, lun->device->info(), lun->plan,
-                                options::kernel_interface(std::getenv("ISCSI_MPIO_NBD_INTERFACE"))),
-        [server, export_name](int fd, std::string& why) {
-          return server->serve_connected(fd, export_name, "kernel", why);
-        },
-        ec, detail);
+                                options::kernel_interface(std::getenv("ISCSI_MPIO_NBD_INTERFACE")));
+    const auto serve = [server, export_name](int fd, std::string& why) {
+      return server->serve_connected(fd, export_name, "kernel", why);
+    };
+    // A previous attach of this export that was killed left its device configured, holding
+    // I/O: take it over, so that what is mounted on it goes on.
+    lun->kernel = nbd::KernelDevice::adopt(options, serve, ec, detail);
+    if (!lun->kernel && !ec) lun->kernel = nbd::KernelDevice::attach(options, serve, ec, detail);
     if (!lun->kernel) {
       spdlog::error("cannot attach the export {}to the kernel: {}",
                     several_luns() ? "'" + lun->plan.export_name + "' " : "",
@@ -316,9 +319,10 @@ bool Attachment::attach_kernel() {
       return false;
     }
     for (const auto& note : lun->kernel->take_notes()) spdlog::warn("{}", note);
-    spdlog::info("attached {}as {} (nbd {}, max_sectors_kb {})",
-                 several_luns() ? "'" + lun->plan.export_name + "' " : "", lun->kernel->path(),
-                 nbd::kernel_interface_name(lun->kernel->interface()),
+    spdlog::info("{}{} {} (nbd {}, max_sectors_kb {})",
+                 several_luns() ? "'" + lun->plan.export_name + "' " : "",
+                 lun->kernel->adopted() ? "reconnected, left by a previous attach:" : "attached as",
+                 lun->kernel->path(), nbd::kernel_interface_name(lun->kernel->interface()),
                  lun->kernel->max_sectors_kb());
   }
   return true;

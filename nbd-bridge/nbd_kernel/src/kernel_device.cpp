@@ -285,6 +285,17 @@ std::error_code parse_error_message(std::span<const std::byte> message, uint16_t
                             });
 }
 
+// NBD_ATTR_SOCKETS { NBD_SOCK_ITEM { NBD_SOCK_FD } ... }
+void add_sockets(Message& message, const std::vector<int>& fds) {
+  const size_t sockets = message.begin_nested(NBD_ATTR_SOCKETS);
+  for (const int fd : fds) {
+    const size_t item = message.begin_nested(NBD_SOCK_ITEM);
+    message.u32(NBD_SOCK_FD, static_cast<uint32_t>(fd));
+    message.end_nested(item);
+  }
+  message.end_nested(sockets);
+}
+
 }  // namespace
 
 std::vector<std::byte> get_family_request(std::string_view family_name, uint32_t seq) {
@@ -302,13 +313,7 @@ std::vector<std::byte> connect_request(uint16_t family_id, uint32_t seq,
   message.u64(NBD_ATTR_SERVER_FLAGS, request.server_flags);
   message.u64(NBD_ATTR_TIMEOUT, request.timeout_seconds);
   message.u64(NBD_ATTR_DEAD_CONN_TIMEOUT, request.dead_connection_timeout_seconds);
-  const size_t sockets = message.begin_nested(NBD_ATTR_SOCKETS);
-  for (const int fd : request.socket_fds) {
-    const size_t item = message.begin_nested(NBD_SOCK_ITEM);
-    message.u32(NBD_SOCK_FD, static_cast<uint32_t>(fd));
-    message.end_nested(item);
-  }
-  message.end_nested(sockets);
+  add_sockets(message, request.socket_fds);
   if (!request.backend_identifier.empty()) {
     message.string(NBD_ATTR_BACKEND_IDENTIFIER, request.backend_identifier);
   }
@@ -324,6 +329,20 @@ std::vector<std::byte> resize_request(uint16_t family_id, uint32_t seq, uint32_t
   message.u32(NBD_ATTR_INDEX, index);
   message.u64(NBD_ATTR_SIZE_BYTES, size_bytes);
   if (!backend_identifier.empty()) message.string(NBD_ATTR_BACKEND_IDENTIFIER, backend_identifier);
+  return message.finish();
+}
+
+std::vector<std::byte> reconnect_request(uint16_t family_id, uint32_t seq,
+                                         const ReconnectRequest& request) {
+  // nbd_genl_reconfigure: each socket replaces a dead connection of the device; the size and
+  // the dead-connection timeout are the new attach's (the LU may have been resized meanwhile).
+  Message message(family_id, NBD_CMD_RECONFIGURE, NBD_GENL_VERSION, seq);
+  message.u32(NBD_ATTR_INDEX, request.index);
+  message.u64(NBD_ATTR_SIZE_BYTES, request.size_bytes);
+  message.u64(NBD_ATTR_DEAD_CONN_TIMEOUT, request.dead_connection_timeout_seconds);
+  add_sockets(message, request.socket_fds);
+  if (!request.backend_identifier.empty())
+    message.string(NBD_ATTR_BACKEND_IDENTIFIER, request.backend_identifier);
   return message.finish();
 }
 
@@ -588,6 +607,7 @@ struct KernelDevice::Impl {
   uint16_t family_id = 0;          // netlink
   std::string connected_pid;       // /sys/block/nbdN/pid right after the attach: the driver's owner
   std::string backend_identifier;  // netlink: what the connect named, for reconfigure
+  bool adopted = false;            // reconnected a device a dead attach left (adopt())
 
   // ioctl: the open device and the thread parked in NBD_DO_IT. The thread shares only this
   // state, so it may outlive us in the one case where the driver never lets it return.
@@ -1019,6 +1039,97 @@ std::error_code attach_ioctl(KernelDevice::Impl& impl, const KernelAttachOptions
 }  // namespace
 
 KernelDevice::KernelDevice(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+std::optional<uint32_t> left_by_dead_attach(const std::vector<DeviceSeen>& devices,
+                                            std::string_view backend_identifier,
+                                            std::optional<uint32_t> index) noexcept {
+  if (backend_identifier.empty()) return std::nullopt;
+  for (const auto& device : devices) {
+    if (index && device.index != *index) continue;
+    if (device.backend == backend_identifier && device.pid && !device.owner_alive)
+      return device.index;
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+std::vector<DeviceSeen> devices_seen() {
+  std::vector<DeviceSeen> seen;
+  for (uint32_t index = 0; index < 4096; ++index) {
+    if (!exists(sysfs_dir(index))) break;  // the module creates nbd0..nbd(nbds_max-1)
+    DeviceSeen device{.index = index};
+    device.backend = read_line(sysfs_dir(index) + "/backend").value_or("");
+    device.pid = read_line(sysfs_dir(index) + "/pid");
+    device.owner_alive = device.pid && exists("/proc/" + *device.pid);
+    seen.push_back(std::move(device));
+  }
+  return seen;
+}
+
+}  // namespace
+
+std::unique_ptr<KernelDevice> KernelDevice::adopt(const KernelAttachOptions& options,
+                                                  const ServeSocket& serve, std::error_code& ec,
+                                                  std::string& detail) {
+  ec.clear();
+  if (options.interface == KernelInterface::ioctl) return nullptr;
+  const auto index = left_by_dead_attach(devices_seen(), options.backend_identifier, options.index);
+  if (!index) return nullptr;
+  if ((ec = check_export(options, detail))) return nullptr;
+  auto impl = std::make_unique<Impl>();
+  GenericNetlink netlink;
+  if ((ec = netlink.open()) || (ec = netlink.resolve_family(impl->family_id))) {
+    detail = "the nbd netlink family cannot be resolved: " + ec.message();
+    return nullptr;
+  }
+  std::vector<SocketPair> pairs;
+  if ((ec = make_socket_pairs(options.connections, pairs, detail))) return nullptr;
+  netlink::ReconnectRequest request;
+  request.index = *index;
+  request.size_bytes = options.size_bytes;
+  request.dead_connection_timeout_seconds =
+      static_cast<uint64_t>(options.timeouts.dead_connection.count());
+  request.backend_identifier = options.backend_identifier;
+  for (const auto& pair : pairs) request.socket_fds.push_back(pair.kernels.get());
+  if ((ec = serve_all(pairs, serve, detail))) return nullptr;
+  const uint32_t seq = netlink.next_seq();
+  netlink::Reply reply;
+  if ((ec = netlink.transact(netlink::reconnect_request(impl->family_id, seq, request), seq,
+                             reply))) {
+    detail = "NBD_CMD_RECONFIGURE for " + device_path(*index) + ": " + ec.message();
+    return nullptr;
+  }
+  for (auto& pair : pairs) pair.kernels.reset();  // the kernel holds its own references now
+  if (reply.error == ENOSPC) {
+    // No dead connection to replace: whoever connected it last is serving it (the driver
+    // keeps the first owner's pid through a reconfigure, so the pid check above can miss it).
+    detail = busy_detail(*index, holder_of(*index));
+    ec = kernel_errc::device_busy;
+    return nullptr;
+  }
+  if (reply.error != 0) {
+    detail = "NBD_CMD_RECONFIGURE for " + device_path(*index) + " (left by a dead attach) refused: " +
+             std::strerror(reply.error) +
+             (reply.kernel_message.empty() ? std::string(" (see dmesg)")
+                                           : " (" + reply.kernel_message + ")");
+    ec = reply.error == EPERM ? std::error_code(kernel_errc::not_permitted)
+                              : std::error_code(kernel_errc::kernel_refused);
+    return nullptr;
+  }
+  impl->index = *index;
+  impl->interface = KernelInterface::netlink;
+  impl->adopted = true;
+  impl->backend_identifier = options.backend_identifier;
+  // The driver keeps the pid of whoever connected it: from now on ours is the one to compare.
+  impl->connected_pid = read_line(sysfs_dir(*index) + "/pid").value_or("");
+  impl->tune_queue(options.max_transfer_bytes);
+  return std::unique_ptr<KernelDevice>(new KernelDevice(std::move(impl)));
+}
+
+bool KernelDevice::adopted() const noexcept {
+  return impl_->adopted;
+}
 
 std::unique_ptr<KernelDevice> KernelDevice::attach(const KernelAttachOptions& options,
                                                    const ServeSocket& serve, std::error_code& ec,

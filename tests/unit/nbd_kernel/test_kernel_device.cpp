@@ -294,3 +294,37 @@ TEST_CASE("without the nbd module, attach says to load it", "[nbd_kernel]") {
   CHECK_THAT(detail, Catch::Contains("modprobe nbd"));
   CHECK(served == 0);
 }
+
+TEST_CASE("NBD_CMD_RECONFIGURE gives a left device new sockets under its backend",
+          "[nbd_kernel]") {
+  netlink::ReconnectRequest request;
+  request.index = 0;
+  request.size_bytes = 1 << 20;
+  request.dead_connection_timeout_seconds = 30;
+  request.socket_fds = {7};
+  request.backend_identifier = "ab";
+  // index, size, dead-connection timeout, SOCKETS { ITEM { FD 7 } }, backend "ab\0".
+  CHECK(hex(netlink::reconnect_request(0x1a, 5, request)) ==
+        hex("4c000000 1a00 0500 05000000 00000000 03 01 0000 "
+            "0800 0100 00000000 0c00 0200 00001000 00000000 0c00 0800 1e000000 00000000 "
+            "1000 0780 0c00 0180 0800 0100 07000000 0700 0a00 616200 00"));
+}
+
+TEST_CASE("the device a dead attach left: ours by backend, its owner gone", "[nbd_kernel]") {
+  const std::string ours = "iscsi-mpio iqn.x LUN 1";
+  const std::vector<nbd::DeviceSeen> devices{
+      {.index = 0, .backend = "", .pid = std::nullopt, .owner_alive = false},  // free
+      {.index = 1, .backend = ours, .pid = "77", .owner_alive = true},         // in use
+      {.index = 2, .backend = "someone else", .pid = "78", .owner_alive = false},
+      {.index = 3, .backend = ours, .pid = "79", .owner_alive = false},  // left
+  };
+  CHECK(nbd::left_by_dead_attach(devices, ours, std::nullopt) == 3u);
+  CHECK(nbd::left_by_dead_attach(devices, ours, 3u) == 3u);
+  CHECK_FALSE(nbd::left_by_dead_attach(devices, ours, 1u));  // asked for a device in use
+  CHECK_FALSE(nbd::left_by_dead_attach(devices, "iscsi-mpio iqn.y LUN 1", std::nullopt));
+  CHECK_FALSE(nbd::left_by_dead_attach(devices, "", std::nullopt));  // no identifier, no claim
+  // Not configured any more (the dead-connection timeout ran out): nothing to adopt.
+  CHECK_FALSE(nbd::left_by_dead_attach(
+      {{.index = 4, .backend = ours, .pid = std::nullopt, .owner_alive = false}}, ours,
+      std::nullopt));
+}

@@ -84,6 +84,21 @@ struct KernelAttachOptions {
   KernelInterface interface = KernelInterface::automatic;
 };
 
+// An NBD device as /sys/block/nbdN shows it, for adopt().
+struct DeviceSeen {
+  uint32_t index = 0;
+  std::string backend;               // /sys/block/nbdN/backend; empty when unset
+  std::optional<std::string> pid;    // /sys/block/nbdN/pid: present while it is configured
+  bool owner_alive = false;          // that pid is a running process
+};
+
+// The device a dead attach of the same export left configured: the one with our backend
+// identifier whose configuring process is gone (with `index` set, only that one). nullopt when
+// there is none: a device whose owner still runs is in use, not left.
+std::optional<uint32_t> left_by_dead_attach(const std::vector<DeviceSeen>& devices,
+                                            std::string_view backend_identifier,
+                                            std::optional<uint32_t> index) noexcept;
+
 class KernelDevice {
  public:
   // Takes ownership of `fd`, our end of one socketpair, and serves it in the transmission
@@ -98,6 +113,18 @@ class KernelDevice {
   static std::unique_ptr<KernelDevice> attach(const KernelAttachOptions& options,
                                               const ServeSocket& serve, std::error_code& ec,
                                               std::string& detail);
+
+  // The restart half of attach(): an attach of the same export that was killed (SIGKILL, a
+  // crash, an OOM kill) leaves /dev/nbdN configured, and the driver holds its I/O for up to
+  // the dead-connection timeout. adopt() finds that device by its backend identifier (netlink
+  // only) and gives it new connections with NBD_CMD_RECONFIGURE; the driver then sends the
+  // requests it held, and the file systems on it never see the gap. Returns nullptr with `ec`
+  // clear when no such device exists (then attach() as usual), or with `ec` set when one
+  // exists and the driver refused it.
+  static std::unique_ptr<KernelDevice> adopt(const KernelAttachOptions& options,
+                                             const ServeSocket& serve, std::error_code& ec,
+                                             std::string& detail);
+  bool adopted() const noexcept;
 
   // Disconnects if detach() was never called, without the flush: nothing may serve the sockets
   // any more by then.
@@ -156,6 +183,17 @@ struct ConnectRequest {
 std::vector<std::byte> connect_request(uint16_t family_id, uint32_t seq,
                                        const ConnectRequest& request);
 std::vector<std::byte> disconnect_request(uint16_t family_id, uint32_t seq, uint32_t index);
+
+// NBD_CMD_RECONFIGURE that gives a device left by a dead attach new connections.
+struct ReconnectRequest {
+  uint32_t index = 0;
+  uint64_t size_bytes = 0;
+  uint64_t dead_connection_timeout_seconds = 0;
+  std::vector<int> socket_fds;
+  std::string backend_identifier;  // the device's: the driver refuses any other
+};
+std::vector<std::byte> reconnect_request(uint16_t family_id, uint32_t seq,
+                                         const ReconnectRequest& request);
 // NBD_CMD_RECONFIGURE with the device's new NBD_ATTR_SIZE_BYTES, naming the backend identifier
 // the device was connected with (empty: none).
 std::vector<std::byte> resize_request(uint16_t family_id, uint32_t seq, uint32_t index,
