@@ -1109,8 +1109,8 @@ std::unique_ptr<KernelDevice> KernelDevice::adopt(const KernelAttachOptions& opt
     return nullptr;
   }
   if (reply.error != 0) {
-    detail = "NBD_CMD_RECONFIGURE for " + device_path(*index) + " (left by a dead attach) refused: " +
-             std::strerror(reply.error) +
+    detail = "NBD_CMD_RECONFIGURE for " + device_path(*index) +
+             " (left by a dead attach) refused: " + std::strerror(reply.error) +
              (reply.kernel_message.empty() ? std::string(" (see dmesg)")
                                            : " (" + reply.kernel_message + ")");
     ec = reply.error == EPERM ? std::error_code(kernel_errc::not_permitted)

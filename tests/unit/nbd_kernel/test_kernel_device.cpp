@@ -295,8 +295,7 @@ TEST_CASE("without the nbd module, attach says to load it", "[nbd_kernel]") {
   CHECK(served == 0);
 }
 
-TEST_CASE("NBD_CMD_RECONFIGURE gives a left device new sockets under its backend",
-          "[nbd_kernel]") {
+TEST_CASE("NBD_CMD_RECONFIGURE gives a left device new sockets under its backend", "[nbd_kernel]") {
   netlink::ReconnectRequest request;
   request.index = 0;
   request.size_bytes = 1 << 20;
