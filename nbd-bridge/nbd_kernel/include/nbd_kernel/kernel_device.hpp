@@ -87,9 +87,9 @@ struct KernelAttachOptions {
 // An NBD device as /sys/block/nbdN shows it, for adopt().
 struct DeviceSeen {
   uint32_t index = 0;
-  std::string backend;             // /sys/block/nbdN/backend; empty when unset
-  std::optional<std::string> pid;  // /sys/block/nbdN/pid: present while it is configured
-  bool owner_alive = false;        // that pid is a running process
+  std::string backend{};             // /sys/block/nbdN/backend; empty when unset
+  std::optional<std::string> pid{};  // /sys/block/nbdN/pid: present while it is configured
+  bool owner_alive = false;          // that pid is a running process
 };
 
 // The device a dead attach of the same export left configured: the one with our backend
