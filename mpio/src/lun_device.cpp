@@ -650,7 +650,9 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     session->on_failure([weak = weak_from_this(), &p, raw = session.get()](
                             std::error_code ec, const std::string& detail) {
       auto self = weak.lock();
-      if (self && p.session.get() == raw)
+      // Closing: the last device out of a shared session logs it out, and the others, already
+      // done with it, have nothing to fail over.
+      if (self && p.session.get() == raw && !self->closing)
         self->path_failed(p, detail.empty() ? ec.message() : detail);
     });
   }
