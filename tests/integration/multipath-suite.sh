@@ -624,14 +624,88 @@ PY
       ok=0
     fi
     nbdinfo --size "$(printf '%s\n' "${uris[@]}" | grep '/lun3?')" >/dev/null || ok=0
+    many_luns_rescan || ok=0
   fi
   stop_attach
-  for n in 2 3 4; do
+  for n in 2 3 4 5; do
     tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op delete --tid 1 --lun "$n" \
       >/dev/null 2>&1 || true
     rm -f "${backing[n]}"
   done
   report many-luns "$ok"
+}
+
+# The target's LUN inventory changes under `luns: all`: LUN 5 added with tgtadm appears as an
+# export (through REPORTED LUNS DATA HAS CHANGED or the periodic REPORT LUNS), over the same
+# two sessions; LUN 3 deleted is retired after `iscsi-mpio rescan`: its new clients are told
+# why, LUNs 1 and 4 go on. Uses many_luns' variables.
+many_luns_rescan() {
+  local ok=1 found=0 listed socket_uri="nbd+unix://?socket=$work/luns.sock"
+  backing[5]=$work/tgt/many-lun5.img
+  truncate -s 32M "${backing[5]}"
+  tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op new --tid 1 --lun 5 \
+    -b "${backing[5]}" || return 1
+  for _ in $(seq 100); do
+    listed=$(nbdinfo --list --json "$socket_uri" 2>/dev/null | jq -r '[.exports[]."export-name"] | join(" ")' 2>/dev/null || true)
+    [[ " $listed " == *" lun5 "* ]] && { found=1; break; }
+    sleep 0.2
+  done
+  echo "    LUN 5 added on the target: exports now $listed"
+  grep -E "LUN 5 appeared|serving export 'lun5'" "$work/attach.log" | sed 's/^/    /'
+  ((found)) || return 1
+  local uri5="nbd+unix:///lun5?socket=$work/luns.sock" tag
+  tag=$(/usr/bin/python3 - "$uri5" "${backing[5]}" <<'PY'
+import sys
+import nbd
+data = (b"iscsi-mpio rescan tag of LUN 5 " * 200)[:4096]
+h = nbd.NBD()
+h.connect_uri(sys.argv[1])
+h.pwrite(data, 1 << 20)
+h.flush()
+h.shutdown()
+with open(sys.argv[2], "rb") as f:
+    f.seek(1 << 20)
+    print("in its backing file" if f.read(4096) == data else "NOT in its backing file")
+PY
+)
+  echo "    a tag written through lun5 is $tag"
+  [[ $tag == "in its backing file" ]] || ok=0
+  local sessions
+  sessions=$(tgtadm -C "$TGT_CTL" --lld iscsi --mode target --op show |
+    awk '/^Target 1:/ {t = 1; next} /^Target / {t = 0} t && /I_T nexus:/ {n++} END {print n + 0}')
+  echo "    sessions at the target with LUN 5 served: $sessions"
+  ((sessions == 2)) || ok=0
+
+  local deleted=0 answer
+  for _ in $(seq 20); do
+    tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op delete --tid 1 --lun 3 \
+      >/dev/null 2>&1 && { deleted=1; break; }
+    sleep 0.5
+  done
+  ((deleted)) || { echo "    tgtadm could not delete LUN 3"; return 1; }
+  answer=$("$im_bin" rescan "$work/luns.yaml" 2>&1 || true)
+  echo "    LUN 3 deleted on the target; iscsi-mpio rescan: $answer"
+  local retired=0
+  for _ in $(seq 100); do
+    grep -q "LUN 3 went away on the target" "$work/attach.log" && { retired=1; break; }
+    sleep 0.1
+  done
+  grep "LUN 3 went away" "$work/attach.log" | head -n 1 | sed 's/^/    /'
+  ((retired)) || { echo "    LUN 3 was not retired"; return 1; }
+  local refusal
+  # libnbd keeps the server's message out of its error; its debug log has it.
+  refusal=$(LIBNBD_DEBUG=1 nbdinfo --size "nbd+unix:///lun3?socket=$work/luns.sock" 2>&1 || true)
+  if [[ $refusal != *"went away on the target"* ]]; then
+    echo "    a new client of lun3 was not told why: $refusal"
+    ok=0
+  else
+    echo "    a new client of lun3 is refused: $(grep -o 'export lun3 was removed.*went away on the target' <<<"$refusal" | head -n 1)"
+  fi
+  for n in 1 4 5; do
+    nbdinfo --size "nbd+unix:///lun$n?socket=$work/luns.sock" >/dev/null 2>&1 ||
+      { echo "    lun$n is no longer served"; ok=0; }
+  done
+  ((ok))
 }
 
 # read_rate: MiB/s of 1 MiB sequential reads at queue depth 16 for 4 s (fio, nbd engine).

@@ -57,7 +57,14 @@ struct Attachment::Lun {
   std::string open_error;  // why its device did not open
   std::shared_ptr<mpio::LunDevice> device;
   std::unique_ptr<nbd::KernelDevice> kernel;  // plan.device
-  bool retired = false;                       // replaced under its number: its export removed
+  bool retired = false;                       // not served (any more): its export removed
+  bool replaced = false;                      // another device under its number: never served again
+  bool opening = false;                       // found by a rescan, logging in
+};
+
+struct Attachment::Rescans {
+  explicit Rescans(asio::io_context& io) : timer(io) {}
+  asio::steady_timer timer;
 };
 
 struct Attachment::Signals {
@@ -146,8 +153,9 @@ void Attachment::open_devices(std::vector<options::LunPlan> plans) {
   // per portal and iface whatever the number of LUNs (iscsi_io::SessionPool).
   std::vector<mpio::LunConfig> configs =
       options::lun_configs(cfg_, plans, options::Sessions::shared);
-  const auto pool = iscsi_io::SessionPool::create(*io_);
-  for (auto& config : configs) config.sessions = pool;
+  pool_ = iscsi_io::SessionPool::create(*io_);
+  paths_ = configs.front().paths;
+  for (auto& config : configs) config.sessions = pool_;
   std::string lun_list;
   for (const auto& plan : plans)
     lun_list += (lun_list.empty() ? "" : ", ") + std::to_string(plan.lun);
@@ -232,6 +240,9 @@ void Attachment::watch(size_t index) {
     else
       spdlog::info("{}{} resized to {} bytes", prefix, kernel->path(), size);
   });
+  // REPORTED LUNS DATA HAS CHANGED (3F/0E), on any path of any LUN: look at once.
+  if (several_luns())
+    device.on_luns_changed([this] { rescan("the target reported a LUN inventory change"); });
   if (device.grouping() == mpio::Grouping::group_by_prio && device.identity().inquiry.tpgs == 0)
     spdlog::warn(
         "{}the target reports no ALUA support (INQUIRY TPGS 0): group_by_prio puts "
@@ -249,19 +260,155 @@ void Attachment::retire_if_replaced(size_t index) {
   if (!std::all_of(paths.begin(), paths.end(),
                    [](const mpio::PathStatus& p) { return p.state == mpio::PathState::refused; }))
     return;
-  lun.retired = true;
+  lun.replaced = true;
   spdlog::error(
       "LUN {}: every path presents another device than {} (WWID {}): the LUN was replaced "
       "under its number; export '{}' is retired, the other LUNs go on",
       lun.plan.lun, lun.device->info().vendor + " " + lun.device->info().product,
       lun.device->identity().wwid.empty() ? "-" : lun.device->identity().wwid,
       lun.plan.export_name);
+  retire(index, "LUN " + std::to_string(lun.plan.lun) + " was replaced on the target");
+}
+
+void Attachment::retire(size_t index, const std::string& why) {
+  Lun& lun = *luns_[index];
+  lun.retired = true;
+  if (!lun.device) return;
   lun.device->stop_queueing();
-  std::string detail;
-  if (server_)
-    server_->remove_export(lun.plan.export_name,
-                           "LUN " + std::to_string(lun.plan.lun) + " was replaced on the target",
-                           detail);
+  auto remove_export = [this, index, why] {
+    std::string detail;
+    if (server_ && server_->remove_export(luns_[index]->plan.export_name, why, detail))
+      spdlog::warn("removing export '{}': {}", luns_[index]->plan.export_name, detail);
+  };
+  if (!lun.kernel) return remove_export();
+  // /dev/nbdN first, while its export still answers: its flush must not wait for a
+  // connection that the removal would close.
+  lun.kernel->detach_async(
+      [this, index, remove_export](std::error_code ec, const std::string& detail) {
+        asio::post(*io_, [this, index, remove_export, ec, detail] {
+          Lun& lun = *luns_[index];
+          if (ec)
+            spdlog::warn("detaching {}: {}", lun.kernel->path(), error_text(ec, detail));
+          else
+            spdlog::info("{} disconnected: LUN {} is retired", lun.kernel->path(), lun.plan.lun);
+          lun.kernel.reset();
+          remove_export();
+        });
+      });
+}
+
+// ---------------------------------------------------------------- rescan
+
+std::string Attachment::rescan(const std::string& why) {
+  if (draining_) return "error: shutting down";
+  if (rescanning_) {
+    rescan_again_ = true;
+    return "a rescan is running: another follows it";
+  }
+  auto session = pool_ ? pool_->ready_session() : nullptr;
+  if (!session) return "error: no path is logged in: the target cannot be asked";
+  rescanning_ = true;
+  lun_report::report_on(*io_, std::move(session),
+                        [this, why](std::error_code ec, const std::string& detail,
+                                    std::vector<options::TargetLun> on_target) {
+                          rescanned(why, ec, detail, std::move(on_target));
+                        });
+  return "rescanning " + cfg_.target.iqn + ": REPORT LUNS sent";
+}
+
+void Attachment::rescanned(const std::string& why, std::error_code ec, const std::string& detail,
+                           std::vector<options::TargetLun> on_target) {
+  rescanning_ = false;
+  if (draining_) return;
+  if (ec) {
+    spdlog::warn("rescan ({}): {}", why, error_text(ec, detail));
+  } else {
+    auto listed = [&](uint16_t number) {
+      return std::any_of(on_target.begin(), on_target.end(),
+                         [&](const options::TargetLun& t) { return t.lun == number; });
+    };
+    for (size_t i = 0; i < luns_.size(); ++i) {
+      const Lun& lun = *luns_[i];
+      if (lun.retired || !lun.device || listed(lun.plan.lun)) continue;
+      spdlog::error(
+          "LUN {} went away on the target ({}): export '{}' is retired, the other "
+          "LUNs go on",
+          lun.plan.lun, why, lun.plan.export_name);
+      retire(i, "LUN " + std::to_string(lun.plan.lun) + " went away on the target");
+    }
+    if (cfg_.target.luns && cfg_.target.luns->all) {
+      std::vector<options::LunPlan> plans;
+      std::vector<std::string> skipped;
+      std::string problem;
+      if (!options::lun_plans(cfg_, on_target, plans, problem, skipped)) {
+        for (auto& plan : plans) {
+          // A LUN replaced under its number stays retired (its identity is not the one served).
+          const bool known = std::any_of(luns_.begin(), luns_.end(), [&](const auto& lun) {
+            return lun->plan.lun == plan.lun && (!lun->retired || lun->replaced || lun->opening);
+          });
+          if (!known) add_lun(std::move(plan));
+        }
+      }
+    }
+  }
+  if (rescan_again_) {
+    rescan_again_ = false;
+    rescan(why);
+  }
+}
+
+void Attachment::schedule_rescan() {
+  if (!rescans_ || draining_) return;
+  rescans_->timer.expires_after(std::chrono::seconds(cfg_.multipath.polling_interval));
+  rescans_->timer.async_wait([this](const boost::system::error_code& ec) {
+    if (ec || draining_) return;
+    rescan("periodic REPORT LUNS");
+    schedule_rescan();
+  });
+}
+
+void Attachment::add_lun(options::LunPlan plan) {
+  spdlog::info("LUN {} appeared on the target: logging in to it as export '{}'", plan.lun,
+               plan.export_name);
+  auto configs = options::lun_configs(cfg_, {plan}, options::Sessions::shared);
+  mpio::LunConfig config = std::move(configs.front());
+  config.paths = paths_;  // the same ISIDs: the same sessions
+  config.sessions = pool_;
+  const size_t index = luns_.size();
+  luns_.push_back(std::make_unique<Lun>());
+  luns_.back()->plan = std::move(plan);
+  luns_.back()->retired = true;  // until it is served
+  luns_.back()->opening = true;
+  mpio::LunDevice::open(*io_, std::move(config),
+                        [this, index](std::error_code ec, const std::string& detail,
+                                      std::shared_ptr<mpio::LunDevice> device) {
+                          luns_[index]->device = std::move(device);
+                          added(index, ec, detail);
+                        });
+}
+
+void Attachment::added(size_t index, std::error_code ec, const std::string& detail) {
+  Lun& lun = *luns_[index];
+  lun.opening = false;
+  if (ec || draining_) {
+    if (ec) spdlog::error("LUN {} is not served: {}", lun.plan.lun, error_text(ec, detail));
+    if (lun.device) {
+      lun.device->close(std::chrono::seconds(2), [](std::error_code) {});
+    }
+    return;
+  }
+  watch(index);
+  const auto options = options::server_options(cfg_, lun.device->info(), lun.plan);
+  std::string problem;
+  if (auto e = server_->add_export(
+          {lun.plan.export_name, options.description, options.read_only, *lun.device}, problem)) {
+    spdlog::error("LUN {} is not served: {}", lun.plan.lun, error_text(e, problem));
+    return;
+  }
+  lun.retired = false;
+  runtime_->add_lun(served_lun(&lun));
+  spdlog::info("serving export '{}' at {}", lun.plan.export_name,
+               server_->endpoint_uri(lun.plan.export_name));
 }
 
 // ---------------------------------------------------------------- serve
@@ -328,28 +475,31 @@ bool Attachment::attach_kernel() {
   return true;
 }
 
+service::Runtime::ServedLun Attachment::served_lun(Lun* lun) {
+  auto snapshot = [this, lun] {
+    status::Snapshot snap;
+    snap.export_name = lun->plan.export_name;
+    snap.uri = server_ ? server_->endpoint_uri(lun->plan.export_name) : "";
+    snap.target = cfg_.target.iqn;
+    snap.lun = lun->plan.lun;
+    snap.selector = cfg_.multipath.path_selector;
+    snap.grouping = std::string(mpio::grouping_name(lun->device->grouping()));
+    snap.failback = options::failback_text(cfg_.multipath.failback);
+    snap.no_path_retry = options::no_path_retry_text(cfg_.multipath.no_path_retry);
+    snap.info = lun->device->info();
+    snap.paths = lun->device->path_status();
+    snap.path_origins = discovered_.origin_of_path;
+    snap.discovery_skipped = discovered_.skipped;
+    return snap;
+  };
+  return {lun->device, server_.get(), snapshot};
+}
+
 bool Attachment::publish() {
+  if (several_luns())
+    runtime_->on_rescan([this] { return rescan("asked by `iscsi-mpio rescan`"); });
   std::vector<service::Runtime::ServedLun> served;
-  for (auto& owned : luns_) {
-    Lun* lun = owned.get();
-    auto snapshot = [this, lun] {
-      status::Snapshot snap;
-      snap.export_name = lun->plan.export_name;
-      snap.uri = server_ ? server_->endpoint_uri(lun->plan.export_name) : "";
-      snap.target = cfg_.target.iqn;
-      snap.lun = lun->plan.lun;
-      snap.selector = cfg_.multipath.path_selector;
-      snap.grouping = std::string(mpio::grouping_name(lun->device->grouping()));
-      snap.failback = options::failback_text(cfg_.multipath.failback);
-      snap.no_path_retry = options::no_path_retry_text(cfg_.multipath.no_path_retry);
-      snap.info = lun->device->info();
-      snap.paths = lun->device->path_status();
-      snap.path_origins = discovered_.origin_of_path;
-      snap.discovery_skipped = discovered_.skipped;
-      return snap;
-    };
-    served.push_back({lun->device, server_.get(), snapshot});
-  }
+  for (auto& lun : luns_) served.push_back(served_lun(lun.get()));
   if (std::string detail; runtime_->serving(std::move(served), detail)) {
     spdlog::error("{}", detail);
     return false;
@@ -357,6 +507,10 @@ bool Attachment::publish() {
   for (const auto& lun : luns_) {
     std::cout << server_->endpoint_uri(lun->plan.export_name) << std::endl;
     if (lun->kernel) std::cout << lun->kernel->path() << std::endl;
+  }
+  if (several_luns()) {
+    rescans_ = std::make_unique<Rescans>(*io_);
+    schedule_rescan();
   }
   return true;
 }
@@ -402,15 +556,17 @@ void Attachment::drain() {
   draining_ = true;
   spdlog::info("shutting down: draining requests, flushing the LUN cache, logging out");
   runtime_->shutting_down();
+  if (rescans_) rescans_->timer.cancel();
   for (auto& lun : luns_)
     if (lun->device) lun->device->stop_queueing();
   auto detaching = std::make_shared<size_t>(0);
-  for (auto& lun : luns_) *detaching += lun->kernel ? 1 : 0;
+  // A retired LUN's /dev/nbdN is let go by retire() itself.
+  for (auto& lun : luns_) *detaching += lun->kernel && !lun->retired ? 1 : 0;
   if (*detaching == 0) return stop_servers();
   // Each /dev/nbdN lets go first, on a thread of its own: its flush and NBD_CMD_DISC still need
   // the server answering on this one.
   for (auto& owned : luns_) {
-    if (!owned->kernel) continue;
+    if (!owned->kernel || owned->retired) continue;
     Lun* lun = owned.get();
     lun->kernel->detach_async(
         [this, lun, detaching](std::error_code ec, const std::string& detail) {

@@ -23,6 +23,7 @@
 
 #include "discovered_paths.hpp"
 #include "exit_status.hpp"
+#include "service.hpp"
 
 namespace boost::asio {
 class io_context;
@@ -35,9 +36,13 @@ class Server;
 class KernelDevice;
 }  // namespace nbd
 
-namespace iscsi_mpio::service {
-class Runtime;
+namespace iscsi_io {
+class SessionPool;
 }
+namespace mpio {
+struct LunPath;
+}
+
 namespace iscsi_mpio::options {
 struct LunPlan;
 struct TargetLun;
@@ -68,7 +73,8 @@ class Attachment {
 
  private:
   struct Signals;  // Asio stays in attach.cpp
-  struct Lun;      // one LUN served: its plan, device, NBD server and /dev/nbdN
+  struct Lun;      // one LUN served: its plan, device and /dev/nbdN
+  struct Rescans;  // the periodic REPORT LUNS timer
 
   // target.luns: the target's LUN list (lun_report.hpp) checked against the file; then
   // open_devices(), or the attach fails naming the LUNs the target has.
@@ -76,6 +82,9 @@ class Attachment {
                 std::vector<options::TargetLun> on_target);
   // Logs in and opens one mpio::LunDevice per LUN, all over the same paths with the same ISIDs.
   void open_devices(std::vector<options::LunPlan> plans);
+  // A LUN a rescan found: opened over the same sessions, then served like the others.
+  void add_lun(options::LunPlan plan);
+  void added(size_t index, std::error_code ec, const std::string& detail);
   // One device's open ended; when the last one has, opened() goes on.
   void device_opened(size_t index, std::error_code ec, const std::string& detail,
                      std::shared_ptr<mpio::LunDevice> device);
@@ -87,6 +96,18 @@ class Attachment {
   // Of several LUNs, one whose every path presents another device was replaced under its
   // number: it is retired (its export stops, its held requests end), not served as the old one.
   void retire_if_replaced(size_t index);
+  // Stops serving a LUN: held requests end with EIO, /dev/nbdN lets go, the export is removed
+  // (new clients are told `why`); the other LUNs go on.
+  void retire(size_t index, const std::string& why);
+
+  // Rescan (iscsiadm -m session --rescan): REPORT LUNS over a session the devices use, on
+  // the control socket's `rescan`, a 3F/0E unit attention or event, and every polling
+  // interval. LUNs gone are retired; under `luns: all` new disk LUNs are served. Returns the
+  // control socket's answer.
+  std::string rescan(const std::string& why);
+  void rescanned(const std::string& why, std::error_code ec, const std::string& detail,
+                 std::vector<options::TargetLun> on_target);
+  void schedule_rescan();
   // Starts the NBD server with every LUN's export; false (logged) when it cannot listen.
   bool serve();
   // nbd.device: attaches the exports to the kernel's nbd driver; false (logged) when the driver
@@ -95,6 +116,8 @@ class Attachment {
   // The attach is up: opens the control socket and the metrics listener, then prints the URI
   // (and the /dev/nbdN) of each export on stdout for whoever started us.
   bool publish();
+  // What the runtime (status, metrics, control) serves of one LUN.
+  service::Runtime::ServedLun served_lun(Lun* lun);
   bool several_luns() const { return cfg_.target.luns.has_value(); }
 
   void wait_for_signal();
@@ -111,8 +134,13 @@ class Attachment {
   config::Config cfg_;
   discovery::Outcome discovered_;  // where `discover:` paths came from, for status
   std::unique_ptr<boost::asio::io_context> io_;
-  std::vector<std::unique_ptr<Lun>> luns_;     // in the order of the plans
-  std::unique_ptr<nbd::Server> server_;        // every LUN's export; goes before the devices
+  std::vector<std::unique_ptr<Lun>> luns_;       // in the order of the plans
+  std::unique_ptr<nbd::Server> server_;          // every LUN's export; goes before the devices
+  std::shared_ptr<iscsi_io::SessionPool> pool_;  // one session per path for every LUN
+  std::vector<mpio::LunPath> paths_;             // the LUNs' paths, ISIDs included
+  std::unique_ptr<Rescans> rescans_;
+  bool rescanning_ = false;
+  bool rescan_again_ = false;                  // asked while one ran: once more when it ends
   size_t opening_ = 0;                         // devices still logging in
   std::unique_ptr<service::Runtime> runtime_;  // control socket, metrics, progress line
   std::unique_ptr<Signals> signals_;

@@ -43,6 +43,9 @@ struct Backend {
   std::function<std::string()> stats_json;
   std::function<std::error_code(size_t index, std::string& detail)> fail_path;
   std::function<std::error_code(size_t index, std::string& detail)> reinstate_path;
+  // `rescan` (iscsiadm -m session --rescan): starts a REPORT LUNS; the answer says so. Unset:
+  // an attach of one LUN, which has nothing to rescan.
+  std::function<std::string()> rescan;
 };
 
 // The answer to one request line (without its newline). Always ends with a newline.

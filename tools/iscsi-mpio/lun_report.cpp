@@ -121,4 +121,15 @@ void report(asio::io_context& io, std::vector<iscsi_io::PathConfig> paths, Handl
   asio::co_spawn(io, run(io, std::move(paths), std::move(done)), asio::detached);
 }
 
+void report_on(asio::io_context& io, std::shared_ptr<iscsi_io::PathSession> session, Handler done) {
+  asio::co_spawn(
+      io,
+      [&io, session = std::move(session), done = std::move(done)]() -> awaitable<void> {
+        Outcome out;
+        co_await ask(io, *session, out);
+        done(out.ec, out.detail, std::move(out.luns));
+      },
+      asio::detached);
+}
+
 }  // namespace iscsi_mpio::lun_report

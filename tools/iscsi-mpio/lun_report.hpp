@@ -27,4 +27,9 @@ using Handler = std::function<void(std::error_code, const std::string& detail,
 // Tries `paths` in order; `done` runs on the io_context once.
 void report(boost::asio::io_context& io, std::vector<iscsi_io::PathConfig> paths, Handler done);
 
+// The same questions on a session the LUN devices already use (a rescan): no login, no logout.
+// A command that hangs is the session's to time out (PathConfig::command_timeout).
+void report_on(boost::asio::io_context& io, std::shared_ptr<iscsi_io::PathSession> session,
+               Handler done);
+
 }  // namespace iscsi_mpio::lun_report

@@ -6,6 +6,7 @@
 #include <array>
 #include <boost/asio.hpp>
 #include <boost/asio/experimental/awaitable_operators.hpp>
+#include <deque>
 #include <filesystem>
 #include <optional>
 
@@ -52,7 +53,8 @@ struct Runtime::Impl : std::enable_shared_from_this<Impl> {
   size_t http_connections = 0;
 
   std::vector<ServedLun> luns;
-  std::vector<metrics::Collector> collectors;  // one per LUN
+  // One per LUN; a deque, so that a LUN added by a rescan leaves the others where they are.
+  std::deque<metrics::Collector> collectors;
   control::Backend backend;
   bool stopping = false;
   uint64_t progress_generation = 0;  // a new progress task ends the previous one
@@ -84,6 +86,18 @@ struct Runtime::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // ---------------------------------------------------------------- what requests see
+
+  void add_lun(ServedLun lun) {
+    const size_t l = luns.size();
+    luns.push_back(std::move(lun));
+    collectors.emplace_back();
+    const auto statuses = luns[l].device->path_status();
+    for (size_t i = 0; i < statuses.size(); ++i)
+      collectors[l].path_state(i, statuses[i].state, false);
+    luns[l].device->on_command_done([this, l](size_t path, std::chrono::nanoseconds latency) {
+      collectors[l].command_done(path, latency);
+    });
+  }
 
   metrics::Sample sample(size_t lun) const {
     const ServedLun& served = luns[lun];
@@ -364,17 +378,7 @@ void Runtime::logging_in() {
 
 std::error_code Runtime::serving(std::vector<ServedLun> luns, std::string& detail) {
   auto& impl = *impl_;
-  impl.luns = std::move(luns);
-  impl.collectors.resize(impl.luns.size());
-  for (size_t l = 0; l < impl.luns.size(); ++l) {
-    const auto statuses = impl.luns[l].device->path_status();
-    for (size_t i = 0; i < statuses.size(); ++i)
-      impl.collectors[l].path_state(i, statuses[i].state, false);
-    impl.luns[l].device->on_command_done(
-        [raw = &impl, l](size_t path, std::chrono::nanoseconds latency) {
-          raw->collectors[l].command_done(path, latency);
-        });
-  }
+  for (auto& lun : luns) impl.add_lun(std::move(lun));
   for (const auto& p : impl.config.paths) impl.backend.portals.push_back(p.portal);
   impl.backend.snapshot = [raw = &impl] { return raw->luns.front().snapshot(); };
   if (impl.several_luns())
@@ -407,6 +411,14 @@ void Runtime::path_event(size_t lun_index, const std::string& path, mpio::PathSt
       impl.collectors[lun_index].path_state(i, state);
       return;
     }
+}
+
+void Runtime::add_lun(ServedLun lun) {
+  impl_->add_lun(std::move(lun));
+}
+
+void Runtime::on_rescan(std::function<std::string()> rescan) {
+  impl_->backend.rescan = std::move(rescan);
 }
 
 void Runtime::shutting_down() {

@@ -52,6 +52,10 @@ class Runtime {
   // from each device's path event handler with the LUN's index into `luns`.
   std::error_code serving(std::vector<ServedLun> luns, std::string& detail);
   void path_event(size_t lun_index, const std::string& path, mpio::PathState state);
+  // A LUN a rescan found after serving(): its index is the number of LUNs before it.
+  void add_lun(ServedLun lun);
+  // The control socket's `rescan` starts this; its answer goes back to the client.
+  void on_rescan(std::function<std::string()> rescan);
 
   // The shutdown began: closes both listeners (removing the control socket file) and shows
   // "draining N requests" on a terminal while the device still has requests.

@@ -52,10 +52,16 @@ ControlVerbs::ControlVerbs(CLI::App& app) {
       "put a path failed with fail-path back to work (multipathd reinstate path)");
   reinstate_->add_option("config", config_path_, config_help)->required();
   reinstate_->add_option("id", id_, id_help)->required();
+  rescan_ = app.add_subcommand(
+      "rescan",
+      "ask the target of a running attach of target.luns for its LUNs now: new LUNs are served "
+      "under `luns: all`, LUNs gone are retired (iscsiadm -m session --rescan)");
+  rescan_->add_option("config", config_path_, config_help)->required();
 }
 
 std::optional<int> ControlVerbs::run() const {
   if (*paths_) return ask(config_path_, json_ ? "paths" : "paths table");
+  if (*rescan_) return ask(config_path_, "rescan");
   const char* verb = *fail_ ? "fail-path" : *reinstate_ ? "reinstate-path" : nullptr;
   if (verb == nullptr) return std::nullopt;
   if (std::string detail; control::check_path_id(id_, detail)) {

@@ -26,6 +26,7 @@ class ControlVerbs {
   CLI::App* paths_ = nullptr;
   CLI::App* fail_ = nullptr;
   CLI::App* reinstate_ = nullptr;
+  CLI::App* rescan_ = nullptr;
   std::string config_path_;
   std::string id_;
   bool json_ = false;

@@ -159,6 +159,12 @@ void SessionPool::release(const PathConfig& config, std::chrono::milliseconds ti
   session->logout(timeout, std::move(done));
 }
 
+std::shared_ptr<PathSession> SessionPool::ready_session() const {
+  for (const auto& [key, n] : impl_->nexuses)
+    if (impl_->current_ready(n)) return n.current;
+  return nullptr;
+}
+
 size_t SessionPool::sessions_logged_in() const {
   size_t count = 0;
   for (const auto& [key, n] : impl_->nexuses)

@@ -102,7 +102,7 @@ TEST_CASE("respond: views and unknown requests", "[iscsi_mpio]") {
   const std::string unknown = a.ask("frobnicate\x01");
   CHECK(unknown ==
         "error: unknown request 'frobnicate?' (requests: tree, json, paths [table], stats, "
-        "fail-path ID, reinstate-path ID)\n");
+        "fail-path ID, reinstate-path ID, rescan)\n");
   CHECK_THAT(a.ask("stats now"), Catch::StartsWith("error: request 'stats' takes no argument"));
   CHECK_THAT(a.ask(""), Catch::StartsWith("error: unknown request ''"));
 }

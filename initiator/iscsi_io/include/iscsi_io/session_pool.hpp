@@ -75,6 +75,10 @@ class SessionPool {
   // Sessions logged in now, over all paths: what the target counts.
   size_t sessions_logged_in() const;
 
+  // A session logged in now, for a question about the target as a whole (REPORT LUNS, SPC-4
+  // §6.33, at LUN 0) asked beside the devices' commands; null when no path is up.
+  std::shared_ptr<PathSession> ready_session() const;
+
   struct Impl;
 
  private:
