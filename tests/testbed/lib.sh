@@ -225,3 +225,30 @@ tb_end_suite() {
   fi
   exit "$status"
 }
+
+# tb_report NAME OK [DETAIL...]: count a check of a scripted suite in the caller's $passed or
+# $failed and print its outcome; a failure prints the details and the end of $work/attach.log.
+tb_report() {
+  local name=$1 ok=$2
+  shift 2
+  if ((ok)); then
+    echo "PASS: $name"
+    passed=$((passed + 1))
+  else
+    echo "FAIL: $name"
+    local line
+    for line in "$@"; do echo "    $line"; done
+    [[ ! -s $work/attach.log ]] || tail -n 15 "$work/attach.log" | sed 's/^/    | /'
+    failed=$((failed + 1))
+  fi
+}
+
+# tb_wait_until SECONDS COMMAND...: true once COMMAND succeeds, false after SECONDS.
+tb_wait_until() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
