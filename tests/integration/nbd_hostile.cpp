@@ -503,8 +503,8 @@ int run_no_read(const std::string& path, int hold_s, uint64_t region_offset) {
     }
   }
   const bool stopped = Clock::now() < deadline;
-  std::printf("no-read: %" PRIu64 " reads of 1 MiB sent before the server stopped reading%s\n",
-              sent, stopped ? "" : " (it never stopped: FAIL)");
+  std::printf("no-read: %" PRIu64 " reads of 1 MiB sent before the socket filled up%s\n", sent,
+              stopped ? "" : " (it never stopped: FAIL)");
   std::printf("no-read: holding\n");
   std::fflush(stdout);
   std::this_thread::sleep_for(std::chrono::seconds(hold_s));
