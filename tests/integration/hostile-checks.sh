@@ -54,17 +54,9 @@ failed=0
 cleanup() {
   local rc=$? pid
   trap - EXIT
-  for pid in "${bg_pids[@]}"; do
-    kill -TERM "$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-  done
-  if [[ -n $im_pid ]] && tb_running "$im_pid"; then
-    kill -TERM "$im_pid" 2>/dev/null || true
-    tb_wait_gone "$im_pid" 15 || kill -KILL "$im_pid" 2>/dev/null || true
-  fi
-  [[ -z $im_pid ]] || wait "$im_pid" 2>/dev/null || true
-  if ((tgt_started)); then "$repo/tests/testbed/tgtd-target.sh" stop >/dev/null 2>&1 || true; fi
-  if [[ ${KEEP_WORKDIR:-0} == 1 ]]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
+  for pid in "${bg_pids[@]}"; do tb_stop_child "$pid"; done
+  tb_stop_child "$im_pid"
+  tb_remove_testbed
   exit "$rc"
 }
 trap cleanup EXIT
