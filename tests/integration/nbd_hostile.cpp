@@ -11,9 +11,10 @@
 //   nbd_hostile flood    --socket PATH --count N --hold S
 //                                               N connections at once, each asks NBD_OPT_GO;
 //                                               prints served/refused counts, holds them S s
-//   nbd_hostile no-read  --socket PATH --hold S  sends 1 MiB reads and never reads a reply;
-//                                               prints how many the server took before it
-//                                               stopped reading, holds the connection S s
+//   nbd_hostile no-read  --socket PATH --hold S [--connections N]
+//                                               sends 1 MiB reads and never reads a reply;
+//                                               prints how many went out before the sockets
+//                                               filled up, holds the connections S s
 //   nbd_hostile verified --uri URI --backing FILE --span BYTES --seconds S [--seed N]
 //                                               libnbd: write, read back and compare 4-64 KiB
 //                                               requests in the first BYTES; prints latency;
@@ -473,38 +474,54 @@ int run_flood(const std::string& path, int count, int hold_s, int deadline_s) {
   return counts[0] + counts[1] == 0 && connect_failures == 0 ? 0 : 1;
 }
 
-// Reads sent and no reply ever read: the server must stop reading (its per-connection budget)
-// rather than buffer replies without bound. Prints how many requests it took.
-int run_no_read(const std::string& path, int hold_s, uint64_t region_offset) {
-  Raw raw(path);
-  if (!open_export(raw)) {
-    std::printf("FAIL: handshake: %s\n", raw.error.c_str());
-    return 1;
+// Reads sent and no reply ever read, on `connections` connections at once: the server must stop
+// reading each (its per-connection budget) rather than buffer replies without bound. Prints how
+// many requests went out before every socket was full, then holds the connections.
+int run_no_read(const std::string& path, int hold_s, uint64_t region_offset, int connections) {
+  struct Client {
+    std::unique_ptr<Raw> raw;
+    std::vector<uint8_t> pending;
+    uint64_t sent = 0;
+  };
+  std::vector<Client> clients(static_cast<size_t>(connections));
+  for (auto& c : clients) {
+    c.raw = std::make_unique<Raw>(path);
+    if (!open_export(*c.raw)) {
+      std::printf("FAIL: handshake: %s\n", c.raw->error.c_str());
+      return 1;
+    }
+    ::fcntl(c.raw->fd(), F_SETFL, O_NONBLOCK);
   }
-  ::fcntl(raw.fd(), F_SETFL, O_NONBLOCK);
-  uint64_t sent = 0;
-  std::vector<uint8_t> pending;
   auto stalled_since = Clock::now();
   const auto deadline = Clock::now() + std::chrono::seconds(30);
   while (Clock::now() < deadline && Clock::now() - stalled_since < std::chrono::seconds(3)) {
-    if (pending.empty()) {
-      pending = request(0, kCmdRead, sent, region_offset + ((sent % 16) << 20), 1u << 20);
+    bool progress = false;
+    for (auto& c : clients) {
+      if (c.pending.empty()) {
+        c.pending = request(0, kCmdRead, c.sent, region_offset + ((c.sent % 16) << 20), 1u << 20);
+      }
+      const ssize_t n = ::send(c.raw->fd(), c.pending.data(), c.pending.size(), MSG_NOSIGNAL);
+      if (n > 0) {
+        c.pending.erase(c.pending.begin(), c.pending.begin() + n);
+        if (c.pending.empty()) ++c.sent;
+        progress = true;
+      } else if (n < 0 && errno != EAGAIN) {
+        std::printf("FAIL: send: %s\n", std::strerror(errno));
+        return 1;
+      }
     }
-    const ssize_t n = ::send(raw.fd(), pending.data(), pending.size(), MSG_NOSIGNAL);
-    if (n > 0) {
-      pending.erase(pending.begin(), pending.begin() + n);
-      if (pending.empty()) ++sent;
+    if (progress) {
       stalled_since = Clock::now();
-    } else if (n < 0 && errno != EAGAIN) {
-      std::printf("FAIL: send: %s\n", std::strerror(errno));
-      return 1;
     } else {
       std::this_thread::sleep_for(std::chrono::milliseconds(20));
     }
   }
   const bool stopped = Clock::now() < deadline;
-  std::printf("no-read: %" PRIu64 " reads of 1 MiB sent before the socket filled up%s\n", sent,
-              stopped ? "" : " (it never stopped: FAIL)");
+  uint64_t sent = 0;
+  for (auto& c : clients) sent += c.sent;
+  std::printf("no-read: %d connections, %" PRIu64
+              " reads of 1 MiB sent before their sockets filled up%s\n",
+              connections, sent, stopped ? "" : " (the server never stopped reading: FAIL)");
   std::printf("no-read: holding\n");
   std::fflush(stdout);
   std::this_thread::sleep_for(std::chrono::seconds(hold_s));
@@ -590,7 +607,7 @@ int main(int argc, char** argv) {
   CLI::App app{"hostile and verified NBD clients"};
   app.require_subcommand(1);
   std::string path, uri, backing;
-  int count = 1000, hold = 5, limit = 60, deadline = 60;
+  int count = 1000, hold = 5, limit = 60, deadline = 60, connections = 1;
   uint64_t span = 16u << 20, seed = 1, region = 32u << 20;
   double seconds = 10;
   auto* cases = app.add_subcommand("cases", "every bad request, one connection each");
@@ -606,6 +623,7 @@ int main(int argc, char** argv) {
   flood->add_option("--deadline", deadline, "seconds for all handshakes");
   for (auto* sub : {flood, no_read}) sub->add_option("--hold", hold, "seconds to hold");
   no_read->add_option("--offset", region, "where the reads go");
+  no_read->add_option("--connections", connections, "clients that never read, at once");
   verified->add_option("--uri", uri)->required();
   verified->add_option("--backing", backing)->required();
   verified->add_option("--span", span, "bytes from offset 0");
@@ -615,6 +633,6 @@ int main(int argc, char** argv) {
   if (*cases) return run_cases(path);
   if (*slow) return run_slow(path, limit);
   if (*flood) return run_flood(path, count, hold, deadline);
-  if (*no_read) return run_no_read(path, hold, region);
+  if (*no_read) return run_no_read(path, hold, region, connections);
   return run_verified(uri, backing, span, seconds, seed);
 }
