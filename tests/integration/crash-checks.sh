@@ -76,7 +76,11 @@ check() {
   local out rc=0
   out=$("$crasher" check --backing "$TGT_BACKING" --blocks "$blocks" --seed "$seed" \
     --baseline "$work/baseline" --state "$work/state" 2>&1) || rc=$?
-  ((rc == 0)) || { check_ok=0; echo "$out" | sed 's/^/    /'; }
+  if ((rc != 0)); then
+    check_ok=0
+    local output_line
+    while IFS= read -r output_line; do echo "    $output_line"; done <<<"$out"
+  fi
   local line
   line=$(grep 'nbd_crash check:' <<<"$out") || { check_ok=0; return 0; }
   checked_blocks=$((checked_blocks + $(sed -nE 's/.*: ([0-9]+) blocks checked.*/\1/p' <<<"$line")))
@@ -108,7 +112,7 @@ for ((round = 0; round < rounds; round++)); do
   wait "$writer_pid" || { check_ok=0; cat "$work/writer.log"; }
   writer_pid=''
   line=$(grep 'nbd_crash write:' "$work/writer.log" || true)
-  echo "  round $round: killed after $delay_ms ms; ${line#*: round $round: }"
+  echo "  round $round: killed after $delay_ms ms; ${line#*: round "$round": }"
   acked=$((acked + $(sed -nE 's/.* ([0-9]+) acknowledged \(.*/\1/p' <<<"$line")))
   durable_acks=$((durable_acks + $(sed -nE 's/.* ([0-9]+) acknowledged durable.*/\1/p' <<<"$line")))
 done
@@ -126,7 +130,7 @@ echo "crash-checks: seed $seed: $kills kills, $acked writes acknowledged, $durab
   "blocks checked; torn $torn, foreign $foreign, lost durable $lost"
 tb_report crash-safety "$((check_ok && kills == rounds && torn + foreign + lost == 0))" \
   "seed $seed: torn $torn, foreign $foreign, lost durable $lost, $kills of $rounds kills"
-((durable_acks > 0)) && tb_report durable-writes-happened 1 ||
-  tb_report durable-writes-happened 0 "no write was acknowledged durable: nothing was checked"
+tb_report durable-writes-happened "$((durable_acks > 0))" \
+  "no write was acknowledged durable: nothing was checked"
 echo "$passed passed, $failed failed"
 ((failed == 0))

@@ -38,9 +38,7 @@ build=${BUILD:-$repo/build}
 im_bin=${IM_BIN:-$build/tools/iscsi-mpio/iscsi-mpio}
 hostile=${HOSTILE:-$build/tests/integration/nbd_hostile}
 
-for tool in tgtd; do
-  command -v "$tool" >/dev/null || { echo "missing $tool"; echo "0 passed, 1 failed"; exit 1; }
-done
+command -v tgtd >/dev/null || { echo "missing tgtd"; echo "0 passed, 1 failed"; exit 1; }
 for binary in "$im_bin" "$hostile"; do
   [[ -x $binary ]] || { echo "not found: $binary"; echo "0 passed, 1 failed"; exit 1; }
 done
