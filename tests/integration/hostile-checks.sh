@@ -7,7 +7,9 @@
 #                  an unknown flag, an unknown command, a flush with a length: the error
 #                  proto.md names (EINVAL, ENOSPC for writes past the end) and the connection
 #                  goes on serving; a write above the maximum block size gets EINVAL or a
-#                  disconnect; garbage after or in the handshake, a write whose payload stops
+#                  disconnect; 1 MiB of option data gets NBD_REP_ERR_TOO_BIG and the
+#                  handshake goes on; 2,000 options in a row are cut at the server's limit;
+#                  garbage after or in the handshake, a write whose payload stops
 #                  short: a close and no reply; 64 reads in flight, then a reset: the next
 #                  client is served
 #   slow-client    one handshake byte per second: closed at nbd.handshake_timeout (4 s here)

@@ -52,8 +52,9 @@ constexpr uint64_t kIHaveOpt = 0x49484156454f5054;
 constexpr uint64_t kOptReplyMagic = 0x0003e889045565a9;
 constexpr uint32_t kRequestMagic = 0x25609513;
 constexpr uint32_t kSimpleReplyMagic = 0x67446698;
-constexpr uint32_t kOptAbort = 2, kOptGo = 7;
-constexpr uint32_t kRepAck = 1, kRepInfo = 3, kRepErrPolicy = 0x80000002;
+constexpr uint32_t kOptList = 3, kOptGo = 7;
+constexpr uint32_t kRepAck = 1, kRepInfo = 3, kRepErrPolicy = 0x80000002,
+                   kRepErrTooBig = 0x80000009;
 constexpr uint16_t kInfoExport = 0, kInfoBlockSize = 3;
 constexpr uint16_t kCmdRead = 0, kCmdWrite = 1, kCmdFlush = 3;
 constexpr uint32_t kEinval = 22, kEnospc = 28, kEoverflow = 75;
@@ -327,6 +328,50 @@ int run_cases(const std::string& path) {
     const bool ok =
         greet(raw) && raw.send_all(std::vector<uint8_t>(64, 0xc3)) && closes_silently(raw, seen);
     report("garbage-in-handshake", ok, ok ? "closed" : seen + raw.error);
+  }
+  {  // Option data above what the server reads (64 KiB in proto.md's advice): NBD_REP_ERR_TOO_BIG
+     // once the data is skipped, and the handshake goes on.
+    Raw raw(path);
+    std::vector<uint8_t> option;
+    put_be(option, kIHaveOpt, 8);
+    put_be(option, kOptGo, 4);
+    put_be(option, 1u << 20, 4);
+    option.resize(option.size() + (1u << 20), 0x77);
+    uint32_t type = 0;
+    std::vector<uint8_t> data;
+    const bool answered = greet(raw) && raw.send_all(option) && option_reply(raw, type, data);
+    const bool go_after = answered && raw.send_all(go_option());
+    uint32_t next = 0;
+    while (go_after && option_reply(raw, next, data) && next == kRepInfo) {
+    }
+    const bool ok = answered && type == kRepErrTooBig && next == kRepAck;
+    report(
+        "option-too-big", ok,
+        ok ? "NBD_REP_ERR_TOO_BIG, then NBD_OPT_GO served"
+           : "reply " + std::to_string(type) + ", then " + std::to_string(next) + " " + raw.error);
+  }
+  {  // Options without end (NBD_OPT_LIST over and over): the server stops after its limit.
+    Raw raw(path, 10);
+    std::vector<uint8_t> options;
+    for (int i = 0; i < 2000; ++i) {
+      put_be(options, kIHaveOpt, 8);
+      put_be(options, kOptList, 4);
+      put_be(options, 0, 4);
+    }
+    bool closed = false;
+    // A send that fails is the server closing while the options still go out.
+    if (greet(raw) && !raw.send_all(options)) {
+      closed = true;
+    } else if (raw.error.empty()) {
+      std::vector<uint8_t> sink(65536);
+      for (int reads = 0; reads < 10000; ++reads) {
+        const ssize_t n = ::recv(raw.fd(), sink.data(), sink.size(), 0);
+        if (n == 0 || (n < 0 && errno == ECONNRESET)) closed = true;
+        if (n <= 0) break;
+      }
+    }
+    report("endless-options", closed,
+           closed ? "closed after the server's option limit" : raw.error);
   }
   {  // A write whose payload stops short, then the client's half-close: no reply, a close.
     Raw raw(path, 5);
