@@ -85,32 +85,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 143' TERM INT
 
-# report NAME OK [DETAIL...]: count a check and print its outcome.
-report() {
-  local name=$1 ok=$2
-  shift 2
-  if ((ok)); then
-    echo "PASS: $name"
-    passed=$((passed + 1))
-  else
-    echo "FAIL: $name"
-    local line
-    for line in "$@"; do echo "    $line"; done
-    [[ ! -s $work/attach.log ]] || tail -n 15 "$work/attach.log" | sed 's/^/    | /'
-    failed=$((failed + 1))
-  fi
-}
-
-# wait_until SECONDS COMMAND...: true once COMMAND succeeds, false after SECONDS.
-wait_until() {
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.2
-  done
-}
-
 # expect NAME WANT_EXIT PATTERN COMMAND...: COMMAND exits WANT_EXIT within 30 s and its
 # output (stdout and stderr) matches PATTERN. Sets $out to the output.
 out=''
@@ -177,8 +151,8 @@ path_field() { paths_json "$1" | jq -r ".[$(($2 - 1))].$3"; }
 
 "$im_bin" --log-format json attach "$config" >"$work/attach.out" 2>"$work/attach.log" &
 im_pid=$!
-if ! wait_until 30 both_active "$config"; then
-  report attach 0 "the attach did not bring both paths up"
+if ! tb_wait_until 30 both_active "$config"; then
+  tb_report attach 0 "the attach did not bring both paths up"
   echo "$passed passed, $failed failed"
   exit 1
 fi
@@ -201,7 +175,7 @@ check_paths_json() {
   local table
   table=$(timeout 10 "$im_bin" paths "$config" 2>&1) || ok=0
   grep -q "from 127.0.0.2" <<<"$table" || ok=0
-  report paths-json "$ok" "paths --json: $json" "paths: $table"
+  tb_report paths-json "$ok" "paths --json: $json" "paths: $table"
 }
 check_paths_json
 
@@ -243,10 +217,10 @@ check_fail_path() {
 
   expect reinstate-path-1 0 "^ok: path .* reinstated" "$im_bin" reinstate-path "$config" 1 || ok=0
   both_back() { [[ $(path_field "$config" 1 state) == active ]]; }
-  wait_until 10 both_back || { ok=0; notes+=("path 1 did not come back"); }
+  tb_wait_until 10 both_back || { ok=0; notes+=("path 1 did not come back"); }
   before=$(path_field "$config" 1 commands)
   path1_moving() { (($(path_field "$config" 1 commands) > before)); }
-  wait_until 5 path1_moving || { ok=0; notes+=("path 1 carries no I/O after reinstate-path"); }
+  tb_wait_until 5 path1_moving || { ok=0; notes+=("path 1 carries no I/O after reinstate-path"); }
 
   local ex_rc=0
   wait "$ex_pid" || ex_rc=$?
@@ -255,7 +229,7 @@ check_fail_path() {
     ok=0
     notes+=("exerciser: exit $ex_rc, $(tail -n 2 "$work/exerciser.log")")
   fi
-  report fail-path "$ok" "${notes[@]}"
+  tb_report fail-path "$ok" "${notes[@]}"
   echo "    (exerciser: $(grep -oE '[0-9]+ writes.*mismatches|longest I/O stall [0-9]+ ms' \
     "$work/exerciser.log" | paste -sd ' '))"
 }
@@ -291,7 +265,7 @@ check_bad_ids() {
     { ok=0; echo "    stats: $answer"; }
   # Nothing of the above changed a path.
   both_active "$config" || { ok=0; echo "    a path is no longer active"; }
-  report bad-ids "$ok"
+  tb_report bad-ids "$ok"
 }
 check_bad_ids
 
@@ -388,7 +362,7 @@ print(s.recv(200).split(b"\r\n")[0].decode())
 EOF
   ) || true
   [[ $big == "HTTP/1.0 431 "* ]] || { ok=0; notes+=("oversized request: $big"); }
-  report metrics "$ok" "${notes[@]}"
+  tb_report metrics "$ok" "${notes[@]}"
   ((ok == 0)) || echo "    ($check)"
 }
 check_metrics
@@ -428,8 +402,8 @@ for path in sys.argv[1:]:
 EOF
   "$im_bin" --log-format json attach "$config" >"$work/attach.out" 2>>"$work/attach.log" &
   im_pid=$!
-  wait_until 30 both_active "$config" || { ok=0; echo "    no attach over stale socket files"; }
-  report second-attach "$ok"
+  tb_wait_until 30 both_active "$config" || { ok=0; echo "    no attach over stale socket files"; }
+  tb_report second-attach "$ok"
 }
 check_second_attach
 
@@ -457,7 +431,7 @@ check_json_log() {
   # The export name came back unchanged through the escaping.
   jq -r .message "$work/attach.log" | grep -qF "serving export 'lun \"ops\" \\ test'" || ok=0
   jq -r .message "$work/attach.log" | grep -q "control: fail-path 1: path .* failed" || ok=0
-  report json-log "$ok" "$lines lines, $bad not well-formed"
+  tb_report json-log "$ok" "$lines lines, $bad not well-formed"
 }
 check_json_log
 
@@ -472,9 +446,9 @@ check_limits() {
 handshake_timeout: 2, #" "$dir/limits.yaml"
   "$im_bin" attach "$dir/limits.yaml" >"$dir/attach.out" 2>"$dir/attach.log" &
   local pid=$!
-  if ! wait_until 30 both_active "$dir/limits.yaml"; then
+  if ! tb_wait_until 30 both_active "$dir/limits.yaml"; then
     stop_pid "$pid" || true
-    report limits 0 "the attach did not come up" "$(tail -n 5 "$dir/attach.log")"
+    tb_report limits 0 "the attach did not come up" "$(tail -n 5 "$dir/attach.log")"
     return
   fi
   local uri sum_before sum_after
@@ -568,7 +542,7 @@ EOF
   local rc=0
   stop_pid "$pid" || rc=$?
   ((rc == 0)) || { ok=0; echo "    attach exited $rc"; }
-  report limits "$ok"
+  tb_report limits "$ok"
 }
 check_limits
 
@@ -583,7 +557,7 @@ check_non_root() {
   runuser -u nobody -- "$im_bin" attach "$work/nobody.yaml" >"$work/nobody.out" \
     2>"$work/nobody.log" &
   runuser_pid=$!
-  if wait_until 30 both_active "$work/nobody.yaml"; then
+  if tb_wait_until 30 both_active "$work/nobody.yaml"; then
     local child user
     child=$(runuser_child)
     user=$(ps -o user= -p "$child" | tr -d ' ')
@@ -601,7 +575,7 @@ check_non_root() {
     ok=0
     sed 's/^/    | /' "$work/nobody.log" | tail -n 10
   fi
-  report non-root "$ok" "$(grep -o 'PASS.*mismatches' "$work/exerciser3.log" 2>/dev/null || true)"
+  tb_report non-root "$ok" "$(grep -o 'PASS.*mismatches' "$work/exerciser3.log" 2>/dev/null || true)"
 }
 check_non_root
 

@@ -57,31 +57,6 @@ stop_attach() {
 trap cleanup EXIT
 trap 'exit 143' TERM INT
 
-# report NAME OK [DETAIL...]
-report() {
-  local name=$1 ok=$2
-  shift 2
-  if ((ok)); then
-    echo "PASS: $name"
-    passed=$((passed + 1))
-  else
-    echo "FAIL: $name"
-    local line
-    for line in "$@"; do echo "    $line"; done
-    [[ ! -s $work/attach.log ]] || tail -n 15 "$work/attach.log" | sed 's/^/    | /'
-    failed=$((failed + 1))
-  fi
-}
-
-wait_until() {
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.2
-  done
-}
-
 # ---------------------------------------------------------------- credentials
 
 # X.509 in qemu's layout (ca-cert.pem, server-cert.pem, server-key.pem) for the server; libnbd's
@@ -138,7 +113,7 @@ EOF
   "$im_bin" attach "$work/tls.yaml" >"$work/attach.out" 2>"$work/attach.log" &
   im_pid=$!
   has_uri() { [[ -s $work/attach.out ]]; }
-  wait_until 30 has_uri
+  tb_wait_until 30 has_uri
 }
 
 # copy_and_verify NAME URI: nbdcopy random data onto the whole export and back.
@@ -156,7 +131,7 @@ copy_and_verify() {
   sum_backing=$(head -c "$size" "$TGT_BACKING" | sha256sum | cut -d' ' -f1)
   [[ $sum_in == "$sum_out" && $sum_in == "$sum_backing" ]] ||
     { ok=0; notes+=("sha256 written $sum_in, read $sum_out, backing file $sum_backing"); }
-  report "$name" "$ok" "${notes[@]}"
+  tb_report "$name" "$ok" "${notes[@]}"
   echo "    ($((size >> 20)) MiB each way, sha256 $sum_in)"
 }
 
@@ -164,7 +139,7 @@ copy_and_verify() {
 refused() {
   local name=$1 uri=$2 rc=0 out
   out=$(timeout 30 nbdinfo "$uri" 2>&1) || rc=$?
-  report "$name" "$((rc != 0))" "nbdinfo exited $rc: $out"
+  tb_report "$name" "$((rc != 0))" "nbdinfo exited $rc: $out"
   echo "    (client: $(tail -n 1 <<<"$out"))"
 }
 
@@ -176,21 +151,21 @@ if start_attach "{listen: \"unix:$work/lun.sock\", export: lun, tls: {mode: requ
   if [[ $out == "$size" ]]; then
     copy_and_verify x509-data "$base&tls-certificates=$work/client"
   else
-    report x509-data 0 "nbdinfo --size: $out (wanted $size)"
+    tb_report x509-data 0 "nbdinfo --size: $out (wanted $size)"
   fi
   rc=0
   out=$(timeout 30 nbdinfo "nbd+unix:///lun?socket=$work/lun.sock" 2>&1) || rc=$?
   ok=$((rc != 0))
   grep -qi "TLS" <<<"$out" || ok=0
-  report plaintext-refused "$ok" "nbdinfo exited $rc: $out"
+  tb_report plaintext-refused "$ok" "nbdinfo exited $rc: $out"
   refused no-client-cert "$base&tls-certificates=$work/no-cert"
   refused untrusted-cert "$base&tls-certificates=$work/untrusted"
   # Both refused by the server's handshake (the clients trust the server's certificate).
   refusals=$(grep -c "TLS handshake failed" "$work/attach.log" || true)
   ((refusals == 2)) ||
-    report x509-refused-at-server 0 "the server logged $refusals failed TLS handshakes, not 2"
+    tb_report x509-refused-at-server 0 "the server logged $refusals failed TLS handshakes, not 2"
 else
-  report x509-attach 0 "the attach did not start"
+  tb_report x509-attach 0 "the attach did not start"
 fi
 stop_attach
 
@@ -204,18 +179,18 @@ if start_attach "{listen: \"tcp:127.0.0.1:$port\", export: lun, tls: {mode: on, 
   if [[ $out == "$size" ]]; then
     copy_and_verify psk-data "$psk_uri"
   else
-    report psk-data 0 "nbdinfo --size: $out (wanted $size)"
+    tb_report psk-data 0 "nbdinfo --size: $out (wanted $size)"
   fi
   out=$(timeout 30 nbdinfo --size "nbd://127.0.0.1:$port/lun" 2>&1) || true
-  report psk-plaintext "$([[ $out == "$size" ]] && echo 1 || echo 0)" "nbdinfo --size: $out"
+  tb_report psk-plaintext "$([[ $out == "$size" ]] && echo 1 || echo 0)" "nbdinfo --size: $out"
   refusals_before=$(grep -c "TLS handshake failed" "$work/attach.log" || true)
   refused wrong-psk "nbds://alice@127.0.0.1:$port/lun?tls-psk-file=$work/wrong.psk"
   # Refused by the server's TLS handshake, not by anything on the client's side.
   refusals=$(grep -c "TLS handshake failed" "$work/attach.log" || true)
   ((refusals > refusals_before)) ||
-    report wrong-psk-at-server 0 "the server logged no failed TLS handshake"
+    tb_report wrong-psk-at-server 0 "the server logged no failed TLS handshake"
 else
-  report psk-attach 0 "the attach did not start"
+  tb_report psk-attach 0 "the attach did not start"
 fi
 stop_attach
 
@@ -231,7 +206,7 @@ EOF
 out=$(timeout 60 "$im_bin" check-config "$work/open.yaml" 2>&1) || rc=$?
 ok=1
 grep -q "warning: .*nbd.listen: .*without TLS" <<<"$out" || ok=0
-report plaintext-warning "$ok" "check-config exited $rc: $out"
+tb_report plaintext-warning "$ok" "check-config exited $rc: $out"
 
 echo "$passed passed, $failed failed"
 ((failed == 0))

@@ -225,3 +225,48 @@ tb_end_suite() {
   fi
   exit "$status"
 }
+
+# tb_report NAME OK [DETAIL...]: count a check of a scripted suite in the caller's $passed or
+# $failed and print its outcome; a failure prints the details and the end of $work/attach.log.
+tb_report() {
+  local name=$1 ok=$2
+  shift 2
+  if ((ok)); then
+    echo "PASS: $name"
+    passed=$((passed + 1))
+  else
+    echo "FAIL: $name"
+    local line
+    for line in "$@"; do echo "    $line"; done
+    [[ ! -s $work/attach.log ]] || tail -n 15 "$work/attach.log" | sed 's/^/    | /'
+    failed=$((failed + 1))
+  fi
+}
+
+# tb_wait_until SECONDS COMMAND...: true once COMMAND succeeds, false after SECONDS.
+tb_wait_until() {
+  local deadline=$((SECONDS + $1))
+  shift
+  until "$@"; do
+    ((SECONDS < deadline)) || return 1
+    sleep 0.2
+  done
+}
+
+# tb_stop_child PID: stop a background child of this shell (an attach, a client): TERM, KILL
+# after 15 s (time for a clean logout), then reap it. An empty PID is nothing to do.
+tb_stop_child() {
+  [[ -n $1 ]] || return 0
+  if tb_running "$1"; then
+    kill -TERM "$1" 2>/dev/null || true
+    tb_wait_gone "$1" 15 || kill -KILL "$1" 2>/dev/null || true
+  fi
+  wait "$1" 2>/dev/null || true
+}
+
+# tb_remove_testbed: the end of a scripted suite's EXIT trap: stops the tgtd tgtd-target.sh
+# started (when the caller's $tgt_started is 1) and removes $work unless KEEP_WORKDIR=1.
+tb_remove_testbed() {
+  if ((tgt_started)); then "$(dirname "${BASH_SOURCE[0]}")/tgtd-target.sh" stop >/dev/null 2>&1 || true; fi
+  if [[ ${KEEP_WORKDIR:-0} == 1 ]]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
+}
