@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -956,11 +958,79 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       acceptor.close(ignored);
       return ec;
     }
+    set_tcp_uri(local);
+    return {};
+  }
+
+  void set_tcp_uri(const Protocol::endpoint& local) {
+    set_uri("nbd://" + tcp_address_text(local) + "/", "");
+  }
+
+  // HOST:PORT of a TCP endpoint, IPv6 hosts in brackets.
+  static std::string tcp_address_text(const Protocol::endpoint& local) {
     asio::ip::tcp::endpoint bound;
     std::memcpy(bound.data(), local.data(), std::min<size_t>(local.size(), sizeof(sockaddr_in6)));
     const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
                                                      : bound.address().to_string();
-    set_uri("nbd://" + host + ":" + std::to_string(bound.port()) + "/", "");
+    return host + ":" + std::to_string(bound.port());
+  }
+
+  // options.listening_fd: a socket someone else bound (systemd socket activation). It must be
+  // a listening stream socket where `listen` says, or clients would find the export elsewhere
+  // than the configuration promises. The file of a unix socket stays: socket_path is left
+  // empty, so remove_socket_file() never unlinks what its owner keeps across our restarts.
+  std::error_code adopt_listening(int fd, std::string& detail) {
+    auto refuse = [&](std::string why) {
+      ::close(fd);
+      detail = "inherited socket " + std::to_string(fd) + ": " + std::move(why);
+      return std::make_error_code(std::errc::invalid_argument);
+    };
+    int type = 0, listening = 0, domain = 0;
+    socklen_t size = sizeof type;
+    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) != 0)
+      return refuse(std::string("not a socket: ") + std::strerror(errno));
+    size = sizeof listening;
+    ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size);
+    size = sizeof domain;
+    ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &size);
+    if (type != SOCK_STREAM || !listening) return refuse("not a listening stream socket");
+    sockaddr_storage address{};
+    socklen_t address_size = sizeof address;
+    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &address_size) != 0)
+      return refuse(std::string("getsockname: ") + std::strerror(errno));
+    Protocol::endpoint local;
+    local.resize(std::min<size_t>(address_size, local.capacity()));
+    std::memcpy(local.data(), &address, local.size());
+    if (const auto* unix_endpoint = std::get_if<UnixEndpoint>(&options.listen)) {
+      if (domain != AF_UNIX)
+        return refuse("a TCP socket, but nbd.listen is unix:" + unix_endpoint->path);
+      const auto* un = reinterpret_cast<const sockaddr_un*>(&address);
+      const size_t path_size = address_size > offsetof(sockaddr_un, sun_path)
+                                   ? address_size - offsetof(sockaddr_un, sun_path)
+                                   : 0;
+      const std::string path = ::strnlen(un->sun_path, path_size) == path_size
+                                   ? std::string(un->sun_path, path_size)
+                                   : std::string(un->sun_path);
+      if (path != unix_endpoint->path)
+        return refuse("listens on unix:" + path +
+                      ", but nbd.listen is unix:" + unix_endpoint->path);
+      set_uri("nbd+unix:///", "?socket=" + uri_escape(path, true));
+    } else {
+      const auto& tcp = std::get<TcpEndpoint>(options.listen);
+      const std::string wanted = "tcp:" + tcp.host + ":" + std::to_string(tcp.port);
+      if (domain != AF_INET && domain != AF_INET6)
+        return refuse("not a TCP socket, but nbd.listen is " + wanted);
+      asio::ip::tcp::endpoint bound;
+      std::memcpy(bound.data(), local.data(), std::min<size_t>(local.size(), sizeof(sockaddr_in6)));
+      // The host is not compared: systemd's ListenStream=PORT binds every address.
+      if (tcp.port != 0 && bound.port() != tcp.port)
+        return refuse("listens on tcp:" + tcp_address_text(local) + ", but nbd.listen is " +
+                      wanted);
+      set_tcp_uri(local);
+    }
+    error_code ec;
+    acceptor.assign(Protocol(domain, 0), fd, ec);
+    if (ec) return refuse("cannot accept on it: " + ec.message());
     return {};
   }
 
@@ -1180,7 +1250,11 @@ std::error_code Server::start(std::string& detail) {
       return ec;
     }
   }
-  if (const auto* unix_endpoint = std::get_if<UnixEndpoint>(&impl_->options.listen)) {
+  if (impl_->options.listening_fd) {
+    const int fd = *impl_->options.listening_fd;
+    impl_->options.listening_fd.reset();  // ours now, whatever adopt_listening() says
+    ec = impl_->adopt_listening(fd, reason);
+  } else if (const auto* unix_endpoint = std::get_if<UnixEndpoint>(&impl_->options.listen)) {
     ec = impl_->bind_unix(unix_endpoint->path, reason);
   } else {
     ec = impl_->bind_tcp(std::get<TcpEndpoint>(impl_->options.listen), reason);
