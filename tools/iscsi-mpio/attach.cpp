@@ -20,6 +20,7 @@
 #include "options.hpp"
 #include "service.hpp"
 #include "status.hpp"
+#include "systemd_notify.hpp"
 
 namespace iscsi_mpio::attach {
 
@@ -48,7 +49,7 @@ void warn_shared_interfaces(const mpio::LunConfig& lun) {
 }  // namespace
 
 struct Attachment::Signals {
-  explicit Signals(asio::io_context& io) : set(io, SIGINT, SIGTERM) {}
+  explicit Signals(asio::io_context& io) : set(io, SIGINT, SIGTERM, SIGHUP) {}
   asio::signal_set set;
 };
 
@@ -72,6 +73,7 @@ bool Attachment::open(const std::string& config_path) {
     return false;
   }
   cfg_ = std::move(loaded.config());
+  config_path_ = config_path;
   for (const auto& warning : loaded.warnings()) spdlog::warn("{}", warning.to_string());
   if (cfg_.initiator.name_generated)
     spdlog::warn("no initiator.name in {}; using {} (add it to the target's ACL, or set it)",
@@ -81,9 +83,18 @@ bool Attachment::open(const std::string& config_path) {
   runtime_ = std::make_unique<service::Runtime>(*io_, cfg_);
   // Caught from here on; handled once run() starts the io_context.
   signals_ = std::make_unique<Signals>(*io_);
+  notifier_ = std::make_unique<systemd::Notifier>(*io_);
+  std::error_code activation_error;
+  std::string activation_detail;
+  inherited_listener_ = systemd::inherited_listening_socket(activation_error, activation_detail);
+  if (activation_error) {
+    spdlog::error("{}", activation_detail);
+    status_ = exit_usage;
+    return false;
+  }
 
   // Before any login: a second attach on the same sockets must not disturb the first's sessions.
-  if (std::string detail; runtime_->preflight(detail)) {
+  if (std::string detail; runtime_->preflight(detail, inherited_listener_.has_value())) {
     spdlog::error("{}", detail);
     status_ = exit_failure;
     return false;
@@ -121,6 +132,7 @@ void Attachment::opened(std::error_code ec, const std::string& detail,
     const auto level = state == mpio::PathState::active ? spdlog::level::info : spdlog::level::warn;
     spdlog::log(level, "path {} {}: {}", path, mpio::path_state_name(state), reason);
     runtime_->path_event(path, state);
+    notifier_->status_changed();
   });
   // NBD has no message that tells a connected client a new size (proto.md: the size is
   // given in the handshake only): clients connected over the socket see it when they
@@ -143,14 +155,17 @@ void Attachment::opened(std::error_code ec, const std::string& detail,
     spdlog::info("path {} {}{}", ps.name, mpio::path_state_name(ps.state),
                  ps.last_error.empty() ? "" : ": " + ps.last_error);
   if (draining_) return;  // a signal came during the login: drain() has stopped the loop
-  if (!serve() || !attach_kernel() || !publish()) fail();
+  if (!serve() || !attach_kernel() || !publish()) return fail();
+  notifier_->ready(
+      [this] { return systemd::path_summary(cfg_.nbd.export_name, device_->path_status()); });
 }
 
 // ---------------------------------------------------------------- serve
 
 bool Attachment::serve() {
-  server_ =
-      std::make_unique<nbd::Server>(*io_, *device_, options::server_options(cfg_, device_->info()));
+  auto server_options = options::server_options(cfg_, device_->info());
+  server_options.listening_fd = std::exchange(inherited_listener_, std::nullopt);
+  server_ = std::make_unique<nbd::Server>(*io_, *device_, std::move(server_options));
   std::string detail;
   if (auto ec = server_->start(detail)) {
     spdlog::error("cannot serve NBD on {}: {}", config::to_string(cfg_.nbd.listen),
@@ -223,6 +238,10 @@ int Attachment::run() {
 void Attachment::wait_for_signal() {
   signals_->set.async_wait([this](const boost::system::error_code& ec, int signo) {
     if (ec) return;
+    if (signo == SIGHUP) {
+      reload();
+      return wait_for_signal();
+    }
     if (draining_) {
       spdlog::warn("second signal: exiting without a clean logout");
       std::_Exit(exit_interrupted);
@@ -231,6 +250,17 @@ void Attachment::wait_for_signal() {
     wait_for_signal();
     drain();
   });
+}
+
+void Attachment::reload() {
+  notifier_->reloading();
+  if (auto loaded = config::load_file(config_path_); !loaded)
+    spdlog::error("reload: {} has errors, a restart would fail:\n{}", config_path_,
+                  loaded.error_report());
+  else
+    spdlog::info("reload: {} is valid; the running attach keeps its settings until a restart",
+                 config_path_);
+  notifier_->reloaded();
 }
 
 // ---------------------------------------------------------------- drain
@@ -244,6 +274,7 @@ void Attachment::drain() {
   if (draining_) return;
   draining_ = true;
   spdlog::info("shutting down: draining requests, flushing the LUN cache, logging out");
+  notifier_->stopping("shutting down: draining requests, flushing the LUN cache, logging out");
   runtime_->shutting_down();
   if (device_) device_->stop_queueing();
   if (!kernel_) return stop_server();

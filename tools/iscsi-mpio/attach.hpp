@@ -6,6 +6,7 @@
 //   serve          start the NBD server on nbd.listen
 //   attach_kernel  nbd.device: connect the export to the kernel's nbd driver
 //   run            run the io_context, with SIGINT and SIGTERM handled, until the attach ends
+//                  (SIGHUP: reload, systemctl reload)
 //   drain          stop queueing, let /dev/nbdN go, drain the NBD clients, SYNCHRONIZE CACHE,
 //                  log out
 // The phases after open run on the io_context once the device is open. A phase that fails
@@ -13,6 +14,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 
@@ -33,6 +35,9 @@ class KernelDevice;
 
 namespace iscsi_mpio::service {
 class Runtime;
+}
+namespace iscsi_mpio::systemd {
+class Notifier;
 }
 
 namespace iscsi_mpio::attach {
@@ -75,6 +80,9 @@ class Attachment {
   bool publish();
 
   void wait_for_signal();
+  // SIGHUP (ExecReload=): checks the configuration file again and says whether a restart
+  // would take it; nothing is applied to the running attach yet.
+  void reload();
   // A phase failed: exit_failure once drain() is done.
   void fail();
   // The clean shutdown, at most once. Held requests end first, or the server's drain would
@@ -91,6 +99,9 @@ class Attachment {
   std::unique_ptr<nbd::KernelDevice> kernel_;  // nbd.device
   std::unique_ptr<service::Runtime> runtime_;  // control socket, metrics, progress line
   std::unique_ptr<Signals> signals_;
+  std::unique_ptr<systemd::Notifier> notifier_;  // sd_notify: READY, STATUS, WATCHDOG
+  std::optional<int> inherited_listener_;        // socket activation: served instead of binding
+  std::string config_path_;
   int status_ = exit_ok;
   bool draining_ = false;
 };

@@ -21,6 +21,7 @@
 
 #include <boost/asio/io_context.hpp>
 
+#include "bound_unix_socket.hpp"
 #include "memory_block_device.hpp"
 #include "nbd_server/server.hpp"
 
@@ -37,14 +38,8 @@ std::string temp_socket_path() {
 
 // What systemd does for ListenStream=PATH: socket, bind, listen (when `listen_too`).
 int bound_unix_socket(const std::string& path, int type = SOCK_STREAM, bool listen_too = true) {
-  const int fd = ::socket(AF_UNIX, type, 0);
+  const int fd = test::bound_unix_socket(path, type, listen_too);
   REQUIRE(fd >= 0);
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  std::strncpy(addr.sun_path, path.c_str(), sizeof addr.sun_path - 1);
-  ::unlink(path.c_str());
-  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
-  if (listen_too) REQUIRE(::listen(fd, 16) == 0);
   return fd;
 }
 
