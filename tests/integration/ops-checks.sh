@@ -27,6 +27,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=tests/testbed/lib.sh
 source "$repo/tests/testbed/lib.sh"
+# shellcheck source=tests/integration/check-lib.sh
+source "$repo/tests/integration/check-lib.sh"
 build=${BUILD:-$repo/build}
 im_bin=${IM_BIN:-$build/tools/iscsi-mpio/iscsi-mpio}
 exerciser=${EXERCISER:-$build/tests/integration/nbd_exerciser}
@@ -47,6 +49,7 @@ ex_pid=''         # a background nbd_exerciser
 tgt_started=0
 passed=0
 failed=0
+report_log=$work/attach.log  # shown by a failing report()
 
 # stop_pid PID: TERM, up to 15 s for a clean logout, then KILL. Returns the exit status when
 # PID is our child, else 0.
@@ -84,32 +87,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 143' TERM INT
-
-# report NAME OK [DETAIL...]: count a check and print its outcome.
-report() {
-  local name=$1 ok=$2
-  shift 2
-  if ((ok)); then
-    echo "PASS: $name"
-    passed=$((passed + 1))
-  else
-    echo "FAIL: $name"
-    local line
-    for line in "$@"; do echo "    $line"; done
-    [[ ! -s $work/attach.log ]] || tail -n 15 "$work/attach.log" | sed 's/^/    | /'
-    failed=$((failed + 1))
-  fi
-}
-
-# wait_until SECONDS COMMAND...: true once COMMAND succeeds, false after SECONDS.
-wait_until() {
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.2
-  done
-}
 
 # expect NAME WANT_EXIT PATTERN COMMAND...: COMMAND exits WANT_EXIT within 30 s and its
 # output (stdout and stderr) matches PATTERN. Sets $out to the output.

@@ -22,6 +22,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=tests/testbed/lib.sh
 source "$repo/tests/testbed/lib.sh"
+# shellcheck source=tests/integration/check-lib.sh
+source "$repo/tests/integration/check-lib.sh"
 build=${BUILD:-$repo/build}
 im_bin=${IM_BIN:-$build/tools/iscsi-mpio/iscsi-mpio}
 
@@ -35,6 +37,7 @@ im_pid=''
 tgt_started=0
 passed=0
 failed=0
+report_log=$work/attach.log  # shown by a failing report()
 
 cleanup() {
   local rc=$?
@@ -56,31 +59,6 @@ stop_attach() {
 }
 trap cleanup EXIT
 trap 'exit 143' TERM INT
-
-# report NAME OK [DETAIL...]
-report() {
-  local name=$1 ok=$2
-  shift 2
-  if ((ok)); then
-    echo "PASS: $name"
-    passed=$((passed + 1))
-  else
-    echo "FAIL: $name"
-    local line
-    for line in "$@"; do echo "    $line"; done
-    [[ ! -s $work/attach.log ]] || tail -n 15 "$work/attach.log" | sed 's/^/    | /'
-    failed=$((failed + 1))
-  fi
-}
-
-wait_until() {
-  local deadline=$((SECONDS + $1))
-  shift
-  until "$@"; do
-    ((SECONDS < deadline)) || return 1
-    sleep 0.2
-  done
-}
 
 # ---------------------------------------------------------------- credentials
 
