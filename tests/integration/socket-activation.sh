@@ -63,8 +63,7 @@ eval "$("$repo/tests/testbed/tgtd-target.sh" start --size 64M --dir "$work/tgt")
 tgt_started=1
 # The first 32 MiB of the LUN all 0x5a, so qemu-io's `read -P 0x5a` checks the data it reads.
 readonly pattern_mib=32
-dd if=/dev/zero bs=1M count=$pattern_mib status=none | tr '\0' '\132' |
-  dd of="$TGT_BACKING" bs=1M conv=notrunc status=none
+fill_pattern "$TGT_BACKING" "$pattern_mib"
 
 sock=$work/nbd.sock
 config=$work/lun.yaml
@@ -108,23 +107,13 @@ wait_until 30 answers || report ready 0 "the attach's control socket did not ans
 
 # ---------------------------------------------------------------- backlog and reconnect
 
-# qemu_reads PAUSE_MS GAP_MS: qemu-io reading the pattern 1 MiB at a time, GAP_MS between reads
-# and PAUSE_MS after the fourth (the restart happens in one or the other): every read must
-# succeed, reconnecting within reconnect-delay.
+# qemu_reads PAUSE_MS GAP_MS: qemu-io reading the pattern (pattern_reads): every read must
+# succeed, reconnecting within reconnect-delay when the restart comes in a pause or a gap.
 qemu_reads() {
-  local args=() off
-  for ((off = 0; off < pattern_mib; off++)); do
-    args+=(-c "read -P 0x5a ${off}M 1M")
-    ((off != 3)) || args+=(-c "sleep $1")
-    ((off == pattern_mib - 1)) || args+=(-c "sleep $2")
-  done
-  timeout 120 qemu-io --image-opts "$qemu_image" "${args[@]}"
+  pattern_reads "$pattern_mib" "$2" "$1"
+  timeout 120 qemu-io --image-opts "$qemu_image" "${qemu_args[@]}"
 }
-# read_ok FILE: qemu-io's output FILE shows every read done and none failed.
-read_ok() {
-  [[ $(grep -c '^read 1048576/1048576 bytes' "$1") == "$pattern_mib" ]] &&
-    ! grep -qiE 'fail|error' "$1"
-}
+read_ok() { pattern_reads_ok "$1" "$pattern_mib"; }
 
 # Clients the attaches have served so far (qemu-io's own output is only flushed at its exit).
 clients_served() { grep -c "using export 'disk'" "$work/attach.log" || true; }

@@ -64,7 +64,7 @@ while :; do
     if [[ -e $state/hold ]]; then
       touch "$state/down"
       for ((i = 0; i < 600; i++)); do
-        [[ -e $state/hold ]] && ((!stop_requested)) || break
+        if [[ ! -e $state/hold ]] || ((stop_requested)); then break; fi
         sleep 0.1
       done
       rm -f "$state/down"
