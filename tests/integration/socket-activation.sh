@@ -12,6 +12,8 @@
 #                   through one in the middle of a run of reads: every read succeeds and
 #                   matches the backing file's pattern
 #   clean-stop      each stopped attach exited 0 (drained, logged out)
+#   mismatch        a socket at another path than nbd.listen: exit 2 before any login, the
+#                   error naming both paths
 #
 # Environment: BUILD (build tree), IM_BIN. Needs root (tgtd), qemu-io, nbdinfo,
 # systemd-socket-activate (package systemd). Every wait is bounded; everything started here is
@@ -185,6 +187,24 @@ wait "$activate_pid" || rc=$?
 activate_pid=''
 report clean-stop "$([[ $rc == 0 && $(cat "$work"/stop-status.* | sort -u) == 0 ]] && echo 1 || echo 0)" \
   "last exit $rc, restarts exited $(cat "$work"/stop-status.* | tr '\n' ' ')"
+
+# ---------------------------------------------------------------- mismatch
+
+# A socket at another path than nbd.listen: exit 2 before any login, naming both.
+other=$work/other.sock
+systemd-socket-activate -l "$other" "$im_bin" attach "$config" \
+  </dev/null >"$work/mismatch.out" 2>&1 &
+mismatch_pid=$!
+wait_until 10 test -S "$other" || true
+timeout 10 nbdinfo --size "nbd+unix:///disk?socket=$other" >/dev/null 2>&1 || true  # starts it
+rc=0
+tb_wait_gone "$mismatch_pid" 20 || kill -KILL "$mismatch_pid" 2>/dev/null || true
+wait "$mismatch_pid" || rc=$?
+ok=1
+((rc == 2)) || ok=0
+grep -q "listens on unix:$other, but nbd.listen is unix:$sock" "$work/mismatch.out" || ok=0
+! grep -q 'logging in' "$work/mismatch.out" || ok=0
+report mismatch "$ok" "exit $rc (wanted 2): $(tail -n 3 "$work/mismatch.out")"
 
 echo "$passed passed, $failed failed"
 ((failed == 0))

@@ -86,7 +86,8 @@ bool Attachment::open(const std::string& config_path) {
   notifier_ = std::make_unique<systemd::Notifier>(*io_);
   std::error_code activation_error;
   std::string activation_detail;
-  inherited_listener_ = systemd::inherited_listening_socket(activation_error, activation_detail);
+  inherited_listener_ =
+      systemd::inherited_listening_socket(cfg_.nbd.listen, activation_error, activation_detail);
   if (activation_error) {
     spdlog::error("{}", activation_detail);
     status_ = exit_usage;

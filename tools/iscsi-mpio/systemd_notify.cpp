@@ -2,11 +2,15 @@
 
 #include <systemd/sd-daemon.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cstdlib>
+#include <variant>
+
+#include <nbd_server/server.hpp>
 
 namespace iscsi_mpio::systemd {
 
@@ -34,7 +38,8 @@ std::optional<std::chrono::microseconds> watchdog_period() {
   return std::chrono::microseconds(usec / 2);
 }
 
-std::optional<int> inherited_listening_socket(std::error_code& ec, std::string& detail) {
+std::optional<int> inherited_listening_socket(const config::Listen& listen, std::error_code& ec,
+                                              std::string& detail) {
   ec.clear();
   const int n = sd_listen_fds(1);  // 1: unset LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES
   if (n < 0) {
@@ -52,7 +57,18 @@ std::optional<int> inherited_listening_socket(std::error_code& ec, std::string& 
              "single ListenStream=";
     return std::nullopt;
   }
-  return SD_LISTEN_FDS_START;
+  const int fd = SD_LISTEN_FDS_START;
+  std::variant<nbd::UnixEndpoint, nbd::TcpEndpoint> endpoint;
+  if (listen.kind == config::Listen::Kind::unix_socket)
+    endpoint = nbd::UnixEndpoint{listen.path_or_host};
+  else
+    endpoint = nbd::TcpEndpoint{listen.path_or_host, listen.port};
+  if ((ec = nbd::check_listening_socket(fd, endpoint, detail))) {
+    ::close(fd);
+    detail = "systemd's " + detail;
+    return std::nullopt;
+  }
+  return fd;
 }
 
 struct Notifier::Impl : std::enable_shared_from_this<Notifier::Impl> {

@@ -32,11 +32,14 @@ std::string path_summary(std::string_view export_name, const std::vector<mpio::P
 std::optional<std::chrono::microseconds> watchdog_period();
 
 // The socket systemd passed (LISTEN_PID, LISTEN_FDS: a .socket unit, or systemd-socket-activate),
-// to serve instead of binding nbd.listen; nullopt when none was passed. The environment
-// variables are unset, so children do not take it for theirs. More than one socket is an
-// error: the attach has one NBD listener. `detail` says why on error (exit_usage: the units
-// do not match the configuration).
-std::optional<int> inherited_listening_socket(std::error_code& ec, std::string& detail);
+// to serve instead of binding `listen` (nbd.listen); nullopt when none was passed. The
+// environment variables are unset, so children do not take it for theirs. An error, before
+// any login, when more than one socket was passed (the attach has one NBD listener) or the
+// socket is not a listening stream socket at `listen` (nbd::check_listening_socket): `detail`
+// names both addresses, and the exit status is exit_usage (the units do not match the
+// configuration; a restart cannot help).
+std::optional<int> inherited_listening_socket(const config::Listen& listen, std::error_code& ec,
+                                              std::string& detail);
 
 class Notifier {
  public:

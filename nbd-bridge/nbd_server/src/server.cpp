@@ -853,7 +853,81 @@ std::string describe_peer(const Protocol::endpoint& endpoint, uint64_t id) {
   return name;
 }
 
+// HOST:PORT of a TCP endpoint, IPv6 hosts in brackets.
+std::string tcp_address_text(const Protocol::endpoint& local) {
+  asio::ip::tcp::endpoint bound;
+  std::memcpy(bound.data(), local.data(), std::min<size_t>(local.size(), sizeof(sockaddr_in6)));
+  const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
+                                                   : bound.address().to_string();
+  return host + ":" + std::to_string(bound.port());
+}
+
+uint16_t tcp_port(const Protocol::endpoint& local) {
+  asio::ip::tcp::endpoint bound;
+  std::memcpy(bound.data(), local.data(), std::min<size_t>(local.size(), sizeof(sockaddr_in6)));
+  return bound.port();
+}
+
+// The path of a unix socket endpoint (sun_path is not always terminated).
+std::string unix_path(const Protocol::endpoint& local) {
+  const auto* un = reinterpret_cast<const sockaddr_un*>(local.data());
+  const size_t offset = offsetof(sockaddr_un, sun_path);
+  const size_t size = local.size() > offset ? local.size() - offset : 0;
+  return std::string(un->sun_path, ::strnlen(un->sun_path, size));
+}
+
+// The address `fd` is bound to.
+std::error_code local_address(int fd, Protocol::endpoint& local, std::string& detail) {
+  sockaddr_storage address{};
+  socklen_t size = sizeof address;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size) != 0) {
+    const std::error_code ec(errno, std::generic_category());
+    detail = "inherited socket " + std::to_string(fd) + ": getsockname: " + ec.message();
+    return ec;
+  }
+  local.resize(std::min<size_t>(size, local.capacity()));
+  std::memcpy(local.data(), &address, local.size());
+  return {};
+}
+
 }  // namespace
+
+std::error_code check_listening_socket(int fd,
+                                       const std::variant<UnixEndpoint, TcpEndpoint>& listen,
+                                       std::string& detail) {
+  auto refuse = [&](std::string why) {
+    detail = "inherited socket " + std::to_string(fd) + ": " + std::move(why);
+    return std::make_error_code(std::errc::invalid_argument);
+  };
+  int type = 0, listening = 0;
+  socklen_t size = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) != 0)
+    return refuse(std::string("not a socket: ") + std::strerror(errno));
+  size = sizeof listening;
+  ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size);
+  if (type != SOCK_STREAM || !listening) return refuse("not a listening stream socket");
+  Protocol::endpoint local;
+  if (auto ec = local_address(fd, local, detail)) return ec;
+  const int family = local.protocol().family();
+  if (const auto* unix_endpoint = std::get_if<UnixEndpoint>(&listen)) {
+    if (family != AF_UNIX)
+      return refuse("a TCP socket, but nbd.listen is unix:" + unix_endpoint->path);
+    if (unix_path(local) != unix_endpoint->path)
+      return refuse("listens on unix:" + unix_path(local) +
+                    ", but nbd.listen is unix:" + unix_endpoint->path);
+    return {};
+  }
+  const auto& tcp = std::get<TcpEndpoint>(listen);
+  const std::string wanted = "tcp:" + tcp.host + ":" + std::to_string(tcp.port);
+  if (family != AF_INET && family != AF_INET6)
+    return refuse("not a TCP socket, but nbd.listen is " + wanted);
+  // The host is not compared: systemd's ListenStream=PORT binds every address.
+  if (tcp.port != 0 && tcp_port(local) != tcp.port)
+    return refuse("listens on tcp:" + tcp_address_text(local) + ", but nbd.listen is " + wanted);
+  return {};
+}
+
+namespace {}  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   Impl(asio::io_context& io, ServerOptions options)
@@ -966,71 +1040,30 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     set_uri("nbd://" + tcp_address_text(local) + "/", "");
   }
 
-  // HOST:PORT of a TCP endpoint, IPv6 hosts in brackets.
-  static std::string tcp_address_text(const Protocol::endpoint& local) {
-    asio::ip::tcp::endpoint bound;
-    std::memcpy(bound.data(), local.data(), std::min<size_t>(local.size(), sizeof(sockaddr_in6)));
-    const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
-                                                     : bound.address().to_string();
-    return host + ":" + std::to_string(bound.port());
-  }
-
-  // options.listening_fd: a socket someone else bound (systemd socket activation). It must be
-  // a listening stream socket where `listen` says, or clients would find the export elsewhere
-  // than the configuration promises. The file of a unix socket stays: socket_path is left
-  // empty, so remove_socket_file() never unlinks what its owner keeps across our restarts.
+  // options.listening_fd: a socket someone else bound (systemd socket activation), checked
+  // by check_listening_socket(). The file of a unix socket stays: socket_path is left empty,
+  // so remove_socket_file() never unlinks what its owner keeps across our restarts.
   std::error_code adopt_listening(int fd, std::string& detail) {
-    auto refuse = [&](std::string why) {
-      ::close(fd);
-      detail = "inherited socket " + std::to_string(fd) + ": " + std::move(why);
-      return std::make_error_code(std::errc::invalid_argument);
-    };
-    int type = 0, listening = 0, domain = 0;
-    socklen_t size = sizeof type;
-    if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) != 0)
-      return refuse(std::string("not a socket: ") + std::strerror(errno));
-    size = sizeof listening;
-    ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size);
-    size = sizeof domain;
-    ::getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &size);
-    if (type != SOCK_STREAM || !listening) return refuse("not a listening stream socket");
-    sockaddr_storage address{};
-    socklen_t address_size = sizeof address;
-    if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &address_size) != 0)
-      return refuse(std::string("getsockname: ") + std::strerror(errno));
+    auto ec = check_listening_socket(fd, options.listen, detail);
     Protocol::endpoint local;
-    local.resize(std::min<size_t>(address_size, local.capacity()));
-    std::memcpy(local.data(), &address, local.size());
-    if (const auto* unix_endpoint = std::get_if<UnixEndpoint>(&options.listen)) {
-      if (domain != AF_UNIX)
-        return refuse("a TCP socket, but nbd.listen is unix:" + unix_endpoint->path);
-      const auto* un = reinterpret_cast<const sockaddr_un*>(&address);
-      const size_t path_size = address_size > offsetof(sockaddr_un, sun_path)
-                                   ? address_size - offsetof(sockaddr_un, sun_path)
-                                   : 0;
-      const std::string path = ::strnlen(un->sun_path, path_size) == path_size
-                                   ? std::string(un->sun_path, path_size)
-                                   : std::string(un->sun_path);
-      if (path != unix_endpoint->path)
-        return refuse("listens on unix:" + path +
-                      ", but nbd.listen is unix:" + unix_endpoint->path);
-      set_uri("nbd+unix:///", "?socket=" + uri_escape(path, true));
-    } else {
-      const auto& tcp = std::get<TcpEndpoint>(options.listen);
-      const std::string wanted = "tcp:" + tcp.host + ":" + std::to_string(tcp.port);
-      if (domain != AF_INET && domain != AF_INET6)
-        return refuse("not a TCP socket, but nbd.listen is " + wanted);
-      asio::ip::tcp::endpoint bound;
-      std::memcpy(bound.data(), local.data(), std::min<size_t>(local.size(), sizeof(sockaddr_in6)));
-      // The host is not compared: systemd's ListenStream=PORT binds every address.
-      if (tcp.port != 0 && bound.port() != tcp.port)
-        return refuse("listens on tcp:" + tcp_address_text(local) + ", but nbd.listen is " +
-                      wanted);
-      set_tcp_uri(local);
+    if (!ec) ec = local_address(fd, local, detail);
+    if (!ec) {
+      error_code assign_error;
+      acceptor.assign(local.protocol(), fd, assign_error);
+      if (assign_error) {
+        detail = "inherited socket " + std::to_string(fd) +
+                 ": cannot accept on it: " + assign_error.message();
+        ec = assign_error;
+      }
     }
-    error_code ec;
-    acceptor.assign(Protocol(domain, 0), fd, ec);
-    if (ec) return refuse("cannot accept on it: " + ec.message());
+    if (ec) {
+      ::close(fd);
+      return ec;
+    }
+    if (local.protocol().family() == AF_UNIX)
+      set_uri("nbd+unix:///", "?socket=" + uri_escape(unix_path(local), true));
+    else
+      set_tcp_uri(local);
     return {};
   }
 

@@ -146,38 +146,57 @@ TEST_CASE("no watchdog without WATCHDOG_USEC, or when WATCHDOG_PID is another pr
   ::unsetenv("WATCHDOG_USEC");
 }
 
-TEST_CASE("inherited_listening_socket: LISTEN_FDS for this process only, one socket", "[systemd]") {
+TEST_CASE("inherited_listening_socket: LISTEN_FDS for this process only, one socket at nbd.listen",
+          "[systemd]") {
+  using iscsi_mpio::systemd::inherited_listening_socket;
+  const std::string path = "/tmp/listen-fds-test-" + std::to_string(::getpid()) + ".sock";
+  const config::Listen listen{
+      .kind = config::Listen::Kind::unix_socket, .path_or_host = path, .port = 0};
   std::error_code ec;
   std::string detail;
   ::unsetenv("LISTEN_FDS");
   ::unsetenv("LISTEN_PID");
-  CHECK_FALSE(iscsi_mpio::systemd::inherited_listening_socket(ec, detail));
+  CHECK_FALSE(inherited_listening_socket(listen, ec, detail));
   CHECK_FALSE(ec);
 
   // Another process's sockets: not ours (sd_listen_fds unsets the variables all the same).
   ::setenv("LISTEN_FDS", "1", 1);
   ::setenv("LISTEN_PID", std::to_string(::getpid() + 1).c_str(), 1);
-  CHECK_FALSE(iscsi_mpio::systemd::inherited_listening_socket(ec, detail));
+  CHECK_FALSE(inherited_listening_socket(listen, ec, detail));
   CHECK_FALSE(ec);
 
-  // Ours, with descriptor 3 a socket: taken, and the variables gone.
+  // Descriptor 3 a socket listening at `path`, as systemd passes it.
   const int saved = ::dup(3);  // whatever the test runner has there
-  const int sock = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  const int sock = test::bound_unix_socket(path, SOCK_STREAM, true);
+  REQUIRE(sock >= 0);
   REQUIRE(::dup2(sock, 3) == 3);
   if (sock != 3) ::close(sock);
-  ::setenv("LISTEN_FDS", "1", 1);
-  ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
-  CHECK(iscsi_mpio::systemd::inherited_listening_socket(ec, detail) == 3);
-  CHECK_FALSE(ec);
-  CHECK(std::getenv("LISTEN_FDS") == nullptr);
-
-  SECTION("two sockets are refused") {
-    ::setenv("LISTEN_FDS", "2", 1);
+  auto pass_fds = [](const char* count) {
+    ::setenv("LISTEN_FDS", count, 1);
     ::setenv("LISTEN_PID", std::to_string(::getpid()).c_str(), 1);
+  };
+
+  SECTION("taken, and the variables gone") {
+    pass_fds("1");
+    CHECK(inherited_listening_socket(listen, ec, detail) == 3);
+    CHECK_FALSE(ec);
+    CHECK(std::getenv("LISTEN_FDS") == nullptr);
+  }
+  SECTION("at another path: refused before any login, naming both") {
+    pass_fds("1");
+    const config::Listen other{
+        .kind = config::Listen::Kind::unix_socket, .path_or_host = path + ".other", .port = 0};
+    CHECK_FALSE(inherited_listening_socket(other, ec, detail));
+    CHECK(ec == std::errc::invalid_argument);
+    CHECK(detail.find("unix:" + path + ",") != std::string::npos);
+    CHECK(detail.find("unix:" + path + ".other") != std::string::npos);
+  }
+  SECTION("two sockets are refused") {
+    pass_fds("2");
     const int extra = ::dup(3);
     REQUIRE(::dup2(extra, 4) == 4);
     if (extra != 4) ::close(extra);
-    CHECK_FALSE(iscsi_mpio::systemd::inherited_listening_socket(ec, detail));
+    CHECK_FALSE(inherited_listening_socket(listen, ec, detail));
     CHECK(ec == std::errc::invalid_argument);
     CHECK(detail.find("ListenStream") != std::string::npos);
   }
@@ -187,4 +206,5 @@ TEST_CASE("inherited_listening_socket: LISTEN_FDS for this process only, one soc
   } else {
     ::close(3);
   }
+  ::unlink(path.c_str());
 }

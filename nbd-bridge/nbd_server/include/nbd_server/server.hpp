@@ -95,6 +95,14 @@ struct ServerOptions {
   size_t fd_reserve = 64;
 };
 
+// Whether `fd` is a listening stream socket at `listen` (its unix path; its TCP port unless that
+// is 0): the check start() makes of ServerOptions::listening_fd, for a caller that refuses a
+// wrong socket before anything else. std::errc::invalid_argument (or getsockname's error) with
+// `detail` naming both addresses. `fd` stays open.
+std::error_code check_listening_socket(int fd,
+                                       const std::variant<UnixEndpoint, TcpEndpoint>& listen,
+                                       std::string& detail);
+
 // Threading: the server runs on one io_context; the device's `done` callbacks may come on any
 // thread (they are posted back). start(), endpoint_uri(), connection_count() and counters()
 // may be called from any thread; add_export(), remove_export() and serve_connected() on the
