@@ -28,7 +28,14 @@ std::string path_summary(std::string_view export_name, const std::vector<mpio::P
   std::string line = std::string(export_name) + ": " + std::to_string(usable) + "/" +
                      std::to_string(paths.size()) + (paths.size() == 1 ? " path" : " paths") +
                      " active";
-  for (size_t i = 0; i < down.size(); ++i) line += (i == 0 ? "; " : ", ") + down[i];
+  for (size_t i = 0; i < down.size(); ++i) line += (i == 0 ? " (" : ", ") + down[i];
+  return down.empty() ? line : line + ")";
+}
+
+std::string status_line(const std::vector<LunPaths>& luns) {
+  std::string line;
+  for (const auto& lun : luns)
+    line += (line.empty() ? "" : "; ") + path_summary(lun.export_name, lun.paths);
   return line;
 }
 

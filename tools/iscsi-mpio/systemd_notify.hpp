@@ -23,9 +23,16 @@ class io_context;
 namespace iscsi_mpio::systemd {
 
 // "lun0: 2/2 paths active" (active and ghost paths count as active: they can carry I/O), with
-// ", 1 failed: 198.18.2.1:3260 from ..." naming the failed or connecting ones: the line
-// `systemctl status` shows.
+// " (198.18.2.1:3260 from 198.18.2.2 failed, ...)" naming the others: one LUN's part of the
+// line `systemctl status` shows.
 std::string path_summary(std::string_view export_name, const std::vector<mpio::PathStatus>& paths);
+
+// The STATUS= line of several LUNs: their path_summary()s joined by "; ".
+struct LunPaths {
+  std::string export_name;
+  std::vector<mpio::PathStatus> paths;
+};
+std::string status_line(const std::vector<LunPaths>& luns);
 
 // WATCHDOG_USEC (sd_watchdog_enabled(3)) halved, as sd_watchdog_enabled recommends: nullopt
 // when the unit has no WatchdogSec= or the watchdog is meant for another process.

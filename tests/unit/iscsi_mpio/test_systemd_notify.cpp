@@ -71,7 +71,11 @@ TEST_CASE("path_summary: usable paths over all, the others named", "[systemd]") 
   CHECK(iscsi_mpio::systemd::path_summary(
             "lun1", {path("198.18.1.1:3260", PathState::failed), path("b", PathState::active),
                      path("198.18.3.1:3260", PathState::connecting)}) ==
-        "lun1: 1/3 paths active; 198.18.1.1:3260 failed, 198.18.3.1:3260 connecting");
+        "lun1: 1/3 paths active (198.18.1.1:3260 failed, 198.18.3.1:3260 connecting)");
+  CHECK(iscsi_mpio::systemd::status_line(
+            {{"lun0", {path("a", PathState::active), path("b", PathState::active)}},
+             {"lun1", {path("a", PathState::active), path("b", PathState::refused)}}}) ==
+        "lun0: 2/2 paths active; lun1: 1/2 paths active (b refused)");
 }
 
 TEST_CASE("without NOTIFY_SOCKET every message is a no-op", "[systemd]") {
@@ -98,14 +102,14 @@ TEST_CASE("READY=1 with STATUS=, rate-limited STATUS= updates, RELOADING and STO
   CHECK(systemd.next() == "READY=1\nSTATUS=lun0: 2/2 paths active");
 
   // Two changes within the interval: one update at its end, with the latest line.
-  status = "lun0: 1/2 paths active; b failed";
+  status = "lun0: 1/2 paths active (b failed)";
   notifier.status_changed();
-  status = "lun0: 0/2 paths active; a failed, b failed";
+  status = "lun0: 0/2 paths active (a failed, b failed)";
   notifier.status_changed();
   CHECK(systemd.next(100ms).empty());
   const auto started = std::chrono::steady_clock::now();
   io.run_for(iscsi_mpio::systemd::Notifier::status_interval + 500ms);
-  CHECK(systemd.next() == "STATUS=lun0: 0/2 paths active; a failed, b failed");
+  CHECK(systemd.next() == "STATUS=lun0: 0/2 paths active (a failed, b failed)");
   CHECK(systemd.next(50ms).empty());
   CHECK(std::chrono::steady_clock::now() - started >= 500ms);
 
@@ -113,7 +117,7 @@ TEST_CASE("READY=1 with STATUS=, rate-limited STATUS= updates, RELOADING and STO
   const auto reloading = systemd.next();
   CHECK(reloading.rfind("RELOADING=1\nMONOTONIC_USEC=", 0) == 0);
   notifier.reloaded();
-  CHECK(systemd.next() == "READY=1\nSTATUS=lun0: 0/2 paths active; a failed, b failed");
+  CHECK(systemd.next() == "READY=1\nSTATUS=lun0: 0/2 paths active (a failed, b failed)");
   notifier.stopping("shutting down");
   CHECK(systemd.next() == "STOPPING=1\nSTATUS=shutting down");
   notifier.status_changed();  // after STOPPING the status line is ours no more
