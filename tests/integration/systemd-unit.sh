@@ -6,6 +6,8 @@
 #   start          `systemctl start iscsi-mpio@t.socket iscsi-mpio@t.service` returns once
 #                  attach sent READY=1 (Type=notify): active/running, and `systemctl status`
 #                  shows the STATUS= line, "disk: 2/2 paths active" once the second path is up
+#   status-paths   `iscsi-mpio fail-path 1` shows in the STATUS= line within a second or so,
+#                  and `reinstate-path 1` brings "2/2 paths active" back
 #   watchdog       with WatchdogSec=3 (a drop-in) the service runs past three intervals, its
 #                  WATCHDOG=1 pings arriving
 #   reload         `systemctl reload` (SIGHUP: RELOADING=1 ... READY=1) keeps the same process
@@ -144,6 +146,23 @@ journal
 report start "$ok" "state $state, StatusText '$status_text': $(cat "$work/start.out")" \
   "$(head -n 12 "$work/status.txt")"
 first_pid=$(prop MainPID)
+
+# ---------------------------------------------------------------- status follows the paths
+
+# fail-path 1 through the control socket: the STATUS= line names it within the rate limit
+# (1 s), and reinstate-path brings the line back.
+ok=1
+in_ct /usr/local/bin/iscsi-mpio fail-path /etc/iscsi-mpio/t.yaml 1 >"$work/fail.out" 2>&1 || ok=0
+one_failed() {
+  [[ $(prop StatusText) == "disk: 1/2 paths active (127.0.0.1:$TGT_PORT from 127.0.0.1 failed)" ]]
+}
+wait_until 5 one_failed || ok=0
+failed_text=$(prop StatusText)
+in_ct /usr/local/bin/iscsi-mpio reinstate-path /etc/iscsi-mpio/t.yaml 1 >>"$work/fail.out" 2>&1 ||
+  ok=0
+wait_until 10 both_paths || ok=0
+report status-paths "$ok" "after fail-path 1: '$failed_text'; after reinstate: '$(prop StatusText)'" \
+  "$(cat "$work/fail.out")"
 
 # ---------------------------------------------------------------- watchdog
 
