@@ -10,14 +10,18 @@ set -euo pipefail
 # Compiler and libraries. libboost1.81-dev by name: Debian's default libboost-dev (1.74) has an
 # Asio whose C++20 coroutines do not compile with g++ 12; 1.81 replaces it (they conflict).
 readonly build_packages=(g++ cmake ninja-build pkg-config libboost1.81-dev libspdlog-dev
-  libcli11-dev libyaml-cpp-dev catch2 libnbd-dev libisal-dev libssl-dev libgnutls28-dev)
+  libcli11-dev libyaml-cpp-dev catch2 libnbd-dev libisal-dev libssl-dev libgnutls28-dev
+  libsystemd-dev)
 # The demo: a tgtd target to log in to and the NBD clients it suggests.
 readonly runtime_packages=(tgt libnbd-bin python3 procps iproute2)
 # Integration tests: a second target, the qemu-nbd/libiscsi peer, load and fault tools; curl
 # (ops-checks.sh: metrics), openssl (unit.iscsi: CHAP digests computed by the openssl tool) and
-# gnutls-bin (tls-checks.sh: certtool and psktool make the credentials).
+# gnutls-bin (tls-checks.sh: certtool and psktool make the credentials); systemd
+# (socket-activation.sh: systemd-socket-activate), systemd-container and mmdebstrap
+# (systemd-unit.sh: a Debian root booted by systemd-nspawn).
 readonly peer_packages=(tgt istgt libiscsi-bin qemu-utils qemu-block-extra fio libnbd-bin nbdkit
-  iproute2 nftables python3 python3-libnbd jq util-linux procps curl openssl gnutls-bin)
+  iproute2 nftables python3 python3-libnbd jq util-linux procps curl openssl gnutls-bin
+  systemd systemd-container mmdebstrap)
 # The guest test (tests/guest/): a QEMU TCG guest booting Debian's kernel package (fetched by
 # the test itself) with busybox and e2fsprogs in a cpio initramfs.
 readonly guest_packages=(qemu-system-x86 busybox-static e2fsprogs cpio)

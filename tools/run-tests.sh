@@ -44,7 +44,7 @@ prebuild_started=$SECONDS
 # How many tests each phase must run. CTest is green on a selection that matches nothing
 # (--no-tests=error catches only "none") or fewer tests than meant (a label or a name that
 # changed): a phase whose count differs fails. Change a count here with the test it counts.
-readonly -A expected_tests=([unit]=13 [integration]=17 [asan-unit]=13 [asan-integ]=7)
+readonly -A expected_tests=([unit]=13 [integration]=19 [asan-unit]=13 [asan-integ]=8)
 # run_ctest NAME CTEST_ARGS...: one CTest phase in $ctest_dir (default the main build); its
 # summary line goes into the final report.
 run_ctest() {
@@ -74,7 +74,8 @@ run_ctest integration -L 'integration|peer'
 # The whole tree again, built by g++ with -fsanitize=address,undefined (IM_SANITIZE) in its own
 # build directory: every unit test, then the integration tests that drive the daemon itself
 # (the fault target, tgtd and istgt suites, the R2T matrix, the command line, check-config and
-# the hostile NBD clients)
+# the hostile NBD clients, socket activation, whose attach takes a socket it did not bind and
+# restarts under a client)
 # with the sanitized iscsi-mpio. Any report (a leak at exit, an out-of-bounds access, undefined
 # behaviour) aborts the process and lands in a log file under $asan_logs, which fails the phase
 # even when the process was one a suite stopped and did not wait for. The multipath, guest and
@@ -82,7 +83,7 @@ run_ctest integration -L 'integration|peer'
 # the others miss. Then the libFuzzer targets (tools/fuzz.sh, clang) for FUZZ_SECONDS each on
 # the seed corpus.
 # Environment: BUILD_ASAN (default <repo>/build-asan), FUZZ_SECONDS (default 10, 0 skips fuzzing).
-readonly asan_integration='integration\.(fault_target|tgtd|istgt|r2t_matrix|cli|check_config|hostile)$'
+readonly asan_integration='integration\.(fault_target|tgtd|istgt|r2t_matrix|cli|check_config|hostile|socket_activation)$'
 started=$SECONDS
 echo "== background build of the ASan+UBSan and fuzz trees (log $prebuild_log)"
 wait "$prebuild_pid" || true

@@ -27,6 +27,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=tests/testbed/lib.sh
 source "$repo/tests/testbed/lib.sh"
+# shellcheck source=tests/integration/check-lib.sh
+source "$repo/tests/integration/check-lib.sh"
 build=${BUILD:-$repo/build}
 im_bin=${IM_BIN:-$build/tools/iscsi-mpio/iscsi-mpio}
 exerciser=${EXERCISER:-$build/tests/integration/nbd_exerciser}
@@ -47,6 +49,7 @@ ex_pid=''         # a background nbd_exerciser
 tgt_started=0
 passed=0
 failed=0
+report_log=$work/attach.log  # shown by a failing report()
 
 # stop_pid PID: TERM, up to 15 s for a clean logout, then KILL. Returns the exit status when
 # PID is our child, else 0.

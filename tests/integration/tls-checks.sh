@@ -22,6 +22,8 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=tests/testbed/lib.sh
 source "$repo/tests/testbed/lib.sh"
+# shellcheck source=tests/integration/check-lib.sh
+source "$repo/tests/integration/check-lib.sh"
 build=${BUILD:-$repo/build}
 im_bin=${IM_BIN:-$build/tools/iscsi-mpio/iscsi-mpio}
 
@@ -35,6 +37,7 @@ im_pid=''
 tgt_started=0
 passed=0
 failed=0
+report_log=$work/attach.log  # shown by a failing report()
 
 cleanup() {
   local rc=$?

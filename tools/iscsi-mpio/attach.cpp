@@ -25,6 +25,7 @@
 #include "options.hpp"
 #include "service.hpp"
 #include "status.hpp"
+#include "systemd_notify.hpp"
 
 namespace iscsi_mpio::attach {
 
@@ -68,7 +69,7 @@ struct Attachment::Rescans {
 };
 
 struct Attachment::Signals {
-  explicit Signals(asio::io_context& io) : set(io, SIGINT, SIGTERM) {}
+  explicit Signals(asio::io_context& io) : set(io, SIGINT, SIGTERM, SIGHUP) {}
   asio::signal_set set;
 };
 
@@ -92,6 +93,7 @@ bool Attachment::open(const std::string& config_path) {
     return false;
   }
   cfg_ = std::move(loaded.config());
+  config_path_ = config_path;
   for (const auto& warning : loaded.warnings()) spdlog::warn("{}", warning.to_string());
   if (cfg_.initiator.name_generated)
     spdlog::warn("no initiator.name in {}; using {} (add it to the target's ACL, or set it)",
@@ -106,9 +108,19 @@ bool Attachment::open(const std::string& config_path) {
   runtime_ = std::make_unique<service::Runtime>(*io_, cfg_);
   // Caught from here on; handled once run() starts the io_context.
   signals_ = std::make_unique<Signals>(*io_);
+  notifier_ = std::make_unique<systemd::Notifier>(*io_);
+  std::error_code activation_error;
+  std::string activation_detail;
+  inherited_listener_ =
+      systemd::inherited_listening_socket(cfg_.nbd.listen, activation_error, activation_detail);
+  if (activation_error) {
+    spdlog::error("{}", activation_detail);
+    status_ = exit_usage;
+    return false;
+  }
 
   // Before any login: a second attach on the same sockets must not disturb the first's sessions.
-  if (std::string detail; runtime_->preflight(detail)) {
+  if (std::string detail; runtime_->preflight(detail, inherited_listener_.has_value())) {
     spdlog::error("{}", detail);
     status_ = exit_failure;
     return false;
@@ -205,7 +217,14 @@ void Attachment::opened() {
   }
   for (size_t i = 0; i < luns_.size(); ++i) watch(i);
   if (draining_) return;  // a signal came during the login: drain() has stopped the loop
-  if (!serve() || !attach_kernel() || !publish()) fail();
+  if (!serve() || !attach_kernel() || !publish()) return fail();
+  notifier_->ready([this] {
+    std::vector<systemd::LunPaths> maps;
+    for (const auto& lun : luns_)
+      if (!lun->retired && lun->device)
+        maps.push_back({lun->plan.export_name, lun->device->path_status()});
+    return systemd::status_line(maps);
+  });
 }
 
 void Attachment::watch(size_t index) {
@@ -224,6 +243,7 @@ void Attachment::watch(size_t index) {
     const auto level = state == mpio::PathState::active ? spdlog::level::info : spdlog::level::warn;
     spdlog::log(level, "{}path {} {}: {}", prefix, path, mpio::path_state_name(state), reason);
     runtime_->path_event(index, path, state);
+    notifier_->status_changed();
     if (state == mpio::PathState::refused) retire_if_replaced(index);
   });
   // NBD has no message that tells a connected client a new size (proto.md: the size is
@@ -416,8 +436,10 @@ void Attachment::added(size_t index, std::error_code ec, const std::string& deta
 bool Attachment::serve() {
   // One listener for every LUN, each its own export (NBD_OPT_LIST lists them); the first
   // LUN's export is the default one.
-  server_ = std::make_unique<nbd::Server>(
-      *io_, options::server_options(cfg_, luns_.front()->device->info(), luns_.front()->plan));
+  auto server_options =
+      options::server_options(cfg_, luns_.front()->device->info(), luns_.front()->plan);
+  server_options.listening_fd = std::exchange(inherited_listener_, std::nullopt);
+  server_ = std::make_unique<nbd::Server>(*io_, std::move(server_options));
   std::string detail;
   for (auto& lun : luns_) {
     const auto options = options::server_options(cfg_, lun->device->info(), lun->plan);
@@ -534,6 +556,10 @@ int Attachment::run() {
 void Attachment::wait_for_signal() {
   signals_->set.async_wait([this](const boost::system::error_code& ec, int signo) {
     if (ec) return;
+    if (signo == SIGHUP) {
+      reload();
+      return wait_for_signal();
+    }
     if (draining_) {
       spdlog::warn("second signal: exiting without a clean logout");
       std::_Exit(exit_interrupted);
@@ -542,6 +568,17 @@ void Attachment::wait_for_signal() {
     wait_for_signal();
     drain();
   });
+}
+
+void Attachment::reload() {
+  notifier_->reloading();
+  if (auto loaded = config::load_file(config_path_); !loaded)
+    spdlog::error("reload: {} has errors, a restart would fail:\n{}", config_path_,
+                  loaded.error_report());
+  else
+    spdlog::info("reload: {} is valid; the running attach keeps its settings until a restart",
+                 config_path_);
+  notifier_->reloaded();
 }
 
 // ---------------------------------------------------------------- drain
@@ -555,6 +592,7 @@ void Attachment::drain() {
   if (draining_) return;
   draining_ = true;
   spdlog::info("shutting down: draining requests, flushing the LUN cache, logging out");
+  notifier_->stopping("shutting down: draining requests, flushing the LUN cache, logging out");
   runtime_->shutting_down();
   if (rescans_) rescans_->timer.cancel();
   for (auto& lun : luns_)

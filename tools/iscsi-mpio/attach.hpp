@@ -8,6 +8,7 @@
 //   serve          start the NBD server on nbd.listen
 //   attach_kernel  nbd.device: connect the export to the kernel's nbd driver
 //   run            run the io_context, with SIGINT and SIGTERM handled, until the attach ends
+//                  (SIGHUP: reload, systemctl reload)
 //   drain          stop queueing, let /dev/nbdN go, drain the NBD clients, SYNCHRONIZE CACHE,
 //                  log out
 // The phases after open run on the io_context once the device is open. A phase that fails
@@ -15,6 +16,7 @@
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -47,6 +49,10 @@ namespace iscsi_mpio::options {
 struct LunPlan;
 struct TargetLun;
 }  // namespace iscsi_mpio::options
+
+namespace iscsi_mpio::systemd {
+class Notifier;
+}
 
 namespace iscsi_mpio::attach {
 
@@ -121,6 +127,9 @@ class Attachment {
   bool several_luns() const { return cfg_.target.luns.has_value(); }
 
   void wait_for_signal();
+  // SIGHUP (ExecReload=): checks the configuration file again and says whether a restart
+  // would take it; nothing is applied to the running attach yet.
+  void reload();
   // A phase failed: exit_failure once drain() is done.
   void fail();
   // The clean shutdown, at most once. Held requests end first, or the server's drain would
@@ -144,6 +153,9 @@ class Attachment {
   size_t opening_ = 0;                         // devices still logging in
   std::unique_ptr<service::Runtime> runtime_;  // control socket, metrics, progress line
   std::unique_ptr<Signals> signals_;
+  std::unique_ptr<systemd::Notifier> notifier_;  // sd_notify: READY, STATUS, WATCHDOG
+  std::optional<int> inherited_listener_;        // socket activation: served instead of binding
+  std::string config_path_;
   int status_ = exit_ok;
   bool draining_ = false;
 };

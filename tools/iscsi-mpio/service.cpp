@@ -340,10 +340,10 @@ Runtime::~Runtime() {
   logging::progress::clear();
 }
 
-std::error_code Runtime::preflight(std::string& detail) const {
+std::error_code Runtime::preflight(std::string& detail, bool nbd_socket_inherited) const {
   const auto& cfg = impl_->config;
   std::vector<std::pair<std::string, std::string>> sockets;
-  if (cfg.nbd.listen.kind == config::Listen::Kind::unix_socket)
+  if (cfg.nbd.listen.kind == config::Listen::Kind::unix_socket && !nbd_socket_inherited)
     sockets.emplace_back("NBD socket", cfg.nbd.listen.path_or_host);
   sockets.emplace_back("control socket", cfg.control.socket);
   for (const auto& [what, path] : sockets) {

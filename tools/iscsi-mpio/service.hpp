@@ -32,8 +32,9 @@ class Runtime {
 
   // Before logging in: refuses (std::errc::address_in_use) when a process answers on the NBD
   // unix socket or the control socket, naming it ("pid N: iscsi-mpio attach FILE"). A stale
-  // socket file is left for the listeners to replace.
-  std::error_code preflight(std::string& detail) const;
+  // socket file is left for the listeners to replace. With `nbd_socket_inherited` (systemd
+  // socket activation) the NBD socket is not checked: its owner listens on it for us.
+  std::error_code preflight(std::string& detail, bool nbd_socket_inherited = false) const;
 
   // The paths are logging in: "logging in to N paths: K up" on a terminal until none is still
   // connecting.

@@ -10,7 +10,9 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstddef>
 #include <cstring>
 #include <deque>
 #include <filesystem>
@@ -859,7 +861,81 @@ std::string describe_peer(const Protocol::endpoint& endpoint, uint64_t id) {
   return name;
 }
 
+// HOST:PORT of a TCP endpoint, IPv6 hosts in brackets.
+std::string tcp_address_text(const Protocol::endpoint& local) {
+  asio::ip::tcp::endpoint bound;
+  std::memcpy(bound.data(), local.data(), std::min<size_t>(local.size(), sizeof(sockaddr_in6)));
+  const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
+                                                   : bound.address().to_string();
+  return host + ":" + std::to_string(bound.port());
+}
+
+uint16_t tcp_port(const Protocol::endpoint& local) {
+  asio::ip::tcp::endpoint bound;
+  std::memcpy(bound.data(), local.data(), std::min<size_t>(local.size(), sizeof(sockaddr_in6)));
+  return bound.port();
+}
+
+// The path of a unix socket endpoint (sun_path is not always terminated).
+std::string unix_path(const Protocol::endpoint& local) {
+  const auto* un = reinterpret_cast<const sockaddr_un*>(local.data());
+  const size_t offset = offsetof(sockaddr_un, sun_path);
+  const size_t size = local.size() > offset ? local.size() - offset : 0;
+  return std::string(un->sun_path, ::strnlen(un->sun_path, size));
+}
+
+// The address `fd` is bound to.
+std::error_code local_address(int fd, Protocol::endpoint& local, std::string& detail) {
+  sockaddr_storage address{};
+  socklen_t size = sizeof address;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &size) != 0) {
+    const std::error_code ec(errno, std::generic_category());
+    detail = "inherited socket " + std::to_string(fd) + ": getsockname: " + ec.message();
+    return ec;
+  }
+  local.resize(std::min<size_t>(size, local.capacity()));
+  std::memcpy(local.data(), &address, local.size());
+  return {};
+}
+
 }  // namespace
+
+std::error_code check_listening_socket(int fd,
+                                       const std::variant<UnixEndpoint, TcpEndpoint>& listen,
+                                       std::string& detail) {
+  auto refuse = [&](std::string why) {
+    detail = "inherited socket " + std::to_string(fd) + ": " + std::move(why);
+    return std::make_error_code(std::errc::invalid_argument);
+  };
+  int type = 0, listening = 0;
+  socklen_t size = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &size) != 0)
+    return refuse(std::string("not a socket: ") + std::strerror(errno));
+  size = sizeof listening;
+  ::getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &size);
+  if (type != SOCK_STREAM || !listening) return refuse("not a listening stream socket");
+  Protocol::endpoint local;
+  if (auto ec = local_address(fd, local, detail)) return ec;
+  const int family = local.protocol().family();
+  if (const auto* unix_endpoint = std::get_if<UnixEndpoint>(&listen)) {
+    if (family != AF_UNIX)
+      return refuse("a TCP socket, but nbd.listen is unix:" + unix_endpoint->path);
+    if (unix_path(local) != unix_endpoint->path)
+      return refuse("listens on unix:" + unix_path(local) +
+                    ", but nbd.listen is unix:" + unix_endpoint->path);
+    return {};
+  }
+  const auto& tcp = std::get<TcpEndpoint>(listen);
+  const std::string wanted = "tcp:" + tcp.host + ":" + std::to_string(tcp.port);
+  if (family != AF_INET && family != AF_INET6)
+    return refuse("not a TCP socket, but nbd.listen is " + wanted);
+  // The host is not compared: systemd's ListenStream=PORT binds every address.
+  if (tcp.port != 0 && tcp_port(local) != tcp.port)
+    return refuse("listens on tcp:" + tcp_address_text(local) + ", but nbd.listen is " + wanted);
+  return {};
+}
+
+namespace {}  // namespace
 
 struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   Impl(asio::io_context& io, ServerOptions options)
@@ -964,11 +1040,38 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
       acceptor.close(ignored);
       return ec;
     }
-    asio::ip::tcp::endpoint bound;
-    std::memcpy(bound.data(), local.data(), std::min<size_t>(local.size(), sizeof(sockaddr_in6)));
-    const std::string host = bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
-                                                     : bound.address().to_string();
-    set_uri("nbd://" + host + ":" + std::to_string(bound.port()) + "/", "");
+    set_tcp_uri(local);
+    return {};
+  }
+
+  void set_tcp_uri(const Protocol::endpoint& local) {
+    set_uri("nbd://" + tcp_address_text(local) + "/", "");
+  }
+
+  // options.listening_fd: a socket someone else bound (systemd socket activation), checked
+  // by check_listening_socket(). The file of a unix socket stays: socket_path is left empty,
+  // so remove_socket_file() never unlinks what its owner keeps across our restarts.
+  std::error_code adopt_listening(int fd, std::string& detail) {
+    auto ec = check_listening_socket(fd, options.listen, detail);
+    Protocol::endpoint local;
+    if (!ec) ec = local_address(fd, local, detail);
+    if (!ec) {
+      error_code assign_error;
+      acceptor.assign(local.protocol(), fd, assign_error);
+      if (assign_error) {
+        detail = "inherited socket " + std::to_string(fd) +
+                 ": cannot accept on it: " + assign_error.message();
+        ec = assign_error;
+      }
+    }
+    if (ec) {
+      ::close(fd);
+      return ec;
+    }
+    if (local.protocol().family() == AF_UNIX)
+      set_uri("nbd+unix:///", "?socket=" + uri_escape(unix_path(local), true));
+    else
+      set_tcp_uri(local);
     return {};
   }
 
@@ -1188,7 +1291,11 @@ std::error_code Server::start(std::string& detail) {
       return ec;
     }
   }
-  if (const auto* unix_endpoint = std::get_if<UnixEndpoint>(&impl_->options.listen)) {
+  if (impl_->options.listening_fd) {
+    const int fd = *impl_->options.listening_fd;
+    impl_->options.listening_fd.reset();  // ours now, whatever adopt_listening() says
+    ec = impl_->adopt_listening(fd, reason);
+  } else if (const auto* unix_endpoint = std::get_if<UnixEndpoint>(&impl_->options.listen)) {
     ec = impl_->bind_unix(unix_endpoint->path, reason);
   } else {
     ec = impl_->bind_tcp(std::get<TcpEndpoint>(impl_->options.listen), reason);

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <variant>
@@ -57,6 +58,14 @@ struct ExportOptions {
 
 struct ServerOptions {
   std::variant<UnixEndpoint, TcpEndpoint> listen;
+  // A stream socket already bound and listening, handed over by whoever owns the address
+  // (systemd socket activation: clients that connect while no server runs wait in its backlog
+  // instead of being refused). start() accepts on it instead of binding `listen`, after
+  // checking that it is a listening stream socket of `listen`'s kind whose address is
+  // `listen`'s unix path (or TCP port, unless that is 0). The server takes ownership of the
+  // descriptor (closed at stop() or on a refused start()) but never unlinks the socket file:
+  // its owner keeps it across our restarts.
+  std::optional<int> listening_fd;
   TlsOptions tls;
   // The export of Server(io, device, options); unused by Server(io, options).
   std::string export_name;
@@ -86,6 +95,14 @@ struct ServerOptions {
   size_t fd_reserve = 64;
 };
 
+// Whether `fd` is a listening stream socket at `listen` (its unix path; its TCP port unless that
+// is 0): the check start() makes of ServerOptions::listening_fd, for a caller that refuses a
+// wrong socket before anything else. std::errc::invalid_argument (or getsockname's error) with
+// `detail` naming both addresses. `fd` stays open.
+std::error_code check_listening_socket(int fd,
+                                       const std::variant<UnixEndpoint, TcpEndpoint>& listen,
+                                       std::string& detail);
+
 // Threading: the server runs on one io_context; the device's `done` callbacks may come on any
 // thread (they are posted back). start(), endpoint_uri(), connection_count() and counters()
 // may be called from any thread; add_export(), remove_export() and serve_connected() on the
@@ -106,10 +123,12 @@ class Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // Binds and listens, then accepts on the io_context. A unix socket path left over by a dead
-  // process is replaced; one with a live listener is refused (std::errc::address_in_use), as is
-  // a path that is not a socket. TLS credentials are loaded here: a file that does not parse
-  // fails the start. `detail` (optional) receives a human-readable reason.
+  // Binds and listens (or takes options.listening_fd), then accepts on the io_context. A unix
+  // socket path left over by a dead process is replaced; one with a live listener is refused
+  // (std::errc::address_in_use), as is a path that is not a socket. A listening_fd that is not
+  // a listening stream socket, or listens elsewhere than `listen`, is refused
+  // (std::errc::invalid_argument, detail names both addresses). TLS credentials are loaded here: a
+  // file that does not parse fails the start. `detail` (optional) receives a human-readable reason.
   std::error_code start(std::string& detail);
 
   // Serves `export_options.device` under its name, for clients that come after. Refused with
