@@ -27,8 +27,6 @@ set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 # shellcheck source=tests/testbed/lib.sh
 source "$repo/tests/testbed/lib.sh"
-# shellcheck source=tests/integration/check-lib.sh
-source "$repo/tests/integration/check-lib.sh"
 build=${BUILD:-$repo/build}
 im_bin=${IM_BIN:-$build/tools/iscsi-mpio/iscsi-mpio}
 exerciser=${EXERCISER:-$build/tests/integration/nbd_exerciser}

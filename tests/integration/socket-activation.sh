@@ -90,8 +90,8 @@ inode() { stat -c %i "$sock" 2>/dev/null || echo none; }
 systemd-socket-activate -l "$sock" "$restarter" "$im_bin" "$config" "$work" \
   </dev/null >"$work/activate.log" 2>&1 &
 activate_pid=$!
-if ! wait_until 10 test -S "$sock"; then
-  report first-client 0 "systemd-socket-activate did not create $sock: $(cat "$work/activate.log")"
+if ! tb_wait_until 10 test -S "$sock"; then
+  tb_report first-client 0 "systemd-socket-activate did not create $sock: $(cat "$work/activate.log")"
   echo "$passed passed, $failed failed"
   exit 1
 fi
@@ -103,9 +103,9 @@ ok=1
 [[ ! -e $work/attach.pid ]] || ok=0  # nothing runs before a client comes
 size=$(timeout 60 nbdinfo --size "$uri" 2>"$work/nbdinfo.err") || ok=0
 [[ $size == $((64 << 20)) ]] || ok=0
-report first-client "$ok" "nbdinfo --size: '$size' (wanted $((64 << 20))): $(cat "$work/nbdinfo.err")" \
+tb_report first-client "$ok" "nbdinfo --size: '$size' (wanted $((64 << 20))): $(cat "$work/nbdinfo.err")" \
   "attach started before the client: $([[ -e $work/attach.pid ]] && echo yes || echo no)"
-wait_until 30 answers || report ready 0 "the attach's control socket did not answer"
+tb_wait_until 30 answers || tb_report ready 0 "the attach's control socket did not answer"
 
 # ---------------------------------------------------------------- backlog and reconnect
 
@@ -127,7 +127,7 @@ start_reads() {
   qemu_reads "$1" "$2" >"$work/$3.out" 2>&1 &
   client_pid=$!
   served_more() { (($(clients_served) > before)); }
-  wait_until 20 served_more || true
+  tb_wait_until 20 served_more || true
   sleep 1
 }
 
@@ -137,7 +137,7 @@ first_attach=$(attach_pid)
 ok=1
 tb_running "$client_pid" || ok=0  # qemu-io still has reads to do after the restart
 kill -USR1 "$activate_pid"
-wait_until 60 test -e "$work/down" || ok=0
+tb_wait_until 60 test -e "$work/down" || ok=0
 # No attach runs now: a new client must wait, not be refused.
 timeout 60 nbdinfo --size "$uri" >"$work/late.out" 2>&1 &
 late_pid=$!
@@ -148,9 +148,9 @@ inode_down=$(inode)
 rm -f "$work/hold"
 wait "$late_pid" || ok=0
 [[ $(cat "$work/late.out") == $((64 << 20)) ]] || ok=0
-report backlog "$ok" "a client connecting during the restart: '$(cat "$work/late.out")'" \
+tb_report backlog "$ok" "a client connecting during the restart: '$(cat "$work/late.out")'" \
   "(still waiting after 1 s: $([[ -z $late_early_exit ]] && echo yes || echo "no: $late_early_exit"))"
-report socket-kept "$([[ $inode_down == "$inode_before" && $(inode) == "$inode_before" ]] && echo 1 || echo 0)" \
+tb_report socket-kept "$([[ $inode_down == "$inode_before" && $(inode) == "$inode_before" ]] && echo 1 || echo 0)" \
   "socket inode before $inode_before, while down $inode_down, after $(inode)"
 
 rc=0
@@ -159,11 +159,11 @@ client_pid=''
 ok=1
 ((rc == 0)) && read_ok "$work/qemu1.out" || ok=0
 [[ $(attach_pid) != "$first_attach" ]] || ok=0
-report reconnect "$ok" "qemu-io exit $rc across the restart (attach $first_attach -> $(attach_pid)):" \
+tb_report reconnect "$ok" "qemu-io exit $rc across the restart (attach $first_attach -> $(attach_pid)):" \
   "$(tail -n 5 "$work/qemu1.out")"
 
 # The same in the middle of a run of reads, with no pause in the restart.
-wait_until 30 answers || true
+tb_wait_until 30 answers || true
 start_reads 0 100 qemu2
 second_attach=$(attach_pid)
 ok=1
@@ -174,18 +174,18 @@ wait "$client_pid" || rc=$?
 client_pid=''
 ((rc == 0)) && read_ok "$work/qemu2.out" || ok=0
 [[ $(restarts) == 2 ]] || ok=0
-report reconnect-under-io "$ok" "qemu-io exit $rc, restarts $(restarts), attach $second_attach -> $(attach_pid):" \
+tb_report reconnect-under-io "$ok" "qemu-io exit $rc, restarts $(restarts), attach $second_attach -> $(attach_pid):" \
   "$(tail -n 5 "$work/qemu2.out")"
 
 # ---------------------------------------------------------------- clean-stop
 
-wait_until 30 answers || true
+tb_wait_until 30 answers || true
 kill -TERM "$activate_pid"
 rc=0
 tb_wait_gone "$activate_pid" 70 || true
 wait "$activate_pid" || rc=$?
 activate_pid=''
-report clean-stop "$([[ $rc == 0 && $(cat "$work"/stop-status.* | sort -u) == 0 ]] && echo 1 || echo 0)" \
+tb_report clean-stop "$([[ $rc == 0 && $(cat "$work"/stop-status.* | sort -u) == 0 ]] && echo 1 || echo 0)" \
   "last exit $rc, restarts exited $(cat "$work"/stop-status.* | tr '\n' ' ')"
 
 # ---------------------------------------------------------------- mismatch
@@ -195,7 +195,7 @@ other=$work/other.sock
 systemd-socket-activate -l "$other" "$im_bin" attach "$config" \
   </dev/null >"$work/mismatch.out" 2>&1 &
 mismatch_pid=$!
-wait_until 10 test -S "$other" || true
+tb_wait_until 10 test -S "$other" || true
 timeout 10 nbdinfo --size "nbd+unix:///disk?socket=$other" >/dev/null 2>&1 || true  # starts it
 rc=0
 tb_wait_gone "$mismatch_pid" 20 || kill -KILL "$mismatch_pid" 2>/dev/null || true
@@ -204,7 +204,7 @@ ok=1
 ((rc == 2)) || ok=0
 grep -q "listens on unix:$other, but nbd.listen is unix:$sock" "$work/mismatch.out" || ok=0
 ! grep -q 'logging in' "$work/mismatch.out" || ok=0
-report mismatch "$ok" "exit $rc (wanted 2): $(tail -n 3 "$work/mismatch.out")"
+tb_report mismatch "$ok" "exit $rc (wanted 2): $(tail -n 3 "$work/mismatch.out")"
 
 echo "$passed passed, $failed failed"
 ((failed == 0))

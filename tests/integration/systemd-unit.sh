@@ -123,8 +123,8 @@ booted() { [[ $(in_ct systemctl is-system-running 2>/dev/null) =~ ^(running|degr
 journal() { in_ct journalctl --no-pager -o cat -u iscsi-mpio@t.service >"$work/journal.txt" 2>&1 || true; }
 prop() { in_ct systemctl show -P "$1" iscsi-mpio@t.service; }
 
-if ! wait_until 60 find_leader || ! wait_until 120 booted; then
-  report boot 0 "systemd did not boot in the container (is-system-running:" \
+if ! tb_wait_until 60 find_leader || ! tb_wait_until 120 booted; then
+  tb_report boot 0 "systemd did not boot in the container (is-system-running:" \
     "$( [[ -z $leader ]] || in_ct systemctl is-system-running 2>&1)): $(tail -n 20 "$work/nspawn.log")"
   echo "$passed passed, $failed failed"
   exit 1
@@ -137,13 +137,13 @@ in_ct systemctl start iscsi-mpio@t.socket iscsi-mpio@t.service >"$work/start.out
 state="$(prop ActiveState)/$(prop SubState)"
 # READY=1 comes once one path is up; the line follows the second one's login.
 both_paths() { [[ $(prop StatusText) == "disk: 2/2 paths active" ]]; }
-wait_until 10 both_paths || true
+tb_wait_until 10 both_paths || true
 status_text=$(prop StatusText)
 in_ct systemctl status --no-pager iscsi-mpio@t.service >"$work/status.txt" 2>&1 || true
 [[ $state == active/running && $status_text == "disk: 2/2 paths active" ]] || ok=0
 grep -q 'Status: "disk: 2/2 paths active"' "$work/status.txt" || ok=0
 journal
-report start "$ok" "state $state, StatusText '$status_text': $(cat "$work/start.out")" \
+tb_report start "$ok" "state $state, StatusText '$status_text': $(cat "$work/start.out")" \
   "$(head -n 12 "$work/status.txt")"
 first_pid=$(prop MainPID)
 
@@ -156,12 +156,12 @@ in_ct /usr/local/bin/iscsi-mpio fail-path /etc/iscsi-mpio/t.yaml 1 >"$work/fail.
 one_failed() {
   [[ $(prop StatusText) == "disk: 1/2 paths active (127.0.0.1:$TGT_PORT from 127.0.0.1 failed)" ]]
 }
-wait_until 5 one_failed || ok=0
+tb_wait_until 5 one_failed || ok=0
 failed_text=$(prop StatusText)
 in_ct /usr/local/bin/iscsi-mpio reinstate-path /etc/iscsi-mpio/t.yaml 1 >>"$work/fail.out" 2>&1 ||
   ok=0
-wait_until 10 both_paths || ok=0
-report status-paths "$ok" "after fail-path 1: '$failed_text'; after reinstate: '$(prop StatusText)'" \
+tb_wait_until 10 both_paths || ok=0
+tb_report status-paths "$ok" "after fail-path 1: '$failed_text'; after reinstate: '$(prop StatusText)'" \
   "$(cat "$work/fail.out")"
 
 # ---------------------------------------------------------------- watchdog
@@ -173,7 +173,7 @@ ok=1
 [[ $(prop WatchdogTimestampMonotonic) =~ ^[1-9] ]] || ok=0
 journal
 grep -q 'systemd watchdog: pinging every 1500 ms' "$work/journal.txt" || ok=0
-report watchdog "$ok" "MainPID $first_pid -> $(prop MainPID), $(prop ActiveState)," \
+tb_report watchdog "$ok" "MainPID $first_pid -> $(prop MainPID), $(prop ActiveState)," \
   "WatchdogUSec $(prop WatchdogUSec), last ping $(prop WatchdogTimestamp)"
 
 # ---------------------------------------------------------------- reload
@@ -183,7 +183,7 @@ in_ct systemctl reload iscsi-mpio@t.service >"$work/reload.out" 2>&1 || ok=0
 [[ $(prop MainPID) == "$first_pid" && $(prop SubState) == running ]] || ok=0
 journal
 grep -q 'reload: /etc/iscsi-mpio/t.yaml is valid' "$work/journal.txt" || ok=0
-report reload "$ok" "systemctl reload: $(cat "$work/reload.out"), MainPID $(prop MainPID)," \
+tb_report reload "$ok" "systemctl reload: $(cat "$work/reload.out"), MainPID $(prop MainPID)," \
   "$(prop SubState)"
 
 # ---------------------------------------------------------------- restart under I/O
@@ -206,7 +206,7 @@ second_pid=$(prop MainPID)
 [[ $second_pid != "$first_pid" && $(prop SubState) == running ]] || ok=0
 [[ $(prop StatusText) == "disk: 2/2 paths active" ]] || ok=0
 journal
-report restart-io "$ok" "qemu-io exit $rc, MainPID $first_pid -> $second_pid, $(prop SubState):" \
+tb_report restart-io "$ok" "qemu-io exit $rc, MainPID $first_pid -> $second_pid, $(prop SubState):" \
   "$(cat "$work/restart.out")" "$(tail -n 4 "$work/qemu.out")"
 
 # ---------------------------------------------------------------- stop
@@ -216,7 +216,7 @@ in_ct systemctl stop iscsi-mpio@t.service iscsi-mpio@t.socket >"$work/stop.out" 
 [[ $(prop ActiveState) == inactive && $(prop Result) == success ]] || ok=0
 journal
 [[ $(grep -c ' info logged out$' "$work/journal.txt") -ge 2 ]] || ok=0
-report stop "$ok" "$(cat "$work/stop.out") state $(prop ActiveState), result $(prop Result)"
+tb_report stop "$ok" "$(cat "$work/stop.out") state $(prop ActiveState), result $(prop Result)"
 
 stop_container
 echo "$passed passed, $failed failed"

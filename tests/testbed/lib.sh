@@ -227,7 +227,8 @@ tb_end_suite() {
 }
 
 # tb_report NAME OK [DETAIL...]: count a check of a scripted suite in the caller's $passed or
-# $failed and print its outcome; a failure prints the details and the end of $work/attach.log.
+# $failed and print its outcome; a failure prints the details and the end of $report_log
+# (default $work/attach.log).
 tb_report() {
   local name=$1 ok=$2
   shift 2
@@ -238,7 +239,8 @@ tb_report() {
     echo "FAIL: $name"
     local line
     for line in "$@"; do echo "    $line"; done
-    [[ ! -s $work/attach.log ]] || tail -n 15 "$work/attach.log" | sed 's/^/    | /'
+    local log=${report_log:-${work:-}/attach.log}
+    [[ ! -s $log ]] || tail -n 15 "$log" | sed 's/^/    | /'
     failed=$((failed + 1))
   fi
 }
