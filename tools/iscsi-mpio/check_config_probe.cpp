@@ -317,22 +317,12 @@ awaitable<void> list_target_luns(asio::io_context& io, iscsi_io::PathConfig pc,
     session->close();
     co_return;
   }
-  // SPC-4 §6.33: every target answers REPORT LUNS at LUN 0.
-  constexpr uint32_t allocation = 16384;
-  std::vector<std::byte> data;
-  error = co_await command(io, *session, iscsi::Lun{0}, scsi::report_luns(allocation), allocation,
-                           data, detail);
-  const auto reported = error ? std::nullopt : scsi::parse_report_luns(data);
-  if (!error && !reported) {
-    error = iscsi::errc::protocol_violation;
-    detail = "malformed REPORT LUNS data";
-  }
+  std::vector<uint16_t> listed;
+  error = co_await scsi_command::report_luns(io, *session, listed, detail);
   if (!error) {
-    for (const uint64_t raw : *reported) {
-      const auto number = scsi::decode_lun(raw);
-      if (!number) continue;  // not flat space addressing: not a LUN this program can serve
-      luns.push_back(LunReport{.lun = *number, .report = {}});
-      co_await probe_device(io, *session, *number, luns.back().report);
+    for (const uint16_t number : listed) {
+      luns.push_back(LunReport{.lun = number, .report = {}});
+      co_await probe_device(io, *session, number, luns.back().report);
     }
   }
   co_await wait_for(io, [&](std::function<void()> done) {

@@ -21,8 +21,6 @@ using asio::awaitable;
 using scsi_command::command;
 using scsi_command::wait_for;
 
-// REPORT LUNS parameter data: 8 bytes of header and 8 per LUN, room for 2047 LUNs.
-constexpr uint32_t report_allocation = 16384;
 constexpr uint32_t inquiry_allocation = 255;
 // A session that logs in but then stops answering is cut off here (command_timeout may be 0).
 constexpr auto report_deadline = std::chrono::seconds(30);
@@ -36,35 +34,23 @@ struct Outcome {
 
 // REPORT LUNS and an INQUIRY per LUN on a logged-in session.
 awaitable<void> ask(asio::io_context& io, iscsi_io::PathSession& session, Outcome& out) {
+  std::vector<uint16_t> listed;
+  if ((out.ec = co_await scsi_command::report_luns(io, session, listed, out.detail))) co_return;
   std::vector<std::byte> data;
-  if (auto ec = co_await command(io, session, iscsi::Lun{0}, scsi::report_luns(report_allocation),
-                                 report_allocation, data, out.detail)) {
-    out.ec = ec;
-    out.detail = "REPORT LUNS: " + out.detail;
-    co_return;
-  }
-  const auto listed = scsi::parse_report_luns(data);
-  if (!listed) {
-    out.ec = iscsi::errc::protocol_violation;
-    out.detail = "REPORT LUNS: malformed parameter data";
-    co_return;
-  }
-  for (const uint64_t raw : *listed) {
-    const auto lun = scsi::decode_lun(raw);
-    if (!lun) continue;  // an addressing method other than flat/peripheral: not ours to serve
+  for (const uint16_t lun : listed) {
     std::string detail;
     if (auto ec =
-            co_await command(io, session, iscsi::Lun{scsi::encode_lun(*lun)},
+            co_await command(io, session, iscsi::Lun{scsi::encode_lun(lun)},
                              scsi::inquiry(false, 0, 255), inquiry_allocation, data, detail)) {
       if (ec.category() == scsi::category()) continue;  // the LU refuses INQUIRY: not a disk
       out.ec = ec;
-      out.detail = "INQUIRY of LUN " + std::to_string(*lun) + ": " + detail;
+      out.detail = "INQUIRY of LUN " + std::to_string(lun) + ": " + detail;
       co_return;
     }
     const auto inquiry = scsi::parse_standard_inquiry(data);
     // SPC-4 §6.6.2: qualifier 0 is a LU connected to this port; others are not there now.
     if (!inquiry || inquiry->peripheral_qualifier != 0) continue;
-    out.luns.push_back({*lun, inquiry->device_type});
+    out.luns.push_back({lun, inquiry->device_type});
   }
 }
 

@@ -3,7 +3,9 @@
 #include <boost/asio.hpp>
 #include <memory>
 
+#include <iscsi/errors.hpp>
 #include <iscsi/session.hpp>
+#include <scsi/report_luns.hpp>
 #include <scsi/sense.hpp>
 #include <scsi/status.hpp>
 
@@ -81,6 +83,26 @@ awaitable<std::error_code> command(asio::io_context& io, iscsi_io::PathSession& 
     detail = ec.message();
     co_return ec;
   }
+}
+
+awaitable<std::error_code> report_luns(asio::io_context& io, iscsi_io::PathSession& session,
+                                       std::vector<uint16_t>& luns, std::string& detail) {
+  // 8 bytes of header and 8 per LUN: room for 2047 LUNs.
+  constexpr uint32_t allocation = 16384;
+  std::vector<std::byte> data;
+  if (auto ec = co_await command(io, session, iscsi::Lun{0}, scsi::report_luns(allocation),
+                                 allocation, data, detail)) {
+    detail = "REPORT LUNS: " + detail;
+    co_return ec;
+  }
+  const auto listed = scsi::parse_report_luns(data);
+  if (!listed) {
+    detail = "REPORT LUNS: malformed parameter data";
+    co_return iscsi::errc::protocol_violation;
+  }
+  for (const uint64_t raw : *listed)
+    if (const auto lun = scsi::decode_lun(raw)) luns.push_back(*lun);
+  co_return std::error_code{};
 }
 
 }  // namespace iscsi_mpio::scsi_command

@@ -43,4 +43,11 @@ boost::asio::awaitable<std::error_code> command(boost::asio::io_context& io,
                                                 std::vector<std::byte>& data, std::string& detail,
                                                 scsi::Disposition* disposition = nullptr);
 
+// REPORT LUNS (SPC-4 §6.33, sent to LUN 0, which every target answers): the LUNs in flat or
+// peripheral addressing, in the target's order; others are not LUNs this program can serve.
+boost::asio::awaitable<std::error_code> report_luns(boost::asio::io_context& io,
+                                                    iscsi_io::PathSession& session,
+                                                    std::vector<uint16_t>& luns,
+                                                    std::string& detail);
+
 }  // namespace iscsi_mpio::scsi_command
