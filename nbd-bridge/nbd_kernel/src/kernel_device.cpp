@@ -17,6 +17,7 @@
 #include <condition_variable>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <sstream>
 #include <thread>
@@ -514,6 +515,24 @@ class GenericNetlink {
 
   uint32_t next_seq() { return ++seq_; }
 
+  // open() for a request to an attached device: a failure says what could not be opened.
+  std::error_code open(std::string& detail) {
+    auto ec = open();
+    if (ec) detail = "cannot open a generic netlink socket: " + ec.message();
+    return ec;
+  }
+
+  // One request, built by `make` for its sequence number, and the kernel's answer in `reply`.
+  // An error here is the exchange's (`what` names it in `detail`); the kernel's own refusal is
+  // reply.error, for the caller to word.
+  std::error_code ask(const std::function<std::vector<std::byte>(uint32_t seq)>& make,
+                      const std::string& what, netlink::Reply& reply, std::string& detail) {
+    const uint32_t seq = next_seq();
+    auto ec = transact(make(seq), seq, reply);
+    if (ec) detail = what + ": " + ec.message();
+    return ec;
+  }
+
   std::error_code transact(const std::vector<std::byte>& request, uint32_t seq,
                            netlink::Reply& reply) {
     sockaddr_nl kernel{};
@@ -721,17 +740,12 @@ struct KernelDevice::Impl {
   std::error_code detach_netlink(std::string& detail) {
     if (!still_ours()) return {};
     GenericNetlink netlink;
-    if (auto ec = netlink.open()) {
-      detail = "cannot open a generic netlink socket: " + ec.message();
-      return ec;
-    }
-    const uint32_t seq = netlink.next_seq();
     netlink::Reply reply;
-    if (auto ec =
-            netlink.transact(netlink::disconnect_request(family_id, seq, index), seq, reply)) {
-      detail = "NBD_CMD_DISCONNECT for " + device_path(index) + ": " + ec.message();
+    if (auto ec = netlink.open(detail)) return ec;
+    if (auto ec = netlink.ask(
+            [&](uint32_t seq) { return netlink::disconnect_request(family_id, seq, index); },
+            "NBD_CMD_DISCONNECT for " + device_path(index), reply, detail))
       return ec;
-    }
     if (reply.error != 0) {
       detail = "NBD_CMD_DISCONNECT for " + device_path(index) + ": " + std::strerror(reply.error);
       return reply.error == EPERM ? std::error_code(kernel_errc::not_permitted)
@@ -758,18 +772,14 @@ struct KernelDevice::Impl {
       return {};
     }
     GenericNetlink netlink;
-    if (auto ec = netlink.open()) {
-      detail = "cannot open a generic netlink socket: " + ec.message();
-      return ec;
-    }
-    const uint32_t seq = netlink.next_seq();
     netlink::Reply reply;
-    if (auto ec = netlink.transact(
-            netlink::resize_request(family_id, seq, index, size_bytes, backend_identifier), seq,
-            reply)) {
-      detail = "NBD_CMD_RECONFIGURE for " + device_path(index) + ": " + ec.message();
+    if (auto ec = netlink.open(detail)) return ec;
+    if (auto ec = netlink.ask(
+            [&](uint32_t seq) {
+              return netlink::resize_request(family_id, seq, index, size_bytes, backend_identifier);
+            },
+            "NBD_CMD_RECONFIGURE for " + device_path(index), reply, detail))
       return ec;
-    }
     if (reply.error != 0) {
       detail = "NBD_CMD_RECONFIGURE (size) for " + device_path(index) +
                " refused: " + std::strerror(reply.error);
@@ -871,13 +881,11 @@ std::error_code attach_netlink(KernelDevice::Impl& impl, GenericNetlink& netlink
   for (const auto& pair : pairs) request.socket_fds.push_back(pair.kernels.get());
   if (auto ec = serve_all(pairs, serve, detail)) return ec;
 
-  const uint32_t seq = netlink.next_seq();
   netlink::Reply reply;
-  if (auto ec =
-          netlink.transact(netlink::connect_request(impl.family_id, seq, request), seq, reply)) {
-    detail = "NBD_CMD_CONNECT: " + ec.message();
+  if (auto ec = netlink.ask(
+          [&](uint32_t seq) { return netlink::connect_request(impl.family_id, seq, request); },
+          "NBD_CMD_CONNECT", reply, detail))
     return ec;
-  }
   // The kernel holds its own references to the sockets now (or refused them): closing our
   // copies of its ends here is right either way, and on refusal ends our served ends too.
   for (auto& pair : pairs) pair.kernels.reset();
@@ -1093,13 +1101,11 @@ std::unique_ptr<KernelDevice> KernelDevice::adopt(const KernelAttachOptions& opt
   request.backend_identifier = options.backend_identifier;
   for (const auto& pair : pairs) request.socket_fds.push_back(pair.kernels.get());
   if ((ec = serve_all(pairs, serve, detail))) return nullptr;
-  const uint32_t seq = netlink.next_seq();
   netlink::Reply reply;
-  if ((ec = netlink.transact(netlink::reconnect_request(impl->family_id, seq, request), seq,
-                             reply))) {
-    detail = "NBD_CMD_RECONFIGURE for " + device_path(*index) + ": " + ec.message();
+  if ((ec = netlink.ask(
+           [&](uint32_t seq) { return netlink::reconnect_request(impl->family_id, seq, request); },
+           "NBD_CMD_RECONFIGURE for " + device_path(*index), reply, detail)))
     return nullptr;
-  }
   for (auto& pair : pairs) pair.kernels.reset();  // the kernel holds its own references now
   if (reply.error == ENOSPC) {
     // No dead connection to replace: whoever connected it last is serving it (the driver
