@@ -18,6 +18,7 @@ cmake -S "$repo" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE="${CMAKE_BUILD_TYPE:-Re
 ninja -C "$build" -j "$jobs"
 
 summary=()
+failures=()
 status=0
 
 # The sanitizer and fuzz builds (below) start now, in the background at nice 19, and compile
@@ -62,6 +63,11 @@ run_ctest() {
     rc=1
   fi
   summary+=("$(printf '%-12s %s' "$name:" "${line:-ctest failed to run (status $rc)}")")
+  # A failing test's own lines get lost in a long log: keep the failed checks (Catch's FAILED:
+  # blocks, the scripts' FAIL lines) for the end of the report.
+  if ((rc != 0)); then
+    failures+=("-- $name" "$(grep -B10 -A14 -E 'FAILED:|^FAIL|\bFAIL\b' "$log" | head -n 120 || true)")
+  fi
   rm -f "$log"
   ((rc == 0)) || status=1
 }
@@ -137,6 +143,11 @@ if ((fuzz_seconds > 0)); then
 fi
 # ----------------------------------------------------------------------------------------------
 
+if ((${#failures[@]})); then
+  echo
+  echo "== failed checks"
+  printf '%s\n' "${failures[@]}"
+fi
 echo
 echo "== summary"
 printf '%s\n' "${summary[@]}"
