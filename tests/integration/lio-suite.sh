@@ -27,6 +27,10 @@
 #                    on the optimized path only; LIO flips the states (implicit transition, via
 #                    configfs): I/O moves to the other path; tpgt_2 disabled: I/O moves back to
 #                    the now non-optimized path; verified I/O without an error throughout
+#   block-status     `nbdinfo --map` through iscsi-mpio after a 1 MiB write: the extents tile
+#                    the LUN, the written range is data, and every hole or zero extent reads as
+#                    zeros in the disk file; a LU that `status` shows without GET LBA STATUS
+#                    (block_status all_data) maps as one data extent
 #   nbd-resize       iscsi-mpio inside the LIO guest, attached to the kernel's nbd driver:
 #                    ext4 on /dev/nbd0, mounted; the disk grows from 64 MiB to 128 MiB and
 #                    /dev/nbd0 follows in place (NBD_CMD_RECONFIGURE), resize2fs grows the
@@ -287,6 +291,39 @@ case_resize() {
   stop_attach resize "$pid"
 }
 
+case_block_status() {
+  write_config map "" multibus "$LIO_PORT_A"
+  start_attach map 1
+  local pid=$attach_pid size mode
+  size=$(status_json map | jq -r .size_bytes)
+  mode=$(status_json map | jq -r .block_status)
+  qemu-io -f raw -c "write -P 0x5a 4M 1M" "$(uri_for map)" >"$work/map.qemu-io" 2>&1 ||
+    { sed 's/^/    /' "$work/map.qemu-io"; return 1; }
+  nbdinfo --map --json "$(uri_for map)" >"$work/map.json" ||
+    { log "    nbdinfo --map failed"; return 1; }
+  log "    block_status $mode; $(jq length "$work/map.json") extent(s):" \
+    "$(jq -r '[.[] | "\(.offset)+\(.length):\(.description)"] | .[0:6] | join(" ")' "$work/map.json")"
+  # The extents tile [0, size) in order.
+  local end
+  end=$(jq 'reduce .[] as $e (0; if . == $e.offset then . + $e.length else -1 end)' "$work/map.json")
+  ((end == size)) || { log "    extents do not tile the $size-byte LUN (reached $end)"; return 1; }
+  # NBD_STATE_HOLE (1) or NBD_STATE_ZERO (2) must read as zeros, and the write is data.
+  local offset length
+  while read -r offset length; do
+    cmp -s -n "$length" -i "$offset:0" "$LIO_BACKING" /dev/zero ||
+      { log "    extent $offset+$length is a hole or zero, the disk file has data there"; return 1; }
+  done < <(jq -r '.[] | select(.type != 0) | "\(.offset) \(.length)"' "$work/map.json")
+  local written=$((4 << 20))
+  jq -e --argjson w "$written" \
+    'all(.[]; .offset + .length <= $w or .offset >= $w + 1048576 or .type == 0)' \
+    "$work/map.json" >/dev/null || { log "    the written 1 MiB is mapped as a hole"; return 1; }
+  if [[ $mode == all_data ]]; then
+    [[ $(jq -c '[.[].type] | unique' "$work/map.json") == "[0]" ]] ||
+      { log "    a LU without GET LBA STATUS mapped holes"; return 1; }
+  fi
+  stop_attach map "$pid"
+}
+
 # field NAME OUTPUT: the value of "NAME VALUE" in a guest command's OUTPUT.
 field() { awk -v name="$1" '$1 == name {print $2}' <<<"$2"; }
 
@@ -437,10 +474,11 @@ log "LIO: $LIO_IQN LUN $LIO_LUN, portals 127.0.0.1:$LIO_PORT_A and :$LIO_PORT_B 
 
 selected=("$@")
 ((${#selected[@]})) ||
-  selected=(discovery mutual-chap-refused chap-digests multibus resize alua nbd-resize)
+  selected=(discovery mutual-chap-refused chap-digests multibus resize block-status alua nbd-resize)
 for c in "${selected[@]}"; do
   case $c in
-    discovery | mutual-chap-refused | chap-digests | multibus | resize | alua | nbd-resize) ;;
+    discovery | mutual-chap-refused | chap-digests | multibus | resize | block-status | alua | \
+      nbd-resize) ;;
     *) log "unknown case $c"; failed=$((failed + 1)); continue ;;
   esac
   case_started=$SECONDS

@@ -231,9 +231,11 @@ void Attachment::watch(size_t index) {
   mpio::LunDevice& device = *luns_[index]->device;
   const uint16_t number = luns_[index]->plan.lun;
   const auto& info = device.info();
-  spdlog::info("LUN {}: {} {} WWID {} size {} ({} bytes) block {}", number, info.vendor,
+  spdlog::info("LUN {}: {} {} WWID {} size {} ({} bytes) block {}, {}", number, info.vendor,
                info.product, info.wwid.empty() ? "-" : info.wwid,
-               status::size_text(info.size_bytes), info.size_bytes, info.logical_block_size);
+               status::size_text(info.size_bytes), info.size_bytes, info.logical_block_size,
+               info.supports_block_status ? "thin (block status from GET LBA STATUS)"
+                                          : "not thin (block status: all data)");
   const auto command = device.command_size();
   spdlog::info("SCSI commands of at most {} KiB ({})", command.bytes >> 10, command.source);
   // One LUN's log lines stay as they always were; several say which LUN.

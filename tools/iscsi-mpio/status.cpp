@@ -131,13 +131,16 @@ boost::json::object json_object(const Snapshot& s) {
                      {"origin", utf8(origin_of(s, p.name))}});
   boost::json::array skipped;
   for (const auto& text : s.discovery_skipped) skipped.emplace_back(utf8(text));
+  // NBD block status: from GET LBA STATUS on a thin LU, else every extent is data.
+  const char* block_status = s.info.supports_block_status ? "get_lba_status" : "all_data";
   return {{"export", utf8(s.export_name)},     {"uri", utf8(s.uri)},
           {"wwid", utf8(s.info.wwid)},         {"vendor", utf8(s.info.vendor)},
           {"product", utf8(s.info.product)},   {"size_bytes", s.info.size_bytes},
           {"target", utf8(s.target)},          {"lun", s.lun},
           {"path_selector", utf8(s.selector)}, {"path_grouping_policy", utf8(s.grouping)},
           {"failback", utf8(s.failback)},      {"no_path_retry", utf8(s.no_path_retry)},
-          {"paths", std::move(paths)},         {"discovery_skipped", std::move(skipped)}};
+          {"paths", std::move(paths)},         {"discovery_skipped", std::move(skipped)},
+          {"block_status", block_status}};
 }
 
 }  // namespace
