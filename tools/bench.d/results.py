@@ -329,6 +329,31 @@ class Report:
         if plots:
             out += ["![multipath scaling](multipath.png)", ""]
 
+        if r.median("tls", "iscsi-mpio-tls", "seqread", "mib_s") is not None:
+            out += ["## TLS on the NBD side", "",
+                    "The whole LUN read through each bridge with and without TLS: `nbdcopy "
+                    "--connections=1 --requests=8 --request-size=1048576 URI null:` (fio's nbd "
+                    "engine refuses URIs naming local files such as `tls-psk-file`), pre-shared "
+                    "key (`psktool`) over `nbds+unix://`; the first copy of each is not counted; "
+                    "iscsi-mpio with `nbd.tls: {mode: require, psk_file}`, qemu-nbd with "
+                    "`--object tls-creds-psk --tls-creds`. The target and the iSCSI side are "
+                    "the same in both columns, so a bridge's with/without ratio is its own TLS "
+                    "cost, not the target's.", "",
+                    "| bridge | without TLS (MiB/s) | with TLS (MiB/s) | with / without "
+                    "| CPU without (s/GiB) | CPU with (s/GiB) |", "|---|---|---|---|---|---|"]
+            for bridge in ("iscsi-mpio", "qemu-nbd"):
+                ratio = self.ratio(r.median("tls", f"{bridge}-tls", "seqread", "mib_s"),
+                                   r.median("tls", bridge, "seqread", "mib_s"))
+                out.append(f"| {bridge} | {self.cell('tls', bridge, 'seqread', 'mib_s', 'MiB/s')}"
+                           f" | {self.cell('tls', f'{bridge}-tls', 'seqread', 'mib_s', 'MiB/s')}"
+                           f" | {fmt(ratio, 'x')}"
+                           f" | {self.cell('tls', bridge, 'seqread', 'cpu_s_per_gib', 's/GiB')}"
+                           f" | {self.cell('tls', f'{bridge}-tls', 'seqread', 'cpu_s_per_gib', 's/GiB')} |")
+            ours_tls = r.median("tls", "iscsi-mpio-tls", "seqread", "mib_s")
+            theirs_tls = r.median("tls", "qemu-nbd-tls", "seqread", "mib_s")
+            out += ["", f"With TLS on both, iscsi-mpio / qemu-nbd: "
+                    f"{fmt(self.ratio(ours_tls, theirs_tls), 'x')}.", ""]
+
         out += ["## Method", "",
                 "- One tgtd (`tests/testbed/tgtd-target.sh`) with its LUN backed by a file in "
                 "tmpfs, filled with random data first, so the target's disk is not what is "
