@@ -26,7 +26,7 @@ RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DIM_TESTS=OFF \
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libc6 libgcc-s1 libstdc++6 libfmt9 libspdlog1.10 libyaml-cpp0.7 libisal2 libssl3 \
+      libc6 libgcc-s1 libstdc++6 libfmt9 libspdlog1.10 libyaml-cpp0.7 libisal2 \
       libgnutls30 libp11-kit0 libidn2-0 libunistring2 libtasn1-6 libnettle8 libhogweed6 \
       libgmp10 libffi8 libsystemd0 libcap2 libgcrypt20 libgpg-error0 liblzma5 libzstd1 liblz4-1 \
  && rm -rf /var/lib/apt/lists/*

@@ -10,7 +10,7 @@ set -euo pipefail
 # Compiler and libraries. libboost1.81-dev by name: Debian's default libboost-dev (1.74) has an
 # Asio whose C++20 coroutines do not compile with g++ 12; 1.81 replaces it (they conflict).
 readonly build_packages=(g++ cmake ninja-build pkg-config libboost1.81-dev libspdlog-dev
-  libcli11-dev libyaml-cpp-dev catch2 libnbd-dev libisal-dev libssl-dev libgnutls28-dev
+  libcli11-dev libyaml-cpp-dev catch2 libnbd-dev libisal-dev nettle-dev libgnutls28-dev
   libsystemd-dev)
 # The demo: a tgtd target to log in to and the NBD clients it suggests.
 readonly runtime_packages=(tgt libnbd-bin python3 procps iproute2)

@@ -1,12 +1,16 @@
 #include "iscsi/chap.hpp"
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/rand.h>
+#include <nettle/md5.h>
+#include <nettle/memops.h>
+#include <nettle/nettle-meta.h>
+#include <nettle/sha1.h>
+#include <nettle/sha2.h>
+#include <nettle/sha3.h>
+#include <sys/random.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <deque>
-#include <memory>
 #include <mutex>
 
 #include "iscsi/errors.hpp"
@@ -14,16 +18,18 @@
 namespace iscsi {
 namespace {
 
-const EVP_MD* evp_digest(ChapAlgorithm algorithm) {
+// The CHAP_A digests (RFC 7143 §12.1.3 and the IANA registry) come from Nettle, the hash library
+// under GnuTLS (which the NBD side loads anyway): one crypto library in the process.
+const nettle_hash* chap_hash(ChapAlgorithm algorithm) {
   switch (algorithm) {
     case ChapAlgorithm::md5:
-      return EVP_md5();
+      return &nettle_md5;
     case ChapAlgorithm::sha1:
-      return EVP_sha1();
+      return &nettle_sha1;
     case ChapAlgorithm::sha256:
-      return EVP_sha256();
+      return &nettle_sha256;
     case ChapAlgorithm::sha3_256:
-      return EVP_sha3_256();
+      return &nettle_sha3_256;
   }
   return nullptr;
 }
@@ -56,9 +62,19 @@ IssuedChallenges& issued_challenges() {
   return instance;
 }
 
+// Challenges must be unpredictable (RFC 1994 §2.3): the kernel's CSPRNG. getrandom(2) without
+// flags blocks only until the pool is first initialized, and returns short or EINTR only for
+// requests above 256 bytes or on a signal, so a bounded retry covers it.
 bool random_bytes(std::span<std::byte> out) {
-  return RAND_bytes(reinterpret_cast<unsigned char*>(out.data()), static_cast<int>(out.size())) ==
-         1;
+  size_t filled = 0;
+  for (int attempt = 0; attempt < 8 && filled < out.size(); ++attempt) {
+    const ssize_t n = ::getrandom(out.data() + filled, out.size() - filled, 0);
+    if (n > 0)
+      filled += static_cast<size_t>(n);
+    else if (n < 0 && errno != EINTR)
+      return false;
+  }
+  return filled == out.size();
 }
 
 std::string algorithm_list(const std::vector<ChapAlgorithm>& algorithms) {
@@ -107,18 +123,18 @@ std::optional<ChapAlgorithm> chap_algorithm_from_number(uint64_t n) {
 std::vector<std::byte> chap_response(ChapAlgorithm algorithm, uint8_t identifier,
                                      std::string_view secret,
                                      std::span<const std::byte> challenge) {
-  const EVP_MD* md = evp_digest(algorithm);
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (md == nullptr || !ctx) return {};
-  std::vector<std::byte> digest(EVP_MAX_MD_SIZE);
-  unsigned int length = 0;
-  const unsigned char id = identifier;
-  if (EVP_DigestInit_ex(ctx.get(), md, nullptr) != 1 || EVP_DigestUpdate(ctx.get(), &id, 1) != 1 ||
-      EVP_DigestUpdate(ctx.get(), secret.data(), secret.size()) != 1 ||
-      EVP_DigestUpdate(ctx.get(), challenge.data(), challenge.size()) != 1 ||
-      EVP_DigestFinal_ex(ctx.get(), reinterpret_cast<unsigned char*>(digest.data()), &length) != 1)
-    return {};
-  digest.resize(length);
+  // RFC 1994 §4.1: the digest of the identifier, the secret and the challenge, in that order.
+  const nettle_hash* hash = chap_hash(algorithm);
+  if (hash == nullptr) return {};
+  std::vector<uint8_t> context(hash->context_size);
+  const uint8_t id = identifier;
+  hash->init(context.data());
+  hash->update(context.data(), 1, &id);
+  hash->update(context.data(), secret.size(), reinterpret_cast<const uint8_t*>(secret.data()));
+  hash->update(context.data(), challenge.size(),
+               reinterpret_cast<const uint8_t*>(challenge.data()));
+  std::vector<std::byte> digest(hash->digest_size);
+  hash->digest(context.data(), digest.size(), reinterpret_cast<uint8_t*>(digest.data()));
   return digest;
 }
 
@@ -198,7 +214,7 @@ std::error_code ChapInitiator::on_challenge(const std::vector<TextPair>& keys,
   const auto response =
       chap_response(*algorithm, static_cast<uint8_t>(*identifier), credentials_.secret, *challenge);
   if (response.empty()) {
-    detail = "CHAP_A=" + a->value + " digest is unavailable in this OpenSSL build";
+    detail = "CHAP_A=" + a->value + " digest is unavailable";
     return errc::chap_unsupported_algorithm;
   }
   algorithm_ = *algorithm;
@@ -247,7 +263,8 @@ std::error_code ChapInitiator::on_target_response(const std::vector<TextPair>& k
   }
   const auto expected = chap_response(*algorithm_, our_identifier_, secret, our_challenge_);
   if (expected.empty() || received->size() != expected.size() ||
-      CRYPTO_memcmp(received->data(), expected.data(), expected.size()) != 0) {
+      // Constant time: how much of a forged response matched must not show in the timing.
+      !memeql_sec(received->data(), expected.data(), expected.size())) {
     detail = "target's CHAP_R does not match our challenge";
     return errc::chap_target_authentication_failed;
   }
