@@ -28,6 +28,20 @@ std::error_code gnutls_error(int code) {
 // key exchanges first, plain PSK last (TLS 1.3 negotiates PSK with (EC)DHE anyway).
 constexpr const char* kX509Priority = "NORMAL";
 constexpr const char* kPskPriority = "NORMAL:+ECDHE-PSK:+DHE-PSK:+PSK";
+// The server's cipher order over the client's, with CHACHA20-POLY1305 moved behind AES-GCM. GnuTLS
+// 3.7's NORMAL lets a GnuTLS client (libnbd, qemu) pick CHACHA20-POLY1305 even where the CPU has
+// AES instructions and AES-GCM is far cheaper: on the test machine `gnutls-cli
+// --benchmark-ciphers` gives 4.4 GB/s for AES-128-GCM against 0.26 GB/s for CHACHA20-POLY1305,
+// and every byte of a LUN read goes through it on our side.
+constexpr const char* kPreferAesGcm = ":%SERVER_PRECEDENCE:-CHACHA20-POLY1305:+CHACHA20-POLY1305";
+
+bool cpu_has_aes_instructions() {
+#if defined(__x86_64__) || defined(__i386__)
+  return __builtin_cpu_supports("aes") && __builtin_cpu_supports("pclmul");
+#else
+  return false;  // elsewhere GnuTLS's own order stands
+#endif
+}
 
 // psktool's keys file: "username:hexkey" lines. GnuTLS reads it at each handshake and only
 // says "unknown user" for a malformed one: check it now so a bad file stops the attach.
@@ -131,8 +145,9 @@ std::shared_ptr<const Credentials> load_credentials(const TlsOptions& options, s
     credentials->verify_peer_ = options.verify_peer;
   }
   if (rc == GNUTLS_E_SUCCESS) {
-    const char* priority = credentials->psk_ ? kPskPriority : kX509Priority;
-    rc = gnutls_priority_init(&credentials->priority_, priority, nullptr);
+    std::string priority = credentials->psk_ ? kPskPriority : kX509Priority;
+    if (cpu_has_aes_instructions()) priority += kPreferAesGcm;
+    rc = gnutls_priority_init(&credentials->priority_, priority.c_str(), nullptr);
     if (rc != GNUTLS_E_SUCCESS) detail = std::string("priority '") + priority + "': ";
   }
   if (rc != GNUTLS_E_SUCCESS) {
