@@ -36,9 +36,10 @@ readonly -A max_len=(
   [fuzz_nbd_handshake]=4096
   [fuzz_nbd_request]=64
   [fuzz_config]=4096
+  [fuzz_control]=10240
 )
 all_targets=(fuzz_pdu_reader fuzz_session fuzz_login fuzz_text_keys fuzz_scsi_parsers
-  fuzz_nbd_handshake fuzz_nbd_request fuzz_config)
+  fuzz_nbd_handshake fuzz_nbd_request fuzz_config fuzz_control)
 
 regen=0
 build_only=0

@@ -20,6 +20,14 @@
 #   no-read        4 clients that send 1 MiB reads and never read a reply: the server stops
 #                  reading each at its per-connection budget (max_bytes_per_connection 32 MiB),
 #                  RSS stays within budget
+#   control and metrics  hostile local clients of the control socket and the metrics endpoint
+#                  (control_hostile.py): a 64 KiB request line, binary junk, an HTTP request,
+#                  one byte a second, 300 requests left unread, 100 idle connections at once on
+#                  each; junk, a bare-LF head, POST, a path outside /metrics, a 1 MiB head and a
+#                  NUL on the metrics port: each gets its error (the line limit named, 400, 405,
+#                  404, 431), the slow ones are closed at the exchange limit (5 s, 10 s), the
+#                  connections above 16 are answered "too many" / 503 at once, a normal request
+#                  is answered after each; the attach's fds and RSS stay within budget (below)
 #   alive          the attach is still running after all of it
 #
 # Budgets (asserted loosely; they are bounds, not timings): file descriptors at most
@@ -27,9 +35,11 @@
 # RSS growth under the flood at most 1000 x 256 KiB; under the clients that never read, at most
 # 3 x 32 MiB each (twice the byte budget of a connection, plus socket buffers). There is no
 # server-wide byte budget: nbd.max_clients such clients could hold about
-# max_clients x 2 x max_bytes_per_connection (6.4 GiB with the defaults).
+# max_clients x 2 x max_bytes_per_connection (6.4 GiB with the defaults). Control socket and
+# metrics endpoint: at most 16 connections each at once, so at most base + 2 x 16 + 4 fds, and
+# RSS growth at most 16 MiB (a request is at most 256 bytes, a request head 8 KiB).
 #
-# Environment: BUILD (build tree), IM_BIN, HOSTILE (nbd_hostile). Needs root (tgtd). About 40 s.
+# Environment: BUILD (build tree), IM_BIN, HOSTILE (nbd_hostile). Needs root (tgtd). About 65 s.
 # Every wait is bounded; everything started here is stopped by PID on exit.
 set -euo pipefail
 
@@ -101,12 +111,14 @@ run_sampled() {
 eval "$("$repo/tests/testbed/tgtd-target.sh" start --size 64M --dir "$work/tgt")"
 tgt_started=1
 
+metrics_port=$(tb_free_port "" 127.0.0.1)
 cat >"$work/hostile.yaml" <<EOF
 initiator: {name: iqn.2026-11.org.iscsi-mpio:hostile-checks}
 target: {iqn: $TGT_IQN, lun: $TGT_LUN, login_timeout: 5}
 paths: [{portal: "127.0.0.1:$TGT_PORT"}]
 nbd: {listen: "unix:$work/nbd.sock", handshake_timeout: $handshake_timeout}
 control: {socket: "$work/control.sock"}
+metrics: {listen: "127.0.0.1:$metrics_port"}
 EOF
 # The descriptor limit the budget is stated against, whatever the caller's is.
 (ulimit -n "$fd_limit" && exec "$im_bin" attach "$work/hostile.yaml") \
@@ -123,7 +135,7 @@ base_fds=$(fd_count)
 base_rss=$(rss_kib)
 echo "attach $im_pid: $base_fds fds, RSS $base_rss KiB before the clients; $uri"
 
-"$hostile" verified --uri "$uri" --backing "$TGT_BACKING" --span $((16 << 20)) --seconds 45 \
+"$hostile" verified --uri "$uri" --backing "$TGT_BACKING" --span $((16 << 20)) --seconds 60 \
   --seed "${SEED:-$RANDOM}" >"$work/verified.log" 2>&1 &
 verified_pid=$!
 bg_pids+=("$verified_pid")
@@ -192,6 +204,35 @@ tb_report no-read "$ok" "$(cat "$work/no-read.log")" "${notes[@]}"
 sed -n 's/^no-read: /    /p' "$work/no-read.log" | grep -v holding
 echo "    attach RSS at most $max_rss KiB (+$((max_rss - before_rss)) KiB," \
   "$(((max_rss - before_rss) / noread_clients)) KiB per connection), $max_fds fds"
+
+# ---------------------------------------------------------------- control socket and metrics
+# While the verified client goes on: neither listener may block the data path.
+before_fds=$(fd_count)
+before_rss=$(rss_kib)
+python3 "$repo/tests/integration/control_hostile.py" --control "$work/control.sock" \
+  --metrics "127.0.0.1:$metrics_port" >"$work/control.log" 2>&1 &
+control_pid=$!
+bg_pids+=("$control_pid")
+sample_while "$control_pid" 90
+wait "$control_pid" || true
+while read -r verdict name detail; do
+  tb_report "$name" "$([[ $verdict == PASS: ]] && echo 1 || echo 0)" "$detail"
+  [[ $verdict != PASS: ]] || echo "    ${detail}"
+done < <(grep -E '^(PASS|FAIL):' "$work/control.log")
+grep -qE '^[0-9]+ passed, [0-9]+ failed$' "$work/control.log" ||
+  tb_report control-hostile 0 "control_hostile.py did not finish:" "$(tail -n 8 "$work/control.log")"
+ok=1
+notes=()
+((max_fds <= before_fds + 2 * 16 + 4)) ||
+  { ok=0; notes+=("$max_fds fds open, above $before_fds + 2 x 16 + 4"); }
+((max_rss - before_rss <= 16 * 1024)) ||
+  { ok=0; notes+=("RSS grew by $((max_rss - before_rss)) KiB, above 16 MiB"); }
+tb_running "$im_pid" || { ok=0; notes+=("the attach died"); }
+# The verified client's latency then covers these clients too: it must still be running.
+tb_running "$verified_pid" || { ok=0; notes+=("the verified client ended before these clients"); }
+tb_report control-budget "$ok" "${notes[@]}"
+echo "    attach under the control and metrics clients: at most $max_fds fds ($before_fds before)," \
+  "RSS at most $max_rss KiB (+$((max_rss - before_rss)) KiB)"
 
 # ---------------------------------------------------------------- the verified client
 verified_rc=0

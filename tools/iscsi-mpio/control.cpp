@@ -28,6 +28,16 @@ namespace {
 constexpr std::string_view known_requests =
     "tree, json, paths [table], stats, fail-path ID, reinstate-path ID, rescan";
 
+// A client's bytes as an answer quotes them: at most 64, control characters and bytes above
+// ASCII as '?', so that an answer stays one printable line on the operator's terminal.
+std::string shown(std::string_view text) {
+  std::string out(text.substr(0, 64));
+  for (char& c : out)
+    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
+  if (text.size() > 64) out += "...";
+  return out;
+}
+
 // A path number: plain decimal digits, no sign, no leading zero.
 std::optional<size_t> path_number(std::string_view id) {
   if (id.empty() || id.size() > 9 || id[0] == '0' ||
@@ -173,9 +183,9 @@ std::string render_paths_table(const std::vector<mpio::PathStatus>& paths) {
 
 std::error_code check_path_id(std::string_view id, std::string& detail) {
   if (path_number(id) || portal_with_port(id)) return {};
-  detail = id == "0" ? "path numbers start at 1"
-                     : "'" + std::string(id) +
-                           "' is neither a path number (1, 2, ...) nor a portal HOST:PORT";
+  detail = id == "0"
+               ? "path numbers start at 1"
+               : "'" + shown(id) + "' is neither a path number (1, 2, ...) nor a portal HOST:PORT";
   return std::make_error_code(std::errc::invalid_argument);
 }
 
@@ -185,7 +195,7 @@ std::error_code resolve_path_id(std::string_view id, const std::vector<std::stri
   const size_t count = names.size();
   if (const auto n = path_number(id)) {
     if (*n > count) {
-      detail = "no path " + std::string(id) + " (paths: " + path_list(names) + ")";
+      detail = "no path " + shown(id) + " (paths: " + path_list(names) + ")";
       return std::make_error_code(std::errc::no_such_device);
     }
     index = *n - 1;
@@ -197,7 +207,7 @@ std::error_code resolve_path_id(std::string_view id, const std::vector<std::stri
   for (size_t i = 0; i < std::min(count, portals.size()); ++i)
     if (portals[i] == *portal) matches.push_back(i);
   if (matches.empty()) {
-    detail = "no path to portal " + std::string(id) + " (paths: " + path_list(names) + ")";
+    detail = "no path to portal " + shown(id) + " (paths: " + path_list(names) + ")";
     return std::make_error_code(std::errc::no_such_device);
   }
   if (matches.size() > 1) {
@@ -207,7 +217,7 @@ std::error_code resolve_path_id(std::string_view id, const std::vector<std::stri
                 : i + 1 == matches.size() ? " and "
                                           : ", ") +
                std::to_string(matches[i] + 1);
-    detail = "portal " + std::string(id) + " is used by paths " + which + ": give the path number";
+    detail = "portal " + shown(id) + " is used by paths " + which + ": give the path number";
     return std::make_error_code(std::errc::invalid_argument);
   }
   index = matches.front();
@@ -230,7 +240,7 @@ std::string respond(std::string_view request, const Backend& backend) {
                           : "error: rescan needs target.luns: this attach serves one LUN\n";
   if (verb == "paths" && argument == "table") return render_paths_table(backend.snapshot().paths);
   if (!argument.empty())
-    return "error: request '" + std::string(verb) +
+    return "error: request '" + shown(verb) +
            "' takes no argument (requests: " + std::string(known_requests) + ")\n";
   if (verb == "tree")
     return backend.snapshots ? status::render_trees(backend.snapshots())
@@ -240,10 +250,8 @@ std::string respond(std::string_view request, const Backend& backend) {
                              : status::render_json(backend.snapshot());
   if (verb == "paths") return render_paths_json(backend.snapshot().paths, backend.portals);
   if (verb == "stats") return backend.stats_json();
-  std::string shown(request.substr(0, 64));
-  for (char& c : shown)
-    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '?';
-  return "error: unknown request '" + shown + "' (requests: " + std::string(known_requests) + ")\n";
+  return "error: unknown request '" + shown(request) +
+         "' (requests: " + std::string(known_requests) + ")\n";
 }
 
 std::error_code ask(const std::string& path, std::string_view request, std::string& answer,

@@ -30,6 +30,12 @@ namespace iscsi_mpio::control {
 
 // Longest request line the listener reads (a fail-path with an IPv6 portal fits easily).
 inline constexpr size_t max_request_line = 256;
+// Connections the listener serves at once. Each lasts at most its exchange time (service.cpp);
+// one more is answered `busy_answer` and closed, so that idle clients cannot take the file
+// descriptors the paths and the NBD clients need.
+inline constexpr size_t max_connections = 16;
+inline constexpr std::string_view busy_answer =
+    "error: too many control connections at once (16): try again in a few seconds\n";
 
 // What requests see and change in the running attach; service.cpp fills it from the LunDevice,
 // the NBD server and the metrics collector. Called on the io_context's thread.

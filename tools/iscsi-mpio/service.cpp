@@ -27,12 +27,26 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-// A client gets this long to send its request and take the answer: a stuck `nc` must not pin
-// a connection slot for ever.
+// A client gets this long to send its request and take the answer: a stuck `nc`, a client that
+// sends a byte a second or never reads its answer must not pin a connection slot for ever.
 constexpr auto control_exchange_time = std::chrono::seconds(5);
 constexpr auto http_exchange_time = std::chrono::seconds(10);
-// Scrapes served at once; more are closed as they arrive.
+// Scrapes served at once; more get 503 as they arrive.
 constexpr size_t max_http_connections = 16;
+constexpr std::string_view http_busy_answer =
+    "HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    "Retry-After: 10\r\nConnection: close\r\nContent-Length: 37\r\n\r\n"
+    "too many metrics connections at once\n";
+
+// Answers a connection over the limit and closes it without waiting: a fresh connection's send
+// buffer takes the few bytes, and a client that does not read them loses nothing it asked for.
+template <typename Socket>
+void refuse(Socket& socket, std::string_view answer) {
+  boost::system::error_code ignored;
+  socket.non_blocking(true, ignored);
+  socket.send(asio::buffer(answer.data(), answer.size()), 0, ignored);
+  socket.close(ignored);
+}
 constexpr auto progress_period = std::chrono::milliseconds(100);
 
 std::string paths_word(size_t n) {
@@ -49,8 +63,13 @@ struct Runtime::Impl : std::enable_shared_from_this<Impl> {
   const config::Config& config;
   local::acceptor control;
   bool control_created = false;  // we bound config.control.socket: ours to remove
+  size_t control_connections = 0;
   tcp::acceptor metrics_acceptor;
   size_t http_connections = 0;
+  // Connections turned away since the listener last had none open: the first of a burst is
+  // logged, and the count when the burst is over, not each one of a flood.
+  uint64_t control_refused = 0;
+  uint64_t http_refused = 0;
 
   std::vector<ServedLun> luns;
   // One per LUN; a deque, so that a LUN added by a rescan leaves the others where they are.
@@ -227,6 +246,14 @@ struct Runtime::Impl : std::enable_shared_from_this<Impl> {
         co_await pause.async_wait(asio::as_tuple(use_awaitable));
         continue;
       }
+      if (self->control_connections >= control::max_connections) {
+        if (self->control_refused++ == 0)
+          spdlog::warn("control socket: {} connections open, turning new ones away",
+                       self->control_connections);
+        refuse(socket, control::busy_answer);
+        continue;
+      }
+      ++self->control_connections;
       asio::co_spawn(self->io, control_session(self, std::move(socket)), asio::detached);
     }
   }
@@ -256,6 +283,10 @@ struct Runtime::Impl : std::enable_shared_from_this<Impl> {
     co_await (control_exchange(self, socket) || timer.async_wait(asio::as_tuple(use_awaitable)));
     boost::system::error_code ignored;
     socket.close(ignored);
+    if (--self->control_connections == 0 && self->control_refused > 0) {
+      spdlog::info("control socket: {} connection(s) were turned away", self->control_refused);
+      self->control_refused = 0;
+    }
   }
 
   // ---------------------------------------------------------------- metrics listener
@@ -297,7 +328,13 @@ struct Runtime::Impl : std::enable_shared_from_this<Impl> {
         co_await pause.async_wait(asio::as_tuple(use_awaitable));
         continue;
       }
-      if (self->http_connections >= max_http_connections) continue;  // closed as it goes
+      if (self->http_connections >= max_http_connections) {
+        if (self->http_refused++ == 0)
+          spdlog::warn("metrics: {} connections open, answering new ones 503",
+                       self->http_connections);
+        refuse(socket, http_busy_answer);
+        continue;
+      }
       ++self->http_connections;
       asio::co_spawn(self->io, http_session(self, std::move(socket)), asio::detached);
     }
@@ -325,7 +362,10 @@ struct Runtime::Impl : std::enable_shared_from_this<Impl> {
     co_await (http_exchange(self, socket) || timer.async_wait(asio::as_tuple(use_awaitable)));
     boost::system::error_code ignored;
     socket.close(ignored);
-    --self->http_connections;
+    if (--self->http_connections == 0 && self->http_refused > 0) {
+      spdlog::info("metrics: {} connection(s) were answered 503", self->http_refused);
+      self->http_refused = 0;
+    }
   }
 };
 

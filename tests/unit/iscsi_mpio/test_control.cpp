@@ -107,6 +107,21 @@ TEST_CASE("respond: views and unknown requests", "[iscsi_mpio]") {
   CHECK_THAT(a.ask(""), Catch::StartsWith("error: unknown request ''"));
 }
 
+TEST_CASE("respond: a client's bytes quoted in an error stay one printable line", "[iscsi_mpio]") {
+  FakeAttach a;
+  // A terminal escape or a line feed in the ID must not reach the operator's terminal.
+  CHECK_THAT(a.ask("fail-path \x1b[2J\rx"), Catch::StartsWith("error: '?[2J?x' is neither"));
+  CHECK_THAT(a.ask("fail-path 10.0.0.\xff:3260"),
+             Catch::StartsWith("error: ") && Catch::Contains("10.0.0.?:3260"));
+  CHECK_THAT(a.ask("ju\x7fnk\x1b tree"), Catch::StartsWith("error: request 'ju?nk?' takes no"));
+  const std::string long_id = "fail-path " + std::string(200, 'z');
+  CHECK_THAT(a.ask(long_id), Catch::StartsWith("error: '" + std::string(64, 'z') + "...' is"));
+  const std::string long_request(200, 'q');
+  CHECK_THAT(a.ask(long_request),
+             Catch::StartsWith("error: unknown request '" + std::string(64, 'q') + "...'"));
+  CHECK(a.calls.empty());
+}
+
 TEST_CASE("paths JSON: index, portal, state, counters, last error", "[iscsi_mpio]") {
   FakeAttach a;
   a.paths[0].commands = 12;
