@@ -942,6 +942,7 @@ const Section<Nbd>& nbd_section() {
       optional("description", &Nbd::description, text{.max_length = 4096}),
       optional("max_clients", &Nbd::max_clients, integer<std::uint32_t>{0, 100000}),
       optional("handshake_timeout", &Nbd::handshake_timeout, integer<std::uint32_t>{0, 3600}),
+      optional("client_buffer_mib", &Nbd::client_buffer_mib, integer<std::uint32_t>{1, 1024}),
   });
   return section;
 }

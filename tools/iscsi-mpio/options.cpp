@@ -220,6 +220,7 @@ nbd::ServerOptions server_options(const config::Config& cfg, const blockdev::Dev
   options.read_only = cfg.nbd.read_only;
   options.max_clients = cfg.nbd.max_clients;
   options.handshake_timeout = std::chrono::seconds(cfg.nbd.handshake_timeout);
+  options.max_bytes_per_connection = std::size_t{cfg.nbd.client_buffer_mib} << 20;
   // Each path may hold its session's socket and a second one while it logs in again (or
   // proves a lost session gone); beside them the control socket, its clients, metrics
   // scrapes, netlink and the configuration's files.

@@ -151,6 +151,10 @@ struct Nbd {
   // Seconds a client may take from connecting to the end of the handshake; 0: no limit.
   // qemu-nbd --handshake-limit (default 10 since CVE-2024-7409).
   std::uint32_t handshake_timeout = 10;
+  // READ and WRITE payload in flight per client, in MiB: a client at the budget is read no
+  // further until replies go out, and the buffers kept for reuse stay within twice it, so it
+  // bounds a client's memory (one that never reads its replies included).
+  std::uint32_t client_buffer_mib = 8;
 };
 
 // Path health and failover. Timeouts are named after their open-iscsi / multipath.conf keys.

@@ -505,6 +505,23 @@ TEST_CASE("nbd.max_clients is 100 by default, 0 for no limit", "[config]") {
   }
 }
 
+TEST_CASE("nbd.client_buffer_mib is 8 by default, 1 to 1024", "[config]") {
+  const std::string head = "target: {iqn: 'iqn.2023-01.com.example:s'}\npaths: [{portal: h}]\n";
+  const auto absent = load(head);
+  REQUIRE(absent.ok());
+  CHECK(absent.config().nbd.client_buffer_mib == 8u);
+  const auto set = load(head + "nbd: {client_buffer_mib: 64}\n");
+  REQUIRE(set.ok());
+  CHECK(set.config().nbd.client_buffer_mib == 64u);
+  for (const char* bad : {"0", "1025", "8M"}) {
+    INFO(bad);
+    const auto e =
+        error_at(load(head + "nbd: {client_buffer_mib: " + bad + "}\n"), "nbd.client_buffer_mib");
+    CHECK(e.code == config_errc::invalid_value);
+    CHECK_THAT(e.message, Contains("from 1 to 1024"));
+  }
+}
+
 TEST_CASE("nbd.handshake_timeout is 10 seconds by default, 0 for no limit", "[config]") {
   const std::string head = "target: {iqn: 'iqn.2023-01.com.example:s'}\npaths: [{portal: h}]\n";
   const auto absent = load(head);

@@ -73,7 +73,10 @@ struct ServerOptions {
   // Backpressure: a connection stops reading requests while this many are in flight, or
   // while READ/WRITE payloads in flight would exceed the byte budget.
   size_t max_requests_per_connection = 128;
-  size_t max_bytes_per_connection = 32u << 20;
+  // 8 MiB keeps 8 requests of 1 MiB in flight; at queue depth 128 of 1 MiB a budget of 32 MiB
+  // measured a peak VmHWM of 46 MiB against 22 MiB at 8 MiB, with no loss of throughput
+  // against tgtd on loopback.
+  size_t max_bytes_per_connection = 8u << 20;
   // Advertise NBD_FLAG_READ_ONLY and refuse writes with EPERM whatever the device says
   // (the export of Server(io, device, options); each add_export() says its own).
   bool read_only = false;
