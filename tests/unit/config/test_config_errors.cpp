@@ -435,17 +435,33 @@ TEST_CASE("multipath.max_sectors_kb takes KiB from 4 to 32768", "[config]") {
   }
 }
 
-TEST_CASE("nbd.busy_poll_us takes microseconds from 0 to 1000, off by default", "[config]") {
+namespace {
+
+// An nbd.KEY that takes an integer: DEFAULT when absent, GOOD taken as given, and each of BAD
+// refused at the key with the range (RANGE, e.g. "from 0 to 1000") in the message.
+template <class T>
+void check_nbd_integer(const std::string& key, T config::Nbd::*member, T fallback, T good,
+                       std::initializer_list<const char*> bad, const std::string& range) {
   const std::string head = "target: {iqn: 'iqn.2023-01.com.example:s'}\npaths: [{portal: h}]\n";
   const auto absent = load(head);
   REQUIRE(absent.ok());
-  CHECK(absent.config().nbd.busy_poll_us == 0u);
-  const auto set = load(head + "nbd: {busy_poll_us: 50}\n");
+  CHECK(absent.config().nbd.*member == fallback);
+  const auto set = load(head + "nbd: {" + key + ": " + std::to_string(good) + "}\n");
   REQUIRE(set.ok());
-  CHECK(set.config().nbd.busy_poll_us == 50u);
-  const auto e = error_at(load(head + "nbd: {busy_poll_us: 1001}\n"), "nbd.busy_poll_us");
-  CHECK(e.code == config_errc::invalid_value);
-  CHECK_THAT(e.message, Contains("from 0 to 1000"));
+  CHECK(set.config().nbd.*member == good);
+  for (const char* value : bad) {
+    INFO(value);
+    const auto e = error_at(load(head + "nbd: {" + key + ": " + value + "}\n"), "nbd." + key);
+    CHECK(e.code == config_errc::invalid_value);
+    CHECK_THAT(e.message, Contains(range));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("nbd.busy_poll_us takes microseconds from 0 to 1000, off by default", "[config]") {
+  check_nbd_integer<std::uint32_t>("busy_poll_us", &config::Nbd::busy_poll_us, 0, 50, {"1001"},
+                                   "from 0 to 1000");
 }
 
 TEST_CASE("a path's interface must be a valid interface name", "[config]") {
@@ -490,47 +506,16 @@ TEST_CASE("nbd.description is optional text of at most 4096 bytes", "[config]") 
 }
 
 TEST_CASE("nbd.max_clients is 100 by default, 0 for no limit", "[config]") {
-  const std::string head = "target: {iqn: 'iqn.2023-01.com.example:s'}\npaths: [{portal: h}]\n";
-  const auto absent = load(head);
-  REQUIRE(absent.ok());
-  CHECK(absent.config().nbd.max_clients == 100u);
-  const auto none = load(head + "nbd: {max_clients: 0}\n");
-  REQUIRE(none.ok());
-  CHECK(none.config().nbd.max_clients == 0u);
-  for (const char* bad : {"-1", "100001", "many", "1.5"}) {
-    INFO(bad);
-    const auto e = error_at(load(head + "nbd: {max_clients: " + bad + "}\n"), "nbd.max_clients");
-    CHECK(e.code == config_errc::invalid_value);
-    CHECK_THAT(e.message, Contains("from 0 to 100000"));
-  }
+  check_nbd_integer<std::uint32_t>("max_clients", &config::Nbd::max_clients, 100, 0,
+                                   {"-1", "100001", "many", "1.5"}, "from 0 to 100000");
 }
 
 TEST_CASE("nbd.client_buffer_mib is 8 by default, 1 to 1024", "[config]") {
-  const std::string head = "target: {iqn: 'iqn.2023-01.com.example:s'}\npaths: [{portal: h}]\n";
-  const auto absent = load(head);
-  REQUIRE(absent.ok());
-  CHECK(absent.config().nbd.client_buffer_mib == 8u);
-  const auto set = load(head + "nbd: {client_buffer_mib: 64}\n");
-  REQUIRE(set.ok());
-  CHECK(set.config().nbd.client_buffer_mib == 64u);
-  for (const char* bad : {"0", "1025", "8M"}) {
-    INFO(bad);
-    const auto e =
-        error_at(load(head + "nbd: {client_buffer_mib: " + bad + "}\n"), "nbd.client_buffer_mib");
-    CHECK(e.code == config_errc::invalid_value);
-    CHECK_THAT(e.message, Contains("from 1 to 1024"));
-  }
+  check_nbd_integer<std::uint32_t>("client_buffer_mib", &config::Nbd::client_buffer_mib, 8, 64,
+                                   {"0", "1025", "8M"}, "from 1 to 1024");
 }
 
 TEST_CASE("nbd.handshake_timeout is 10 seconds by default, 0 for no limit", "[config]") {
-  const std::string head = "target: {iqn: 'iqn.2023-01.com.example:s'}\npaths: [{portal: h}]\n";
-  const auto absent = load(head);
-  REQUIRE(absent.ok());
-  CHECK(absent.config().nbd.handshake_timeout == 10u);
-  const auto set = load(head + "nbd: {handshake_timeout: 3}\n");
-  REQUIRE(set.ok());
-  CHECK(set.config().nbd.handshake_timeout == 3u);
-  const auto e = error_at(load(head + "nbd: {handshake_timeout: 3601}\n"), "nbd.handshake_timeout");
-  CHECK(e.code == config_errc::invalid_value);
-  CHECK_THAT(e.message, Contains("from 0 to 3600"));
+  check_nbd_integer<std::uint32_t>("handshake_timeout", &config::Nbd::handshake_timeout, 10, 3,
+                                   {"3601"}, "from 0 to 3600");
 }
