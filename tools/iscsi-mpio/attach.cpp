@@ -364,6 +364,9 @@ void Attachment::rescanned(const std::string& why, std::error_code ec, const std
           lun.plan.lun, why, lun.plan.export_name);
       retire(i, "LUN " + std::to_string(lun.plan.lun) + " went away on the target");
     }
+    // The operator's rescan re-reads the sizes of the LUNs still there. Not before the report:
+    // a LUN deleted on the target answers 25/00, which fails its path's shared session.
+    if (std::exchange(capacities_asked_, false)) check_capacities();
     if (cfg_.target.luns && cfg_.target.luns->all) {
       std::vector<options::LunPlan> plans;
       std::vector<std::string> skipped;
@@ -616,7 +619,7 @@ service::Runtime::ServedLun Attachment::served_lun(Lun* lun) {
 bool Attachment::publish() {
   if (several_luns())
     runtime_->on_rescan([this] {
-      check_capacities();
+      capacities_asked_ = true;  // after the REPORT LUNS: a LUN gone is not asked
       rediscover();
       return rescan("asked by `iscsi-mpio rescan`");
     });

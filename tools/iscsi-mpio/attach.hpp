@@ -118,8 +118,10 @@ class Attachment {
                  std::vector<options::TargetLun> on_target);
   void schedule_rescan();
   // The operator's rescan also re-reads each served LUN's capacity at once (one READ CAPACITY
-  // each); the periodic and the 3F/0E rescans leave that to each device's own capacity poll.
+  // each), once its REPORT LUNS has retired the LUNs gone; the periodic and the 3F/0E rescans
+  // leave that to each device's own capacity poll.
   void check_capacities();
+  bool capacities_asked_ = false;  // by the operator's rescan: checked when its report is in
 
   // Discovery again (`discover:` entries; on the operator's rescan, on 3F/0E, and with the
   // periodic rescan every rediscovery_period): a portal the target reports now becomes a new
