@@ -127,7 +127,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   bool rereading_capacity = false;
   IoRequest final_flush;  // the SYNCHRONIZE CACHE that close() sends
 
-  std::unique_ptr<iscsi_io::RouteWatch> route_watch;
+  std::shared_ptr<void> route_watch;  // the pool's RouteWatch, while this device listens
 
   // Open: who gets the device or the error, and what went wrong on the way. Until it ends the
   // device owns itself: no LunDevice exists yet, and a probe interrupted by its path going away
@@ -180,6 +180,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   void open_step();
+  void first_login(Path& p);
   std::error_code fail_path(size_t index, std::string& detail);
   std::error_code reinstate_path(size_t index, std::string& detail);
   static awaitable<void> probe_and_open(std::shared_ptr<Impl> self, Path& p);
@@ -1251,6 +1252,10 @@ std::error_code LunDevice::reinstate_path(size_t index, std::string& detail) {
   return impl_->reinstate_path(index, detail);
 }
 
+void LunDevice::check_capacity() {
+  impl_->poll_capacity();
+}
+
 void LunDevice::on_capacity_change(std::function<void(uint64_t size_bytes)> handler) {
   impl_->capacity_event = std::move(handler);
 }
@@ -1293,25 +1298,46 @@ void LunDevice::open(asio::io_context& io, LunConfig config, OpenHandler done) {
   impl->open_done = std::move(done);
   impl->keep_while_opening = impl;
 
-  impl->route_watch =
-      std::make_unique<iscsi_io::RouteWatch>(io, [raw = impl.get()] { raw->routes_changed(); });
+  // One netlink socket per session pool: the LUNs of one attach share it.
+  impl->route_watch = impl->pool->watch_routes([weak = impl->weak_from_this()] {
+    if (auto self = weak.lock()) self->routes_changed();
+  });
 
   // All paths log in at once; open_step() decides which one is probed.
-  for (auto& path_ptr : impl->paths) {
-    Path& p = *path_ptr;
-    impl->request_session(p, [raw = impl.get(), &p](std::error_code ec, const std::string& detail) {
-      if (ec) {
-        if (!raw->identified) {
-          raw->open_error = ec;
-          raw->open_failures += (raw->open_failures.empty() ? "" : "; ") +
-                                std::string("login to ") + p.name + " failed: " + detail;
-        }
-        raw->feed(p, Event{.kind = Event::Kind::login_failed, .detail = detail});
-        return;
+  for (auto& path_ptr : impl->paths) impl->first_login(*path_ptr);
+}
+
+// A path's first login, at open or when add_path() brings it later: once the LU is
+// identified, the path's identity is checked as a reconnecting path's is before it joins.
+void LunDevice::Impl::first_login(Path& p) {
+  request_session(p, [raw = this, &p](std::error_code ec, const std::string& detail) {
+    if (ec) {
+      if (!raw->identified) {
+        raw->open_error = ec;
+        raw->open_failures += (raw->open_failures.empty() ? "" : "; ") + std::string("login to ") +
+                              p.name + " failed: " + detail;
       }
-      raw->feed(p, Event{.kind = Event::Kind::login_done, .identified = raw->identified});
-    });
-  }
+      raw->feed(p, Event{.kind = Event::Kind::login_failed, .detail = detail});
+      return;
+    }
+    raw->feed(p, Event{.kind = Event::Kind::login_done, .identified = raw->identified});
+  });
+}
+
+std::optional<size_t> LunDevice::add_path(LunPath path) {
+  auto& impl = *impl_;
+  if (impl.closing) return std::nullopt;
+  auto added = std::make_unique<Path>();
+  added->index = impl.paths.size();
+  added->config = std::move(path.login);
+  added->configured_priority = path.priority;
+  added->name = iscsi_io::describe(added->config);
+  added->life = PathLifecycle(impl.config.polling_interval);
+  Path& p = *added;
+  impl.paths.push_back(std::move(added));
+  impl.config.paths.push_back({p.config, p.configured_priority});
+  impl.first_login(p);
+  return p.index;
 }
 
 // Which path is probed to identify the LU: with target.wwid given, the first to log in (the

@@ -67,3 +67,25 @@ TEST_CASE("resize without notice: the polling interval's READ CAPACITY finds the
   REQUIRE(f.run_until([&] { return f.sizes_seen.size() == 2; }, 4s));
   CHECK(f.sizes_seen.back() == kBlocks * kBlockSize);
 }
+
+TEST_CASE("check_capacity (the operator's rescan): one READ CAPACITY now, not at the next poll",
+          "[fault_target][capacity][rescan]") {
+  LunFixture f(1h);  // the poll would not come during the test
+  auto read_capacities = [&] {
+    size_t n = 0;
+    for (const auto& pdu : f.target().observed().received)
+      n += pdu.opcode == iscsi::Opcode::scsi_command && pdu.cdb_opcode == 0x9e ? 1 : 0;
+    return n;
+  };
+  const size_t at_open = read_capacities();
+  f.target().resize(kGrownBlocks, false);
+  f.device().check_capacity();
+  REQUIRE(f.run_until([&] { return !f.sizes_seen.empty(); }, 2s));
+  CHECK(f.sizes_seen == std::vector<uint64_t>{kGrownBlocks * kBlockSize});
+  CHECK(read_capacities() == at_open + 1);
+  // Unchanged: asked once more, no event.
+  f.device().check_capacity();
+  REQUIRE(f.run_until([&] { return read_capacities() == at_open + 2; }, 2s));
+  f.run_until([] { return false; }, 100ms);
+  CHECK(f.sizes_seen.size() == 1);
+}

@@ -7,6 +7,7 @@
 #include <catch2/catch.hpp>
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -108,4 +109,46 @@ TEST_CASE("a path showing an identity where the first showed none is refused, an
     CHECK_THAT(f.device().path_status().at(1).last_error,
                Catch::StartsWith("presents device (no WWID)"));
   }
+}
+
+TEST_CASE("add_path: a path found after open joins once its identity matches; another is refused",
+          "[fault_target][identity][add_path]") {
+  // Three targets, the device opened on the first only: the others are the portals a later
+  // discovery reports, one presenting the same LU and one another.
+  std::vector<mpio::LunPath> later;
+  fault_target::LunFixture f({naa(7), naa(7), naa(8)}, [&](mpio::LunConfig& config) {
+    later.assign(config.paths.begin() + 1, config.paths.end());
+    config.paths.resize(1);
+  });
+  REQUIRE(f.device().path_status().size() == 1);
+  REQUIRE(later.size() == 2);
+  CHECK(f.device().add_path(later[0]) == std::optional<size_t>(1));
+  CHECK(f.device().add_path(later[1]) == std::optional<size_t>(2));
+  CHECK(settled_states(f) == std::vector<std::string>{"active", "active", "refused"});
+  // The added path carries I/O: with the first failed by the operator, a READ goes to it.
+  std::string detail;
+  REQUIRE_FALSE(f.device().fail_path(0, detail));
+  const auto reads_at_second = [&] {
+    size_t n = 0;
+    for (const auto& pdu : f.target(1).observed().received)
+      n += pdu.opcode == iscsi::Opcode::scsi_command && pdu.cdb_opcode == 0x88 ? 1 : 0;
+    return n;
+  };
+  const size_t before = reads_at_second();
+  const auto read = f.read(0, 8, detail);
+  INFO(detail);
+  REQUIRE(read.has_value());
+  CHECK_FALSE(*read);
+  CHECK(reads_at_second() == before + 1);
+}
+
+TEST_CASE("add_path after stop_queueing is refused", "[fault_target][add_path]") {
+  std::vector<mpio::LunPath> later;
+  fault_target::LunFixture f({naa(7), naa(7)}, [&](mpio::LunConfig& config) {
+    later.assign(config.paths.begin() + 1, config.paths.end());
+    config.paths.resize(1);
+  });
+  f.device().stop_queueing();
+  CHECK_FALSE(f.device().add_path(later.at(0)).has_value());
+  CHECK(f.device().path_status().size() == 1);
 }

@@ -67,8 +67,8 @@ sysctl -q -w net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.eth0.route_localne
   fail "route_localnet"
 
 deadline=$(($(now) + 20))
-while [ ! -b /dev/vda ]; do
-  [ "$(now)" -lt "$deadline" ] || fail "no /dev/vda"
+while [ ! -b /dev/vda ] || [ ! -b /dev/vdb ]; do
+  [ "$(now)" -lt "$deadline" ] || fail "no /dev/vda and /dev/vdb"
   sleep 0.2
 done
 
@@ -78,6 +78,12 @@ mkdir -p "$dev" || fail "mkdir $dev"
 put "udev_path=/dev/vda" "$dev/control"
 put "$DISK_SERIAL" "$dev/wwn/vpd_unit_serial"
 put 1 "$dev/enable"
+# LUN 1: a second disk, for an attach of several LUNs (`luns: all`).
+dev1=$t/core/iblock_1/disk1
+mkdir -p "$dev1" || fail "mkdir $dev1"
+put "udev_path=/dev/vdb" "$dev1/control"
+put "$DISK1_SERIAL" "$dev1/wwn/vpd_unit_serial"
+put 1 "$dev1/enable"
 # A second ALUA target port group on the device; the LUN of tpgt_2 joins it below.
 mkdir "$dev/alua/secondary" || fail "mkdir alua/secondary"
 put 2 "$dev/alua/secondary/tg_pt_gp_id"
@@ -88,18 +94,23 @@ put 0 "$dev/alua/default_tg_pt_gp/nonop_delay_msecs"
 
 mkdir "$t/iscsi" || fail "mkdir $t/iscsi (iscsi_target_mod)"
 tq=$t/iscsi/$TARGET_IQN
-# setup_tpg N PORT...: tpgt_N with LUN 0 on the disk, portals 127.0.0.1:PORT, the ACL with CHAP.
+# setup_tpg N PORT...: tpgt_N with LUN 0 and LUN 1 on the disks, portals 127.0.0.1:PORT, the ACL
+# with CHAP.
 setup_tpg() {
   tpg=$tq/tpgt_$1
   shift
   mkdir -p "$tpg/lun/lun_0" || fail "mkdir $tpg"
   ln -s "$dev" "$tpg/lun/lun_0/disk" || fail "link LUN 0 of $tpg"
+  mkdir -p "$tpg/lun/lun_1" || fail "mkdir $tpg/lun/lun_1"
+  ln -s "$dev1" "$tpg/lun/lun_1/disk1" || fail "link LUN 1 of $tpg"
   for port in "$@"; do
     mkdir "$tpg/np/127.0.0.1:$port" || fail "portal 127.0.0.1:$port"
   done
   acl=$tpg/acls/$INITIATOR_IQN
   mkdir -p "$acl/lun_0" || fail "mkdir $acl"
   ln -s "$tpg/lun/lun_0" "$acl/lun_0/lun" || fail "map LUN 0 in $acl"
+  mkdir -p "$acl/lun_1" || fail "mkdir $acl/lun_1"
+  ln -s "$tpg/lun/lun_1" "$acl/lun_1/lun" || fail "map LUN 1 in $acl"
   put "$CHAP_USER" "$acl/auth/userid"
   put "$CHAP_SECRET" "$acl/auth/password"
   put "$MUTUAL_USER" "$acl/auth/userid_mutual"

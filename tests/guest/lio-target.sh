@@ -29,7 +29,8 @@
 #                          initiator next to LIO, with the kernel's nbd driver for /dev/nbd0
 #
 # start prints, for eval: LIO_PID (qemu) LIO_PID_START LIO_IQN LIO_LUN LIO_PORT_A LIO_PORT_B
-# LIO_PORT_C LIO_CTL_PORT LIO_BACKING (the raw disk) LIO_SERIAL (VPD 0x80 serial) LIO_DIR
+# LIO_PORT_C LIO_CTL_PORT LIO_BACKING (the raw disk) LIO_BACKING1 (the 32 MiB raw disk behind
+# LUN 1, mapped in both TPGs and the ACLs beside LUN 0) LIO_SERIAL (VPD 0x80 serial) LIO_DIR
 # LIO_DIR_OWNED LIO_CONSOLE LIO_QMP (QEMU's QMP socket) LIO_HEADER_DIGEST LIO_DATA_DIGEST LIO_AUTH_METHOD (the TPG's
 # offers). Ports are free host ports on 127.0.0.1; each is forwarded (slirp hostfwd) to the
 # same port on the guest's 127.0.0.1, where one LIO portal listens, so SendTargets advertises
@@ -116,8 +117,9 @@ start() {
 
   local dir_owned
   read -r dir_owned dir <<<"$(tb_target_dir "$dir" lio-target)"
-  local disk=$dir/lun0.img console=$dir/console.log serial
+  local disk=$dir/lun0.img disk1=$dir/lun1.img console=$dir/console.log serial
   truncate -s "$(tb_size_bytes "$size")" "$disk"
+  truncate -s 32M "$disk1"
   serial=lio$(od -An -N4 -tx1 /dev/urandom | tr -d ' \n')
 
   # abort_start MESSAGE: undo a half-done start (the caller gets no variables to stop with).
@@ -131,7 +133,7 @@ start() {
       echo "guest console (last 30 lines):" >&2
       tail -n 30 "$console" | tr -d '\r' >&2
     fi
-    if ((dir_owned)); then rm -rf "$dir"; else rm -f "$disk" "$console"; fi
+    if ((dir_owned)); then rm -rf "$dir"; else rm -f "$disk" "$disk1" "$console"; fi
     tb_die "$1"
   }
 
@@ -151,6 +153,7 @@ MUTUAL_USER='${mutual_chap%%:*}'
 MUTUAL_SECRET='${mutual_chap#*:}'
 SECONDARY_STATE=$secondary_state
 DISK_SERIAL=$serial
+DISK1_SERIAL=${serial}b
 EOF
     local initramfs_env extra=()
     [[ -z $initiator_binary ]] || extra=(--binary "$initiator_binary:/usr/local/bin/iscsi-mpio")
@@ -173,6 +176,8 @@ EOF
       -netdev "user,id=net0$fwd" -device e1000,netdev=net0,romfile= \
       -drive "file=$disk,format=raw,if=none,id=disk0,cache=writethrough" \
       -device virtio-blk-pci,drive=disk0,romfile= \
+      -drive "file=$disk1,format=raw,if=none,id=disk1,cache=writethrough" \
+      -device virtio-blk-pci,drive=disk1,romfile= \
       </dev/null >"$dir/qemu.log" 2>&1 &
     pid=$!
     sleep 0.5
@@ -205,7 +210,7 @@ EOF
   param() { grep -a "^LIO-PARAM: $1=" "$console" | head -n 1 | tr -d '\r' | cut -d= -f2-; }
   tb_emit LIO_PID "$pid" LIO_PID_START "$(tb_start_time "$pid")" LIO_IQN "$iqn" LIO_LUN 0 \
     LIO_PORT_A "$port_a" LIO_PORT_B "$port_b" LIO_PORT_C "$port_c" LIO_CTL_PORT "$ctl_port" \
-    LIO_BACKING "$disk" LIO_SERIAL "$serial" LIO_DIR "$dir" LIO_DIR_OWNED "$dir_owned" \
+    LIO_BACKING "$disk" LIO_BACKING1 "$disk1" LIO_SERIAL "$serial" LIO_DIR "$dir" LIO_DIR_OWNED "$dir_owned" \
     LIO_CONSOLE "$console" LIO_QMP "$dir/qmp.sock" LIO_HEADER_DIGEST "$(param HeaderDigest)" \
     LIO_DATA_DIGEST "$(param DataDigest)" LIO_AUTH_METHOD "$(param AuthMethod)"
 }

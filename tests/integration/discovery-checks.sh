@@ -19,6 +19,12 @@
 #   - two-sources: discover entries from both sources: one path per (portal, source) (istgt);
 #   - discover-luns: `discover --luns` lists LUN 1 and LUN 2 with the sizes the test made,
 #     vendor, product and WWID (LUN 1's as the attach's status showed it) (tgtd);
+#   - rediscovery: `luns: all` (LUNs 1 and 2) with discover entries on both subnets while
+#     tgtd does not listen on 198.18.2.1: one path per LUN; the portal added with tgtadm and
+#     `iscsi-mpio rescan`: both LUNs gain the path ("discovered via"), `paths --json` lists
+#     both maps, tgtd counts 2 sessions, and writes with path 1 failed land in each LUN's
+#     backing file; the portal deleted again and a rescan: the log says once that discovery no
+#     longer reports it, and the working path stays (tgtd);
 #   - discover-verb-chap-wrong: the verb with a wrong secret file exits 1 (tgtd);
 #   - discover-verb-usage: half the credentials, or a relative secret file: exit 2;
 #   - portal-and-discover: a `discover` and a `portal` in one entry is exit 2 naming file, line
@@ -280,6 +286,99 @@ expect "$work/luns.out" "^198\.18\.1\.1:$TGT_PORT,1 $TGT_IQN$" \
 lun2_wwid=$(sed -n 's/^  LUN 2 .* WWID //p' "$work/luns.out")
 [[ $lun2_wwid != "$wwid" ]] || { echo "    LUN 2 has LUN 1's WWID"; ok=0; }
 report discover-luns "$ok"
+
+echo "--- rediscovery"
+# A portal the target starts reporting while attached becomes a path of every LUN at the next
+# rescan, over one new session; a portal it stops reporting keeps its working path. tgtd reports
+# only the portal a discovery session came in on, so the second entry's discovery fails at
+# attach (198.18.2.1 not listening) and succeeds once the portal is added with tgtadm.
+tgt_portal2="198.18.2.1:$TGT_PORT"
+tgtadm_ctl --op delete --mode portal --param portal="$tgt_portal2"
+{
+  echo "initiator: {name: iqn.2026-11.org.iscsi-mpio:discovery-checks}"
+  echo "target:"
+  echo "  iqn: $TGT_IQN"
+  echo "  luns: all"
+  echo "  login_timeout: 5"
+  echo "  discovery_auth: {method: chap, username: $disc_user, secret_file: \"$work/disc.secret\"}"
+  echo "paths:"
+  echo "  - $(discover_entry 1 "$TGT_PORT")"
+  echo "  - $(discover_entry 2 "$TGT_PORT")"
+  echo "nbd: {listen: \"unix:$work/lun.sock\"}"
+  echo "control: {socket: \"$work/control.sock\"}"
+} >"$work/d.yaml"
+# maps_active: active paths over every map (status --json of several LUNs is an array of maps).
+maps_active() {
+  "$im_bin" status --json "$work/d.yaml" 2>/dev/null |
+    jq '[.[]? | .paths[] | select(.state == "active")] | length' 2>/dev/null || echo 0
+}
+maps_active_is() { [[ $(maps_active) == "$1" ]]; }
+tgt_sessions() {
+  tgtadm_ctl --mode target --op show |
+    awk '/^Target 1:/ {t = 1; next} /^Target / {t = 0} t && /I_T nexus:/ {n++} END {print n + 0}'
+}
+ok=1
+rm -f "$work/lun.sock"
+ip netns exec "$TOPO_INI_NS" "$im_bin" attach "$work/d.yaml" >"$work/attach.out" \
+  2>"$work/attach.log" &
+im_pid=$!
+# LUN 1 and LUN 2 (LUN 0 is tgtd's controller), one path each.
+tb_wait_until 15 maps_active_is 2 || { echo "    attach did not bring 2 maps up"; ok=0; }
+expect "$work/attach.log" "discovery on 198\.18\.2\.1:$TGT_PORT from 198\.18\.2\.2 failed" || ok=0
+if ((ok)); then
+  tgtadm_ctl --op new --mode portal --param portal="$tgt_portal2"
+  answer=$("$im_bin" rescan "$work/d.yaml" 2>&1 || true)
+  echo "    portal $tgt_portal2 added; iscsi-mpio rescan: $answer"
+  tb_wait_until 20 maps_active_is 4 ||
+    { echo "    the new portal did not become a path of both LUNs"; ok=0; }
+  json=$("$im_bin" status --json "$work/d.yaml" 2>/dev/null || echo '[]')
+  jq -r '.[] | .lun as $n | .paths[] | "LUN \($n) \(.path) \(.state) \(.origin)"' <<<"$json" |
+    sed 's/^/    /'
+  for lun in 1 2; do
+    origin=$(jq -r ".[] | select(.lun == $lun) | .paths[1].origin" <<<"$json")
+    [[ $origin == "discovered via $tgt_portal2" ]] || { echo "    LUN $lun path 2: $origin"; ok=0; }
+  done
+  # `paths` lists both LUNs' maps, each with both paths.
+  "$im_bin" paths --json "$work/d.yaml" >"$work/paths.json" 2>&1 || true
+  [[ $(jq -c '[.[] | [.lun, .index]]' "$work/paths.json") == '[[1,1],[1,2],[2,1],[2,2]]' ]] ||
+    { echo "    paths --json:"; sed 's/^/      /' "$work/paths.json"; ok=0; }
+  # Both LUNs share the new session: 2 at the target, not 3.
+  sessions=$(tgt_sessions)
+  echo "    sessions at the target: $sessions"
+  ((sessions == 2)) || ok=0
+  # I/O over the new path alone: path 1 failed by the operator, a write per LUN lands.
+  "$im_bin" fail-path "$work/d.yaml" 1 >"$work/fail.out" 2>&1 ||
+    { echo "    fail-path 1 refused: $(cat "$work/fail.out")"; ok=0; }
+  new_path_commands() {
+    "$im_bin" paths --json "$work/d.yaml" 2>/dev/null | jq "[.[] | select(.lun == $1 and .index == 2) | .commands] | add // 0"
+  }
+  head -c 65536 /dev/urandom >"$work/pattern"
+  for lun in 1 2; do
+    before=$(new_path_commands "$lun")
+    backing=$TGT_BACKING
+    ((lun == 1)) || backing=$work/tgt/lun2.img
+    qemu-io -f raw -c "write -s $work/pattern 2097152 65536" \
+      "nbd+unix:///lun$lun?socket=$work/lun.sock" >"$work/qemu-io.out" 2>&1 ||
+      { cat "$work/qemu-io.out"; ok=0; }
+    cmp <(dd if="$backing" bs=65536 skip=32 count=1 status=none) "$work/pattern" ||
+      { echo "    LUN $lun: the write over the new path is not in the backing file"; ok=0; }
+    after=$(new_path_commands "$lun")
+    ((after > before)) || { echo "    LUN $lun: no command on the new path ($before, $after)"; ok=0; }
+  done
+  "$im_bin" reinstate-path "$work/d.yaml" 1 >/dev/null 2>&1 || true
+  # No longer reported: the portal goes, its working session stays, and the log says so once.
+  tgtadm_ctl --op delete --mode portal --param portal="$tgt_portal2"
+  "$im_bin" rescan "$work/d.yaml" >/dev/null 2>&1 || true
+  tb_wait_until 15 grep -q "discovery no longer reports its portal" "$work/attach.log" ||
+    { echo "    no word of the portal that went"; ok=0; }
+  sleep 2
+  [[ $(maps_active) == 4 ]] || { echo "    a working path was dropped"; ok=0; }
+  n=$(grep -c "198\.18\.2\.1:$TGT_PORT from 198\.18\.2\.2: discovery no longer reports" "$work/attach.log" || true)
+  ((n == 1)) || { echo "    said $n times"; ok=0; }
+  tgtadm_ctl --op new --mode portal --param portal="$tgt_portal2"
+fi
+stop_attach
+report rediscovery "$ok"
 
 echo "--- discover-verb-chap-wrong"
 ok=1

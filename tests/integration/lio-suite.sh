@@ -18,6 +18,9 @@
 #                    I/O plus flush, FUA, trim and write-zeroes checks through NBD and in the file
 #   multibus         tpgt_1's two portals, round-robin: both paths carry commands and bytes,
 #                    neither less than a quarter; data verified
+#   two-luns         `luns: all` over tpgt_1 and tpgt_2: LUN 0 and LUN 1 (a second disk file)
+#                    as exports lun0 and lun1, both paths active in each map, and a write
+#                    through each export lands in its own disk file
 #   resize           the disk behind LUN 0 grows from 64 MiB to 96 MiB (QEMU block_resize: LIO
 #                    reports it in READ CAPACITY, with no unit attention): within a few polling
 #                    intervals `status` and a new NBD client see the new size, and a write past
@@ -261,6 +264,41 @@ case_multibus() {
   stop_attach multibus "$pid"
 }
 
+# LIO's LUN 0 and LUN 1 (two disks, both TPGs) with `luns: all` over tpgt_1 and tpgt_2.
+case_two_luns() {
+  write_config twoluns "" multibus "$LIO_PORT_A" "$LIO_PORT_C"
+  sed -i -e "s/^  lun: $LIO_LUN\$/  luns: all/" -e 's/, export: lun0}/}/' "$work/twoluns.yaml"
+  tb_spawn "$work/pids" "$work/twoluns.log" "$im_bin" attach "$work/twoluns.yaml"
+  local pid=$spawned active=0 deadline=$((SECONDS + attach_wait))
+  # Two maps, both paths active in each (`status --json` of several LUNs is an array of maps).
+  while ((SECONDS < deadline)) && tb_running "$pid"; do
+    active=$("$im_bin" status --json "$work/twoluns.yaml" 2>/dev/null |
+      jq '[.[]? | .paths[] | select(.state == "active")] | length' 2>/dev/null || echo 0)
+    ((active == 4)) && break
+    sleep 0.2
+  done
+  ((active == 4)) || { log "    $active paths active, not 4:"; tail -n 15 "$work/twoluns.log"; return 1; }
+  local listed
+  listed=$(nbdinfo --list --json "nbd+unix://?socket=$work/twoluns.sock" | jq -r '[.exports[]."export-name"] | sort | join(" ")')
+  log "    exports: $listed"
+  [[ $listed == "lun0 lun1" ]] || return 1
+  # A pattern per LUN lands in that LUN's disk, not the other's.
+  local lun file
+  for lun in 0 1; do
+    head -c 65536 /dev/urandom >"$work/pattern$lun"
+    qemu-io -f raw -c "write -s $work/pattern$lun 8388608 65536" \
+      "nbd+unix:///lun$lun?socket=$work/twoluns.sock" >"$work/twoluns.qemu-io" 2>&1 ||
+      { sed 's/^/    /' "$work/twoluns.qemu-io"; return 1; }
+  done
+  for lun in 0 1; do
+    file=$LIO_BACKING
+    ((lun == 0)) || file=$LIO_BACKING1
+    cmp -s <(dd if="$file" bs=65536 skip=128 count=1 status=none) "$work/pattern$lun" ||
+      { log "    LUN $lun's write is not in its disk file"; return 1; }
+  done
+  stop_attach twoluns "$pid"
+}
+
 case_resize() {
   write_config resize "" multibus "$LIO_PORT_A"
   start_attach resize 1
@@ -474,11 +512,12 @@ log "LIO: $LIO_IQN LUN $LIO_LUN, portals 127.0.0.1:$LIO_PORT_A and :$LIO_PORT_B 
 
 selected=("$@")
 ((${#selected[@]})) ||
-  selected=(discovery mutual-chap-refused chap-digests multibus resize block-status alua nbd-resize)
+  selected=(discovery mutual-chap-refused chap-digests multibus two-luns resize block-status alua
+    nbd-resize)
 for c in "${selected[@]}"; do
   case $c in
-    discovery | mutual-chap-refused | chap-digests | multibus | resize | block-status | alua | \
-      nbd-resize) ;;
+    discovery | mutual-chap-refused | chap-digests | multibus | two-luns | resize | block-status | \
+      alua | nbd-resize) ;;
     *) log "unknown case $c"; failed=$((failed + 1)); continue ;;
   esac
   case_started=$SECONDS

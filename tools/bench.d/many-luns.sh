@@ -73,11 +73,15 @@ sessions=$(tgtadm -C "$TGT_CTL" --lld iscsi --mode target --op show |
 rss=$(awk '/^VmRSS:/ {print $2}' "/proc/$im_pid/status")
 hwm=$(awk '/^VmHWM:/ {print $2}' "/proc/$im_pid/status")
 fds=$(find "/proc/$im_pid/fd" -mindepth 1 -maxdepth 1 | wc -l)
+# Of those, netlink sockets (route watching): their inodes as /proc/PID/net/netlink lists them.
+netlink=$(awk 'NR > 1 {print $NF}' "/proc/$im_pid/net/netlink" | sort -u |
+  comm -12 - <(find "/proc/$im_pid/fd" -mindepth 1 -maxdepth 1 -printf '%l\n' |
+    sed -n 's/^socket:\[\([0-9]*\)\]$/\1/p' | sort -u) | wc -l)
 
 echo "data LUNs on tgtd:             $luns (16 MiB each), 2 paths on loopback"
 echo "attach until $luns exports listed: $(awk -v a="$started" -v b="$ready" 'BEGIN {printf "%.2f s", b - a}')"
 echo "maps in status --json:         $maps"
 echo "sessions at the target:        $sessions"
 echo "resident memory:               VmRSS $((rss / 1024)) MiB, VmHWM $((hwm / 1024)) MiB"
-echo "open descriptors:              $fds"
+echo "open descriptors:              $fds ($netlink netlink)"
 echo "status output:                 $status_bytes bytes (tree), $json_bytes bytes (--json)"

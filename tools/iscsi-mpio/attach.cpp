@@ -100,11 +100,13 @@ bool Attachment::open(const std::string& config_path) {
                  config_path, cfg_.initiator.name);
 
   // `discover:` entries become the paths their SendTargets answers leave (discovered_paths.hpp).
+  path_entries_ = cfg_.paths;
   if (std::string detail; !discovery::discover_paths(cfg_, discovered_, detail)) {
     spdlog::error("{}", detail);
     status_ = exit_failure;
     return false;
   }
+  discovery_problems_ = discovered_.problems;  // logged: a rescan repeats only new ones
   runtime_ = std::make_unique<service::Runtime>(*io_, cfg_);
   // Caught from here on; handled once run() starts the io_context.
   signals_ = std::make_unique<Signals>(*io_);
@@ -156,6 +158,7 @@ void Attachment::reported(std::error_code ec, const std::string& detail,
     io_->stop();
     return;
   }
+  known_luns_ = lun_report::known_from(on_target);
   if (draining_) return;  // a signal came during the report: drain() has stopped the loop
   open_devices(std::move(plans));
 }
@@ -264,7 +267,10 @@ void Attachment::watch(size_t index) {
   });
   // REPORTED LUNS DATA HAS CHANGED (3F/0E), on any path of any LUN: look at once.
   if (several_luns())
-    device.on_luns_changed([this] { rescan("the target reported a LUN inventory change"); });
+    device.on_luns_changed([this] {
+      rediscover();
+      rescan("the target reported a LUN inventory change");
+    });
   if (device.grouping() == mpio::Grouping::group_by_prio && device.identity().inquiry.tpgs == 0)
     spdlog::warn(
         "{}the target reports no ALUA support (INQUIRY TPGS 0): group_by_prio puts "
@@ -330,7 +336,7 @@ std::string Attachment::rescan(const std::string& why) {
   auto session = pool_ ? pool_->ready_session() : nullptr;
   if (!session) return "error: no path is logged in: the target cannot be asked";
   rescanning_ = true;
-  lun_report::report_on(*io_, std::move(session),
+  lun_report::report_on(*io_, std::move(session), known_luns_,
                         [this, why](std::error_code ec, const std::string& detail,
                                     std::vector<options::TargetLun> on_target) {
                           rescanned(why, ec, detail, std::move(on_target));
@@ -345,6 +351,8 @@ void Attachment::rescanned(const std::string& why, std::error_code ec, const std
   if (ec) {
     spdlog::warn("rescan ({}): {}", why, error_text(ec, detail));
   } else {
+    // A LUN gone from the list is forgotten: if its number comes back, it is asked again.
+    known_luns_ = lun_report::known_from(on_target);
     auto listed = [&](uint16_t number) {
       return std::any_of(on_target.begin(), on_target.end(),
                          [&](const options::TargetLun& t) { return t.lun == number; });
@@ -358,6 +366,9 @@ void Attachment::rescanned(const std::string& why, std::error_code ec, const std
           lun.plan.lun, why, lun.plan.export_name);
       retire(i, "LUN " + std::to_string(lun.plan.lun) + " went away on the target");
     }
+    // The operator's rescan re-reads the sizes of the LUNs still there. Not before the report:
+    // a LUN deleted on the target answers 25/00, which fails its path's shared session.
+    if (std::exchange(capacities_asked_, false)) check_capacities();
     if (cfg_.target.luns && cfg_.target.luns->all) {
       std::vector<options::LunPlan> plans;
       std::vector<std::string> skipped;
@@ -379,11 +390,17 @@ void Attachment::rescanned(const std::string& why, std::error_code ec, const std
   }
 }
 
+void Attachment::check_capacities() {
+  for (const auto& lun : luns_)
+    if (lun->device && !lun->retired) lun->device->check_capacity();
+}
+
 void Attachment::schedule_rescan() {
   if (!rescans_ || draining_) return;
   rescans_->timer.expires_after(std::chrono::seconds(cfg_.multipath.polling_interval));
   rescans_->timer.async_wait([this](const boost::system::error_code& ec) {
     if (ec || draining_) return;
+    if (std::chrono::steady_clock::now() - last_rediscovery_ >= rediscovery_period) rediscover();
     rescan("periodic REPORT LUNS");
     schedule_rescan();
   });
@@ -428,9 +445,86 @@ void Attachment::added(size_t index, std::error_code ec, const std::string& deta
     return;
   }
   lun.retired = false;
+  // Paths discovered while it was logging in.
+  for (size_t i = lun.device->path_status().size(); i < paths_.size(); ++i)
+    lun.device->add_path(paths_[i]);
   runtime_->add_lun(served_lun(&lun));
   spdlog::info("serving export '{}' at {}", lun.plan.export_name,
                server_->endpoint_uri(lun.plan.export_name));
+}
+
+// ---------------------------------------------------------------- rediscovery
+
+void Attachment::rediscover() {
+  if (draining_ || rediscovering_ || !discovery::has_discover_entry(path_entries_)) return;
+  rediscovering_ = true;
+  last_rediscovery_ = std::chrono::steady_clock::now();
+  discovery::rediscover(*io_, cfg_, path_entries_,
+                        [this](std::vector<config::Path> found, discovery::Outcome outcome) {
+                          rediscovered(std::move(found), std::move(outcome));
+                        });
+}
+
+void Attachment::rediscovered(std::vector<config::Path> found, discovery::Outcome outcome) {
+  rediscovering_ = false;
+  if (draining_) return;
+  const auto same = [](const config::Path& a, const config::Path& b) {
+    return a.portal == b.portal && a.source == b.source && a.interface == b.interface;
+  };
+  const auto origin_in = [](const discovery::Outcome& o, const std::string& name) {
+    for (const auto& [path, origin] : o.origin_of_path)
+      if (path == name) return origin;
+    return std::string();
+  };
+  const auto name_of = [this](const config::Path& path) {
+    return iscsi_io::describe(options::path_config(cfg_, path, iscsi::Isid{}));
+  };
+  for (const auto& path : found)
+    if (std::none_of(cfg_.paths.begin(), cfg_.paths.end(),
+                     [&](const config::Path& p) { return same(p, path); }))
+      add_path(path, origin_in(outcome, name_of(path)));
+  // A portal no longer reported keeps its path, as open-iscsi keeps the node record and
+  // multipathd the path: a session that works goes on, one that fails is retried as any failed
+  // path is. Said once, and again when it is reported again.
+  for (const auto& path : cfg_.paths) {
+    const std::string name = name_of(path);
+    if (origin_in(discovered_, name).empty()) continue;  // written in the file
+    const bool reported = std::any_of(found.begin(), found.end(),
+                                      [&](const config::Path& p) { return same(p, path); });
+    const auto was = std::find(unreported_.begin(), unreported_.end(), name);
+    if (!reported && was == unreported_.end()) {
+      spdlog::warn(
+          "path {}: discovery no longer reports its portal; the path stays (a working session "
+          "goes on, a failed one is retried)",
+          name);
+      unreported_.push_back(name);
+    } else if (reported && was != unreported_.end()) {
+      spdlog::info("path {}: discovery reports its portal again", name);
+      unreported_.erase(was);
+    }
+  }
+  // Each problem (a discovery that fails, a portal unreachable) once, not every rescan.
+  for (const auto& problem : outcome.problems)
+    if (std::find(discovery_problems_.begin(), discovery_problems_.end(), problem) ==
+        discovery_problems_.end())
+      spdlog::warn("rediscovery: {}", problem);
+  discovery_problems_ = std::move(outcome.problems);
+  discovered_.skipped = std::move(outcome.skipped);
+}
+
+void Attachment::add_path(const config::Path& path, const std::string& origin) {
+  const mpio::LunPath added{options::path_config(cfg_, path, iscsi_io::random_isid()),
+                            path.priority.value_or(0)};
+  const std::string name = iscsi_io::describe(added.login);
+  spdlog::info("path {} {}: a new path of every LUN", name,
+               origin.empty() ? "found by rediscovery" : origin);
+  cfg_.paths.push_back(path);
+  paths_.push_back(added);
+  discovered_.origin_of_path.emplace_back(name, origin);
+  runtime_->add_path(path.portal);
+  // Every LUN's device gets it with the same ISID: one session at the target for all of them.
+  for (auto& lun : luns_)
+    if (lun->device && !lun->retired) lun->device->add_path(added);
 }
 
 // ---------------------------------------------------------------- serve
@@ -441,6 +535,11 @@ bool Attachment::serve() {
   auto server_options =
       options::server_options(cfg_, luns_.front()->device->info(), luns_.front()->plan);
   server_options.listening_fd = std::exchange(inherited_listener_, std::nullopt);
+  // The reserve covers every LUN's /dev/nbdN and every path, not the first LUN's alone.
+  server_options.fd_reserve = options::fd_reserve(
+      cfg_, static_cast<size_t>(std::count_if(luns_.begin(), luns_.end(), [](const auto& lun) {
+        return lun->plan.device.mode != config::NbdDevice::Mode::none;
+      })));
   server_ = std::make_unique<nbd::Server>(*io_, std::move(server_options));
   std::string detail;
   for (auto& lun : luns_) {
@@ -521,7 +620,11 @@ service::Runtime::ServedLun Attachment::served_lun(Lun* lun) {
 
 bool Attachment::publish() {
   if (several_luns())
-    runtime_->on_rescan([this] { return rescan("asked by `iscsi-mpio rescan`"); });
+    runtime_->on_rescan([this] {
+      capacities_asked_ = true;  // after the REPORT LUNS: a LUN gone is not asked
+      rediscover();
+      return rescan("asked by `iscsi-mpio rescan`");
+    });
   std::vector<service::Runtime::ServedLun> served;
   for (auto& lun : luns_) served.push_back(served_lun(lun.get()));
   if (std::string detail; runtime_->serving(std::move(served), detail)) {

@@ -15,6 +15,9 @@
 // logs why and drains what the earlier ones started, and the exit status is exit_failure.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -114,6 +117,21 @@ class Attachment {
   void rescanned(const std::string& why, std::error_code ec, const std::string& detail,
                  std::vector<options::TargetLun> on_target);
   void schedule_rescan();
+  // The operator's rescan also re-reads each served LUN's capacity at once (one READ CAPACITY
+  // each), once its REPORT LUNS has retired the LUNs gone; the periodic and the 3F/0E rescans
+  // leave that to each device's own capacity poll.
+  void check_capacities();
+  bool capacities_asked_ = false;  // by the operator's rescan: checked when its report is in
+
+  // Discovery again (`discover:` entries; on the operator's rescan, on 3F/0E, and with the
+  // periodic rescan every rediscovery_period): a portal the target reports now becomes a new
+  // path of every LUN; a portal no longer reported keeps its path (said once in the log).
+  void rediscover();
+  void rediscovered(std::vector<config::Path> found, discovery::Outcome outcome);
+  void add_path(const config::Path& path, const std::string& origin);
+  // iscsid.conf's discovery.sendtargets.discoveryd_poll_inval default: a discovery session per
+  // entry every polling interval (1 s by default) would be a login storm at the target.
+  static constexpr std::chrono::seconds rediscovery_period{30};
   // Starts the NBD server with every LUN's export; false (logged) when it cannot listen.
   bool serve();
   // nbd.device: attaches the exports to the kernel's nbd driver; false (logged) when the driver
@@ -141,7 +159,12 @@ class Attachment {
 
   // Destroyed in reverse: the signals and the listeners first, the io_context last.
   config::Config cfg_;
-  discovery::Outcome discovered_;  // where `discover:` paths came from, for status
+  discovery::Outcome discovered_;           // where `discover:` paths came from, for status
+  std::vector<config::Path> path_entries_;  // the file's `paths`, `discover` entries included
+  bool rediscovering_ = false;
+  std::chrono::steady_clock::time_point last_rediscovery_;
+  std::vector<std::string> unreported_;          // discovered paths discovery reports no more
+  std::vector<std::string> discovery_problems_;  // the last rediscovery's, logged once each
   std::unique_ptr<boost::asio::io_context> io_;
   std::vector<std::unique_ptr<Lun>> luns_;       // in the order of the plans
   std::unique_ptr<nbd::Server> server_;          // every LUN's export; goes before the devices
@@ -150,6 +173,8 @@ class Attachment {
   std::unique_ptr<Rescans> rescans_;
   bool rescanning_ = false;
   bool rescan_again_ = false;                  // asked while one ran: once more when it ends
+  std::map<uint16_t, uint8_t> known_luns_;     // the last report's LUNs and device types: a
+                                               // rescan asks INQUIRY of new numbers only
   size_t opening_ = 0;                         // devices still logging in
   std::unique_ptr<service::Runtime> runtime_;  // control socket, metrics, progress line
   std::unique_ptr<Signals> signals_;

@@ -137,30 +137,60 @@ bool wait_for(int fd, short events, std::chrono::steady_clock::time_point deadli
   }
 }
 
+// One LUN's paths as JSON objects; with `map`, each names its LUN and export first.
+void append_paths_json(boost::json::array& out, const std::vector<mpio::PathStatus>& paths,
+                       const std::vector<config::Portal>& portals, const status::Snapshot* map) {
+  using json_text::utf8;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    const auto& p = paths[i];
+    boost::json::object entry;
+    if (map) {
+      entry["lun"] = map->lun;
+      entry["export"] = utf8(map->export_name);
+    }
+    entry["index"] = i + 1;
+    entry["name"] = utf8(p.name);
+    entry["portal"] = i < portals.size() ? config::to_string(portals[i]) : "";
+    entry["state"] = mpio::path_state_name(p.state);
+    entry["group"] = p.group;
+    entry["priority"] = p.priority;
+    entry["group_in_use"] = p.group_in_use;
+    entry["in_flight"] = p.in_flight;
+    entry["iops"] = p.iops;
+    entry["commands"] = p.commands;
+    entry["bytes"] = p.bytes;
+    entry["errors"] = p.errors;
+    entry["alua_state"] = utf8(p.alua_state);
+    entry["last_error"] = utf8(p.last_error);
+    out.push_back(std::move(entry));
+  }
+}
+
 }  // namespace
 
 std::string render_paths_json(const std::vector<mpio::PathStatus>& paths,
                               const std::vector<config::Portal>& portals) {
-  using json_text::utf8;
   boost::json::array out;
-  for (size_t i = 0; i < paths.size(); ++i) {
-    const auto& p = paths[i];
-    out.push_back({{"index", i + 1},
-                   {"name", utf8(p.name)},
-                   {"portal", i < portals.size() ? config::to_string(portals[i]) : ""},
-                   {"state", mpio::path_state_name(p.state)},
-                   {"group", p.group},
-                   {"priority", p.priority},
-                   {"group_in_use", p.group_in_use},
-                   {"in_flight", p.in_flight},
-                   {"iops", p.iops},
-                   {"commands", p.commands},
-                   {"bytes", p.bytes},
-                   {"errors", p.errors},
-                   {"alua_state", utf8(p.alua_state)},
-                   {"last_error", utf8(p.last_error)}});
-  }
+  append_paths_json(out, paths, portals, nullptr);
   return json_text::line(out);
+}
+
+std::string render_paths_json(const std::vector<status::Snapshot>& maps,
+                              const std::vector<config::Portal>& portals) {
+  boost::json::array out;
+  for (const auto& map : maps) append_paths_json(out, map.paths, portals, &map);
+  return json_text::line(out);
+}
+
+std::string render_paths_table(const std::vector<status::Snapshot>& maps) {
+  std::string out;
+  for (const auto& map : maps) {
+    out += (out.empty() ? "" : "\n") + std::string("LUN ") + std::to_string(map.lun) +
+           "  export '" + map.export_name + "'  WWID " +
+           (map.info.wwid.empty() ? "-" : map.info.wwid) + "\n";
+    out += render_paths_table(map.paths);
+  }
+  return out;
 }
 
 std::string render_paths_table(const std::vector<mpio::PathStatus>& paths) {
@@ -238,7 +268,10 @@ std::string respond(std::string_view request, const Backend& backend) {
   if (verb == "rescan" && argument.empty())
     return backend.rescan ? backend.rescan() + "\n"
                           : "error: rescan needs target.luns: this attach serves one LUN\n";
-  if (verb == "paths" && argument == "table") return render_paths_table(backend.snapshot().paths);
+  // Several LUNs: every map, each the same paths in the same order (path numbers are shared).
+  if (verb == "paths" && argument == "table")
+    return backend.snapshots ? render_paths_table(backend.snapshots())
+                             : render_paths_table(backend.snapshot().paths);
   if (!argument.empty())
     return "error: request '" + shown(verb) +
            "' takes no argument (requests: " + std::string(known_requests) + ")\n";
@@ -248,7 +281,9 @@ std::string respond(std::string_view request, const Backend& backend) {
   if (verb == "json")
     return backend.snapshots ? status::render_json(backend.snapshots())
                              : status::render_json(backend.snapshot());
-  if (verb == "paths") return render_paths_json(backend.snapshot().paths, backend.portals);
+  if (verb == "paths")
+    return backend.snapshots ? render_paths_json(backend.snapshots(), backend.portals)
+                             : render_paths_json(backend.snapshot().paths, backend.portals);
   if (verb == "stats") return backend.stats_json();
   return "error: unknown request '" + shown(request) +
          "' (requests: " + std::string(known_requests) + ")\n";

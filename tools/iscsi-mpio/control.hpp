@@ -40,10 +40,11 @@ inline constexpr std::string_view busy_answer =
 // What requests see and change in the running attach; service.cpp fills it from the LunDevice,
 // the NBD server and the metrics collector. Called on the io_context's thread.
 struct Backend {
-  // The first (or only) LUN's view: `paths` and the path IDs go by it (every LUN has the same
-  // paths in the same order).
+  // The first (or only) LUN's view: the path IDs go by it (every LUN has the same paths in
+  // the same order).
   std::function<status::Snapshot()> snapshot;
-  // An attach of several LUNs (target.luns): every map, for `tree` and `json`. Unset: one LUN.
+  // An attach of several LUNs (target.luns): every map, for `tree`, `json` and `paths`. Unset:
+  // one LUN.
   std::function<std::vector<status::Snapshot>()> snapshots;
   std::vector<config::Portal> portals;  // of each path, in path order (the configuration's)
   std::function<std::string()> stats_json;
@@ -63,6 +64,13 @@ std::string render_paths_json(const std::vector<mpio::PathStatus>& paths,
 
 // `paths table`: one line per path, the last error under a path that has one.
 std::string render_paths_table(const std::vector<mpio::PathStatus>& paths);
+
+// Several LUNs (target.luns): every map. JSON: one object per (LUN, path), LUN by LUN, each with
+// "lun" and "export" beside the fields above ("index" is the path number fail-path takes, the
+// same for every LUN). Table: a "LUN N  export 'NAME'  WWID W" line above each map's table.
+std::string render_paths_json(const std::vector<status::Snapshot>& maps,
+                              const std::vector<config::Portal>& portals);
+std::string render_paths_table(const std::vector<status::Snapshot>& maps);
 
 // A path ID as the CLI takes it: a path number from 1, or a portal HOST:PORT (port required).
 // std::errc::invalid_argument, with the reason in `detail`, when it is neither.

@@ -3,8 +3,8 @@
 // as `iscsiadm -m discovery -t st -p HOST -I IFACE` followed by a login to every node record.
 //
 // The choice is pure (choose_portals, expand_paths: tested without a network); the SendTargets
-// exchange and the routing-table questions are the driver, discover_paths(), which attach calls
-// once before the LUN device is opened.
+// exchange and the routing-table questions are the driver: discover_paths(), which attach calls
+// once before the LUN devices are opened, and rediscover(), at every rescan.
 #pragma once
 
 #include <functional>
@@ -16,6 +16,10 @@
 #include <config/config.hpp>
 #include <iscsi/discovery.hpp>
 #include <iscsi_io/path_session.hpp>
+
+namespace boost::asio {
+class io_context;
+}
 
 namespace iscsi_mpio::discovery {
 
@@ -75,5 +79,17 @@ struct Outcome {
 // answer at attach, the other paths go on. False (with the problems in `detail`) only when no
 // path is left at all. A file without `discover` entries is left as it is.
 bool discover_paths(config::Config& cfg, Outcome& outcome, std::string& detail);
+
+// The same SendTargets questions again, on a running attach's io_context (every rescan, as
+// `iscsiadm -m discovery` run again): `entries` are the file's path entries, `done` gets the
+// paths they expand to now and the outcome, on the io_context, within about
+// target.login_timeout + 10 s. Nothing is logged and nothing blocks: what changed is the
+// caller's to say.
+using RediscoverHandler = std::function<void(std::vector<config::Path> paths, Outcome outcome)>;
+void rediscover(boost::asio::io_context& io, const config::Config& cfg,
+                std::vector<config::Path> entries, RediscoverHandler done);
+
+// Whether any entry names a discovery portal.
+bool has_discover_entry(const std::vector<config::Path>& entries);
 
 }  // namespace iscsi_mpio::discovery

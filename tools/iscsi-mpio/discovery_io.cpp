@@ -137,25 +137,13 @@ bool chap_from_options(const std::string& username, const std::optional<std::str
   return true;
 }
 
-}  // namespace
-
-bool discover_paths(config::Config& cfg, Outcome& outcome, std::string& detail) {
-  const auto& entries = cfg.paths;
-  if (std::none_of(entries.begin(), entries.end(), [](const auto& p) { return p.discover; }))
-    return true;
-  asio::io_context io;
-  std::vector<Answer> answers(entries.size());
-  std::vector<iscsi_io::PathConfig> sessions(entries.size());
-  std::vector<Answer*> waiting;
-  for (size_t i = 0; i < entries.size(); ++i) {
-    if (!entries[i].discover) continue;
-    sessions[i] = discovery_path_config(cfg, entries[i]);
-    spdlog::info("discovering {} through {}", cfg.target.iqn, iscsi_io::describe(sessions[i]));
-    ask(io, sessions[i], answers[i]);
-    waiting.push_back(&answers[i]);
-  }
-  run_until_answered(io, std::chrono::seconds(cfg.target.login_timeout), waiting);
-
+// What the SendTargets answers (answers[i] and sessions[i] belong to entries[i]; unused for
+// portal entries) make of `entries`: the paths, and in `outcome` where each came from, the
+// portals skipped and the entries that gave nothing.
+std::vector<config::Path> conclude(const config::Config& cfg,
+                                   const std::vector<config::Path>& entries,
+                                   const std::vector<iscsi_io::PathConfig>& sessions,
+                                   const std::vector<Answer>& answers, Outcome& outcome) {
   std::vector<PortalChoice> choices(entries.size());
   for (size_t i = 0; i < entries.size(); ++i) {
     if (!entries[i].discover) continue;
@@ -178,6 +166,107 @@ bool discover_paths(config::Config& cfg, Outcome& outcome, std::string& detail) 
     if (!origins[i].empty())
       outcome.origin_of_path.emplace_back(
           iscsi_io::describe(options::path_config(cfg, paths[i], isid)), origins[i]);
+  return paths;
+}
+
+// One rediscovery in flight on an attach's io_context. Alive while its deadline timer waits;
+// the discovery sessions' callbacks hold it weakly, so one that answers after the deadline
+// finds it gone.
+struct Rediscovery {
+  config::Config cfg;
+  std::vector<config::Path> entries;
+  std::vector<iscsi_io::PathConfig> sessions;
+  std::vector<Answer> answers;
+  std::vector<std::shared_ptr<iscsi_io::PathSession>> open;
+  std::unique_ptr<asio::steady_timer> deadline;
+  size_t waiting = 0;
+  RediscoverHandler done;  // empty once called
+
+  void finish(asio::io_context& io, std::chrono::seconds allowed) {
+    auto handler = std::move(done);
+    done = nullptr;
+    deadline->cancel();
+    // Not from inside a session's own callback: the sessions are closed after it returns.
+    asio::post(io, [sessions = std::move(open)] {
+      for (const auto& session : sessions) session->close();
+    });
+    for (size_t i = 0; i < entries.size(); ++i)
+      if (entries[i].discover && !answers[i].done) {
+        answers[i].ec = std::make_error_code(std::errc::timed_out);
+        answers[i].detail = "no SendTargets answer within " + std::to_string(allowed.count()) +
+                            " s (target.login_timeout + " +
+                            std::to_string(answer_allowance.count()) + " s)";
+      }
+    Outcome outcome;
+    auto paths = conclude(cfg, entries, sessions, answers, outcome);
+    handler(std::move(paths), std::move(outcome));
+  }
+};
+
+}  // namespace
+
+bool has_discover_entry(const std::vector<config::Path>& entries) {
+  return std::any_of(entries.begin(), entries.end(), [](const auto& p) { return p.discover; });
+}
+
+void rediscover(asio::io_context& io, const config::Config& cfg, std::vector<config::Path> entries,
+                RediscoverHandler done) {
+  auto state = std::make_shared<Rediscovery>();
+  state->cfg = cfg;
+  state->entries = std::move(entries);
+  state->done = std::move(done);
+  const size_t count = state->entries.size();
+  state->answers.resize(count);
+  state->sessions.resize(count);
+  const auto allowed = std::chrono::seconds(cfg.target.login_timeout) + answer_allowance;
+  state->deadline = std::make_unique<asio::steady_timer>(io, allowed);
+  for (size_t i = 0; i < count; ++i) {
+    if (!state->entries[i].discover) continue;
+    state->sessions[i] = discovery_path_config(cfg, state->entries[i]);
+    auto session = iscsi_io::PathSession::create(io, state->sessions[i]);
+    state->open.push_back(session);
+    ++state->waiting;
+    session->discover([weak = std::weak_ptr<Rediscovery>(state), i, &io, allowed](
+                          std::error_code ec, const std::string& detail,
+                          std::vector<iscsi::DiscoveredTarget> targets) {
+      const auto self = weak.lock();
+      if (!self || !self->done) return;
+      Answer& answer = self->answers[i];
+      answer.done = true;
+      answer.ec = ec;
+      answer.detail = detail;
+      answer.targets = std::move(targets);
+      if (--self->waiting == 0) self->finish(io, allowed);
+    });
+  }
+  if (state->waiting == 0) {
+    // No `discover` entry: the entries are the paths.
+    asio::post(io, [state, &io, allowed] {
+      if (state->done) state->finish(io, allowed);
+    });
+    return;
+  }
+  state->deadline->async_wait([state, &io, allowed](boost::system::error_code ec) {
+    if (!ec && state->done) state->finish(io, allowed);
+  });
+}
+
+bool discover_paths(config::Config& cfg, Outcome& outcome, std::string& detail) {
+  const auto& entries = cfg.paths;
+  if (!has_discover_entry(entries)) return true;
+  asio::io_context io;
+  std::vector<Answer> answers(entries.size());
+  std::vector<iscsi_io::PathConfig> sessions(entries.size());
+  std::vector<Answer*> waiting;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (!entries[i].discover) continue;
+    sessions[i] = discovery_path_config(cfg, entries[i]);
+    spdlog::info("discovering {} through {}", cfg.target.iqn, iscsi_io::describe(sessions[i]));
+    ask(io, sessions[i], answers[i]);
+    waiting.push_back(&answers[i]);
+  }
+  run_until_answered(io, std::chrono::seconds(cfg.target.login_timeout), waiting);
+  auto paths = conclude(cfg, entries, sessions, answers, outcome);
   for (const auto& [name, origin] : outcome.origin_of_path)
     spdlog::info("path {} {}", name, origin);
   for (const auto& s : outcome.skipped) spdlog::warn("discovery {}", s);

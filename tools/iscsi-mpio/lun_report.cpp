@@ -32,12 +32,17 @@ struct Outcome {
   std::vector<options::TargetLun> luns;
 };
 
-// REPORT LUNS and an INQUIRY per LUN on a logged-in session.
-awaitable<void> ask(asio::io_context& io, iscsi_io::PathSession& session, Outcome& out) {
+// REPORT LUNS and an INQUIRY per LUN not in `known` on a logged-in session.
+awaitable<void> ask(asio::io_context& io, iscsi_io::PathSession& session, const KnownLuns& known,
+                    Outcome& out) {
   std::vector<uint16_t> listed;
   if ((out.ec = co_await scsi_command::report_luns(io, session, listed, out.detail))) co_return;
   std::vector<std::byte> data;
   for (const uint16_t lun : listed) {
+    if (const auto found = known.find(lun); found != known.end()) {
+      out.luns.push_back({lun, found->second});
+      continue;
+    }
     std::string detail;
     if (auto ec =
             co_await command(io, session, iscsi::Lun{scsi::encode_lun(lun)},
@@ -72,7 +77,7 @@ awaitable<bool> on_path(asio::io_context& io, const iscsi_io::PathConfig& pc, Ou
     *expired = true;
     session->close();
   });
-  co_await ask(io, *session, out);
+  co_await ask(io, *session, {}, out);
   watchdog.cancel();
   if (*expired) {
     out.ec = std::make_error_code(std::errc::timed_out);
@@ -107,15 +112,23 @@ void report(asio::io_context& io, std::vector<iscsi_io::PathConfig> paths, Handl
   asio::co_spawn(io, run(io, std::move(paths), std::move(done)), asio::detached);
 }
 
-void report_on(asio::io_context& io, std::shared_ptr<iscsi_io::PathSession> session, Handler done) {
+void report_on(asio::io_context& io, std::shared_ptr<iscsi_io::PathSession> session,
+               KnownLuns known, Handler done) {
   asio::co_spawn(
       io,
-      [&io, session = std::move(session), done = std::move(done)]() -> awaitable<void> {
+      [&io, session = std::move(session), known = std::move(known),
+       done = std::move(done)]() -> awaitable<void> {
         Outcome out;
-        co_await ask(io, *session, out);
+        co_await ask(io, *session, known, out);
         done(out.ec, out.detail, std::move(out.luns));
       },
       asio::detached);
+}
+
+KnownLuns known_from(const std::vector<options::TargetLun>& luns) {
+  KnownLuns known;
+  for (const auto& lun : luns) known.emplace(lun.lun, lun.device_type);
+  return known;
 }
 
 }  // namespace iscsi_mpio::lun_report

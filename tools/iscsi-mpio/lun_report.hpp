@@ -4,7 +4,9 @@
 // the LUN devices log in. Asio stays in lun_report.cpp.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <map>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -27,9 +29,19 @@ using Handler = std::function<void(std::error_code, const std::string& detail,
 // Tries `paths` in order; `done` runs on the io_context once.
 void report(boost::asio::io_context& io, std::vector<iscsi_io::PathConfig> paths, Handler done);
 
+// What a rescan already knows: each LUN an earlier report listed, with its PERIPHERAL DEVICE
+// TYPE.
+using KnownLuns = std::map<uint16_t, uint8_t>;
+
 // The same questions on a session the LUN devices already use (a rescan): no login, no logout.
-// A command that hangs is the session's to time out (PathConfig::command_timeout).
+// Only LUN numbers missing from `known` get an INQUIRY; a known one keeps its type, so a rescan
+// of N unchanged LUNs is one REPORT LUNS, not N + 1 commands. (A LUN replaced under its number
+// is each LunDevice's identity check to find, not this report's.) A command that hangs is the
+// session's to time out (PathConfig::command_timeout).
 void report_on(boost::asio::io_context& io, std::shared_ptr<iscsi_io::PathSession> session,
-               Handler done);
+               KnownLuns known, Handler done);
+
+// The report's answer as what the next rescan knows.
+KnownLuns known_from(const std::vector<options::TargetLun>& luns);
 
 }  // namespace iscsi_mpio::lun_report

@@ -221,11 +221,12 @@ nbd::ServerOptions server_options(const config::Config& cfg, const blockdev::Dev
   options.max_clients = cfg.nbd.max_clients;
   options.handshake_timeout = std::chrono::seconds(cfg.nbd.handshake_timeout);
   options.max_bytes_per_connection = std::size_t{cfg.nbd.client_buffer_mib} << 20;
-  // Each path may hold its session's socket and a second one while it logs in again (or
-  // proves a lost session gone); beside them the control socket, its clients, metrics
-  // scrapes, netlink and the configuration's files.
-  options.fd_reserve = 64 + 2 * cfg.paths.size();
+  options.fd_reserve = fd_reserve(cfg, lun.device.mode == config::NbdDevice::Mode::none ? 0 : 1);
   return options;
+}
+
+size_t fd_reserve(const config::Config& cfg, size_t kernel_devices) {
+  return 64 + 2 * cfg.paths.size() + 2 * kernel_devices;
 }
 
 nbd::KernelInterface kernel_interface(const char* forced) {

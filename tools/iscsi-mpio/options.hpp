@@ -86,6 +86,14 @@ nbd::ServerOptions server_options(const config::Config& cfg, const blockdev::Dev
 nbd::ServerOptions server_options(const config::Config& cfg, const blockdev::DeviceInfo& info,
                                   const LunPlan& lun);
 
+// The descriptors the NBD server keeps free below RLIMIT_NOFILE for everything but clients
+// (nbd::ServerOptions::fd_reserve): a base for the control socket, its clients, metrics scrapes,
+// netlink and files; two per path (its session's socket and a second while it logs in again or
+// proves a lost session gone: sessions are shared, so paths count once whatever the LUNs); two
+// per LUN with a /dev/nbdN (the device node and a netlink socket while it detaches or resizes,
+// each LUN on its own thread at shutdown).
+size_t fd_reserve(const config::Config& cfg, size_t kernel_devices);
+
 // nbd.tls, one to one (the server loads the files the paths name when it starts).
 nbd::TlsOptions tls_options(const config::NbdTls& tls);
 

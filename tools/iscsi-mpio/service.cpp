@@ -457,6 +457,10 @@ void Runtime::add_lun(ServedLun lun) {
   impl_->add_lun(std::move(lun));
 }
 
+void Runtime::add_path(const config::Portal& portal) {
+  impl_->backend.portals.push_back(portal);
+}
+
 void Runtime::on_rescan(std::function<std::string()> rescan) {
   impl_->backend.rescan = std::move(rescan);
 }

@@ -55,6 +55,8 @@ class Runtime {
   void path_event(size_t lun_index, const std::string& path, mpio::PathState state);
   // A LUN a rescan found after serving(): its index is the number of LUNs before it.
   void add_lun(ServedLun lun);
+  // A path added after serving (rediscovery): its portal, for fail-path/reinstate-path by portal.
+  void add_path(const config::Portal& portal);
   // The control socket's `rescan` starts this; its answer goes back to the client.
   void on_rescan(std::function<std::string()> rescan);
 

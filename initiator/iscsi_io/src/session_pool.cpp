@@ -7,6 +7,8 @@
 #include <utility>
 #include <vector>
 
+#include "iscsi_io/route_watch.hpp"
+
 namespace iscsi_io {
 
 namespace asio = boost::asio;
@@ -43,6 +45,21 @@ struct SessionPool::Impl : std::enable_shared_from_this<SessionPool::Impl> {
 
   asio::io_context& io;
   std::map<std::string, Nexus> nexuses;
+  // One netlink socket for every device of the pool (watch_routes); open while anyone listens.
+  std::unique_ptr<RouteWatch> route_watch;
+  std::map<uint64_t, std::function<void()>> route_listeners;
+  uint64_t next_route_listener = 0;
+
+  void routes_changed() {
+    // A listener may stop listening (or another start) while it runs: call the ones there now.
+    std::vector<uint64_t> ids;
+    for (const auto& [id, listener] : route_listeners) ids.push_back(id);
+    for (const uint64_t id : ids)
+      if (auto it = route_listeners.find(id); it != route_listeners.end()) {
+        auto listener = it->second;
+        listener();
+      }
+  }
 
   Nexus& nexus(const PathConfig& config) {
     auto [it, added] = nexuses.try_emplace(nexus_key(config));
@@ -110,6 +127,23 @@ struct SessionPool::Impl : std::enable_shared_from_this<SessionPool::Impl> {
         });
   }
 };
+
+std::shared_ptr<void> SessionPool::watch_routes(std::function<void()> on_change) {
+  auto& impl = *impl_;
+  const uint64_t id = impl.next_route_listener++;
+  impl.route_listeners.emplace(id, std::move(on_change));
+  if (!impl.route_watch)
+    impl.route_watch = std::make_unique<RouteWatch>(impl.io, [weak = std::weak_ptr<Impl>(impl_)] {
+      if (auto self = weak.lock()) self->routes_changed();
+    });
+  // The handle's end is the listener's: the last one closes the socket.
+  return std::shared_ptr<void>(nullptr, [weak = std::weak_ptr<Impl>(impl_), id](void*) {
+    auto self = weak.lock();
+    if (!self) return;
+    self->route_listeners.erase(id);
+    if (self->route_listeners.empty()) self->route_watch.reset();
+  });
+}
 
 SessionPool::SessionPool(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
 SessionPool::~SessionPool() = default;

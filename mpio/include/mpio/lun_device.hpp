@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -145,6 +146,18 @@ class LunDevice : public BlockDevice {
 
   // The LU's capacity changed (2A/09): info().size_bytes has the new size.
   void on_capacity_change(std::function<void(uint64_t size_bytes)> handler);
+  // A path found after open (a portal that discovery reports now): it logs in (through the
+  // session pool, so every LUN given the same LunPath shares its session), its identity is
+  // checked as a reconnecting path's is, and it joins its path group; path_status() lists it
+  // last. Paths are never taken away: one that stops working fails and is retried as any
+  // other. Its index, or nullopt once the device is shutting down.
+  std::optional<size_t> add_path(LunPath path);
+
+  // One READ CAPACITY(16) now rather than at the next polling interval (the operator's rescan,
+  // as `iscsiadm -m session --rescan` re-reads each disk's size); a change goes to the
+  // on_capacity_change handler. Does nothing before the LU is identified or while no path is
+  // active.
+  void check_capacity();
 
   // The target said its LUN inventory changed (REPORTED LUNS DATA HAS CHANGED, SPC-4 3F/0E,
   // as a unit attention on a command or an asynchronous event): whoever serves the target's

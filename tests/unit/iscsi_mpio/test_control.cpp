@@ -146,6 +146,42 @@ TEST_CASE("paths JSON: index, portal, state, counters, last error", "[iscsi_mpio
   CHECK(table.find("last error: connection \"refused\"") != std::string::npos);
 }
 
+TEST_CASE("paths with several LUNs: every LUN's map, not the first one's", "[iscsi_mpio]") {
+  FakeAttach a;
+  a.backend.snapshots = [&a] {
+    std::vector<status::Snapshot> maps;
+    for (const uint16_t lun : {1, 7}) {
+      status::Snapshot s;
+      s.lun = lun;
+      s.export_name = "lun" + std::to_string(lun);
+      s.info.wwid = "36" + std::to_string(lun);
+      s.paths = a.paths;
+      s.paths[0].commands = lun;  // which map a line comes from
+      maps.push_back(s);
+    }
+    return maps;
+  };
+  const std::string json = a.ask("paths");
+  CHECK(json.rfind(R"([{"lun":1,"export":"lun1","index":1,)", 0) == 0);
+  CHECK(json.find(R"({"lun":7,"export":"lun7","index":1,"name":"127.0.0.1:3260 from 127.0.0.1")") !=
+        std::string::npos);
+  CHECK(json.find(R"("commands":7,)") != std::string::npos);
+  CHECK(json.find(R"({"lun":7,"export":"lun7","index":3,"name":"[fd00::1]:3261")") !=
+        std::string::npos);
+
+  const std::string table = a.ask("paths table");
+  const auto first = table.find("LUN 1  export 'lun1'  WWID 361\n");
+  const auto second = table.find("LUN 7  export 'lun7'  WWID 367\n");
+  REQUIRE(first == 0);
+  REQUIRE(second != std::string::npos);
+  // Each map lists every path under its own header.
+  for (const auto& [from, to] : {std::pair{first, second}, std::pair{second, table.size()}}) {
+    const std::string block = table.substr(from, to - from);
+    CHECK(block.find("127.0.0.1:3260 from 127.0.0.2") != std::string::npos);
+    CHECK(block.find("[fd00::1]:3261") != std::string::npos);
+  }
+}
+
 TEST_CASE("check_path_id: numbers from 1 and portals with a port", "[iscsi_mpio]") {
   std::string detail;
   for (const char* good : {"1", "12", "127.0.0.1:3260", "[::1]:3260", "san.example.com:3260"}) {

@@ -358,6 +358,19 @@ TEST_CASE("nbd.description replaces the export's description", "[iscsi_mpio][opt
             .description == "database volume");
 }
 
+TEST_CASE("fd_reserve grows with the paths and with each LUN's /dev/nbdN",
+          "[iscsi_mpio][options]") {
+  auto one_path = load(minimal);
+  auto two_paths = one_path;
+  two_paths.paths.push_back(two_paths.paths.front());
+  CHECK(options::fd_reserve(two_paths, 0) == options::fd_reserve(one_path, 0) + 2);
+  // 64 LUNs attached as /dev/nbdN each: a reserve for each, not the first LUN's alone.
+  CHECK(options::fd_reserve(two_paths, 64) == options::fd_reserve(two_paths, 0) + 128);
+  CHECK(
+      options::server_options(load_with("nbd:\n  device: /dev/nbd3\n"), device_info()).fd_reserve ==
+      options::fd_reserve(one_path, 1));
+}
+
 TEST_CASE("nbd.read_only, max_clients and handshake_timeout reach the server",
           "[iscsi_mpio][options]") {
   const auto defaults = options::server_options(load(minimal), device_info());

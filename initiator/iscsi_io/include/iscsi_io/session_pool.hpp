@@ -79,6 +79,12 @@ class SessionPool {
   // §6.33, at LUN 0) asked beside the devices' commands; null when no path is up.
   std::shared_ptr<PathSession> ready_session() const;
 
+  // Local link, address and route changes (RouteWatch) for the pool's devices: one netlink
+  // socket however many LUNs share the pool, where one per device cost a descriptor each.
+  // `on_change` runs on the io_context after each burst of changes until the returned handle
+  // is released; the last handle released closes the socket.
+  [[nodiscard]] std::shared_ptr<void> watch_routes(std::function<void()> on_change);
+
   struct Impl;
 
  private:
