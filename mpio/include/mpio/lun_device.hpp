@@ -143,6 +143,28 @@ class LunDevice : public BlockDevice {
   std::error_code fail_path(size_t index, std::string& detail);
   std::error_code reinstate_path(size_t index, std::string& detail);
 
+  // iscsi-mpio reload (multipathd reconfigure), on the io_context's thread:
+  //
+  // add_path: a path joins the running device. It logs in through the pool (or joins the
+  // session another LUN's device already has), shows its identity and is placed like a path
+  // that comes back; it carries I/O once that is done. Its index is the number of paths before.
+  void add_path(LunPath path);
+  // remove_path: the path by its index into path_status() leaves. New commands avoid it at once;
+  // the ones in flight on it finish (a write lost with it is proven dead and re-issued
+  // elsewhere, as at a failure); then it leaves path_status(), `drained` gets the index it had
+  // (the paths after it move up one), and it lets go of its session (the last device out logs
+  // it out; `released` runs then). Errors: no such path, or it is being removed already.
+  std::error_code remove_path(size_t index, std::string& detail,
+                              std::function<void(size_t index)> drained,
+                              std::function<void(std::error_code)> released);
+  // The settings of `settings` that can change under I/O: path_selector, rr_min_io, grouping,
+  // failback, polling_interval and no_path_retry (the rest of it is ignored). A new grouping
+  // places every logged-in path again; requests waiting for a path follow the new no_path_retry.
+  // std::errc::invalid_argument for an unknown path selector, nothing changed.
+  std::error_code reconfigure(const LunConfig& settings, std::string& detail);
+  // Paths being removed whose commands have not finished yet.
+  size_t paths_draining() const;
+
   // The LU's capacity changed (2A/09): info().size_bytes has the new size.
   void on_capacity_change(std::function<void(uint64_t size_bytes)> handler);
 
