@@ -50,7 +50,11 @@ struct Command : iscsi::ScsiTask {
 
 // One I_T nexus: a session on one portal from one source address.
 struct Path {
-  size_t index = 0;
+  size_t index = 0;  // into LunDevice::Impl::paths: moves up when an earlier path is removed
+  // Never reused, unlike `index`: the failover group a path makes of its own
+  // (place_path's path_index), so a path added by a reload never shares one with an older path.
+  size_t id = 0;
+  bool removing = false;  // a reload removes it: no new commands, drained, then released
   iscsi_io::PathConfig config;
   std::string name;
   std::shared_ptr<iscsi_io::PathSession> session;
@@ -110,6 +114,11 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   LunConfig config;
   std::shared_ptr<iscsi_io::SessionPool> pool;  // config.sessions, or the device's own
   std::vector<std::unique_ptr<Path>> paths;
+  // Paths a reload removed: kept alive, since handlers of their session and coroutines still
+  // hold them by reference (each finds it no longer counts: login_attempt, session).
+  std::vector<std::unique_ptr<Path>> removed_paths;
+  size_t next_path_id = 0;
+  size_t draining = 0;  // paths being removed
   std::unique_ptr<PathSelector> selector;
   DeviceInfo info;
   LunIdentity identity;
@@ -181,6 +190,14 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   void open_step();
   void first_login(Path& p);
+  std::optional<size_t> add_path(LunPath path);
+  Path& new_path(const LunPath& path);
+  std::error_code remove_path(size_t index, std::string& detail,
+                              std::function<void(size_t)> drained,
+                              std::function<void(std::error_code)> released);
+  void drain_path(Path& p, std::function<void(size_t)> drained,
+                  std::function<void(std::error_code)> released);
+  std::error_code reconfigure(const LunConfig& settings, std::string& detail);
   std::error_code fail_path(size_t index, std::string& detail);
   std::error_code reinstate_path(size_t index, std::string& detail);
   static awaitable<void> probe_and_open(std::shared_ptr<Impl> self, Path& p);
@@ -266,7 +283,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       if (!ec) groups = scsi::parse_report_target_port_groups(data);
     }
     placement = place_path({.grouping = config.grouping,
-                            .path_index = p.index,
+                            .path_index = p.id,
                             .configured_priority = p.configured_priority,
                             .tpgs = identity.inquiry.tpgs,
                             .designators = designators},
@@ -275,8 +292,11 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   // Every polling interval under group_by_prio: the target may have moved its port groups
-  // (SPC-4 §5.16.2.6 implicit transitions); re-read each logged-in path's state.
-  static awaitable<void> recheck_alua(std::shared_ptr<Impl> self, Path& p) {
+  // (SPC-4 §5.16.2.6 implicit transitions); re-read each logged-in path's state. `regrouping`:
+  // a reload changed path_grouping_policy, and the path's group (which may change where its
+  // state and priority do not, multibus to failover) decides again which group carries I/O.
+  static awaitable<void> recheck_alua(std::shared_ptr<Impl> self, Path& p,
+                                      bool regrouping = false) {
     p.rereading_alua = true;
     std::string detail;
     std::vector<scsi::Designator> designators;
@@ -288,6 +308,9 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     p.rereading_alua = false;
     if (self->closing || ec) co_return;
     self->place(p, placement, Event::Kind::alua_reread);
+    if (regrouping)
+      self->reconsider_groups("path_grouping_policy " +
+                              std::string(grouping_name(self->config.grouping)) + " reloaded");
   }
 
   // Runs `job` after `first`, then every `period`, until the device closes. A failed or slow
@@ -1159,6 +1182,135 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 };
 
+// ---------------------------------------------------------------- reload
+
+Path& LunDevice::Impl::new_path(const LunPath& config_path) {
+  auto path = std::make_unique<Path>();
+  path->index = paths.size();
+  path->id = next_path_id++;
+  path->config = config_path.login;
+  path->configured_priority = config_path.priority;
+  path->name = iscsi_io::describe(path->config);
+  path->life = PathLifecycle(config.polling_interval);
+  paths.push_back(std::move(path));
+  return *paths.back();
+}
+
+// A path added by a reload or found by discovery: the login (or the session another LUN's
+// device has already), then the identity check and the placement before it carries I/O.
+std::optional<size_t> LunDevice::Impl::add_path(LunPath path) {
+  if (closing) return std::nullopt;
+  config.paths.push_back(path);
+  Path& p = new_path(path);
+  emit(p, "added: logging in");
+  first_login(p);
+  return p.index;
+}
+
+std::error_code LunDevice::Impl::remove_path(size_t index, std::string& detail,
+                                             std::function<void(size_t)> drained,
+                                             std::function<void(std::error_code)> released) {
+  if (index >= paths.size()) {
+    detail = "no path " + std::to_string(index + 1);
+    return std::make_error_code(std::errc::invalid_argument);
+  }
+  Path& p = *paths[index];
+  if (p.removing) {
+    detail = "path " + p.name + " is being removed already";
+    return std::make_error_code(std::errc::operation_in_progress);
+  }
+  p.removing = true;
+  ++draining;
+  // As `multipathd fail path`: no new command goes to it, those in flight complete normally.
+  // The event says why in the reload's words.
+  auto actions = p.life.on(Event{.kind = Event::Kind::operator_fail});
+  actions.last_error = "removed by a reload: draining";
+  actions.emit = "removed by a reload: no new I/O, " + std::to_string(p.in_flight) +
+                 " command(s) in flight finish first";
+  perform(p, std::move(actions));
+  drain_path(p, std::move(drained), std::move(released));
+  detail = "path " + p.name + " draining";
+  return {};
+}
+
+// Waits for the path's commands to end: those in flight on it, and writes it lost that wait
+// for proof (they go elsewhere once proven dead). Each ends within the command timeout and its
+// abort, so the wait is bounded; it is looked at every 20 ms, a cost only while draining.
+void LunDevice::Impl::drain_path(Path& p, std::function<void(size_t)> drained,
+                                 std::function<void(std::error_code)> released) {
+  const auto state = p.life.state();
+  const bool busy = p.in_flight > 0 || !p.unproven.empty() ||
+                    state == LifeState::operator_failed_proving ||
+                    state == LifeState::operator_failed_checking;
+  if (busy && !closing) {
+    auto timer = std::make_shared<asio::steady_timer>(io, std::chrono::milliseconds(20));
+    timer->async_wait([self = shared_from_this(), &p, timer, drained = std::move(drained),
+                       released = std::move(released)](boost::system::error_code) mutable {
+      self->drain_path(p, std::move(drained), std::move(released));
+    });
+    return;
+  }
+  --draining;
+  feed(p, Event{.kind = Event::Kind::closing});
+  if (p.timer) p.timer->cancel();
+  ++p.login_attempt;  // a login still in flight no longer counts
+  p.session.reset();
+  const size_t index = p.index;
+  auto owned = std::move(paths[index]);
+  paths.erase(paths.begin() + static_cast<std::ptrdiff_t>(index));
+  config.paths.erase(config.paths.begin() + static_cast<std::ptrdiff_t>(index));
+  for (size_t i = 0; i < paths.size(); ++i) paths[i]->index = i;
+  removed_paths.push_back(std::move(owned));
+  if (path_event) path_event(p.name, p.state, "removed by a reload: drained, letting go of it");
+  if (!closing) reconsider_groups("path " + p.name + " removed");
+  drained(index);
+  leave_pool(p, std::chrono::seconds(5), std::move(released));
+}
+
+std::error_code LunDevice::Impl::reconfigure(const LunConfig& settings, std::string& detail) {
+  auto new_selector = make_path_selector(settings.path_selector, settings.rr_min_io);
+  if (!new_selector) {
+    detail = "unknown path_selector '" + settings.path_selector + "'";
+    return std::make_error_code(std::errc::invalid_argument);
+  }
+  // A selector keeps only its own position (round-robin's count): starting it again costs
+  // nothing but the fairness of one round.
+  selector = std::move(new_selector);
+  config.path_selector = settings.path_selector;
+  config.rr_min_io = settings.rr_min_io;
+  const bool regrouping = settings.grouping != config.grouping;
+  const bool interval_changed = settings.polling_interval != config.polling_interval;
+  config.grouping = settings.grouping;
+  config.failback = settings.failback;
+  config.no_path_retry = settings.no_path_retry;
+  config.polling_interval = settings.polling_interval;
+  if (interval_changed || regrouping) {
+    for (auto& p : paths) p->life.set_polling_interval(config.polling_interval);
+    if (identified && !closing) {
+      stop_periodic_jobs();
+      start_periodic_jobs();
+    }
+  }
+  if (regrouping)
+    for (auto& p : paths)
+      if ((p->state == PathState::active || p->state == PathState::ghost) && p->session &&
+          p->session->ready())
+        asio::co_spawn(io, recheck_alua(shared_from_this(), *p, true), asio::detached);
+  // Requests waiting for a path go by the new no_path_retry: `fail` ends them now, a deadline
+  // starts from now.
+  no_path_timer.reset();
+  failing_without_path = false;
+  if (!waiting.empty() && !any_active()) {
+    std::deque<Command*> held;
+    held.swap(waiting);
+    for (Command* c : held) wait_for_path(*c);
+  }
+  if (!regrouping) reconsider_groups("failback or grouping settings reloaded");
+  detail = "path_selector " + config.path_selector + ", path_grouping_policy " +
+           std::string(grouping_name(config.grouping));
+  return {};
+}
+
 // ---------------------------------------------------------------- operator commands
 
 std::error_code LunDevice::Impl::fail_path(size_t index, std::string& detail) {
@@ -1190,6 +1342,10 @@ std::error_code LunDevice::Impl::reinstate_path(size_t index, std::string& detai
     return std::make_error_code(std::errc::invalid_argument);
   }
   Path& p = *paths[index];
+  if (p.removing) {
+    detail = "path " + p.name + " is being removed by a reload";
+    return std::make_error_code(std::errc::operation_not_permitted);
+  }
   if (!p.life.operator_failed()) {
     detail = "path " + p.name + " was not failed by the operator (it is " +
              std::string(path_state_name(p.state)) + ")";
@@ -1256,6 +1412,21 @@ void LunDevice::check_capacity() {
   impl_->poll_capacity();
 }
 
+
+std::error_code LunDevice::remove_path(size_t index, std::string& detail,
+                                       std::function<void(size_t)> drained,
+                                       std::function<void(std::error_code)> released) {
+  return impl_->remove_path(index, detail, std::move(drained), std::move(released));
+}
+
+std::error_code LunDevice::reconfigure(const LunConfig& settings, std::string& detail) {
+  return impl_->reconfigure(settings, detail);
+}
+
+size_t LunDevice::paths_draining() const {
+  return impl_->draining;
+}
+
 void LunDevice::on_capacity_change(std::function<void(uint64_t size_bytes)> handler) {
   impl_->capacity_event = std::move(handler);
 }
@@ -1286,15 +1457,7 @@ void LunDevice::open(asio::io_context& io, LunConfig config, OpenHandler done) {
          "unknown path_selector '" + impl->config.path_selector + "'", nullptr);
     return;
   }
-  for (size_t i = 0; i < impl->config.paths.size(); ++i) {
-    auto path = std::make_unique<Path>();
-    path->index = i;
-    path->config = impl->config.paths[i].login;
-    path->configured_priority = impl->config.paths[i].priority;
-    path->name = iscsi_io::describe(path->config);
-    path->life = PathLifecycle(impl->config.polling_interval);
-    impl->paths.push_back(std::move(path));
-  }
+  for (const auto& path : impl->config.paths) impl->new_path(path);
   impl->open_done = std::move(done);
   impl->keep_while_opening = impl;
 
@@ -1325,19 +1488,7 @@ void LunDevice::Impl::first_login(Path& p) {
 }
 
 std::optional<size_t> LunDevice::add_path(LunPath path) {
-  auto& impl = *impl_;
-  if (impl.closing) return std::nullopt;
-  auto added = std::make_unique<Path>();
-  added->index = impl.paths.size();
-  added->config = std::move(path.login);
-  added->configured_priority = path.priority;
-  added->name = iscsi_io::describe(added->config);
-  added->life = PathLifecycle(impl.config.polling_interval);
-  Path& p = *added;
-  impl.paths.push_back(std::move(added));
-  impl.config.paths.push_back({p.config, p.configured_priority});
-  impl.first_login(p);
-  return p.index;
+  return impl_->add_path(std::move(path));
 }
 
 // Which path is probed to identify the LU: with target.wwid given, the first to log in (the

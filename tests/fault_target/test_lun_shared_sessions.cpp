@@ -173,3 +173,74 @@ TEST_CASE("a device whose open fails leaves the sessions it shared with others",
   }
   CHECK(f.pool->sessions_logged_in() == 2);
 }
+
+// iscsi-mpio reload on an attach of two LUNs: the path added joins both devices on one new
+// session; the path removed drains, leaves both path lists, and its session logs out once
+// the second device lets go of it, while the others read on.
+TEST_CASE("a reload adds a path to every device on one session and removes one",
+          "[fault_target][shared][reload]") {
+  SharedFixture f({Script{}, Script{}, Script{}});
+  const mpio::LunPath added = f.paths.back();
+  f.paths.pop_back();
+  for (int i = 0; i < 2; ++i) REQUIRE(f.open(0).empty());
+  for (auto& device : f.devices) REQUIRE(f.run_until([&] { return f.all_active(*device); }));
+  CHECK(f.targets[2]->observed().logins_completed == 0);
+
+  for (auto& device : f.devices) device->add_path(added);
+  for (auto& device : f.devices) {
+    REQUIRE(device->path_status().size() == 3);
+    REQUIRE(f.run_until([&] { return f.all_active(*device); }));
+  }
+  CHECK(f.targets[2]->observed().logins_completed == 1);
+  CHECK(f.pool->sessions_logged_in() == 3);
+
+  std::vector<size_t> drained;
+  int released = 0;
+  for (auto& device : f.devices) {
+    std::string detail;
+    REQUIRE_FALSE(device->remove_path(
+        0, detail, [&](size_t index) { drained.push_back(index); },
+        [&](std::error_code) { ++released; }));
+  }
+  REQUIRE(f.run_until([&] { return released == 2; }));
+  CHECK(drained == std::vector<size_t>{0, 0});
+  CHECK(f.targets[0]->observed().count(iscsi::Opcode::logout_request) == 1);
+  CHECK(f.pool->sessions_logged_in() == 2);
+  std::string detail;
+  for (auto& device : f.devices) {
+    const auto paths = device->path_status();
+    REQUIRE(paths.size() == 2);
+    CHECK(paths[1].name == iscsi_io::describe(added.login));
+    CHECK(device->paths_draining() == 0);
+    INFO(detail);
+    CHECK_FALSE(f.read(*device, 0, detail));
+    // A path index gone is an error, not a crash.
+    CHECK(device->remove_path(
+              5, detail, [](size_t) {}, [](std::error_code) {}) == std::errc::invalid_argument);
+  }
+  for (auto& target : f.targets) CHECK(target->observed().logins_completed == 1);
+}
+
+TEST_CASE("reconfigure takes a known path selector and refuses another",
+          "[fault_target][shared][reload]") {
+  SharedFixture f({Script{}, Script{}});
+  REQUIRE(f.open(0).empty());
+  auto& device = *f.devices[0];
+  REQUIRE(f.run_until([&] { return f.all_active(device); }));
+  mpio::LunConfig settings;
+  settings.path_selector = "no-such-selector";
+  std::string detail;
+  CHECK(device.reconfigure(settings, detail) == std::errc::invalid_argument);
+  CHECK_THAT(detail, Catch::Contains("no-such-selector"));
+  settings.path_selector = "queue-length";
+  settings.grouping = mpio::Grouping::failover;
+  CHECK_FALSE(device.reconfigure(settings, detail));
+  CHECK(device.grouping() == mpio::Grouping::failover);
+  // Failover: one path group carries I/O once the paths are placed again.
+  REQUIRE(f.run_until([&] {
+    size_t in_use = 0;
+    for (const auto& p : device.path_status()) in_use += p.group_in_use ? 1 : 0;
+    return in_use == 1;
+  }));
+  CHECK_FALSE(f.read(device, 0, detail));
+}

@@ -35,6 +35,10 @@
 #                  with path 1's link down for 5 s and zero errors, each LUN's writes in its own
 #                  backing file only, `status` showing 4 maps; fail-path / reinstate-path on
 #                  every LUN, and LUN 2 replaced under its number (another scsi_id) retired
+#   reload         under verified I/O, mp.yaml edited and reloaded: path 3 added (it carries
+#                  I/O), path 1 removed (drained, its session gone at the target), path_selector
+#                  changed by SIGHUP (status shows it); a changed target.login_timeout and a file
+#                  that does not parse are refused by name, the attach unchanged
 #   load-balance   every path limited to the same rate with tc tbf: reads through 1, 2 and 4
 #                  paths (multibus); every path carries commands; prints the ratios to one
 #                  path (the benchmark, not this test, judges them)
@@ -708,6 +712,98 @@ PY
   ((ok))
 }
 
+# reload (multipathd reconfigure) under verified I/O: mp.yaml edited and applied to the running
+# attach. Path 3 added (`iscsi-mpio reload`: it logs in and carries I/O), path 1 removed (it
+# drains, its session logs out at the target), path_selector changed by SIGHUP (status shows
+# it), a key that cannot change (target.login_timeout) and a file that does not parse refused
+# by name with nothing applied. The exerciser checks every read and the backing file.
+nexus_from() {
+  tgtadm -C "$TGT_CTL" --lld iscsi --mode target --op show | grep -c "IP Address: $1\$" || true
+}
+reload_answer() {
+  local rc=0
+  "$im_bin" reload "$work/mp.yaml" "$@" >"$work/reload.out" 2>&1 || rc=$?
+  sed 's/^/      /' "$work/reload.out"
+  return "$rc"
+}
+reload_paths() {
+  echo "--- reload"
+  local ok=1 ex_rc=0
+  if attach queue; then
+    "$exerciser" --uri "$(nbd_uri)" --backing "$TGT_BACKING" --ops 1000000 --time-limit 16 \
+      --max-len 256K >"$work/exerciser.log" 2>&1 &
+    local ex_pid=$!
+    sleep 2
+    echo "    path 3 added:"
+    sed -i "/198\.18\.2\.1/a\\$(path_line 3)" "$work/mp.yaml"
+    reload_answer || ok=0
+    grep -q "paths\[2\] added: 198.18.3.1" "$work/reload.out" || ok=0
+    if wait_active 3 10; then
+      local c0 c1
+      c0=$(commands 3)
+      sleep 1
+      c1=$(commands 3)
+      echo "    path 3 active, +$((c1 - c0)) commands in 1 s"
+      ((c1 > c0)) || ok=0
+    else
+      echo "    path 3 did not become active"
+      ok=0
+    fi
+    echo "    path 1 removed:"
+    sed -i "/198\.18\.1\.1/d" "$work/mp.yaml"
+    reload_answer || ok=0
+    grep -q "path 198.18.1.1:$TGT_PORT from 198.18.1.2 removed" "$work/reload.out" || ok=0
+    local gone=0
+    for _ in $(seq 100); do
+      (($(nexus_from 198.18.1.2) == 0)) && { gone=1; break; }
+      sleep 0.1
+    done
+    echo "    sessions from 198.18.1.2 at the target: $(nexus_from 198.18.1.2), from .2.2 and .3.2: $(nexus_from 198.18.2.2) $(nexus_from 198.18.3.2)"
+    ((gone)) || ok=0
+    (($(status_json | jq '.paths | length') == 2)) || { echo "    status does not show 2 paths"; ok=0; }
+    echo "    path_selector queue-length by SIGHUP:"
+    sed -i "s/path_selector: round-robin/path_selector: queue-length/" "$work/mp.yaml"
+    kill -HUP "$im_pid"
+    local shown=0
+    for _ in $(seq 50); do
+      "$im_bin" status "$work/mp.yaml" >"$work/status.after" 2>&1 || true
+      grep -q "policy='queue-length" "$work/status.after" && { shown=1; break; }
+      sleep 0.1
+    done
+    grep "policy=" "$work/status.after" | head -n 1 | sed 's/^/      /'
+    ((shown)) || ok=0
+    echo "    target.login_timeout changed (refused):"
+    cp "$work/mp.yaml" "$work/mp.good"
+    sed -i "s/login_timeout: 5/login_timeout: 6/; s/path_selector: queue-length/path_selector: service-time/" "$work/mp.yaml"
+    if reload_answer; then ok=0; fi
+    grep -q "mp.yaml:2: target.login_timeout: " "$work/reload.out" || ok=0
+    echo "    a file that does not parse (refused):"
+    printf 'paths: [\n' >"$work/mp.yaml"
+    if reload_answer; then ok=0; fi
+    grep -q "has errors, nothing applied" "$work/reload.out" || ok=0
+    kill -HUP "$im_pid"  # the attach reads it itself
+    local told=0
+    for _ in $(seq 50); do
+      grep -q "reload refused.*mp.yaml has errors, nothing applied" "$work/attach.log" && { told=1; break; }
+      sleep 0.1
+    done
+    ((told)) || { echo "    SIGHUP with a file that does not parse: no refusal logged"; ok=0; }
+    cp "$work/mp.good" "$work/mp.yaml"
+    "$im_bin" status "$work/mp.yaml" >"$work/status.after" 2>&1 || true
+    status_shows "$work/status.after" "policy='queue-length" \
+      "198\\.18\\.2\\.1:[0-9]+ from [0-9.]+ +active ready" \
+      "198\\.18\\.3\\.1:[0-9]+ from [0-9.]+ +active ready" || ok=0
+    wait "$ex_pid" || ex_rc=$?
+    sed 's/^/    /' "$work/exerciser.log" | tail -n 2
+    ((ex_rc == 0)) || ok=0
+    grep -E "reload|removed by a reload|added by a reload" "$work/attach.log" | sed 's/^/    /' | tail -n 12
+  else
+    ok=0
+  fi
+  stop_attach
+  report reload "$ok" "$(grep -o 'longest I/O stall [0-9]* ms' "$work/exerciser.log" || true)"
+}
+
 # read_rate: MiB/s of 1 MiB sequential reads at queue depth 16 for 4 s (fio, nbd engine).
 read_rate() {
   fio --name=lb --ioengine=nbd --uri="$(nbd_uri)" --rw=read --bs=1M --iodepth=16 \
@@ -751,7 +847,7 @@ load_balance() {
 selected=("$@")
 ((${#selected[@]})) ||
   selected=(link-down blackhole stale-write all-paths-down target-restart shutdown-without-path
-    no-path-retry-n wrong-device failover lu-reset-proof many-luns load-balance)
+    no-path-retry-n wrong-device failover lu-reset-proof many-luns reload load-balance)
 for s in "${selected[@]}"; do
   case $s in
     link-down) scenario link-down queue 0 link1_down link1_up 5 1 path1_failed_and_returned ;;
@@ -765,6 +861,7 @@ for s in "${selected[@]}"; do
     failover) failover_grouping ;;
     lu-reset-proof) lu_reset_proof ;;
     many-luns) many_luns ;;
+    reload) reload_paths ;;
     load-balance) load_balance ;;
     *) echo "unknown scenario $s"; failed=$((failed + 1)) ;;
   esac

@@ -182,7 +182,7 @@ ok=1
 in_ct systemctl reload iscsi-mpio@t.service >"$work/reload.out" 2>&1 || ok=0
 [[ $(prop MainPID) == "$first_pid" && $(prop SubState) == running ]] || ok=0
 journal
-grep -q 'reload: /etc/iscsi-mpio/t.yaml is valid' "$work/journal.txt" || ok=0
+grep -q 'reload applied: /etc/iscsi-mpio/t.yaml: nothing changed' "$work/journal.txt" || ok=0
 tb_report reload "$ok" "systemctl reload: $(cat "$work/reload.out"), MainPID $(prop MainPID)," \
   "$(prop SubState)"
 

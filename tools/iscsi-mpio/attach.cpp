@@ -23,6 +23,7 @@
 #include "errors.hpp"
 #include "lun_report.hpp"
 #include "options.hpp"
+#include "reload_apply.hpp"
 #include "service.hpp"
 #include "status.hpp"
 #include "systemd_notify.hpp"
@@ -625,6 +626,7 @@ bool Attachment::publish() {
       rediscover();
       return rescan("asked by `iscsi-mpio rescan`");
     });
+  runtime_->on_reload([this](const std::string& log_level) { return reload(log_level); });
   std::vector<service::Runtime::ServedLun> served;
   for (auto& lun : luns_) served.push_back(served_lun(lun.get()));
   if (std::string detail; runtime_->serving(std::move(served), detail)) {
@@ -675,15 +677,28 @@ void Attachment::wait_for_signal() {
   });
 }
 
-void Attachment::reload() {
+std::string Attachment::reload(const std::string& log_level) {
+  if (draining_) return "error: shutting down\n";
+  if (!server_ || opening_ > 0) {
+    spdlog::warn("reload: the attach is still starting; nothing applied");
+    return "error: the attach is still starting: nothing applied\n";
+  }
   notifier_->reloading();
-  if (auto loaded = config::load_file(config_path_); !loaded)
-    spdlog::error("reload: {} has errors, a restart would fail:\n{}", config_path_,
-                  loaded.error_report());
-  else
-    spdlog::info("reload: {} is valid; the running attach keeps its settings until a restart",
-                 config_path_);
+  reload::Running running{cfg_, paths_, {}, nullptr, nullptr};
+  for (const auto& lun : luns_)
+    if (lun->device) running.devices.push_back({lun->device, lun->plan.lun, !lun->retired});
+  running.path_removed = [this](const mpio::LunDevice& device, size_t path) {
+    runtime_->path_removed(device, path);
+  };
+  running.paths_changed = [this] {
+    std::vector<config::Portal> portals;
+    for (const auto& path : paths_)
+      portals.push_back({path.login.portal_host, path.login.portal_port});
+    runtime_->paths_changed(std::move(portals));
+  };
+  auto answer = reload::apply(std::move(running), config_path_, log_level);
   notifier_->reloaded();
+  return answer;
 }
 
 // ---------------------------------------------------------------- drain

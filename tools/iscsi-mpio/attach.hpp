@@ -145,9 +145,10 @@ class Attachment {
   bool several_luns() const { return cfg_.target.luns.has_value(); }
 
   void wait_for_signal();
-  // SIGHUP (ExecReload=): checks the configuration file again and says whether a restart
-  // would take it; nothing is applied to the running attach yet.
-  void reload();
+  // SIGHUP (ExecReload=) and the control socket's `reload [LEVEL]`: the configuration file read
+  // again and applied without dropping I/O, or refused as a whole (reload_apply.hpp). Returns
+  // the answer.
+  std::string reload(const std::string& log_level = {});
   // A phase failed: exit_failure once drain() is done.
   void fail();
   // The clean shutdown, at most once. Held requests end first, or the server's drain would

@@ -26,7 +26,7 @@ namespace iscsi_mpio::control {
 namespace {
 
 constexpr std::string_view known_requests =
-    "tree, json, paths [table], stats, fail-path ID, reinstate-path ID, rescan";
+    "tree, json, paths [table], stats, fail-path ID, reinstate-path ID, rescan, reload [LEVEL]";
 
 // A client's bytes as an answer quotes them: at most 64, control characters and bytes above
 // ASCII as '?', so that an answer stays one printable line on the operator's terminal.
@@ -268,6 +268,9 @@ std::string respond(std::string_view request, const Backend& backend) {
   if (verb == "rescan" && argument.empty())
     return backend.rescan ? backend.rescan() + "\n"
                           : "error: rescan needs target.luns: this attach serves one LUN\n";
+  if (verb == "reload")
+    return backend.reload ? backend.reload(std::string(argument))
+                          : "error: this attach does not take reloads yet (it is starting)\n";
   // Several LUNs: every map, each the same paths in the same order (path numbers are shared).
   if (verb == "paths" && argument == "table")
     return backend.snapshots ? render_paths_table(backend.snapshots())

@@ -8,6 +8,10 @@
 //   fail-path ID         multipathd `fail path`: no new I/O on the path until reinstate-path,
 //                        on every LUN the path carries (the answer names each LUN's outcome)
 //   reinstate-path ID    multipathd `reinstate path`, on every LUN likewise
+//   rescan               target.luns: REPORT LUNS now (iscsiadm -m session --rescan)
+//   reload [LEVEL]       multipathd reconfigure: the configuration file read again and applied
+//                        (reload_apply.hpp), with LEVEL the new log level; "ok: ..." lists what
+//                        changed, "error: ..." why nothing did
 // ID is the 1-based path number `paths` shows, or the path's portal HOST:PORT. fail-path and
 // reinstate-path answer "ok: DETAIL" or "error: DETAIL"; an unknown request gets "error: ...".
 // No Asio here: the listening side is in service.cpp.
@@ -53,6 +57,8 @@ struct Backend {
   // `rescan` (iscsiadm -m session --rescan): starts a REPORT LUNS; the answer says so. Unset:
   // an attach of one LUN, which has nothing to rescan.
   std::function<std::string()> rescan;
+  // `reload [LEVEL]`: the argument is the log level, or empty. Unset: not served.
+  std::function<std::string(const std::string& log_level)> reload;
 };
 
 // The answer to one request line (without its newline). Always ends with a newline.

@@ -145,6 +145,10 @@ void Collector::path_state(size_t path, mpio::PathState state, bool count) {
   p.failed = failed;
 }
 
+void Collector::remove_path(size_t path) {
+  if (path < paths_.size()) paths_.erase(paths_.begin() + static_cast<std::ptrdiff_t>(path));
+}
+
 uint64_t Collector::failovers(size_t path) const {
   return path < paths_.size() ? paths_[path].failovers : 0;
 }

@@ -64,6 +64,8 @@ class Collector {
   // I/O moves to other paths or waits). Repeated `failed` events of one failure count once;
   // `count` false records the state without counting (the states found at start).
   void path_state(size_t path, mpio::PathState state, bool count = true);
+  // A reload removed the path: the paths after it move up one.
+  void remove_path(size_t path);
 
   uint64_t failovers(size_t path) const;
   Histogram latency(size_t path) const;

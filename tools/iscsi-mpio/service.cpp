@@ -465,6 +465,20 @@ void Runtime::on_rescan(std::function<std::string()> rescan) {
   impl_->backend.rescan = std::move(rescan);
 }
 
+void Runtime::on_reload(std::function<std::string(const std::string&)> reload) {
+  impl_->backend.reload = std::move(reload);
+}
+
+void Runtime::paths_changed(std::vector<config::Portal> portals) {
+  impl_->backend.portals = std::move(portals);
+}
+
+void Runtime::path_removed(const mpio::LunDevice& device, size_t path) {
+  auto& impl = *impl_;
+  for (size_t l = 0; l < impl.luns.size(); ++l)
+    if (impl.luns[l].device.get() == &device) impl.collectors[l].remove_path(path);
+}
+
 void Runtime::shutting_down() {
   auto* impl = impl_.get();
   impl->stopping = true;

@@ -59,6 +59,12 @@ class Runtime {
   void add_path(const config::Portal& portal);
   // The control socket's `rescan` starts this; its answer goes back to the client.
   void on_rescan(std::function<std::string()> rescan);
+  // The control socket's `reload [LEVEL]` runs this; its answer goes back to the client.
+  void on_reload(std::function<std::string(const std::string& log_level)> reload);
+  // A reload changed the paths: `portals` are theirs in path order (`paths` shows them, path IDs
+  // resolve by them); a path `device` let go of at index `path` takes its series along.
+  void paths_changed(std::vector<config::Portal> portals);
+  void path_removed(const mpio::LunDevice& device, size_t path);
 
   // The shutdown began: closes both listeners (removing the control socket file) and shows
   // "draining N requests" on a terminal while the device still has requests.

@@ -7,6 +7,7 @@
 
 #include "control.hpp"
 #include "exit_status.hpp"
+#include "reload_apply.hpp"
 
 namespace iscsi_mpio::verbs {
 namespace {
@@ -57,11 +58,36 @@ ControlVerbs::ControlVerbs(CLI::App& app) {
       "ask the target of a running attach of target.luns for its LUNs now: new LUNs are served "
       "under `luns: all`, LUNs gone are retired (iscsiadm -m session --rescan)");
   rescan_->add_option("config", config_path_, config_help)->required();
+  reload_ = app.add_subcommand(
+      "reload",
+      "apply a changed configuration file to its running attach without dropping I/O: paths "
+      "added or removed (drained first), multipath settings; a key that cannot change in place "
+      "is refused by name and nothing is applied (multipathd reconfigure, systemctl reload)");
+  reload_->add_option("config", config_path_, config_help)->required();
+  reload_->add_option("--log-level", log_level_,
+                      "also set the attach's log level: trace, debug, info, warn, error");
 }
 
 std::optional<int> ControlVerbs::run() const {
   if (*paths_) return ask(config_path_, json_ ? "paths" : "paths table");
   if (*rescan_) return ask(config_path_, "rescan");
+  if (*reload_) {
+    // The attach is found through the file's control.socket: a file that does not load
+    // reaches no attach, which goes on unchanged (SIGHUP makes the attach itself say so).
+    if (auto loaded = config::load_file(config_path_); !loaded) {
+      std::cerr << "error: " << config_path_
+                << " has errors, nothing applied (a running attach goes on unchanged):\n"
+                << loaded.error_report();
+      return exit_usage;
+    }
+    if (!log_level_.empty() && !reload::valid_log_level(log_level_)) {
+      std::cerr << "reload: unknown log level '" << log_level_
+                << "' (trace, debug, info, warn, error, critical, off)\n";
+      return exit_usage;
+    }
+    // The attach reads the file itself: the one it was started with, by its path.
+    return ask(config_path_, log_level_.empty() ? "reload" : "reload " + log_level_);
+  }
   const char* verb = *fail_ ? "fail-path" : *reinstate_ ? "reinstate-path" : nullptr;
   if (verb == nullptr) return std::nullopt;
   if (std::string detail; control::check_path_id(id_, detail)) {

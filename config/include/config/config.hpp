@@ -3,6 +3,7 @@
 // loading with every error collected, and a printable form with the CHAP secrets removed.
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -256,6 +257,13 @@ const LunEntry* lun_entry(const Config& config, std::uint16_t lun);
 // value): the only printable form of a Config. Apart from the secrets, load_string() reads
 // it back to the same Config.
 std::string redacted(const Config& config);
+
+// Where each key of a document is: its 1-based line by key path as ConfigError::key_path
+// writes it ("target.iqn", "paths[1].portal"; a list item's own path, "paths[1]", is the line
+// of its first key). Empty when the text does not parse. For messages about a file that
+// loaded (iscsi-mpio reload names the line of each key it refuses).
+using KeyLines = std::map<std::string, int, std::less<>>;
+KeyLines key_lines(std::string_view yaml);
 
 // Every key the schema knows, as key paths ("target.auth.mutual.secret", "paths[].portal"),
 // in schema order. Tests use it to keep example.yaml and README.md complete.

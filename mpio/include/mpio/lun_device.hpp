@@ -144,13 +144,33 @@ class LunDevice : public BlockDevice {
   std::error_code fail_path(size_t index, std::string& detail);
   std::error_code reinstate_path(size_t index, std::string& detail);
 
+  // iscsi-mpio reload (multipathd reconfigure), on the io_context's thread (a path is added
+  // with add_path below):
+  //
+  // remove_path: the path by its index into path_status() leaves. New commands avoid it at once;
+  // the ones in flight on it finish (a write lost with it is proven dead and re-issued
+  // elsewhere, as at a failure); then it leaves path_status(), `drained` gets the index it had
+  // (the paths after it move up one), and it lets go of its session (the last device out logs
+  // it out; `released` runs then). Errors: no such path, or it is being removed already.
+  std::error_code remove_path(size_t index, std::string& detail,
+                              std::function<void(size_t index)> drained,
+                              std::function<void(std::error_code)> released);
+  // The settings of `settings` that can change under I/O: path_selector, rr_min_io, grouping,
+  // failback, polling_interval and no_path_retry (the rest of it is ignored). A new grouping
+  // places every logged-in path again; requests waiting for a path follow the new no_path_retry.
+  // std::errc::invalid_argument for an unknown path selector, nothing changed.
+  std::error_code reconfigure(const LunConfig& settings, std::string& detail);
+  // Paths being removed whose commands have not finished yet.
+  size_t paths_draining() const;
+
   // The LU's capacity changed (2A/09): info().size_bytes has the new size.
   void on_capacity_change(std::function<void(uint64_t size_bytes)> handler);
-  // A path found after open (a portal that discovery reports now): it logs in (through the
-  // session pool, so every LUN given the same LunPath shares its session), its identity is
-  // checked as a reconnecting path's is, and it joins its path group; path_status() lists it
-  // last. Paths are never taken away: one that stops working fails and is retried as any
-  // other. Its index, or nullopt once the device is shutting down.
+  // A path added after open (by a reload, or a portal that discovery reports now): it logs in
+  // (through the session pool, so every LUN given the same LunPath shares its session), its
+  // identity is checked as a reconnecting path's is, and it joins its path group and carries
+  // I/O; path_status() lists it last. Only a reload takes a path away (remove_path); one that
+  // stops working fails and is retried as any other. Its index, or nullopt once the device is
+  // shutting down.
   std::optional<size_t> add_path(LunPath path);
 
   // One READ CAPACITY(16) now rather than at the next polling interval (the operator's rescan,

@@ -129,6 +129,8 @@ class PathLifecycle {
   bool operator_failed() const;
   // Open: the path's probe was cut short and its next login probes again.
   bool reprobe_pending() const;
+  // iscsi-mpio reload: the backoff of the next reconnect follows the new interval.
+  void set_polling_interval(std::chrono::milliseconds interval) { polling_interval_ = interval; }
   // multipath.conf polling_interval × 2^min(failed attempts, 3).
   std::chrono::milliseconds backoff() const;
 

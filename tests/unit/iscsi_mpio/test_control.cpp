@@ -102,8 +102,10 @@ TEST_CASE("respond: views and unknown requests", "[iscsi_mpio]") {
   const std::string unknown = a.ask("frobnicate\x01");
   CHECK(unknown ==
         "error: unknown request 'frobnicate?' (requests: tree, json, paths [table], stats, "
-        "fail-path ID, reinstate-path ID, rescan)\n");
+        "fail-path ID, reinstate-path ID, rescan, reload [LEVEL])\n");
   CHECK_THAT(a.ask("stats now"), Catch::StartsWith("error: request 'stats' takes no argument"));
+  // Not served (the attach is starting): said so.
+  CHECK_THAT(a.ask("reload"), Catch::StartsWith("error: this attach does not take reloads yet"));
   CHECK_THAT(a.ask(""), Catch::StartsWith("error: unknown request ''"));
 }
 
@@ -120,6 +122,18 @@ TEST_CASE("respond: a client's bytes quoted in an error stay one printable line"
   CHECK_THAT(a.ask(long_request),
              Catch::StartsWith("error: unknown request '" + std::string(64, 'q') + "...'"));
   CHECK(a.calls.empty());
+}
+
+TEST_CASE("respond: reload with and without a log level", "[iscsi_mpio]") {
+  FakeAttach a;
+  std::vector<std::string> levels;
+  a.backend.reload = [&](const std::string& level) {
+    levels.push_back(level);
+    return std::string("ok: t.yaml: nothing changed\n");
+  };
+  CHECK(a.ask("reload") == "ok: t.yaml: nothing changed\n");
+  CHECK(a.ask("reload  debug") == "ok: t.yaml: nothing changed\n");
+  CHECK(levels == std::vector<std::string>{"", "debug"});
 }
 
 TEST_CASE("paths JSON: index, portal, state, counters, last error", "[iscsi_mpio]") {

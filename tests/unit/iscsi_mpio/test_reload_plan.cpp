@@ -1,0 +1,289 @@
+// iscsi-mpio reload's decision: two configuration files in, what is applied or which keys are
+// refused (with their lines) out. Each case is the running file and the file read again.
+#include <catch2/catch.hpp>
+
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <config/config.hpp>
+
+#include "loaded_config.hpp"
+#include "reload_plan.hpp"
+
+namespace reload = iscsi_mpio::reload;
+
+namespace {
+
+constexpr std::string_view running_file = R"(initiator:
+  name: iqn.2026-11.org.example:host1
+target:
+  iqn: iqn.2023-01.com.example:storage
+  lun: 1
+paths:
+  - portal: "198.18.1.1:3260"
+    source: 198.18.1.2
+  - portal: "198.18.2.1:3260"
+    source: 198.18.2.2
+multipath:
+  path_selector: round-robin
+  no_path_retry: queue
+)";
+
+using test_support::loaded_config;
+
+// `running_file` with `from` replaced by `to` (the edit an admin makes).
+std::string edited(std::string_view from, std::string_view to) {
+  std::string text(running_file);
+  const auto at = text.find(from);
+  REQUIRE(at != std::string::npos);
+  text.replace(at, from.size(), to);
+  return text;
+}
+
+reload::Plan plan_for(std::string_view before, std::string_view after) {
+  return reload::plan_reload(loaded_config(before), loaded_config(after), config::key_lines(after));
+}
+
+struct Refused {
+  std::string key;
+  int line;
+};
+
+std::vector<Refused> refused(const reload::Plan& plan) {
+  std::vector<Refused> out;
+  for (const auto& r : plan.refused) out.push_back({r.key, r.line});
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("reload: the same file changes nothing", "[reload]") {
+  const auto plan = plan_for(running_file, running_file);
+  CHECK(plan.accepted());
+  CHECK(plan.nothing_to_do());
+  CHECK(plan.added.empty());
+  CHECK(plan.removed.empty());
+}
+
+TEST_CASE("reload: paths added, removed and reordered", "[reload]") {
+  struct Case {
+    const char* what;
+    std::string after;
+    std::vector<size_t> added;    // into the new file's paths
+    std::vector<size_t> removed;  // into the running paths
+  };
+  const std::vector<Case> cases{
+      {"a third path",
+       edited("multipath:", "  - portal: \"198.18.3.1:3260\"\n    source: 198.18.3.2\nmultipath:"),
+       {2},
+       {}},
+      {"the first path gone",
+       edited("  - portal: \"198.18.1.1:3260\"\n    source: 198.18.1.2\n", ""),
+       {},
+       {0}},
+      {"the same paths in the other order",
+       edited("  - portal: \"198.18.1.1:3260\"\n    source: 198.18.1.2\n"
+              "  - portal: \"198.18.2.1:3260\"\n    source: 198.18.2.2\n",
+              "  - portal: \"198.18.2.1:3260\"\n    source: 198.18.2.2\n"
+              "  - portal: \"198.18.1.1:3260\"\n    source: 198.18.1.2\n"),
+       {},
+       {}},
+      // Another source address is another I_T nexus: a new path, and the old one goes.
+      {"a path moved to another source",
+       edited("source: 198.18.2.2", "source: 198.18.2.9"),
+       {1},
+       {1}},
+  };
+  for (const auto& c : cases) {
+    INFO(c.what);
+    const auto plan = plan_for(running_file, c.after);
+    CHECK(plan.accepted());
+    CHECK(plan.added == c.added);
+    CHECK(plan.removed == c.removed);
+    CHECK(plan.changes.size() == c.added.size() + c.removed.size());
+  }
+}
+
+TEST_CASE("reload: multipath settings change in place", "[reload]") {
+  struct Case {
+    std::string after;
+    std::string change;  // the one line the answer gives
+  };
+  const std::vector<Case> cases{
+      {edited("path_selector: round-robin", "path_selector: queue-length"),
+       "multipath.path_selector: round-robin -> queue-length"},
+      {edited("multipath:\n", "multipath:\n  rr_min_io: 16\n"), "multipath.rr_min_io: 1 -> 16"},
+      {edited("multipath:\n", "multipath:\n  path_grouping_policy: failover\n"),
+       "multipath.path_grouping_policy: multibus -> failover"},
+      {edited("multipath:\n", "multipath:\n  failback: 30\n"),
+       "multipath.failback: immediate -> 30"},
+      {edited("no_path_retry: queue", "no_path_retry: 12"), "multipath.no_path_retry: queue -> 12"},
+      {edited("multipath:\n", "multipath:\n  polling_interval: 5\n"),
+       "multipath.polling_interval: 1 -> 5"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.change);
+    const auto plan = plan_for(running_file, c.after);
+    CHECK(plan.accepted());
+    CHECK(plan.settings_changed);
+    REQUIRE(plan.changes.size() == 1);
+    CHECK(plan.changes.front() == c.change);
+  }
+}
+
+TEST_CASE("reload: keys fixed while the attach runs are refused by name and line", "[reload]") {
+  struct Case {
+    std::string after;
+    std::string key;
+    int line;  // 0: not in the new file
+  };
+  const std::vector<Case> cases{
+      {edited("com.example:storage", "com.example:other"), "target.iqn", 4},
+      {edited("org.example:host1", "org.example:host2"), "initiator.name", 2},
+      {edited("lun: 1", "lun: 2"), "target.lun", 5},
+      {edited("lun: 1\n", "lun: 1\n  login_timeout: 30\n"), "target.login_timeout", 6},
+      {edited("lun: 1\n", "lun: 1\n  command_timeout: 60\n"), "target.command_timeout", 6},
+      {edited("lun: 1\n", "lun: 1\n  wwid: \"naa.6001405abcdef\"\n"), "target.wwid", 6},
+      {edited("lun: 1\n",
+              "lun: 1\n  auth:\n    method: chap\n    username: u\n    secret: s3cret-s3cret\n"),
+       "target.auth", 6},
+      {edited("lun: 1\n", "lun: 1\n  digests:\n    header: crc32c\n"), "target.digests", 6},
+      {std::string(running_file) + "nbd:\n  listen: \"tcp:127.0.0.1:10810\"\n", "nbd.listen", 15},
+      {std::string(running_file) + "nbd:\n  device: auto\n", "nbd.device", 15},
+      {std::string(running_file) + "nbd:\n  export: other\n", "nbd.export", 15},
+      {std::string(running_file) + "control:\n  socket: /run/other.control\n", "control.socket",
+       15},
+      {std::string(running_file) + "metrics:\n  listen: \"127.0.0.1:9469\"\n", "metrics.listen",
+       15},
+      {edited("multipath:\n", "multipath:\n  noop_out_interval: 10\n"),
+       "multipath.noop_out_interval", 12},
+      {edited("multipath:\n", "multipath:\n  max_sectors_kb: 256\n"), "multipath.max_sectors_kb",
+       12},
+      {edited("    source: 198.18.1.2\n", "    source: 198.18.1.2\n    priority: 5\n"),
+       "paths[0].priority", 9},
+  };
+  for (const auto& c : cases) {
+    INFO(c.key);
+    const auto plan = plan_for(running_file, c.after);
+    CHECK_FALSE(plan.accepted());
+    REQUIRE_FALSE(plan.refused.empty());
+    CHECK(plan.refused.front().key == c.key);
+    CHECK(plan.refused.front().line == c.line);
+    CHECK_FALSE(plan.refused.front().reason.empty());
+    // Only these have followers: the defaults named after the export (below).
+    if (c.key != "target.lun" && c.key != "nbd.export") CHECK(plan.refused.size() == 1);
+  }
+}
+
+TEST_CASE("reload: defaults that follow a changed key are refused too", "[reload]") {
+  // nbd.export defaults to lun<N>, and the NBD and control sockets to the export's name.
+  const auto keys = refused(plan_for(running_file, edited("lun: 1", "lun: 2")));
+  REQUIRE(keys.size() == 4);
+  CHECK(keys[0].key == "target.lun");
+  CHECK(keys[1].key == "control.socket");
+  CHECK(keys[1].line == 0);
+  CHECK(keys[2].key == "nbd.listen");
+  CHECK(keys[3].key == "nbd.export");
+}
+
+TEST_CASE("reload: every refused key is named, and nothing of the rest is applied", "[reload]") {
+  std::string after = edited("com.example:storage", "com.example:other");
+  after.replace(after.find("round-robin"), 11, "service-time");
+  after += "nbd:\n  read_only: true\n";
+  const auto plan = plan_for(running_file, after);
+  CHECK_FALSE(plan.accepted());
+  const auto keys = refused(plan);
+  REQUIRE(keys.size() == 2);
+  CHECK(keys[0].key == "target.iqn");
+  CHECK(keys[1].key == "nbd.read_only");
+  CHECK(keys[1].line == 15);
+  const auto text = reload::describe_refusals(plan, "/etc/iscsi-mpio/a.yaml");
+  CHECK(text.find("/etc/iscsi-mpio/a.yaml:4: target.iqn: ") == 0);
+  CHECK(text.find("/etc/iscsi-mpio/a.yaml:15: nbd.read_only: ") != std::string::npos);
+}
+
+TEST_CASE("reload: a key taken out of the file points at its section", "[reload]") {
+  const std::string before =
+      std::string(running_file) + "nbd:\n  device: auto\n  read_only: false\n";
+  const std::string after = std::string(running_file) + "nbd:\n  read_only: false\n";
+  const auto plan = plan_for(before, after);
+  REQUIRE(plan.refused.size() == 1);
+  CHECK(plan.refused.front().key == "nbd.device");
+  CHECK(plan.refused.front().line == 14);  // `nbd:`
+}
+
+TEST_CASE("reload: removing every running path at once is refused", "[reload]") {
+  const auto after = edited(
+      "  - portal: \"198.18.1.1:3260\"\n    source: 198.18.1.2\n"
+      "  - portal: \"198.18.2.1:3260\"\n    source: 198.18.2.2\n",
+      "  - portal: \"198.18.3.1:3260\"\n    source: 198.18.3.2\n");
+  const auto plan = plan_for(running_file, after);
+  REQUIRE(plan.refused.size() == 1);
+  CHECK(plan.refused.front().key == "paths");
+  CHECK(plan.refused.front().reason.find("add the new paths in one reload") != std::string::npos);
+}
+
+TEST_CASE("reload: with /dev/nbdN, no_path_retry and polling_interval are fixed", "[reload]") {
+  const std::string before = std::string(running_file) + "nbd:\n  device: auto\n";
+  const std::string after =
+      edited("no_path_retry: queue", "no_path_retry: 5\n  polling_interval: 2") +
+      "nbd:\n  device: auto\n";
+  const auto plan = plan_for(before, after);
+  const auto keys = refused(plan);
+  REQUIRE(keys.size() == 2);
+  // In the file's order.
+  CHECK(keys[0].key == "multipath.no_path_retry");
+  CHECK(keys[1].key == "multipath.polling_interval");
+  CHECK(plan.refused[0].reason.find("/dev/nbdN") != std::string::npos);
+}
+
+TEST_CASE("reload: path lists with discover entries cannot change", "[reload]") {
+  const auto before =
+      edited("  - portal: \"198.18.1.1:3260\"\n", "  - discover: \"198.18.1.1:3260\"\n");
+  const auto after = edited("  - portal: \"198.18.1.1:3260\"\n    source: 198.18.1.2\n",
+                            "  - discover: \"198.18.1.1:3260\"\n    source: 198.18.1.2\n"
+                            "  - portal: \"198.18.5.1:3260\"\n");
+  const auto plan = plan_for(before, after);
+  REQUIRE(plan.refused.size() == 1);
+  CHECK(plan.refused.front().key == "paths");
+  // Unchanged, they are no reason to refuse the rest.
+  CHECK(plan_for(before, before).accepted());
+}
+
+TEST_CASE("reload: a generated initiator name is no change", "[reload]") {
+  const auto without_name = edited("initiator:\n  name: iqn.2026-11.org.example:host1\n", "");
+  const auto before = loaded_config(without_name);
+  const auto after = loaded_config(without_name);
+  REQUIRE(before.initiator.name_generated);
+  const auto plan = reload::plan_reload(before, after, config::key_lines(without_name));
+  CHECK(plan.accepted());
+  CHECK(reload::applied_config(before, after, plan).initiator.name == before.initiator.name);
+}
+
+TEST_CASE("reload: the applied configuration keeps the running paths' order", "[reload]") {
+  const auto after =
+      edited("  - portal: \"198.18.1.1:3260\"\n    source: 198.18.1.2\n",
+             "  - portal: \"198.18.3.1:3260\"\n    source: 198.18.3.2\n");  // first replaced
+  const auto before_cfg = loaded_config(running_file);
+  const auto after_cfg = loaded_config(after);
+  auto plan = reload::plan_reload(before_cfg, after_cfg, config::key_lines(after));
+  // Taken apart: removing the first of two with one added is a plan the attach carries out.
+  REQUIRE(plan.accepted());
+  CHECK(plan.added == std::vector<size_t>{0});
+  CHECK(plan.removed == std::vector<size_t>{0});
+  const auto applied = reload::applied_config(before_cfg, after_cfg, plan);
+  REQUIRE(applied.paths.size() == 2);
+  CHECK(applied.paths[0].portal.host == "198.18.2.1");  // kept, first now
+  CHECK(applied.paths[1].portal.host == "198.18.3.1");  // added, after the kept ones
+}
+
+TEST_CASE("key_lines: every key and list item by its key path", "[reload]") {
+  const auto lines = config::key_lines(running_file);
+  CHECK(lines.at("initiator") == 1);
+  CHECK(lines.at("target.iqn") == 4);
+  CHECK(lines.at("paths[1]") == 9);
+  CHECK(lines.at("paths[1].source") == 10);
+  CHECK(lines.at("multipath.no_path_retry") == 13);
+  CHECK(config::key_lines("a: [unclosed").empty());
+}
