@@ -26,7 +26,7 @@ namespace iscsi_mpio::control {
 namespace {
 
 constexpr std::string_view known_requests =
-    "tree, json, paths [table], stats, fail-path ID, reinstate-path ID, rescan";
+    "tree, json, paths [table], stats, fail-path ID, reinstate-path ID, rescan, detach";
 
 // A path number: plain decimal digits, no sign, no leading zero.
 std::optional<size_t> path_number(std::string_view id) {
@@ -228,6 +228,8 @@ std::string respond(std::string_view request, const Backend& backend) {
   if (verb == "rescan" && argument.empty())
     return backend.rescan ? backend.rescan() + "\n"
                           : "error: rescan needs target.luns: this attach serves one LUN\n";
+  if (verb == "detach" && argument.empty())
+    return backend.detach ? backend.detach() + "\n" : "error: the attach is not serving yet\n";
   if (verb == "paths" && argument == "table") return render_paths_table(backend.snapshot().paths);
   if (!argument.empty())
     return "error: request '" + std::string(verb) +

@@ -8,6 +8,8 @@
 //   fail-path ID         multipathd `fail path`: no new I/O on the path until reinstate-path,
 //                        on every LUN the path carries (the answer names each LUN's outcome)
 //   reinstate-path ID    multipathd `reinstate path`, on every LUN likewise
+//   detach               the end of the attach (iscsiadm --logout): flush and disconnect every
+//                        /dev/nbdN, drain, log out, exit; the answer names the attach's pid
 // ID is the 1-based path number `paths` shows, or the path's portal HOST:PORT. fail-path and
 // reinstate-path answer "ok: DETAIL" or "error: DETAIL"; an unknown request gets "error: ...".
 // No Asio here: the listening side is in service.cpp.
@@ -46,6 +48,9 @@ struct Backend {
   // `rescan` (iscsiadm -m session --rescan): starts a REPORT LUNS; the answer says so. Unset:
   // an attach of one LUN, which has nothing to rescan.
   std::function<std::string()> rescan;
+  // `detach`: starts the shutdown that disconnects every /dev/nbdN (SIGTERM leaves them for the
+  // next attach); the answer says so. Unset: not serving yet.
+  std::function<std::string()> detach;
 };
 
 // The answer to one request line (without its newline). Always ends with a newline.

@@ -421,6 +421,10 @@ void Runtime::on_rescan(std::function<std::string()> rescan) {
   impl_->backend.rescan = std::move(rescan);
 }
 
+void Runtime::on_detach(std::function<std::string()> detach) {
+  impl_->backend.detach = std::move(detach);
+}
+
 void Runtime::shutting_down() {
   auto* impl = impl_.get();
   impl->stopping = true;

@@ -57,6 +57,8 @@ class Runtime {
   void add_lun(ServedLun lun);
   // The control socket's `rescan` starts this; its answer goes back to the client.
   void on_rescan(std::function<std::string()> rescan);
+  // The control socket's `detach` starts this; its answer goes back to the client.
+  void on_detach(std::function<std::string()> detach);
 
   // The shutdown began: closes both listeners (removing the control socket file) and shows
   // "draining N requests" on a terminal while the device still has requests.

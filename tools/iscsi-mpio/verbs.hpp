@@ -2,6 +2,9 @@
 //   iscsi-mpio paths CONFIG [--json]        the paths with their counters
 //   iscsi-mpio fail-path CONFIG ID          multipathd `fail path`
 //   iscsi-mpio reinstate-path CONFIG ID     multipathd `reinstate path`
+//   iscsi-mpio rescan CONFIG                iscsiadm -m session --rescan
+//   iscsi-mpio detach CONFIG                the end of the attach: flush and disconnect
+//                                           /dev/nbdN, log out, wait until it has exited
 // ID: the path number `paths` shows, or the path's portal HOST:PORT. Exit status 0 done,
 // 1 refused by the attach or no attach running, 2 bad command line or configuration file.
 #pragma once
@@ -27,6 +30,7 @@ class ControlVerbs {
   CLI::App* fail_ = nullptr;
   CLI::App* reinstate_ = nullptr;
   CLI::App* rescan_ = nullptr;
+  CLI::App* detach_ = nullptr;
   std::string config_path_;
   std::string id_;
   bool json_ = false;

@@ -102,9 +102,23 @@ TEST_CASE("respond: views and unknown requests", "[iscsi_mpio]") {
   const std::string unknown = a.ask("frobnicate\x01");
   CHECK(unknown ==
         "error: unknown request 'frobnicate?' (requests: tree, json, paths [table], stats, "
-        "fail-path ID, reinstate-path ID, rescan)\n");
+        "fail-path ID, reinstate-path ID, rescan, detach)\n");
   CHECK_THAT(a.ask("stats now"), Catch::StartsWith("error: request 'stats' takes no argument"));
   CHECK_THAT(a.ask(""), Catch::StartsWith("error: unknown request ''"));
+}
+
+TEST_CASE("respond: detach starts the end, once serving", "[iscsi_mpio]") {
+  FakeAttach a;
+  CHECK(a.ask("detach") == "error: the attach is not serving yet\n");
+  int asked = 0;
+  a.backend.detach = [&] {
+    ++asked;
+    return std::string("ok: detaching: /dev/nbd0 disconnected, logging out (pid 42)");
+  };
+  CHECK(a.ask("detach") == "ok: detaching: /dev/nbd0 disconnected, logging out (pid 42)\n");
+  CHECK(asked == 1);
+  CHECK_THAT(a.ask("detach now"), Catch::StartsWith("error: request 'detach' takes no argument"));
+  CHECK(asked == 1);
 }
 
 TEST_CASE("paths JSON: index, portal, state, counters, last error", "[iscsi_mpio]") {
