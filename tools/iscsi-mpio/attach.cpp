@@ -530,8 +530,8 @@ bool Attachment::publish() {
       if (lun->kernel && !lun->retired) devices += " " + lun->kernel->path();
     // After the answer: the shutdown closes the control socket.
     asio::post(*io_, [this] { drain(Stop::detach); });
-    return "ok: detaching" + (devices.empty() ? "" : ":" + devices + " disconnected,") +
-           " logging out (pid " + std::to_string(::getpid()) + ")";
+    return "ok: detaching: " + (devices.empty() ? "" : devices.substr(1) + " disconnected, ") +
+           "logging out (pid " + std::to_string(::getpid()) + ")";
   });
   std::vector<service::Runtime::ServedLun> served;
   for (auto& lun : luns_) served.push_back(served_lun(lun.get()));
