@@ -268,7 +268,6 @@ stalls=''
 restart() {
   kind=$1 number=$2
   name=restart-$kind-$number
-  before=$(writer_ops)
   at=$(cut -d' ' -f1 /proc/uptime)
   case $kind in
     term | binary) leave_attach "$previous" "$first_pid" ;;
@@ -304,9 +303,12 @@ restart() {
       "$(sha256sum </tmp/inflight.read)" ] || fail "$name: the read in flight returned other data"
     say "$name: the read in flight at the SIGKILL completed after the takeover, data equal"
   fi
-  wait_for 120 writer_moved_past $((before + 1)) || fail "$name: the writer did not go on"
+  taken=$(cut -d' ' -f1 /proc/uptime)
+  # The first operation done after the takeover ends the restart's window.
+  writer_done_after() { [ "$(awk -v t="$taken" '$4 > t' /tmp/vw.log | wc -l)" -gt 0 ]; }
+  wait_for 120 writer_done_after || fail "$name: the writer did not go on"
   gone "$writer_pid" && fail "$name: the writer stopped: $(grep ERROR /tmp/vw.log)"
-  stall=$(verify-writer.sh stall /tmp/vw.log "$at")
+  stall=$(verify-writer.sh stall /tmp/vw.log "$at" "$taken")
   metric "${name}_stall_seconds" "$stall"
   stalls="$stalls $kind:$stall"
   say "$name: taken over; longest writer stall ${stall} s"

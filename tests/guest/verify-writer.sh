@@ -5,8 +5,9 @@
 #
 #   verify-writer.sh run DIR POOL STOP LOG     write until the file STOP exists
 #   verify-writer.sh check DIR POOL LOG        every file against what was last written to it
-#   verify-writer.sh stall LOG T               seconds between the last operation done before
-#                                              uptime T and the first one done after it
+#   verify-writer.sh stall LOG T0 T1           the longest time between two operations from
+#                                              the last one done before uptime T0 to the first
+#                                              one done after T1 (a restart between T0 and T1)
 #   verify-writer.sh median LOG                the median time between two operations
 #
 # run: operation N writes the 256 KiB slice N mod 48 of POOL (4 MiB of random bytes) to
@@ -54,8 +55,12 @@ case $1 in
     echo "$checked files equal their last write"
     ;;
   stall)
-    awk -v t="$3" '$1 !~ /^ERROR/ { if ($4 <= t) last = $4; else if (first == "") first = $4 }
-      END { if (first == "" || last == "") print "none"; else printf "%.2f\n", first - last }' "$2"
+    awk -v t0="$3" -v t1="$4" '
+      $1 ~ /^ERROR/ { next }
+      $4 <= t0 { prev = $4; next }
+      prev == "" || after { next }
+      { if ($4 - prev > longest) longest = $4 - prev; prev = $4; if ($4 > t1) after = 1 }
+      END { if (!after) print "none"; else printf "%.2f\n", longest }' "$2"
     ;;
   median)
     awk '$1 !~ /^ERROR/ { if (seen) print $4 - prev; prev = $4; seen = 1 }' "$2" | sort -n |
