@@ -1412,7 +1412,6 @@ void LunDevice::check_capacity() {
   impl_->poll_capacity();
 }
 
-
 std::error_code LunDevice::remove_path(size_t index, std::string& detail,
                                        std::function<void(size_t)> drained,
                                        std::function<void(std::error_code)> released) {

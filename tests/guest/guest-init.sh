@@ -62,14 +62,39 @@ disconnected() { [ ! -e /sys/block/nbd0/pid ] && [ "$(cat /sys/block/nbd0/size)"
 gone() { [ ! -e "/proc/$1/stat" ] || [ "$(sed 's/.*) //' "/proc/$1/stat" | cut -c1)" = Z ]; }
 
 # start_attach NAME CONFIG [ENV...]: iscsi-mpio attach in the background; sets $attach_pid.
+# $IM_BINARY (default iscsi-mpio) is the program started.
 start_attach() {
   name=$1 config=$2
   shift 2
-  env "$@" iscsi-mpio attach "$config" >"/tmp/$name.out" 2>"/tmp/$name.log" &
+  env "$@" "${IM_BINARY:-iscsi-mpio}" attach "$config" >"/tmp/$name.out" 2>"/tmp/$name.log" &
   attach_pid=$!
 }
 
-# stop_attach NAME PID: SIGTERM, a bounded wait, exit status 0 required, device released.
+# leave_attach NAME PID: SIGTERM as a restart does: exit 0, /dev/nbd0 still configured.
+leave_attach() {
+  kill -TERM "$2"
+  wait_for 60 gone "$2" || fail "$1: still running 60 s after SIGTERM"
+  wait "$2"
+  rc=$?
+  [ "$rc" = 0 ] || fail "$1: exit status $rc after SIGTERM"
+  connected || fail "$1: /dev/nbd0 was disconnected by SIGTERM (it should stay for the next attach)"
+  grep -q '/dev/nbd0 left configured' "/tmp/$1.log" || fail "$1: no 'left configured' logged"
+}
+
+# take_over NAME [CONFIG]: a new attach that must take /dev/nbd0 over; sets $attach_pid.
+take_over() {
+  start_attach "$1" "${2:-/etc/im/first.yaml}"
+  wait_for 120 grep -q 'reconnected, left by a previous attach' "/tmp/$1.log" ||
+    fail "$1: the new attach did not take /dev/nbd0 over"
+}
+
+# writer_ops: operations the verifying writer has done.
+writer_ops() { grep -c -v '^ERROR' /tmp/vw.log 2>/dev/null || echo 0; }
+# writer_moved_past COUNT: the writer did more than COUNT operations, or stopped.
+writer_moved_past() { [ "$(writer_ops)" -gt "$1" ] || gone "$writer_pid"; }
+
+# stop_attach NAME PID: SIGTERM to an attach through the ioctl interface, whose device cannot
+# outlive it: a bounded wait, exit status 0 required, device released.
 stop_attach() {
   name=$1 pid=$2
   started=$(now)
@@ -81,12 +106,13 @@ stop_attach() {
   metric "${name}_stop_seconds" $(($(now) - started))
   wait_for 10 disconnected || fail "$name: /dev/nbd0 still connected after exit"
   grep -q '/dev/nbd0 disconnected' "/tmp/$name.log" || fail "$name: no disconnect logged"
-  say "$name: exit 0 on SIGTERM, /dev/nbd0 disconnected (size 0, no pid)"
+  say "$name: exit 0 on SIGTERM, /dev/nbd0 (ioctl) disconnected (size 0, no pid)"
 }
 
 # show_log NAME: the lines of an attach's log worth reading on the host.
 show_log() {
-  grep -E 'attached as|reconnected|disconnected|nbd: client kernel|warning|error' "/tmp/$1.log" |
+  grep -E 'attached as|reconnected|left configured|disconnected|nbd: client kernel|warning|error' \
+    "/tmp/$1.log" |
     while read -r line; do echo "GUEST-LOG: $1: $line"; done
 }
 
@@ -221,8 +247,127 @@ fsck.ext4 -n -f /dev/nbd0 >/tmp/fsck-kill.log 2>&1 || fail "fsck.ext4 -n after t
 say "SIGKILL under writes: taken over in $(($(now) - t0)) s, no write error, file system clean"
 rm -f /tmp/during
 
-# ---- SIGTERM: exit 0, device disconnected --------------------------------------------------
-stop_attach restarted "$first_pid"
+# ---- restarts under a verifying writer: SIGTERM x5, SIGKILL, a new binary -----------------
+# SIGTERM is a restart: the attach answers what the kernel sent, closes its socket at a quiet
+# moment, logs out and exits 0, and /dev/nbd0 stays configured, holding I/O (no_path_retry
+# queue: until the next attach). Each new attach takes it over (NBD_CMD_RECONFIGURE). The
+# writer (verify-writer.sh) writes, fsyncs and reads back with O_DIRECT throughout.
+mount -t ext4 /dev/nbd0 /mnt || fail "mount before the restarts"
+# Requests the kernel sent and got no answer to (a SIGKILL) are sent again after the takeover
+# when their block-layer timer fires: 5 s here instead of the default 30 s, to keep the run short.
+echo 5000 >/sys/block/nbd0/queue/io_timeout || fail "cannot set io_timeout"
+dd if=/dev/urandom of=/tmp/pool bs=64k count=64 2>/dev/null
+rm -f /tmp/vw.stop /tmp/vw.log
+verify-writer.sh run /mnt/vw /tmp/pool /tmp/vw.stop /tmp/vw.log &
+writer_pid=$!
+wait_for 60 writer_moved_past 3 || fail "the verifying writer did not start"
+restarts_started=$(now)
+stalls=''
+# restart KIND NUMBER: stop the running attach ($first_pid) by KIND (term, kill, binary), start
+# the next one, wait until the writer goes on; reports the longest stall.
+restart() {
+  kind=$1 number=$2
+  name=restart-$kind-$number
+  at=$(cut -d' ' -f1 /proc/uptime)
+  case $kind in
+    term | binary) leave_attach "$previous" "$first_pid" ;;
+    kill)
+      # A request the kernel has sent and the attach never answers: SIGSTOP, then an O_DIRECT
+      # read of a block outside the file system while it is stopped, then SIGKILL. The read
+      # must complete with the right data after the takeover (the driver sends it again once
+      # its timer fires on the new connection), not fail.
+      kill -STOP "$first_pid"
+      dd if=/dev/nbd0 of=/tmp/inflight.read bs=4k count=1 skip=1 iflag=direct 2>/tmp/inflight.err &
+      inflight_pid=$!
+      sleep 1
+      kill -KILL "$first_pid"
+      wait_for 10 gone "$first_pid" || fail "$name: still running after SIGKILL"
+      wait "$first_pid"
+      connected || fail "$name: /dev/nbd0 was disconnected by SIGKILL"
+      gone "$inflight_pid" && fail "$name: the read in flight ended before the takeover"
+      ;;
+  esac
+  if [ "$kind" = binary ]; then
+    # An upgrade: a copy of the binary at another path (the old one may be replaced meanwhile).
+    cp /usr/local/bin/iscsi-mpio /tmp/iscsi-mpio.new || fail "copy the binary"
+    IM_BINARY=/tmp/iscsi-mpio.new take_over "$name"
+  else
+    take_over "$name"
+  fi
+  first_pid=$attach_pid
+  previous=$name
+  if [ "$kind" = kill ]; then
+    wait_for 60 gone "$inflight_pid" || fail "$name: the read in flight never completed"
+    wait "$inflight_pid" || fail "$name: the read in flight failed: $(cat /tmp/inflight.err)"
+    [ "$(dd if=/dev/nbd0 bs=4k count=1 skip=1 iflag=direct 2>/dev/null | sha256sum)" = \
+      "$(sha256sum </tmp/inflight.read)" ] || fail "$name: the read in flight returned other data"
+    say "$name: the read in flight at the SIGKILL completed after the takeover, data equal"
+  fi
+  taken=$(cut -d' ' -f1 /proc/uptime)
+  # The first operation done after the takeover ends the restart's window.
+  writer_done_after() { [ "$(awk -v t="$taken" '$4 > t' /tmp/vw.log | wc -l)" -gt 0 ]; }
+  wait_for 120 writer_done_after || fail "$name: the writer did not go on"
+  gone "$writer_pid" && fail "$name: the writer stopped: $(grep ERROR /tmp/vw.log)"
+  stall=$(verify-writer.sh stall /tmp/vw.log "$at" "$taken")
+  metric "${name}_stall_seconds" "$stall"
+  stalls="$stalls $kind:$stall"
+  say "$name: taken over; longest writer stall ${stall} s"
+}
+previous=restarted
+for i in 1 2 3 4 5; do restart term "$i"; done
+restart kill 1
+restart binary 1
+touch /tmp/vw.stop
+wait_for 60 gone "$writer_pid" || fail "the verifying writer did not stop"
+wait "$writer_pid" || fail "the verifying writer failed: $(grep ERROR /tmp/vw.log)"
+metric restarts_writer_ops "$(writer_ops)"
+# For scale: the writer's usual time per operation (write, fsync, read back, compare) on TCG.
+metric writer_median_op_seconds "$(verify-writer.sh median /tmp/vw.log)"
+checked=$(verify-writer.sh check /mnt/vw /tmp/pool /tmp/vw.log) || fail "after the restarts: $checked"
+(cd /mnt && sha256sum vw/f1 vw/f2) >>/tmp/sums || fail "sha256sum vw"
+tail -n 2 /tmp/sums | while read -r sum name; do echo "GUEST-SUM: $sum $name"; done
+umount /mnt || fail "umount after the restarts"
+fsck.ext4 -n -f /dev/nbd0 >/tmp/fsck-restarts.log 2>&1 || fail "fsck.ext4 -n after the restarts"
+metric restarts_seconds $(($(now) - restarts_started))
+say "7 restarts under the writer ($(writer_ops) operations): no error, $checked, fsck clean;" \
+  "stalls (s):$stalls"
+
+# ---- no attach comes back: I/O fails once the hold time passes ----------------------------
+# short.yaml: no_path_retry 3 x polling_interval 1 s, so the kernel holds I/O 3 s.
+leave_attach "$previous" "$first_pid"
+take_over short /etc/im/short.yaml
+short_pid=$attach_pid
+leave_attach short "$short_pid"
+grep -q 'holds its I/O for 3 s' /tmp/short.log || fail "short: no 3 s hold logged"
+t0=$(cut -d' ' -f1 /proc/uptime)
+if dd if=/dev/nbd0 of=/dev/null bs=4k count=1 iflag=direct 2>/tmp/noattach.err; then
+  fail "a read with no attach succeeded after the hold time"
+fi
+held=$(awk -v a="$t0" -v b="$(cut -d' ' -f1 /proc/uptime)" 'BEGIN {printf "%.1f", b - a}')
+grep -q 'Input/output error' /tmp/noattach.err || fail "no attach: not EIO: $(cat /tmp/noattach.err)"
+metric no_attach_eio_after_seconds "$held"
+connected || fail "no attach: /dev/nbd0 no longer configured after the hold time"
+say "no attach: a read failed with EIO after $held s; /dev/nbd0 still configured"
+take_over cleanup
+first_pid=$attach_pid
+dd if=/dev/nbd0 of=/dev/null bs=4k count=1 iflag=direct 2>/dev/null ||
+  fail "a read after the later attach took the device over failed"
+say "a later attach took /dev/nbd0 over again: reads work"
+
+# ---- iscsi-mpio detach: the end ------------------------------------------------------------
+t0=$(now)
+iscsi-mpio detach /etc/im/first.yaml >/tmp/detach.out 2>&1 || fail "detach: $(cat /tmp/detach.out)"
+wait "$first_pid"
+rc=$?
+[ "$rc" = 0 ] || fail "detach: the attach exited $rc"
+metric detach_seconds $(($(now) - t0))
+wait_for 10 disconnected || fail "detach: /dev/nbd0 still connected"
+grep -q '/dev/nbd0 disconnected' /tmp/cleanup.log || fail "detach: no disconnect logged"
+grep -q 'logged out' /tmp/cleanup.log || fail "detach: no logout logged"
+grep -q 'detached' /tmp/detach.out || fail "detach: the verb did not wait for the end"
+say "iscsi-mpio detach: exit 0, /dev/nbd0 disconnected (size 0, no pid), logged out"
+echo "GUEST-MARK: detached"
+sleep 4  # the host looks for sessions at the target now
 
 # ---- attach again (auto, ioctl fallback): the data is still there -------------------------
 echo 3 >/proc/sys/vm/drop_caches
@@ -243,5 +388,8 @@ fsck.ext4 -n -f /dev/nbd0 >/tmp/fsck2.log 2>&1 || fail "fsck.ext4 -n after attac
 say "checksums match after detach and attach; file system clean"
 stop_attach second "$second_pid"
 
-for name in first restarted busy noperm second; do show_log "$name"; done
+for name in first restarted busy noperm restart-term-1 restart-term-2 restart-term-3 \
+  restart-term-4 restart-term-5 restart-kill-1 restart-binary-1 short cleanup second; do
+  show_log "$name"
+done
 finish PASS

@@ -20,7 +20,7 @@
 #   nbd grow BYTES            wait (30 s) until /dev/nbd0 is BYTES long, grow the mounted file
 #                             system (resize2fs), write /mnt/b (16 MiB); prints "size",
 #                             "fs-kib" and the checksums of a and b
-#   nbd detach                unmount, fsck -n, SIGTERM the attach; prints the attach's log
+#   nbd detach                unmount, fsck -n, iscsi-mpio detach; prints the attach's log
 #                             lines about the device
 export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # shellcheck source=/dev/null
@@ -97,8 +97,9 @@ nbd_detach() {
   umount /mnt || nbd_failed "umount"
   fsck.ext4 -n -f /dev/nbd0 >/tmp/fsck.log 2>&1 || nbd_failed "fsck: $(tail -n 5 /tmp/fsck.log)"
   echo "fsck clean"
-  kill -TERM "$(cat /tmp/nbd.pid)"
-  wait_for 30 attach_gone || nbd_failed "attach still running 30 s after SIGTERM"
+  # The end, not a restart (SIGTERM would leave /dev/nbd0 configured for the next attach).
+  iscsi-mpio detach /tmp/nbd.yaml >/tmp/detach.out 2>&1 || nbd_failed "detach: $(cat /tmp/detach.out)"
+  wait_for 30 attach_gone || nbd_failed "attach still running 30 s after iscsi-mpio detach"
   grep -E 'resized|keeps its old size|capacity|disconnected|error' /tmp/nbd.log
 }
 

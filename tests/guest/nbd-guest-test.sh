@@ -6,12 +6,20 @@
 # user-mode networking; the guest reaches the target as 10.0.2.2:PORT. The guest
 # (tests/guest/guest-init.sh) attaches /dev/nbd0 (netlink), sees a second attach refused and
 # one without CAP_SYS_ADMIN told so, checks that large requests arrive whole, makes ext4,
-# writes files, checks them, stops iscsi-mpio with SIGTERM (exit 0, device disconnected),
-# attaches again (auto, ioctl interface) and verifies the checksums. The host then checks the
-# backing file itself: fsck clean, and the files' checksums read with debugfs equal the guest's.
+# writes files, checks them, kills iscsi-mpio under writes (the next attach takes the device
+# over), then restarts it under a verifying writer (tests/guest/verify-writer.sh: fsync, O_DIRECT
+# read-back): 5 SIGTERMs (exit 0, /dev/nbd0 stays configured), a SIGKILL with a read in flight
+# that must complete after the takeover, and a copy of the binary started as an upgrade would;
+# every file checked, fsck clean, the longest stall of each restart reported. Then no attach
+# comes back (a 3 s hold: EIO, a later attach takes over again), `iscsi-mpio detach` ends it
+# (device disconnected; the host sees no connection at the target), and an attach again (auto,
+# ioctl interface; SIGTERM detaches it, since it cannot outlive the process) verifies the
+# checksums. The host then checks the backing file itself: fsck clean, and the files' checksums
+# read with debugfs equal the guest's.
 #
 # Environment: BUILD (default <repo>/build), IM_BIN (default $BUILD/tools/iscsi-mpio/iscsi-mpio),
-#   GUEST_TIMEOUT (seconds for the whole guest run, default 300; a run takes about 20),
+#   GUEST_TIMEOUT (seconds for the whole guest run, default 600; the restarts under the writer
+#   make it 4 to 5 minutes on a busy 2-core host),
 #   IM_GUEST_CACHE (kernel cache, see make-initramfs.sh), KEEP=1 keeps the work directory
 #   (console log, initramfs).
 # Needs root (tgtd) and tools/install-deps.sh's packages (qemu-system-x86, busybox-static,
@@ -24,7 +32,7 @@ readonly repo
 source "$repo/tests/testbed/lib.sh"
 readonly build=${BUILD:-$repo/build}
 readonly im_bin=${IM_BIN:-$build/tools/iscsi-mpio/iscsi-mpio}
-readonly guest_timeout=${GUEST_TIMEOUT:-300}
+readonly guest_timeout=${GUEST_TIMEOUT:-600}
 readonly lun_size=256M
 
 for tool in qemu-system-x86_64 tgtd debugfs e2fsck; do
@@ -67,10 +75,11 @@ echo "target: $TGT_IQN LUN $TGT_LUN on 127.0.0.1:$TGT_PORT (guest: 10.0.2.2:$TGT
 
 # ---- guest files -------------------------------------------------------------------------
 mkdir -p "$work/etc"
-# write_config NAME DEVICE [DIR]: the attach configuration the guest runs under NAME, its
-# sockets in DIR (default /run/im).
+# write_config NAME DEVICE [DIR [NO_PATH_RETRY]]: the attach configuration the guest runs under
+# NAME, its sockets in DIR (default /run/im), no_path_retry (default queue) with a 1 s
+# polling_interval.
 write_config() {
-  local dir=${3:-/run/im}
+  local dir=${3:-/run/im} no_path_retry=${4:-queue}
   cat >"$work/etc/$1.yaml" <<EOF
 initiator:
   name: iqn.2026-11.org.iscsi-mpio:guest-$1
@@ -80,7 +89,8 @@ target:
 paths:
   - portal: "10.0.2.2:$TGT_PORT"
 multipath:
-  no_path_retry: queue
+  no_path_retry: $no_path_retry
+  polling_interval: 1
 nbd:
   listen: unix:$dir/$1.sock
   device: $2
@@ -92,6 +102,7 @@ write_config first /dev/nbd0
 write_config busy /dev/nbd0
 write_config second auto
 write_config noperm /dev/nbd1 /tmp  # run as nobody: only /tmp is writable
+write_config short /dev/nbd0 /run/im 3  # the kernel holds I/O 3 s without an attach
 cat >"$work/etc/guest.env" <<EOF
 TARGET_IQN='$TGT_IQN'
 PORTAL='10.0.2.2:$TGT_PORT'
@@ -104,6 +115,8 @@ initramfs_env=$("$repo/tests/guest/make-initramfs.sh" --out "$work" \
   --file "$work/etc/busy.yaml:/etc/im/busy.yaml" \
   --file "$work/etc/second.yaml:/etc/im/second.yaml" \
   --file "$work/etc/noperm.yaml:/etc/im/noperm.yaml" \
+  --file "$work/etc/short.yaml:/etc/im/short.yaml" \
+  --file "$repo/tests/guest/verify-writer.sh:/usr/local/bin/verify-writer.sh" \
   --file "$work/etc/guest.env:/etc/im/guest.env")
 eval "$initramfs_env"
 echo "guest: kernel $GUEST_KERNEL, initramfs $(($(stat -c %s "$GUEST_INITRD") >> 20)) MiB" \
@@ -123,9 +136,17 @@ qemu_pid=$!
 
 deadline=$((SECONDS + guest_timeout))
 result=''
+sessions_after_detach=''
 while ((SECONDS < deadline)); do
   result=$(grep -a -m 1 '^GUEST-RESULT: ' "$work/console.log" 2>/dev/null | tr -d '\r' || true)
   [[ -z $result ]] || break
+  # After `iscsi-mpio detach` the guest waits 4 s before it logs in again: the target must show
+  # no connection of it meanwhile.
+  if [[ -z $sessions_after_detach ]] && grep -a -q '^GUEST-MARK: detached' "$work/console.log"; then
+    sessions_after_detach=$(tgtadm -C "$TGT_CTL" --lld iscsi --op show --mode conn --tid 1 |
+      grep -c -i 'initiator' || true)
+    grep -a -q 'attach 2:' "$work/console.log" && sessions_after_detach="late"
+  fi
   tb_running "$qemu_pid" || break
   sleep 1
 done
@@ -145,6 +166,13 @@ if [[ $result != "GUEST-RESULT: PASS" ]]; then
   echo "FAIL: ${result#GUEST-RESULT: }"
   exit 1
 fi
+
+case $sessions_after_detach in
+  0) echo "host: no connection at the target after iscsi-mpio detach" ;;
+  late) echo "host: the look at the target after iscsi-mpio detach came too late (not checked)" ;;
+  '') echo "FAIL: the guest never reported its detach"; exit 1 ;;
+  *) echo "FAIL: $sessions_after_detach connection(s) at the target after iscsi-mpio detach"; exit 1 ;;
+esac
 
 # ---- the host's own look at the LUN ------------------------------------------------------
 e2fsck -n -f "$TGT_BACKING" >"$work/host-fsck.log" 2>&1 ||

@@ -288,7 +288,7 @@ shutdown_without_path() {
     echo "    nbdcopy exited with status $copy_rc: $(tail -n 1 "$work/copy.log")"
     ((copy_rc != 0)) || { echo "    nbdcopy succeeded although its reads were held"; ok=0; }
     links_up
-    grep -E "shutting down|logged out" "$work/attach.log" | sed 's/^/    /'
+    grep -E "shutting down|stopping for a restart|logged out" "$work/attach.log" | sed 's/^/    /'
   else
     ok=0
   fi

@@ -19,6 +19,8 @@
 #                     refused with the limit's message while two keep reading, a client that
 #                     says nothing is closed after the limit; the refusals are in the metrics
 #   non-root          attach as user nobody, sockets in a directory nobody owns: serves I/O
+#   detach            `iscsi-mpio detach` ends the attach: exit 0 once it has exited (status 0),
+#                     no connection left at tgtd; a second detach finds no attach (exit 1)
 #
 # Environment: BUILD (build tree), IM_BIN, EXERCISER. Needs root (tgtd, runuser), jq, curl,
 # /usr/bin/python3. Every wait is bounded; everything started here is stopped by PID on exit.
@@ -435,6 +437,27 @@ check_json_log() {
   tb_report json-log "$ok" "$lines lines, $bad not well-formed"
 }
 check_json_log
+
+# ---------------------------------------------------------------- detach
+
+check_detach() {
+  local ok=1 out rc=0 conns
+  out=$("$im_bin" detach "$config" 2>&1) || { ok=0; echo "    detach: $out"; }
+  grep -q "^ok: detaching: logging out (pid $im_pid)" <<<"$out" ||
+    { ok=0; echo "    detach answered: $out"; }
+  grep -q '^detached$' <<<"$out" || { ok=0; echo "    detach returned before the end"; }
+  tb_running "$im_pid" && { ok=0; echo "    the attach still runs after detach"; }
+  wait "$im_pid" || rc=$?
+  im_pid=''
+  ((rc == 0)) || { ok=0; echo "    the attach exited $rc"; }
+  conns=$(tgtadm -C "$TGT_CTL" --lld iscsi --op show --mode conn --tid 1 | grep -c -i initiator ||
+    true)
+  ((conns == 0)) || { ok=0; echo "    $conns connection(s) left at the target"; }
+  local again
+  again=$("$im_bin" detach "$config" 2>&1) && { ok=0; echo "    a second detach succeeded"; }
+  tb_report detach "$ok" "$(head -n 1 <<<"$out")" "second: $again"
+}
+check_detach
 
 # ---------------------------------------------------------------- limits
 

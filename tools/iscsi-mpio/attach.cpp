@@ -1,5 +1,7 @@
 #include "attach.hpp"
 
+#include <unistd.h>
+
 #include <spdlog/spdlog.h>
 #include <algorithm>
 #include <boost/asio.hpp>
@@ -627,6 +629,17 @@ bool Attachment::publish() {
       return rescan("asked by `iscsi-mpio rescan`");
     });
   runtime_->on_reload([this](const std::string& log_level) { return reload(log_level); });
+  runtime_->on_detach([this] {
+    if (draining_) return std::string("error: already shutting down");
+    spdlog::info("asked by `iscsi-mpio detach`: the end of this attach");
+    std::string devices;
+    for (const auto& lun : luns_)
+      if (lun->kernel && !lun->retired) devices += " " + lun->kernel->path();
+    // After the answer: the shutdown closes the control socket.
+    asio::post(*io_, [this] { drain(Stop::detach); });
+    return "ok: detaching: " + (devices.empty() ? "" : devices.substr(1) + " disconnected, ") +
+           "logging out (pid " + std::to_string(::getpid()) + ")";
+  });
   std::vector<service::Runtime::ServedLun> served;
   for (auto& lun : luns_) served.push_back(served_lun(lun.get()));
   if (std::string detail; runtime_->serving(std::move(served), detail)) {
@@ -671,9 +684,12 @@ void Attachment::wait_for_signal() {
       spdlog::warn("second signal: exiting without a clean logout");
       std::_Exit(exit_interrupted);
     }
-    spdlog::info("received {}", signo == SIGINT ? "SIGINT" : "SIGTERM");
+    spdlog::info(
+        "received {}: stopping for a restart, /dev/nbdN stays configured (`iscsi-mpio "
+        "detach` ends it)",
+        signo == SIGINT ? "SIGINT" : "SIGTERM");
     wait_for_signal();
-    drain();
+    drain(Stop::leave);
   });
 }
 
@@ -708,15 +724,70 @@ void Attachment::fail() {
   drain();
 }
 
-void Attachment::drain() {
+void Attachment::drain(Stop how) {
   if (draining_) return;
   draining_ = true;
-  spdlog::info("shutting down: draining requests, flushing the LUN cache, logging out");
-  notifier_->stopping("shutting down: draining requests, flushing the LUN cache, logging out");
+  const bool leaving = how == Stop::leave;
+  const char* what = leaving ? "stopping for a restart: draining requests, flushing the LUN cache, "
+                               "logging out; /dev/nbdN stays configured"
+                             : "shutting down: draining requests, flushing the LUN cache, "
+                               "disconnecting /dev/nbdN, logging out";
+  spdlog::info("{}", what);
+  notifier_->stopping(what);
   runtime_->shutting_down();
   if (rescans_) rescans_->timer.cancel();
   for (auto& lun : luns_)
     if (lun->device) lun->device->stop_queueing();
+  if (leaving) return leave_kernel_devices();
+  detach_kernel_devices();
+}
+
+// How long the kernel's connections get to reach a quiet moment (every request answered, none
+// unread) before they are closed anyway; what is then unanswered the kernel sends again after
+// its block-layer timeout.
+constexpr auto kQuietWithin = std::chrono::seconds(5);
+
+void Attachment::leave_kernel_devices() {
+  std::vector<std::string> exports;
+  for (const auto& lun : luns_)
+    if (lun->kernel && !lun->retired && lun->kernel->can_leave())
+      exports.push_back(lun->plan.export_name);
+  if (exports.empty() || !server_) return detach_kernel_devices();
+  server_->release_connected(exports, kQuietWithin, [this](nbd::Server::Released released) {
+    asio::post(*io_, [this, released] {
+      for (auto& lun : luns_) {
+        if (!lun->kernel || lun->retired || !lun->kernel->can_leave()) continue;
+        std::string detail;
+        if (auto ec = lun->kernel->leave(detail)) {
+          spdlog::warn("{}", error_text(ec, detail));
+          continue;
+        }
+        const auto hold = lun->kernel->dead_connection_timeout();
+        const std::string holds =
+            hold >= nbd::kDeadConnectionForever
+                ? std::string("holds its I/O until the next attach (no_path_retry queue)")
+            : hold.count() == 0
+                ? std::string("fails its I/O with EIO until the next attach (no_path_retry fail)")
+                : "holds its I/O for " + std::to_string(hold.count()) +
+                      " s (no_path_retry x polling_interval), then fails it with EIO until the "
+                      "next attach";
+        spdlog::info(
+            "{} left configured{}: the kernel {}; `iscsi-mpio attach` of the same "
+            "target and LUN takes it over",
+            lun->kernel->path(),
+            released.forced > 0 ? " (some requests unanswered: sent again after the "
+                                  "takeover)"
+                                : "",
+            holds);
+        lun->kernel.reset();  // left: the destructor no longer disconnects it
+      }
+      // Devices that cannot outlive us (the ioctl interface's) are detached as before.
+      detach_kernel_devices();
+    });
+  });
+}
+
+void Attachment::detach_kernel_devices() {
   auto detaching = std::make_shared<size_t>(0);
   // A retired LUN's /dev/nbdN is let go by retire() itself.
   for (auto& lun : luns_) *detaching += lun->kernel && !lun->retired ? 1 : 0;

@@ -11,6 +11,11 @@
 //                  (SIGHUP: reload, systemctl reload)
 //   drain          stop queueing, let /dev/nbdN go, drain the NBD clients, SYNCHRONIZE CACHE,
 //                  log out
+// How /dev/nbdN goes depends on what ended the attach (Stop): SIGTERM or SIGINT (systemctl
+// stop or restart, podman stop, an upgrade) is a restart: each /dev/nbdN stays configured and
+// the kernel holds its I/O for the next attach, as stopping iscsid or multipathd leaves the
+// sessions and maps in the kernel. `iscsi-mpio detach CONFIG` (the control socket's `detach`)
+// or a failed phase is the end: each /dev/nbdN is flushed and disconnected.
 // The phases after open run on the io_context once the device is open. A phase that fails
 // logs why and drains what the earlier ones started, and the exit status is exit_failure.
 #pragma once
@@ -151,10 +156,19 @@ class Attachment {
   std::string reload(const std::string& log_level = {});
   // A phase failed: exit_failure once drain() is done.
   void fail();
+  // What the shutdown does with each /dev/nbdN.
+  enum class Stop {
+    leave,   // SIGTERM, SIGINT: left configured for the next attach (KernelDevice::leave)
+    detach,  // `iscsi-mpio detach`, a failed phase: flushed and disconnected
+  };
   // The clean shutdown, at most once. Held requests end first, or the server's drain would
   // wait for a path for ever; then every /dev/nbdN, the NBD server and the devices in that
   // order.
-  void drain();
+  void drain(Stop how = Stop::detach);
+  // Stop::leave: the kernel's connections end at a quiet moment, then each /dev/nbdN is let go
+  // without a disconnect (one that cannot outlive us is detached instead).
+  void leave_kernel_devices();
+  void detach_kernel_devices();
   void stop_servers();
   void close_devices();
 

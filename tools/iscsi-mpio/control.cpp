@@ -26,7 +26,8 @@ namespace iscsi_mpio::control {
 namespace {
 
 constexpr std::string_view known_requests =
-    "tree, json, paths [table], stats, fail-path ID, reinstate-path ID, rescan, reload [LEVEL]";
+    "tree, json, paths [table], stats, fail-path ID, reinstate-path ID, rescan, reload [LEVEL], "
+    "detach";
 
 // A client's bytes as an answer quotes them: at most 64, control characters and bytes above
 // ASCII as '?', so that an answer stays one printable line on the operator's terminal.
@@ -275,6 +276,8 @@ std::string respond(std::string_view request, const Backend& backend) {
   if (verb == "paths" && argument == "table")
     return backend.snapshots ? render_paths_table(backend.snapshots())
                              : render_paths_table(backend.snapshot().paths);
+  if (verb == "detach" && argument.empty())
+    return backend.detach ? backend.detach() + "\n" : "error: the attach is not serving yet\n";
   if (!argument.empty())
     return "error: request '" + shown(verb) +
            "' takes no argument (requests: " + std::string(known_requests) + ")\n";

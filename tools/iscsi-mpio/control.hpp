@@ -12,6 +12,8 @@
 //   reload [LEVEL]       multipathd reconfigure: the configuration file read again and applied
 //                        (reload_apply.hpp), with LEVEL the new log level; "ok: ..." lists what
 //                        changed, "error: ..." why nothing did
+//   detach               the end of the attach (iscsiadm --logout): flush and disconnect every
+//                        /dev/nbdN, drain, log out, exit; the answer names the attach's pid
 // ID is the 1-based path number `paths` shows, or the path's portal HOST:PORT. fail-path and
 // reinstate-path answer "ok: DETAIL" or "error: DETAIL"; an unknown request gets "error: ...".
 // No Asio here: the listening side is in service.cpp.
@@ -59,6 +61,9 @@ struct Backend {
   std::function<std::string()> rescan;
   // `reload [LEVEL]`: the argument is the log level, or empty. Unset: not served.
   std::function<std::string(const std::string& log_level)> reload;
+  // `detach`: starts the shutdown that disconnects every /dev/nbdN (SIGTERM leaves them for the
+  // next attach); the answer says so. Unset: not serving yet.
+  std::function<std::string()> detach;
 };
 
 // The answer to one request line (without its newline). Always ends with a newline.

@@ -479,6 +479,10 @@ void Runtime::path_removed(const mpio::LunDevice& device, size_t path) {
     if (impl.luns[l].device.get() == &device) impl.collectors[l].remove_path(path);
 }
 
+void Runtime::on_detach(std::function<std::string()> detach) {
+  impl_->backend.detach = std::move(detach);
+}
+
 void Runtime::shutting_down() {
   auto* impl = impl_.get();
   impl->stopping = true;

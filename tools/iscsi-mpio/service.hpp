@@ -65,6 +65,8 @@ class Runtime {
   // resolve by them); a path `device` let go of at index `path` takes its series along.
   void paths_changed(std::vector<config::Portal> portals);
   void path_removed(const mpio::LunDevice& device, size_t path);
+  // The control socket's `detach` starts this; its answer goes back to the client.
+  void on_detach(std::function<std::string()> detach);
 
   // The shutdown began: closes both listeners (removing the control socket file) and shows
   // "draining N requests" on a terminal while the device still has requests.

@@ -1,7 +1,10 @@
 #include "verbs.hpp"
 
 #include <CLI/CLI.hpp>
+#include <chrono>
+#include <fstream>
 #include <iostream>
+#include <thread>
 
 #include <config/config.hpp>
 
@@ -31,6 +34,52 @@ int ask(const std::string& config_path, const std::string& request) {
     return exit_failure;
   }
   std::cout << answer;
+  return exit_ok;
+}
+
+// Whether process `pid` still runs: /proc/PID exists and is not a zombie (an attach that has
+// exited stays one until whoever started it reaps it).
+bool running(const std::string& pid) {
+  std::ifstream stat("/proc/" + pid + "/stat");
+  std::string line;
+  if (!stat || !std::getline(stat, line)) return false;
+  const auto close = line.rfind(')');
+  return close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'Z';
+}
+
+// `detach`: the attach answers "ok: detaching ... (pid N)" and then shuts down; the verb
+// returns once that process is gone, so that a script (or ExecStop=) can go on to what needs
+// the device disconnected and the sessions logged out.
+int detach(const std::string& config_path) {
+  auto loaded = config::load_file(config_path);
+  if (!loaded) {
+    std::cerr << loaded.error_report();
+    return exit_usage;
+  }
+  std::string answer, detail;
+  if (control::ask(loaded.config().control.socket, "detach", answer, detail)) {
+    std::cerr << detail << "\n";
+    return exit_failure;
+  }
+  if (answer.rfind("error:", 0) == 0) {
+    std::cerr << answer;
+    return exit_failure;
+  }
+  std::cout << answer << std::flush;
+  const auto at = answer.rfind("(pid ");
+  if (at == std::string::npos) return exit_ok;
+  const std::string pid = answer.substr(at + 5, answer.find(')', at) - at - 5);
+  // The shutdown is bounded (drain, a 10 s flush and disconnect per device, logout): 180 s is
+  // far beyond it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(180);
+  while (running(pid)) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      std::cerr << "error: the attach (pid " << pid << ") is still running 180 s later\n";
+      return exit_failure;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::cout << "detached\n";
   return exit_ok;
 }
 
@@ -66,6 +115,11 @@ ControlVerbs::ControlVerbs(CLI::App& app) {
   reload_->add_option("config", config_path_, config_help)->required();
   reload_->add_option("--log-level", log_level_,
                       "also set the attach's log level: trace, debug, info, warn, error");
+  detach_ = app.add_subcommand(
+      "detach",
+      "end a running attach: flush and disconnect its /dev/nbdN, log out, and wait until it has "
+      "exited (iscsiadm --logout; SIGTERM instead leaves /dev/nbdN to the next attach)");
+  detach_->add_option("config", config_path_, config_help)->required();
 }
 
 std::optional<int> ControlVerbs::run() const {
@@ -88,6 +142,7 @@ std::optional<int> ControlVerbs::run() const {
     // The attach reads the file itself: the one it was started with, by its path.
     return ask(config_path_, log_level_.empty() ? "reload" : "reload " + log_level_);
   }
+  if (*detach_) return detach(config_path_);
   const char* verb = *fail_ ? "fail-path" : *reinstate_ ? "reinstate-path" : nullptr;
   if (verb == nullptr) return std::nullopt;
   if (std::string detail; control::check_path_id(id_, detail)) {

@@ -4,6 +4,8 @@
 //   iscsi-mpio reinstate-path CONFIG ID     multipathd `reinstate path`
 //   iscsi-mpio rescan CONFIG                iscsiadm -m session --rescan
 //   iscsi-mpio reload CONFIG [--log-level L] multipathd reconfigure: CONFIG read again, applied
+//   iscsi-mpio detach CONFIG                the end of the attach: flush and disconnect
+//                                           /dev/nbdN, log out, wait until it has exited
 // ID: the path number `paths` shows, or the path's portal HOST:PORT. Exit status 0 done,
 // 1 refused by the attach or no attach running, 2 bad command line or configuration file.
 #pragma once
@@ -31,6 +33,7 @@ class ControlVerbs {
   CLI::App* rescan_ = nullptr;
   CLI::App* reload_ = nullptr;
   std::string log_level_;
+  CLI::App* detach_ = nullptr;
   std::string config_path_;
   std::string id_;
   bool json_ = false;

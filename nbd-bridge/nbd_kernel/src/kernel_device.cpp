@@ -627,6 +627,7 @@ struct KernelDevice::Impl {
   std::string connected_pid;       // /sys/block/nbdN/pid right after the attach: the driver's owner
   std::string backend_identifier;  // netlink: what the connect named, for reconfigure
   bool adopted = false;            // reconnected a device a dead attach left (adopt())
+  std::chrono::seconds dead_connection{0};  // what the connect or the takeover set
 
   // ioctl: the open device and the thread parked in NBD_DO_IT. The thread shares only this
   // state, so it may outlive us in the one case where the driver never lets it return.
@@ -1126,6 +1127,7 @@ std::unique_ptr<KernelDevice> KernelDevice::adopt(const KernelAttachOptions& opt
   impl->index = *index;
   impl->interface = KernelInterface::netlink;
   impl->adopted = true;
+  impl->dead_connection = options.timeouts.dead_connection;
   impl->backend_identifier = options.backend_identifier;
   // The driver keeps the pid of whoever connected it: from now on ours is the one to compare.
   impl->connected_pid = read_line(sysfs_dir(*index) + "/pid").value_or("");
@@ -1179,6 +1181,7 @@ std::unique_ptr<KernelDevice> KernelDevice::attach(const KernelAttachOptions& op
   if (ec) return nullptr;
   impl->connected_pid = read_line(sysfs_dir(impl->index) + "/pid").value_or("");
   if (interface == KernelInterface::netlink) impl->backend_identifier = options.backend_identifier;
+  impl->dead_connection = options.timeouts.dead_connection;
   impl->tune_queue(options.max_transfer_bytes);
   return std::unique_ptr<KernelDevice>(new KernelDevice(std::move(impl)));
 }
@@ -1209,6 +1212,27 @@ std::vector<std::string> KernelDevice::take_notes() {
 
 std::error_code KernelDevice::detach(std::string& detail) {
   return impl_->detach(true, detail);
+}
+
+bool KernelDevice::can_leave() const noexcept {
+  return impl_->interface == KernelInterface::netlink && !impl_->backend_identifier.empty();
+}
+
+std::chrono::seconds KernelDevice::dead_connection_timeout() const noexcept {
+  return impl_->dead_connection;
+}
+
+std::error_code KernelDevice::leave(std::string& detail) {
+  if (!can_leave()) {
+    detail = path() + " cannot outlive this process: " +
+             (impl_->interface == KernelInterface::ioctl
+                  ? std::string("the ioctl interface's device ends with it")
+                  : std::string("it has no backend identifier to be found by"));
+    return std::make_error_code(std::errc::operation_not_supported);
+  }
+  std::lock_guard lock(impl_->mutex);
+  impl_->attached = false;
+  return {};
 }
 
 std::error_code KernelDevice::resize(uint64_t size_bytes, std::string& detail) {

@@ -1,6 +1,7 @@
 #include "nbd_server/server.hpp"
 
 #include <netinet/in.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -254,6 +255,24 @@ class Connection : public std::enable_shared_from_this<Connection> {
     });
   }
 
+  // Server::release_connected(): serve on until a quiet moment (or the deadline), then shut
+  // the receive side and read what slipped in until EOF. `closed` runs once run() has ended;
+  // `quiet` says whether nothing was left unanswered.
+  void release(std::chrono::steady_clock::time_point deadline, std::function<void(bool)> closed) {
+    if (releasing_ || !in_transmission_ || stopping_) {
+      if (closed) closed(false);
+      return;
+    }
+    releasing_ = true;
+    on_released_ = std::move(closed);
+    asio::co_spawn(socket_.get_executor(), watch_for_quiet(deadline), asio::detached);
+  }
+  bool releasing() const { return releasing_; }
+  const std::string& export_name() const { return export_.name; }
+  void released() {
+    if (auto closed = std::exchange(on_released_, nullptr)) closed(released_quiet_);
+  }
+
   // Server shutdown: no new requests; what was read completes and is answered.
   void stop() {
     stopping_ = true;
@@ -269,6 +288,42 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
  private:
   void notify() { wake_.cancel(); }
+
+  // Bytes the peer sent that nobody has read yet, in the socket or in rx_.
+  size_t unread_bytes() {
+    int queued = 0;
+    if (::ioctl(socket_.native_handle(), FIONREAD, &queued) != 0) queued = 1;  // unknown: busy
+    return static_cast<size_t>(std::max(queued, 0)) + (rx_end_ - rx_begin_);
+  }
+
+  // Quiet: every request the kernel sent was read and answered, and the answers are written.
+  // Shutting the receive side down then leaves it nothing to wait for: its next send fails, and
+  // it requeues that request for the next connection (drivers/block/nbd.c, nbd_handle_cmd).
+  awaitable<void> watch_for_quiet(std::chrono::steady_clock::time_point deadline) {
+    auto self = shared_from_this();
+    asio::steady_timer poll(socket_.get_executor());
+    for (;;) {
+      if (!socket_.is_open() || write_failed_ || hard_disconnect_ || stopping_) co_return;
+      const bool quiet = in_flight_ == 0 && replies_.empty() && unread_bytes() == 0;
+      if (quiet || std::chrono::steady_clock::now() >= deadline) {
+        error_code ignored;
+        socket_.shutdown(Socket::shutdown_receive, ignored);
+        // A request that got in between the check and the shutdown is still read and served;
+        // its answer reaches the kernel unless it tried to send again meanwhile.
+        released_quiet_ = quiet && unread_bytes() == 0;
+        if (!released_quiet_)
+          spdlog::warn(
+              "nbd: client {}: no quiet moment, released with {} request(s) in flight and {} "
+              "byte(s) unread: the kernel sends what it got no answer to again after its "
+              "block-layer timeout",
+              peer_, in_flight_, unread_bytes());
+        co_return;
+      }
+      poll.expires_after(std::chrono::milliseconds(1));
+      error_code ignored;
+      co_await poll.async_wait(asio::redirect_error(use_awaitable, ignored));
+    }
+  }
 
   // The export this connection serves from now on, as advertised to its client.
   void bind(std::shared_ptr<ServedExport> served, ExportDescription description) {
@@ -841,6 +896,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool base_allocation_ = false;  // NBD_CMD_BLOCK_STATUS allowed (HandshakeOutcome)
   bool in_transmission_ = false;
   bool stopping_ = false;
+  bool releasing_ = false;       // release(): reading until EOF after a quiet moment
+  bool released_quiet_ = false;  // the receive side was shut at a quiet moment
+  std::function<void(bool quiet)> on_released_;
   bool hard_disconnect_ = false;
   bool write_failed_ = false;
   bool writer_stop_ = false;
@@ -1194,17 +1252,50 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
                          std::move(refusal)},
         std::move(peer), counters, tls_mode, std::move(credentials));
     connections.insert(connection);
+    if (handshake_done) handed_over.insert(connection);
     ++connection_count;
     if (client) ++clients;
     asio::co_spawn(io, connection->run(),
                    [self = shared_from_this(), connection, client](std::exception_ptr error) {
                      if (error) spdlog::warn("nbd: connection ended with an exception");
+                     connection->released();
+                     self->handed_over.erase(connection);
                      self->connections.erase(connection);
                      --self->connection_count;
                      if (client) --self->clients;
                      if (self->reserve_wait) self->reserve_wait->cancel();
                      self->maybe_drained();
                    });
+  }
+
+  // Connections of serve_connected() (the kernel's), for release_connected().
+  std::set<std::shared_ptr<Connection>> handed_over;
+
+  void do_release(const std::vector<std::string>& export_names,
+                  std::chrono::milliseconds quiet_within, std::function<void(Released)> done) {
+    struct Release {
+      Released outcome;
+      size_t pending = 1;  // one for the loop below: `done` runs after it
+      std::function<void(Released)> done;
+      void one_done() {
+        if (--pending == 0 && done) done(outcome);
+      }
+    };
+    auto state = std::make_shared<Release>();
+    state->done = std::move(done);
+    const auto deadline = std::chrono::steady_clock::now() + quiet_within;
+    for (const auto& connection : handed_over) {
+      if (!connections.contains(connection) || connection->releasing() ||
+          std::find(export_names.begin(), export_names.end(), connection->export_name()) ==
+              export_names.end())
+        continue;
+      ++state->pending;
+      connection->release(deadline, [state](bool quiet) {
+        ++(quiet ? state->outcome.quiet : state->outcome.forced);
+        state->one_done();
+      });
+    }
+    state->one_done();
   }
 
   void do_stop(std::function<void()> callback) {
@@ -1345,6 +1436,15 @@ std::error_code Server::serve_connected(int fd, const std::string& export_name, 
   impl_->add_connection(std::move(socket), std::move(peer), std::move(served), TlsMode::off,
                         nullptr);
   return {};
+}
+
+void Server::release_connected(std::vector<std::string> export_names,
+                               std::chrono::milliseconds quiet_within,
+                               std::function<void(Released)> done) {
+  asio::post(impl_->io, [impl = impl_, names = std::move(export_names), quiet_within,
+                         done = std::move(done)]() mutable {
+    impl->do_release(names, quiet_within, std::move(done));
+  });
 }
 
 void Server::stop(std::function<void()> on_drained) {

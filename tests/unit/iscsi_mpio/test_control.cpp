@@ -102,7 +102,7 @@ TEST_CASE("respond: views and unknown requests", "[iscsi_mpio]") {
   const std::string unknown = a.ask("frobnicate\x01");
   CHECK(unknown ==
         "error: unknown request 'frobnicate?' (requests: tree, json, paths [table], stats, "
-        "fail-path ID, reinstate-path ID, rescan, reload [LEVEL])\n");
+        "fail-path ID, reinstate-path ID, rescan, reload [LEVEL], detach)\n");
   CHECK_THAT(a.ask("stats now"), Catch::StartsWith("error: request 'stats' takes no argument"));
   // Not served (the attach is starting): said so.
   CHECK_THAT(a.ask("reload"), Catch::StartsWith("error: this attach does not take reloads yet"));
@@ -134,6 +134,20 @@ TEST_CASE("respond: reload with and without a log level", "[iscsi_mpio]") {
   CHECK(a.ask("reload") == "ok: t.yaml: nothing changed\n");
   CHECK(a.ask("reload  debug") == "ok: t.yaml: nothing changed\n");
   CHECK(levels == std::vector<std::string>{"", "debug"});
+}
+
+TEST_CASE("respond: detach starts the end, once serving", "[iscsi_mpio]") {
+  FakeAttach a;
+  CHECK(a.ask("detach") == "error: the attach is not serving yet\n");
+  int asked = 0;
+  a.backend.detach = [&] {
+    ++asked;
+    return std::string("ok: detaching: /dev/nbd0 disconnected, logging out (pid 42)");
+  };
+  CHECK(a.ask("detach") == "ok: detaching: /dev/nbd0 disconnected, logging out (pid 42)\n");
+  CHECK(asked == 1);
+  CHECK_THAT(a.ask("detach now"), Catch::StartsWith("error: request 'detach' takes no argument"));
+  CHECK(asked == 1);
 }
 
 TEST_CASE("paths JSON: index, portal, state, counters, last error", "[iscsi_mpio]") {

@@ -20,6 +20,7 @@
 #include <functional>
 #include <future>
 #include <optional>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -587,6 +588,111 @@ TEST_CASE("serve_connected: no handshake, simple replies from the first byte", "
   kernel.request(nbd::kCmdDisc, 4, 0, 0);
   CHECK(kernel.at_eof());
   CHECK(eventually([&] { return f.server->connection_count() == 0; }));
+}
+
+namespace {
+
+// The kernel's end of a socketpair whose other end the fixture's server serves.
+int connect_kernel(Fixture& f) {
+  const auto [ours, kernels] = stream_pair();
+  REQUIRE_FALSE(serve_on_io_thread(f, ours));
+  return kernels;
+}
+
+// Server::release_connected() under way; outcome() waits for its end.
+class Release {
+ public:
+  Release(Fixture& f, std::vector<std::string> exports, std::chrono::milliseconds quiet_within) {
+    f.server->release_connected(std::move(exports), quiet_within,
+                                [this](nbd::Server::Released r) { promise_.set_value(r); });
+  }
+  nbd::Server::Released outcome() {
+    auto future = promise_.get_future();
+    REQUIRE(future.wait_for(5s) == std::future_status::ready);
+    return future.get();
+  }
+
+ private:
+  std::promise<nbd::Server::Released> promise_;
+};
+
+// What the kernel's next send meets once the receive side is shut: EPIPE, which makes the
+// driver requeue that request for the next connection instead of waiting for an answer.
+bool send_refused(int fd) {
+  std::array<std::byte, 28> header{};
+  nbd::encode_request(nbd::Request{0, nbd::kCmdRead, 9, 0, 512}, header);
+  return ::send(fd, header.data(), header.size(), MSG_NOSIGNAL) < 0 && errno == EPIPE;
+}
+
+}  // namespace
+
+TEST_CASE("release_connected: closes the kernel's socket at a quiet moment", "[nbd_server]") {
+  Fixture f;
+  const int kernels = connect_kernel(f);
+  RawClient kernel(RawClient::Adopt{kernels});
+  kernel.request(nbd::kCmdRead, 1, 0, 512);
+  CHECK(kernel.simple_reply() == std::pair<uint32_t, uint64_t>{0, 1});
+  CHECK(kernel.receive(512).size() == 512);
+
+  const auto released = Release(f, {"disk"}, 2s).outcome();
+  CHECK(released.quiet == 1);
+  CHECK(released.forced == 0);
+  CHECK(kernel.at_eof());
+  CHECK(send_refused(kernels));
+  // The listener and its clients are another matter: stop() ends them.
+  CHECK(f.server->endpoint_uri() != "");
+}
+
+TEST_CASE("release_connected: waits for the answers before it closes", "[nbd_server]") {
+  Fixture f;
+  RawClient kernel(RawClient::Adopt{connect_kernel(f)});
+  f.device.set_defer(true);
+  kernel.request(nbd::kCmdRead, 7, 0, 512);
+  REQUIRE(eventually([&] { return f.device.deferred_count() == 1; }));
+  Release release(f, {"disk"}, 5s);
+  // Not quiet while the read is unanswered: the socket stays open and a new request is taken.
+  CHECK(kernel.nothing_within(50ms));
+  kernel.request(nbd::kCmdRead, 8, 512, 512);
+  REQUIRE(eventually([&] { return f.device.deferred_count() == 2; }));
+  f.device.complete_all_deferred();
+  std::set<uint64_t> answered;
+  for (int i = 0; i < 2; ++i) {
+    const auto [error, cookie] = kernel.simple_reply();
+    CHECK(error == 0);
+    answered.insert(cookie);
+    CHECK(kernel.receive(512).size() == 512);
+  }
+  CHECK(answered == std::set<uint64_t>{7, 8});
+  CHECK(kernel.at_eof());
+  CHECK(release.outcome().quiet == 1);
+}
+
+TEST_CASE("release_connected: without a quiet moment, shuts down at the deadline", "[nbd_server]") {
+  Fixture f;
+  const int kernels = connect_kernel(f);
+  RawClient kernel(RawClient::Adopt{kernels});
+  f.device.set_defer(true);
+  kernel.request(nbd::kCmdRead, 3, 0, 512);
+  REQUIRE(eventually([&] { return f.device.deferred_count() == 1; }));
+  Release release(f, {"disk"}, 100ms);
+  // After the deadline the kernel's sends fail (requeued by the driver); what was read is
+  // still answered before the socket closes.
+  std::this_thread::sleep_for(500ms);
+  CHECK(send_refused(kernels));
+  f.device.complete_all_deferred();
+  CHECK(kernel.simple_reply() == std::pair<uint32_t, uint64_t>{0, 3});
+  CHECK(kernel.receive(512).size() == 512);
+  CHECK(kernel.at_eof());
+  CHECK(release.outcome().forced == 1);
+}
+
+TEST_CASE("release_connected: another export's connection is left alone", "[nbd_server]") {
+  Fixture f;
+  RawClient kernel(RawClient::Adopt{connect_kernel(f)});
+  const auto released = Release(f, {"other"}, 1s).outcome();
+  CHECK(released.quiet + released.forced == 0);
+  kernel.request(nbd::kCmdRead, 4, 0, 512);
+  CHECK(kernel.simple_reply() == std::pair<uint32_t, uint64_t>{0, 4});
 }
 
 TEST_CASE("serve_connected: stop() drains and closes it like any connection", "[nbd_server]") {

@@ -146,6 +146,19 @@ class KernelDevice {
   // Talks only to the driver (no I/O on the device); does nothing once detached.
   std::error_code resize(uint64_t size_bytes, std::string& detail);
 
+  // A restart's end (SIGTERM): lets go of /dev/nbdN without disconnecting it. Once the
+  // sockets served for it are closed (nbd::Server::release_connected), the driver holds the
+  // device's I/O for the dead-connection timeout, and the next attach of the same export takes
+  // it over (adopt()); if none comes in time, the driver fails the I/O with EIO. Only a device
+  // connected through netlink with a backend identifier can be found again:
+  // std::errc::operation_not_supported otherwise (the ioctl interface's device ends with the
+  // process), with `detail` saying why; then detach() it. Talks to nobody: no flush (the
+  // writes are the kernel's to resend), no netlink. The destructor leaves the device alone
+  // afterwards.
+  std::error_code leave(std::string& detail);
+  bool can_leave() const noexcept;
+  std::chrono::seconds dead_connection_timeout() const noexcept;
+
   // Flushes what was written to the device (syncfs on its mounts, fsync on the device), then
   // disconnects it: the driver sends NBD_CMD_DISC and lets go of the sockets. Blocks until the
   // device is released (bounded); the sockets must still be served meanwhile, so never call it

@@ -14,6 +14,7 @@
 #include <string>
 #include <system_error>
 #include <variant>
+#include <vector>
 
 #include "nbd/handshake.hpp"
 
@@ -161,6 +162,25 @@ class Server {
                                   std::string& detail);
   // The same on the default export.
   std::error_code serve_connected(int fd, std::string peer, std::string& detail);
+
+  // A restart that keeps /dev/nbdN configured (nbd::KernelDevice::leave): ends every
+  // connection serve_connected() serves on one of `export_names` so that the kernel is left no
+  // request it sent without getting its reply. The driver requeues a request whose send fails and
+  // holds it for the next connection (NBD_CMD_RECONFIGURE), but one it sent and got no reply to
+  // waits for the block layer's timer (/sys/block/nbdN/queue/io_timeout, 30 s) before it is sent
+  // again. So each connection goes on serving until a quiet moment (nothing unanswered, nothing
+  // unread), then shuts its receive side down (the kernel's next send fails and is requeued) and
+  // serves what slipped in before that until EOF. Without a quiet moment within `quiet_within`, it
+  // shuts down anyway: the requests then unanswered are sent again after the timer. `done` runs on
+  // the io_context thread once every such connection is closed. Other clients are untouched (stop()
+  // ends them).
+  struct Released {
+    size_t quiet = 0;   // connections closed at a quiet moment: nothing left unanswered
+    size_t forced = 0;  // connections closed at `quiet_within` with requests possibly unanswered
+  };
+  void release_connected(std::vector<std::string> export_names,
+                         std::chrono::milliseconds quiet_within,
+                         std::function<void(Released)> done);
 
   // Stops accepting, stops reading requests, waits until every request already read has
   // completed on the device and its reply is written, closes the connections, then runs
