@@ -148,6 +148,7 @@ std::string render_paths_json(const std::vector<mpio::PathStatus>& paths,
                    {"bytes", p.bytes},
                    {"errors", p.errors},
                    {"alua_state", utf8(p.alua_state)},
+                   {"alua_activation", utf8(p.alua_activation)},
                    {"last_error", utf8(p.last_error)}});
   }
   return json_text::line(out);
@@ -167,6 +168,7 @@ std::string render_paths_table(const std::vector<mpio::PathStatus>& paths) {
     out += line;
     if (!p.last_error.empty() && p.state != mpio::PathState::active)
       out += "     last error: " + p.last_error + "\n";
+    if (!p.alua_activation.empty()) out += "     " + p.alua_activation + "\n";
   }
   return out;
 }
