@@ -83,6 +83,7 @@ CommandDecision retry(const iscsi::ScsiTask& task, const CommandContext& context
 
 CommandDecision decide_completion(const iscsi::ScsiTask& task, const CommandContext& context) {
   CommandDecision decision;
+  decision.transition_retries = context.transition_retries;
   const std::error_code& transport = task.transport_error;
   if (certainly_dead(transport) && !context.pinned) {
     decision.action = CommandDecision::Action::reissue;
@@ -114,7 +115,13 @@ CommandDecision decide_completion(const iscsi::ScsiTask& task, const CommandCont
     if (const auto alua = alua_state_of(task)) {
       if (context.alua_placed) decision.alua_state = alua;
       if (*alua == scsi::AluaState::transitioning) {
-        if (context.retries < alua_transition_retries) return retry(task, context, decision);
+        if (context.transition_retries < alua_transition_retries) {
+          decision.action = CommandDecision::Action::retry;
+          decision.retries = context.retries;
+          decision.transition_retries = context.transition_retries + 1;
+          decision.delay = busy_backoff(decision.transition_retries);
+          return decision;
+        }
         // A transition that never ends: the port is as good as unavailable.
         decision.fail_path = true;
         decision.reason = std::move(detail);

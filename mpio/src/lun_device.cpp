@@ -38,6 +38,7 @@ struct Command : iscsi::ScsiTask {
   std::function<void(Command&)> then;
   std::vector<std::byte> owned;  // parameter data we built (UNMAP list, WRITE SAME block)
   int retries = 0;               // same-path retries (unit attention, BUSY)
+  int transition_retries = 0;    // retries after ALUA transitioning (their own budget)
   Path* path = nullptr;          // where the current attempt runs
   Path* pinned = nullptr;        // probes of one path run there or nowhere
   std::chrono::steady_clock::time_point sent_at;  // of the current attempt
@@ -101,6 +102,7 @@ void reset_command(Command& cmd) {
   static_cast<iscsi::ScsiTask&>(cmd) = iscsi::ScsiTask{};
   cmd.owned.clear();
   cmd.retries = 0;
+  cmd.transition_retries = 0;
   cmd.path = nullptr;
   cmd.pinned = nullptr;
   cmd.to_lun0 = false;
@@ -238,13 +240,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     if (last_activation != std::chrono::steady_clock::time_point{} &&
         now - last_activation < config.polling_interval)
       return;
-    activation_candidates.clear();
-    for (auto& p : paths)
-      activation_candidates.push_back({.state = p->state,
-                                       .ready = p->session && p->session->ready(),
-                                       .alua = p->alua,
-                                       .port_group = p->port_group});
-    const auto chosen = choose_activation(activation_candidates);
+    const auto chosen = choose_activation(activation_paths());
     if (!chosen) return;
     activating = true;
     last_activation = now;
@@ -266,6 +262,16 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       self->activating = false;
       co_return;
     }
+    // The target's word now, not our last placement: a group just made active by the target
+    // itself must not be undone (the next try is a polling interval away).
+    const auto report_ec =
+        co_await self->read_data(scsi::report_target_port_groups(4096), 4096, data, detail, &p);
+    const auto groups = report_ec ? std::nullopt : scsi::parse_report_target_port_groups(data);
+    if (self->closing || !groups || reachable_group_active(self->activation_paths(), *groups)) {
+      self->activating = false;
+      if (!self->closing) self->reread_logged_in();
+      co_return;
+    }
     const scsi::TargetPortGroupSetting setting{.state = scsi::AluaState::active_optimized,
                                                .group_id = port_group};
     const std::string what = "SET TARGET PORT GROUPS: target port group " +
@@ -283,11 +289,18 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     if (self->closing) co_return;
     p.alua_activation = what + (ec ? ", refused: " + detail : ", done");
     self->emit(p, p.alua_activation);
-    if (ec) co_return;
-    for (auto& q : self->paths)
-      if ((q->state == PathState::active || q->state == PathState::ghost) && !q->rereading_alua &&
-          q->session && q->session->ready())
-        asio::co_spawn(self->io, recheck_alua(self, *q), asio::detached);
+    if (!ec) self->reread_logged_in();
+  }
+
+  // What choose_activation() and reachable_group_active() know of each path.
+  std::span<const ActivationCandidate> activation_paths() {
+    activation_candidates.clear();
+    for (auto& p : paths)
+      activation_candidates.push_back({.state = p->state,
+                                       .ready = p->session && p->session->ready(),
+                                       .alua = p->alua,
+                                       .port_group = p->port_group});
+    return activation_candidates;
   }
 
   // A command's answer named its port's ALUA state (decide_completion, under group_by_prio):
@@ -422,11 +435,15 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   void reread_alua_states() {
+    reread_logged_in();
+    if (!any_active()) maybe_activate();
+  }
+
+  void reread_logged_in() {
     for (auto& p : paths)
       if ((p->state == PathState::active || p->state == PathState::ghost) && !p->rereading_alua &&
           p->session && p->session->ready())
         asio::co_spawn(io, recheck_alua(shared_from_this(), *p), asio::detached);
-    if (!any_active()) maybe_activate();
   }
 
   // Writes still held for proof after a failed attempt (the LU reset refused, the proof login
@@ -485,6 +502,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
             .mutating = c.mutating(),
             .retries = c.retries,
             .max_retries = config.max_retries,
+            .transition_retries = c.transition_retries,
             .alua_placed = needs_port_groups(config.grouping, identity.inquiry.tpgs)});
     if (d.clear_transport_error) {
       c.transport_error = {};
@@ -513,6 +531,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
         break;
       case CommandDecision::Action::retry:
         c.retries = d.retries;
+        c.transition_retries = d.transition_retries;
         retry_after(c, d.delay);
         break;
     }

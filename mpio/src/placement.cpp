@@ -89,4 +89,14 @@ std::optional<Activation> choose_activation(std::span<const ActivationCandidate>
   return chosen;
 }
 
+bool reachable_group_active(std::span<const ActivationCandidate> paths,
+                            std::span<const scsi::TargetPortGroup> groups) {
+  for (const auto& p : paths) {
+    if (!p.ready || !p.port_group) continue;
+    for (const auto& g : groups)
+      if (g.group_id == *p.port_group && alua_carries_io(g.state)) return true;
+  }
+  return false;
+}
+
 }  // namespace mpio

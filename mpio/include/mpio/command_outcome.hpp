@@ -51,6 +51,9 @@ struct CommandContext {
   bool mutating = false;  // a write, UNMAP or WRITE SAME: a lost copy must be proven dead
   int retries = 0;        // same-path retries so far
   int max_retries = 0;    // LunConfig::max_retries
+  // Retries after ALUA transitioning so far: a budget of their own (alua_transition_retries),
+  // so that the unit attention a finished transition leaves (2A/06) still has its retries.
+  int transition_retries = 0;
   // Paths are placed by their target port group's ALUA state (group_by_prio on a target with
   // TPGS != 0): a port that answers standby or unavailable is a ghost, not a failed path.
   bool alua_placed = false;
@@ -66,6 +69,7 @@ struct CommandDecision {
   Action action = Action::complete;
   std::chrono::milliseconds delay{0};  // retry
   int retries = 0;                     // retry: the command's retry count from now on
+  int transition_retries = 0;          // the same for transitioning retries
   // Side facts, carried out before the action in this order.
   bool clear_transport_error = false;  // reissue of a certainly dead command: a clean attempt
   bool count_path_error = false;       // the path's error counter

@@ -86,4 +86,11 @@ struct Activation {
 // asked through that path at the time: an array's access type may change while attached.
 std::optional<Activation> choose_activation(std::span<const ActivationCandidate> paths);
 
+// Whether the target's own report (REPORT TARGET PORT GROUPS, read through the chosen ghost just
+// before activating) puts a logged-in path's group in a state that carries I/O: then the
+// placements are behind the target (an implicit transition just made another group active),
+// and the states are read again rather than changed.
+bool reachable_group_active(std::span<const ActivationCandidate> paths,
+                            std::span<const scsi::TargetPortGroup> groups);
+
 }  // namespace mpio

@@ -292,18 +292,29 @@ TEST_CASE("ALUA answers under group_by_prio: standby makes a ghost, transitionin
 
   // Transitioning: retried with the busy backoff, beyond max_retries, and the path's states
   // are read again; never handed to the client.
-  d = mpio::decide_completion(transitioning, placed(write_command()));
+  d = mpio::decide_completion(transitioning, placed(write_command(3)));
   CHECK(d.action == Action::retry);
-  CHECK(d.retries == 1);
+  CHECK(d.retries == 3);  // their own count: a unit attention after them still has its retries
+  CHECK(d.transition_retries == 1);
   CHECK(d.delay == mpio::busy_backoff(1));
   CHECK_FALSE(d.fail_path);
   CHECK(d.alua_state == scsi::AluaState::transitioning);
-  d = mpio::decide_completion(transitioning, read_command(20));
+  auto later = read_command(7);
+  later.transition_retries = 20;
+  d = mpio::decide_completion(transitioning, later);
   CHECK(d.action == Action::retry);
+  CHECK(d.transition_retries == 21);
   CHECK(d.delay == milliseconds(1000));
   CHECK_FALSE(d.alua_state);
+  // A unit attention (2A/06: the states changed) keeps the transitioning count it came with.
+  d = mpio::decide_completion(answered(check_condition, sense(0x06, 0x2a, 0x06)), later);
+  CHECK(d.action == Action::retry);
+  CHECK(d.retries == 8);
+  CHECK(d.transition_retries == 20);
   // A transition that never ends fails the path; the command goes elsewhere.
-  d = mpio::decide_completion(transitioning, placed(read_command(mpio::alua_transition_retries)));
+  auto exhausted = placed(read_command());
+  exhausted.transition_retries = mpio::alua_transition_retries;
+  d = mpio::decide_completion(transitioning, exhausted);
   CHECK(d.action == Action::reissue);
   CHECK(d.fail_path);
   // A probe (identity check) retries too, waiting between tries, within max_retries.

@@ -222,3 +222,26 @@ TEST_CASE("explicit ALUA: which ghost's group SET TARGET PORT GROUPS activates",
   offline.alua = AluaState::offline;
   CHECK_FALSE(choose({not_ready, unknown, offline, failed}));
 }
+
+TEST_CASE("explicit ALUA: a group the target made active itself is not activated again",
+          "[mpio][placement][alua]") {
+  using mpio::ActivationCandidate;
+  // Our placements: A a standby ghost (group 0), C a standby ghost too (group 2), both logged in.
+  const ActivationCandidate a{
+      .state = PathState::ghost, .ready = true, .alua = AluaState::standby, .port_group = 0};
+  auto c = a;
+  c.port_group = 2;
+  // The target's report says group 2 is active/optimized by now (an implicit transition): the
+  // placement of C is behind, nothing is to be activated.
+  const std::vector<scsi::TargetPortGroup> swapped{group(0, AluaState::standby, {}),
+                                                   group(2, AluaState::active_optimized, {})};
+  CHECK(mpio::reachable_group_active(std::vector{a, c}, swapped));
+  // C not logged in (its TPG gone): the report's word about its group does not help.
+  c.ready = false;
+  CHECK_FALSE(mpio::reachable_group_active(std::vector{a, c}, swapped));
+  // No group active in the report: activation it is.
+  c.ready = true;
+  const std::vector<scsi::TargetPortGroup> none{group(0, AluaState::standby, {}),
+                                                group(2, AluaState::unavailable, {})};
+  CHECK_FALSE(mpio::reachable_group_active(std::vector{a, c}, none));
+}
