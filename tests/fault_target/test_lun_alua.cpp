@@ -92,13 +92,13 @@ void read_on_path_never_failed(fault_target::LunFixture& f, std::chrono::millise
 
 TEST_CASE("group_by_prio: ALUA transitioning (04/0A) is retried, not failed",
           "[fault_target][alua]") {
-  // Twelve answers: beyond max_retries (8), about 6 s of backoff in all.
-  fault_target::LunFixture f(alua_answers(0x0a, 12), adjust_group_by_prio);
+  // Nine answers: one past max_retries (8), about 3.3 s of backoff in all.
+  fault_target::LunFixture f(alua_answers(0x0a, 9), adjust_group_by_prio);
   read_on_path_never_failed(f, 15s);
   const auto reads =
       std::count_if(f.target().observed().received.begin(), f.target().observed().received.end(),
                     [](const auto& pdu) { return pdu.cdb_opcode == 0x88; });
-  CHECK(reads == 13);
+  CHECK(reads == 10);
 }
 
 TEST_CASE("group_by_prio: a command answered standby (04/0B) makes a ghost, not a failed path",
