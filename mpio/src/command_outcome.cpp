@@ -59,14 +59,22 @@ std::chrono::milliseconds busy_backoff(int retry) {
 
 namespace {
 
+std::optional<scsi::AluaState> alua_state_of(const iscsi::ScsiTask& task) {
+  const auto sense = scsi::decode_sense(task.sense);
+  if (!sense) return std::nullopt;
+  return scsi::alua_state_in_sense(*sense);
+}
+
 // A unit attention reports a condition and the command may go again at once; BUSY and TASK
-// SET FULL say the LU is overloaded and the retry waits.
+// SET FULL say the LU is overloaded, and an ALUA transition takes the target its time: those
+// retries wait.
 CommandDecision retry(const iscsi::ScsiTask& task, const CommandContext& context,
                       CommandDecision decision) {
   decision.action = CommandDecision::Action::retry;
   decision.retries = context.retries + 1;
   const auto status = static_cast<scsi::Status>(task.status);
-  if (status == scsi::Status::busy || status == scsi::Status::task_set_full)
+  if (status == scsi::Status::busy || status == scsi::Status::task_set_full ||
+      alua_state_of(task) == scsi::AluaState::transitioning)
     decision.delay = busy_backoff(decision.retries);
   return decision;
 }
@@ -75,6 +83,7 @@ CommandDecision retry(const iscsi::ScsiTask& task, const CommandContext& context
 
 CommandDecision decide_completion(const iscsi::ScsiTask& task, const CommandContext& context) {
   CommandDecision decision;
+  decision.transition_retries = context.transition_retries;
   const std::error_code& transport = task.transport_error;
   if (certainly_dead(transport) && !context.pinned) {
     decision.action = CommandDecision::Action::reissue;
@@ -103,6 +112,29 @@ CommandDecision decide_completion(const iscsi::ScsiTask& task, const CommandCont
   const auto disposition =
       scsi::classify(static_cast<scsi::Status>(task.status), scsi::decode_sense(task.sense));
   if (ec.category() == scsi::category() && !context.pinned) {
+    if (const auto alua = alua_state_of(task)) {
+      if (context.alua_placed) decision.alua_state = alua;
+      if (*alua == scsi::AluaState::transitioning) {
+        if (context.transition_retries < alua_transition_retries) {
+          decision.action = CommandDecision::Action::retry;
+          decision.retries = context.retries;
+          decision.transition_retries = context.transition_retries + 1;
+          decision.delay = busy_backoff(decision.transition_retries);
+          return decision;
+        }
+        // A transition that never ends: the port is as good as unavailable.
+        decision.fail_path = true;
+        decision.reason = std::move(detail);
+        decision.action = CommandDecision::Action::reissue;
+        return decision;
+      }
+      if (context.alua_placed) {
+        // Standby or unavailable (SPC-4 §5.16.2.4.4/5): the port is fine and the target finished
+        // this copy; another path takes it while this one waits as a ghost.
+        decision.action = CommandDecision::Action::reissue;
+        return decision;
+      }
+    }
     switch (disposition) {
       case scsi::Disposition::path_error:
         // The target answered, so this copy is finished: re-issue anywhere, even a write.

@@ -38,6 +38,7 @@ struct Command : iscsi::ScsiTask {
   std::function<void(Command&)> then;
   std::vector<std::byte> owned;  // parameter data we built (UNMAP list, WRITE SAME block)
   int retries = 0;               // same-path retries (unit attention, BUSY)
+  int transition_retries = 0;    // retries after ALUA transitioning (their own budget)
   Path* path = nullptr;          // where the current attempt runs
   Path* pinned = nullptr;        // probes of one path run there or nowhere
   std::chrono::steady_clock::time_point sent_at;  // of the current attempt
@@ -71,6 +72,9 @@ struct Path {
   uint32_t group = 0;
   uint32_t priority = 0;
   std::optional<scsi::AluaState> alua;  // group_by_prio on an ALUA target
+  std::optional<uint16_t> port_group;   // its target port group, with `alua`
+  // Explicit ALUA: the last SET TARGET PORT GROUPS sent through this path and how it went.
+  std::string alua_activation;
   uint64_t commands_sampled = 0, iops = 0;
   uint32_t in_flight = 0;
   uint64_t in_flight_bytes = 0;
@@ -102,6 +106,7 @@ void reset_command(Command& cmd) {
   static_cast<iscsi::ScsiTask&>(cmd) = iscsi::ScsiTask{};
   cmd.owned.clear();
   cmd.retries = 0;
+  cmd.transition_retries = 0;
   cmd.path = nullptr;
   cmd.pinned = nullptr;
   cmd.to_lun0 = false;
@@ -154,6 +159,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   std::optional<uint32_t> group_in_use;
   std::unique_ptr<asio::steady_timer> failback_timer;
   std::vector<GroupMember> members;  // scratch space of reconsider_groups
+  // Explicit ALUA: one SET TARGET PORT GROUPS at a time, at most one per polling interval.
+  bool activating = false;
+  std::chrono::steady_clock::time_point last_activation;
+  std::vector<ActivationCandidate> activation_candidates;  // maybe_activate's scratch space
   // The periodic jobs, each on its own timer (start_periodic_jobs).
   std::unique_ptr<asio::steady_timer> iops_timer;
   std::unique_ptr<asio::steady_timer> alua_timer;
@@ -233,6 +242,99 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
             });
         break;
     }
+    if (!best) maybe_activate();
+  }
+
+  // ---------------------------------------------------------------- explicit ALUA
+
+  // No path carries I/O: with explicit ALUA a standby group is made active/optimized through
+  // one of its ghosts (choose_activation). Tried again every polling interval while that lasts
+  // (reread_alua_states), since the target may refuse or the ghost may go away meanwhile.
+  void maybe_activate() {
+    if (activating || closing || !identified ||
+        !needs_port_groups(config.grouping, identity.inquiry.tpgs))
+      return;
+    const auto now = std::chrono::steady_clock::now();
+    if (last_activation != std::chrono::steady_clock::time_point{} &&
+        now - last_activation < config.polling_interval)
+      return;
+    const auto chosen = choose_activation(activation_paths());
+    if (!chosen) return;
+    activating = true;
+    last_activation = now;
+    asio::co_spawn(io, activate(shared_from_this(), *paths[chosen->via], chosen->port_group),
+                   asio::detached);
+  }
+
+  // SPC-4 §6.39 SET TARGET PORT GROUPS through `p` (a standby port takes it, §5.16.2.4.4),
+  // then every logged-in path's state read again: the ghosts of that group become active. Only
+  // if the target's INQUIRY says explicit ALUA now (TPGS 1xb): an array's access type can
+  // change while attached, and an implicit-only target moves its groups itself.
+  static awaitable<void> activate(std::shared_ptr<Impl> self, Path& p, uint16_t port_group) {
+    std::string detail;
+    std::vector<std::byte> data;
+    if (!co_await self->read_data(scsi::inquiry(false, 0, 255), 255, data, detail, &p))
+      if (const auto inquiry = scsi::parse_standard_inquiry(data); inquiry && inquiry->tpgs != 0)
+        self->identity.inquiry.tpgs = inquiry->tpgs;
+    if (self->closing || !scsi::explicit_alua(self->identity.inquiry.tpgs)) {
+      self->activating = false;
+      co_return;
+    }
+    // The target's word now, not our last placement: a group just made active by the target
+    // itself must not be undone (the next try is a polling interval away).
+    const auto report_ec =
+        co_await self->read_data(scsi::report_target_port_groups(4096), 4096, data, detail, &p);
+    const auto groups = report_ec ? std::nullopt : scsi::parse_report_target_port_groups(data);
+    if (self->closing || !groups || reachable_group_active(self->activation_paths(), *groups)) {
+      self->activating = false;
+      if (!self->closing) self->reread_logged_in();
+      co_return;
+    }
+    const scsi::TargetPortGroupSetting setting{.state = scsi::AluaState::active_optimized,
+                                               .group_id = port_group};
+    const std::string what = "SET TARGET PORT GROUPS: target port group " +
+                             std::to_string(port_group) + " to active/optimized";
+    p.alua_activation = what + ", sent (no path carries I/O)";
+    self->emit(p, p.alua_activation);
+    Command cmd;
+    cmd.pinned = &p;
+    cmd.owned = scsi::encode_set_target_port_groups({&setting, 1});
+    cmd.cdb = scsi::set_target_port_groups(static_cast<uint32_t>(cmd.owned.size())).bytes;
+    cmd.direction = iscsi::DataDirection::write;
+    cmd.write_buffer = cmd.owned;
+    const auto ec = co_await self->run(cmd, detail);
+    self->activating = false;
+    if (self->closing) co_return;
+    p.alua_activation = what + (ec ? ", refused: " + detail : ", done");
+    self->emit(p, p.alua_activation);
+    if (!ec) self->reread_logged_in();
+  }
+
+  // What choose_activation() and reachable_group_active() know of each path.
+  std::span<const ActivationCandidate> activation_paths() {
+    activation_candidates.clear();
+    for (auto& p : paths)
+      activation_candidates.push_back({.state = p->state,
+                                       .ready = p->session && p->session->ready(),
+                                       .alua = p->alua,
+                                       .port_group = p->port_group});
+    return activation_candidates;
+  }
+
+  // A command's answer named its port's ALUA state (decide_completion, under group_by_prio):
+  // a standby or unavailable port stops carrying I/O at once, and the target's own report
+  // (REPORT TARGET PORT GROUPS) places it from there.
+  void alua_answered(Path& p, scsi::AluaState state) {
+    if (state != scsi::AluaState::transitioning && p.state == PathState::active) {
+      const Placement ghost{.group = alua_priority(state),
+                            .priority = alua_priority(state),
+                            .alua = state,
+                            .port_group = p.port_group,
+                            .state = PathState::ghost};
+      place(p, ghost, Event::Kind::alua_reread);
+    }
+    if (!p.rereading_alua && p.session && p.session->ready())
+      asio::co_spawn(io, recheck_alua(shared_from_this(), p), asio::detached);
   }
 
   void use_group(uint32_t group, const std::string& why) {
@@ -264,6 +366,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       p.group = placement.group;
       p.priority = placement.priority;
       p.alua = placement.alua;
+      p.port_group = placement.port_group;
     }
     perform(p, std::move(actions));
   }
@@ -356,6 +459,11 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   void reread_alua_states() {
+    reread_logged_in();
+    if (!any_active()) maybe_activate();
+  }
+
+  void reread_logged_in() {
     for (auto& p : paths)
       if ((p->state == PathState::active || p->state == PathState::ghost) && !p->rereading_alua &&
           p->session && p->session->ready())
@@ -413,10 +521,13 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     Path& p = *c.path;
     --p.in_flight;
     p.in_flight_bytes -= c.data_bytes();
-    const auto d = decide_completion(c, {.pinned = c.pinned != nullptr,
-                                         .mutating = c.mutating(),
-                                         .retries = c.retries,
-                                         .max_retries = config.max_retries});
+    const auto d = decide_completion(
+        c, {.pinned = c.pinned != nullptr,
+            .mutating = c.mutating(),
+            .retries = c.retries,
+            .max_retries = config.max_retries,
+            .transition_retries = c.transition_retries,
+            .alua_placed = needs_port_groups(config.grouping, identity.inquiry.tpgs)});
     if (d.clear_transport_error) {
       c.transport_error = {};
       c.transport_detail.clear();
@@ -430,6 +541,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     if (d.fail_path) path_failed(p, d.reason);
     if (d.reread_capacity) asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
     if (d.luns_changed && luns_changed_event) luns_changed_event();
+    if (d.alua_state && !closing) alua_answered(p, *d.alua_state);
     switch (d.action) {
       case CommandDecision::Action::complete:
         c.then(c);
@@ -443,6 +555,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
         break;
       case CommandDecision::Action::retry:
         c.retries = d.retries;
+        c.transition_retries = d.transition_retries;
         retry_after(c, d.delay);
         break;
     }
@@ -830,14 +943,34 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   awaitable<std::error_code> path_identity(Path& p, std::string& wwid,
                                            std::vector<scsi::Designator>& designators,
                                            std::string& detail) {
-    Command tur;
-    tur.cdb = scsi::test_unit_ready().bytes;
-    tur.pinned = &p;
-    if (auto ec = co_await run(tur, detail)) co_return ec;
+    if (auto ec = co_await test_unit_ready(p, detail)) co_return ec;
     scsi::IdentityPages pages;
     if (auto ec = co_await iscsi_io::read_identity_pages(runner(p), pages, detail)) co_return ec;
     wwid = scsi::lu_identity(pages);
     if (pages.designators) designators = std::move(*pages.designators);
+    co_return std::error_code{};
+  }
+
+  // TEST UNIT READY pinned to `p`. A port whose ALUA state keeps it from I/O answers NOT READY
+  // 04/0A, 04/0B or 04/0C (SPC-4 §5.16.2.4.4-5, 7) but still answers INQUIRY (VPD pages too),
+  // REPORT LUNS and REPORT TARGET PORT GROUPS: that answer reaches the LU, so the identity is
+  // read after it and the path's placement makes it a ghost, as multipath's tur checker calls
+  // 04/0B PATH_GHOST rather than down. A unit attention is reported before it (SAM-5 §5.14),
+  // so the retry has consumed that too.
+  awaitable<std::error_code> test_unit_ready(Path& p, std::string& detail) {
+    Command tur;
+    tur.cdb = scsi::test_unit_ready().bytes;
+    tur.pinned = &p;
+    auto ec = co_await run(tur, detail);
+    if (!ec || ec.category() != scsi::category() ||
+        scsi::status_of(ec) != scsi::Status::check_condition)
+      co_return ec;
+    scsi::Sense sense;
+    sense.key = scsi::sense_key_of(ec);
+    sense.asc = scsi::asc_of(ec);
+    sense.ascq = scsi::ascq_of(ec);
+    if (!scsi::alua_state_in_sense(sense)) co_return ec;
+    detail.clear();
     co_return std::error_code{};
   }
 
@@ -894,10 +1027,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     // TEST UNIT READY first: the unit attention a fresh nexus carries (29/00 power on or
     // reset) is consumed by the retry in execute().
     {
-      Command tur;
-      tur.cdb = scsi::test_unit_ready().bytes;
-      tur.pinned = &path;
-      if (auto ec = co_await run(tur, detail)) {
+      if (auto ec = co_await test_unit_ready(path, detail)) {
         detail = "LUN " + std::to_string(config.lun) + " is not ready: " + detail +
                  co_await iscsi_io::luns_on_target(runner(path, true));
         co_return ec;
@@ -1392,7 +1522,8 @@ std::vector<PathStatus> LunDevice::path_status() const {
                    .group = p->group,
                    .priority = p->priority,
                    .group_in_use = impl_->group_in_use == p->group,
-                   .alua_state = p->alua ? std::string(scsi::alua_state_name(*p->alua)) : ""});
+                   .alua_state = p->alua ? std::string(scsi::alua_state_name(*p->alua)) : "",
+                   .alua_activation = p->alua_activation});
   return out;
 }
 

@@ -31,7 +31,7 @@ uint32_t alua_priority(scsi::AluaState state) {
 
 bool alua_carries_io(scsi::AluaState state) {
   return state == scsi::AluaState::active_optimized ||
-         state == scsi::AluaState::active_non_optimized;
+         state == scsi::AluaState::active_non_optimized || state == scsi::AluaState::transitioning;
 }
 
 std::optional<uint32_t> best_group(std::span<const GroupMember> members) {

@@ -54,6 +54,7 @@ Placement place_path(const PlacementFacts& facts,
                             *ids.relative_port) != g.relative_target_port_ids.end();
     if (!ours) continue;
     placement.alua = g.state;
+    placement.port_group = g.group_id;
     placement.priority = alua_priority(g.state);
     placement.group = placement.priority;
     if (!alua_carries_io(g.state)) placement.state = PathState::ghost;
@@ -70,6 +71,32 @@ Event placement_event(Event::Kind kind, const Placement& placement, uint32_t cur
                 ", prio " + std::to_string(placement.priority),
       .carries_io = placement.state == PathState::active,
       .priority_changed = placement.priority != current_priority};
+}
+
+std::optional<Activation> choose_activation(std::span<const ActivationCandidate> paths) {
+  std::optional<Activation> chosen;
+  bool chosen_standby = false;
+  for (size_t i = 0; i < paths.size(); ++i) {
+    const auto& p = paths[i];
+    if (p.state == PathState::active) return std::nullopt;
+    if (p.state != PathState::ghost || !p.ready || !p.port_group || !p.alua) continue;
+    const bool standby = *p.alua == scsi::AluaState::standby;
+    if (!standby && *p.alua != scsi::AluaState::unavailable) continue;
+    if (chosen && (chosen_standby || !standby)) continue;
+    chosen = Activation{.via = i, .port_group = *p.port_group};
+    chosen_standby = standby;
+  }
+  return chosen;
+}
+
+bool reachable_group_active(std::span<const ActivationCandidate> paths,
+                            std::span<const scsi::TargetPortGroup> groups) {
+  for (const auto& p : paths) {
+    if (!p.ready || !p.port_group) continue;
+    for (const auto& g : groups)
+      if (g.group_id == *p.port_group && alua_carries_io(g.state)) return true;
+  }
+  return false;
 }
 
 }  // namespace mpio

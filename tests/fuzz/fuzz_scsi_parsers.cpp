@@ -30,6 +30,10 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* raw, size_t size) {
     FUZZ_CHECK(sense->response_code >= 0x70 && sense->response_code <= 0x73);
     (void)scsi::sense_key_name(sense->key);
     (void)scsi::describe_asc(sense->asc, sense->ascq);
+    // An ALUA state only from NOT READY 04/0A-0C (SPC-4 §5.16.2.4).
+    if (const auto alua = scsi::alua_state_in_sense(*sense))
+      FUZZ_CHECK(sense->key == scsi::SenseKey::not_ready && sense->asc == 0x04 &&
+                 scsi::alua_state_name(*alua) != "reserved");
   }
   (void)scsi::status_name(status);
   (void)scsi::disposition_name(scsi::classify(status, sense));

@@ -5,9 +5,13 @@
 # answers, and ends the answer with "END 0" (done) or "END 1" (refused or failed):
 #   ping                      pong
 #   alua GROUP STATE          write STATE (0 active/optimized, 1 active/non-optimized,
-#                             2 standby, 3 unavailable, 14 offline) to the ALUA target port
-#                             group GROUP (default_tg_pt_gp | secondary): an implicit transition
-#                             (SPC-4 §5.16.2.6); prints the state read back
+#                             2 standby, 3 unavailable, 14 offline, 15 transitioning) to the
+#                             ALUA target port group GROUP (default_tg_pt_gp | secondary): an
+#                             implicit transition (SPC-4 §5.16.2.6); prints the state read back
+#   alua-type GROUP TYPE      write TYPE to GROUP's alua_access_type (1 implicit, 2 explicit:
+#                             only SET TARGET PORT GROUPS moves it, and STATE writes above are
+#                             refused; 3 both, LIO's default); prints it back ("Explicit")
+#   alua-show                 each group's state and type: "GROUP state S type T"
 #   tpg N enable|disable      tpgt_N on or off; disabling closes its sessions at once
 #   log                       the kernel log since the last `log` (LIO's debug lines about
 #                             logins: negotiated keys, CHAP), then clears it
@@ -110,6 +114,17 @@ case $verb in
     case $a in default_tg_pt_gp | secondary) ;; *) echo "no such group: $a"; done_with 1 ;; esac
     echo "$b" >"$dev/alua/$a/alua_access_state" || done_with 1
     cat "$dev/alua/$a/alua_access_state"
+    ;;
+  alua-type)
+    case $a in default_tg_pt_gp | secondary) ;; *) echo "no such group: $a"; done_with 1 ;; esac
+    echo "$b" >"$dev/alua/$a/alua_access_type" || done_with 1
+    cat "$dev/alua/$a/alua_access_type"
+    ;;
+  alua-show)
+    for group in default_tg_pt_gp secondary; do
+      echo "$group state $(cat "$dev/alua/$group/alua_access_state")" \
+        "type $(cat "$dev/alua/$group/alua_access_type")"
+    done
     ;;
   tpg)
     case $b in enable) value=1 ;; disable) value=0 ;; *) echo "enable or disable"; done_with 1 ;; esac

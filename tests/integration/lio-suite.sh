@@ -34,6 +34,13 @@
 #                    the LUN, the written range is data, and every hole or zero extent reads as
 #                    zeros in the disk file; a LU that `status` shows without GET LBA STATUS
 #                    (block_status all_data) maps as one data extent
+#   alua-standby     tpgt_2's group in standby: its path passes the identity check through the
+#                    standby port and waits as a ghost (never failed), I/O on tpgt_1 only; LIO
+#                    holds tpgt_1's group in transitioning for 3 s (04/0A: retried, not
+#                    failed); the states swap (standby <-> optimized): I/O moves within the
+#                    polling interval; both groups explicit-only and tpgt_2 disabled: iscsi-mpio
+#                    sends SET TARGET PORT GROUPS through the standby path, says so in its log
+#                    and `status`, and I/O goes on there; verified I/O without an error
 #   nbd-resize       iscsi-mpio inside the LIO guest, attached to the kernel's nbd driver:
 #                    ext4 on /dev/nbd0, mounted; the disk grows from 64 MiB to 128 MiB and
 #                    /dev/nbd0 follows in place (NBD_CMD_RECONFIGURE), resize2fs grows the
@@ -45,7 +52,8 @@
 #   (seconds before the suite stops itself, default 420, under CTest's 450), KEEP_WORKDIR=1
 #   (keep logs, configs, the guest console). IM_GUEST_CACHE: see tests/guest/make-initramfs.sh.
 # Needs qemu-system-x86, busybox-static, cpio, jq, and Debian's kernel package (fetched once);
-# runs as any user able to run QEMU (root in CI). Only 127.0.0.1 is used. About 70 s.
+# runs as any user able to run QEMU (root in CI). Only 127.0.0.1 is used. About 70 s before
+# alua-standby, which adds about 40 s.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -425,6 +433,21 @@ wait_prios() {
   return 1
 }
 
+# background_io NAME SECONDS: verified random I/O on NAME's export for SECONDS, in the
+# background (its PID in $io_pid); io_verified NAME PID waits for it and shows its summary.
+background_io() {
+  "$exerciser" --uri "$(uri_for "$1")" --backing "$LIO_BACKING" --ops 1000000 --max-len 256K \
+    --queue-depth 8 --time-limit "$2" >"$work/$1.exerciser" 2>&1 &
+  io_pid=$!
+}
+io_verified() {
+  local rc=0
+  tb_wait_gone "$2" 90 || { log "    exerciser still running"; kill -TERM "$2"; }
+  wait "$2" || rc=$?
+  sed 's/^/    /' "$work/$1.exerciser" | tail -n 2
+  ((rc == 0))
+}
+
 # only_busy NAME BUSY IDLE LABEL: over 3 s, path BUSY moves at least 1 MiB and path IDLE at most
 # 64 KiB (the prioritizer's own VPD and REPORT TARGET PORT GROUPS, 8 KiB per polling interval).
 only_busy() {
@@ -449,9 +472,8 @@ case_alua() {
     .paths[1].alua_state == "active/non-optimized"' <<<"$json" >/dev/null ||
     { log "    expected two groups, the optimized one in use"; return 1; }
 
-  "$exerciser" --uri "$(uri_for alua)" --backing "$LIO_BACKING" --ops 1000000 --max-len 256K \
-    --queue-depth 8 --time-limit 40 >"$work/alua.exerciser" 2>&1 &
-  local ex_pid=$!
+  background_io alua 40
+  local ex_pid=$io_pid
   sleep 2
   only_busy alua 0 1 "A optimized, C non-optimized" || ok=0
 
@@ -473,11 +495,7 @@ case_alua() {
   [[ $(path_field alua 1 state) != active ]] || { log "    path C still active"; ok=0; }
   only_busy alua 0 1 "C gone, A non-optimized" || ok=0
 
-  local ex_rc=0
-  tb_wait_gone "$ex_pid" 90 || { log "    exerciser still running"; kill -TERM "$ex_pid"; }
-  wait "$ex_pid" || ex_rc=$?
-  sed 's/^/    /' "$work/alua.exerciser" | tail -n 3
-  ((ex_rc == 0)) || ok=0
+  io_verified alua "$ex_pid" || ok=0
   grep -E 'prio|ALUA|path group|failed' "$work/alua.log" | sed 's/^/    log: /' | tail -n 8
 
   # Back as it was: tpgt_2 on, default group optimized again.
@@ -485,6 +503,112 @@ case_alua() {
   "$lio" ctl alua default_tg_pt_gp 0 >/dev/null
   "$lio" ctl alua secondary 1 >/dev/null
   stop_attach alua "$pid" || ok=0
+  ((ok))
+}
+
+# path_is NAME I STATE ALUA: path I shows STATE and ALUA state ALUA in `status --json`.
+path_is() {
+  [[ $(status_json "$1" | jq -r ".paths[$2] | \"\(.state) \(.alua_state)\"") == "$3 $4" ]]
+}
+
+# moved_within NAME BUSY SECONDS: prints the seconds (to a tenth) until path BUSY has moved
+# 256 KiB more than now; false after SECONDS.
+moved_within() {
+  local name=$1 busy=$2 limit=$3 b0 start now
+  start=$(date +%s%N)
+  b0=$(path_field "$name" "$busy" bytes)
+  while :; do
+    now=$(date +%s%N)
+    if (($(path_field "$name" "$busy" bytes) - b0 >= 256 << 10)); then
+      printf '%d.%d\n' $(((now - start) / 1000000000)) $(((now - start) / 100000000 % 10))
+      return 0
+    fi
+    ((now - start < limit * 1000000000)) || return 1
+    sleep 0.1
+  done
+}
+
+# alua_restore: LIO's groups as the guest starts them (access type 3, implicit and explicit;
+# default_tg_pt_gp optimized, secondary non-optimized; tpgt_2 on), whatever a case left.
+alua_restore() {
+  "$lio" ctl tpg 2 enable >/dev/null || true
+  "$lio" ctl alua-type default_tg_pt_gp 3 >/dev/null || true
+  "$lio" ctl alua-type secondary 3 >/dev/null || true
+  "$lio" ctl alua default_tg_pt_gp 0 >/dev/null || true
+  "$lio" ctl alua secondary 1 >/dev/null || true
+}
+
+# alua-standby: tpgt_2's group starts in standby. Its path logs in and passes the identity check
+# through the standby port (INQUIRY, VPD 0x83, REPORT TARGET PORT GROUPS) and waits as a ghost,
+# never failed; I/O only through the optimized port. LIO puts that group in transitioning
+# (04/0A) for 3 s: its commands are retried, not failed. The states swap: I/O moves to the
+# other port within the polling interval. Then both groups explicit-only and tpgt_2 disabled:
+# the standby group left is activated with SET TARGET PORT GROUPS, said in the log and
+# `status`. Verified I/O without an error throughout.
+case_alua_standby() {
+  local ok=1 took
+  # The case runs in a subshell of its own: LIO's groups are put back however it ends, for the
+  # cases after it (nbd-resize logs in through tpgt_1).
+  trap alua_restore EXIT
+  "$lio" ctl alua secondary 2 >/dev/null
+  write_config standby "" group_by_prio "$LIO_PORT_A" "$LIO_PORT_C"
+  start_attach standby 1
+  local pid=$attach_pid
+  if tb_wait_until 15 path_is standby 1 ghost standby; then
+    log "    at start: $(paths_summary standby)"
+  else
+    log "    path C not a standby ghost: $(paths_summary standby)"
+    ok=0
+  fi
+  background_io standby 28
+  local ex_pid=$io_pid
+  sleep 2
+  only_busy standby 0 1 "A optimized, C standby" || ok=0
+
+  "$lio" ctl alua default_tg_pt_gp 15 >/dev/null
+  sleep 3
+  log "    A transitioning for 3 s: $(paths_summary standby)"
+  [[ $(path_field standby 0 state) == active ]] || { log "    path A left its group"; ok=0; }
+
+  "$lio" ctl alua secondary 0 >/dev/null
+  "$lio" ctl alua default_tg_pt_gp 2 >/dev/null
+  if took=$(moved_within standby 1 5); then
+    log "    states swapped: I/O on C after $took s (polling interval 1 s)"
+  else
+    log "    I/O did not move to C within 5 s"
+    ok=0
+  fi
+  tb_wait_until 5 path_is standby 0 ghost standby || ok=0
+  log "    after the swap: $(paths_summary standby)"
+  only_busy standby 1 0 "C optimized, A standby" || ok=0
+
+  # Explicit only: LIO takes no state written to configfs any more, only SET TARGET PORT
+  # GROUPS. The optimized group's port goes away; A, a standby ghost, is all that is left.
+  "$lio" ctl alua-type default_tg_pt_gp 2 >/dev/null
+  "$lio" ctl alua-type secondary 2 >/dev/null
+  "$lio" ctl tpg 2 disable >/dev/null
+  if took=$(moved_within standby 0 10); then
+    log "    tpgt_2 disabled: I/O on A after $took s; $(paths_summary standby)"
+  else
+    log "    I/O did not come back on A within 10 s: $(paths_summary standby)"
+    ok=0
+  fi
+  log "    LIO: $("$lio" ctl alua-show | tr '\n' ';')"
+  local activation
+  activation=$(path_field standby 0 alua_activation)
+  log "    status: $activation"
+  [[ $activation == *"target port group 0 to active/optimized, done" ]] ||
+    { log "    status does not show the activation"; ok=0; }
+  expect_in "$work/standby.log" 'SET TARGET PORT GROUPS: target port group 0 .*done' \
+    "the activation in the log" || ok=0
+
+  io_verified standby "$ex_pid" || ok=0
+  grep -E 'identity|ALUA|path group|TARGET PORT|failed' "$work/standby.log" |
+    sed 's/^/    log: /' | tail -n 12
+  # Standby is never a failure: no identity check failed, no path error counted on C.
+  ! grep -q 'identity check failed' "$work/standby.log" ||
+    { log "    an identity check failed"; ok=0; }
+  stop_attach standby "$pid" || ok=0
   ((ok))
 }
 
@@ -513,11 +637,11 @@ log "LIO: $LIO_IQN LUN $LIO_LUN, portals 127.0.0.1:$LIO_PORT_A and :$LIO_PORT_B 
 selected=("$@")
 ((${#selected[@]})) ||
   selected=(discovery mutual-chap-refused chap-digests multibus two-luns resize block-status alua
-    nbd-resize)
+    alua-standby nbd-resize)
 for c in "${selected[@]}"; do
   case $c in
     discovery | mutual-chap-refused | chap-digests | multibus | two-luns | resize | block-status | \
-      alua | nbd-resize) ;;
+      alua | alua-standby | nbd-resize) ;;
     *) log "unknown case $c"; failed=$((failed + 1)); continue ;;
   esac
   case_started=$SECONDS

@@ -162,6 +162,7 @@ void append_paths_json(boost::json::array& out, const std::vector<mpio::PathStat
     entry["bytes"] = p.bytes;
     entry["errors"] = p.errors;
     entry["alua_state"] = utf8(p.alua_state);
+    entry["alua_activation"] = utf8(p.alua_activation);
     entry["last_error"] = utf8(p.last_error);
     out.push_back(std::move(entry));
   }
@@ -208,6 +209,7 @@ std::string render_paths_table(const std::vector<mpio::PathStatus>& paths) {
     out += line;
     if (!p.last_error.empty() && p.state != mpio::PathState::active)
       out += "     last error: " + p.last_error + "\n";
+    if (!p.alua_activation.empty()) out += "     " + p.alua_activation + "\n";
   }
   return out;
 }

@@ -100,6 +100,7 @@ std::string render_tree(const Snapshot& s) {
                     static_cast<unsigned long long>(p.errors));
       out += line;
       if (!p.alua_state.empty()) out += " alua " + p.alua_state;
+      if (!p.alua_activation.empty()) out += "  [" + p.alua_activation + "]";
       if (p.state != mpio::PathState::active && !p.last_error.empty())
         out += "  (" + p.last_error + ")";
       if (const auto origin = origin_of(s, p.name); !origin.empty()) out += "  [" + origin + "]";
@@ -127,6 +128,7 @@ boost::json::object json_object(const Snapshot& s) {
                      {"priority", p.priority},
                      {"group_in_use", p.group_in_use},
                      {"alua_state", utf8(p.alua_state)},
+                     {"alua_activation", utf8(p.alua_activation)},
                      {"last_error", utf8(p.last_error)},
                      {"origin", utf8(origin_of(s, p.name))}});
   boost::json::array skipped;

@@ -57,4 +57,30 @@ std::optional<std::vector<TargetPortGroup>> parse_report_target_port_groups(
   return groups;
 }
 
+std::optional<AluaState> alua_state_in_sense(const Sense& sense) {
+  if (sense.key != SenseKey::not_ready || sense.asc != 0x04) return std::nullopt;
+  switch (sense.ascq) {
+    case 0x0A:
+      return AluaState::transitioning;
+    case 0x0B:
+      return AluaState::standby;
+    case 0x0C:
+      return AluaState::unavailable;
+    default:
+      return std::nullopt;
+  }
+}
+
+std::vector<std::byte> encode_set_target_port_groups(
+    std::span<const TargetPortGroupSetting> groups) {
+  std::vector<std::byte> data(4 + 4 * groups.size());
+  size_t off = 4;
+  for (const auto& g : groups) {
+    common::store_u8(data, off, static_cast<uint8_t>(g.state) & 0x0F);
+    common::store_be16(data, off + 2, g.group_id);
+    off += 4;
+  }
+  return data;
+}
+
 }  // namespace scsi

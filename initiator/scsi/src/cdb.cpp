@@ -148,4 +148,12 @@ Cdb report_target_port_groups(uint32_t allocation_length) {
   return cdb;
 }
 
+Cdb set_target_port_groups(uint32_t parameter_list_length) {
+  Cdb cdb = make(opcode::maintenance_out, 12);
+  auto b = body(cdb);
+  common::store_u8(b, 1, 0x0A);  // SERVICE ACTION 0Ah (SPC-4 Table 222)
+  common::store_be32(b, 6, parameter_list_length);
+  return cdb;
+}
+
 }  // namespace scsi

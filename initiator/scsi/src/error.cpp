@@ -141,7 +141,11 @@ Disposition classify_sense(const Sense& sense) {
     case SenseKey::not_ready:
       if (sense.asc == 0x04) {
         switch (sense.ascq) {
-          case 0x0A:  // ALUA transition: tur checker -> PATH_PENDING; Linux BLK_STS_TRANSPORT
+          case 0x0A:
+            // ALUA state transition (SPC-4 §5.16.2.4.7): the port will soon answer again, in
+            // its new state. Linux scsi_dh_alua's alua_check_sense() retries (NEEDS_RETRY) and
+            // the tur checker says PATH_PENDING, not down; the caller bounds the wait.
+            return Disposition::retry_same_path;
           case 0x0B:  // target port in standby: tur checker -> PATH_GHOST
           case 0x0C:  // target port unavailable
             // SPC-4 §5.15.2: the LU is reachable, but not through this target port group now.

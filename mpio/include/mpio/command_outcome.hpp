@@ -5,10 +5,12 @@
 #pragma once
 
 #include <chrono>
+#include <optional>
 #include <string>
 #include <system_error>
 
 #include <iscsi/session.hpp>
+#include <scsi/alua.hpp>
 
 namespace mpio {
 
@@ -38,12 +40,23 @@ bool reported_luns_changed(const iscsi::ScsiTask& task);
 // load that caused them.
 std::chrono::milliseconds busy_backoff(int retry);
 
+// Retries of a command answered ALUA transitioning (04/0A) before its path counts as failed:
+// with busy_backoff() between them, about a minute, the default transition timeout of Linux's
+// ALUA device handler (scsi_dh_alua ALUA_FAILOVER_TIMEOUT) for a target that names none.
+inline constexpr int alua_transition_retries = 60;
+
 // What the device knows of a command beside its task.
 struct CommandContext {
   bool pinned = false;    // a probe of one path: runs there or nowhere, never fails over
   bool mutating = false;  // a write, UNMAP or WRITE SAME: a lost copy must be proven dead
   int retries = 0;        // same-path retries so far
   int max_retries = 0;    // LunConfig::max_retries
+  // Retries after ALUA transitioning so far: a budget of their own (alua_transition_retries),
+  // so that the unit attention a finished transition leaves (2A/06) still has its retries.
+  int transition_retries = 0;
+  // Paths are placed by their target port group's ALUA state (group_by_prio on a target with
+  // TPGS != 0): a port that answers standby or unavailable is a ghost, not a failed path.
+  bool alua_placed = false;
 };
 
 struct CommandDecision {
@@ -56,6 +69,7 @@ struct CommandDecision {
   Action action = Action::complete;
   std::chrono::milliseconds delay{0};  // retry
   int retries = 0;                     // retry: the command's retry count from now on
+  int transition_retries = 0;          // the same for transitioning retries
   // Side facts, carried out before the action in this order.
   bool clear_transport_error = false;  // reissue of a certainly dead command: a clean attempt
   bool count_path_error = false;       // the path's error counter
@@ -63,7 +77,10 @@ struct CommandDecision {
   bool fail_path = false;  // the path fails, for `reason`
   bool reread_capacity = false;  // 2A/09: read the capacity again
   bool luns_changed = false;     // 3F/0E: whoever follows the target's LUNs scans again
-  std::string reason;            // fail_path: why
+  // alua_placed: the answer named this port's ALUA state (04/0A, 04/0B, 04/0C). Standby and
+  // unavailable make the path a ghost at once; every one has the port groups read again.
+  std::optional<scsi::AluaState> alua_state;
+  std::string reason;  // fail_path: why
 };
 
 // The one decision for a completed command. In order:
@@ -73,9 +90,15 @@ struct CommandDecision {
 //   completes with the error, a write is held for proof (RFC 7143 §6.3.5), a read is re-issued
 //   at once (a late copy changes nothing);
 // - else the target answered, and scsi::classify() says what its status and sense mean:
-//   path_error (ALUA standby, unavailable, ...) fails the path and re-issues anywhere, even a
-//   write, since the target finished this copy; retry_same_path (UNIT ATTENTION, BUSY, TASK SET
-//   FULL) retries within max_retries, after busy_backoff() for BUSY and TASK SET FULL, a
+//   an ALUA state in the sense (SPC-4 §5.16.2.4) is about the target port, not the LU: under
+//   alua_placed a standby or unavailable answer re-issues anywhere and names the state (the
+//   path becomes a ghost, never failed for it); transitioning retries after busy_backoff()
+//   within alua_transition_retries (the port answers again once the transition ends), then
+//   counts as a path error;
+//   path_error (ALUA standby or unavailable without alua_placed, ...) fails the path and
+//   re-issues anywhere, even a write, since the target finished this copy; retry_same_path
+//   (UNIT ATTENTION, BUSY, TASK SET FULL) retries within max_retries, after busy_backoff() for
+//   BUSY and TASK SET FULL, a
 //   2A/09 unit attention re-reads the capacity and a 3F/0E one says the LUN inventory changed;
 //   anything else (MEDIUM ERROR, ILLEGAL REQUEST,
 //   ...) completes: a target error never causes failover. A probe is never re-issued elsewhere

@@ -98,6 +98,9 @@ struct PathStatus {
   uint32_t priority = 0;  // of the group: higher is used first
   bool group_in_use = false;
   std::string alua_state;  // "active/optimized", ...; empty when the target has no ALUA
+  // Explicit ALUA: the last SET TARGET PORT GROUPS sent through this path and its outcome
+  // ("SET TARGET PORT GROUPS: target port group 2 to active/optimized, done"); else empty.
+  std::string alua_activation;
 };
 
 // The largest SCSI command's data, and where that figure came from (for the attach log).

@@ -34,8 +34,11 @@ struct GroupMember {
 // multipath-tools' alua prioritizer gives: active/optimized 50, active/non-optimized 10,
 // standby 1, anything else (unavailable, offline, transitioning, LBA dependent) 0.
 uint32_t alua_priority(scsi::AluaState state);
-// Whether a path in this ALUA state may carry I/O: only the two active states (SPC-4
-// §5.16.2.4.2/3). Standby paths are "ghosts": logged in, kept ready, carrying nothing.
+// Whether a path in this ALUA state may carry I/O: the two active states (SPC-4
+// §5.16.2.4.2/3), and transitioning (§5.16.2.4.7), whose commands are answered 04/0A and
+// retried until the port reaches its new state (Linux's ALUA handler requeues them); at
+// priority 0 its group carries I/O only while no other group can. Standby, unavailable and
+// offline paths are "ghosts": logged in, kept ready, carrying nothing.
 bool alua_carries_io(scsi::AluaState state);
 
 // The group that should carry I/O: the highest priority among groups with an active member;

@@ -22,8 +22,9 @@ namespace mpio {
 struct Placement {
   uint32_t group = 0;
   uint32_t priority = 0;
-  std::optional<scsi::AluaState> alua;
-  PathState state = PathState::active;  // active (carries I/O) or ghost
+  std::optional<scsi::AluaState> alua{};
+  std::optional<uint16_t> port_group{};  // its target port group, with `alua`
+  PathState state = PathState::active;   // active (carries I/O) or ghost
 };
 
 // The target port a path reaches the LU through, from its VPD 0x83 designators with
@@ -63,5 +64,33 @@ Placement place_path(const PlacementFacts& facts,
 // its priority differs from `current_priority` (the groups are reconsidered), and the text the
 // event shows ("ALUA state standby, prio 1").
 Event placement_event(Event::Kind kind, const Placement& placement, uint32_t current_priority);
+
+// Explicit ALUA (INQUIRY TPGS 10b or 11b, SPC-4 §5.16.2.3): the application client moves the
+// target port groups with SET TARGET PORT GROUPS (§6.39). When no path can carry I/O but some
+// wait as ghosts, one of their groups is made active/optimized, as Linux's ALUA device handler
+// does when dm-multipath turns to a group of ghost paths (scsi_dh_alua: STPG on activation).
+struct ActivationCandidate {
+  PathState state = PathState::connecting;
+  bool ready = false;  // logged in: the command can go through it
+  std::optional<scsi::AluaState> alua{};
+  std::optional<uint16_t> port_group{};
+};
+struct Activation {
+  size_t via = 0;  // the path SET TARGET PORT GROUPS goes through, in its own group
+  uint16_t port_group = 0;
+};
+// nullopt when a path is active (nothing to activate), or when no ghost that is logged in
+// knows its group and is in a state the command may leave (standby, then unavailable; offline
+// is left by the target alone, §5.16.2.4.6). Among those, standby first, then the first path.
+// Whether the target takes the command at all is its INQUIRY TPGS (scsi::explicit_alua()),
+// asked through that path at the time: an array's access type may change while attached.
+std::optional<Activation> choose_activation(std::span<const ActivationCandidate> paths);
+
+// Whether the target's own report (REPORT TARGET PORT GROUPS, read through the chosen ghost just
+// before activating) puts a logged-in path's group in a state that carries I/O: then the
+// placements are behind the target (an implicit transition just made another group active),
+// and the states are read again rather than changed.
+bool reachable_group_active(std::span<const ActivationCandidate> paths,
+                            std::span<const scsi::TargetPortGroup> groups);
 
 }  // namespace mpio

@@ -262,3 +262,66 @@ TEST_CASE("only transport errors other than an abort or a Reject are lost with t
   CHECK(mpio::certainly_dead(errc::task_aborted_proven));
   CHECK_FALSE(mpio::certainly_dead(errc::task_aborted));
 }
+
+TEST_CASE("ALUA answers under group_by_prio: standby makes a ghost, transitioning retries",
+          "[mpio][command_outcome][alua]") {
+  auto placed = [](CommandContext context) {
+    context.alua_placed = true;
+    return context;
+  };
+  const auto standby = answered(check_condition, sense(0x02, 0x04, 0x0b));
+  const auto unavailable = answered(check_condition, sense(0x02, 0x04, 0x0c));
+  const auto transitioning = answered(check_condition, sense(0x02, 0x04, 0x0a));
+
+  // Standby and unavailable: the target finished this copy; re-issued anywhere, the path named
+  // by its state (a ghost), never failed for it.
+  for (const auto& context : {placed(read_command()), placed(write_command())}) {
+    auto d = mpio::decide_completion(standby, context);
+    CHECK(d.action == Action::reissue);
+    CHECK_FALSE(d.fail_path);
+    CHECK(d.alua_state == scsi::AluaState::standby);
+  }
+  auto d = mpio::decide_completion(unavailable, placed(write_command()));
+  CHECK(d.action == Action::reissue);
+  CHECK_FALSE(d.fail_path);
+  CHECK(d.alua_state == scsi::AluaState::unavailable);
+  // Without ALUA placement (multibus, failover) standby stays a path error, and names no state.
+  d = mpio::decide_completion(standby, read_command());
+  CHECK(d.fail_path);
+  CHECK_FALSE(d.alua_state);
+
+  // Transitioning: retried with the busy backoff, beyond max_retries, and the path's states
+  // are read again; never handed to the client.
+  d = mpio::decide_completion(transitioning, placed(write_command(3)));
+  CHECK(d.action == Action::retry);
+  CHECK(d.retries == 3);  // their own count: a unit attention after them still has its retries
+  CHECK(d.transition_retries == 1);
+  CHECK(d.delay == mpio::busy_backoff(1));
+  CHECK_FALSE(d.fail_path);
+  CHECK(d.alua_state == scsi::AluaState::transitioning);
+  auto later = read_command(7);
+  later.transition_retries = 20;
+  d = mpio::decide_completion(transitioning, later);
+  CHECK(d.action == Action::retry);
+  CHECK(d.transition_retries == 21);
+  CHECK(d.delay == milliseconds(1000));
+  CHECK_FALSE(d.alua_state);
+  // A unit attention (2A/06: the states changed) keeps the transitioning count it came with.
+  d = mpio::decide_completion(answered(check_condition, sense(0x06, 0x2a, 0x06)), later);
+  CHECK(d.action == Action::retry);
+  CHECK(d.retries == 8);
+  CHECK(d.transition_retries == 20);
+  // A transition that never ends fails the path; the command goes elsewhere.
+  auto exhausted = placed(read_command());
+  exhausted.transition_retries = mpio::alua_transition_retries;
+  d = mpio::decide_completion(transitioning, exhausted);
+  CHECK(d.action == Action::reissue);
+  CHECK(d.fail_path);
+  // A probe (identity check) retries too, waiting between tries, within max_retries.
+  d = mpio::decide_completion(transitioning, probe(2));
+  CHECK(d.action == Action::retry);
+  CHECK(d.delay == mpio::busy_backoff(3));
+  d = mpio::decide_completion(transitioning, probe(8));
+  CHECK(d.action == Action::complete);
+  CHECK_FALSE(d.fail_path);
+}

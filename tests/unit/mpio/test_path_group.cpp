@@ -14,7 +14,8 @@ TEST_CASE("ALUA states map to multipath-tools' alua priorities", "[mpio][group]"
   CHECK(alua_priority(scsi::AluaState::transitioning) == 0);
   CHECK(alua_carries_io(scsi::AluaState::active_non_optimized));
   CHECK_FALSE(alua_carries_io(scsi::AluaState::standby));
-  CHECK_FALSE(alua_carries_io(scsi::AluaState::transitioning));
+  CHECK(alua_carries_io(scsi::AluaState::transitioning));  // retried until it ends
+  CHECK_FALSE(alua_carries_io(scsi::AluaState::unavailable));
 }
 
 TEST_CASE("the best group is the highest priority with an active member", "[mpio][group]") {

@@ -46,6 +46,7 @@ TEST_CASE("a path is found in the port group its target port group designator na
   // The group id decides: relative port 1 would be in group 1.
   const Placement p = mpio::place_path(alua_path(designators), two_groups());
   CHECK(p.alua == AluaState::standby);
+  CHECK(p.port_group == 2);
   CHECK(p.priority == 1);
   CHECK(p.group == 1);
   CHECK(p.state == PathState::ghost);
@@ -173,4 +174,74 @@ TEST_CASE("a placement is offered to the path as an event with its ALUA state an
   CHECK(probed.detail == "ALUA state unknown, prio 1");
   CHECK(probed.carries_io);
   CHECK_FALSE(probed.priority_changed);
+}
+
+TEST_CASE("a transitioning port group stays in use at priority 0", "[mpio][placement]") {
+  // SPC-4 §5.16.2.4.7: its commands are answered 04/0A and retried until the transition ends;
+  // any other group that can carry I/O is preferred meanwhile.
+  const std::vector designators{port_designator(scsi::designator_type::target_port_group, 7)};
+  const Groups groups = std::vector{group(7, AluaState::transitioning, {})};
+  const Placement p = mpio::place_path(alua_path(designators), groups);
+  CHECK(p.priority == 0);
+  CHECK(p.state == PathState::active);
+}
+
+TEST_CASE("explicit ALUA: which ghost's group SET TARGET PORT GROUPS activates",
+          "[mpio][placement][alua]") {
+  using mpio::ActivationCandidate;
+  const ActivationCandidate failed{.state = PathState::failed};
+  const ActivationCandidate standby{
+      .state = PathState::ghost, .ready = true, .alua = AluaState::standby, .port_group = 2};
+  const ActivationCandidate unavailable{
+      .state = PathState::ghost, .ready = true, .alua = AluaState::unavailable, .port_group = 3};
+  const ActivationCandidate active{
+      .state = PathState::active, .ready = true, .alua = AluaState::active_optimized};
+  const auto choose = [](std::vector<ActivationCandidate> paths) {
+    return mpio::choose_activation(paths);
+  };
+
+  auto a = choose({failed, standby});
+  REQUIRE(a);
+  CHECK(a->via == 1);
+  CHECK(a->port_group == 2);
+  // A path that carries I/O leaves nothing to activate.
+  CHECK_FALSE(choose({active, standby}));
+  // Standby goes before unavailable, whatever the order; unavailable when alone.
+  a = choose({unavailable, failed, standby});
+  REQUIRE(a);
+  CHECK(a->via == 2);
+  a = choose({failed, unavailable});
+  REQUIRE(a);
+  CHECK(a->port_group == 3);
+  // A ghost not logged in, one whose group is unknown, and an offline one are no way there.
+  auto not_ready = standby;
+  not_ready.ready = false;
+  auto unknown = standby;
+  unknown.port_group.reset();
+  auto offline = standby;
+  offline.alua = AluaState::offline;
+  CHECK_FALSE(choose({not_ready, unknown, offline, failed}));
+}
+
+TEST_CASE("explicit ALUA: a group the target made active itself is not activated again",
+          "[mpio][placement][alua]") {
+  using mpio::ActivationCandidate;
+  // Our placements: A a standby ghost (group 0), C a standby ghost too (group 2), both logged in.
+  const ActivationCandidate a{
+      .state = PathState::ghost, .ready = true, .alua = AluaState::standby, .port_group = 0};
+  auto c = a;
+  c.port_group = 2;
+  // The target's report says group 2 is active/optimized by now (an implicit transition): the
+  // placement of C is behind, nothing is to be activated.
+  const std::vector<scsi::TargetPortGroup> swapped{group(0, AluaState::standby, {}),
+                                                   group(2, AluaState::active_optimized, {})};
+  CHECK(mpio::reachable_group_active(std::vector{a, c}, swapped));
+  // C not logged in (its TPG gone): the report's word about its group does not help.
+  c.ready = false;
+  CHECK_FALSE(mpio::reachable_group_active(std::vector{a, c}, swapped));
+  // No group active in the report: activation it is.
+  c.ready = true;
+  const std::vector<scsi::TargetPortGroup> none{group(0, AluaState::standby, {}),
+                                                group(2, AluaState::unavailable, {})};
+  CHECK_FALSE(mpio::reachable_group_active(std::vector{a, c}, none));
 }

@@ -89,3 +89,43 @@ TEST_CASE("REPORT TARGET PORT GROUPS at every truncation", "[scsi]") {
     CHECK(scsi::report_target_port_groups_total_length(part).has_value() == (n >= 4));
   });
 }
+
+TEST_CASE("SET TARGET PORT GROUPS parameter list", "[scsi]") {
+  // SPC-4 Table 222: four reserved bytes, then per group (Table 223) byte 0 bits 3-0 the
+  // ASYMMETRIC ACCESS STATE, byte 1 reserved, bytes 2-3 TARGET PORT GROUP.
+  const scsi::TargetPortGroupSetting one[] = {{AluaState::active_optimized, 2}};
+  CHECK(scsi::encode_set_target_port_groups(one) == hex("00000000 00 00 0002"));
+  const scsi::TargetPortGroupSetting two[] = {{AluaState::active_optimized, 0x0102},
+                                              {AluaState::standby, 0xfffe}};
+  CHECK(scsi::encode_set_target_port_groups(two) == hex("00000000 00 00 0102 02 00 fffe"));
+  CHECK(scsi::encode_set_target_port_groups({}) == hex("00000000"));
+}
+
+TEST_CASE("INQUIRY TPGS: implicit and explicit ALUA", "[scsi]") {
+  CHECK_FALSE(scsi::implicit_alua(0));
+  CHECK_FALSE(scsi::explicit_alua(0));
+  CHECK(scsi::implicit_alua(1));
+  CHECK_FALSE(scsi::explicit_alua(1));
+  CHECK_FALSE(scsi::implicit_alua(2));
+  CHECK(scsi::explicit_alua(2));
+  CHECK(scsi::implicit_alua(3));
+  CHECK(scsi::explicit_alua(3));
+}
+
+TEST_CASE("ALUA state in NOT READY sense", "[scsi]") {
+  // Fixed format (SPC-4 §4.5.3): key byte 2, ASC byte 12, ASCQ byte 13.
+  const auto state_of = [](const char* sense_hex) {
+    auto sense = scsi::decode_sense(hex(sense_hex));
+    REQUIRE(sense);
+    return scsi::alua_state_in_sense(*sense);
+  };
+  CHECK(state_of("70 00 02 00000000 0a 00000000 04 0a 00 000000") == AluaState::transitioning);
+  CHECK(state_of("70 00 02 00000000 0a 00000000 04 0b 00 000000") == AluaState::standby);
+  CHECK(state_of("70 00 02 00000000 0a 00000000 04 0c 00 000000") == AluaState::unavailable);
+  // Descriptor format (SPC-4 §4.5.2): key, ASC, ASCQ in bytes 1-3.
+  CHECK(state_of("72 02 04 0b 00 00 00 00") == AluaState::standby);
+  // Other NOT READY causes and the same ASC/ASCQ under another key say nothing of ALUA.
+  CHECK_FALSE(state_of("70 00 02 00000000 0a 00000000 04 01 00 000000"));
+  CHECK_FALSE(state_of("70 00 02 00000000 0a 00000000 3a 00 00 000000"));
+  CHECK_FALSE(state_of("70 00 06 00000000 0a 00000000 04 0b 00 000000"));
+}

@@ -136,3 +136,11 @@ TEST_CASE("REPORT TARGET PORT GROUPS", "[scsi]") {
   CHECK(cdb.opcode() == 0xA3);
   CHECK(hex_of(cdb) == expect("a30a00000000 00000200 0000"));
 }
+
+TEST_CASE("SET TARGET PORT GROUPS", "[scsi]") {
+  // SPC-4 Table 221: A4h, byte 1 SERVICE ACTION 0Ah, PARAMETER LIST LENGTH bytes 6-9.
+  auto cdb = scsi::set_target_port_groups(8);
+  CHECK(cdb.size == 12);
+  CHECK(cdb.opcode() == 0xA4);
+  CHECK(hex_of(cdb) == expect("a40a00000000 00000008 0000"));
+}

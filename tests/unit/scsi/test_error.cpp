@@ -117,7 +117,7 @@ TEST_CASE("classify: CHECK CONDITION by sense", "[scsi]") {
     return scsi::classify(Status::check_condition, sense(key, asc, ascq, deferred));
   };
   // ALUA: this port group cannot serve the LU now.
-  CHECK(cc(SenseKey::not_ready, 0x04, 0x0A) == Disposition::path_error);
+  CHECK(cc(SenseKey::not_ready, 0x04, 0x0A) == Disposition::retry_same_path);  // transitioning
   CHECK(cc(SenseKey::not_ready, 0x04, 0x0B) == Disposition::path_error);
   CHECK(cc(SenseKey::not_ready, 0x04, 0x0C) == Disposition::path_error);
   // Becoming ready: wait on the same path.

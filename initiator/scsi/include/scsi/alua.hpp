@@ -1,4 +1,6 @@
-// REPORT TARGET PORT GROUPS parameter data (SPC-4 §6.36.2), length-only format.
+// ALUA (SPC-4 §5.16): REPORT TARGET PORT GROUPS parameter data (§6.36.2, length-only format),
+// SET TARGET PORT GROUPS parameter data (§6.39), and what INQUIRY's TPGS field and a NOT READY
+// sense say about a target port's asymmetric access state.
 #pragma once
 
 #include <cstddef>
@@ -7,6 +9,8 @@
 #include <span>
 #include <string_view>
 #include <vector>
+
+#include "scsi/sense.hpp"
 
 namespace scsi {
 
@@ -39,5 +43,32 @@ std::optional<size_t> report_target_port_groups_total_length(std::span<const std
 // nullopt if the data is shorter than it declares or a descriptor runs past the declared end.
 std::optional<std::vector<TargetPortGroup>> parse_report_target_port_groups(
     std::span<const std::byte> data);
+
+// INQUIRY TPGS (SPC-4 §6.6.2, Table 146): 01b implicit ALUA only, 10b explicit only (the
+// application client changes the states with SET TARGET PORT GROUPS), 11b both.
+inline bool implicit_alua(uint8_t tpgs) {
+  return (tpgs & 0x1) != 0;
+}
+inline bool explicit_alua(uint8_t tpgs) {
+  return (tpgs & 0x2) != 0;
+}
+
+// The state a NOT READY answer reports for the target port it came through (SPC-4 §5.16.2.4,
+// Annex D): 04/0A ASYMMETRIC ACCESS STATE TRANSITION, 04/0B TARGET PORT IN STANDBY STATE, 04/0C
+// TARGET PORT IN UNAVAILABLE STATE. nullopt for any other sense.
+std::optional<AluaState> alua_state_in_sense(const Sense& sense);
+
+// One descriptor of SET TARGET PORT GROUPS (SPC-4 Table 223): the state asked for one target
+// port group.
+struct TargetPortGroupSetting {
+  AluaState state = AluaState::active_optimized;
+  uint16_t group_id = 0;
+};
+
+// SET TARGET PORT GROUPS parameter list (SPC-4 Table 222): four reserved bytes, then a 4-byte
+// descriptor per group (byte 0 bits 3-0 ASYMMETRIC ACCESS STATE, bytes 2-3 TARGET PORT GROUP).
+// Its size is the CDB's PARAMETER LIST LENGTH (scsi::set_target_port_groups()).
+std::vector<std::byte> encode_set_target_port_groups(
+    std::span<const TargetPortGroupSetting> groups);
 
 }  // namespace scsi

@@ -35,6 +35,7 @@ inline constexpr uint8_t write_same16 = 0x93;
 inline constexpr uint8_t service_action_in16 = 0x9E;
 inline constexpr uint8_t report_luns = 0xA0;
 inline constexpr uint8_t maintenance_in = 0xA3;
+inline constexpr uint8_t maintenance_out = 0xA4;
 }  // namespace opcode
 
 // SPC-4 §6.33 TEST UNIT READY (6 bytes).
@@ -97,5 +98,9 @@ Cdb mode_sense10(uint8_t page, uint8_t subpage, uint16_t allocation_length,
 // SPC-4 §6.36 REPORT TARGET PORT GROUPS: MAINTENANCE IN 0xA3, service action 0x0A, PARAMETER
 // DATA FORMAT 000b (length only; parse_report_target_port_groups() expects that format).
 Cdb report_target_port_groups(uint32_t allocation_length);
+
+// SPC-4 §6.39 SET TARGET PORT GROUPS: MAINTENANCE OUT 0xA4, service action 0x0A, with
+// `parameter_list_length` bytes of Data-Out (scsi::encode_set_target_port_groups()).
+Cdb set_target_port_groups(uint32_t parameter_list_length);
 
 }  // namespace scsi

@@ -31,8 +31,8 @@ uint8_t ascq_of(const std::error_code& ec);
 // What to do with a completed command (see classify() in error.cpp for each case and why).
 enum class Disposition {
   success,          // the command did its work (GOOD, CONDITION MET, RECOVERED ERROR)
-  retry_same_path,  // transient and not about the path: UNIT ATTENTION, BUSY, TASK SET FULL, ...
-  path_error,       // this path cannot serve the LU now: ALUA standby/unavailable/transitioning,
+  retry_same_path,  // transient: UNIT ATTENTION, BUSY, TASK SET FULL, ALUA transitioning, ...
+  path_error,       // this path cannot serve the LU now: ALUA standby/unavailable,
                     // ABORTED COMMAND, LU not accessible or not mapped behind this port
   target_error,     // the LU's answer, the same on every path: returned to the client (MEDIUM
                     // ERROR, ILLEGAL REQUEST, DATA PROTECT, RESERVATION CONFLICT, ...)
