@@ -148,6 +148,9 @@ std::string render_paths_json(const std::vector<mpio::PathStatus>& paths,
                    {"bytes", p.bytes},
                    {"errors", p.errors},
                    {"alua_state", utf8(p.alua_state)},
+                   {"marginal", p.marginal},
+                   {"marginal_failures", p.marginal_failures},
+                   {"marginal_ms_left", p.marginal_time_left.count()},
                    {"last_error", utf8(p.last_error)}});
   }
   return json_text::line(out);
@@ -165,6 +168,7 @@ std::string render_paths_table(const std::vector<mpio::PathStatus>& paths) {
                   static_cast<unsigned long long>(p.commands), status::size_text(p.bytes).c_str(),
                   static_cast<unsigned long long>(p.errors), p.name.c_str());
     out += line;
+    if (p.marginal) out += "    " + status::marginal_text(p) + "\n";
     if (!p.last_error.empty() && p.state != mpio::PathState::active)
       out += "     last error: " + p.last_error + "\n";
   }
