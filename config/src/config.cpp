@@ -993,6 +993,22 @@ struct word_or_number {
   }
 };
 
+// multipath.conf's san_path_err_* under their own names. multipathd turns the feature off
+// unless all three are greater than 0; here each is required, so a forgotten one is an error
+// naming it rather than a setting that silently does nothing. The marginal_path_* family (I/O
+// sampled at 10 Hz for at least 120 s) is not offered: see README, "multipath.conf".
+const Section<MarginalPathPolicy>& marginal_path_section() {
+  static const Section<MarginalPathPolicy> section({
+      required("san_path_err_threshold", &MarginalPathPolicy::san_path_err_threshold,
+               integer<std::uint32_t>{1, 1000}),
+      required("san_path_err_forget_rate", &MarginalPathPolicy::san_path_err_forget_rate,
+               integer<std::uint32_t>{1, 86400}),
+      required("san_path_err_recovery_time", &MarginalPathPolicy::san_path_err_recovery_time,
+               integer<std::uint32_t>{1, 86400}),
+  });
+  return section;
+}
+
 const Section<Multipath>& multipath_section() {
   static const Section<Multipath> section({
       optional("path_grouping_policy", &Multipath::path_grouping_policy,
@@ -1020,6 +1036,8 @@ const Section<Multipath>& multipath_section() {
       optional("noop_out_interval", &Multipath::noop_out_interval, integer<std::uint32_t>{0, 3600}),
       optional("noop_out_timeout", &Multipath::noop_out_timeout, integer<std::uint32_t>{1, 3600}),
       optional("max_sectors_kb", &Multipath::max_sectors_kb, integer<std::uint32_t>{4, 32768}),
+      optional("marginal_path", &Multipath::marginal_path,
+               nested<MarginalPathPolicy>{&marginal_path_section()}),
   });
   return section;
 }

@@ -361,7 +361,9 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // that command waiting for a path that never "comes back"). `kind`: probe_done, alua_read
   // or alua_reread; the life cycle says whether the path takes the placement.
   void place(Path& p, const Placement& placement, Event::Kind kind) {
-    auto actions = p.life.on(placement_event(kind, placement, p.priority));
+    auto event = placement_event(kind, placement, p.priority);
+    event.at = std::chrono::steady_clock::now();
+    auto actions = p.life.on(event);
     if (actions.place) {
       p.group = placement.group;
       p.priority = placement.priority;
@@ -465,8 +467,9 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   void reread_logged_in() {
     for (auto& p : paths)
-      if ((p->state == PathState::active || p->state == PathState::ghost) && !p->rereading_alua &&
-          p->session && p->session->ready())
+      if ((p->state == PathState::active || p->state == PathState::ghost ||
+           p->state == PathState::marginal) &&
+          !p->rereading_alua && p->session && p->session->ready())
         asio::co_spawn(io, recheck_alua(shared_from_this(), *p), asio::detached);
   }
 
@@ -636,7 +639,10 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // ---------------------------------------------------------------- path life cycle
 
   // Feeds one event to the path's life cycle and performs what it answers.
-  void feed(Path& p, Event event) { perform(p, p.life.on(event)); }
+  void feed(Path& p, Event event) {
+    event.at = std::chrono::steady_clock::now();
+    perform(p, p.life.on(event));
+  }
 
   // In the order Actions documents: the path's new state is seen by everything that follows.
   void perform(Path& p, Actions a) {
@@ -659,6 +665,19 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     if (a.prove_held_writes) prove_dead(p);
     if (a.reissue_waiting) path_available();
     if (a.continue_open) open_step();
+    if (a.hold_for) arm_path_timer(p, *a.hold_for, Event::Kind::hold_over);
+    if (a.hold_for || a.reconsider_groups) reinstate_marginal_if_alone();
+  }
+
+  // multipath.marginal_path: a path held out as marginal is reinstated at once when no other
+  // path carries I/O (multipathd does the same: a shaky path is better than none).
+  void reinstate_marginal_if_alone() {
+    if (closing || any_active()) return;
+    for (auto& p : paths)
+      if (p->state == PathState::marginal) {
+        feed(*p, Event{.kind = Event::Kind::only_path});
+        return;
+      }
   }
 
   // A local link, address or route changed: a path that lost its route fails now (a pulled
@@ -686,11 +705,17 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   void schedule_reconnect(Path& p, std::chrono::milliseconds delay) {
+    arm_path_timer(p, delay, Event::Kind::reconnect_due);
+  }
+
+  // The path's one timer: its reconnect while failed, the end of its hold while held out as
+  // marginal (logged in, so never both). Arming it again cancels what it was armed for.
+  void arm_path_timer(Path& p, std::chrono::milliseconds delay, Event::Kind due) {
     if (closing) return;
     if (!p.timer) p.timer = std::make_unique<asio::steady_timer>(io);
     p.timer->expires_after(delay);
-    p.timer->async_wait([this, &p](boost::system::error_code ec) {
-      if (!ec && !closing) feed(p, Event{.kind = Event::Kind::reconnect_due});
+    p.timer->async_wait([this, &p, due](boost::system::error_code ec) {
+      if (!ec && !closing) feed(p, Event{.kind = due});
     });
   }
 
@@ -1321,7 +1346,7 @@ Path& LunDevice::Impl::new_path(const LunPath& config_path) {
   path->config = config_path.login;
   path->configured_priority = config_path.priority;
   path->name = iscsi_io::describe(path->config);
-  path->life = PathLifecycle(config.polling_interval);
+  path->life = PathLifecycle(config.polling_interval, config.marginal_path);
   paths.push_back(std::move(path));
   return *paths.back();
 }
@@ -1476,6 +1501,12 @@ std::error_code LunDevice::Impl::reinstate_path(size_t index, std::string& detai
     detail = "path " + p.name + " is being removed by a reload";
     return std::make_error_code(std::errc::operation_not_permitted);
   }
+  if (p.state == PathState::marginal) {
+    // Held out as marginal (multipath.marginal_path): the operator's word ends the hold.
+    feed(p, Event{.kind = Event::Kind::operator_reinstate, .logged_in = true});
+    detail = "path " + p.name + " reinstated: its marginal hold is over";
+    return {};
+  }
   if (!p.life.operator_failed()) {
     detail = "path " + p.name + " was not failed by the operator (it is " +
              std::string(path_state_name(p.state)) + ")";
@@ -1510,7 +1541,9 @@ void LunDevice::submit(IoRequest& request) {
 
 std::vector<PathStatus> LunDevice::path_status() const {
   std::vector<PathStatus> out;
-  for (const auto& p : impl_->paths)
+  const auto now = std::chrono::steady_clock::now();
+  for (const auto& p : impl_->paths) {
+    const auto& marginal = p->life.marginal();
     out.push_back({.name = p->name,
                    .state = p->state,
                    .in_flight = p->in_flight,
@@ -1523,7 +1556,11 @@ std::vector<PathStatus> LunDevice::path_status() const {
                    .priority = p->priority,
                    .group_in_use = impl_->group_in_use == p->group,
                    .alua_state = p->alua ? std::string(scsi::alua_state_name(*p->alua)) : "",
-                   .alua_activation = p->alua_activation});
+                   .alua_activation = p->alua_activation,
+                   .marginal = marginal.marginal(),
+                   .marginal_failures = marginal.failures(now),
+                   .marginal_time_left = marginal.time_left(now)});
+  }
   return out;
 }
 

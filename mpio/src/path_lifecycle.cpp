@@ -19,6 +19,8 @@ std::string_view path_state_name(PathState state) {
       return "failed";
     case PathState::refused:
       return "refused";
+    case PathState::marginal:
+      return "marginal";
   }
   return "unknown";
 }
@@ -55,6 +57,8 @@ std::string_view life_state_name(LifeState state) {
       return "operator_failed_checking";
     case S::refused:
       return "refused";
+    case S::held_out:
+      return "held_out";
   }
   return "unknown";
 }
@@ -71,6 +75,8 @@ PathState PathLifecycle::status() const {
       return PathState::ghost;
     case S::refused:
       return PathState::refused;
+    case S::held_out:
+      return PathState::marginal;
     default:
       return PathState::failed;
   }
@@ -92,14 +98,18 @@ std::chrono::milliseconds PathLifecycle::backoff() const {
 
 // A path at work (or on its way to it) fails: it stops carrying I/O now and tries again after
 // a polling interval. A path already failed has nothing more to stop.
-Actions PathLifecycle::fail(const std::string& reason) {
+Actions PathLifecycle::fail(const std::string& reason, std::chrono::steady_clock::time_point at) {
   Actions a;
   switch (state_) {
+    case S::active:
+    case S::ghost:
+    case S::held_out:
+      // A path at work went bad: one failure towards multipath.marginal_path.
+      marginal_.failed(at);
+      [[fallthrough]];
     case S::connecting:
     case S::identifying:
     case S::probe_cut_short:
-    case S::active:
-    case S::ghost:
       state_ = state_ == S::probe_cut_short ? S::probe_waiting : S::failed_waiting;
       a.last_error = reason;
       a.emit = reason;
@@ -168,7 +178,11 @@ Actions PathLifecycle::alua_read(const Event& event) {
   switch (state_) {
     case S::identifying:
     case S::rejoining:
+      // Good again after failing too often: not reinstated on this return (marginal_path.hpp).
+      if (state_ == S::rejoining && marginal_.hold(event.at))
+        return held_out(event, event.carries_io);
       state_ = placed;
+      marginal_.up(event.at);
       a.place = true;
       a.emit = event.carries_io ? "path is up" : "path is up, ALUA standby: carries no I/O";
       a.reconsider_groups = "is back";
@@ -184,11 +198,16 @@ Actions PathLifecycle::alua_read(const Event& event) {
 }
 
 // The periodic re-read (SPC-4 §5.16.2.6: the target may move its port groups by itself). Only
-// a path at work takes it: a path that failed meanwhile shows its identity again first.
+// a path at work takes it: a path that failed meanwhile shows its identity again first. A
+// held-out path keeps its placement current for the end of its hold.
 Actions PathLifecycle::alua_reread(const Event& event) {
   Actions a;
   const S placed = event.carries_io ? S::active : S::ghost;
   switch (state_) {
+    case S::held_out:
+      a.place = true;
+      held_carries_io_ = event.carries_io;
+      return a;
     case S::active:
     case S::ghost:
       a.place = true;
@@ -201,6 +220,32 @@ Actions PathLifecycle::alua_reread(const Event& event) {
     default:
       return a;
   }
+}
+
+// Logged in, identified and placed, but kept from carrying I/O until the hold is over. Its
+// session stays up, so a failure during the hold is seen (and starts the hold over).
+Actions PathLifecycle::held_out(const Event& event, bool carries_io) {
+  Actions a;
+  state_ = S::held_out;
+  held_carries_io_ = carries_io;
+  a.place = true;
+  a.hold_for = marginal_.time_left(event.at);
+  a.emit =
+      "path is up but marginal (failed more than san_path_err_threshold times within the "
+      "window): held out for " +
+      std::to_string(marginal_.recovery_time().count()) + " s";
+  return a;
+}
+
+Actions PathLifecycle::reinstate_held(const std::string& why,
+                                      std::chrono::steady_clock::time_point at) {
+  Actions a;
+  state_ = held_carries_io_ ? S::active : S::ghost;
+  marginal_.up(at);
+  a.emit = why;
+  a.reconsider_groups = "is back";
+  a.reissue_waiting = true;
+  return a;
 }
 
 Actions PathLifecycle::operator_fail() {
@@ -296,12 +341,12 @@ Actions PathLifecycle::on(const Event& event) {
       if (state_ != S::identifying && state_ != S::rejoining &&
           state_ != S::operator_failed_checking)
         return a;
-      return fail(event.detail);
+      return fail(event.detail, event.at);
 
     case Kind::identity_failed:
     case Kind::alua_failed:
     case Kind::connection_lost:
-      return fail(event.detail);
+      return fail(event.detail, event.at);
 
     case Kind::alua_read:
       return alua_read(event);
@@ -312,6 +357,7 @@ Actions PathLifecycle::on(const Event& event) {
     case Kind::probe_done:
       if (state_ != S::identifying) return a;
       state_ = event.carries_io ? S::active : S::ghost;
+      marginal_.up(event.at);
       a.place = true;
       a.reconsider_groups = "first path";
       return a;
@@ -332,8 +378,8 @@ Actions PathLifecycle::on(const Event& event) {
       // A pulled cable leaves an established TCP connection silent, not broken. An attempt to
       // come back that is under way fails by itself.
       if (state_ == S::active || state_ == S::ghost || state_ == S::connecting ||
-          state_ == S::identifying || state_ == S::probe_cut_short)
-        return fail(event.detail);
+          state_ == S::identifying || state_ == S::probe_cut_short || state_ == S::held_out)
+        return fail(event.detail, event.at);
       return a;
 
     case Kind::route_back:
@@ -384,8 +430,17 @@ Actions PathLifecycle::on(const Event& event) {
       return operator_fail();
 
     case Kind::operator_reinstate:
+      if (state_ == S::held_out) {
+        marginal_.release();
+        return reinstate_held(
+            "path is up: reinstated by the operator before its marginal hold "
+            "was over",
+            event.at);
+      }
       if (!operator_failed()) return a;
       failures_ = 0;
+      // The operator's word overrides the marginal path accounting.
+      marginal_.release();
       if (event.logged_in) {
         // Still logged in: the identity check puts it back to work.
         state_ = S::rejoining;
@@ -402,6 +457,25 @@ Actions PathLifecycle::on(const Event& event) {
     case Kind::closing:
       a.cancel_reconnect = true;
       return a;
+
+    case Kind::hold_over:
+      if (state_ != S::held_out) return a;
+      if (marginal_.hold(event.at)) {
+        a.hold_for = marginal_.time_left(event.at);
+        return a;
+      }
+      return reinstate_held("path is up: stayed good for san_path_err_recovery_time, reinstated",
+                            event.at);
+
+    case Kind::only_path:
+      // multipathd reinstates a delayed path early when the map has no other: a marginal path
+      // is better than none.
+      if (state_ != S::held_out) return a;
+      marginal_.release();
+      return reinstate_held(
+          "path is up: marginal, but reinstated early as no other path "
+          "carries I/O",
+          event.at);
   }
   return a;
 }

@@ -42,6 +42,11 @@
 #   load-balance   every path limited to the same rate with tc tbf: reads through 1, 2 and 4
 #                  paths (multibus); every path carries commands; prints the ratios to one
 #                  path (the benchmark, not this test, judges them)
+#   flapping       path 1's link down for 1 s every 2 s (5 times) under verified I/O, once
+#                  without and once with multipath.marginal_path (san_path_err_threshold 2):
+#                  with it, path 1 is shown held out as marginal (status text and --json) from
+#                  its third failure until it has stayed up san_path_err_recovery_time, then
+#                  reinstated; zero errors both times; prints the stalls of each run (figures)
 #
 # Environment: BUILD (build tree), IM_BIN, EXERCISER, MP_TIME (seconds of I/O per scenario,
 # default 16). Needs root (namespaces, tgtd). Everything it creates is removed on exit.
@@ -844,10 +849,110 @@ load_balance() {
   report load-balance "$ok" "$summary"
 }
 
+# flap_link1 COUNT: path 1's link down for 1 s every 2 s, COUNT times (a flaky cable or port).
+flap_link1() {
+  local i
+  for ((i = 0; i < $1; i++)); do
+    link1_down
+    sleep 1
+    link1_up
+    sleep 1
+  done
+}
+
+# flapping_run LABEL EXTRA_MULTIPATH_KEYS CHECK_FN: attach, 18 s of verified I/O while path 1
+# flaps 5 times (seconds 2 to 12), CHECK_FN right after the last flap; sets run_ok and
+# run_stalls (how often path 1 went back to work, the exerciser's stall figures). Both runs
+# last as long, so their figures compare.
+flap_count=5
+flapping_run() {
+  local label=$1 extra=$2 check=$3 seconds=18
+  run_ok=1 run_stalls="no figures"
+  if ! attach queue "$extra"; then
+    run_ok=0
+    stop_attach
+    return
+  fi
+  "$exerciser" --uri "$(nbd_uri)" --backing "$TGT_BACKING" --ops 1000000 --time-limit "$seconds" \
+    --max-len 256K --stall-ms 200 >"$work/exerciser.$label.log" 2>&1 &
+  local ex_pid=$!
+  sleep 2
+  flap_link1 "$flap_count"
+  "$check" || run_ok=0
+  local ex_rc=0
+  wait "$ex_pid" || ex_rc=$?
+  sed 's/^/    /' "$work/exerciser.$label.log" | tail -n 2
+  ((ex_rc == 0)) || run_ok=0
+  # Each return to work put I/O on the flaky path again, for the next flap to disrupt.
+  run_stalls="path 1 put back to work $(grep -cE "198\.18\.1\.1.* active: path is up" \
+    "$work/attach.log" || true) times, $(grep -oE \
+    'longest I/O stall [0-9]+ ms, [0-9]+ stalls of [0-9]+ ms or more \([0-9]+ ms in all\)' \
+    "$work/exerciser.$label.log" || echo "no stall figures")"
+  stop_attach
+}
+
+# Without the setting path 1 is reinstated on every return: it is active after the last flap.
+flapping_plain_check() {
+  wait_active 1 5 || { echo "    without marginal_path, path 1 did not come back"; return 1; }
+}
+
+# With it: held out as marginal, the time left shown, then reinstated once it stayed up.
+flapping_marginal_check() {
+  local ok=1 state="" left="" _
+  for _ in $(seq 30); do
+    state=$(status_json | jq -r '.paths[0].state')
+    [[ $state == marginal ]] && break
+    sleep 0.1
+  done
+  "$im_bin" status "$work/mp.yaml" >"$work/status.during" 2>&1 || true
+  echo "    status after the last flap:"
+  sed 's/^/      /' "$work/status.during"
+  left=$(status_json | jq -r '.paths[0].marginal_ms_left')
+  echo "    --json: path 1 state $state, marginal_ms_left $left"
+  [[ $state == marginal ]] && jq -ne "$left > 0" >/dev/null || ok=0
+  status_shows "$work/status.during" \
+    "198\\.18\\.1\\.1:[0-9]+ from [0-9.]+ +failed marginal .* marginal: held out, reinstated in [0-9.]+ s" \
+    "198\\.18\\.2\\.1:[0-9]+ from [0-9.]+ +active ready" || ok=0
+  # Prometheus sees it too: state marginal, and the seconds left.
+  ip netns exec "$TOPO_INI_NS" curl -s "http://127.0.0.1:$flap_metrics_port/metrics" >"$work/metrics.flap" || true
+  grep -E '^iscsi_mpio_path_(state\{index="1",[^}]*state="marginal"\}|marginal_seconds_left\{index="1")' \
+    "$work/metrics.flap" | sed 's/^/    metrics: /'
+  grep -qE '^iscsi_mpio_path_state\{index="1",[^}]*state="marginal"\} 1$' "$work/metrics.flap" &&
+    grep -qE '^iscsi_mpio_path_marginal_seconds_left\{index="1",[^}]*\} [0-9.]*[1-9]' "$work/metrics.flap" ||
+    { echo "    metrics do not show path 1 marginal with time left"; ok=0; }
+  local held_at=$SECONDS
+  if wait_active 1 20; then
+    echo "    path 1 reinstated $((SECONDS - held_at)) s after the last flap"
+  else
+    echo "    path 1 was not reinstated after its recovery time"
+    ok=0
+  fi
+  grep -E "198\.18\.1\.1.* (marginal|active): path is up" "$work/attach.log" | sed 's/^/    /' | tail -n 3
+  grep -q "held out for" "$work/attach.log" || { echo "    no 'held out' in the log"; ok=0; }
+  ((ok))
+}
+
+flapping() {
+  echo "--- flapping"
+  local ok=1 plain marginal
+  flapping_run without "" flapping_plain_check
+  ((run_ok)) || ok=0
+  plain=$run_stalls
+  flap_metrics_port=$((20000 + $$ % 20000))
+  flapping_run with "  marginal_path: {san_path_err_threshold: 2, san_path_err_forget_rate: 30, san_path_err_recovery_time: 5}
+metrics: {listen: \"127.0.0.1:$flap_metrics_port\"}" flapping_marginal_check
+  ((run_ok)) || ok=0
+  marginal=$run_stalls
+  echo "    stalls while path 1 flapped $flap_count times (figures, not asserted):"
+  echo "      without marginal_path: $plain"
+  echo "      with marginal_path:    $marginal"
+  report flapping "$ok"
+}
+
 selected=("$@")
 ((${#selected[@]})) ||
   selected=(link-down blackhole stale-write all-paths-down target-restart shutdown-without-path
-    no-path-retry-n wrong-device failover lu-reset-proof many-luns reload load-balance)
+    no-path-retry-n wrong-device failover lu-reset-proof many-luns reload load-balance flapping)
 for s in "${selected[@]}"; do
   case $s in
     link-down) scenario link-down queue 0 link1_down link1_up 5 1 path1_failed_and_returned ;;
@@ -863,6 +968,7 @@ for s in "${selected[@]}"; do
     many-luns) many_luns ;;
     reload) reload_paths ;;
     load-balance) load_balance ;;
+    flapping) flapping ;;
     *) echo "unknown scenario $s"; failed=$((failed + 1)) ;;
   esac
 done

@@ -56,6 +56,7 @@ struct Options {
   // so a target known to support them catches a broken VPD-to-flag mapping.
   std::set<std::string> required;
   bool trim_must_zero = false;
+  double stall_ms = 500;  // a wait at least this long counts as a stall
 };
 
 // Thrown for transport or protocol failures: the run cannot continue.
@@ -165,6 +166,9 @@ class Exerciser {
   // The longest wait for any NBD request or batch of requests: what a client saw as a stall
   // while a path failed over.
   double longest_stall_ms() const { return longest_stall_.count() / 1e6; }
+  // Waits of at least --stall-ms: how often, and how long in all (a flapping path's cost).
+  unsigned stalls() const { return stalls_; }
+  double stalled_ms() const { return stalled_.count() / 1e6; }
   unsigned reads() const { return reads_; }
   std::uint64_t bytes_written() const { return bytes_written_; }
   std::uint64_t bytes_read() const { return bytes_read_; }
@@ -205,9 +209,15 @@ class Exerciser {
   std::uint64_t bytes_written_ = 0;
   std::uint64_t bytes_read_ = 0;
   std::chrono::nanoseconds longest_stall_{0};
+  unsigned stalls_ = 0;
+  std::chrono::nanoseconds stalled_{0};
   void note_wait(std::chrono::steady_clock::time_point since) {
-    longest_stall_ = std::max<std::chrono::nanoseconds>(longest_stall_,
-                                                        std::chrono::steady_clock::now() - since);
+    const std::chrono::nanoseconds waited = std::chrono::steady_clock::now() - since;
+    longest_stall_ = std::max(longest_stall_, waited);
+    if (waited.count() / 1e6 >= options_.stall_ms) {
+      ++stalls_;
+      stalled_ += waited;
+    }
   }
   std::uint64_t bytes_verified_ = 0;
 };
@@ -554,6 +564,10 @@ Options parse_options(int argc, char** argv) {
   app.add_option("--require", required,
                  "features the export must advertise, comma-separated: fua,trim,zero (each "
                  "needs its check: fua flush, trim trim, zero zero)");
+  app.add_option("--stall-ms", options.stall_ms,
+                 "count waits of at least this many milliseconds as stalls")
+      ->check(CLI::Range(1.0, 600000.0))
+      ->capture_default_str();
   app.add_flag("--trim-must-zero", options.trim_must_zero,
                "require trimmed blocks to read as zeros in the backing file");
   try {
@@ -653,12 +667,12 @@ int main(int argc, char** argv) {
     std::printf(
         "nbd_exerciser: %s: %u writes (%.1f MiB), %u reads (%.1f MiB read in all), "
         "%.1f MiB compared via NBD and backing file%s%s, %zu mismatches, seed %" PRIu64
-        ", %.1f s, longest I/O stall %.0f ms\n",
+        ", %.1f s, longest I/O stall %.0f ms, %u stalls of %.0f ms or more (%.0f ms in all)\n",
         mismatches.empty() ? "PASS" : "FAIL", exerciser.writes(),
         exerciser.bytes_written() / double(kMiB), exerciser.reads(),
         exerciser.bytes_read() / double(kMiB), exerciser.bytes_verified() / double(kMiB),
         checks.empty() ? "" : "; ", checks.c_str(), mismatches.size(), seed, seconds,
-        exerciser.longest_stall_ms());
+        exerciser.longest_stall_ms(), exerciser.stalls(), options.stall_ms, exerciser.stalled_ms());
     close(backing_fd);
     return mismatches.empty() ? 0 : 1;
   } catch (const std::exception& e) {

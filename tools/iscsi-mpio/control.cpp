@@ -163,6 +163,9 @@ void append_paths_json(boost::json::array& out, const std::vector<mpio::PathStat
     entry["errors"] = p.errors;
     entry["alua_state"] = utf8(p.alua_state);
     entry["alua_activation"] = utf8(p.alua_activation);
+    entry["marginal"] = p.marginal;
+    entry["marginal_failures"] = p.marginal_failures;
+    entry["marginal_ms_left"] = p.marginal_time_left.count();
     entry["last_error"] = utf8(p.last_error);
     out.push_back(std::move(entry));
   }
@@ -207,6 +210,7 @@ std::string render_paths_table(const std::vector<mpio::PathStatus>& paths) {
                   static_cast<unsigned long long>(p.commands), status::size_text(p.bytes).c_str(),
                   static_cast<unsigned long long>(p.errors), p.name.c_str());
     out += line;
+    if (p.marginal) out += "    " + status::marginal_text(p) + "\n";
     if (!p.last_error.empty() && p.state != mpio::PathState::active)
       out += "     last error: " + p.last_error + "\n";
     if (!p.alua_activation.empty()) out += "     " + p.alua_activation + "\n";

@@ -18,9 +18,9 @@ namespace {
 
 namespace http = boost::beast::http;
 
-constexpr std::array<mpio::PathState, 5> all_states = {
-    mpio::PathState::connecting, mpio::PathState::active, mpio::PathState::ghost,
-    mpio::PathState::failed, mpio::PathState::refused};
+constexpr std::array<mpio::PathState, 6> all_states = {
+    mpio::PathState::connecting, mpio::PathState::active,  mpio::PathState::ghost,
+    mpio::PathState::failed,     mpio::PathState::refused, mpio::PathState::marginal};
 
 // Shortest text that reads back to the same double, as %g would print it ("0.0001", "2.5").
 std::string number(double value) {
@@ -198,7 +198,8 @@ std::string exposition(const std::vector<LunSeries>& luns, bool lun_label) {
              "1");
 
   e.family("iscsi_mpio_path_state", "gauge",
-           "Path state (connecting, active, ghost, failed, refused): 1 for the current one.");
+           "Path state (connecting, active, ghost, failed, refused, marginal): 1 for the current "
+           "one.");
   each_lun([&](const Collector&, const Sample& s, const std::vector<std::string>& index_text) {
     for (size_t i = 0; i < s.paths.size(); ++i)
       for (const auto state : all_states)
@@ -225,6 +226,19 @@ std::string exposition(const std::vector<LunSeries>& luns, bool lun_label) {
   per_path(
       "iscsi_mpio_path_in_flight", "gauge", "Commands outstanding on the path.",
       [](const Collector&, size_t, const mpio::PathStatus& p) { return uint64_t{p.in_flight}; });
+  per_path("iscsi_mpio_path_marginal_failures", "gauge",
+           "Failures counted towards multipath.marginal_path's san_path_err_threshold.",
+           [](const Collector&, size_t, const mpio::PathStatus& p) {
+             return uint64_t{p.marginal_failures};
+           });
+  e.family("iscsi_mpio_path_marginal_seconds_left", "gauge",
+           "Seconds until a path held out as marginal is reinstated; 0 when not held out.");
+  each_lun([&](const Collector&, const Sample& s, const std::vector<std::string>& index_text) {
+    for (size_t i = 0; i < s.paths.size(); ++i)
+      e.sample("iscsi_mpio_path_marginal_seconds_left",
+               {{"index", index_text[i]}, {"path", s.paths[i].name}},
+               number(static_cast<double>(s.paths[i].marginal_time_left.count()) / 1000));
+  });
 
   constexpr std::string_view latency_name = "iscsi_mpio_path_command_latency_seconds";
   e.family(latency_name, "histogram",

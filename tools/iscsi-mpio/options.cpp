@@ -47,6 +47,7 @@ mpio::LunConfig lun_config(const config::Config& cfg, const IsidSource& make_isi
   if (cfg.multipath.max_sectors_kb) lun.max_command_bytes = *cfg.multipath.max_sectors_kb << 10;
   lun.polling_interval = std::chrono::seconds(cfg.multipath.polling_interval);
   lun.no_path_retry = cfg.multipath.no_path_retry;
+  lun.marginal_path = cfg.multipath.marginal_path.value_or(mpio::MarginalPathPolicy{});
   lun.expected_wwid = cfg.target.wwid;
   lun.grouping = cfg.multipath.path_grouping_policy;
   lun.failback = cfg.multipath.failback;

@@ -141,6 +141,10 @@ class Planner {
               "multipath.noop_out_timeout", kSession);
     refuse_if(a.multipath.max_sectors_kb != b.multipath.max_sectors_kb, "multipath.max_sectors_kb",
               kCommandSize);
+    // Each path's life cycle counts its failures under the policy it started with.
+    refuse_if(a.multipath.marginal_path != b.multipath.marginal_path, "multipath.marginal_path",
+              "each path counts its failures under the policy it started with: restart the "
+              "attach to change it");
     refuse_if(a.control.socket != b.control.socket, "control.socket",
               "`iscsi-mpio reload` and `status` find the attach through it: restart the attach "
               "to move it");

@@ -25,6 +25,8 @@ const char* path_words(mpio::PathState state) {
       return "failed faulty ";
     case mpio::PathState::refused:
       return "failed refused";
+    case mpio::PathState::marginal:
+      return "failed marginal";
   }
   return "unknown       ";
 }
@@ -37,6 +39,16 @@ std::string origin_of(const Snapshot& s, const std::string& path) {
 }
 
 }  // namespace
+
+std::string marginal_text(const mpio::PathStatus& p) {
+  if (!p.marginal) return {};
+  const auto failures = " (" + std::to_string(p.marginal_failures) + " failures)";
+  if (p.state != mpio::PathState::marginal) return " marginal: held out once back" + failures;
+  char left[32];
+  std::snprintf(left, sizeof left, "%.1f s",
+                static_cast<double>(p.marginal_time_left.count()) / 1000);
+  return std::string(" marginal: held out, reinstated in ") + left + failures;
+}
 
 std::string size_text(uint64_t bytes) {
   const char* units[] = {"", "K", "M", "G", "T", "P"};
@@ -101,6 +113,7 @@ std::string render_tree(const Snapshot& s) {
       out += line;
       if (!p.alua_state.empty()) out += " alua " + p.alua_state;
       if (!p.alua_activation.empty()) out += "  [" + p.alua_activation + "]";
+      out += marginal_text(p);
       if (p.state != mpio::PathState::active && !p.last_error.empty())
         out += "  (" + p.last_error + ")";
       if (const auto origin = origin_of(s, p.name); !origin.empty()) out += "  [" + origin + "]";
@@ -129,6 +142,9 @@ boost::json::object json_object(const Snapshot& s) {
                      {"group_in_use", p.group_in_use},
                      {"alua_state", utf8(p.alua_state)},
                      {"alua_activation", utf8(p.alua_activation)},
+                     {"marginal", p.marginal},
+                     {"marginal_failures", p.marginal_failures},
+                     {"marginal_ms_left", p.marginal_time_left.count()},
                      {"last_error", utf8(p.last_error)},
                      {"origin", utf8(origin_of(s, p.name))}});
   boost::json::array skipped;

@@ -37,6 +37,9 @@ struct Snapshot {
 std::string render_tree(const Snapshot& s);
 // "256M", "1.5G": sizes as multipath -ll prints them.
 std::string size_text(uint64_t bytes);
+// multipath.marginal_path, for status lines: " marginal: held out, reinstated in 23.0 s (3
+// failures)", or "" for a path that is not marginal.
+std::string marginal_text(const mpio::PathStatus& path);
 std::string render_json(const Snapshot& s);
 // Several maps (an attach of target.luns), as `multipath -ll` lists them: one block per map,
 // in LUN order; in JSON an array of render_json's objects.

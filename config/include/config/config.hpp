@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <blockdev/no_path_retry.hpp>
+#include <mpio/marginal_path.hpp>
 #include <mpio/path_group.hpp>
 
 #include "config/error.hpp"
@@ -165,6 +166,7 @@ struct Nbd {
 using blockdev::NoPathRetry;
 using mpio::Failback;
 using mpio::Grouping;
+using mpio::MarginalPathPolicy;
 
 struct Multipath {
   Grouping path_grouping_policy = Grouping::multibus;
@@ -184,6 +186,11 @@ struct Multipath {
   // The largest SCSI command sent, in KiB (multipath.conf max_sectors_kb); larger block requests
   // are split. Absent: one MaxBurstLength as negotiated, within the LUN's MAXIMUM TRANSFER LENGTH.
   std::optional<std::uint32_t> max_sectors_kb;
+  // Shaky paths: a path that fails more than san_path_err_threshold times, forgetting one
+  // failure per san_path_err_forget_rate polling intervals up, is held out of use until it has
+  // stayed good for san_path_err_recovery_time seconds (multipath.conf's san_path_err_*, all
+  // three required). Absent: every path is reinstated on its next good login.
+  std::optional<MarginalPathPolicy> marginal_path;
 };
 
 // The running attach's control socket: `iscsi-mpio status` talks to it.

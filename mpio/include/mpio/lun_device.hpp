@@ -60,6 +60,9 @@ struct LunConfig {
   // polling_interval); attempts back off to 8 intervals.
   std::chrono::milliseconds polling_interval{1000};
   NoPathRetry no_path_retry;
+  // multipath.conf san_path_err_*: a path failing too often is held out (marginal_path.hpp).
+  // Off by default.
+  MarginalPathPolicy marginal_path;
   // Unit attention, BUSY and TASK SET FULL are retried this many times before the error goes
   // to the client (SPC-4 §5.14: a unit attention reports a condition, not a failed command).
   int max_retries = 8;
@@ -101,6 +104,12 @@ struct PathStatus {
   // Explicit ALUA: the last SET TARGET PORT GROUPS sent through this path and its outcome
   // ("SET TARGET PORT GROUPS: target port group 2 to active/optimized, done"); else empty.
   std::string alua_activation;
+  // multipath.marginal_path: over san_path_err_threshold (held out now, or failed during its
+  // hold), its failures counted within the window, and while held out the time until it is
+  // reinstated.
+  bool marginal = false;
+  uint32_t marginal_failures = 0;
+  std::chrono::milliseconds marginal_time_left{0};
 };
 
 // The largest SCSI command's data, and where that figure came from (for the attach log).

@@ -10,12 +10,16 @@
 #include <string>
 #include <string_view>
 
+#include "mpio/marginal_path.hpp"
+
 namespace mpio {
 
 // What status output shows (multipath -ll's vocabulary). active: carries I/O when its group is
 // in use. ghost: logged in and identified, but its target port group is in ALUA standby: kept
-// ready, carries nothing. refused: presents another device; never carries I/O.
-enum class PathState { connecting, active, ghost, failed, refused };
+// ready, carries nothing. refused: presents another device; never carries I/O. marginal: logged
+// in and identified, but held out after failing too often (multipath.marginal_path), as
+// multipathd holds a shaky path "delayed".
+enum class PathState { connecting, active, ghost, failed, refused, marginal };
 std::string_view path_state_name(PathState state);
 
 // Every state a path can be in. Several project onto one PathState for status output (after
@@ -57,6 +61,9 @@ enum class LifeState {
   operator_failed_checking,
   // Presents another device: never carries I/O, never logged in again. -> refused
   refused,
+  // Logged in and identified after failing more often than multipath.marginal_path allows:
+  // carries nothing until its recovery time runs out (marginal_path.hpp). -> marginal
+  held_out,
 };
 std::string_view life_state_name(LifeState state);
 
@@ -85,6 +92,8 @@ struct Event {
     operator_fail,
     operator_reinstate,  // `logged_in`: its session is still logged in
     closing,
+    hold_over,  // the timer of a held-out path ran out (Actions::hold_for)
+    only_path,  // no other path carries I/O: a held-out path is reinstated early
   };
   Kind kind;
   std::string detail{};
@@ -93,6 +102,8 @@ struct Event {
   bool priority_changed = false;
   bool proven = false;
   bool logged_in = false;
+  // When it happened. Only the marginal path accounting reads it: the life cycle has no clock.
+  std::chrono::steady_clock::time_point at{};
 };
 
 // What the device does, in this order: record last_error, place the path by the ALUA read,
@@ -114,12 +125,15 @@ struct Actions {
   bool prove_held_writes = false;
   bool reissue_waiting = false;  // requests held for a usable path
   bool continue_open = false;    // LunDevice::open decides on the next path to probe
+  // Held out as marginal: arm the path's timer for Event::Kind::hold_over after this long.
+  std::optional<std::chrono::milliseconds> hold_for;
 };
 
 class PathLifecycle {
  public:
-  explicit PathLifecycle(std::chrono::milliseconds polling_interval)
-      : polling_interval_(polling_interval) {}
+  explicit PathLifecycle(std::chrono::milliseconds polling_interval,
+                         MarginalPathPolicy marginal = {})
+      : polling_interval_(polling_interval), marginal_(marginal, polling_interval) {}
 
   Actions on(const Event& event);
 
@@ -133,18 +147,24 @@ class PathLifecycle {
   void set_polling_interval(std::chrono::milliseconds interval) { polling_interval_ = interval; }
   // multipath.conf polling_interval × 2^min(failed attempts, 3).
   std::chrono::milliseconds backoff() const;
+  // Its failures towards multipath.marginal_path and its hold.
+  const MarginalPath& marginal() const { return marginal_; }
 
  private:
-  Actions fail(const std::string& reason);
+  Actions fail(const std::string& reason, std::chrono::steady_clock::time_point at);
   Actions lost_attempt(const std::string& reason, LifeState next);
   Actions login_done(const Event& event);
   Actions alua_read(const Event& event);
   Actions alua_reread(const Event& event);
   Actions operator_fail();
+  Actions held_out(const Event& event, bool carries_io);
+  Actions reinstate_held(const std::string& why, std::chrono::steady_clock::time_point at);
 
   std::chrono::milliseconds polling_interval_;
   LifeState state_ = LifeState::connecting;
   unsigned failures_ = 0;  // failed attempts to come back since the last login
+  MarginalPath marginal_;
+  bool held_carries_io_ = false;  // held_out: active (else ghost) once the hold is over
 };
 
 }  // namespace mpio

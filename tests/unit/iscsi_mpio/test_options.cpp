@@ -95,6 +95,18 @@ multipath:
   CHECK(lun.no_path_retry == blockdev::NoPathRetry{blockdev::NoPathRetry::Mode::intervals, 12});
 }
 
+TEST_CASE("multipath.marginal_path reaches every LUN's device", "[iscsi_mpio][options]") {
+  CHECK_FALSE(options::lun_config(load_with(""), counting_isids()).marginal_path.enabled());
+  const auto lun = options::lun_config(load_with("multipath:\n  marginal_path:\n"
+                                                 "    san_path_err_threshold: 2\n"
+                                                 "    san_path_err_forget_rate: 6\n"
+                                                 "    san_path_err_recovery_time: 30\n"),
+                                       counting_isids());
+  CHECK(lun.marginal_path == mpio::MarginalPathPolicy{.san_path_err_threshold = 2,
+                                                      .san_path_err_forget_rate = 6,
+                                                      .san_path_err_recovery_time = 30});
+}
+
 TEST_CASE("max_sectors_kb becomes the largest command in bytes", "[iscsi_mpio][options]") {
   CHECK(options::lun_config(load_with("multipath:\n  max_sectors_kb: 120\n"), counting_isids())
             .max_command_bytes == 120u * 1024);

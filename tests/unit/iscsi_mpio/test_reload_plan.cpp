@@ -160,6 +160,10 @@ TEST_CASE("reload: keys fixed while the attach runs are refused by name and line
        "multipath.noop_out_interval", 12},
       {edited("multipath:\n", "multipath:\n  max_sectors_kb: 256\n"), "multipath.max_sectors_kb",
        12},
+      {edited("multipath:\n",
+              "multipath:\n  marginal_path:\n    san_path_err_threshold: 2\n"
+              "    san_path_err_forget_rate: 30\n    san_path_err_recovery_time: 60\n"),
+       "multipath.marginal_path", 12},
       {edited("    source: 198.18.1.2\n", "    source: 198.18.1.2\n    priority: 5\n"),
        "paths[0].priority", 9},
   };
