@@ -15,7 +15,8 @@
 #               capability, NoNewPrivs, a read-only root, two sessions on tgtd
 #   two-paths   two portals (127.0.0.1, 127.0.0.2) left from two source addresses, both active
 #               and both carrying commands. Two podman networks would need netavark or CNI and
-#               firewall rules on this host: the paths are two loopback addresses instead
+#               firewall rules on this host: the paths are two loopback addresses instead, two
+#               sessions over one link (attach warns that both leave through lo)
 #   client      a second container (tests/integration/nbd-client.Containerfile: libnbd-bin, no
 #               network, the same UID, the same volume) runs nbdinfo, then nbdcopy writes 16 MiB
 #               of random data and reads the disk back: checked against the input and in tgtd's
