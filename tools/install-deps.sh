@@ -18,10 +18,13 @@ readonly runtime_packages=(tgt libnbd-bin python3 procps iproute2)
 # (ops-checks.sh: metrics), openssl (unit.iscsi: CHAP digests computed by the openssl tool) and
 # gnutls-bin (tls-checks.sh: certtool and psktool make the credentials); systemd
 # (socket-activation.sh: systemd-socket-activate), systemd-container and mmdebstrap
-# (systemd-unit.sh: a Debian root booted by systemd-nspawn).
+# (systemd-unit.sh: a Debian root booted by systemd-nspawn); podman, runc and catatonit
+# (podman-sidecar.sh: the Dockerfile built and run; runc because crun refuses a hybrid cgroup
+# layout, catatonit for the pause image of `podman kube play`, python3-yaml for the pod it
+# plays).
 readonly peer_packages=(tgt istgt libiscsi-bin qemu-utils qemu-block-extra fio libnbd-bin nbdkit
   iproute2 nftables python3 python3-libnbd jq util-linux procps curl openssl gnutls-bin
-  systemd systemd-container mmdebstrap)
+  systemd systemd-container mmdebstrap podman runc catatonit python3-yaml)
 # The guest test (tests/guest/): a QEMU TCG guest booting Debian's kernel package (fetched by
 # the test itself) with busybox and e2fsprogs in a cpio initramfs.
 readonly guest_packages=(qemu-system-x86 busybox-static e2fsprogs cpio)

@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The Dockerfile's steps without Docker (CI has no engine), as far as they can be run here:
+# The Dockerfile's steps without an engine, as far as they can be run so: the checks an engine
+# build does not make (tests/integration/podman-sidecar.sh builds and runs the image with
+# podman):
 #
 #   1. static checks: two stages on debian:bookworm-slim (this host must be Debian 12 for the
 #      rest to mean anything), a non-root USER, the ENTRYPOINT, COPY --from=build of the binary
