@@ -7,9 +7,10 @@
 # export on a unix socket (or TCP) needs no capability. nbd.device (/dev/nbdX) needs root with
 # CAP_SYS_ADMIN and the host's /dev: see docs/kubernetes/README.md.
 #
-# CI has no Docker engine: tests/integration/container-steps.sh runs this file's build steps
-# without one and checks the runtime stage against the binary. Keep each RUN a plain shell
-# command, the build tree in /build, the sources in /src.
+# The test command builds this file with podman and runs the sidecar from it
+# (tests/integration/podman-sidecar.sh); tests/integration/container-steps.sh also runs its
+# build steps without an engine and checks the runtime stage against the binary. Keep each RUN
+# a plain shell command, the build tree in /build, the sources in /src.
 
 # ---- build: the toolchain from tools/install-deps.sh, a Release build of iscsi-mpio only
 FROM debian:bookworm-slim AS build

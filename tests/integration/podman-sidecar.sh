@@ -28,6 +28,10 @@
 # cached images (the base, the current build and its build stage, the client) in their own
 # podman storage under IM_PODMAN_CACHE, so that they never mix with the host's images.
 #
+#   tests/integration/podman-sidecar.sh [--build-only]
+# --build-only: make the cached images and stop (tools/run-tests.sh starts it in the
+# background; the test proper then waits on the cache's lock and finds them built).
+#
 # Environment: IM_PODMAN_CACHE (default /var/tmp/iscsi-mpio-podman), KEEP_WORKDIR=1. Needs
 # root, podman and runc, mmdebstrap and a Debian mirror for the first run and whenever the
 # sources change (apt-get runs in the build), tgtd.
@@ -42,6 +46,9 @@ readonly base_image=docker.io/library/debian:bookworm-slim
 readonly image_repo=localhost/iscsi-mpio
 readonly client_repo=localhost/iscsi-mpio-nbd-client
 readonly sidecar_uid=10001
+
+build_only=0
+[[ ${1:-} != --build-only ]] || build_only=1
 
 for tool in podman runc mmdebstrap tgtd tgtadm jq; do
   command -v "$tool" >/dev/null || { echo "missing $tool"; echo "0 passed, 1 failed"; exit 1; }
@@ -191,6 +198,10 @@ podman image prune -f >/dev/null 2>&1 || true
 tb_report build 1
 echo "image $image: $(podman image inspect -f '{{.Size}}' "$image" | numfmt --to=iec) bytes;" \
   "${timings[*]:-nothing built}"
+if ((build_only)); then
+  summary_printed=1
+  exit 0
+fi
 
 # ---------------------------------------------------------------- target and files
 readonly chap_user=k8s-lun1 chap_secret=sidecar-secret-01 target_user=storage
