@@ -225,8 +225,12 @@ ok=1
 notes=()
 ((max_fds <= before_fds + 2 * 16 + 4)) ||
   { ok=0; notes+=("$max_fds fds open, above $before_fds + 2 x 16 + 4"); }
-((max_rss - before_rss <= 16 * 1024)) ||
-  { ok=0; notes+=("RSS grew by $((max_rss - before_rss)) KiB, above 16 MiB"); }
+# Under ASan (tools/run-tests.sh sets ASAN_OPTIONS) the allocator's quarantine keeps what the
+# data path frees meanwhile (up to 256 MiB by default): this budget holds in the plain build only.
+if [[ -z ${ASAN_OPTIONS:-} ]]; then
+  ((max_rss - before_rss <= 16 * 1024)) ||
+    { ok=0; notes+=("RSS grew by $((max_rss - before_rss)) KiB, above 16 MiB"); }
+fi
 tb_running "$im_pid" || { ok=0; notes+=("the attach died"); }
 # The verified client's latency then covers these clients too: it must still be running.
 tb_running "$verified_pid" || { ok=0; notes+=("the verified client ended before these clients"); }
