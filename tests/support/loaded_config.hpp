@@ -12,7 +12,7 @@ namespace test_support {
 
 inline config::Config loaded_config(std::string_view yaml) {
   auto result = config::load_string(yaml, "t.yaml");
-  INFO("errors:\n" << result.error_report());
+  INFO("yaml:\n" << yaml << "\nerrors:\n" << result.error_report());
   REQUIRE(result.ok());
   return result.config();
 }

@@ -10,6 +10,7 @@
 #include <config/config.hpp>
 
 #include "control.hpp"
+#include "loaded_config.hpp"
 #include "metrics.hpp"
 #include "options.hpp"
 #include "status.hpp"
@@ -29,10 +30,7 @@ config::Config load_luns(std::string_view luns, std::string_view nbd = "") {
       "\npaths:\n  - portal: \"198.18.1.1:3260\"\n"
       "  - portal: \"198.18.2.1:3260\"\n" +
       (nbd.empty() ? "" : "nbd:\n" + std::string(nbd));
-  auto result = config::load_string(yaml, "t.yaml");
-  INFO("errors:\n" << result.error_report());
-  REQUIRE(result.ok());
-  return result.config();
+  return test_support::loaded_config(yaml);
 }
 
 // tgtd's layout: LUN 0 the controller (type 0x0c), data LUNs 1..4.

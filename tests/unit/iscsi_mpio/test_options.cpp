@@ -12,6 +12,7 @@
 #include <nbd/export.hpp>
 #include <nbd/wire.hpp>
 
+#include "loaded_config.hpp"
 #include "options.hpp"
 
 using namespace std::chrono_literals;
@@ -30,10 +31,7 @@ paths:
 )";
 
 config::Config load(std::string_view yaml) {
-  auto result = config::load_string(yaml, "t.yaml");
-  INFO("errors:\n" << result.error_report());
-  REQUIRE(result.ok());
-  return result.config();
+  return test_support::loaded_config(yaml);
 }
 
 // The minimal file followed by `extra`: top-level keys it does not set, or more paths.
