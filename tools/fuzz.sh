@@ -85,24 +85,21 @@ mkdir -p "$logs"
 work=$(mktemp -d /tmp/fuzz.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 
-passed=0
-failed=0
-for target in "${targets[@]}"; do
-  binary=$build/tests/fuzz/$target
-  log=$logs/$target.log
+# fuzz_one TARGET: builds (a no-op after the build above), runs and keeps the corpus of one
+# target; its verdict line goes to $work/TARGET.result, starting PASS or FAIL.
+fuzz_one() {
+  local target=$1
+  local binary=$build/tests/fuzz/$target log=$logs/$target.log result=$work/$target.result
   if ! ninja -C "$build" "$target" >"$log" 2>&1; then
-    failed=$((failed + 1))
-    printf 'FAIL %-20s does not build; log %s\n' "$target" "$log"
-    continue
+    printf 'FAIL %-20s does not build; log %s\n' "$target" "$log" >"$result"
+    return
   fi
-  corpus=$work/$target
-  mkdir -p "$corpus" "$artifacts/$target"
+  local corpus=$work/$target kept=$kept_root/$target
+  mkdir -p "$corpus" "$artifacts/$target" "$kept"
   [[ -d $corpus_root/$target ]] && cp -r "$corpus_root/$target/." "$corpus/"
-  kept=$kept_root/$target
-  mkdir -p "$kept"
   cp -r "$kept/." "$corpus/"
+  local seeds rc=0 execs grown
   seeds=$(find "$corpus" -type f | wc -l)
-  rc=0
   # `timeout` only guards against a hung process: libFuzzer stops itself at -max_total_time,
   # and -timeout turns one slow input into a reported failure.
   timeout --kill-after=10 $((seconds + 120)) "$binary" -max_total_time="$seconds" \
@@ -111,18 +108,41 @@ for target in "${targets[@]}"; do
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -n 1)
   grown=$(find "$corpus" -type f | wc -l)
   if ((rc == 0)); then
-    passed=$((passed + 1))
     # Keep what this run found for the next one; a failed merge only loses this run's growth.
+    local note=''
     timeout --kill-after=10 120 "$binary" -merge=1 -max_len="${max_len[$target]:-4096}" \
-      -timeout=25 "$kept" "$corpus" >>"$log" 2>&1 || echo "    (corpus not kept: merge failed)"
-    printf 'PASS %-20s %10s execs in %ss, corpus %s -> %s, %s kept\n' "$target" "${execs:-?}" \
-      "$seconds" "$seeds" "$grown" "$(find "$kept" -type f | wc -l)"
+      -timeout=25 "$kept" "$corpus" >>"$log" 2>&1 || note=$'\n    (corpus not kept: merge failed)'
+    printf 'PASS %-20s %10s execs in %ss, corpus %s -> %s, %s kept%s\n' "$target" "${execs:-?}" \
+      "$seconds" "$seeds" "$grown" "$(find "$kept" -type f | wc -l)" "$note" >"$result"
   else
-    failed=$((failed + 1))
-    printf 'FAIL %-20s exit %s after %s execs; log %s\n' "$target" "$rc" "${execs:-?}" "$log"
-    grep -E '^==[0-9]+==ERROR|^SUMMARY|FUZZ_CHECK failed|runtime error|ALARM|Test unit written' \
-      "$log" | head -n 8 | sed 's/^/    /' || true
+    {
+      printf 'FAIL %-20s exit %s after %s execs; log %s\n' "$target" "$rc" "${execs:-?}" "$log"
+      grep -E '^==[0-9]+==ERROR|^SUMMARY|FUZZ_CHECK failed|runtime error|ALARM|Test unit written' \
+        "$log" | head -n 8 | sed 's/^/    /' || true
+    } >"$result"
   fi
+}
+
+# The targets run $jobs at a time: each is one single-threaded process, and the time per
+# target, not the count, is what the test command pays.
+running=0
+for target in "${targets[@]}"; do
+  if ((running >= jobs)); then
+    wait -n || true
+    running=$((running - 1))
+  fi
+  fuzz_one "$target" &
+  running=$((running + 1))
+done
+wait || true
+
+passed=0
+failed=0
+for target in "${targets[@]}"; do
+  result=$work/$target.result
+  [[ -s $result ]] || printf 'FAIL %-20s gave no verdict\n' "$target" >"$result"
+  cat "$result"
+  if [[ $(head -c 4 "$result") == PASS ]]; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
 done
 
 echo "$passed passed, $failed failed"
