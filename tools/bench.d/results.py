@@ -362,7 +362,8 @@ class Report:
             if r.median(section, "iscsi-mpio", "seqread", "mib_s") is None:
                 continue
             two = r.median(section, TWO_SESSIONS, "randread", "iops") is not None
-            out += [f"## One path on the {name}: {what}", "",
+            article = "the " if name.endswith("tgtd") else ""
+            out += [f"## One path on {article}{name}: {what}", "",
                     "| workload | iscsi-mpio | qemu-nbd | iscsi-mpio / qemu-nbd"
                     + (" | iscsi-mpio, 2 sessions | 2 sessions / qemu-nbd |" if two else " |"),
                     "|---|---|---|---" + ("|---|---|" if two else "|")]
