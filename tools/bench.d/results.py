@@ -362,11 +362,16 @@ class Report:
             if r.median(section, "iscsi-mpio", "seqread", "mib_s") is None:
                 continue
             two = r.median(section, TWO_SESSIONS, "randread", "iops") is not None
+            # iscsi-perf on this target (the fair tgtd): the iSCSI half's ceiling.
+            perf = "perf" + section[len("loop"):]
+            with_perf = r.median(perf, "iscsi-perf", "seqread", "mib_s") is not None
             article = "the " if name.endswith("tgtd") else ""
             out += [f"## One path on {article}{name}: {what}", "",
                     "| workload | iscsi-mpio | qemu-nbd | iscsi-mpio / qemu-nbd"
-                    + (" | iscsi-mpio, 2 sessions | 2 sessions / qemu-nbd |" if two else " |"),
-                    "|---|---|---|---" + ("|---|---|" if two else "|")]
+                    + (" | iscsi-mpio, 2 sessions | 2 sessions / qemu-nbd" if two else "")
+                    + (" | iscsi-perf (iSCSI alone)" if with_perf else "") + " |",
+                    "|---|---|---|---" + ("|---|---" if two else "")
+                    + ("|---" if with_perf else "") + "|"]
             for job, label, metric, unit in LOOP_JOBS + [
                     ("lat", "rand read 4 KiB QD1, mean latency", "lat_mean_us", "µs"),
                     ("lat", "rand read 4 KiB QD1, p99 latency", "lat_p99_us", "µs")]:
@@ -378,6 +383,10 @@ class Report:
                                        r.median(section, "qemu-nbd", job, metric))
                     line += (f" {self.cell(section, TWO_SESSIONS, job, metric, unit)}"
                              f" | {fmt(ratio, 'x')} |")
+                if with_perf:
+                    line += (f" {self.cell(perf, 'iscsi-perf', job, metric, unit)} |"
+                             if job in ("seqread", "randread") and metric in ("mib_s", "iops")
+                             else " — |")
                 out.append(line)
             out.append("")
 
@@ -653,7 +662,9 @@ class Report:
                 "(`tests/testbed/istgt-target.sh`, data on LUN 0); on istgt a third attach, "
                 "iscsi-mpio with two paths to the one portal from source addresses 127.0.0.1 "
                 "and 127.0.0.2 (two sessions, so two istgt connection threads), runs the 4 KiB "
-                "QD32 jobs. The target's CPU time is read around every run as the bridge's is.",
+                "QD32 jobs. The target's CPU time is read around every run as the bridge's is. "
+                "With the `ceilings` part, `iscsi-perf` also reads from the fair tgtd: its "
+                "1 MiB commands pay the munmap on the default tgtd too.",
                 "- Many LUNs (`luns` part): a tgtd with the fair setting and 8 LUNs, one "
                 "iscsi-mpio attach with `target.luns` against 8 `qemu-nbd` processes; one fio "
                 "with a job per LUN.",
