@@ -253,7 +253,8 @@ class Report:
         machine = self.r.median(section, subject, job, "machine_busy")
         notes = []
         if busy is not None:
-            name = dict((t[0], t[1]) for t in TARGETS).get(section, "the target")
+            name = dict([(t[0], t[1]) for t in TARGETS] + [("luns", "tgtd")]).get(section,
+                                                                                  "the target")
             notes.append(f"{name}'s busiest thread at {busy * 100:.0f} % of a core"
                          + (" (the ceiling)" if busy >= CEILING_BUSY else ""))
         if machine is not None:
