@@ -62,6 +62,21 @@ if (have("cpu.dat")) {
   set yrange [0:*]
 }
 
+if (have("targets.dat")) {
+  set output out."/targets.png"
+  set title "iscsi-mpio / qemu-nbd on each target (throughput: higher is better; latency, CPU: lower)"
+  set ylabel "iscsi-mpio / qemu-nbd"
+  set style histogram errorbars gap 2 lw 0
+  set key top right
+  plot dat."/targets.dat" using 2:3:4:xtic(1) title "default tgtd (with its allocator)" lc rgb c_qemu, \
+       '' using 5:6:7 title "fair tgtd (the bridge)" lc rgb c_ours, \
+       '' using 8:9:10 title "istgt (the bridge)" lc rgb c_nbdkit, \
+       '' using 11:12:13 title "istgt, iscsi-mpio with 2 sessions" lc rgb c_perf, \
+       1 notitle lc rgb "#000000" dt 2
+  set style histogram errorbars gap 2 lw 1
+  set key top left
+}
+
 set terminal pngcairo size 1000,480 font "DejaVu Sans,10" noenhanced
 if (have("multipath-rate.dat") && have("multipath-unlimited.dat")) {
   set output out."/multipath.png"

@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Parsing and reporting for tools/bench (standard library only).
 
-  results.py fio JSON [CPU_TICKS CLK_TCK]     metrics of one fio run, "NAME VALUE" per line
+  results.py fio JSON [CPU_TICKS CLK_TCK [TARGET_TICKS TARGET_THREAD_TICKS]]
+      metrics of one fio run (all its jobs together), "NAME VALUE" per line; TARGET_*: the
+      target's CPU ticks over the run, all threads and its busiest thread
   results.py iscsi-perf LOG REQUEST_BYTES     metrics of one iscsi-perf run
   results.py report RESULTS MACHINE OUT DAT PLOTS
       RESULTS: one measurement a line, "section<TAB>subject<TAB>job<TAB>run<TAB>metric<TAB>value"
@@ -20,32 +22,46 @@ GIB = 1 << 30
 MIB = 1 << 20
 
 
-def fio_metrics(path, cpu_ticks=None, clk_tck=None):
+def fio_metrics(path, cpu_ticks=None, clk_tck=None, target_ticks=None, target_thread_ticks=None):
+    """One fio run; a run of several jobs (one per LUN) is summed into one aggregate. The target
+    figures: its CPU per GiB and its busiest thread's share of one core over fio's runtime."""
     with open(path, encoding="utf-8") as f:
         data = json.load(f)
-    job = data["jobs"][0]
-    if job.get("error"):
-        raise SystemExit(f"{path}: fio reported error {job['error']}")
-    # A job is either all reads or all writes; sum both sides so either works.
-    sides = [job[d] for d in ("read", "write") if job[d]["io_bytes"] > 0]
-    if not sides:
-        raise SystemExit(f"{path}: no I/O was done")
+    sides = []
+    runtime_s = 0.0
+    for job in data["jobs"]:
+        if job.get("error"):
+            raise SystemExit(f"{path}: fio reported error {job['error']} in job {job['jobname']}")
+        # A job is either all reads or all writes; sum both sides so either works.
+        job_sides = [job[d] for d in ("read", "write") if job[d]["io_bytes"] > 0]
+        if not job_sides:
+            raise SystemExit(f"{path}: job {job['jobname']} did no I/O")
+        sides += job_sides
+        runtime_s = max(runtime_s, job.get("job_runtime", 0) / 1000)
     io_bytes = sum(s["io_bytes"] for s in sides)
     out = {
         "mib_s": sum(s["bw_bytes"] for s in sides) / MIB,
         "iops": sum(s["iops"] for s in sides),
         "gib": io_bytes / GIB,
     }
-    side = max(sides, key=lambda s: s["io_bytes"])
-    lat = side["lat_ns"]
-    out["lat_mean_us"] = lat["mean"] / 1000
-    percentiles = lat.get("percentile") or side["clat_ns"].get("percentile", {})
-    if "99.000000" in percentiles:
-        out["lat_p99_us"] = percentiles["99.000000"] / 1000
+    # Latency: the mean over all requests of all jobs; the 99th percentile of the worst job.
+    requests = sum(s["lat_ns"]["N"] for s in sides)
+    if requests:
+        weighted = sum(s["lat_ns"]["mean"] * s["lat_ns"]["N"] for s in sides)
+        out["lat_mean_us"] = weighted / requests / 1000
+    p99 = [(s["lat_ns"].get("percentile") or s["clat_ns"].get("percentile", {})).get("99.000000")
+           for s in sides]
+    if all(p is not None for p in p99):
+        out["lat_p99_us"] = max(p99) / 1000
     if cpu_ticks is not None:
         cpu_s = int(cpu_ticks) / int(clk_tck)
         out["cpu_s"] = cpu_s
         out["cpu_s_per_gib"] = cpu_s / (io_bytes / GIB)
+    if target_ticks is not None:
+        target_s = int(target_ticks) / int(clk_tck)
+        out["target_cpu_s_per_gib"] = target_s / (io_bytes / GIB)
+        if runtime_s > 0:
+            out["target_busiest_thread"] = int(target_thread_ticks) / int(clk_tck) / runtime_s
     for name, value in out.items():
         print(f"{name} {value:.6g}")
 
@@ -79,6 +95,22 @@ CPU_JOBS = [
 ]
 # The extra attach with the opt-in nbd.busy_poll_us that tools/bench measures on the QD1 job.
 POLLING = "iscsi-mpio-polling"
+# The loopback targets, as tools/bench names their sections: (section, short name, what it is).
+TARGETS = [
+    ("loop", "default tgtd", "tgtd as installed"),
+    ("loop-fair", "fair tgtd", "tgtd with the malloc mmap threshold above every command size"),
+    ("loop-istgt", "istgt", "istgt, a thread per connection"),
+]
+# iscsi-mpio with two sessions to the one istgt portal (4 KiB QD32 jobs only).
+TWO_SESSIONS = "iscsi-mpio-2-sessions"
+# A target thread busier than this share of one core over a run, or the machine's cores busier
+# than MACHINE_BUSY of their time, is taken as the ceiling.
+CEILING_BUSY = 0.9
+MACHINE_BUSY = 0.95
+LUN_JOBS = [
+    ("seqread", "seq read 1 MiB QD8 on each LUN", "mib_s", "MiB/s"),
+    ("randread", "rand read 4 KiB QD32 on each LUN", "iops", "IOPS"),
+]
 PLOT_LABEL = {"seqread": "seq read 1M QD8", "seqwrite": "seq write 1M QD8",
               "randread": "rand read 4K QD32", "randwrite": "rand write 4K QD32",
               "lat": "rand read 4K QD1"}
@@ -94,9 +126,14 @@ class Results:
                 if len(parts) != 6:
                     continue
                 section, subject, job, run, metric, value = parts
+                try:
+                    number = float(value)
+                except ValueError:
+                    sys.stderr.write(f"{path}: not a number, line skipped: {line}")
+                    continue
                 key = (section, subject, job, metric)
-                self.values[key].append(float(value))
-                self.by_run[key][run] = float(value)
+                self.values[key].append(number)
+                self.by_run[key][run] = number
 
     def median(self, section, subject, job, metric):
         v = self.values.get((section, subject, job, metric))
@@ -149,32 +186,36 @@ class Report:
     def ratio(a, b):
         return a / b if a is not None and b not in (None, 0) else None
 
-    def seq_cpu_per_gib(self, subject):
+    def seq_cpu_per_gib(self, subject, section="loop"):
         """CPU seconds per GiB over seq read + seq write together, median over run indices."""
         per_run = []
-        cpu_r = self.r.runs("loop", subject, "seqread", "cpu_s")
-        cpu_w = self.r.runs("loop", subject, "seqwrite", "cpu_s")
-        gib_r = self.r.runs("loop", subject, "seqread", "gib")
-        gib_w = self.r.runs("loop", subject, "seqwrite", "gib")
+        cpu_r = self.r.runs(section, subject, "seqread", "cpu_s")
+        cpu_w = self.r.runs(section, subject, "seqwrite", "cpu_s")
+        gib_r = self.r.runs(section, subject, "seqread", "gib")
+        gib_w = self.r.runs(section, subject, "seqwrite", "gib")
         for run in cpu_r:
             if run in cpu_w and run in gib_r and run in gib_w:
                 per_run.append((cpu_r[run] + cpu_w[run]) / (gib_r[run] + gib_w[run]))
         return statistics.median(per_run) if per_run else None
 
+    def goal_row(self, goal, ours, theirs, op, bound, unit, miss_note=None):
+        """One row of a goals table; miss_note explains a FAIL (a measured ceiling)."""
+        ratio = self.ratio(ours, theirs)
+        if ratio is None:
+            verdict = "not measured"
+        elif (ratio >= bound) if op == ">=" else (ratio <= bound):
+            verdict = "**PASS**"
+        else:
+            verdict = "**FAIL**" + (f": {miss_note}" if miss_note else "")
+        return (goal, fmt(ours, unit), fmt(theirs, unit), fmt(ratio, "x"),
+                f"{'≥' if op == '>=' else '≤'} {bound:g}×", verdict)
+
     def goals(self):
         r = self.r
         rows = []
 
-        def add(goal, ours, theirs, op, bound, unit):
-            ratio = self.ratio(ours, theirs)
-            if ratio is None:
-                verdict = "not measured"
-            elif op == ">=":
-                verdict = "**PASS**" if ratio >= bound else "**FAIL**"
-            else:
-                verdict = "**PASS**" if ratio <= bound else "**FAIL**"
-            rows.append((goal, fmt(ours, unit), fmt(theirs, unit), fmt(ratio, "x"),
-                         f"{'≥' if op == '>=' else '≤'} {bound:g}×", verdict))
+        def add(*args):
+            rows.append(self.goal_row(*args))
 
         for job, label, metric, unit in LOOP_JOBS:
             bound = 1.3 if metric == "mib_s" else 1.15
@@ -198,9 +239,234 @@ class Report:
             r.median("mp", "unlimited-1", "mpseq", "mib_s"), ">=", 1.0, "MiB/s")
         return rows
 
+    def percent(self, section, subject, job, metric="machine_busy"):
+        value = self.r.median(section, subject, job, metric)
+        return "—" if value is None else f"{value * 100:.0f} %"
+
+    def target_busy(self, section, subject, job):
+        return self.r.median(section, subject, job, "target_busiest_thread")
+
+    def ceiling_note(self, section, job, subject="iscsi-mpio"):
+        """Why a goal on SECTION's target may be out of reach: its busiest thread's load while
+        SUBJECT ran JOB and the machine's, each named the ceiling when it is (nearly) full."""
+        busy = self.target_busy(section, subject, job)
+        machine = self.r.median(section, subject, job, "machine_busy")
+        notes = []
+        if busy is not None:
+            name = dict([(t[0], t[1]) for t in TARGETS] + [("luns", "tgtd")]).get(section,
+                                                                                  "the target")
+            notes.append(f"{name}'s busiest thread at {busy * 100:.0f} % of a core"
+                         + (" (the ceiling)" if busy >= CEILING_BUSY else ""))
+        if machine is not None:
+            notes.append(f"the machine's cores {machine * 100:.0f} % busy"
+                         + (" (the ceiling)" if machine >= MACHINE_BUSY else ""))
+        if not notes:
+            return None
+        ceiling = ((busy or 0) >= CEILING_BUSY) or ((machine or 0) >= MACHINE_BUSY)
+        return ", ".join(notes) + ("" if ceiling else ": no ceiling reached")
+
+    def goals_second_round(self):
+        """The goals of issue #25: the fair tgtd, istgt with two sessions, many LUNs."""
+        r = self.r
+        rows = []
+        fair = "loop-fair"
+        for job, label, metric, unit in LOOP_JOBS:
+            bound = 1.5 if metric == "mib_s" else 1.3
+            rows.append(self.goal_row(
+                f"fair tgtd: {label} ({unit})", r.median(fair, "iscsi-mpio", job, metric),
+                r.median(fair, "qemu-nbd", job, metric), ">=", bound, unit,
+                self.ceiling_note(fair, job)))
+        rows.append(self.goal_row(
+            "fair tgtd: rand read 4 KiB QD1 mean latency (µs), no polling",
+            r.median(fair, "iscsi-mpio", "lat", "lat_mean_us"),
+            r.median(fair, "qemu-nbd", "lat", "lat_mean_us"), "<=", 0.85, "µs",
+            self.ceiling_note(fair, "lat")))
+        rows.append(self.goal_row(
+            "fair tgtd: CPU per GiB, seq 1 MiB read + write (s/GiB)",
+            self.seq_cpu_per_gib("iscsi-mpio", fair), self.seq_cpu_per_gib("qemu-nbd", fair),
+            "<=", 0.35, "s/GiB"))
+        for job, label, metric, unit in LOOP_JOBS:
+            if job.startswith("rand"):
+                rows.append(self.goal_row(
+                    f"istgt: {label} ({unit}), iscsi-mpio with 2 sessions vs qemu-nbd's 1",
+                    r.median("loop-istgt", TWO_SESSIONS, job, metric),
+                    r.median("loop-istgt", "qemu-nbd", job, metric), ">=", 1.3, unit,
+                    self.ceiling_note("loop-istgt", job, TWO_SESSIONS)))
+        for job, label, metric, unit in LUN_JOBS:
+            rows.append(self.goal_row(
+                f"8 LUNs: {label}, aggregate ({unit})", r.median("luns", "iscsi-mpio", job, metric),
+                r.median("luns", "qemu-nbd", job, metric), ">=", 1.3, unit,
+                self.ceiling_note("luns", job)))
+        rows.append(self.goal_row(
+            "8 LUNs: total RSS, peak during seq read (MiB)",
+            r.median("luns", "iscsi-mpio", "seqread", "vmrss_peak_mib"),
+            r.median("luns", "qemu-nbd", "seqread", "vmrss_peak_mib"), "<=", 0.3, "MiB"))
+        for job, label, _, _ in LUN_JOBS:
+            rows.append(self.goal_row(
+                f"8 LUNs: total CPU per GiB, {label} (s/GiB)",
+                r.median("luns", "iscsi-mpio", job, "cpu_s_per_gib"),
+                r.median("luns", "qemu-nbd", job, "cpu_s_per_gib"), "<=", 0.5, "s/GiB"))
+        return rows
+
+    def target_ratios(self, section, job, metric):
+        if metric == "cpu_seq":
+            return self.ratio(self.seq_cpu_per_gib("iscsi-mpio", section),
+                              self.seq_cpu_per_gib("qemu-nbd", section))
+        return self.ratio(self.r.median(section, "iscsi-mpio", job, metric),
+                          self.r.median(section, "qemu-nbd", job, metric))
+
+    def bridge_or_target(self, plots):
+        """The report's first lines: which figure is the bridge's and which the target's."""
+        r = self.r
+        measured = [t for t in TARGETS if r.median(t[0], "iscsi-mpio", "seqread", "mib_s")]
+        if not measured:
+            return []
+        allocator = f"`GLIBC_TUNABLES={self.m.get('fair_tunables', '?')}`"
+        if [t[0] for t in measured] == ["loop"]:
+            return ["**Bridge or target?** This run measured the default tgtd only (no "
+                    "`targets` part), so each iscsi-mpio / qemu-nbd ratio is the bridge and "
+                    "tgtd's allocator together: tgtd munmaps every command buffer of 128 KiB or "
+                    "more, which qemu-nbd's 1 MiB commands pay and iscsi-mpio's 120 KiB ones do "
+                    "not. Run the `targets` part to separate the two.", ""]
+        out = ["**Bridge or target?** Every ratio is iscsi-mpio / qemu-nbd (over libiscsi) on "
+               "the same target with the same fio job. On the **fair tgtd** (tgtd started with "
+               f"{allocator}, so no command buffer is mmapped and munmapped) and on **istgt**, "
+               "no command size costs the target extra: those columns are **the bridge**. On "
+               "the **default tgtd**, **the target's allocator** adds to it: tgtd munmaps every "
+               "command buffer of 128 KiB or more, which qemu-nbd's 1 MiB commands pay and "
+               "iscsi-mpio's 120 KiB ones do not; the last column, default ÷ fair, is that "
+               "allocator's share.", ""]
+        head = "| iscsi-mpio / qemu-nbd | " + " | ".join(t[1] for t in TARGETS)
+        head += " | istgt, iscsi-mpio with 2 sessions | default ÷ fair (the allocator) |"
+        out += [head, "|---" * (len(TARGETS) + 3) + "|"]
+        rows = [(job, f"{label} ({unit})", metric) for job, label, metric, unit in LOOP_JOBS]
+        rows += [("lat", "rand read 4 KiB QD1 mean latency (µs)", "lat_mean_us"),
+                 (None, "CPU per GiB, seq 1 MiB read + write", "cpu_seq")]
+        for job, label, metric in rows:
+            ratios = [self.target_ratios(t[0], job, metric) for t in TARGETS]
+            two = (self.ratio(r.median("loop-istgt", TWO_SESSIONS, job, metric),
+                              r.median("loop-istgt", "qemu-nbd", job, metric))
+                   if job in ("randread", "randwrite") else None)
+            out.append(f"| {label} | " + " | ".join(fmt(x, "x") for x in ratios)
+                       + f" | {fmt(two, 'x')} | {fmt(self.ratio(ratios[0], ratios[1]), 'x')} |")
+        out += ["", "Higher is better for throughput, lower for latency and CPU.", ""]
+        if plots:
+            out += ["![iscsi-mpio / qemu-nbd on three targets](targets.png)", ""]
+        return out
+
+    def other_targets(self):
+        """The single-path matrix on the fair tgtd and istgt, and the CPU of bridge and target
+        on every target."""
+        r = self.r
+        out = []
+        for section, name, what in TARGETS[1:]:
+            if r.median(section, "iscsi-mpio", "seqread", "mib_s") is None:
+                continue
+            two = r.median(section, TWO_SESSIONS, "randread", "iops") is not None
+            # iscsi-perf on this target (the fair tgtd): the iSCSI half's ceiling.
+            perf = "perf" + section[len("loop"):]
+            with_perf = r.median(perf, "iscsi-perf", "seqread", "mib_s") is not None
+            article = "the " if name.endswith("tgtd") else ""
+            out += [f"## One path on {article}{name}: {what}", "",
+                    "| workload | iscsi-mpio | qemu-nbd | iscsi-mpio / qemu-nbd"
+                    + (" | iscsi-mpio, 2 sessions | 2 sessions / qemu-nbd" if two else "")
+                    + (" | iscsi-perf (iSCSI alone)" if with_perf else "") + " |",
+                    "|---|---|---|---" + ("|---|---" if two else "")
+                    + ("|---" if with_perf else "") + "|"]
+            for job, label, metric, unit in LOOP_JOBS + [
+                    ("lat", "rand read 4 KiB QD1, mean latency", "lat_mean_us", "µs"),
+                    ("lat", "rand read 4 KiB QD1, p99 latency", "lat_p99_us", "µs")]:
+                line = (f"| {label} ({unit}) | {self.cell(section, 'iscsi-mpio', job, metric, unit)}"
+                        f" | {self.cell(section, 'qemu-nbd', job, metric, unit)}"
+                        f" | {fmt(self.target_ratios(section, job, metric), 'x')} |")
+                if two:
+                    ratio = self.ratio(r.median(section, TWO_SESSIONS, job, metric),
+                                       r.median(section, "qemu-nbd", job, metric))
+                    line += (f" {self.cell(section, TWO_SESSIONS, job, metric, unit)}"
+                             f" | {fmt(ratio, 'x')} |")
+                if with_perf:
+                    line += (f" {self.cell(perf, 'iscsi-perf', job, metric, unit)} |"
+                             if job in ("seqread", "randread") and metric in ("mib_s", "iops")
+                             else " — |")
+                out.append(line)
+            out.append("")
+
+        rows = []
+        for section, name, _ in TARGETS:
+            for job, label in CPU_JOBS:
+                for subject in ("iscsi-mpio", TWO_SESSIONS, "qemu-nbd"):
+                    busy = self.target_busy(section, subject, job)
+                    if busy is not None:
+                        rows.append(
+                            f"| {name} | {label} | {subject}"
+                            f" | {self.cell(section, subject, job, 'cpu_s_per_gib', 's/GiB')}"
+                            f" | {self.cell(section, subject, job, 'target_cpu_s_per_gib', 's/GiB')}"
+                            f" | {busy * 100:.0f} % | {self.percent(section, subject, job)} |")
+        if rows:
+            out += ["## CPU of the bridge and of the target", "",
+                    "For each run, the CPU time of the bridge process and of the target process "
+                    "(`/proc/PID/stat`, all threads) per GiB moved, and the busiest target "
+                    "thread's CPU time over fio's runtime as a share of one core "
+                    "(`/proc/PID/task/TID/stat`, median of the runs): near 100 % that thread is "
+                    "the ceiling, whatever the bridge does (tgtd serves every connection from "
+                    "one event-loop thread; istgt has a thread per connection). The last "
+                    "column is the share of all the machine's cores in use (`/proc/stat`): near "
+                    "100 % the machine is the ceiling.", "",
+                    "| target | workload | bridge | bridge CPU (s/GiB) | target CPU (s/GiB) "
+                    "| target's busiest thread | machine's cores busy |",
+                    "|---|---|---|---|---|---|---|"]
+            out += rows + [""]
+        return out
+
+    def many_luns(self):
+        r = self.r
+        out = []
+        if r.median("luns", "iscsi-mpio", "seqread", "mib_s") is not None:
+            out += ["## Many LUNs in one process", "",
+                    f"{self.m.get('luns', '8 LUNs on one tgtd')}; one `iscsi-mpio attach` with "
+                    "`target.luns` (one listener, an export per LUN) against a `qemu-nbd` "
+                    "process per LUN, both attached at once and measured in turn. One fio runs "
+                    "a job per LUN, all at once; the figures are the sum over the LUNs, the CPU "
+                    "and RSS the sum over the bridge's processes (RSS sampled every 0.2 s).", "",
+                    "| | iscsi-mpio (1 process) | qemu-nbd (8 processes) | iscsi-mpio / qemu-nbd |",
+                    "|---|---|---|---|"]
+            rows = []
+            for job, label, metric, unit in LUN_JOBS:
+                rows += [(job, f"{label}, aggregate ({unit})", metric, unit),
+                         (job, f"{label}, CPU per GiB (s/GiB)", "cpu_s_per_gib", "s/GiB"),
+                         (job, f"{label}, total RSS peak (MiB)", "vmrss_peak_mib", "MiB")]
+            rows += [("all", "total RSS before I/O (MiB)", "vmrss_idle_mib", "MiB"),
+                     ("all", "total VmHWM after (MiB)", "vmhwm_mib", "MiB")]
+            for job, label, metric, unit in rows:
+                ratio = self.ratio(r.median("luns", "iscsi-mpio", job, metric),
+                                   r.median("luns", "qemu-nbd", job, metric))
+                out.append(f"| {label} | {self.cell('luns', 'iscsi-mpio', job, metric, unit)}"
+                           f" | {self.cell('luns', 'qemu-nbd', job, metric, unit)}"
+                           f" | {fmt(ratio, 'x')} |")
+            busy = [(s, self.target_busy("luns", s, "randread")) for s in ("iscsi-mpio", "qemu-nbd")]
+            if all(b is not None for _, b in busy):
+                out += ["", "tgtd's busiest thread during rand read: "
+                        + ", ".join(f"{b * 100:.0f} % of a core with {s}" for s, b in busy) + "."]
+            out.append("")
+        if r.median("luns64", "iscsi-mpio", "attach", "attach_s") is not None:
+            out += ["### 64 LUNs over 2 paths", "",
+                    "`tools/bench.d/many-luns.sh 64`: tgtd with 64 sparse 16 MiB LUNs, one "
+                    "attach with `luns: all` over two paths (source 127.0.0.1 and 127.0.0.2); "
+                    "the time from start until the NBD listener lists every export, and the "
+                    "attach's memory 2 s later. Reported, no goal.", "",
+                    "| | iscsi-mpio |", "|---|---|"]
+            for metric, label, unit in (("attach_s", "attach until 64 exports listed (s)", "s"),
+                                        ("vmrss_mib", "VmRSS (MiB)", "MiB"),
+                                        ("vmhwm_mib", "VmHWM (MiB)", "MiB"),
+                                        ("sessions", "sessions at the target", "n")):
+                out.append(f"| {label} | {self.cell('luns64', 'iscsi-mpio', 'attach', metric, unit)} |")
+            out.append("")
+        return out
+
     def markdown(self, plots):
         m = self.m
         out = ["# Benchmarks", ""]
+        out += self.bridge_or_target(plots)
         if m.get("quick") == "1":
             out += ["> **Smoke run (`tools/bench --quick`)**: one run of a few seconds per cell. "
                     "These figures only show that the harness works; they are not measurements.",
@@ -213,10 +479,13 @@ class Report:
         out += ["## Machine", "", "| | |", "|---|---|"]
         for key, label in (("cpu", "CPU"), ("cores", "cores"), ("kernel", "kernel"),
                            ("os", "OS"), ("memory", "memory"),
-                           ("tgtd", "target: tgtd"), ("backing", "LUN backing file"),
+                           ("tgtd", "target: tgtd"), ("target_fair", "target: fair tgtd"),
+                           ("target_istgt", "target: istgt"), ("backing", "LUN backing file"),
                            ("qemu", "qemu-nbd"), ("libiscsi", "libiscsi"), ("fio", "fio"),
                            ("nbdkit", "nbdkit"), ("iscsi_mpio", "iscsi-mpio"),
                            ("im_commands", "iscsi-mpio SCSI commands"),
+                           ("im_commands_fair", "iscsi-mpio SCSI commands, fair tgtd"),
+                           ("im_commands_istgt", "iscsi-mpio SCSI commands, istgt"),
                            ("load_start", "load average at start"),
                            ("load_end", "load average at end"),
                            ("steal", "stolen by the hypervisor during the run")):
@@ -230,10 +499,23 @@ class Report:
         for row in self.goals():
             out.append("| " + " | ".join(row) + " |")
         out += ["", "The reference is qemu-nbd over libiscsi for the single-path rows and "
-                "iscsi-mpio itself with one path for the multipath rows.", ""]
+                "iscsi-mpio itself with one path for the multipath rows. All on the default "
+                "tgtd.", ""]
+        second = self.goals_second_round()
+        if any(row[-1] != "not measured" for row in second):
+            out += ["## Goals (issue #25)", "",
+                    "| goal | iscsi-mpio | qemu-nbd | ratio | wanted | result |",
+                    "|---|---|---|---|---|---|"]
+            out += ["| " + " | ".join(row) + " |" for row in second]
+            out += ["", "A throughput or latency miss names the load of the target's busiest "
+                    "thread and of the machine's cores while iscsi-mpio ran: a target thread at "
+                    f"{CEILING_BUSY * 100:.0f} % of a core or more, or the cores "
+                    f"{MACHINE_BUSY * 100:.0f} % busy or more, is the ceiling. The istgt rows "
+                    "with two sessions show what multipath makes of a target with a thread per "
+                    "connection.", ""]
 
         r = self.r
-        out += ["## One path: iscsi-mpio and qemu-nbd on the same tgtd target", "",
+        out += ["## One path: iscsi-mpio and qemu-nbd on the same tgtd target (default)", "",
                 "The same target, LUN and fio job for every column; fio `--ioengine=nbd` on the "
                 "NBD export (unix socket). The two right-hand columns are ceilings: each leaves "
                 "out one half of the bridge.", "",
@@ -293,6 +575,8 @@ class Report:
         if plots:
             out += ["![CPU per GiB](cpu.png)", ""]
 
+        out += self.other_targets()
+
         out += ["## Resident memory at QD128 with 1 MiB requests", "",
                 "A fresh process per bridge; fio writes and then reads 1 MiB blocks at iodepth "
                 "128, one run of each. Peak VmRSS is sampled every 0.2 s during the runs; "
@@ -306,6 +590,8 @@ class Report:
             out.append(f"| {label} | {self.cell('mem', 'iscsi-mpio', 'qd128', metric, unit)}"
                        f" | {self.cell('mem', 'qemu-nbd', 'qd128', metric, unit)} |")
         out.append("")
+
+        out += self.many_luns()
 
         rate = m.get("rate", "?")
         out += ["## Multipath scaling", "",
@@ -370,6 +656,19 @@ class Report:
                 "- Ceilings: `nbdkit memory` runs the same fio jobs with no iSCSI behind the "
                 "NBD server; libiscsi's `iscsi-perf` reads from the same target with no NBD in "
                 "front (it only reads).",
+                "- Other targets (`targets` part): the same five jobs, both bridges attached at "
+                "once and alternating, on a second tgtd started with "
+                f"`GLIBC_TUNABLES={m.get('fair_tunables', '?')}` (glibc then takes every command "
+                "buffer from the heap and never munmaps one per command) and on istgt "
+                "(`tests/testbed/istgt-target.sh`, data on LUN 0); on istgt a third attach, "
+                "iscsi-mpio with two paths to the one portal from source addresses 127.0.0.1 "
+                "and 127.0.0.2 (two sessions, so two istgt connection threads), runs the 4 KiB "
+                "QD32 jobs. The target's CPU time is read around every run as the bridge's is. "
+                "With the `ceilings` part, `iscsi-perf` also reads from the fair tgtd: its "
+                "1 MiB commands pay the munmap on the default tgtd too.",
+                "- Many LUNs (`luns` part): a tgtd with the fair setting and 8 LUNs, one "
+                "iscsi-mpio attach with `target.luns` against 8 `qemu-nbd` processes; one fio "
+                "with a job per LUN.",
                 "- Raw per-run values: [results.tsv](results.tsv) (section, subject, job, run, "
                 "metric, value).", ""]
         return "\n".join(out)
@@ -386,7 +685,7 @@ def dat_row(label, series):
     return " ".join(cells)
 
 
-def write_dat(results, datdir):
+def write_dat(results, datdir, rep):
     r = results
 
     def triple(section, subject, job, metric):
@@ -419,6 +718,21 @@ def write_dat(results, datdir):
                                                  ("lat_p99_us", "99th percentile"))])
     write_plot("cpu", [(PLOT_LABEL[job], loop_series(job, "cpu_s_per_gib"))
                        for job, _ in CPU_JOBS])
+
+    def ratio_bar(value):
+        return None if value is None else (value, value, value)
+
+    # Only when a second target was measured: the default tgtd alone is in the tables above.
+    if any(r.median(t[0], "iscsi-mpio", "seqread", "mib_s") for t in TARGETS[1:]):
+        target_rows = [(job, PLOT_LABEL[job], metric) for job, _, metric, _ in LOOP_JOBS]
+        target_rows += [("lat", "QD1 mean latency", "lat_mean_us"),
+                        (None, "CPU per GiB, seq", "cpu_seq")]
+        write_plot("targets", [
+            (label, [ratio_bar(rep.target_ratios(t[0], job, metric)) for t in TARGETS]
+             + [ratio_bar(rep.ratio(r.median("loop-istgt", TWO_SESSIONS, job, metric),
+                                    r.median("loop-istgt", "qemu-nbd", job, metric)))
+                if job in ("randread", "randwrite") else None])
+            for job, label, metric in target_rows])
     for group, counts, name in (("rate", (1, 2, 4), "multipath-rate"),
                                 ("unlimited", (1, 2), "multipath-unlimited")):
         one = r.median("mp", f"{group}-1", "mpseq", "mib_s")
@@ -438,16 +752,17 @@ def report(results_path, machine_path, outdir, datdir, plots):
                 key, value = line.rstrip("\n").split("\t", 1)
                 machine[key] = value
     results = Results(results_path)
-    text = Report(results, machine).markdown(plots == "1")
+    rep = Report(results, machine)
+    text = rep.markdown(plots == "1")
     with open(f"{outdir}/README.md", "w", encoding="utf-8") as f:
         f.write(text)
-    write_dat(results, datdir)
+    write_dat(results, datdir, rep)
     # The console gets the tables without image links.
     print("\n".join(line for line in text.splitlines() if not line.startswith("![")))
 
 
 def main(argv):
-    if len(argv) >= 2 and argv[1] == "fio" and len(argv) in (3, 5):
+    if len(argv) >= 2 and argv[1] == "fio" and len(argv) in (3, 5, 7):
         fio_metrics(*argv[2:])
     elif len(argv) == 4 and argv[1] == "iscsi-perf":
         iscsi_perf_metrics(argv[2], argv[3])
