@@ -271,4 +271,17 @@ config::Config applied_config(const config::Config& running, const config::Confi
   return out;
 }
 
+PathSync sync_paths(const std::vector<std::string>& device_paths,
+                    const std::vector<std::string>& running_paths) {
+  PathSync sync;
+  const auto has = [](const std::vector<std::string>& list, const std::string& name) {
+    return std::find(list.begin(), list.end(), name) != list.end();
+  };
+  for (size_t i = device_paths.size(); i-- > 0;)
+    if (!has(running_paths, device_paths[i])) sync.remove.push_back(i);
+  for (size_t j = 0; j < running_paths.size(); ++j)
+    if (!has(device_paths, running_paths[j])) sync.add.push_back(j);
+  return sync;
+}
+
 }  // namespace iscsi_mpio::reload

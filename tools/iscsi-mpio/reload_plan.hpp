@@ -54,4 +54,16 @@ std::string describe_refusals(const Plan& plan, const std::string& file);
 config::Config applied_config(const config::Config& running, const config::Config& next,
                               const Plan& plan);
 
+// A LUN a rescan found logs in with the attach's paths as they were when it started; a reload
+// (or a rediscovery) may change them before it is served. What brings its device's paths in
+// line with the running ones, by name (iscsi_io::describe: portal, source, interface): the
+// indices of its paths to remove (descending, so each removal leaves the others' indices), and
+// of the running paths to add (in order: path i of the configuration is path i of every device).
+struct PathSync {
+  std::vector<size_t> remove;
+  std::vector<size_t> add;
+};
+PathSync sync_paths(const std::vector<std::string>& device_paths,
+                    const std::vector<std::string>& running_paths);
+
 }  // namespace iscsi_mpio::reload

@@ -291,3 +291,26 @@ TEST_CASE("key_lines: every key and list item by its key path", "[reload]") {
   CHECK(lines.at("multipath.no_path_retry") == 13);
   CHECK(config::key_lines("a: [unclosed").empty());
 }
+
+TEST_CASE("reload: a LUN that opened during a reload takes the running paths", "[reload]") {
+  using V = std::vector<size_t>;
+  const std::string p1 = "198.18.1.1:3260 from 198.18.1.2";
+  const std::string p2 = "198.18.2.1:3260 from 198.18.2.2";
+  const std::string p3 = "198.18.3.1:3260 from 198.18.3.2";
+  // Opened with paths 1 and 2; the reload removed path 1 and added path 3: as many paths as
+  // before, so counting them would miss both changes.
+  auto sync = reload::sync_paths({p1, p2}, {p2, p3});
+  CHECK(sync.remove == V{0});
+  CHECK(sync.add == V{1});
+  // Removals come from the last, so each leaves the indices of those still to go.
+  sync = reload::sync_paths({p1, p2, p3}, {p2});
+  CHECK(sync.remove == V{2, 0});
+  CHECK(sync.add.empty());
+  // Paths added meanwhile (reload or rediscovery), in the running order.
+  sync = reload::sync_paths({p1}, {p1, p2, p3});
+  CHECK(sync.remove.empty());
+  CHECK(sync.add == V{1, 2});
+  sync = reload::sync_paths({p1, p2}, {p1, p2});
+  CHECK(sync.remove.empty());
+  CHECK(sync.add.empty());
+}
