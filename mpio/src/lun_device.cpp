@@ -1594,6 +1594,14 @@ std::error_code LunDevice::remove_path(size_t index, std::string& detail,
   return impl_->remove_path(index, detail, std::move(drained), std::move(released));
 }
 
+void LunDevice::set_timeouts(const iscsi_io::SessionTimeouts& timeouts) {
+  for (auto& path : impl_->config.paths) iscsi_io::set_timeouts(path.login, timeouts);
+  for (auto& p : impl_->paths) {
+    iscsi_io::set_timeouts(p->config, timeouts);
+    if (p->session) p->session->set_timeouts(timeouts);
+  }
+}
+
 std::error_code LunDevice::reconfigure(const LunConfig& settings, std::string& detail) {
   return impl_->reconfigure(settings, detail);
 }

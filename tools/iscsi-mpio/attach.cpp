@@ -78,9 +78,9 @@ struct Attachment::Signals {
   asio::signal_set set;
 };
 
-int run(const std::string& config_path) {
+int run(const std::string& config_path, bool log_level_given) {
   Attachment attachment;
-  if (!attachment.open(config_path)) return attachment.exit_status();
+  if (!attachment.open(config_path, log_level_given)) return attachment.exit_status();
   return attachment.run();
 }
 
@@ -90,7 +90,7 @@ Attachment::~Attachment() = default;
 
 // ---------------------------------------------------------------- open
 
-bool Attachment::open(const std::string& config_path) {
+bool Attachment::open(const std::string& config_path, bool log_level_given) {
   auto loaded = config::load_file(config_path);
   if (!loaded) {
     std::cerr << loaded.error_report();
@@ -98,6 +98,7 @@ bool Attachment::open(const std::string& config_path) {
     return false;
   }
   cfg_ = std::move(loaded.config());
+  if (!log_level_given) spdlog::set_level(spdlog::level::from_str(cfg_.log.level));
   config_path_ = config_path;
   for (const auto& warning : loaded.warnings()) spdlog::warn("{}", warning.to_string());
   if (cfg_.initiator.name_generated)
@@ -466,6 +467,7 @@ void Attachment::catch_up(Lun& lun) {
     std::string detail;
     if (auto ec = lun.device->reconfigure(options::lun_config(cfg_), detail))
       spdlog::error("LUN {}: the reloaded settings: {}", lun.plan.lun, detail);
+    lun.device->set_timeouts(options::session_timeouts(cfg_));
   }
   std::vector<std::string> has, wanted;
   for (const auto& status : lun.device->path_status()) has.push_back(status.name);

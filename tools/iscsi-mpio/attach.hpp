@@ -65,7 +65,8 @@ class Notifier;
 namespace iscsi_mpio::attach {
 
 // The whole verb: open(), then run(). Returns the exit status (exit_status.hpp).
-int run(const std::string& config_path);
+// `log_level_given`: --log-level was on the command line, and wins over the file's log.level.
+int run(const std::string& config_path, bool log_level_given = false);
 
 class Attachment {
  public:
@@ -77,7 +78,8 @@ class Attachment {
   // Loads `config_path` (its errors on stderr: exit_usage), refuses when another process owns
   // the NBD or control socket (exit_failure), then starts logging in on every path. False when
   // the attach cannot start; exit_status() says why.
-  bool open(const std::string& config_path);
+  // The file's log.level applies unless `log_level_given` (--log-level on the command line).
+  bool open(const std::string& config_path, bool log_level_given = false);
 
   // Runs until the attach ends: SIGINT or SIGTERM starts drain(), a second one exits at once
   // with exit_interrupted. Returns the exit status.

@@ -132,6 +132,55 @@ TEST_CASE("reload: multipath settings change in place", "[reload]") {
   }
 }
 
+TEST_CASE("reload: the sessions' timeouts change, logins and running sessions", "[reload]") {
+  struct Case {
+    std::string after;
+    std::string change;
+  };
+  const std::vector<Case> cases{
+      {edited("lun: 1\n", "lun: 1\n  login_timeout: 30\n"),
+       "target.login_timeout (the next logins): 15 s -> 30 s"},
+      {edited("lun: 1\n", "lun: 1\n  command_timeout: 60\n"),
+       "target.command_timeout (the running sessions too): 30 s -> 60 s"},
+      {edited("multipath:\n", "multipath:\n  noop_out_interval: 10\n"),
+       "multipath.noop_out_interval (the running sessions too): 5 s -> 10 s"},
+      {edited("multipath:\n", "multipath:\n  noop_out_timeout: 2\n"),
+       "multipath.noop_out_timeout (the running sessions too): 5 s -> 2 s"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.change);
+    const auto plan = plan_for(running_file, c.after);
+    CHECK(plan.accepted());
+    CHECK(plan.timeouts_changed);
+    CHECK_FALSE(plan.settings_changed);
+    CHECK_FALSE(plan.log_level);
+    REQUIRE(plan.changes.size() == 1);
+    CHECK(plan.changes.front() == c.change);
+  }
+  // Each timeout beside a refused key: nothing is applied.
+  auto both = edited("lun: 1\n", "lun: 1\n  login_timeout: 30\n");
+  both.replace(both.find("com.example:storage"), 19, "com.example:other");
+  CHECK_FALSE(plan_for(running_file, both).accepted());
+}
+
+TEST_CASE("reload: log.level changes, and nothing else with it", "[reload]") {
+  auto plan = plan_for(running_file, std::string(running_file) + "log:\n  level: debug\n");
+  CHECK(plan.accepted());
+  REQUIRE(plan.log_level);
+  CHECK(*plan.log_level == "debug");
+  CHECK_FALSE(plan.settings_changed);
+  CHECK_FALSE(plan.timeouts_changed);
+  REQUIRE(plan.changes.size() == 1);
+  CHECK(plan.changes.front() == "log.level: info -> debug");
+  // Back to the default: taken out of the file is info again.
+  plan = plan_for(std::string(running_file) + "log:\n  level: warn\n", running_file);
+  REQUIRE(plan.log_level);
+  CHECK(*plan.log_level == "info");
+  // The same level written out is no change.
+  CHECK(
+      plan_for(running_file, std::string(running_file) + "log:\n  level: info\n").nothing_to_do());
+}
+
 TEST_CASE("reload: keys fixed while the attach runs are refused by name and line", "[reload]") {
   struct Case {
     std::string after;
@@ -142,8 +191,6 @@ TEST_CASE("reload: keys fixed while the attach runs are refused by name and line
       {edited("com.example:storage", "com.example:other"), "target.iqn", 4},
       {edited("org.example:host1", "org.example:host2"), "initiator.name", 2},
       {edited("lun: 1", "lun: 2"), "target.lun", 5},
-      {edited("lun: 1\n", "lun: 1\n  login_timeout: 30\n"), "target.login_timeout", 6},
-      {edited("lun: 1\n", "lun: 1\n  command_timeout: 60\n"), "target.command_timeout", 6},
       {edited("lun: 1\n", "lun: 1\n  wwid: \"naa.6001405abcdef\"\n"), "target.wwid", 6},
       {edited("lun: 1\n",
               "lun: 1\n  auth:\n    method: chap\n    username: u\n    secret: s3cret-s3cret\n"),
@@ -156,8 +203,6 @@ TEST_CASE("reload: keys fixed while the attach runs are refused by name and line
        15},
       {std::string(running_file) + "metrics:\n  listen: \"127.0.0.1:9469\"\n", "metrics.listen",
        15},
-      {edited("multipath:\n", "multipath:\n  noop_out_interval: 10\n"),
-       "multipath.noop_out_interval", 12},
       {edited("multipath:\n", "multipath:\n  max_sectors_kb: 256\n"), "multipath.max_sectors_kb",
        12},
       {edited("multipath:\n",
