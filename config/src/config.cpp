@@ -1056,6 +1056,20 @@ const Section<Metrics>& metrics_section() {
   return section;
 }
 
+const Section<Log>& log_section() {
+  static const Section<Log> section({
+      optional("level", &Log::level,
+               one_of<std::string>{{{"trace", "trace"},
+                                    {"debug", "debug"},
+                                    {"info", "info"},
+                                    {"warn", "warn"},
+                                    {"error", "error"},
+                                    {"critical", "critical"},
+                                    {"off", "off"}}}),
+  });
+  return section;
+}
+
 const Section<Config>& config_section() {
   static const Section<Config> section(
       {
@@ -1066,6 +1080,7 @@ const Section<Config>& config_section() {
           optional("nbd", &Config::nbd, nested<Nbd>{&nbd_section()}),
           optional("control", &Config::control, nested<Control>{&control_section()}),
           optional("metrics", &Config::metrics, nested<Metrics>{&metrics_section()}),
+          optional("log", &Config::log, nested<Log>{&log_section()}),
       },
       check_config);
   return section;

@@ -36,6 +36,10 @@ bool lost_with_path(const std::error_code& ec) {
          ec != iscsi::errc::reject_received;
 }
 
+bool answered_by_target(const std::error_code& ec) {
+  return ec && ec.category() == scsi::category();
+}
+
 bool certainly_dead(const std::error_code& ec) {
   return ec == iscsi::errc::task_not_sent || ec == iscsi::errc::task_aborted_proven;
 }

@@ -61,8 +61,9 @@ struct Path {
   std::shared_ptr<iscsi_io::PathSession> session;
   // The pool's number of `session`, which held writes went out on (SessionPool::prove_ended).
   iscsi_io::SessionGeneration generation = 0;
-  uint64_t login_attempt = 0;  // results of earlier session requests are stale
-  bool joined = false;         // counted among the pool's users of this path
+  iscsi_io::SessionGeneration watched = 0;  // the session whose handlers this device added
+  uint64_t login_attempt = 0;               // results of earlier session requests are stale
+  bool joined = false;                      // counted among the pool's users of this path
   // Its place in the path life cycle (path_lifecycle.hpp); `state` is what status shows of it,
   // kept by LunDevice::Impl::perform() and read wherever the path's use is decided.
   PathLifecycle life{std::chrono::milliseconds(1000)};
@@ -541,7 +542,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
       p.bytes += c.data_bytes();
       if (command_observer) command_observer(p.index, std::chrono::steady_clock::now() - c.sent_at);
     }
-    if (d.fail_path) path_failed(p, d.reason);
+    if (d.fail_path) path_failed(p, d.reason, d.answered);
     if (d.reread_capacity) asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
     if (d.luns_changed && luns_changed_event) luns_changed_event();
     if (d.alua_state && !closing) alua_answered(p, *d.alua_state);
@@ -656,6 +657,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
                                                       : "path " + p.name + " " + what);
     }
     if (a.close_session) end_session(p);
+    if (a.release_session) release_session(p);
     if (a.cancel_reconnect && p.timer) p.timer->cancel();
     if (a.reconnect_after) schedule_reconnect(p, *a.reconnect_after);
     if (a.login) reconnect(p);
@@ -700,8 +702,9 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   // NOP-Out timeout, a dropped connection, a command lost with the path or a path error.
-  void path_failed(Path& p, const std::string& reason) {
-    feed(p, Event{.kind = Event::Kind::connection_lost, .detail = reason});
+  // `answered`: the target's answer about this LU, the connection sound (Event::answered).
+  void path_failed(Path& p, const std::string& reason, bool answered = false) {
+    feed(p, Event{.kind = Event::Kind::connection_lost, .detail = reason, .answered = answered});
   }
 
   void schedule_reconnect(Path& p, std::chrono::milliseconds delay) {
@@ -767,16 +770,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   }
 
   // The life cycle is done with the path's session. Abortive close (SO_LINGER 0): the kernel
-  // must not deliver this connection's queued data once the network heals. A shared session
-  // carries the other LUs' commands too: a path refused for showing another device here (an
-  // answer about this LU, not about the connection) only lets go of it.
+  // must not deliver this connection's queued data once the network heals.
   void end_session(Path& p) {
-    if (p.state == PathState::refused) {
-      p.session.reset();
-      ++p.login_attempt;
-      leave_pool(p, std::chrono::seconds(2), [](std::error_code) {});
-      return;
-    }
     if (p.session) {
       p.session->close();
       return;
@@ -785,6 +780,14 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     // open, which would have heard it, looks again.
     ++p.login_attempt;
     if (open_done) asio::post(io, [self = shared_from_this()] { self->open_step(); });
+  }
+
+  // The life cycle is done with the session for this LU only (Actions::release_session): the
+  // other LUs sharing it go on; the pool's last user logs it out.
+  void release_session(Path& p) {
+    p.session.reset();
+    ++p.login_attempt;
+    leave_pool(p, std::chrono::seconds(2), [](std::error_code) {});
   }
 
   void leave_pool(Path& p, std::chrono::milliseconds timeout,
@@ -801,6 +804,9 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
   // that ends before its loops do): they hold the device weakly, and the session by a raw
   // pointer to compare with, since a shared_ptr would make the session own itself.
   void watch(Path& p, const std::shared_ptr<iscsi_io::PathSession>& session) {
+    // A path that let go of the session and joined it again is watched already.
+    if (p.watched == p.generation) return;
+    p.watched = p.generation;
     session->on_scsi_event([weak = weak_from_this()](const iscsi_io::ScsiAsyncEvent& event) {
       auto self = weak.lock();
       if (!self || self->closing) return;
@@ -929,7 +935,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     if (self->closing || p.session != session) co_return;
     if (ec) {
       self->feed(p, Event{.kind = Event::Kind::identity_failed,
-                          .detail = "identity check failed: " + detail});
+                          .detail = "identity check failed: " + detail,
+                          .answered = answered_by_target(ec)});
       co_return;
     }
     if (wwid != self->identity.wwid) {
@@ -945,7 +952,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     if (self->closing) co_return;
     if (ec) {
       self->feed(p, Event{.kind = Event::Kind::alua_failed,
-                          .detail = "ALUA check failed: " + ec.message()});
+                          .detail = "ALUA check failed: " + ec.message(),
+                          .answered = answered_by_target(ec)});
       co_return;
     }
     // Failed by the operator while the check ran: the life cycle places nothing.
@@ -1584,6 +1592,14 @@ std::error_code LunDevice::remove_path(size_t index, std::string& detail,
                                        std::function<void(size_t)> drained,
                                        std::function<void(std::error_code)> released) {
   return impl_->remove_path(index, detail, std::move(drained), std::move(released));
+}
+
+void LunDevice::set_timeouts(const iscsi_io::SessionTimeouts& timeouts) {
+  for (auto& path : impl_->config.paths) iscsi_io::set_timeouts(path.login, timeouts);
+  for (auto& p : impl_->paths) {
+    iscsi_io::set_timeouts(p->config, timeouts);
+    if (p->session) p->session->set_timeouts(timeouts);
+  }
 }
 
 std::error_code LunDevice::reconfigure(const LunConfig& settings, std::string& detail) {

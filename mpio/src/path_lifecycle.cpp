@@ -96,9 +96,23 @@ std::chrono::milliseconds PathLifecycle::backoff() const {
   return polling_interval_ * (1u << std::min(failures_, 3u));
 }
 
+// A path fails. Its session ends with it, unless the target answered (Event::answered): then
+// the connection is sound and carries the other LUs' commands, so this LU only lets go of it
+// and its next login joins that session again; the LU's own answer decides again there (its
+// identity check). Closing it would make every LU on the path log in again for one LU's fault.
+Actions PathLifecycle::fail(const Event& event) {
+  auto a = stop_work(event.detail, event.at);
+  if (event.answered && a.close_session) {
+    a.close_session = false;
+    a.release_session = true;
+  }
+  return a;
+}
+
 // A path at work (or on its way to it) fails: it stops carrying I/O now and tries again after
 // a polling interval. A path already failed has nothing more to stop.
-Actions PathLifecycle::fail(const std::string& reason, std::chrono::steady_clock::time_point at) {
+Actions PathLifecycle::stop_work(const std::string& reason,
+                                 std::chrono::steady_clock::time_point at) {
   Actions a;
   switch (state_) {
     case S::active:
@@ -333,7 +347,8 @@ Actions PathLifecycle::on(const Event& event) {
       state_ = S::refused;
       a.last_error = event.detail;
       a.emit = event.detail;
-      a.close_session = true;
+      // An answer about this LU: the session stays for the other LUs that share it.
+      a.release_session = true;
       a.cancel_reconnect = true;
       return a;
 
@@ -341,12 +356,12 @@ Actions PathLifecycle::on(const Event& event) {
       if (state_ != S::identifying && state_ != S::rejoining &&
           state_ != S::operator_failed_checking)
         return a;
-      return fail(event.detail, event.at);
+      return fail(event);
 
     case Kind::identity_failed:
     case Kind::alua_failed:
     case Kind::connection_lost:
-      return fail(event.detail, event.at);
+      return fail(event);
 
     case Kind::alua_read:
       return alua_read(event);
@@ -379,7 +394,7 @@ Actions PathLifecycle::on(const Event& event) {
       // come back that is under way fails by itself.
       if (state_ == S::active || state_ == S::ghost || state_ == S::connecting ||
           state_ == S::identifying || state_ == S::probe_cut_short || state_ == S::held_out)
-        return fail(event.detail, event.at);
+        return fail(event);
       return a;
 
     case Kind::route_back:

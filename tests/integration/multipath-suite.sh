@@ -34,11 +34,15 @@
 #                  (one per path, shared by the LUNs), verified random I/O on every LUN at once
 #                  with path 1's link down for 5 s and zero errors, each LUN's writes in its own
 #                  backing file only, `status` showing 4 maps; fail-path / reinstate-path on
-#                  every LUN, and LUN 2 replaced under its number (another scsi_id) retired
+#                  every LUN, and LUN 2 replaced under its number (another scsi_id) retired;
+#                  LUN 3 deleted with tgtadm under verified I/O on LUNs 1, 4, 5: their sessions
+#                  stay (same I_T nexus ids, no path event), their I/O goes on (issue 21)
 #   reload         under verified I/O, mp.yaml edited and reloaded: path 3 added (it carries
 #                  I/O), path 1 removed (drained, its session gone at the target), path_selector
-#                  changed by SIGHUP (status shows it); a changed target.login_timeout and a file
-#                  that does not parse are refused by name, the attach unchanged
+#                  changed by SIGHUP (status shows it); login_timeout, noop_out_timeout and
+#                  log.level applied (a black-holed path fails after the new NOP-Out timeout,
+#                  its return not logged at warn); a changed target.wwid and a file that does
+#                  not parse are refused by name, the attach unchanged
 #   load-balance   every path limited to the same rate with tc tbf: reads through 1, 2 and 4
 #                  paths (multibus); every path carries commands; prints the ratios to one
 #                  path (the benchmark, not this test, judges them)
@@ -475,6 +479,21 @@ writes_proven_by_lu_reset() {
     { echo "    no held write was proven dead by a LOGICAL UNIT RESET"; return 1; }
 }
 
+# lun_exercisers_ok PIDS STEM LABEL: waits for the per-LUN exercisers whose pids the array
+# named PIDS holds (indexed by LUN), each logging to $work/STEM.N.log; prints each one's last
+# line (its summary) and fails if one did.
+lun_exercisers_ok() {
+  local -n exercisers=$1
+  local n rc failed=0
+  for n in "${!exercisers[@]}"; do
+    rc=0
+    wait "${exercisers[n]}" || rc=$?
+    echo "    LUN $n$3: $(tail -n 1 "$work/$2.$n.log")"
+    ((rc == 0)) || { sed 's/^/      /' "$work/$2.$n.log" | tail -n 5; failed=1; }
+  done
+  return "$failed"
+}
+
 # target.luns: all over 2 paths. LUNs 2..4 join tgtd's LUN 1 for the scenario and leave after.
 many_luns() {
   echo "--- many-luns"
@@ -558,12 +577,7 @@ EOF
     sleep 5
     "$im_bin" status "$work/luns.yaml" >"$work/status.during" 2>&1 || true
     link1_up
-    for n in "${!pids[@]}"; do
-      rc=0
-      wait "${pids[n]}" || rc=$?
-      echo "    LUN $n: $(tail -n 1 "$work/exerciser.$n.log")"
-      ((rc == 0)) || { sed 's/^/      /' "$work/exerciser.$n.log" | tail -n 5; ok=0; }
-    done
+    lun_exercisers_ok pids exerciser "" || ok=0
     local maps
     maps=$(grep -cE '^lun[0-9]+ \(' "$work/status.during" || true)
     echo "    status during the fault: $maps maps"
@@ -685,6 +699,26 @@ PY
   echo "    sessions at the target with LUN 5 served: $sessions"
   ((sessions == 2)) || ok=0
 
+  # Issue 21: LUN 3 is deleted while LUNs 1, 4 and 5 carry verified I/O over the same two
+  # sessions. LUN 3's commands are answered LOGICAL UNIT NOT SUPPORTED (25/00): its paths fail
+  # for LUN 3 alone, which lets go of the shared sessions instead of closing them, so the other
+  # LUNs keep their sessions (the same I_T nexus ids at the target), log no path failure or
+  # return, and their I/O goes on.
+  local n ex_pids=() nexus_before nexus_after log_mark
+  for n in 1 4 5; do
+    "$exerciser" --uri "nbd+unix:///lun$n?socket=$work/luns.sock" --backing "${backing[n]}" \
+      --seed "$((n + 20))" --ops 1000000 --time-limit 8 --max-len 256K --span 16M \
+      >"$work/shared.$n.log" 2>&1 &
+    ex_pids[n]=$!
+  done
+  # LUN 3 busy too: the target's 3F/0E retires it at once, so only commands it has in flight
+  # at the delete are answered 25/00. Its own errors are expected.
+  "$exerciser" --uri "nbd+unix:///lun3?socket=$work/luns.sock" --backing "${backing[3]}" \
+    --seed 23 --ops 1000000 --time-limit 8 --max-len 256K --span 16M >"$work/shared.3.log" 2>&1 &
+  local lun3_pid=$!
+  nexus_before=$(nexus_ids)
+  log_mark=$(wc -l <"$work/attach.log")
+  sleep 2
   local deleted=0 answer
   for _ in $(seq 20); do
     tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op delete --tid 1 --lun 3 \
@@ -692,6 +726,21 @@ PY
     sleep 0.5
   done
   ((deleted)) || { echo "    tgtadm could not delete LUN 3"; return 1; }
+  lun_exercisers_ok ex_pids shared " during the delete of LUN 3" || ok=0
+  wait "$lun3_pid" || true
+  nexus_after=$(nexus_ids)
+  echo "    I_T nexus ids at the target before the delete: $nexus_before; after: $nexus_after"
+  [[ -n $nexus_before && $nexus_before == "$nexus_after" ]] ||
+    { echo "    the sessions were re-established"; ok=0; }
+  local lun3_failed
+  lun3_failed=$(tail -n +$((log_mark + 1)) "$work/attach.log" | grep -m 1 -E "LUN 3: path .* failed" || true)
+  # Without LUN 3's paths failing for its answer, the check above proves nothing.
+  [[ -n $lun3_failed ]] || { echo "    LUN 3's paths never failed after its delete"; ok=0; }
+  echo "    $lun3_failed"
+  if tail -n +$((log_mark + 1)) "$work/attach.log" | grep -E "LUN [145]: path .* (failed|active)"; then
+    echo "    the other LUNs' paths failed or logged in again after LUN 3 was deleted"
+    ok=0
+  fi
   answer=$("$im_bin" rescan "$work/luns.yaml" 2>&1 || true)
   echo "    LUN 3 deleted on the target; iscsi-mpio rescan: $answer"
   local retired=0
@@ -720,8 +769,15 @@ PY
 # reload (multipathd reconfigure) under verified I/O: mp.yaml edited and applied to the running
 # attach. Path 3 added (`iscsi-mpio reload`: it logs in and carries I/O), path 1 removed (it
 # drains, its session logs out at the target), path_selector changed by SIGHUP (status shows
-# it), a key that cannot change (target.login_timeout) and a file that does not parse refused
-# by name with nothing applied. The exerciser checks every read and the backing file.
+# it), the timeouts and log.level applied (reload_timeouts_and_level), a key that cannot change
+# (target.wwid) and a file that does not parse refused by name with nothing applied. The
+# exerciser checks every read and the backing file.
+# The target's I_T nexus (session) ids, in order: a re-established session gets a new one.
+nexus_ids() {
+  tgtadm -C "$TGT_CTL" --lld iscsi --mode target --op show |
+    awk '/^Target 1:/ {t = 1; next} /^Target / {t = 0} t && /I_T nexus:/ {print $3}' |
+    sort -n | tr '\n' ' '
+}
 nexus_from() {
   tgtadm -C "$TGT_CTL" --lld iscsi --mode target --op show | grep -c "IP Address: $1\$" || true
 }
@@ -731,11 +787,47 @@ reload_answer() {
   sed 's/^/      /' "$work/reload.out"
   return "$rc"
 }
+# Issue 22: the timeouts and the log level by reload, under the reload case's verified I/O.
+# noop_out_timeout 2 -> 3 reaches the sessions logged in before the reload: path 3 black-holed
+# fails for "no answer ... to a NOP-Out ping within 3000 ms". log.level warn: the path's failure
+# is logged, its return (info) is not.
+reload_timeouts_and_level() {
+  echo "    login_timeout 5 -> 6, noop_out_timeout 2 -> 3, log.level warn:"
+  sed -i "s/login_timeout: 5/login_timeout: 6/; s/noop_out_timeout: 2/noop_out_timeout: 3/" \
+    "$work/mp.yaml"
+  printf 'log: {level: warn}\n' >>"$work/mp.yaml"
+  reload_answer || return 1
+  local answer
+  for answer in "target.login_timeout (the next logins): 5 s -> 6 s" \
+    "multipath.noop_out_timeout (the running sessions too): 2 s -> 3 s" "log.level: info -> warn"; do
+    grep -qF "$answer" "$work/reload.out" || { echo "    the answer lacks '$answer'"; return 1; }
+  done
+  local mark failed=0
+  mark=$(wc -l <"$work/attach.log")
+  topo_cmd blackhole "$topo" 3 on
+  for _ in $(seq 100); do
+    tail -n +$((mark + 1)) "$work/attach.log" | grep -q "198.18.3.1.* failed" && { failed=1; break; }
+    sleep 0.1
+  done
+  topo_cmd blackhole "$topo" 3 off
+  tail -n +$((mark + 1)) "$work/attach.log" | grep -m 1 "198.18.3.1.* failed" | sed 's/^/      /'
+  ((failed)) || { echo "    path 3 did not fail while black-holed"; return 1; }
+  tail -n +$((mark + 1)) "$work/attach.log" |
+    grep -q "198.18.3.1.* to a NOP-Out ping within 3000 ms" ||
+    { echo "    the running session did not take noop_out_timeout 3"; return 1; }
+  wait_active 2 15 || { echo "    path 3 did not come back"; return 1; }
+  if tail -n +$((mark + 1)) "$work/attach.log" | grep -E "198.18.3.1.* active"; then
+    echo "    an info line was logged at log.level warn"
+    return 1
+  fi
+  echo "    path 3 failed after the new NOP-Out timeout and came back; its return, at info, not logged"
+}
+
 reload_paths() {
   echo "--- reload"
   local ok=1 ex_rc=0
   if attach queue; then
-    "$exerciser" --uri "$(nbd_uri)" --backing "$TGT_BACKING" --ops 1000000 --time-limit 16 \
+    "$exerciser" --uri "$(nbd_uri)" --backing "$TGT_BACKING" --ops 1000000 --time-limit 24 \
       --max-len 256K >"$work/exerciser.log" 2>&1 &
     local ex_pid=$!
     sleep 2
@@ -777,11 +869,12 @@ reload_paths() {
     done
     grep "policy=" "$work/status.after" | head -n 1 | sed 's/^/      /'
     ((shown)) || ok=0
-    echo "    target.login_timeout changed (refused):"
+    reload_timeouts_and_level || ok=0
+    echo "    target.wwid changed (refused):"
     cp "$work/mp.yaml" "$work/mp.good"
-    sed -i "s/login_timeout: 5/login_timeout: 6/; s/path_selector: queue-length/path_selector: service-time/" "$work/mp.yaml"
+    sed -i "s/login_timeout: 6/login_timeout: 6, wwid: naa.6000000000000000000000000000000a/; s/path_selector: queue-length/path_selector: service-time/" "$work/mp.yaml"
     if reload_answer; then ok=0; fi
-    grep -q "mp.yaml:2: target.login_timeout: " "$work/reload.out" || ok=0
+    grep -q "mp.yaml:2: target.wwid: " "$work/reload.out" || ok=0
     echo "    a file that does not parse (refused):"
     printf 'paths: [\n' >"$work/mp.yaml"
     if reload_answer; then ok=0; fi

@@ -26,6 +26,7 @@
 #include "lun_report.hpp"
 #include "options.hpp"
 #include "reload_apply.hpp"
+#include "reload_plan.hpp"
 #include "service.hpp"
 #include "status.hpp"
 #include "systemd_notify.hpp"
@@ -64,6 +65,7 @@ struct Attachment::Lun {
   bool retired = false;                       // not served (any more): its export removed
   bool replaced = false;                      // another device under its number: never served again
   bool opening = false;                       // found by a rescan, logging in
+  uint64_t reloads_at_open = 0;  // Attachment::reloads_ when it began: a reload meanwhile missed it
 };
 
 struct Attachment::Rescans {
@@ -76,9 +78,9 @@ struct Attachment::Signals {
   asio::signal_set set;
 };
 
-int run(const std::string& config_path) {
+int run(const std::string& config_path, bool log_level_given) {
   Attachment attachment;
-  if (!attachment.open(config_path)) return attachment.exit_status();
+  if (!attachment.open(config_path, log_level_given)) return attachment.exit_status();
   return attachment.run();
 }
 
@@ -88,7 +90,7 @@ Attachment::~Attachment() = default;
 
 // ---------------------------------------------------------------- open
 
-bool Attachment::open(const std::string& config_path) {
+bool Attachment::open(const std::string& config_path, bool log_level_given) {
   auto loaded = config::load_file(config_path);
   if (!loaded) {
     std::cerr << loaded.error_report();
@@ -96,6 +98,7 @@ bool Attachment::open(const std::string& config_path) {
     return false;
   }
   cfg_ = std::move(loaded.config());
+  if (!log_level_given) spdlog::set_level(spdlog::level::from_str(cfg_.log.level));
   config_path_ = config_path;
   for (const auto& warning : loaded.warnings()) spdlog::warn("{}", warning.to_string());
   if (cfg_.initiator.name_generated)
@@ -421,6 +424,7 @@ void Attachment::add_lun(options::LunPlan plan) {
   luns_.back()->plan = std::move(plan);
   luns_.back()->retired = true;  // until it is served
   luns_.back()->opening = true;
+  luns_.back()->reloads_at_open = reloads_;
   mpio::LunDevice::open(*io_, std::move(config),
                         [this, index](std::error_code ec, const std::string& detail,
                                       std::shared_ptr<mpio::LunDevice> device) {
@@ -448,12 +452,36 @@ void Attachment::added(size_t index, std::error_code ec, const std::string& deta
     return;
   }
   lun.retired = false;
-  // Paths discovered while it was logging in.
-  for (size_t i = lun.device->path_status().size(); i < paths_.size(); ++i)
-    lun.device->add_path(paths_[i]);
+  catch_up(lun);
   runtime_->add_lun(served_lun(&lun));
   spdlog::info("serving export '{}' at {}", lun.plan.export_name,
                server_->endpoint_uri(lun.plan.export_name));
+}
+
+// A LUN that logged in while a reload or a rediscovery changed the running paths or settings
+// opened with those of before, and neither reached it (it had no device yet): its paths are
+// brought in line with paths_ by name, removed or added as a reload does, so that every LUN
+// uses the same paths and the next LUN found is no different.
+void Attachment::catch_up(Lun& lun) {
+  if (lun.reloads_at_open != reloads_) {
+    std::string detail;
+    if (auto ec = lun.device->reconfigure(options::lun_config(cfg_), detail))
+      spdlog::error("LUN {}: the reloaded settings: {}", lun.plan.lun, detail);
+    lun.device->set_timeouts(options::session_timeouts(cfg_));
+  }
+  std::vector<std::string> has, wanted;
+  for (const auto& status : lun.device->path_status()) has.push_back(status.name);
+  for (const auto& path : paths_) wanted.push_back(iscsi_io::describe(path.login));
+  const auto sync = reload::sync_paths(has, wanted);
+  for (size_t index : sync.remove) {
+    std::string detail;
+    auto device = lun.device;
+    const auto ec = device->remove_path(
+        index, detail, [this, device](size_t at) { runtime_->path_removed(*device, at); },
+        [](std::error_code) {});
+    if (ec) spdlog::warn("LUN {}: {}", lun.plan.lun, detail);
+  }
+  for (size_t index : sync.add) lun.device->add_path(paths_[index]);
 }
 
 // ---------------------------------------------------------------- rediscovery
@@ -713,6 +741,7 @@ std::string Attachment::reload(const std::string& log_level) {
     runtime_->paths_changed(std::move(portals));
   };
   auto answer = reload::apply(std::move(running), config_path_, log_level);
+  if (answer.starts_with("ok")) ++reloads_;
   notifier_->reloaded();
   return answer;
 }

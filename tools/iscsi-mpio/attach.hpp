@@ -65,7 +65,8 @@ class Notifier;
 namespace iscsi_mpio::attach {
 
 // The whole verb: open(), then run(). Returns the exit status (exit_status.hpp).
-int run(const std::string& config_path);
+// `log_level_given`: --log-level was on the command line, and wins over the file's log.level.
+int run(const std::string& config_path, bool log_level_given = false);
 
 class Attachment {
  public:
@@ -77,7 +78,8 @@ class Attachment {
   // Loads `config_path` (its errors on stderr: exit_usage), refuses when another process owns
   // the NBD or control socket (exit_failure), then starts logging in on every path. False when
   // the attach cannot start; exit_status() says why.
-  bool open(const std::string& config_path);
+  // The file's log.level applies unless `log_level_given` (--log-level on the command line).
+  bool open(const std::string& config_path, bool log_level_given = false);
 
   // Runs until the attach ends: SIGINT or SIGTERM starts drain(), a second one exits at once
   // with exit_interrupted. Returns the exit status.
@@ -99,6 +101,7 @@ class Attachment {
   // A LUN a rescan found: opened over the same sessions, then served like the others.
   void add_lun(options::LunPlan plan);
   void added(size_t index, std::error_code ec, const std::string& detail);
+  void catch_up(Lun& lun);
   // One device's open ended; when the last one has, opened() goes on.
   void device_opened(size_t index, std::error_code ec, const std::string& detail,
                      std::shared_ptr<mpio::LunDevice> device);
@@ -187,10 +190,11 @@ class Attachment {
   std::vector<mpio::LunPath> paths_;             // the LUNs' paths, ISIDs included
   std::unique_ptr<Rescans> rescans_;
   bool rescanning_ = false;
-  bool rescan_again_ = false;                  // asked while one ran: once more when it ends
-  std::map<uint16_t, uint8_t> known_luns_;     // the last report's LUNs and device types: a
-                                               // rescan asks INQUIRY of new numbers only
-  size_t opening_ = 0;                         // devices still logging in
+  bool rescan_again_ = false;               // asked while one ran: once more when it ends
+  std::map<uint16_t, uint8_t> known_luns_;  // the last report's LUNs and device types: a
+                                            // rescan asks INQUIRY of new numbers only
+  uint64_t reloads_ = 0;  // reloads applied: a LUN opening across one catches up (catch_up)
+  size_t opening_ = 0;    // devices still logging in
   std::unique_ptr<service::Runtime> runtime_;  // control socket, metrics, progress line
   std::unique_ptr<Signals> signals_;
   std::unique_ptr<systemd::Notifier> notifier_;  // sd_notify: READY, STATUS, WATCHDOG

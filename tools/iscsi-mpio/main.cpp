@@ -82,8 +82,10 @@ int main(int argc, char** argv) {
       "iscsi-mpio: userspace iSCSI initiator with multipath I/O, serving the LUN over NBD"};
   app.require_subcommand(1);
   std::string log_level = "info";
-  app.add_option("--log-level", log_level, "trace, debug, info, warn, error")
-      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
+  auto* log_level_option =
+      app.add_option("--log-level", log_level,
+                     "trace, debug, info, warn, error (attach: wins over the file's log.level)")
+          ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
   std::string log_format = "text";
   app.add_option("--log-format", log_format, "text, or json: one JSON object per line")
       ->check(CLI::IsMember({"text", "json"}));
@@ -136,7 +138,7 @@ int main(int argc, char** argv) {
   // Logs go to stderr; stdout carries only results (the NBD URI, discovered targets).
   logging::setup(spdlog::level::from_str(log_level), *logging::parse_format(log_format));
 
-  if (*attach_cmd) return attach::run(config_path);
+  if (*attach_cmd) return attach::run(config_path, log_level_option->count() > 0);
   if (*discover_cmd) return discover(portal, discover_options);
   if (*status_cmd) return show_status(config_path, status_json);
   if (const auto code = control_verbs.run()) return *code;

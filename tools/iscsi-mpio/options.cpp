@@ -154,6 +154,13 @@ std::vector<mpio::LunConfig> lun_configs(const config::Config& cfg,
   return out;
 }
 
+iscsi_io::SessionTimeouts session_timeouts(const config::Config& cfg) {
+  return {.login_timeout = std::chrono::seconds(cfg.target.login_timeout),
+          .noop_out_interval = std::chrono::seconds(cfg.multipath.noop_out_interval),
+          .noop_out_timeout = std::chrono::seconds(cfg.multipath.noop_out_timeout),
+          .command_timeout = std::chrono::seconds(cfg.target.command_timeout)};
+}
+
 iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& path,
                                  const iscsi::Isid& isid) {
   iscsi_io::PathConfig pc;
@@ -164,10 +171,7 @@ iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& 
   pc.initiator_name = cfg.initiator.name;
   pc.target_name = cfg.target.iqn;
   pc.isid = isid;
-  pc.login_timeout = std::chrono::seconds(cfg.target.login_timeout);
-  pc.noop_out_interval = std::chrono::seconds(cfg.multipath.noop_out_interval);
-  pc.noop_out_timeout = std::chrono::seconds(cfg.multipath.noop_out_timeout);
-  pc.command_timeout = std::chrono::seconds(cfg.target.command_timeout);
+  iscsi_io::set_timeouts(pc, session_timeouts(cfg));
   pc.proposal.header_digest = digest(cfg.target.digests.header);
   pc.proposal.data_digest = digest(cfg.target.digests.data);
   const auto& auth = cfg.target.auth;

@@ -78,6 +78,9 @@ std::vector<mpio::LunConfig> lun_configs(const config::Config& cfg,
 // file's order of preference).
 iscsi_io::PathConfig path_config(const config::Config& cfg, const config::Path& path,
                                  const iscsi::Isid& isid);
+// target.login_timeout, target.command_timeout, multipath.noop_out_interval / noop_out_timeout:
+// what path_config() gives every path, and what a reload gives the running ones.
+iscsi_io::SessionTimeouts session_timeouts(const config::Config& cfg);
 
 // nbd.listen and nbd.export_name; the description names the device and the LUN, for clients
 // that show NBD_INFO_DESCRIPTION.

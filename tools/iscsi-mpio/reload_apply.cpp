@@ -93,6 +93,12 @@ std::string apply(Running running, const std::string& config_path, const std::st
         spdlog::error("reload: LUN {}: {}", d.lun, detail);  // the schema checked the names
     }
   }
+  if (plan.timeouts_changed) {
+    // Every device, and the paths later LUNs open with (one ISID each: the same sessions).
+    const auto timeouts = options::session_timeouts(applied);
+    for (auto& path : running.paths) iscsi_io::set_timeouts(path.login, timeouts);
+    for (const auto& d : running.devices) d.device->set_timeouts(timeouts);
+  }
   for (size_t j : plan.added) {
     // One ISID for every LUN: one session per path at the target, shared through the pool.
     const mpio::LunPath path{options::path_config(applied, next.paths[j], iscsi_io::random_isid()),
@@ -130,13 +136,18 @@ std::string apply(Running running, const std::string& config_path, const std::st
   running.config = applied;
   if (running.paths_changed) running.paths_changed();
   std::string answer = "ok: " + config_path;
+  // `reload --log-level` wins over the file's log.level for this reload.
   if (!log_level.empty()) {
     spdlog::set_level(spdlog::level::from_str(log_level));
     answer += "\n  log level: " + log_level;
+  } else if (plan.log_level) {
+    spdlog::set_level(spdlog::level::from_str(*plan.log_level));
   }
   if (plan.changes.empty() && log_level.empty()) answer += ": nothing changed";
   for (const auto& line : plan.changes) answer += "\n  " + line;
-  spdlog::info("reload applied: {}", answer.substr(4));
+  // Said at warning level too, so that a reload to a quieter level still leaves its trace.
+  spdlog::log(plan.log_level ? spdlog::level::warn : spdlog::level::info, "reload applied: {}",
+              answer.substr(4));
   return answer + "\n";
 }
 

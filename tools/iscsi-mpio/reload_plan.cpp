@@ -90,6 +90,8 @@ class Planner {
     fixed_keys();
     paths();
     multipath();
+    timeouts();
+    log();
     // The keys the file writes first, in its order: a changed nbd.export also changes the
     // sockets named after it by default, and the key the admin edited leads the list.
     std::stable_sort(plan_.refused.begin(), plan_.refused.end(),
@@ -128,17 +130,10 @@ class Planner {
     refuse_if(!a.target.luns && !b.target.luns && a.target.lun != b.target.lun, "target.lun",
               kLunSet);
     refuse_if(!same_auth(a.target.auth, b.target.auth), "target.auth", kSession);
-    refuse_if(a.target.login_timeout != b.target.login_timeout, "target.login_timeout", kSession);
     refuse_if(a.target.wwid != b.target.wwid, "target.wwid", kIdentity);
     refuse_if(a.target.digests != b.target.digests, "target.digests", kSession);
-    refuse_if(a.target.command_timeout != b.target.command_timeout, "target.command_timeout",
-              kSession);
     refuse_if(!same_auth(a.target.discovery_auth, b.target.discovery_auth), "target.discovery_auth",
               kDiscovery);
-    refuse_if(a.multipath.noop_out_interval != b.multipath.noop_out_interval,
-              "multipath.noop_out_interval", kSession);
-    refuse_if(a.multipath.noop_out_timeout != b.multipath.noop_out_timeout,
-              "multipath.noop_out_timeout", kSession);
     refuse_if(a.multipath.max_sectors_kb != b.multipath.max_sectors_kb, "multipath.max_sectors_kb",
               kCommandSize);
     // Each path's life cycle counts its failures under the policy it started with.
@@ -231,6 +226,31 @@ class Planner {
            options::no_path_retry_text(b.no_path_retry));
   }
 
+  // The sessions take them (iscsi_io::SessionTimeouts): logins from now on, and the running
+  // sessions in place.
+  void timeouts() {
+    const auto seconds = [](std::uint32_t s) { return std::to_string(s) + " s"; };
+    const auto timeout = [&](std::uint32_t a, std::uint32_t b, const char* key) {
+      if (a == b) return;
+      plan_.changes.push_back(std::string(key) + ": " + seconds(a) + " -> " + seconds(b));
+      plan_.timeouts_changed = true;
+    };
+    timeout(running_.target.login_timeout, next_.target.login_timeout,
+            "target.login_timeout (the next logins)");
+    timeout(running_.target.command_timeout, next_.target.command_timeout,
+            "target.command_timeout (the running sessions too)");
+    timeout(running_.multipath.noop_out_interval, next_.multipath.noop_out_interval,
+            "multipath.noop_out_interval (the running sessions too)");
+    timeout(running_.multipath.noop_out_timeout, next_.multipath.noop_out_timeout,
+            "multipath.noop_out_timeout (the running sessions too)");
+  }
+
+  void log() {
+    if (running_.log.level == next_.log.level) return;
+    plan_.changes.push_back("log.level: " + running_.log.level + " -> " + next_.log.level);
+    plan_.log_level = next_.log.level;
+  }
+
   const config::Config& running_;
   const config::Config& next_;
   const config::KeyLines& lines_;
@@ -269,6 +289,19 @@ config::Config applied_config(const config::Config& running, const config::Confi
   }
   for (size_t j : plan.added) out.paths.push_back(next.paths[j]);
   return out;
+}
+
+PathSync sync_paths(const std::vector<std::string>& device_paths,
+                    const std::vector<std::string>& running_paths) {
+  PathSync sync;
+  const auto has = [](const std::vector<std::string>& list, const std::string& name) {
+    return std::find(list.begin(), list.end(), name) != list.end();
+  };
+  for (size_t i = device_paths.size(); i-- > 0;)
+    if (!has(running_paths, device_paths[i])) sync.remove.push_back(i);
+  for (size_t j = 0; j < running_paths.size(); ++j)
+    if (!has(device_paths, running_paths[j])) sync.add.push_back(j);
+  return sync;
 }
 
 }  // namespace iscsi_mpio::reload

@@ -5,13 +5,16 @@
 //
 // What changes under I/O: path entries added (they log in and join every LUN's map) or removed
 // (drained first), the multipath settings mpio keeps per device (path_selector, rr_min_io,
-// path_grouping_policy, failback, and, without /dev/nbdN, polling_interval and no_path_retry).
+// path_grouping_policy, failback, and, without /dev/nbdN, polling_interval and no_path_retry),
+// the timeouts (target.login_timeout for the next logins; target.command_timeout and
+// multipath.noop_out_interval / noop_out_timeout in the running sessions too) and log.level.
 // Everything else is fixed once the attach runs (the sessions' login parameters, the LUN set,
 // the NBD listener, the control socket): a changed key is refused, naming the key and its
 // line, and then nothing at all is applied.
 #pragma once
 
 #include <cstddef>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -33,6 +36,9 @@ struct Plan {
   std::vector<size_t> added;
   std::vector<size_t> removed;
   bool settings_changed = false;  // a multipath setting the devices take (LunDevice::reconfigure)
+  // target.login_timeout, target.command_timeout, multipath.noop_out_*: LunDevice::set_timeouts
+  bool timeouts_changed = false;
+  std::optional<std::string> log_level;  // log.level changed: the new level
   std::vector<std::string> changes;  // one line each: what is applied, for the log and the answer
 
   bool accepted() const { return refused.empty(); }
@@ -53,5 +59,17 @@ std::string describe_refusals(const Plan& plan, const std::string& file);
 // path i of the configuration is path i of every device again.
 config::Config applied_config(const config::Config& running, const config::Config& next,
                               const Plan& plan);
+
+// A LUN a rescan found logs in with the attach's paths as they were when it started; a reload
+// (or a rediscovery) may change them before it is served. What brings its device's paths in
+// line with the running ones, by name (iscsi_io::describe: portal, source, interface): the
+// indices of its paths to remove (descending, so each removal leaves the others' indices), and
+// of the running paths to add (in order: path i of the configuration is path i of every device).
+struct PathSync {
+  std::vector<size_t> remove;
+  std::vector<size_t> add;
+};
+PathSync sync_paths(const std::vector<std::string>& device_paths,
+                    const std::vector<std::string>& running_paths);
 
 }  // namespace iscsi_mpio::reload

@@ -203,6 +203,13 @@ struct Metrics {
   std::optional<Portal> listen;  // "HOST:PORT"; the port is required
 };
 
+// log.level: what the attach logs (spdlog's levels). `iscsi-mpio --log-level` given on the
+// command line wins at attach; `iscsi-mpio reload` applies a changed one (and `reload
+// --log-level LEVEL` wins over the file for that reload). No open-iscsi counterpart (iscsid -d).
+struct Log {
+  std::string level = "info";  // trace, debug, info, warn, error, critical, off
+};
+
 struct Config {
   Initiator initiator;
   Target target;
@@ -211,6 +218,7 @@ struct Config {
   Control control;
   Nbd nbd;
   Metrics metrics;
+  Log log;
 };
 
 // Either a complete, validated Config or the list of everything wrong with the file; either way

@@ -35,6 +35,18 @@ std::string describe(const PathConfig& c) {
   return s;
 }
 
+SessionTimeouts timeouts_of(const PathConfig& config) {
+  return {config.login_timeout, config.noop_out_interval, config.noop_out_timeout,
+          config.command_timeout};
+}
+
+void set_timeouts(PathConfig& config, const SessionTimeouts& timeouts) {
+  config.login_timeout = timeouts.login_timeout;
+  config.noop_out_interval = timeouts.noop_out_interval;
+  config.noop_out_timeout = timeouts.noop_out_timeout;
+  config.command_timeout = timeouts.command_timeout;
+}
+
 iscsi::Isid random_isid() {
   std::random_device rd;
   iscsi::Isid isid;
@@ -77,6 +89,7 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
 
   bool failed = false;
   int loops_running = 0;
+  bool housekeeping_running = false;
   std::error_code failure;
   std::string failure_detail;
 
@@ -273,8 +286,29 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
     last_received = clock::now();
     asio::co_spawn(io, reader_loop(self), asio::detached);
     asio::co_spawn(io, writer_loop(self), asio::detached);
-    if (config.noop_out_interval.count() > 0 || config.command_timeout.count() > 0)
-      asio::co_spawn(io, housekeeping_loop(self), asio::detached);
+    start_housekeeping();
+  }
+
+  bool housekeeping_needed() const {
+    return config.noop_out_interval.count() > 0 || config.command_timeout.count() > 0;
+  }
+
+  void start_housekeeping() {
+    if (housekeeping_running || !housekeeping_needed()) return;
+    housekeeping_running = true;
+    asio::co_spawn(io, housekeeping_loop(shared_from_this()), asio::detached);
+  }
+
+  // iscsi-mpio reload. In full feature phase the session's command check takes the new policy
+  // at once and the housekeeping loop its new tick at its next one (started if pings or
+  // command timeouts were off and are on now). Before that, start_full_feature_phase() reads
+  // them.
+  void set_timeouts(const SessionTimeouts& timeouts) {
+    iscsi_io::set_timeouts(config, timeouts);
+    if (!session || failed || loops_running == 0) return;
+    session->set_timeouts(
+        {.command_timeout = config.command_timeout, .tmf_timeout = tmf_timeout()});
+    start_housekeeping();
   }
 
   // Runs inside Session::on_pdu: only session calls that are safe there, owner callbacks posted.
@@ -339,21 +373,23 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
   // within noop_out_timeout, tells at once. Any PDU from the target counts as a sign of life,
   // not only the ping's answer. Command timeouts: the session scans its outstanding commands
   // and task management requests on each tick.
+  // The settings are read on every tick: a reload may change them (set_timeouts). With both
+  // off the loop ends; set_timeouts starts it again when one comes on.
   awaitable<void> housekeeping_loop(std::shared_ptr<Impl> self) {
     using std::chrono::milliseconds;
-    const bool pings = config.noop_out_interval.count() > 0;
-    const bool timeouts = config.command_timeout.count() > 0;
-    milliseconds tick(500);
-    if (pings)
-      tick = std::min(tick, std::min(config.noop_out_interval, config.noop_out_timeout) / 4);
-    if (timeouts) tick = std::min(tick, std::min(config.command_timeout, tmf_timeout()) / 4);
-    tick = std::max(tick, milliseconds(20));
     asio::steady_timer timer(io);
     std::string detail;
-    while (!failed) {
-      timer.expires_after(tick);
+    while (!failed && housekeeping_needed()) {
+      milliseconds tick(500);
+      if (config.noop_out_interval.count() > 0)
+        tick = std::min(tick, std::min(config.noop_out_interval, config.noop_out_timeout) / 4);
+      if (config.command_timeout.count() > 0)
+        tick = std::min(tick, std::min(config.command_timeout, tmf_timeout()) / 4);
+      timer.expires_after(std::max(tick, milliseconds(20)));
       co_await timer.async_wait(nothrow);
       if (failed) break;
+      const bool pings = config.noop_out_interval.count() > 0;
+      const bool timeouts = config.command_timeout.count() > 0;
       const auto now = clock::now();
       if (pings) {
         if (session->ping_outstanding()) {
@@ -375,6 +411,7 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
         }
       }
     }
+    housekeeping_running = false;
   }
 
   // A PDU the reader finished goes to the session; false once the path has failed.
@@ -545,6 +582,10 @@ PathSession::~PathSession() = default;
 std::shared_ptr<PathSession> PathSession::create(asio::io_context& io, PathConfig config) {
   return std::shared_ptr<PathSession>(
       new PathSession(std::make_unique<Impl>(io, std::move(config))));
+}
+
+void PathSession::set_timeouts(const SessionTimeouts& timeouts) {
+  impl_->set_timeouts(timeouts);
 }
 
 const PathConfig& PathSession::config() const {

@@ -158,6 +158,9 @@ void SessionPool::join(const PathConfig& config) {
 
 std::shared_ptr<PathSession> SessionPool::acquire(const PathConfig& config, SessionHandler done) {
   Nexus& n = impl_->nexus(config);
+  // The nexus keeps the configuration of its first user; a reload may have changed the
+  // timeouts since, and the asker has the running ones: the next login takes them.
+  set_timeouts(n.config, timeouts_of(config));
   if (impl_->current_ready(n)) {
     asio::post(impl_->io,
                [done = std::move(done), session = n.current, generation = n.current_generation] {

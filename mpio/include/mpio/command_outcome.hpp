@@ -23,6 +23,12 @@ std::error_code outcome_of(const iscsi::ScsiTask& task, std::string& detail);
 // failure response and a Reject, which are answers.
 bool lost_with_path(const std::error_code& ec);
 
+// The target answered with a SCSI status (the scsi category): the connection carried the
+// command both ways, so what went wrong is about the LU, not the session. A path failed for
+// such an answer lets go of a session the other LUs share instead of closing it
+// (Event::answered); CommandDecision::answered says the same of a completed command.
+bool answered_by_target(const std::error_code& ec);
+
 // The target never received the command (it waited for the CmdSN window, or the path began a
 // logout), or confirmed its end (ABORT TASK / LOGICAL UNIT RESET answered, RFC 7143 §11.6.1):
 // no copy of it can be alive anywhere, so any path may take it now, writes included.
@@ -73,8 +79,12 @@ struct CommandDecision {
   // Side facts, carried out before the action in this order.
   bool clear_transport_error = false;  // reissue of a certainly dead command: a clean attempt
   bool count_path_error = false;       // the path's error counter
-  bool answered = false;   // the target answered: counts toward the path's commands and latency
-  bool fail_path = false;  // the path fails, for `reason`
+  // The target answered: counts toward the path's commands and latency. With fail_path, the
+  // failure is an answer about this LU (LOGICAL UNIT NOT SUPPORTED for a LU deleted at the
+  // target, an ALUA transition that never ends), not of the connection: the path fails for this
+  // LU only, and a session other LUs share stays up (Event::answered).
+  bool answered = false;
+  bool fail_path = false;        // the path fails, for `reason`
   bool reread_capacity = false;  // 2A/09: read the capacity again
   bool luns_changed = false;     // 3F/0E: whoever follows the target's LUNs scans again
   // alua_placed: the answer named this port's ALUA state (04/0A, 04/0B, 04/0C). Standby and

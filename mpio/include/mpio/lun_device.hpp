@@ -167,6 +167,10 @@ class LunDevice : public BlockDevice {
   std::error_code remove_path(size_t index, std::string& detail,
                               std::function<void(size_t index)> drained,
                               std::function<void(std::error_code)> released);
+  // The login, command and NOP-Out timeouts of every path (iscsi_io::SessionTimeouts says
+  // when each takes effect): the next login uses the new login timeout, a session logged in
+  // takes the others in place. Sessions shared with other LUNs' devices get the same values.
+  void set_timeouts(const iscsi_io::SessionTimeouts& timeouts);
   // The settings of `settings` that can change under I/O: path_selector, rr_min_io, grouping,
   // failback, polling_interval and no_path_retry (the rest of it is ignored). A new grouping
   // places every logged-in path again; requests waiting for a path follow the new no_path_retry.

@@ -102,12 +102,17 @@ struct Event {
   bool priority_changed = false;
   bool proven = false;
   bool logged_in = false;
+  // connection_lost, identity_failed: the target answered with a SCSI status about this LU
+  // (LOGICAL UNIT NOT SUPPORTED after the LU was deleted, a port-level path error), so the
+  // connection itself works. The session carries the other LUs' commands too (SessionPool):
+  // this LU lets go of it rather than closing it under them.
+  bool answered = false;
   // When it happened. Only the marginal path accounting reads it: the life cycle has no clock.
   std::chrono::steady_clock::time_point at{};
 };
 
 // What the device does, in this order: record last_error, place the path by the ALUA read,
-// emit the event, reconsider the groups, close the session, cancel or arm the reconnect
+// emit the event, reconsider the groups, close or release the session, cancel or arm the reconnect
 // timer, log in, re-issue held writes, check identity, read ALUA, prove held writes, re-issue
 // requests waiting for a path, continue the open.
 struct Actions {
@@ -116,6 +121,9 @@ struct Actions {
   std::optional<std::string> emit;
   std::optional<std::string> reconsider_groups;  // why, to follow the path's name
   bool close_session = false;  // abortive: no queued data may reach the target later
+  // Only this LU stops using the session (the pool's last user logs it out): the failure was
+  // an answer about this LU, or the path shows another device, and the connection is sound.
+  bool release_session = false;
   bool cancel_reconnect = false;
   std::optional<std::chrono::milliseconds> reconnect_after;
   bool login = false;  // its own ISID, TSIH 0: session reinstatement (RFC 7143 §6.3.5)
@@ -151,7 +159,8 @@ class PathLifecycle {
   const MarginalPath& marginal() const { return marginal_; }
 
  private:
-  Actions fail(const std::string& reason, std::chrono::steady_clock::time_point at);
+  Actions fail(const Event& event);
+  Actions stop_work(const std::string& reason, std::chrono::steady_clock::time_point at);
   Actions lost_attempt(const std::string& reason, LifeState next);
   Actions login_done(const Event& event);
   Actions alua_read(const Event& event);

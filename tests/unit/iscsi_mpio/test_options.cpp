@@ -196,6 +196,8 @@ multipath:
   CHECK(pc.command_timeout == 45000ms);
   CHECK(pc.noop_out_interval == 2000ms);
   CHECK(pc.noop_out_timeout == 3000ms);
+  // What a reload hands the running sessions is what a path gets at attach.
+  CHECK(options::session_timeouts(cfg) == iscsi_io::timeouts_of(pc));
 }
 
 TEST_CASE("A command timeout of 0 stays 0: commands never time out", "[iscsi_mpio][options]") {

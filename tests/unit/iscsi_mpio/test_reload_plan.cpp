@@ -132,6 +132,55 @@ TEST_CASE("reload: multipath settings change in place", "[reload]") {
   }
 }
 
+TEST_CASE("reload: the sessions' timeouts change, logins and running sessions", "[reload]") {
+  struct Case {
+    std::string after;
+    std::string change;
+  };
+  const std::vector<Case> cases{
+      {edited("lun: 1\n", "lun: 1\n  login_timeout: 30\n"),
+       "target.login_timeout (the next logins): 15 s -> 30 s"},
+      {edited("lun: 1\n", "lun: 1\n  command_timeout: 60\n"),
+       "target.command_timeout (the running sessions too): 30 s -> 60 s"},
+      {edited("multipath:\n", "multipath:\n  noop_out_interval: 10\n"),
+       "multipath.noop_out_interval (the running sessions too): 5 s -> 10 s"},
+      {edited("multipath:\n", "multipath:\n  noop_out_timeout: 2\n"),
+       "multipath.noop_out_timeout (the running sessions too): 5 s -> 2 s"},
+  };
+  for (const auto& c : cases) {
+    INFO(c.change);
+    const auto plan = plan_for(running_file, c.after);
+    CHECK(plan.accepted());
+    CHECK(plan.timeouts_changed);
+    CHECK_FALSE(plan.settings_changed);
+    CHECK_FALSE(plan.log_level);
+    REQUIRE(plan.changes.size() == 1);
+    CHECK(plan.changes.front() == c.change);
+  }
+  // Each timeout beside a refused key: nothing is applied.
+  auto both = edited("lun: 1\n", "lun: 1\n  login_timeout: 30\n");
+  both.replace(both.find("com.example:storage"), 19, "com.example:other");
+  CHECK_FALSE(plan_for(running_file, both).accepted());
+}
+
+TEST_CASE("reload: log.level changes, and nothing else with it", "[reload]") {
+  auto plan = plan_for(running_file, std::string(running_file) + "log:\n  level: debug\n");
+  CHECK(plan.accepted());
+  REQUIRE(plan.log_level);
+  CHECK(*plan.log_level == "debug");
+  CHECK_FALSE(plan.settings_changed);
+  CHECK_FALSE(plan.timeouts_changed);
+  REQUIRE(plan.changes.size() == 1);
+  CHECK(plan.changes.front() == "log.level: info -> debug");
+  // Back to the default: taken out of the file is info again.
+  plan = plan_for(std::string(running_file) + "log:\n  level: warn\n", running_file);
+  REQUIRE(plan.log_level);
+  CHECK(*plan.log_level == "info");
+  // The same level written out is no change.
+  CHECK(
+      plan_for(running_file, std::string(running_file) + "log:\n  level: info\n").nothing_to_do());
+}
+
 TEST_CASE("reload: keys fixed while the attach runs are refused by name and line", "[reload]") {
   struct Case {
     std::string after;
@@ -142,8 +191,6 @@ TEST_CASE("reload: keys fixed while the attach runs are refused by name and line
       {edited("com.example:storage", "com.example:other"), "target.iqn", 4},
       {edited("org.example:host1", "org.example:host2"), "initiator.name", 2},
       {edited("lun: 1", "lun: 2"), "target.lun", 5},
-      {edited("lun: 1\n", "lun: 1\n  login_timeout: 30\n"), "target.login_timeout", 6},
-      {edited("lun: 1\n", "lun: 1\n  command_timeout: 60\n"), "target.command_timeout", 6},
       {edited("lun: 1\n", "lun: 1\n  wwid: \"naa.6001405abcdef\"\n"), "target.wwid", 6},
       {edited("lun: 1\n",
               "lun: 1\n  auth:\n    method: chap\n    username: u\n    secret: s3cret-s3cret\n"),
@@ -156,8 +203,6 @@ TEST_CASE("reload: keys fixed while the attach runs are refused by name and line
        15},
       {std::string(running_file) + "metrics:\n  listen: \"127.0.0.1:9469\"\n", "metrics.listen",
        15},
-      {edited("multipath:\n", "multipath:\n  noop_out_interval: 10\n"),
-       "multipath.noop_out_interval", 12},
       {edited("multipath:\n", "multipath:\n  max_sectors_kb: 256\n"), "multipath.max_sectors_kb",
        12},
       {edited("multipath:\n",
@@ -290,4 +335,27 @@ TEST_CASE("key_lines: every key and list item by its key path", "[reload]") {
   CHECK(lines.at("paths[1].source") == 10);
   CHECK(lines.at("multipath.no_path_retry") == 13);
   CHECK(config::key_lines("a: [unclosed").empty());
+}
+
+TEST_CASE("reload: a LUN that opened during a reload takes the running paths", "[reload]") {
+  using V = std::vector<size_t>;
+  const std::string p1 = "198.18.1.1:3260 from 198.18.1.2";
+  const std::string p2 = "198.18.2.1:3260 from 198.18.2.2";
+  const std::string p3 = "198.18.3.1:3260 from 198.18.3.2";
+  // Opened with paths 1 and 2; the reload removed path 1 and added path 3: as many paths as
+  // before, so counting them would miss both changes.
+  auto sync = reload::sync_paths({p1, p2}, {p2, p3});
+  CHECK(sync.remove == V{0});
+  CHECK(sync.add == V{1});
+  // Removals come from the last, so each leaves the indices of those still to go.
+  sync = reload::sync_paths({p1, p2, p3}, {p2});
+  CHECK(sync.remove == V{2, 0});
+  CHECK(sync.add.empty());
+  // Paths added meanwhile (reload or rediscovery), in the running order.
+  sync = reload::sync_paths({p1}, {p1, p2, p3});
+  CHECK(sync.remove.empty());
+  CHECK(sync.add == V{1, 2});
+  sync = reload::sync_paths({p1, p2}, {p1, p2});
+  CHECK(sync.remove.empty());
+  CHECK(sync.add.empty());
 }

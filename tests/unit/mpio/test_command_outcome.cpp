@@ -87,6 +87,11 @@ TEST_CASE("a table of completed commands gives one decision each", "[mpio][comma
   rows.push_back({"ALUA standby re-issues even a write: the target finished this copy",
                   answered(check_condition, sense(0x02, 0x04, 0x0b)), write_command(),
                   Action::reissue, true, false, true});
+  // Issue 21: a LU deleted at the target; the answer fails the path for this LU only
+  // (answered: a session other LUs share stays up).
+  rows.push_back({"LOGICAL UNIT NOT SUPPORTED fails the path, answered, and re-issues",
+                  answered(check_condition, sense(0x05, 0x25, 0x00)), write_command(),
+                  Action::reissue, true, false, true});
   rows.push_back({"a unit attention retries", answered(check_condition, sense(0x06, 0x29, 0x00)),
                   write_command(), Action::retry, false, false, true});
   rows.push_back(
@@ -147,6 +152,16 @@ TEST_CASE("a path error names the target's answer as the path's failure",
   std::string detail;
   CHECK(d.reason == mpio::outcome_of(task, detail).message());
   CHECK(d.reason == detail);
+}
+
+TEST_CASE("only a SCSI status is an answer by the target about the LU", "[mpio][command_outcome]") {
+  std::string detail;
+  CHECK(mpio::answered_by_target(
+      mpio::outcome_of(answered(check_condition, sense(0x05, 0x25, 0x00)), detail)));
+  CHECK(mpio::answered_by_target(mpio::outcome_of(answered(busy), detail)));
+  CHECK_FALSE(mpio::answered_by_target(mpio::outcome_of(answered(good), detail)));
+  CHECK_FALSE(mpio::answered_by_target(errc::session_failed));
+  CHECK_FALSE(mpio::answered_by_target(errc::command_timeout));
 }
 
 TEST_CASE("only a certainly dead command is re-issued with its transport error cleared",

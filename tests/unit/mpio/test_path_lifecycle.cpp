@@ -20,6 +20,7 @@ std::string describe(const Actions& a) {
   if (a.emit) add("emit");
   if (a.reconsider_groups) add("reconsider");
   if (a.close_session) add("close");
+  if (a.release_session) add("release");
   if (a.cancel_reconnect) add("cancel");
   if (a.reconnect_after) add("reconnect+" + std::to_string(a.reconnect_after->count()));
   if (a.login) add("login");
@@ -210,7 +211,7 @@ TEST_CASE("a path to another device is refused and never logged in again", "[mpi
                    {ev(Kind::reconnect_due), S::reconnecting, failed, "login"},
                    {login_done(true), S::rejoining, failed, "reissue-held check-identity"},
                    {ev(Kind::identity_other, "presents device X, not Y"), S::refused, refused,
-                    "error emit close cancel"},
+                    "error emit release cancel"},
                    {ev(Kind::reconnect_due), S::refused, refused, "-"},
                    {ev(Kind::route_back), S::refused, refused, "-"},
                    {ev(Kind::connection_lost), S::refused, refused, "-"},
@@ -223,8 +224,52 @@ TEST_CASE("a path to another device is refused and never logged in again", "[mpi
   replay(probed, {
                      {login_done(false), S::identifying, connecting, "open"},
                      {ev(Kind::identity_other, "presents device X"), S::refused, refused,
-                      "error emit close cancel"},
+                      "error emit release cancel"},
                  });
+}
+
+TEST_CASE("an answer about this LU lets go of the shared session instead of closing it",
+          "[mpio][lifecycle]") {
+  // Issue 21: one LU deleted at the target answers LOGICAL UNIT NOT SUPPORTED (25/00) on a
+  // session every LU of the path shares. The path fails for this LU, but the session stays for
+  // the others: this LU releases it, joins it again at its reconnect, and its identity check
+  // (answered 25/00 again) releases it again, never closing it.
+  auto life = active_path();
+  const auto answered = [](Kind kind, std::string detail) {
+    return Event{.kind = kind, .detail = std::move(detail), .answered = true};
+  };
+  replay(life, {
+                   {answered(Kind::connection_lost, "LOGICAL UNIT NOT SUPPORTED"),
+                    S::failed_waiting, failed, "error emit reconsider release reconnect+1000"},
+                   {ev(Kind::reconnect_due), S::reconnecting, failed, "login"},
+                   {login_done(true), S::rejoining, failed, "reissue-held check-identity"},
+                   {answered(Kind::identity_failed, "identity check failed: 25/00"),
+                    S::failed_waiting, failed, "error release reconnect+2000"},
+                   {ev(Kind::reconnect_due), S::reconnecting, failed, "login"},
+                   {login_done(true), S::rejoining, failed, "reissue-held check-identity"},
+                   // The LU is back: the path carries I/O again, on the session it never closed.
+                   {ev(Kind::identity_same), S::rejoining, failed, "read-alua"},
+                   {alua(true), S::active, active, "place emit reconsider reissue-waiting"},
+               });
+  // A transport failure is about the connection: it closes, for every LU (each fails over).
+  auto lost = active_path();
+  replay(lost, {
+                   {ev(Kind::connection_lost, "connection reset"), S::failed_waiting, failed,
+                    "error emit reconsider close reconnect+1000"},
+               });
+  auto unanswered = active_path();
+  replay(unanswered, {
+                         {ev(Kind::connection_lost), S::failed_waiting, failed,
+                          "error emit reconsider close reconnect+1000"},
+                         {ev(Kind::reconnect_due), S::reconnecting, failed, "login"},
+                         {login_done(true), S::rejoining, failed, "reissue-held check-identity"},
+                         {ev(Kind::identity_failed, "identity check failed: command timeout"),
+                          S::failed_waiting, failed, "error close reconnect+2000"},
+                     });
+  // Being answered changes only how the session is let go: a path already failed does nothing.
+  replay(unanswered, {
+                         {answered(Kind::connection_lost, "25/00"), S::failed_waiting, failed, "-"},
+                     });
 }
 
 TEST_CASE("failover and failback: every change of a path's use reconsiders the groups",

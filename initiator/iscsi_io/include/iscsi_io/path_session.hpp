@@ -55,6 +55,20 @@ struct PathConfig {
   int max_redirects = 4;
 };
 
+// The timeouts of PathConfig that a running attach may change (iscsi-mpio reload). A login
+// takes login_timeout when it starts; a session in full feature phase takes the other three in
+// place (PathSession::set_timeouts): the command timeout from its next check, the NOP-Out
+// interval and timeout from its next tick.
+struct SessionTimeouts {
+  std::chrono::milliseconds login_timeout;
+  std::chrono::milliseconds noop_out_interval;
+  std::chrono::milliseconds noop_out_timeout;
+  std::chrono::milliseconds command_timeout;
+  bool operator==(const SessionTimeouts&) const = default;
+};
+SessionTimeouts timeouts_of(const PathConfig& config);
+void set_timeouts(PathConfig& config, const SessionTimeouts& timeouts);
+
 // Human-readable name of a path for logs: "127.0.0.1:3260 from 127.0.0.2".
 std::string describe(const PathConfig& config);
 
@@ -120,6 +134,9 @@ class PathSession : public std::enable_shared_from_this<PathSession> {
   void close();
 
   const PathConfig& config() const;
+  // iscsi-mpio reload: new timeouts for this session, in place (SessionTimeouts says when each
+  // takes effect). A login in progress keeps the login timeout it started with.
+  void set_timeouts(const SessionTimeouts& timeouts);
   // Valid after login.
   const iscsi::OperationalParams& negotiated() const;
   // TargetPortalGroupTag the target declared at login (RFC 7143 §13.9): sessions with the same
