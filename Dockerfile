@@ -23,13 +23,13 @@ RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DIM_TESTS=OFF \
  && cmake --build /build --target iscsi-mpio \
  && strip /build/tools/iscsi-mpio/iscsi-mpio
 
-# ---- runtime: the binary and exactly the shared libraries `ldd iscsi-mpio` names
+# ---- runtime: the binary and exactly the shared libraries `ldd iscsi-mpio` names, plus GnuTLS,
+# which the NBD server opens with dlopen when nbd.tls is on (libgnutls30 brings what it needs)
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libc6 libgcc-s1 libstdc++6 libfmt9 libspdlog1.10 libyaml-cpp0.7 libisal2 \
-      libgnutls30 libp11-kit0 libidn2-0 libunistring2 libtasn1-6 libnettle8 libhogweed6 \
-      libgmp10 libffi8 libsystemd0 libcap2 libgcrypt20 libgpg-error0 liblzma5 libzstd1 liblz4-1 \
+      libc6 libgcc-s1 libstdc++6 libfmt9 libspdlog1.10 libyaml-cpp0.7 libisal2 libnettle8 \
+      libgnutls30 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /build/tools/iscsi-mpio/iscsi-mpio /usr/local/bin/iscsi-mpio
 # A fixed UID/GID so that Kubernetes' runAsUser/fsGroup can name it. /run/iscsi-mpio holds the

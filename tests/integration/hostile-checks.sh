@@ -29,6 +29,7 @@
 #                  connections above 16 are answered "too many" / 503 at once, a normal request
 #                  is answered after each; the attach's fds and RSS stay within budget (below)
 #   alive          the attach is still running after all of it
+#   idle-rss       before any client, the attach's VmRSS is within its budget (below)
 #
 # Budgets (asserted loosely; they are bounds, not timings): file descriptors at most
 # RLIMIT_NOFILE (1024) - 32: accepting pauses while fewer than 64 + 2 per path are left;
@@ -37,7 +38,10 @@
 # server-wide byte budget: nbd.max_clients such clients could hold about
 # max_clients x 2 x max_bytes_per_connection (6.4 GiB with the defaults). Control socket and
 # metrics endpoint: at most 16 connections each at once, so at most base + 2 x 16 + 4 fds, and
-# RSS growth at most 16 MiB (a request is at most 256 bytes, a request head 8 KiB).
+# RSS growth at most 16 MiB (a request is at most 256 bytes, a request head 8 KiB). Before any
+# client (check idle-rss, plain build only): VmRSS at most 10 MiB, about 8 MiB measured on the
+# test machine (issue 25: 11.4 MiB when GnuTLS and libsystemd were linked, whose pages alone
+# would cross the bound again); tools/bench reports the figure against the 6 MiB goal.
 #
 # Environment: BUILD (build tree), IM_BIN, HOSTILE (nbd_hostile). Needs root (tgtd). About 65 s.
 # Every wait is bounded; everything started here is stopped by PID on exit.
@@ -134,6 +138,13 @@ uri=$(head -n 1 "$work/attach.out")
 base_fds=$(fd_count)
 base_rss=$(rss_kib)
 echo "attach $im_pid: $base_fds fds, RSS $base_rss KiB before the clients; $uri"
+# Under ASan (tools/run-tests.sh sets ASAN_OPTIONS) shadow memory and the runtime make RSS say
+# nothing about the program's own.
+if [[ -z ${ASAN_OPTIONS:-} ]]; then
+  split=$(awk '/^(RssAnon|RssFile):/ {printf "%s %s KiB ", $1, $2}' "/proc/$im_pid/status")
+  tb_report idle-rss "$((base_rss <= 10 * 1024))" \
+    "VmRSS $base_rss KiB with no client ($split), above 10 MiB"
+fi
 
 "$hostile" verified --uri "$uri" --backing "$TGT_BACKING" --span $((16 << 20)) --seconds 60 \
   --seed "${SEED:-$RANDOM}" >"$work/verified.log" 2>&1 &

@@ -210,6 +210,56 @@ class Report:
         return (goal, fmt(ours, unit), fmt(theirs, unit), fmt(ratio, "x"),
                 f"{'≥' if op == '>=' else '≤'} {bound:g}×", verdict)
 
+    # Issue 25: an idle attach (one LUN, one path, unix listener, no client) within this.
+    IDLE_RSS_GOAL_MIB = 6.0
+
+    def memory_at_rest(self):
+        """The memory part's figures at rest: idle RSS split anonymous / file-backed, what an
+        idle client and a second path add, and the two memory goals."""
+        r = self.r
+
+        def idle(subject, metric):
+            return r.median("mem", subject, "idle", metric)
+
+        out = ["At rest (2 s after start, no client; then 4 connected clients idle after one "
+               "4 KiB read each). File-backed pages are mostly shared libraries and the "
+               "binary's text, mapped by the kernel around each page touched; they count in "
+               "RSS like the rest.", "",
+               "| | iscsi-mpio | qemu-nbd |", "|---|---|---|"]
+        for metric, label in (("rss_idle_mib", "VmRSS idle (MiB)"),
+                              ("rss_anon_idle_mib", "of which anonymous (MiB)"),
+                              ("rss_file_idle_mib", "of which file-backed (MiB)")):
+            out.append(f"| {label} | {self.cell('mem', 'iscsi-mpio', 'idle', metric, 'MiB')}"
+                       f" | {self.cell('mem', 'qemu-nbd', 'idle', metric, 'MiB')} |")
+        def kib(value):
+            return "—" if value is None else f"{value:.0f}"
+
+        # qemu-nbd serves one client unless started with --shared: not measured there.
+        out.append(f"| VmRSS per idle client (KiB) "
+                   f"| {kib(idle('iscsi-mpio', 'rss_per_client_kib'))} | — |")
+        extra = {}
+        for metric in ("rss_idle_mib", "rss_anon_idle_mib"):
+            two, one = idle("iscsi-mpio-2paths", metric), idle("iscsi-mpio", metric)
+            extra[metric] = (two - one) * 1024 if two is not None and one is not None else None
+        out.append(f"| VmRSS per extra path (KiB; its anonymous part) "
+                   f"| {kib(extra['rss_idle_mib'])}; {kib(extra['rss_anon_idle_mib'])} | — |")
+        out.append("")
+
+        def verdict(ok):
+            return "not measured" if ok is None else ("**PASS**" if ok else "**FAIL**")
+
+        rss = idle("iscsi-mpio", "rss_idle_mib")
+        ours = r.median("mem", "iscsi-mpio", "qd128", "vmhwm_mib")
+        theirs = r.median("mem", "qemu-nbd", "qd128", "vmhwm_mib")
+        out += [f"- Goal: idle VmRSS ≤ {self.IDLE_RSS_GOAL_MIB:g} MiB: {fmt(rss, 'MiB')} MiB "
+                f"(anonymous {fmt(idle('iscsi-mpio', 'rss_anon_idle_mib'), 'MiB')}, "
+                f"file-backed {fmt(idle('iscsi-mpio', 'rss_file_idle_mib'), 'MiB')}): "
+                f"{verdict(None if rss is None else rss <= self.IDLE_RSS_GOAL_MIB)}",
+                f"- Goal: VmHWM at QD128 × 1 MiB ≤ qemu-nbd's: {fmt(ours, 'MiB')} MiB against "
+                f"{fmt(theirs, 'MiB')} MiB: "
+                f"{verdict(None if ours is None or theirs is None else ours <= theirs)}", ""]
+        return out
+
     def goals(self):
         r = self.r
         rows = []
@@ -585,11 +635,14 @@ class Report:
         for metric, label, unit in (("vmrss_idle_mib", "VmRSS before I/O (MiB)", "MiB"),
                                     ("vmrss_peak_mib", "VmRSS peak sampled (MiB)", "MiB"),
                                     ("vmhwm_mib", "VmHWM after (MiB)", "MiB"),
+                                    ("vmrss_after_mib", "VmRSS 2 s after the clients left (MiB)",
+                                     "MiB"),
                                     ("write_mib_s", "seq write 1 MiB QD128 (MiB/s)", "MiB/s"),
                                     ("read_mib_s", "seq read 1 MiB QD128 (MiB/s)", "MiB/s")):
             out.append(f"| {label} | {self.cell('mem', 'iscsi-mpio', 'qd128', metric, unit)}"
                        f" | {self.cell('mem', 'qemu-nbd', 'qd128', metric, unit)} |")
         out.append("")
+        out += self.memory_at_rest()
 
         out += self.many_luns()
 

@@ -7,6 +7,9 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include <algorithm>
 #include <array>
@@ -172,10 +175,20 @@ struct Op {
 // Payload buffers larger than this are freed with their request rather than kept for reuse.
 constexpr uint32_t kKeepBufferBytes = 4u << 20;
 
+// Freed blocks below glibc's mmap threshold (the program fixes it at 128 KiB) go back to the
+// heap, where only its top is returned to the system; malloc_trim also returns free pages
+// inside it. Called only after a release, never per request.
+void return_freed_memory() {
+#if defined(__GLIBC__)
+  ::malloc_trim(0);
+#endif
+}
+
 struct ConnectionLimits {
   size_t max_requests = 128;
   size_t max_bytes = 32u << 20;
-  std::chrono::milliseconds handshake_timeout{0};  // 0: none
+  std::chrono::milliseconds handshake_timeout{0};    // 0: none
+  std::chrono::milliseconds idle_buffer_release{0};  // 0: kept while the connection lasts
   std::string refusal;  // non-empty: refuse the client in the handshake with this message
 };
 
@@ -193,6 +206,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
         wake_(socket_.get_executor(), asio::steady_timer::time_point::max()),
         handshake_timer_(socket_.get_executor()),
         linger_timer_(socket_.get_executor()),
+        idle_timer_(socket_.get_executor()),
         counters_(counters),
         buffers_{.totals = std::move(counters)},
         exports_(std::move(exports)),
@@ -230,6 +244,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     close_socket();
     linger_timer_.cancel();
+    idle_timer_.cancel();
+    if (release_spare_buffers()) return_freed_memory();
     if (served_) {
       spdlog::info("nbd: client {} disconnected from export '{}'", peer_, export_.name);
       // Nothing of ours is left on the device: a removed export's on_released may run.
@@ -557,6 +573,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (request.type == kCmdDisc) co_return;
       counters_->requests.fetch_add(1, std::memory_order_relaxed);
       served_->requests.fetch_add(1, std::memory_order_relaxed);
+      ++requests_read_;
 
       // A removed export's device gets no more requests: EIO, the error of a disk that went
       // away, with the reason in structured replies. (NBD_ESHUTDOWN is for a server shutting
@@ -736,6 +753,46 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (buffers_.held > limits_.max_bytes) op->release_buffer();
     op->reset();
     spare_ops_.push_back(std::move(op));
+    if (buffers_.held > 0) watch_idle_buffers();
+  }
+
+  // Arms the idle check (ServerOptions::idle_buffer_release) unless it is armed already. It
+  // runs once per period while buffers are kept, not per request.
+  void watch_idle_buffers() {
+    if (idle_timer_armed_ || stopping_ || limits_.idle_buffer_release.count() <= 0) return;
+    idle_timer_armed_ = true;
+    requests_at_idle_check_ = requests_read_;
+    idle_timer_.expires_after(limits_.idle_buffer_release);
+    idle_timer_.async_wait([weak = weak_from_this()](const error_code& ec) {
+      auto self = weak.lock();
+      if (!self) return;
+      self->idle_timer_armed_ = false;
+      if (!ec) self->check_idle_buffers();
+    });
+  }
+
+  // No request read since the timer was armed and none in flight: release. Otherwise look
+  // again one period later.
+  void check_idle_buffers() {
+    if (requests_read_ != requests_at_idle_check_ || in_flight_ > 0) {
+      if (buffers_.held > 0) watch_idle_buffers();
+      return;
+    }
+    const size_t held = buffers_.held;
+    if (!release_spare_buffers()) return;
+    spdlog::debug("nbd: client {} idle for {} ms: released {} KiB of payload buffers", peer_,
+                  limits_.idle_buffer_release.count(), held / 1024);
+    return_freed_memory();
+  }
+
+  // Frees the payload buffers of the spare ops (the ops stay for reuse); whether there were any.
+  bool release_spare_buffers() {
+    bool released = false;
+    for (auto& spare : spare_ops_) {
+      released = released || spare->buffer_capacity > 0;
+      spare->release_buffer();
+    }
+    return released;
   }
 
   void on_done(std::unique_ptr<Op> op, std::error_code ec, const std::string& detail) {
@@ -868,6 +925,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::steady_timer wake_;
   asio::steady_timer handshake_timer_;
   asio::steady_timer linger_timer_;  // after its export was removed
+  asio::steady_timer idle_timer_;    // idle_buffer_release: kept payload buffers given back
+  bool idle_timer_armed_ = false;
+  uint64_t requests_read_ = 0;           // request headers read, for the idle check
+  uint64_t requests_at_idle_check_ = 0;  // requests_read_ when the idle timer was armed
   bool handshake_timed_out_ = false;
   std::shared_ptr<CounterCells> counters_;
   BufferAccount buffers_;  // before every member that holds Ops: destroyed after them
@@ -1249,7 +1310,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         std::move(socket), exports, std::move(served),
         ConnectionLimits{options.max_requests_per_connection, options.max_bytes_per_connection,
                          handshake_done ? std::chrono::milliseconds(0) : options.handshake_timeout,
-                         std::move(refusal)},
+                         options.idle_buffer_release, std::move(refusal)},
         std::move(peer), counters, tls_mode, std::move(credentials));
     connections.insert(connection);
     if (handshake_done) handed_over.insert(connection);

@@ -768,6 +768,7 @@ TEST_CASE("kept payload buffers stay within twice the byte budget, whatever the 
   Fixture f(MemoryBlockDevice::make_info(4u << 20), [](nbd::ServerOptions& o) {
     o.max_bytes_per_connection = kBudget;
     o.max_requests_per_connection = 64;
+    o.idle_buffer_release = std::chrono::milliseconds(0);  // however slow the machine
   });
   {
     ReadPhases reads{f, RawClient(f.path)};
@@ -791,6 +792,7 @@ TEST_CASE("kept payload buffers are reused when a request size comes back", "[nb
   Fixture f(MemoryBlockDevice::make_info(4u << 20), [](nbd::ServerOptions& o) {
     o.max_bytes_per_connection = 4u << 20;
     o.max_requests_per_connection = 64;
+    o.idle_buffer_release = std::chrono::milliseconds(0);  // however slow the machine
   });
   ReadPhases reads{f, RawClient(f.path)};
   f.device.set_defer(true);
@@ -803,6 +805,22 @@ TEST_CASE("kept payload buffers are reused when a request size comes back", "[nb
   // serve the next large phase, which allocates nothing.
   reads.phase(4, kLargeRead);
   CHECK(f.server->counters().buffer_bytes == held);
+}
+
+TEST_CASE("an idle connection gives its kept payload buffers back and serves on", "[nbd_server]") {
+  Fixture f(MemoryBlockDevice::make_info(4u << 20), [](nbd::ServerOptions& o) {
+    o.max_requests_per_connection = 64;
+    o.idle_buffer_release = std::chrono::milliseconds(100);
+  });
+  ReadPhases reads{f, RawClient(f.path)};
+  f.device.set_defer(true);
+  reads.phase(4, kLargeRead);
+  // No request after the phase: released within a period or two, the client still connected.
+  CHECK(eventually([&] { return f.server->counters().buffer_bytes == 0; }));
+  CHECK(f.server->counters().connections == 1);
+  // The next requests grow buffers again.
+  reads.phase(4, kLargeRead);
+  CHECK(eventually([&] { return f.server->counters().buffer_bytes == 0; }));
 }
 
 TEST_CASE("requests packed into one send, or a header split across sends, are read in order",
