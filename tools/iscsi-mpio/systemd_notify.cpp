@@ -1,19 +1,14 @@
 #include "systemd_notify.hpp"
 
-#include <fcntl.h>
-#include <sys/socket.h>
-#include <sys/un.h>
+#include <dlfcn.h>
+#include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/steady_timer.hpp>
-#include <cerrno>
-#include <charconv>
-#include <cstddef>
 #include <cstdlib>
-#include <cstring>
 #include <variant>
 
 #include <nbd_server/server.hpp>
@@ -21,6 +16,58 @@
 namespace iscsi_mpio::systemd {
 
 namespace asio = boost::asio;
+
+namespace {
+
+// libsystemd is opened with dlopen when systemd (or podman --sdnotify) started the attach, not
+// linked: linking it maps libsystemd and the libraries it needs (libgcrypt, libgpg-error, liblz4,
+// liblzma, libzstd, libcap) into every attach, about 0.9 MiB of an idle attach's resident memory,
+// for three calls. The declarations come from <systemd/sd-daemon.h>, so each call is
+// type-checked; the soname is the ABI that header describes.
+constexpr const char* kLibsystemdSoname = "libsystemd.so.0";
+
+struct Libsystemd {
+  decltype(&::sd_notify) notify = nullptr;
+  decltype(&::sd_listen_fds) listen_fds = nullptr;
+  decltype(&::sd_watchdog_enabled) watchdog_enabled = nullptr;
+  std::string error;  // non-empty: the library or one of its symbols is missing
+};
+
+Libsystemd open_libsystemd() {
+  Libsystemd lib;
+  // Never closed: the notifier uses it until exit.
+  void* handle = ::dlopen(kLibsystemdSoname, RTLD_NOW | RTLD_LOCAL);
+  if (handle == nullptr) {
+    const char* why = ::dlerror();
+    lib.error = std::string("cannot open ") + kLibsystemdSoname +
+                " (Debian package libsystemd0): " + (why ? why : "dlopen failed");
+    return lib;
+  }
+  const auto resolve = [&](auto& pointer, const char* symbol) {
+    void* address = ::dlsym(handle, symbol);
+    if (address == nullptr && lib.error.empty())
+      lib.error = std::string(kLibsystemdSoname) + " has no symbol " + symbol;
+    pointer = reinterpret_cast<std::remove_reference_t<decltype(pointer)>>(address);
+  };
+  resolve(lib.notify, "sd_notify");
+  resolve(lib.listen_fds, "sd_listen_fds");
+  resolve(lib.watchdog_enabled, "sd_watchdog_enabled");
+  return lib;
+}
+
+// Opened on first use, once; thread-safe by the function-local static.
+const Libsystemd& libsystemd() {
+  static const Libsystemd lib = open_libsystemd();
+  return lib;
+}
+
+// Set and not empty: systemd speaks to us through it, and only then is libsystemd opened.
+bool from_systemd(const char* variable) {
+  const char* value = std::getenv(variable);
+  return value != nullptr && *value != '\0';
+}
+
+}  // namespace
 
 std::string path_summary(std::string_view export_name, const std::vector<mpio::PathStatus>& paths) {
   size_t usable = 0;
@@ -45,95 +92,30 @@ std::string status_line(const std::vector<LunPaths>& luns) {
   return line;
 }
 
-namespace {
-
-// The three calls of libsystemd's sd-daemon we need, done here: the protocol is a documented,
-// stable interface (sd_notify(3), sd_listen_fds(3), sd_watchdog_enabled(3)), while linking
-// libsystemd maps it and its compression and crypto libraries (libgcrypt, libgpg-error, liblz4,
-// liblzma, libzstd, libcap) into every attach: about 0.9 MiB of resident memory (issue 25).
-
-// The first file descriptor systemd passes (SD_LISTEN_FDS_START).
-constexpr int kListenFdsStart = 3;
-
-// A decimal environment variable, nullopt when unset or not a whole number.
-std::optional<uint64_t> env_number(const char* name) {
-  const char* text = std::getenv(name);
-  if (text == nullptr || *text == '\0') return std::nullopt;
-  uint64_t value = 0;
-  const char* end = text + std::strlen(text);
-  const auto [ptr, ec] = std::from_chars(text, end, value);
-  if (ec != std::errc{} || ptr != end) return std::nullopt;
-  return value;
-}
-
-// A variable naming a process (LISTEN_PID, WATCHDOG_PID) is meant for us: unset counts as ours
-// only where the man page says so (`unset_means_ours`).
-bool for_this_process(const char* name, bool unset_means_ours) {
-  if (std::getenv(name) == nullptr) return unset_means_ours;
-  const auto pid = env_number(name);
-  return pid && *pid == static_cast<uint64_t>(::getpid());
-}
-
-// sd_notify(0, message): 0 without NOTIFY_SOCKET, 1 when sent, -errno when it fails. The
-// address is a path or, with a leading '@', an abstract socket name.
-int notify_systemd(const std::string& message) {
-  const char* address = std::getenv("NOTIFY_SOCKET");
-  if (address == nullptr || *address == '\0') return 0;
-  sockaddr_un to{};
-  to.sun_family = AF_UNIX;
-  const size_t length = std::strlen(address);
-  if ((address[0] != '/' && address[0] != '@') || length >= sizeof(to.sun_path))
-    return -EAFNOSUPPORT;
-  std::memcpy(to.sun_path, address, length);
-  if (to.sun_path[0] == '@') to.sun_path[0] = '\0';
-  const auto to_length = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + length);
-  const int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-  if (fd < 0) return -errno;
-  const ssize_t sent = ::sendto(fd, message.data(), message.size(), MSG_NOSIGNAL,
-                                reinterpret_cast<const sockaddr*>(&to), to_length);
-  const int error = errno;
-  ::close(fd);
-  return sent < 0 ? -error : 1;
-}
-
-// sd_listen_fds(1): how many descriptors from kListenFdsStart on systemd passed to this process
-// (each made close-on-exec), or -errno; the variables are unset in every case.
-int listen_fds() {
-  int result = 0;
-  if (for_this_process("LISTEN_PID", false)) {
-    const auto count = env_number("LISTEN_FDS");
-    if (!count || *count > 4096) {
-      result = -EINVAL;
-    } else {
-      result = static_cast<int>(*count);
-      for (int fd = kListenFdsStart; fd < kListenFdsStart + result; ++fd) {
-        const int flags = ::fcntl(fd, F_GETFD);
-        if (flags < 0 || ::fcntl(fd, F_SETFD, flags | FD_CLOEXEC) < 0) {
-          result = -errno;
-          break;
-        }
-      }
-    }
-  }
-  ::unsetenv("LISTEN_PID");
-  ::unsetenv("LISTEN_FDS");
-  ::unsetenv("LISTEN_FDNAMES");
-  return result;
-}
-
-}  // namespace
-
 std::optional<std::chrono::microseconds> watchdog_period() {
-  // sd_watchdog_enabled(0, ...): WATCHDOG_USEC, for us when WATCHDOG_PID is unset or ours.
-  const auto usec = env_number("WATCHDOG_USEC");
-  if (!usec || *usec == 0 || !for_this_process("WATCHDOG_PID", true)) return std::nullopt;
-  return std::chrono::microseconds(*usec / 2);
+  if (!from_systemd("WATCHDOG_USEC")) return std::nullopt;
+  const auto& sd = libsystemd();
+  if (!sd.error.empty()) {
+    spdlog::warn("WATCHDOG_USEC is set but the watchdog cannot be served: {}", sd.error);
+    return std::nullopt;
+  }
+  uint64_t usec = 0;
+  if (sd.watchdog_enabled(0, &usec) <= 0 || usec == 0) return std::nullopt;
+  return std::chrono::microseconds(usec / 2);
 }
 
 std::optional<int> inherited_listening_socket(const config::Listen& listen, std::error_code& ec,
                                               std::string& detail) {
   ec.clear();
-  const int n = listen_fds();
+  if (!from_systemd("LISTEN_FDS")) return std::nullopt;
+  const auto& sd = libsystemd();
+  if (!sd.error.empty()) {
+    // The socket is ours to serve and nobody else will: refusing beats ignoring it.
+    ec = std::make_error_code(std::errc::function_not_supported);
+    detail = "LISTEN_FDS is set: " + sd.error;
+    return std::nullopt;
+  }
+  const int n = sd.listen_fds(1);  // 1: unset LISTEN_PID/LISTEN_FDS/LISTEN_FDNAMES
   if (n < 0) {
     ec = std::error_code(-n, std::generic_category());
     detail = "LISTEN_FDS: " + ec.message();
@@ -142,14 +124,14 @@ std::optional<int> inherited_listening_socket(const config::Listen& listen, std:
   if (n == 0) return std::nullopt;
   if (n > 1) {
     // The .socket unit has more than one Listen line: which one nbd.listen means is a guess.
-    for (int fd = kListenFdsStart; fd < kListenFdsStart + n; ++fd) ::close(fd);
+    for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; ++fd) ::close(fd);
     ec = std::make_error_code(std::errc::invalid_argument);
     detail = "systemd passed " + std::to_string(n) +
              " sockets (LISTEN_FDS); the attach serves NBD on one: give the .socket unit a "
              "single ListenStream=";
     return std::nullopt;
   }
-  const int fd = kListenFdsStart;
+  const int fd = SD_LISTEN_FDS_START;
   std::variant<nbd::UnixEndpoint, nbd::TcpEndpoint> endpoint;
   if (listen.kind == config::Listen::Kind::unix_socket)
     endpoint = nbd::UnixEndpoint{listen.path_or_host};
@@ -168,8 +150,15 @@ struct Notifier::Impl : std::enable_shared_from_this<Notifier::Impl> {
 
   void send(const std::string& message) {
     if (!enabled) return;
-    // 0 without NOTIFY_SOCKET (not expected here), < 0 when the socket refuses.
-    if (const int rc = notify_systemd(message); rc < 0 && !send_failed) {
+    const auto& sd = libsystemd();
+    if (!sd.error.empty()) {
+      if (!send_failed)
+        spdlog::warn("NOTIFY_SOCKET is set but systemd cannot be told: {}", sd.error);
+      send_failed = true;
+      return;
+    }
+    // sd_notify(3): 0 without NOTIFY_SOCKET (not expected here), < 0 when the socket refuses.
+    if (const int rc = sd.notify(0, message.c_str()); rc < 0 && !send_failed) {
       send_failed = true;  // once: the watchdog would repeat it every few seconds
       spdlog::warn("sd_notify({}): {}", message.substr(0, message.find('\n')),
                    std::error_code(-rc, std::generic_category()).message());
@@ -203,8 +192,7 @@ struct Notifier::Impl : std::enable_shared_from_this<Notifier::Impl> {
 };
 
 Notifier::Notifier(asio::io_context& io) : impl_(std::make_shared<Impl>(io)) {
-  const char* socket = std::getenv("NOTIFY_SOCKET");
-  impl_->enabled = socket != nullptr && *socket != '\0';
+  impl_->enabled = from_systemd("NOTIFY_SOCKET");
   if (!impl_->enabled) return;
   impl_->watchdog = watchdog_period();
   if (impl_->watchdog) {
