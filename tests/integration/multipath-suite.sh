@@ -423,14 +423,30 @@ only_path_busy() {
   ((b1 > b0 && i1 == i0))
 }
 
+# end_exerciser_case NAME OK EX_PID LOG_PATTERN LINES: the end of a case that ran nbd_exerciser
+# in the background (EX_PID; empty when the attach failed, OK then 0): waits for it, shows its
+# last lines and the last LINES of the attach log matching LOG_PATTERN, stops the attach and
+# reports NAME with the exerciser's longest stall. A failed exerciser fails the case.
+end_exerciser_case() {
+  local name=$1 ok=$2 ex_pid=$3 pattern=$4 lines=$5 ex_rc=0
+  if [[ -n $ex_pid ]]; then
+    wait "$ex_pid" || ex_rc=$?
+    sed 's/^/    /' "$work/exerciser.log" | tail -n 2
+    ((ex_rc == 0)) || ok=0
+    grep -E "$pattern" "$work/attach.log" | sed 's/^/    /' | tail -n "$lines"
+  fi
+  stop_attach
+  report "$name" "$ok" "$(grep -o 'longest I/O stall [0-9]* ms' "$work/exerciser.log" || true)"
+}
+
 # path_grouping_policy failover: one path at a time; failback immediate brings I/O back.
 failover_grouping() {
   echo "--- failover"
-  local ok=1
+  local ok=1 ex_pid=''
   if attach queue "  path_grouping_policy: failover"; then
     "$exerciser" --uri "$(nbd_uri)" --backing "$TGT_BACKING" --ops 1000000 --time-limit 16 \
       --max-len 256K >"$work/exerciser.log" 2>&1 &
-    local ex_pid=$!
+    ex_pid=$!
     sleep 2
     only_path_busy 1 "path 1 in use" || ok=0
     link1_down
@@ -448,16 +464,10 @@ failover_grouping() {
       echo "    path 1 did not come back"
       ok=0
     fi
-    local ex_rc=0
-    wait "$ex_pid" || ex_rc=$?
-    sed 's/^/    /' "$work/exerciser.log" | tail -n 2
-    ((ex_rc == 0)) || ok=0
-    grep -E "path .* (failed|active)" "$work/attach.log" | sed 's/^/    /' | tail -n 4
   else
     ok=0
   fi
-  stop_attach
-  report failover "$ok" "$(grep -o 'longest I/O stall [0-9]* ms' "$work/exerciser.log" || true)"
+  end_exerciser_case failover "$ok" "$ex_pid" "path .* (failed|active)" 4
 }
 
 # The scenario runs against istgt: the suite's TGT_* name the target under test meanwhile.
@@ -737,11 +747,11 @@ reload_answer() {
 }
 reload_paths() {
   echo "--- reload"
-  local ok=1 ex_rc=0
+  local ok=1 ex_pid=''
   if attach queue; then
     "$exerciser" --uri "$(nbd_uri)" --backing "$TGT_BACKING" --ops 1000000 --time-limit 16 \
       --max-len 256K >"$work/exerciser.log" 2>&1 &
-    local ex_pid=$!
+    ex_pid=$!
     sleep 2
     echo "    path 3 added:"
     sed -i "/198\.18\.2\.1/a\\$(path_line 3)" "$work/mp.yaml"
@@ -802,15 +812,10 @@ reload_paths() {
     status_shows "$work/status.after" "policy='queue-length" \
       "198\\.18\\.2\\.1:[0-9]+ from [0-9.]+ +active ready" \
       "198\\.18\\.3\\.1:[0-9]+ from [0-9.]+ +active ready" || ok=0
-    wait "$ex_pid" || ex_rc=$?
-    sed 's/^/    /' "$work/exerciser.log" | tail -n 2
-    ((ex_rc == 0)) || ok=0
-    grep -E "reload|removed by a reload|added by a reload" "$work/attach.log" | sed 's/^/    /' | tail -n 12
   else
     ok=0
   fi
-  stop_attach
-  report reload "$ok" "$(grep -o 'longest I/O stall [0-9]* ms' "$work/exerciser.log" || true)"
+  end_exerciser_case reload "$ok" "$ex_pid" "reload|removed by a reload|added by a reload" 12
 }
 
 # read_rate: MiB/s of 1 MiB sequential reads at queue depth 16 for 4 s (fio, nbd engine).
