@@ -152,7 +152,9 @@ cmd_frame_limit() {
   if [[ $limit == off ]]; then
     delete_rules "$ns" "frames$i"
   else
-    [[ $limit =~ ^[0-9]+$ ]] && ((limit >= 68)) || die "frame limit must be a number of bytes >= 68, or off"
+    if ! [[ $limit =~ ^[0-9]+$ ]] || ((limit < 68)); then
+      die "frame limit must be a number of bytes >= 68, or off"
+    fi
     segs=1
     ip netns exec "$ns" nft add rule inet topo input iifname "tgt$i" ip length \> "$limit" drop comment "\"frames$i\""
     ip netns exec "$ns" nft add rule inet topo output oifname "tgt$i" ip length \> "$limit" drop comment "\"frames$i\""
