@@ -9,7 +9,11 @@ other clients leave alone, for faults judged per request (tools/soak) and for la
       line per request, "START END OP BLOCK ok|ERRNO" (wall-clock seconds), for the caller to
       judge each error against the fault's timing (no_path_retry N: an error is expected only
       once N polling intervals have passed with no path). A failed write leaves its block
-      unknown until it is written again.
+      unknown until it is written again. A second connection reads a block every 20 ms
+      (logged as "probe-read"): a write in flight on a path when the last one died is held
+      until it is proven dead or done, past no_path_retry (docs/architecture.md, "Held
+      writes"), and would keep a lone client from asking anything else; requests that arrive
+      during the outage are the ones no_path_retry fails.
   nbd_probe.py multi-conn URI BACKING ...the same options...
       Four connections to the export. When it advertises NBD_FLAG_CAN_MULTI_CONN (proto.md: a
       flush on any connection makes the writes every connection completed before it visible to
@@ -33,6 +37,7 @@ import argparse
 import hashlib
 import os
 import sys
+import threading
 import time
 
 import nbd
@@ -115,6 +120,7 @@ def run_timed(probe):
         handles.append(handle)
     multi_conn = connections > 1 and handles[0].can_multi_conn()
     log = open(args.log, "w", buffering=1)
+    lock = threading.Lock()
 
     def request(op, block, call):
         start = time.time()
@@ -122,41 +128,69 @@ def run_timed(probe):
             result, status = call(), "ok"
         except nbd.Error as error:
             result, status = None, error_name(error)
-            probe.errors += 1
         end = time.time()
-        probe.longest = max(probe.longest, end - start)
-        log.write("%.3f %.3f %s %d %s\n" % (start, end, op, block, status))
+        with lock:
+            probe.errors += status != "ok"
+            probe.longest = max(probe.longest, end - start)
+            log.write("%.3f %.3f %s %d %s\n" % (start, end, op, block, status))
         return status == "ok", result
 
     started = time.monotonic()
+
+    def running():
+        return not os.path.exists(args.stop_file) and time.monotonic() - started < args.seconds
+
+    reader = None
+    if args.mode == "outage":
+        # New requests all through the outage, beside the writer's possibly held write.
+        extra = nbd.NBD()
+        extra.connect_uri(args.uri)
+        handles.append(extra)
+
+        def read_often():
+            step = 0
+            while running():
+                block = step * 7 % probe.blocks
+                ok, _ = request("probe-read", block, lambda: extra.pread(BLOCK, probe.offset_of(block)))
+                with lock:
+                    probe.reads += 1
+                step += 1
+                time.sleep(0.02)
+
+        reader = threading.Thread(target=read_often)
+        reader.start()
     step = 0
-    while not os.path.exists(args.stop_file) and time.monotonic() - started < args.seconds:
+    while running():
         block = step % probe.blocks
         writer = handles[step % connections]
         flusher = handles[(step + 1) % connections] if multi_conn else writer
-        reader = handles[(step + 2) % connections] if multi_conn else writer
+        reading = handles[(step + 2) % connections] if multi_conn else writer
         new = probe.generation.pop(block, 0) + 1  # unknown until the write is known done
         data = pattern(block, new)
         ok, _ = request("write", block, lambda: writer.pwrite(data, probe.offset_of(block)))
-        probe.writes += 1
+        with lock:
+            probe.writes += 1
         if ok and connections > 1:
             ok, _ = request("flush", block, flusher.flush)
         if ok:
             probe.generation[block] = new
-            ok, data = request("read", block, lambda: reader.pread(BLOCK, probe.offset_of(block)))
-            probe.reads += 1
+            ok, data = request("read", block, lambda: reading.pread(BLOCK, probe.offset_of(block)))
+            with lock:
+                probe.reads += 1
             if ok:
                 probe.check(block, data, "read back through NBD")
         step += 1
         if not ok:
             time.sleep(0.05)  # once no_path_retry has run out an error comes at once
+    if reader is not None:
+        reader.join()
     probe.final_check(handles[0])
     for handle in handles:
         try:
             handle.shutdown()
         except nbd.Error:
             pass
-    detail = "%d connection%s" % (connections, "s" if connections > 1 else "")
+    detail = "%d connection%s" % (len(handles), "s" if len(handles) > 1 else "")
     if connections > 1:
         detail += " (multi-conn)" if multi_conn else " (no multi-conn: each flushes its own)"
     return probe.summary(detail)
