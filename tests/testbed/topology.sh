@@ -7,6 +7,7 @@
 #   tests/testbed/topology.sh blackhole NAME I on|off      # nftables DROP on path I: no RST, no FIN
 #   tests/testbed/topology.sh rate NAME I RATE|off         # tc tbf on both ends of path I (e.g. 200mbit)
 #   tests/testbed/topology.sh mtu NAME I MTU               # both ends of path I (9000: jumbo frames)
+#   tests/testbed/topology.sh frame-limit NAME I BYTES|off # frames above BYTES lost on path I
 #   tests/testbed/topology.sh down NAME                    # remove everything `up` made
 #
 # Addresses come from 198.18.0.0/15 (RFC 2544 benchmarking space): path I uses 198.18.I.0/24 with
@@ -95,16 +96,19 @@ cmd_blackhole() {
       ip netns exec "$ns" nft add rule inet topo input iifname "tgt$i" drop comment "\"path$i\""
       ip netns exec "$ns" nft add rule inet topo output oifname "tgt$i" drop comment "\"path$i\""
       ;;
-    off)
-      local handle
-      for handle in $(ip netns exec "$ns" nft -a list table inet topo |
-        sed -n "s/.*comment \"path$i\" # handle \([0-9]*\)/\1/p"); do
-        ip netns exec "$ns" nft delete rule inet topo input handle "$handle" 2>/dev/null ||
-          ip netns exec "$ns" nft delete rule inet topo output handle "$handle"
-      done
-      ;;
+    off) delete_rules "$ns" "path$i" ;;
     *) die "blackhole state must be on or off" ;;
   esac
+}
+
+# delete_rules NS COMMENT: remove the rules of table inet topo in NS that carry COMMENT.
+delete_rules() {
+  local ns=$1 comment=$2 handle
+  for handle in $(ip netns exec "$ns" nft -a list table inet topo |
+    sed -n "s/.*comment \"$comment\" # handle \([0-9]*\)/\1/p"); do
+    ip netns exec "$ns" nft delete rule inet topo input handle "$handle" 2>/dev/null ||
+      ip netns exec "$ns" nft delete rule inet topo output handle "$handle"
+  done
 }
 
 cmd_rate() {
@@ -133,12 +137,39 @@ cmd_mtu() {
   ip -n "$(tgt "$name")" link set "tgt$i" mtu "$mtu"
 }
 
+# A switch port with a smaller MTU between two hosts (the jumbo-frame mismatch): frames above
+# BYTES are dropped silently, no ICMP, so TCP keeps its segment size and retransmits in vain: a
+# black hole for large PDUs only, small ones (NOP-Out, commands) pass. nftables drops IP packets
+# longer than BYTES on path I both ways; GSO on both veth ends is limited to 1 segment so the
+# rule sees each frame as the wire would, not a 64 KiB super-packet. Not a veth MTU: with one
+# end's MTU lowered, the sending TCP learned the smaller size within a second here (Linux 6.18:
+# mss 1448 -> 948, no black hole).
+cmd_frame_limit() {
+  local name=$1 i=$2 limit=$3 ns segs=65535
+  check_name "$name"
+  check_path "$i"
+  ns=$(tgt "$name")
+  if [[ $limit == off ]]; then
+    delete_rules "$ns" "frames$i"
+  else
+    if ! [[ $limit =~ ^[0-9]+$ ]] || ((limit < 68)); then
+      die "frame limit must be a number of bytes >= 68, or off"
+    fi
+    segs=1
+    ip netns exec "$ns" nft add rule inet topo input iifname "tgt$i" ip length \> "$limit" drop comment "\"frames$i\""
+    ip netns exec "$ns" nft add rule inet topo output oifname "tgt$i" ip length \> "$limit" drop comment "\"frames$i\""
+  fi
+  ip -n "$(ini "$name")" link set "ini$i" gso_max_segs "$segs"
+  ip -n "$ns" link set "tgt$i" gso_max_segs "$segs"
+}
+
 case ${1:-} in
   up) shift; cmd_up "$@" ;;
   down) shift; cmd_down "$@" ;;
   link) shift; [[ $# -eq 3 ]] || die "usage: link NAME I up|down"; cmd_link "$@" ;;
   blackhole) shift; [[ $# -eq 3 ]] || die "usage: blackhole NAME I on|off"; cmd_blackhole "$@" ;;
   rate) shift; [[ $# -eq 3 ]] || die "usage: rate NAME I RATE|off"; cmd_rate "$@" ;;
+  frame-limit) shift; [[ $# -eq 3 ]] || die "usage: frame-limit NAME I BYTES|off"; cmd_frame_limit "$@" ;;
   mtu) shift; [[ $# -eq 3 ]] || die "usage: mtu NAME I MTU"; cmd_mtu "$@" ;;
   *) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}" >&2; exit 2 ;;
 esac
