@@ -94,7 +94,7 @@ free_ports() {
 
 start() {
   local iqn=$default_iqn size=64M dir='' initiator='' boot_timeout=120 secondary_state=1
-  local initiator_binary=''
+  local initiator_binary='' configure_with=targetcli
   local chap=im-initiator:im-initiator-secret1 mutual_chap=im-target:im-target-secret22
   while (($#)); do
     case $1 in
@@ -107,13 +107,26 @@ start() {
       --dir) dir=${2:?}; shift 2 ;;
       --boot-timeout) boot_timeout=${2:?}; shift 2 ;;
       --initiator-binary) initiator_binary=${2:?}; shift 2 ;;
+      --configure-with) configure_with=${2:?}; shift 2 ;;
       -h | --help) usage 0 ;;
       *) echo "unknown option: $1" >&2; usage ;;
     esac
   done
   [[ -n $initiator ]] || tb_die "--initiator IQN is required (the ACL's name)"
   [[ $chap == *:* && $mutual_chap == *:* ]] || tb_die "--chap/--mutual-chap want USER:SECRET"
+  [[ $configure_with == targetcli || $configure_with == configfs ]] ||
+    tb_die "--configure-with wants targetcli or configfs, not '$configure_with'"
   command -v qemu-system-x86_64 >/dev/null || tb_die "qemu-system-x86_64 not found (tools/install-deps.sh)"
+  # The Debian root with targetcli: a read-only third disk, /dev/vdc in the guest.
+  local root_disk=()
+  if [[ $configure_with == targetcli ]]; then
+    local root_env
+    root_env=$("$here/make-targetcli-root.sh") || tb_die "make-targetcli-root.sh failed"
+    eval "$root_env"
+    # shellcheck disable=SC2054  # QEMU's options are comma-separated
+    root_disk=(-drive "file=$GUEST_TARGETCLI_ROOT,format=raw,if=none,id=root,readonly=on"
+      -device virtio-blk-pci,drive=root,romfile=)
+  fi
 
   local dir_owned
   read -r dir_owned dir <<<"$(tb_target_dir "$dir" lio-target)"
@@ -154,11 +167,13 @@ MUTUAL_SECRET='${mutual_chap#*:}'
 SECONDARY_STATE=$secondary_state
 DISK_SERIAL=$serial
 DISK1_SERIAL=${serial}b
+CONFIGURE_WITH=$configure_with
 EOF
     local initramfs_env extra=()
     [[ -z $initiator_binary ]] || extra=(--binary "$initiator_binary:/usr/local/bin/iscsi-mpio")
     initramfs_env=$("$here/make-initramfs.sh" --out "$dir" --init "$here/lio-guest-init.sh" \
       --binary "$here/lio-ctl.sh:/bin/lio-ctl" --file "$dir/lio.env:/etc/lio/lio.env" \
+      --file "$here/lio-targetcli.sh:/etc/lio/lio-targetcli.sh" \
       ${extra[@]+"${extra[@]}"} \
       $(printf -- '--module %s ' "${lio_modules[@]}")) || abort_start "make-initramfs.sh failed"
     eval "$initramfs_env"
@@ -178,6 +193,7 @@ EOF
       -device virtio-blk-pci,drive=disk0,romfile= \
       -drive "file=$disk1,format=raw,if=none,id=disk1,cache=writethrough" \
       -device virtio-blk-pci,drive=disk1,romfile= \
+      ${root_disk[@]+"${root_disk[@]}"} \
       </dev/null >"$dir/qemu.log" 2>&1 &
     pid=$!
     sleep 0.5
