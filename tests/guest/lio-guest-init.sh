@@ -2,8 +2,10 @@
 # shellcheck shell=sh
 # /init of the LIO target guest that tests/guest/lio-target.sh boots (QEMU TCG, busybox
 # initramfs). It loads LIO (target_core_mod, target_core_iblock, iscsi_target_mod) and
-# configures it by writing configfs under /sys/kernel/config/target/, as targetcli does:
-#   - backstore iblock_0/disk on /dev/vda (the host's raw file, so the host can read the data);
+# configures it with targetcli (CONFIGURE_WITH=targetcli: /etc/lio/lio-targetcli.sh in the
+# Debian root on /dev/vdc) or by writing configfs under /sys/kernel/config/target/ itself, as
+# targetcli does (CONFIGURE_WITH=configfs); either way:
+#   - backstore iblock_N/disk on /dev/vda (the host's raw file, so the host can read the data);
 #   - ALUA target port group "secondary" (id 2) beside LIO's default_tg_pt_gp (id 0);
 #   - target $TARGET_IQN, tpgt_1 with portals 127.0.0.1:$PORT_A and 127.0.0.1:$PORT_B (default
 #     port group), tpgt_2 with portal 127.0.0.1:$PORT_C (its LUN in "secondary"); both map the

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A throw-away LIO iSCSI target (the Linux kernel target that targetcli configures) in a QEMU
 # TCG guest, for tests. The guest boots Debian's kernel (tests/guest/make-initramfs.sh) and
-# configures LIO through configfs (tests/guest/lio-guest-init.sh): an iblock backstore on a
+# configures LIO with targetcli (tests/guest/lio-targetcli.sh, run from the Debian root of
+# make-targetcli-root.sh on a read-only third disk) or by writing configfs itself
+# (tests/guest/lio-guest-init.sh; --configure-with configfs): an iblock backstore on a
 # virtio disk that is a raw file on the host (written through: the host reads what LIO wrote,
 # live), target $LIO_IQN with tpgt_1 on ports A and B and tpgt_2 on port C, LUN 0 in each,
 # CHAP and mutual CHAP for one initiator name, CRC32C digests allowed, and two ALUA target port
@@ -25,6 +27,9 @@
 #                          1 non-optimized (default), 2 standby
 #   --dir DIR              where the disk, console log and initramfs go (default: mktemp -d)
 #   --boot-timeout SEC     seconds allowed until LIO is configured (default 120; about 15)
+#   --configure-with HOW   targetcli (default: the commands of lio-targetcli.sh) or configfs
+#                          (the same configuration written straight into configfs, faster to
+#                          boot and needs no Debian root)
 #   --initiator-binary P   also put iscsi-mpio (P) in the guest, for the `nbd` commands: the
 #                          initiator next to LIO, with the kernel's nbd driver for /dev/nbd0
 #
@@ -38,7 +43,8 @@
 # As soon as QEMU runs, DIR/qemu.env holds LIO_PID LIO_PID_START LIO_DIR LIO_DIR_OWNED: a
 # caller interrupted during start sources it and runs `stop`.
 #
-# Environment: IM_GUEST_CACHE (kernel cache, see make-initramfs.sh). Needs root? No: QEMU TCG
+# Environment: IM_GUEST_CACHE (kernel and targetcli root cache, see make-initramfs.sh and
+# make-targetcli-root.sh). Needs root? No: QEMU TCG
 # and user-mode networking run as any user; make-initramfs.sh needs apt-get download once.
 # Facts relied on (linux-image-6.1 amd64): configfs, target_core_*, iscsi_target_mod, sha3_generic,
 # virtio_blk and virtio_pci are modules; md5, sha1, sha256 are built in; CONFIG_DYNAMIC_DEBUG=y.
