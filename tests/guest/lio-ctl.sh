@@ -30,7 +30,7 @@ export PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 # shellcheck source=/dev/null
 . /etc/lio/lio.env
 t=/sys/kernel/config/target
-dev=$t/core/iblock_0/disk
+dev=$LUN0_DEVICE  # the configfs directory of LUN 0's device (lio-guest-init.sh)
 tq=$t/iscsi/$TARGET_IQN
 
 done_with() {

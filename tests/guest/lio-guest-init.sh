@@ -2,8 +2,10 @@
 # shellcheck shell=sh
 # /init of the LIO target guest that tests/guest/lio-target.sh boots (QEMU TCG, busybox
 # initramfs). It loads LIO (target_core_mod, target_core_iblock, iscsi_target_mod) and
-# configures it by writing configfs under /sys/kernel/config/target/, as targetcli does:
-#   - backstore iblock_0/disk on /dev/vda (the host's raw file, so the host can read the data);
+# configures it with targetcli (CONFIGURE_WITH=targetcli: /etc/lio/lio-targetcli.sh in the
+# Debian root on /dev/vdc) or by writing configfs under /sys/kernel/config/target/ itself, as
+# targetcli does (CONFIGURE_WITH=configfs); either way:
+#   - backstore iblock_N/disk on /dev/vda (the host's raw file, so the host can read the data);
 #   - ALUA target port group "secondary" (id 2) beside LIO's default_tg_pt_gp (id 0);
 #   - target $TARGET_IQN, tpgt_1 with portals 127.0.0.1:$PORT_A and 127.0.0.1:$PORT_B (default
 #     port group), tpgt_2 with portal 127.0.0.1:$PORT_C (its LUN in "secondary"); both map the
@@ -67,62 +69,102 @@ sysctl -q -w net.ipv4.conf.all.route_localnet=1 net.ipv4.conf.eth0.route_localne
   fail "route_localnet"
 
 deadline=$(($(now) + 20))
-while [ ! -b /dev/vda ] || [ ! -b /dev/vdb ]; do
-  [ "$(now)" -lt "$deadline" ] || fail "no /dev/vda and /dev/vdb"
-  sleep 0.2
+disks="/dev/vda /dev/vdb"
+[ "$CONFIGURE_WITH" != targetcli ] || disks="$disks /dev/vdc"
+for disk in $disks; do
+  while [ ! -b "$disk" ]; do
+    [ "$(now)" -lt "$deadline" ] || fail "no $disk"
+    sleep 0.2
+  done
 done
 
 t=/sys/kernel/config/target
-dev=$t/core/iblock_0/disk
-mkdir -p "$dev" || fail "mkdir $dev"
-put "udev_path=/dev/vda" "$dev/control"
-put "$DISK_SERIAL" "$dev/wwn/vpd_unit_serial"
-put 1 "$dev/enable"
-# LUN 1: a second disk, for an attach of several LUNs (`luns: all`).
-dev1=$t/core/iblock_1/disk1
-mkdir -p "$dev1" || fail "mkdir $dev1"
-put "udev_path=/dev/vdb" "$dev1/control"
-put "$DISK1_SERIAL" "$dev1/wwn/vpd_unit_serial"
-put 1 "$dev1/enable"
-# A second ALUA target port group on the device; the LUN of tpgt_2 joins it below.
-mkdir "$dev/alua/secondary" || fail "mkdir alua/secondary"
-put 2 "$dev/alua/secondary/tg_pt_gp_id"
-# LIO delays each command on an active/non-optimized port (nonop_delay_msecs, 100 ms by
-# default); keep either group quick when it is made non-optimized, for the failover checks.
-put 0 "$dev/alua/secondary/nonop_delay_msecs"
-put 0 "$dev/alua/default_tg_pt_gp/nonop_delay_msecs"
-
-mkdir "$t/iscsi" || fail "mkdir $t/iscsi (iscsi_target_mod)"
 tq=$t/iscsi/$TARGET_IQN
-# setup_tpg N PORT...: tpgt_N with LUN 0 and LUN 1 on the disks, portals 127.0.0.1:PORT, the ACL
-# with CHAP.
-setup_tpg() {
-  tpg=$tq/tpgt_$1
-  shift
-  mkdir -p "$tpg/lun/lun_0" || fail "mkdir $tpg"
-  ln -s "$dev" "$tpg/lun/lun_0/disk" || fail "link LUN 0 of $tpg"
-  mkdir -p "$tpg/lun/lun_1" || fail "mkdir $tpg/lun/lun_1"
-  ln -s "$dev1" "$tpg/lun/lun_1/disk1" || fail "link LUN 1 of $tpg"
-  for port in "$@"; do
-    mkdir "$tpg/np/127.0.0.1:$port" || fail "portal 127.0.0.1:$port"
-  done
-  acl=$tpg/acls/$INITIATOR_IQN
-  mkdir -p "$acl/lun_0" || fail "mkdir $acl"
-  ln -s "$tpg/lun/lun_0" "$acl/lun_0/lun" || fail "map LUN 0 in $acl"
-  mkdir -p "$acl/lun_1" || fail "mkdir $acl/lun_1"
-  ln -s "$tpg/lun/lun_1" "$acl/lun_1/lun" || fail "map LUN 1 in $acl"
-  put "$CHAP_USER" "$acl/auth/userid"
-  put "$CHAP_SECRET" "$acl/auth/password"
-  put "$MUTUAL_USER" "$acl/auth/userid_mutual"
-  put "$MUTUAL_SECRET" "$acl/auth/password_mutual"
-  put 1 "$tpg/attrib/authentication"
-  put 0 "$tpg/attrib/generate_node_acls"
-  put 1 "$tpg/enable"
+
+# configure_with_targetcli: lio-targetcli.sh, the targetcli commands of a user's guide, run
+# in the Debian root on /dev/vdc (make-targetcli-root.sh; read-only, shared by every run),
+# with the kernel's file systems and a writable /tmp and /run mounted into it.
+configure_with_targetcli() {
+  r=/targetcli-root
+  mkdir -p $r
+  mount -t ext4 -o ro /dev/vdc $r || fail "mount the targetcli root (/dev/vdc)"
+  mount -t proc proc $r/proc
+  mount -t sysfs sysfs $r/sys
+  mount -t configfs configfs $r/sys/kernel/config
+  mount -t devtmpfs devtmpfs $r/dev
+  mount -t tmpfs tmpfs $r/tmp
+  mount -t tmpfs tmpfs $r/run
+  cp /etc/lio/lio.env /etc/lio/lio-targetcli.sh $r/tmp/
+  say "configuring LIO with targetcli"
+  chroot $r /bin/sh /tmp/lio-targetcli.sh /tmp/lio.env >/tmp/targetcli.log 2>&1 ||
+    { cat /tmp/targetcli.log; fail "targetcli (lio-targetcli.sh)"; }
+  say "targetcli done"
+  # What targetcli said, ending with the configuration as `ls` shows it, for the console log.
+  cat /tmp/targetcli.log
 }
-setup_tpg 1 "$PORT_A" "$PORT_B"
-setup_tpg 2 "$PORT_C"
-put secondary "$tq/tpgt_2/lun/lun_0/alua_tg_pt_gp"
-put "$SECONDARY_STATE" "$dev/alua/secondary/alua_access_state"
+
+# configure_with_configfs: the same target written straight into configfs, as targetcli does.
+configure_with_configfs() {
+  dev=$t/core/iblock_0/disk
+  mkdir -p "$dev" || fail "mkdir $dev"
+  put "udev_path=/dev/vda" "$dev/control"
+  put "$DISK_SERIAL" "$dev/wwn/vpd_unit_serial"
+  put 1 "$dev/enable"
+  # LUN 1: a second disk, for an attach of several LUNs (`luns: all`).
+  dev1=$t/core/iblock_1/disk1
+  mkdir -p "$dev1" || fail "mkdir $dev1"
+  put "udev_path=/dev/vdb" "$dev1/control"
+  put "$DISK1_SERIAL" "$dev1/wwn/vpd_unit_serial"
+  put 1 "$dev1/enable"
+  # A second ALUA target port group on the device; the LUN of tpgt_2 joins it below.
+  mkdir "$dev/alua/secondary" || fail "mkdir alua/secondary"
+  put 2 "$dev/alua/secondary/tg_pt_gp_id"
+  # LIO delays each command on an active/non-optimized port (nonop_delay_msecs, 100 ms by
+  # default); keep either group quick when it is made non-optimized, for the failover checks.
+  put 0 "$dev/alua/secondary/nonop_delay_msecs"
+  put 0 "$dev/alua/default_tg_pt_gp/nonop_delay_msecs"
+
+  mkdir "$t/iscsi" || fail "mkdir $t/iscsi (iscsi_target_mod)"
+  # setup_tpg N PORT...: tpgt_N with LUN 0 and LUN 1 on the disks, portals 127.0.0.1:PORT, the ACL
+  # with CHAP.
+  setup_tpg() {
+    tpg=$tq/tpgt_$1
+    shift
+    mkdir -p "$tpg/lun/lun_0" || fail "mkdir $tpg"
+    ln -s "$dev" "$tpg/lun/lun_0/disk" || fail "link LUN 0 of $tpg"
+    mkdir -p "$tpg/lun/lun_1" || fail "mkdir $tpg/lun/lun_1"
+    ln -s "$dev1" "$tpg/lun/lun_1/disk1" || fail "link LUN 1 of $tpg"
+    for port in "$@"; do
+      mkdir "$tpg/np/127.0.0.1:$port" || fail "portal 127.0.0.1:$port"
+    done
+    acl=$tpg/acls/$INITIATOR_IQN
+    mkdir -p "$acl/lun_0" || fail "mkdir $acl"
+    ln -s "$tpg/lun/lun_0" "$acl/lun_0/lun" || fail "map LUN 0 in $acl"
+    mkdir -p "$acl/lun_1" || fail "mkdir $acl/lun_1"
+    ln -s "$tpg/lun/lun_1" "$acl/lun_1/lun" || fail "map LUN 1 in $acl"
+    put "$CHAP_USER" "$acl/auth/userid"
+    put "$CHAP_SECRET" "$acl/auth/password"
+    put "$MUTUAL_USER" "$acl/auth/userid_mutual"
+    put "$MUTUAL_SECRET" "$acl/auth/password_mutual"
+    put 1 "$tpg/attrib/authentication"
+    put 0 "$tpg/attrib/generate_node_acls"
+    put 1 "$tpg/enable"
+  }
+  setup_tpg 1 "$PORT_A" "$PORT_B"
+  setup_tpg 2 "$PORT_C"
+  put secondary "$tq/tpgt_2/lun/lun_0/alua_tg_pt_gp"
+  put "$SECONDARY_STATE" "$dev/alua/secondary/alua_access_state"
+}
+
+if [ "$CONFIGURE_WITH" = targetcli ]; then
+  configure_with_targetcli
+else
+  configure_with_configfs
+fi
+# The device under LUN 0, wherever either way put it (iblock_N/disk), for the ALUA groups.
+for dev in "$t"/core/iblock_*/disk; do :; done
+[ -d "$dev/alua/secondary" ] || fail "no ALUA group secondary on LUN 0's device"
+echo "LUN0_DEVICE=$dev" >>/etc/lio/lio.env  # for lio-ctl
 
 for key in HeaderDigest DataDigest AuthMethod; do
   echo "LIO-PARAM: $key=$(cat "$tq/tpgt_1/param/$key")"

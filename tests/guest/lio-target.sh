@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A throw-away LIO iSCSI target (the Linux kernel target that targetcli configures) in a QEMU
 # TCG guest, for tests. The guest boots Debian's kernel (tests/guest/make-initramfs.sh) and
-# configures LIO through configfs (tests/guest/lio-guest-init.sh): an iblock backstore on a
+# configures LIO with targetcli (tests/guest/lio-targetcli.sh, run from the Debian root of
+# make-targetcli-root.sh on a read-only third disk) or by writing configfs itself
+# (tests/guest/lio-guest-init.sh; --configure-with configfs): an iblock backstore on a
 # virtio disk that is a raw file on the host (written through: the host reads what LIO wrote,
 # live), target $LIO_IQN with tpgt_1 on ports A and B and tpgt_2 on port C, LUN 0 in each,
 # CHAP and mutual CHAP for one initiator name, CRC32C digests allowed, and two ALUA target port
@@ -25,6 +27,9 @@
 #                          1 non-optimized (default), 2 standby
 #   --dir DIR              where the disk, console log and initramfs go (default: mktemp -d)
 #   --boot-timeout SEC     seconds allowed until LIO is configured (default 120; about 15)
+#   --configure-with HOW   targetcli (default: the commands of lio-targetcli.sh) or configfs
+#                          (the same configuration written straight into configfs, faster to
+#                          boot and needs no Debian root)
 #   --initiator-binary P   also put iscsi-mpio (P) in the guest, for the `nbd` commands: the
 #                          initiator next to LIO, with the kernel's nbd driver for /dev/nbd0
 #
@@ -38,7 +43,8 @@
 # As soon as QEMU runs, DIR/qemu.env holds LIO_PID LIO_PID_START LIO_DIR LIO_DIR_OWNED: a
 # caller interrupted during start sources it and runs `stop`.
 #
-# Environment: IM_GUEST_CACHE (kernel cache, see make-initramfs.sh). Needs root? No: QEMU TCG
+# Environment: IM_GUEST_CACHE (kernel and targetcli root cache, see make-initramfs.sh and
+# make-targetcli-root.sh). Needs root? No: QEMU TCG
 # and user-mode networking run as any user; make-initramfs.sh needs apt-get download once.
 # Facts relied on (linux-image-6.1 amd64): configfs, target_core_*, iscsi_target_mod, sha3_generic,
 # virtio_blk and virtio_pci are modules; md5, sha1, sha256 are built in; CONFIG_DYNAMIC_DEBUG=y.
@@ -94,7 +100,7 @@ free_ports() {
 
 start() {
   local iqn=$default_iqn size=64M dir='' initiator='' boot_timeout=120 secondary_state=1
-  local initiator_binary=''
+  local initiator_binary='' configure_with=targetcli
   local chap=im-initiator:im-initiator-secret1 mutual_chap=im-target:im-target-secret22
   while (($#)); do
     case $1 in
@@ -107,13 +113,26 @@ start() {
       --dir) dir=${2:?}; shift 2 ;;
       --boot-timeout) boot_timeout=${2:?}; shift 2 ;;
       --initiator-binary) initiator_binary=${2:?}; shift 2 ;;
+      --configure-with) configure_with=${2:?}; shift 2 ;;
       -h | --help) usage 0 ;;
       *) echo "unknown option: $1" >&2; usage ;;
     esac
   done
   [[ -n $initiator ]] || tb_die "--initiator IQN is required (the ACL's name)"
   [[ $chap == *:* && $mutual_chap == *:* ]] || tb_die "--chap/--mutual-chap want USER:SECRET"
+  [[ $configure_with == targetcli || $configure_with == configfs ]] ||
+    tb_die "--configure-with wants targetcli or configfs, not '$configure_with'"
   command -v qemu-system-x86_64 >/dev/null || tb_die "qemu-system-x86_64 not found (tools/install-deps.sh)"
+  # The Debian root with targetcli: a read-only third disk, /dev/vdc in the guest.
+  local root_disk=()
+  if [[ $configure_with == targetcli ]]; then
+    local root_env
+    root_env=$("$here/make-targetcli-root.sh") || tb_die "make-targetcli-root.sh failed"
+    eval "$root_env"
+    # shellcheck disable=SC2054  # QEMU's options are comma-separated
+    root_disk=(-drive "file=$GUEST_TARGETCLI_ROOT,format=raw,if=none,id=root,readonly=on"
+      -device virtio-blk-pci,drive=root,romfile=)
+  fi
 
   local dir_owned
   read -r dir_owned dir <<<"$(tb_target_dir "$dir" lio-target)"
@@ -154,11 +173,13 @@ MUTUAL_SECRET='${mutual_chap#*:}'
 SECONDARY_STATE=$secondary_state
 DISK_SERIAL=$serial
 DISK1_SERIAL=${serial}b
+CONFIGURE_WITH=$configure_with
 EOF
     local initramfs_env extra=()
     [[ -z $initiator_binary ]] || extra=(--binary "$initiator_binary:/usr/local/bin/iscsi-mpio")
     initramfs_env=$("$here/make-initramfs.sh" --out "$dir" --init "$here/lio-guest-init.sh" \
       --binary "$here/lio-ctl.sh:/bin/lio-ctl" --file "$dir/lio.env:/etc/lio/lio.env" \
+      --file "$here/lio-targetcli.sh:/etc/lio/lio-targetcli.sh" \
       ${extra[@]+"${extra[@]}"} \
       $(printf -- '--module %s ' "${lio_modules[@]}")) || abort_start "make-initramfs.sh failed"
     eval "$initramfs_env"
@@ -178,6 +199,7 @@ EOF
       -device virtio-blk-pci,drive=disk0,romfile= \
       -drive "file=$disk1,format=raw,if=none,id=disk1,cache=writethrough" \
       -device virtio-blk-pci,drive=disk1,romfile= \
+      ${root_disk[@]+"${root_disk[@]}"} \
       </dev/null >"$dir/qemu.log" 2>&1 &
     pid=$!
     sleep 0.5

@@ -1,6 +1,10 @@
 #!/usr/bin/env bash
-# integration.lio: iscsi-mpio against LIO, the Linux kernel target that targetcli configures,
-# in a QEMU TCG guest (tests/guest/lio-target.sh). The host reaches the guest's portals through
+# integration.lio: iscsi-mpio against LIO, the Linux kernel target, in a QEMU TCG guest
+# (tests/guest/lio-target.sh) configured with targetcli, Debian's targetcli-fb, by the commands
+# a user's guide gives (tests/guest/lio-targetcli.sh: two block backstores, two TPGs, three
+# portals, an ACL with CHAP and mutual CHAP, two LUNs, an ALUA group); every case runs against
+# that target. LIO_CONFIGURE_WITH=configfs writes the same configuration straight into configfs
+# instead (no Debian root needed). The host reaches the guest's portals through
 # user-mode networking: each host port 127.0.0.1:P forwarded to the guest's 127.0.0.1:P. LUN 0
 # is an iblock backstore on a virtio disk that is a raw file on the host, so every data check
 # reads what LIO wrote, without going through the initiator.
@@ -50,10 +54,12 @@
 #
 # Environment: BUILD (build tree, default <repo>/build), IM_BIN, EXERCISER, LIO_SUITE_TIMEOUT
 #   (seconds before the suite stops itself, default 420, under CTest's 450), KEEP_WORKDIR=1
-#   (keep logs, configs, the guest console). IM_GUEST_CACHE: see tests/guest/make-initramfs.sh.
-# Needs qemu-system-x86, busybox-static, cpio, jq, and Debian's kernel package (fetched once);
+#   (keep logs, configs, the guest console), LIO_CONFIGURE_WITH (targetcli, the default, or
+#   configfs). IM_GUEST_CACHE: see tests/guest/make-initramfs.sh and make-targetcli-root.sh.
+# Needs qemu-system-x86, busybox-static, cpio, jq, Debian's kernel package (fetched once) and,
+# for targetcli, mmdebstrap and a Debian mirror for the first run (the root is cached);
 # runs as any user able to run QEMU (root in CI). Only 127.0.0.1 is used. About 70 s before
-# alua-standby, which adds about 40 s.
+# alua-standby, which adds about 40 s; targetcli adds about 15 s to the guest's start.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -62,6 +68,7 @@ readonly repo
 source "$repo/tests/testbed/lib.sh"
 readonly build=${BUILD:-$repo/build}
 readonly im_bin=${IM_BIN:-$build/tools/iscsi-mpio/iscsi-mpio}
+readonly configure_with=${LIO_CONFIGURE_WITH:-targetcli}
 readonly exerciser=${EXERCISER:-$build/tests/integration/nbd_exerciser}
 readonly lio=$repo/tests/guest/lio-target.sh
 readonly initiator=iqn.2026-11.org.iscsi-mpio:lio-suite
@@ -624,7 +631,7 @@ started=$SECONDS
 touch "$work/pids"
 lio_started=1  # set first: an interrupted start still has its QEMU stopped (qemu.env)
 lio_env=$("$lio" start --initiator "$initiator" --dir "$work/lio" --size 64M \
-  --initiator-binary "$im_bin" \
+  --initiator-binary "$im_bin" --configure-with "$configure_with" \
   --chap "$chap_user:$chap_secret" --mutual-chap "$mutual_user:$mutual_secret") || {
   lio_started=0
   tb_die "the LIO guest did not start"
@@ -632,7 +639,13 @@ lio_env=$("$lio" start --initiator "$initiator" --dir "$work/lio" --size 64M \
 eval "$lio_env"
 log "LIO: $LIO_IQN LUN $LIO_LUN, portals 127.0.0.1:$LIO_PORT_A and :$LIO_PORT_B (tpgt_1)," \
   "127.0.0.1:$LIO_PORT_C (tpgt_2); TPG offers HeaderDigest=$LIO_HEADER_DIGEST" \
-  "DataDigest=$LIO_DATA_DIGEST AuthMethod=$LIO_AUTH_METHOD; up after $((SECONDS - started)) s"
+  "DataDigest=$LIO_DATA_DIGEST AuthMethod=$LIO_AUTH_METHOD; configured with $configure_with," \
+  "up after $((SECONDS - started)) s"
+# The guest's own timeline (seconds since its boot): modules, configuration, ready.
+tr -d '\r' <"$LIO_CONSOLE" | grep -a '^LIO: \[' | sed 's/^/    guest /'
+[[ $configure_with != targetcli ]] ||
+  tr -d '\r' <"$LIO_CONSOLE" | grep -aE '^[ |]*o- ' |
+  sed 's/^/    targetcli ls: /'
 
 selected=("$@")
 ((${#selected[@]})) ||

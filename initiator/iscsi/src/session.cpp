@@ -135,11 +135,25 @@ bool Session::hold_for_batch() const {
   return room < std::min(refill_batch, waiting_.size());
 }
 
+// No command goes out while a LOGICAL UNIT RESET of ours is unanswered. The reset is an
+// immediate request (§11.5) that the target may carry out some time after it arrived: LIO
+// queues it to a worker, which aborts every command of the LU it holds by then, commands that
+// came in behind the reset on this I_T nexus included, and those end without a response to
+// the nexus that asked (SAM-5 §5.6). Such a command would wait out the command timeout (30 s
+// seen in integration.lio's alua case) for an ABORT TASK answered "task does not exist". Held
+// until the answer, as open-iscsi holds new commands while a task management request is
+// queued, the reset ends exactly the commands sent before it (conclude_tmf).
+bool Session::lun_reset_outstanding() const {
+  return std::any_of(tmfs_.begin(), tmfs_.end(), [](const PendingTmf& t) {
+    return t.function == TaskFunction::logical_unit_reset;
+  });
+}
+
 // Sends waiting tasks while the CmdSN window is open and a task slot is free (§4.2.2.1: the
 // initiator must not send a non-immediate command with CmdSN beyond MaxCmdSN).
 void Session::pump() {
   // Judged once: a batch, once released, goes out whole.
-  const bool hold = hold_for_batch();
+  const bool hold = hold_for_batch() || lun_reset_outstanding();
   while (!hold && !waiting_.empty() && window_open() && !free_slots_.empty() &&
          !logout_requested_) {
     ScsiTask* task = waiting_.front();

@@ -338,11 +338,15 @@ TEST_CASE("LOGICAL UNIT RESET ends the LUN's tasks sent before it, and only thos
   CHECK(req.lun == lun1);
   CHECK(req.referenced_task_tag == Itt{Itt::reserved});
   CHECK(req.cmd_sn == CmdSN(4));
-  s.session->submit(later.task);  // sent after the reset: not in its scope
+  // Submitted after the reset: held until its answer, so that the target cannot count it
+  // among the LU's commands when it carries the reset out, and then sent, out of its scope.
+  s.session->submit(later.task);
+  s.expect_nothing_sent();
+  CHECK(s.session->tasks_waiting() == 1);
+
+  REQUIRE_FALSE(s.answer_tmf(req.itt, TaskManagementResponseCode::function_complete, 4));
   auto cmd_later = std::get<ScsiCommand>(s.expect_sent());
   CHECK(cmd_later.cmd_sn == CmdSN(4));
-
-  REQUIRE_FALSE(s.answer_tmf(req.itt, TaskManagementResponseCode::function_complete, 5));
   CHECK(a.error == make_error_code(errc::task_aborted_proven));
   CHECK(b.error == make_error_code(errc::task_aborted_proven));
   CHECK(a.detail.find("LOGICAL UNIT RESET") != std::string::npos);

@@ -263,6 +263,7 @@ class Session : private DataPlacement {
     return window_open() ? max_cmd_sn_.distance_from(cmd_sn_) + 1 : 0;
   }
   bool hold_for_batch() const;
+  bool lun_reset_outstanding() const;
   void pump();
   void send_command(uint32_t slot_index);
   void queue_data_out(uint32_t slot_index, Ttt ttt, uint32_t offset, uint32_t length,
