@@ -6,28 +6,23 @@ namespace mpio {
 
 void PathLatency::observe(std::chrono::nanoseconds latency) {
   if (!sampled_) {
-    // RFC 6298 §2.2: the first measurement sets the mean, and half of it the deviation.
-    sampled_ = true;
+    sampled_ = true;  // RFC 6298 §2.2: the first measurement is the mean
     smoothed_ = latency;
-    deviation_ = latency / 2;
     return;
   }
-  // RFC 6298 §2.3, deviation first (it uses the mean before this sample).
-  const auto error = latency > smoothed_ ? latency - smoothed_ : smoothed_ - latency;
-  deviation_ += (error - deviation_) / 4;
   smoothed_ += (latency - smoothed_) / 8;
 }
 
-std::optional<std::chrono::nanoseconds> PathLatency::recent_slow() const {
+std::optional<std::chrono::nanoseconds> PathLatency::recent() const {
   if (!sampled_) return std::nullopt;
-  return smoothed_ + 4 * deviation_;
+  return smoothed_;
 }
 
 std::chrono::nanoseconds hedge_after(const HedgedReadPolicy& policy, const PathLatency& path) {
   const std::chrono::nanoseconds floor = policy.floor();
-  const auto slow = path.recent_slow();
-  if (!slow) return floor;
-  return std::max(floor, *slow * static_cast<int64_t>(policy.latency_factor));
+  const auto recent = path.recent();
+  if (!recent) return floor;
+  return std::max(floor, *recent * static_cast<int64_t>(policy.latency_factor));
 }
 
 HedgeDecision decide_hedge(const HedgedReadPolicy& policy, const HedgeCandidate& candidate) {

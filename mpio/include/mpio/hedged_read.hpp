@@ -25,32 +25,32 @@ struct HedgedReadPolicy {
   // Never hedge a read younger than this: below it, a hedge would mostly duplicate reads that
   // were merely queued behind others (a QD32 burst on a healthy path).
   uint32_t floor_ms = 100;
-  // Hedge a read outstanding this many times the path's recent slow latency (see PathLatency).
+  // Hedge a read outstanding this many times the path's recent mean latency (PathLatency).
   uint32_t latency_factor = 3;
 
   std::chrono::milliseconds floor() const { return std::chrono::milliseconds(floor_ms); }
   friend bool operator==(const HedgedReadPolicy&, const HedgedReadPolicy&) = default;
 };
 
-// The recent latency of one path, from the commands it answered: a smoothed mean and mean
-// deviation as TCP keeps for its retransmission timeout (RFC 6298 §2: gains 1/8 and 1/4), so a
-// burst of slow answers raises it within a few commands and one outlier does not.
+// The recent latency of one path, from the commands it answered: a smoothed mean with TCP's
+// gain for its round-trip time (RFC 6298 §2.3, 1/8), so a path slowing down raises it within a
+// few commands and one outlier barely moves it. The mean, not a tail estimate: under load a
+// path's latency spreads widely, and a threshold that followed the spread (as the RTO's four
+// deviations do) would grow to the very stalls hedging is there to cut.
 class PathLatency {
  public:
   void observe(std::chrono::nanoseconds latency);
-  // Mean plus four deviations (RFC 6298's RTO without its one-second floor): what a slow but
-  // normal command of this path takes. nullopt before the first answer.
-  std::optional<std::chrono::nanoseconds> recent_slow() const;
+  // nullopt before the first answer.
+  std::optional<std::chrono::nanoseconds> recent() const;
 
  private:
   bool sampled_ = false;
   std::chrono::nanoseconds smoothed_{0};
-  std::chrono::nanoseconds deviation_{0};
 };
 
 // How long a read may stay outstanding on a path before it is hedged: latency_factor times the
-// path's recent slow latency, never less than the floor (nor less than the floor on a path that
-// has answered nothing yet).
+// path's recent mean latency, never less than the floor (the floor alone on a path that has
+// answered nothing yet).
 std::chrono::nanoseconds hedge_after(const HedgedReadPolicy& policy, const PathLatency& path);
 
 // One read outstanding, as the device sees it at a check.

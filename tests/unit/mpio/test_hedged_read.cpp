@@ -6,31 +6,32 @@ using namespace mpio;
 using namespace std::chrono_literals;
 using Action = RaceStep::Action;
 
-TEST_CASE("a path's recent slow latency follows RFC 6298's smoothing", "[mpio][hedge]") {
+TEST_CASE("a path's recent latency is RFC 6298's smoothed mean", "[mpio][hedge]") {
   PathLatency path;
-  CHECK_FALSE(path.recent_slow().has_value());
-  path.observe(8ms);  // first sample: mean 8, deviation 4
-  CHECK(path.recent_slow() == std::chrono::nanoseconds(24ms));
-  for (int i = 0; i < 200; ++i) path.observe(8ms);  // steady: the deviation decays
-  CHECK(*path.recent_slow() < 9ms);
-  CHECK(*path.recent_slow() >= 8ms);
-  // One outlier raises it at once (a path slowing down is believed quickly) ...
-  path.observe(400ms);
-  CHECK(*path.recent_slow() > 400ms);
+  CHECK_FALSE(path.recent().has_value());
+  path.observe(8ms);  // the first sample is the mean
+  CHECK(path.recent() == std::chrono::nanoseconds(8ms));
+  path.observe(16ms);  // 8 + (16 - 8) / 8
+  CHECK(path.recent() == std::chrono::nanoseconds(9ms));
+  // One outlier moves it by an eighth of the difference, not to the outlier ...
+  for (int i = 0; i < 200; ++i) path.observe(8ms);
+  path.observe(408ms);
+  CHECK(*path.recent() > 50ms);
+  CHECK(*path.recent() < 60ms);
   // ... and normal answers bring it back within a few dozen commands.
   for (int i = 0; i < 40; ++i) path.observe(8ms);
-  CHECK(*path.recent_slow() < 20ms);
+  CHECK(*path.recent() < 9ms);
 }
 
-TEST_CASE("the hedge threshold is the factor times the recent slow latency, at least the floor",
+TEST_CASE("the hedge threshold is the factor times the recent latency, at least the floor",
           "[mpio][hedge]") {
   HedgedReadPolicy policy{.enabled = true, .floor_ms = 100, .latency_factor = 3};
   PathLatency path;
   CHECK(hedge_after(policy, path) == 100ms);  // nothing answered yet: the floor
-  path.observe(2ms);                          // recent slow 6 ms, x3 = 18 ms < floor
+  path.observe(20ms);                         // x3 = 60 ms < floor
   CHECK(hedge_after(policy, path) == 100ms);
   PathLatency slow;
-  slow.observe(50ms);  // recent slow 150 ms, x3 = 450 ms
+  slow.observe(150ms);  // x3 = 450 ms
   CHECK(hedge_after(policy, slow) == 450ms);
 }
 
