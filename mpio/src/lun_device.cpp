@@ -705,6 +705,8 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   // The same READ on another path, into a buffer of its own.
   void send_hedge(Command& first) {
+    // Completed meanwhile, by an earlier hedge's synchronous failure on its path.
+    if (first.watch_index == Command::not_watched) return;
     Path* via = select_path(first, first.path);
     if (via == nullptr) return;
     unwatch_read(first);
