@@ -123,6 +123,6 @@ finish_reads || echo "hedge: fio failed on healthy paths"
 sent=$(($(sum hedges_sent) - sent_before))
 asked=$(jq -r '.jobs[0].read.total_ios' "$work/healthy.json")
 echo "hedge: extra reads at QD32 on healthy paths, ${healthy_s} s: $sent hedges for $asked reads" \
-  "($(awk -v s="$sent" -v a="$asked" 'BEGIN {printf "%.3f", a > 0 ? 100 * s / a : 0}') %)," \
+  "($(awk -v s="$sent" -v a="$asked" 'BEGIN {printf "%.3f", (a > 0 ? 100 * s / a : 0)}') %)," \
   "longest read $(longest_ms "$work/healthy.json") ms"
 detach
