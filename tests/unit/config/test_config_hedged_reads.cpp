@@ -55,8 +55,8 @@ TEST_CASE("multipath.hedged_reads refuses bad values, with file, line and key", 
                          Bad{"latency_factor", "2.5", "expected an integer from 1 to 100"},
                          Bad{"enabled", "maybe", "expected"}}) {
     INFO(bad.key << ": " << bad.value);
-    const auto e = error_at(load(with_hedged_reads("    enabled: true\n    " +
-                                                   std::string(bad.key) + ": " + bad.value + "\n")),
+    const auto e = error_at(load(with_hedged_reads("    # line 5\n    " + std::string(bad.key) +
+                                                   ": " + bad.value + "\n")),
                             std::string("multipath.hedged_reads.") + bad.key);
     CHECK(e.code == config_errc::invalid_value);
     CHECK(e.file == "t.yaml");
