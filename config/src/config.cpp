@@ -1009,6 +1009,18 @@ const Section<MarginalPathPolicy>& marginal_path_section() {
   return section;
 }
 
+// multipath.hedged_reads. The floor stays above a healthy path's queueing at a deep queue (a
+// hedge below it mostly duplicates reads that were only waiting their turn) and below a second
+// (above it, the NOP-Out ping catches a black hole about as soon).
+const Section<HedgedReadPolicy>& hedged_reads_section() {
+  static const Section<HedgedReadPolicy> section({
+      optional("enabled", &HedgedReadPolicy::enabled, boolean{}),
+      optional("floor_ms", &HedgedReadPolicy::floor_ms, integer<std::uint32_t>{10, 10000}),
+      optional("latency_factor", &HedgedReadPolicy::latency_factor, integer<std::uint32_t>{1, 100}),
+  });
+  return section;
+}
+
 const Section<Multipath>& multipath_section() {
   static const Section<Multipath> section({
       optional("path_grouping_policy", &Multipath::path_grouping_policy,
@@ -1038,6 +1050,8 @@ const Section<Multipath>& multipath_section() {
       optional("max_sectors_kb", &Multipath::max_sectors_kb, integer<std::uint32_t>{4, 32768}),
       optional("marginal_path", &Multipath::marginal_path,
                nested<MarginalPathPolicy>{&marginal_path_section()}),
+      optional("hedged_reads", &Multipath::hedged_reads,
+               nested<HedgedReadPolicy>{&hedged_reads_section()}),
   });
   return section;
 }

@@ -18,6 +18,7 @@
 #include <scsi/report_luns.hpp>
 
 #include "mpio/command_outcome.hpp"
+#include "mpio/hedged_read.hpp"
 #include "mpio/no_path.hpp"
 #include "mpio/path_selector.hpp"
 #include "mpio/placement.hpp"
@@ -32,6 +33,7 @@ using asio::awaitable;
 using asio::use_awaitable;
 
 struct Path;
+struct Operation;
 
 // One SCSI command on its way, with what to do when it completes.
 struct Command : iscsi::ScsiTask {
@@ -43,6 +45,18 @@ struct Command : iscsi::ScsiTask {
   Path* pinned = nullptr;        // probes of one path run there or nowhere
   std::chrono::steady_clock::time_point sent_at;  // of the current attempt
   bool to_lun0 = false;  // REPORT LUNS goes to LUN 0, which every target has (SPC-4)
+  // Hedged reads (hedged_read.hpp). A READ whose data goes to the client's buffer, the
+  // operation it belongs to, and while two attempts race, the other one (`twin`): the first
+  // attempt keeps the race. A hedge reads into `owned`; an attempt that lost is `lost`, left to
+  // finish on its path and forgotten when it does.
+  bool client_read = false;
+  Operation* operation = nullptr;
+  Command* twin = nullptr;
+  ReadRace race;
+  bool is_hedge = false;
+  bool lost = false;
+  static constexpr size_t not_watched = SIZE_MAX;
+  size_t watch_index = not_watched;  // in LunDevice::Impl::reads_out
   // Writes, UNMAP and WRITE SAME change the medium: a copy whose fate is unknown must be proven
   // dead before another copy is sent (else a stale write may land after a newer one).
   bool mutating() const { return direction == iscsi::DataDirection::write; }
@@ -80,6 +94,8 @@ struct Path {
   uint32_t in_flight = 0;
   uint64_t in_flight_bytes = 0;
   uint64_t commands = 0, bytes = 0, errors = 0;
+  PathLatency latency;  // of the commands it answered: when its reads are hedged
+  uint64_t hedges_sent = 0, hedges_won = 0;
   std::string last_error;
   std::optional<uint16_t> portal_group_tag;
   // Mutating commands whose attempt on this path may still be alive at the target.
@@ -111,6 +127,13 @@ void reset_command(Command& cmd) {
   cmd.path = nullptr;
   cmd.pinned = nullptr;
   cmd.to_lun0 = false;
+  cmd.client_read = false;
+  cmd.operation = nullptr;
+  cmd.twin = nullptr;
+  cmd.race = ReadRace{};
+  cmd.is_hedge = false;
+  cmd.lost = false;
+  cmd.watch_index = Command::not_watched;
 }
 
 struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
@@ -179,14 +202,20 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
 
   std::vector<PathLoad> usable;  // select_path's scratch space, kept to avoid reallocating
 
-  Path* select_path(const Command& cmd) {
+  // `avoid`: a hedge goes anywhere but where its read is stuck.
+  Path* select_path(const Command& cmd, const Path* avoid = nullptr) {
     usable.clear();
     if (group_in_use)
       for (auto& p : paths)
-        if (p->state == PathState::active && p->group == *group_in_use && p->session->ready())
+        if (usable_path(*p) && p.get() != avoid)
           usable.push_back({p->index, p->in_flight, p->in_flight_bytes, 1});
     if (usable.empty()) return nullptr;
     return paths[selector->select(usable, cmd.data_bytes())].get();
+  }
+
+  bool usable_path(const Path& p) const {
+    return p.state == PathState::active && group_in_use && p.group == *group_in_use &&
+           p.session->ready();
   }
 
   bool any_active() const {
@@ -511,13 +540,20 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
         return;
       }
     }
+    send_on(cmd, *p);
+  }
+
+  void send_on(Command& cmd, Path& p) {
     cmd.lun = cmd.to_lun0 ? iscsi::Lun{0} : lun;
-    cmd.path = p;
-    ++p->in_flight;
-    p->in_flight_bytes += cmd.data_bytes();
+    cmd.path = &p;
+    ++p.in_flight;
+    p.in_flight_bytes += cmd.data_bytes();
     cmd.on_complete = [this](iscsi::ScsiTask& t) { command_done(static_cast<Command&>(t)); };
     cmd.sent_at = std::chrono::steady_clock::now();
-    p->session->submit(cmd);
+    // Watched before it goes: a path that is down completes it within submit().
+    if (cmd.client_read && !cmd.is_hedge && !cmd.race.hedged() && config.hedged_reads.enabled)
+      watch_read(cmd);
+    p.session->submit(cmd);
   }
 
   // Carries out decide_completion(): the path's counters, its failure, then the action.
@@ -525,6 +561,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     Path& p = *c.path;
     --p.in_flight;
     p.in_flight_bytes -= c.data_bytes();
+    unwatch_read(c);
     const auto d = decide_completion(
         c, {.pinned = c.pinned != nullptr,
             .mutating = c.mutating(),
@@ -540,12 +577,20 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     if (d.answered) {
       ++p.commands;
       p.bytes += c.data_bytes();
-      if (command_observer) command_observer(p.index, std::chrono::steady_clock::now() - c.sent_at);
+      const auto latency = std::chrono::steady_clock::now() - c.sent_at;
+      p.latency.observe(latency);
+      if (command_observer) command_observer(p.index, latency);
     }
     if (d.fail_path) path_failed(p, d.reason, d.answered);
     if (d.reread_capacity) asio::co_spawn(io, reread_capacity(shared_from_this()), asio::detached);
     if (d.luns_changed && luns_changed_event) luns_changed_event();
     if (d.alua_state && !closing) alua_answered(p, *d.alua_state);
+    if ((c.twin != nullptr || c.lost) && !race_done(c, d)) return;
+    carry_out(c, d);
+  }
+
+  void carry_out(Command& c, const CommandDecision& d) {
+    Path& p = *c.path;
     switch (d.action) {
       case CommandDecision::Action::complete:
         c.then(c);
@@ -574,6 +619,216 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     timer->async_wait([this, &c, timer](boost::system::error_code ec) {
       if (!ec) execute(c);
     });
+  }
+
+  // ---------------------------------------------------------------- hedged reads
+
+  // Client reads out on a path and not hedged yet; looked at every hedge_check_period() while
+  // any is out (one timer for the device, not one per read).
+  std::vector<Command*> reads_out;
+  std::vector<Command*> hedges_due;  // check_hedges' scratch space
+  std::unique_ptr<asio::steady_timer> hedge_timer;
+  bool hedge_check_armed = false;
+  // Attempts outside any operation: hedges out, and attempts that lost, left to finish on their
+  // path. Reused from spare_attempts.
+  std::vector<std::unique_ptr<Command>> loose_attempts;
+  std::vector<std::unique_ptr<Command>> spare_attempts;
+
+  void watch_read(Command& c) {
+    c.watch_index = reads_out.size();
+    reads_out.push_back(&c);
+    arm_hedge_check();
+  }
+
+  void unwatch_read(Command& c) {
+    if (c.watch_index == Command::not_watched) return;
+    Command* last = reads_out.back();
+    reads_out[c.watch_index] = last;
+    last->watch_index = c.watch_index;
+    reads_out.pop_back();
+    c.watch_index = Command::not_watched;
+  }
+
+  // A quarter of the floor: a read is hedged at most that late after its threshold.
+  std::chrono::milliseconds hedge_check_period() const {
+    return std::max(std::chrono::milliseconds(5), config.hedged_reads.floor() / 4);
+  }
+
+  void arm_hedge_check() {
+    if (hedge_check_armed || reads_out.empty() || closing) return;
+    if (!hedge_timer) hedge_timer = std::make_unique<asio::steady_timer>(io);
+    hedge_check_armed = true;
+    hedge_timer->expires_after(hedge_check_period());
+    hedge_timer->async_wait([weak = weak_from_this()](boost::system::error_code ec) {
+      auto self = weak.lock();
+      if (!self) return;
+      self->hedge_check_armed = false;
+      if (ec || self->closing) return;
+      self->check_hedges();
+      self->arm_hedge_check();
+    });
+  }
+
+  bool other_path_usable(const Path* stuck) const {
+    return std::any_of(paths.begin(), paths.end(), [&](const auto& p) {
+      return p.get() != stuck && !p->removing && usable_path(*p);
+    });
+  }
+
+  void check_hedges() {
+    const auto now = std::chrono::steady_clock::now();
+    hedges_due.clear();
+    for (Command* c : reads_out) {
+      HedgeCandidate candidate{.client_read = c->client_read,
+                               .pinned = c->pinned != nullptr,
+                               .already_hedged = c->race.hedged(),
+                               .outstanding = now - c->sent_at,
+                               .threshold = hedge_after(config.hedged_reads, c->path->latency)};
+      // Only a read past its threshold is worth the look at the other paths.
+      if (candidate.outstanding >= candidate.threshold)
+        candidate.other_path_usable = other_path_usable(c->path);
+      if (decide_hedge(config.hedged_reads, candidate) == HedgeDecision::send)
+        hedges_due.push_back(c);
+    }
+    // Sent after the scan: a hedge leaves reads_out, and a path that turns out to be down
+    // completes it at once.
+    for (Command* c : hedges_due) send_hedge(*c);
+  }
+
+  Command& take_spare_attempt() {
+    if (spare_attempts.empty()) spare_attempts.push_back(std::make_unique<Command>());
+    loose_attempts.push_back(std::move(spare_attempts.back()));
+    spare_attempts.pop_back();
+    Command& c = *loose_attempts.back();
+    reset_command(c);
+    return c;
+  }
+
+  // The same READ on another path, into a buffer of its own.
+  void send_hedge(Command& first) {
+    // Completed meanwhile, by an earlier hedge's synchronous failure on its path.
+    if (first.watch_index == Command::not_watched) return;
+    Path* via = select_path(first, first.path);
+    if (via == nullptr) return;
+    unwatch_read(first);
+    Command& hedge = take_spare_attempt();
+    hedge.cdb = first.cdb;
+    hedge.direction = iscsi::DataDirection::read;
+    hedge.owned.resize(first.read_buffer.size());
+    hedge.read_buffer = hedge.owned;
+    hedge.client_read = true;
+    hedge.is_hedge = true;
+    hedge.operation = first.operation;
+    hedge.twin = &first;
+    first.twin = &hedge;
+    first.race = ReadRace{};
+    first.race.hedge_sent();
+    ++via->hedges_sent;
+    send_on(hedge, *via);
+  }
+
+  // An attempt that lost (or failed while the other was out) leaves the device's hands. Posted
+  // by command_done, so the completion handler it clears is not the one running.
+  void forget_attempt(Command& c) {
+    c.on_complete = nullptr;
+    c.then = nullptr;
+    c.owned.clear();  // a hedge's data buffer: kept capacity would pin up to a command's size
+    c.owned.shrink_to_fit();
+    for (size_t i = 0; i < loose_attempts.size(); ++i) {
+      if (loose_attempts[i].get() != &c) continue;
+      spare_attempts.push_back(std::move(loose_attempts[i]));
+      loose_attempts[i] = std::move(loose_attempts.back());
+      loose_attempts.pop_back();
+      return;
+    }
+  }
+
+  void forget_later(Command& c) {
+    asio::post(io, [self = shared_from_this(), &c] { self->forget_attempt(c); });
+  }
+
+  // An attempt that lost may finish after every request is done and the device has let go of
+  // its sessions: its completion keeps the device alive until then.
+  void leave_to_finish(Command& c) {
+    c.lost = true;
+    c.twin = nullptr;
+    c.on_complete = [self = shared_from_this()](iscsi::ScsiTask& t) {
+      self->command_done(static_cast<Command&>(t));
+    };
+  }
+
+  // Carries out the ReadRace's step for an attempt of a hedged read. True when the command's
+  // own decision (decide_completion) is then carried out on `c`: the winner's completion, or a
+  // read that both attempts failed.
+  bool race_done(Command& c, const CommandDecision& d) {
+    if (c.lost) {
+      forget_later(c);
+      return false;
+    }
+    Command& first = c.is_hedge ? *c.twin : c;
+    Command& hedge = c.is_hedge ? c : *c.twin;
+    std::string ignored;
+    const bool good = d.action == CommandDecision::Action::complete && !outcome_of(c, ignored);
+    const auto step = first.race.done(c.is_hedge ? Attempt::hedge : Attempt::first, good);
+    switch (step.action) {
+      case RaceStep::Action::win:
+        if (c.is_hedge) {
+          hedge_won(first, hedge, step.detach_first);
+        } else {
+          first.twin = nullptr;
+          leave_to_finish(hedge);  // into its own buffer: the client's is not touched
+        }
+        return true;
+      case RaceStep::Action::wait_for_other:
+      case RaceStep::Action::discard:
+        // A hedge that failed while the first attempt is out leaves it an ordinary read again
+        // (hedged once is enough); a first attempt that failed waits in its operation.
+        if (c.is_hedge) {
+          first.twin = nullptr;
+          forget_later(hedge);
+        }
+        return false;
+      case RaceStep::Action::carry_out:
+        first.twin = nullptr;
+        return true;
+      case RaceStep::Action::reissue_first:
+        first.twin = nullptr;
+        forget_later(hedge);
+        asio::post(io, [this, &first] { execute(first); });
+        return false;
+    }
+    return false;
+  }
+
+  // The hedge answered first. It takes the first attempt's place in the operation; the first
+  // attempt stops writing into the client's buffer (before the hedge's data goes there: a
+  // segment of its data may be arriving right now) and is left to finish on its path.
+  void hedge_won(Command& first, Command& hedge, bool first_outstanding) {
+    Operation& op = *first.operation;
+    const auto client = first.read_buffer;
+    auto in_op = std::find_if(op.commands.begin(), op.commands.end(),
+                              [&](const auto& owned) { return owned.get() == &first; });
+    auto loose = std::find_if(loose_attempts.begin(), loose_attempts.end(),
+                              [&](const auto& owned) { return owned.get() == &hedge; });
+    std::swap(*in_op, *loose);
+    hedge.then = first.then;
+    hedge.is_hedge = false;
+    hedge.twin = nullptr;
+    ++hedge.path->hedges_won;
+    if (first_outstanding) {
+      leave_to_finish(first);
+      // Its session may withdraw it at once (still waiting for the CmdSN window): command_done
+      // runs now and forgets it later.
+      if (first.path->session) first.path->session->discard_data(first);
+    } else {
+      first.twin = nullptr;
+      forget_later(first);
+    }
+    std::memcpy(client.data(), hedge.owned.data(), client.size());
+    hedge.read_buffer = client;
+    // It is an operation's command from now on: pooled commands keep no data buffer.
+    hedge.owned.clear();
+    hedge.owned.shrink_to_fit();
   }
 
   // SPC-4 Annex D 2A/09 CAPACITY DATA HAS CHANGED, as a unit attention or an asynchronous event
@@ -1221,6 +1476,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
     // window does not yet allow.
     for (size_t i = 0; i < op->used; ++i) {
       Command* cmd = op->commands[i].get();
+      cmd->operation = op;
       cmd->then = [this, op](Command& c) {
         std::string detail;
         auto ec = outcome_of(c, detail);
@@ -1298,6 +1554,7 @@ struct LunDevice::Impl : std::enable_shared_from_this<LunDevice::Impl> {
         case PlannedCommand::Data::read_into_buffer:
           cmd.direction = iscsi::DataDirection::read;
           cmd.read_buffer = request.buffer.subspan(planned.buffer_offset, planned.buffer_length);
+          cmd.client_read = true;
           break;
         case PlannedCommand::Data::write_from_buffer:
           cmd.direction = iscsi::DataDirection::write;
@@ -1447,6 +1704,8 @@ std::error_code LunDevice::Impl::reconfigure(const LunConfig& settings, std::str
   config.failback = settings.failback;
   config.no_path_retry = settings.no_path_retry;
   config.polling_interval = settings.polling_interval;
+  // Reads out now keep being watched; with hedging off, none is hedged from now on.
+  config.hedged_reads = settings.hedged_reads;
   if (interval_changed || regrouping) {
     for (auto& p : paths) p->life.set_polling_interval(config.polling_interval);
     if (identified && !closing) {
@@ -1567,7 +1826,9 @@ std::vector<PathStatus> LunDevice::path_status() const {
                    .alua_activation = p->alua_activation,
                    .marginal = marginal.marginal(),
                    .marginal_failures = marginal.failures(now),
-                   .marginal_time_left = marginal.time_left(now)});
+                   .marginal_time_left = marginal.time_left(now),
+                   .hedges_sent = p->hedges_sent,
+                   .hedges_won = p->hedges_won});
   }
   return out;
 }

@@ -755,6 +755,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
       corrupt.data_digest = script_.fault == Fault::bad_data_digest;
       target_->digest_fault_fired = corrupt.header_digest || corrupt.data_digest;
     }
+    if (script_.read_delay.count() > 0) {
+      auto timer = std::make_shared<asio::steady_timer>(target_->io, script_.read_delay);
+      timer->async_wait([self = shared_from_this(), timer, command, data = std::move(data),
+                         corrupt](boost::system::error_code ec) {
+        if (!ec && !self->closed_) self->send_data_in(command, data, corrupt);
+      });
+      return;
+    }
     send_data_in(command, data, corrupt);
   }
 

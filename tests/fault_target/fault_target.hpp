@@ -94,6 +94,10 @@ struct Script {
   // port groups, as a busy array is (the fault), while READ and WRITE are served at once.
   bool alua = false;
   std::chrono::milliseconds rtpg_delay{0};
+  // Every READ(16) is served this long after it arrived (the data as it was then): a path slow
+  // but alive, whose NOP-Outs and other commands are answered at once (a congested link or a
+  // busy port, the case hedged reads are for, without the black hole's silence).
+  std::chrono::milliseconds read_delay{0};
   // TargetPortalGroupTag declared at login (RFC 7143 §13.9).
   uint16_t portal_group_tag = 1;
   // The first this many LOGICAL UNIT RESETs are answered "function rejected" (§11.6.1, 255).

@@ -48,6 +48,11 @@
 #   load-balance   every path limited to the same rate with tc tbf: reads through 1, 2 and 4
 #                  paths (multibus); every path carries commands; prints the ratios to one
 #                  path (the benchmark, not this test, judges them)
+#   hedged-blackhole  path 1 black-holed for 8 s under verified reads with the default NOP-Out
+#                  settings (5 s + 5 s: the path outlives the hole): reads stuck on it are
+#                  hedged on path 2 (multipath.hedged_reads, on by default); zero errors, every
+#                  read equal to the backing file, hedges counted in status; prints the longest
+#                  read stall (a figure, not asserted)
 #   flapping       path 1's link down for 1 s every 2 s (5 times) under verified I/O, once
 #                  without and once with multipath.marginal_path (san_path_err_threshold 2):
 #                  with it, path 1 is shown held out as marginal (status text and --json) from
@@ -109,6 +114,9 @@ start_target
 
 # path_line I [PORT]: the paths: entry of path I (target 198.18.I.1, source 198.18.I.2).
 path_line() { echo "  - {portal: \"198.18.$1.1:${2:-$TGT_PORT}\", source: 198.18.$1.2}"; }
+# The NOP-Out keys attach() writes: short, so that the scenarios see a black hole in ~3 s.
+noop_keys="  noop_out_interval: 1
+  noop_out_timeout: 2"
 
 # attach NO_PATH_RETRY [EXTRA_MULTIPATH_KEYS] [PATHS_YAML] [ACTIVE]: start iscsi-mpio in the
 # initiator namespace (default: paths 1 and 2) and wait until ACTIVE paths (default: all) are
@@ -124,8 +132,7 @@ paths:
 $paths
 multipath:
   path_selector: round-robin
-  noop_out_interval: 1
-  noop_out_timeout: 2
+$noop_keys
   polling_interval: 1
   no_path_retry: $no_path_retry
 $extra
@@ -967,6 +974,41 @@ flap_link1() {
 # run_stalls (how often path 1 went back to work, the exerciser's stall figures). Both runs
 # last as long, so their figures compare.
 flap_count=5
+# Reads stuck on a black-holed path, with the default NOP-Out settings (the path is judged dead
+# only after ~10 s of silence, longer than the hole): hedged reads answer them through path 2.
+hedged_blackhole() {
+  echo "--- hedged-blackhole"
+  local ok=1 saved_noop=$noop_keys
+  noop_keys=""
+  if attach queue; then
+    "$exerciser" --uri "$(nbd_uri)" --backing "$TGT_BACKING" --reads-only --queue-depth 16 \
+      --ops 1000000 --time-limit 14 --max-len 256K --stall-ms 300 >"$work/exerciser.log" 2>&1 &
+    local ex_pid=$!
+    sleep 3
+    hole1_on
+    sleep 8
+    "$im_bin" status "$work/mp.yaml" >"$work/status.during" 2>&1 || true
+    hole1_off
+    local ex_rc=0
+    wait "$ex_pid" || ex_rc=$?
+    sed 's/^/    /' "$work/exerciser.log" | tail -n 2
+    ((ex_rc == 0)) || ok=0
+    local sent won
+    sent=$(status_json | jq '[.paths[].hedges_sent] | add')
+    won=$(status_json | jq '[.paths[].hedges_won] | add')
+    echo "    hedges sent $sent, won $won"
+    ((sent > 0 && won > 0)) || { echo "    no read was hedged"; ok=0; }
+    grep -E "path .* (failed|active)" "$work/attach.log" | sed 's/^/    /' | tail -n 4
+  else
+    ok=0
+  fi
+  noop_keys=$saved_noop
+  stop_attach
+  echo "    longest read stall during the 8 s black hole (figure, not asserted):" \
+    "$(grep -o 'longest I/O stall [0-9]* ms' "$work/exerciser.log" || echo unknown)"
+  report hedged-blackhole "$ok"
+}
+
 flapping_run() {
   local label=$1 extra=$2 check=$3 seconds=18
   run_ok=1 run_stalls="no figures"
@@ -1054,7 +1096,8 @@ metrics: {listen: \"127.0.0.1:$flap_metrics_port\"}" flapping_marginal_check
 selected=("$@")
 ((${#selected[@]})) ||
   selected=(link-down blackhole stale-write all-paths-down target-restart shutdown-without-path
-    no-path-retry-n wrong-device failover lu-reset-proof many-luns reload load-balance flapping)
+    no-path-retry-n wrong-device failover lu-reset-proof many-luns reload load-balance flapping
+    hedged-blackhole)
 for s in "${selected[@]}"; do
   case $s in
     link-down) scenario link-down queue 0 link1_down link1_up 5 1 path1_failed_and_returned ;;
@@ -1071,6 +1114,7 @@ for s in "${selected[@]}"; do
     reload) reload_paths ;;
     load-balance) load_balance ;;
     flapping) flapping ;;
+    hedged-blackhole) hedged_blackhole ;;
     *) echo "unknown scenario $s"; failed=$((failed + 1)) ;;
   esac
 done

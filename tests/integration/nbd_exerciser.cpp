@@ -57,6 +57,9 @@ struct Options {
   std::set<std::string> required;
   bool trim_must_zero = false;
   double stall_ms = 500;  // a wait at least this long counts as a stall
+  // Reads only, each compared with the backing file as it is: the longest stall is then a read's
+  // (hedged reads through a black hole; writes there wait for the path's verdict).
+  bool reads_only = false;
 };
 
 // Thrown for transport or protocol failures: the run cannot continue.
@@ -193,6 +196,7 @@ class Exerciser {
   void flush();
   // Compares `actual` with what the block map expects; unknown blocks are skipped.
   void compare(std::span<const std::byte> actual, std::uint64_t offset, const char* where);
+  void compare_with_backing(std::span<const std::byte> actual, std::uint64_t offset);
   void verify_region(std::uint64_t offset, std::uint64_t length);
   std::uint32_t next_writer() { return ++last_writer_; }
 
@@ -254,7 +258,7 @@ void Exerciser::run_random_io() {
         return offset < op.offset + op.length && op.offset < offset + length;
       });
       if (overlaps) continue;
-      const bool write = rng_() % 10 < 6;
+      const bool write = !options_.reads_only && rng_() % 10 < 6;
       Op op{write, offset, length, write ? next_writer() : 0, std::vector<std::byte>(length)};
       if (write) map_.fill_region(op.buffer, offset, op.writer);
       batch.push_back(std::move(op));
@@ -293,9 +297,25 @@ void Exerciser::run_batch(std::vector<Op>& batch) {
     } else {
       ++reads_;
       bytes_read_ += op.length;
-      compare(op.buffer, op.offset, "nbd");
+      if (options_.reads_only) {
+        compare_with_backing(op.buffer, op.offset);
+      } else {
+        compare(op.buffer, op.offset, "nbd");
+      }
     }
   }
+}
+
+// Nothing writes during a reads-only run: every byte read must be the backing file's.
+void Exerciser::compare_with_backing(std::span<const std::byte> actual, std::uint64_t offset) {
+  std::vector<std::byte> expected(actual.size());
+  read_backing(expected, offset);
+  bytes_verified_ += actual.size();
+  if (std::memcmp(actual.data(), expected.data(), actual.size()) == 0) return;
+  std::size_t at = 0;
+  while (actual[at] == expected[at]) ++at;
+  mismatches_.push_back({"nbd read vs backing file", offset + at, actual.size() - at,
+                         "first differing byte at offset " + std::to_string(offset + at)});
 }
 
 void Exerciser::read_nbd(std::span<std::byte> out, std::uint64_t offset) {
@@ -568,6 +588,8 @@ Options parse_options(int argc, char** argv) {
                  "count waits of at least this many milliseconds as stalls")
       ->check(CLI::Range(1.0, 600000.0))
       ->capture_default_str();
+  app.add_flag("--reads-only", options.reads_only,
+               "only reads, each compared with the backing file (which nothing changes)");
   app.add_flag("--trim-must-zero", options.trim_must_zero,
                "require trimmed blocks to read as zeros in the backing file");
   try {

@@ -166,6 +166,8 @@ void append_paths_json(boost::json::array& out, const std::vector<mpio::PathStat
     entry["marginal"] = p.marginal;
     entry["marginal_failures"] = p.marginal_failures;
     entry["marginal_ms_left"] = p.marginal_time_left.count();
+    entry["hedges_sent"] = p.hedges_sent;
+    entry["hedges_won"] = p.hedges_won;
     entry["last_error"] = utf8(p.last_error);
     out.push_back(std::move(entry));
   }

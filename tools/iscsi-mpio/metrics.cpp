@@ -221,6 +221,13 @@ std::string exposition(const std::vector<LunSeries>& luns, bool lun_label) {
   per_path("iscsi_mpio_path_failovers_total", "counter",
            "Times the path went to state failed, by a fault or by fail-path.",
            [](const Collector& c, size_t i, const mpio::PathStatus&) { return c.failovers(i); });
+  per_path("iscsi_mpio_path_hedges_sent_total", "counter",
+           "Reads sent again on this path because they were stuck on another "
+           "(multipath.hedged_reads).",
+           [](const Collector&, size_t, const mpio::PathStatus& p) { return p.hedges_sent; });
+  per_path("iscsi_mpio_path_hedges_won_total", "counter",
+           "Of those, the ones that answered first: their data was the reply.",
+           [](const Collector&, size_t, const mpio::PathStatus& p) { return p.hedges_won; });
   per_path("iscsi_mpio_path_iops", "gauge", "Commands completed on the path in the last second.",
            [](const Collector&, size_t, const mpio::PathStatus& p) { return p.iops; });
   per_path(

@@ -48,6 +48,7 @@ mpio::LunConfig lun_config(const config::Config& cfg, const IsidSource& make_isi
   lun.polling_interval = std::chrono::seconds(cfg.multipath.polling_interval);
   lun.no_path_retry = cfg.multipath.no_path_retry;
   lun.marginal_path = cfg.multipath.marginal_path.value_or(mpio::MarginalPathPolicy{});
+  lun.hedged_reads = cfg.multipath.hedged_reads;
   lun.expected_wwid = cfg.target.wwid;
   lun.grouping = cfg.multipath.path_grouping_policy;
   lun.failback = cfg.multipath.failback;
@@ -262,6 +263,12 @@ nbd::KernelAttachOptions kernel_options(const config::Config& cfg, const blockde
   options.backend_identifier = "iscsi-mpio " + cfg.target.iqn + " LUN " + std::to_string(lun.lun);
   options.interface = interface;
   return options;
+}
+
+std::string hedged_reads_text(const mpio::HedgedReadPolicy& policy) {
+  if (!policy.enabled) return "off";
+  return "on, floor " + std::to_string(policy.floor_ms) + " ms, factor " +
+         std::to_string(policy.latency_factor);
 }
 
 std::string no_path_retry_text(const config::NoPathRetry& no_path_retry) {

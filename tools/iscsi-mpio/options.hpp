@@ -116,6 +116,8 @@ nbd::KernelAttachOptions kernel_options(const config::Config& cfg, const blockde
 // multipath.no_path_retry and multipath.failback as the file writes them ("queue", "12",
 // "immediate"), for the status view.
 std::string no_path_retry_text(const config::NoPathRetry& no_path_retry);
+// multipath.hedged_reads for the reload's answer: "off" or "on, floor 100 ms, factor 3".
+std::string hedged_reads_text(const mpio::HedgedReadPolicy& policy);
 std::string failback_text(const config::Failback& failback);
 
 }  // namespace iscsi_mpio::options

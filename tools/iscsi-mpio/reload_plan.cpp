@@ -211,6 +211,8 @@ class Planner {
            std::string(mpio::grouping_name(b.path_grouping_policy)));
     change(a.failback != b.failback, "multipath.failback", options::failback_text(a.failback),
            options::failback_text(b.failback));
+    change(a.hedged_reads != b.hedged_reads, "multipath.hedged_reads",
+           options::hedged_reads_text(a.hedged_reads), options::hedged_reads_text(b.hedged_reads));
     // The kernel's device mirrors these two in its timeouts (nbd::kernel_timeouts).
     const bool kernel = has_kernel_device(running_);
     if (kernel) {

@@ -145,6 +145,8 @@ boost::json::object json_object(const Snapshot& s) {
                      {"marginal", p.marginal},
                      {"marginal_failures", p.marginal_failures},
                      {"marginal_ms_left", p.marginal_time_left.count()},
+                     {"hedges_sent", p.hedges_sent},
+                     {"hedges_won", p.hedges_won},
                      {"last_error", utf8(p.last_error)},
                      {"origin", utf8(origin_of(s, p.name))}});
   boost::json::array skipped;

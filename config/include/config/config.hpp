@@ -11,6 +11,7 @@
 #include <vector>
 
 #include <blockdev/no_path_retry.hpp>
+#include <mpio/hedged_read.hpp>
 #include <mpio/marginal_path.hpp>
 #include <mpio/path_group.hpp>
 
@@ -166,6 +167,7 @@ struct Nbd {
 using blockdev::NoPathRetry;
 using mpio::Failback;
 using mpio::Grouping;
+using mpio::HedgedReadPolicy;
 using mpio::MarginalPathPolicy;
 
 struct Multipath {
@@ -191,6 +193,11 @@ struct Multipath {
   // stayed good for san_path_err_recovery_time seconds (multipath.conf's san_path_err_*, all
   // three required). Absent: every path is reinstated on its next good login.
   std::optional<MarginalPathPolicy> marginal_path;
+  // A read outstanding on one path longer than latency_factor times the path's recent slow
+  // latency (at least floor_ms) is sent again on another usable path; the first good answer is
+  // the reply. No multipath.conf counterpart (dm-multipath cannot send a bio twice). On by
+  // default: a black-holed path otherwise stalls reads until the NOP-Out timeout.
+  HedgedReadPolicy hedged_reads;
 };
 
 // The running attach's control socket: `iscsi-mpio status` talks to it.

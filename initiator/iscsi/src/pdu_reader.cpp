@@ -31,8 +31,22 @@ std::span<std::byte> PduReader::placed_remainder() const {
   return placed_.subspan(filled_);
 }
 
+std::span<std::byte> PduReader::placed_segment() const {
+  if (phase_ != Phase::data) return {};
+  return placed_;
+}
+
+void PduReader::unplace() {
+  if (phase_ != Phase::data || placed_.empty()) return;
+  data_.assign(placed_.begin(), placed_.end());
+  placed_ = {};
+}
+
 PduReader::Result PduReader::advance_placed(size_t n) {
-  const auto written = placed_remainder().first(n);
+  // After unplace() the bytes the driver read into the old span were copied with it.
+  const std::span<const std::byte> segment =
+      placed_.empty() ? std::span<const std::byte>(data_.data(), data_length_) : placed_;
+  const auto written = segment.subspan(filled_, n);
   if (active_.data_digest) data_crc_ = crc32c(written, data_crc_);
   filled_ += n;
   if (filled_ == data_length_) {

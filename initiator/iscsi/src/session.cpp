@@ -169,6 +169,7 @@ void Session::pump() {
     slot.completed = false;
     slot.abort_pending = false;
     slot.timed_out = false;
+    slot.data_discarded = false;
     slot.sent_at = clock_();
     // After 2^15 occupants the tag comes round again; the old task is long settled by then.
     if (slot.aborted_generation == slot.generation) slot.aborted_generation.reset();
@@ -352,6 +353,24 @@ AbortStart Session::abort_task(ScsiTask& task, TmfHandler done) {
   return AbortStart::not_outstanding;
 }
 
+bool Session::discard_data(ScsiTask& task) {
+  if (auto w = std::find(waiting_.begin(), waiting_.end(), &task); w != waiting_.end()) {
+    waiting_.erase(w);
+    task.transport_error = errc::task_not_sent;
+    task.transport_detail = "withdrawn before it was sent: its data is no longer wanted";
+    unsent_.push_back(&task);
+    drain();
+    return true;
+  }
+  for (auto& slot : slots_) {
+    if (slot.task != &task) continue;
+    if (slot.completed) return false;
+    slot.data_discarded = true;
+    return true;
+  }
+  return false;
+}
+
 bool Session::reset_lun(Lun lun, TmfHandler done) {
   if (logout_sent_) return false;
   send_tmf(TaskFunction::logical_unit_reset, lun, std::nullopt, std::move(done), false);
@@ -526,7 +545,8 @@ std::span<std::byte> Session::place(std::span<const std::byte, bhs_size> bhs, ui
   // on_pdu.
   if (bhs_opcode(bhs) != Opcode::data_in) return {};
   Slot* slot = find_slot(Itt{common::load_be32(bhs, 16)});
-  if (slot == nullptr || slot->task->direction != DataDirection::read) return {};
+  if (slot == nullptr || slot->task->direction != DataDirection::read || slot->data_discarded)
+    return {};
   const uint32_t offset = common::load_be32(bhs, 40);
   auto& buffer = slot->task->read_buffer;
   if (offset > buffer.size() || length > buffer.size() - offset) return {};
@@ -617,7 +637,7 @@ std::error_code Session::handle(const DataIn& p, std::span<const std::byte> data
     if (p.buffer_offset > buffer.size() || p.data_segment_length > buffer.size() - p.buffer_offset)
       return violation(detail, "Data-In beyond the expected data transfer length");
     // The reader placed the payload already unless the owner fed it from elsewhere.
-    if (data.data() != buffer.data() + p.buffer_offset)
+    if (!slot->data_discarded && data.data() != buffer.data() + p.buffer_offset)
       std::memcpy(buffer.data() + p.buffer_offset, data.data(), p.data_segment_length);
     slot->data_received += p.data_segment_length;
   }

@@ -449,6 +449,30 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
   // read from the socket straight into that buffer: the kernel's copy is the only one. Smaller
   // ones, and every header, come through rx_buffer, many PDUs per read.
   static constexpr size_t direct_read_minimum = 16 * 1024;
+  // The direct read into a placed buffer, while one is waiting for the socket, and how to call
+  // it off: its buffer may be given away (discard_data) before any byte arrives. The reactor
+  // performs reads on the io_context's thread, so a read called off has written nothing.
+  bool direct_read_pending = false;
+  bool placement_withdrawn = false;
+  asio::cancellation_signal direct_read_cancel;
+
+  // iscsi::Session::discard_data, and the data segment being placed into the task's buffer (a
+  // large one read by the socket straight into it, or a small one fed from rx_buffer) moves to
+  // the reader's own buffer first.
+  bool discard_data(iscsi::ScsiTask& task) {
+    if (session == nullptr || failed) return false;
+    const auto segment = reader.placed_segment();
+    const auto buffer = task.read_buffer;
+    if (!segment.empty() && segment.data() >= buffer.data() &&
+        segment.data() < buffer.data() + buffer.size()) {
+      reader.unplace();
+      if (direct_read_pending) {
+        placement_withdrawn = true;
+        direct_read_cancel.emit(asio::cancellation_type::terminal);
+      }
+    }
+    return session->discard_data(task);
+  }
   size_t header_bytes() const {
     return iscsi::bhs_size + (negotiated.header_digest_crc32c ? iscsi::digest_size : 0);
   }
@@ -472,7 +496,13 @@ struct PathSession::Impl : std::enable_shared_from_this<PathSession::Impl> {
         const std::array<asio::mutable_buffer, 2> buffers{
             asio::buffer(direct.data(), direct.size()),
             asio::buffer(rx_buffer.get(), trailer_bytes)};
-        auto [ec, n] = co_await socket.async_read_some(buffers, nothrow);
+        direct_read_pending = true;
+        auto [ec, n] = co_await socket.async_read_some(
+            buffers, asio::bind_cancellation_slot(direct_read_cancel.slot(), nothrow));
+        direct_read_pending = false;
+        if (ec == asio::error::operation_aborted && std::exchange(placement_withdrawn, false))
+          continue;  // nothing read; the segment's rest now goes to the reader's own buffer
+        placement_withdrawn = false;
         if (ec) {
           fail(iscsi::errc::connection_closed,
                "connection to " + describe(config) + " lost: " + ec.message());
@@ -615,6 +645,10 @@ void PathSession::on_scsi_event(ScsiEventHandler handler) {
 iscsi::AbortStart PathSession::abort_task(iscsi::ScsiTask& task, iscsi::TmfHandler done) {
   if (impl_->session == nullptr || impl_->failed) return iscsi::AbortStart::not_outstanding;
   return impl_->session->abort_task(task, std::move(done));
+}
+
+bool PathSession::discard_data(iscsi::ScsiTask& task) {
+  return impl_->discard_data(task);
 }
 
 bool PathSession::reset_lun(iscsi::Lun lun, iscsi::TmfHandler done) {

@@ -21,6 +21,7 @@
 #include <iscsi_io/session_pool.hpp>
 #include <scsi/inquiry.hpp>
 
+#include "mpio/hedged_read.hpp"
 #include "mpio/path_group.hpp"
 #include "mpio/path_lifecycle.hpp"
 
@@ -63,6 +64,8 @@ struct LunConfig {
   // multipath.conf san_path_err_*: a path failing too often is held out (marginal_path.hpp).
   // Off by default.
   MarginalPathPolicy marginal_path;
+  // A read outstanding too long on one path is sent again on another (hedged_read.hpp).
+  HedgedReadPolicy hedged_reads;
   // Unit attention, BUSY and TASK SET FULL are retried this many times before the error goes
   // to the client (SPC-4 §5.14: a unit attention reports a condition, not a failed command).
   int max_retries = 8;
@@ -110,6 +113,10 @@ struct PathStatus {
   bool marginal = false;
   uint32_t marginal_failures = 0;
   std::chrono::milliseconds marginal_time_left{0};
+  // Hedged reads sent on this path for a read stuck on another, and how many of them answered
+  // first (their data was the reply).
+  uint64_t hedges_sent = 0;
+  uint64_t hedges_won = 0;
 };
 
 // The largest SCSI command's data, and where that figure came from (for the attach log).
@@ -172,9 +179,9 @@ class LunDevice : public BlockDevice {
   // takes the others in place. Sessions shared with other LUNs' devices get the same values.
   void set_timeouts(const iscsi_io::SessionTimeouts& timeouts);
   // The settings of `settings` that can change under I/O: path_selector, rr_min_io, grouping,
-  // failback, polling_interval and no_path_retry (the rest of it is ignored). A new grouping
-  // places every logged-in path again; requests waiting for a path follow the new no_path_retry.
-  // std::errc::invalid_argument for an unknown path selector, nothing changed.
+  // failback, polling_interval, no_path_retry and hedged_reads (the rest of it is ignored). A new
+  // grouping places every logged-in path again; requests waiting for a path follow the new
+  // no_path_retry. std::errc::invalid_argument for an unknown path selector, nothing changed.
   std::error_code reconfigure(const LunConfig& settings, std::string& detail);
   // Paths being removed whose commands have not finished yet.
   size_t paths_draining() const;

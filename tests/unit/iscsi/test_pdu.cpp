@@ -312,6 +312,34 @@ TEST_CASE("PDU reader checks the data digest over bytes written straight into it
   CHECK(reader.error() == make_error_code(errc::data_digest_mismatch));
 }
 
+// A hedged read's first attempt loses while its Data-In is arriving: the buffer now holds the
+// reply, so the rest of the segment (and what a read into the old span already brought) goes to
+// the reader's own buffer, and the digest still checks out.
+TEST_CASE("PDU reader gives a placed buffer back in the middle of a segment", "[iscsi][reader]") {
+  for (bool dd : {false, true}) {
+    CAPTURE(dd);
+    const auto wire = nop_in_wire(false, dd);
+    FixedPlacement placement;
+    PduReader reader({.max_data_segment_length = 8192, .data_digest = dd});
+    reader.set_placement(&placement);
+    REQUIRE(reader.feed(std::span(wire).first(49)).state == PduReader::State::need_more);
+    CHECK(reader.placed_segment().data() == placement.buffer.data());
+    // A direct read brought two more bytes into the placed span before the owner let go of it.
+    auto dst = reader.placed_remainder();
+    std::copy_n(wire.begin() + 49, 2, dst.begin());
+    reader.unplace();
+    CHECK(reader.placed_segment().empty());
+    CHECK(reader.placed_remainder().empty());
+    std::fill(placement.buffer.begin(), placement.buffer.end(), std::byte{0x55});  // the reply
+    REQUIRE(reader.advance_placed(2).state == PduReader::State::need_more);
+    auto r = reader.feed(std::span(wire).subspan(51));
+    REQUIRE(r.state == PduReader::State::ready);
+    CHECK(common::as_chars(reader.data()) == "hello");
+    CHECK_FALSE(reader.data_was_placed());
+    CHECK(placement.buffer == std::vector<std::byte>(5, std::byte{0x55}));  // untouched
+  }
+}
+
 TEST_CASE("PDU reader offers no direct buffer for segments it keeps itself", "[iscsi][reader]") {
   PduReader reader;  // no placement
   auto wire = nop_in_wire(false, false);

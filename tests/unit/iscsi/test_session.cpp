@@ -148,6 +148,62 @@ TEST_CASE("R2T outside the write or above MaxBurstLength is a protocol violation
   CHECK(s.deliver(r2t) == make_error_code(errc::protocol_violation));  // > MaxBurstLength
 }
 
+// A hedged read answered first elsewhere: the session must not write the losing attempt's data
+// into the buffer the reply is sent from, and the attempt still completes as the target says.
+TEST_CASE("a read whose data is discarded is still answered but leaves its buffer alone",
+          "[iscsi][session]") {
+  Script s;
+  std::vector<std::byte> buffer(8192, std::byte{0x11});
+  ScsiTask task;
+  task.direction = DataDirection::read;
+  task.read_buffer = buffer;
+  int completions = 0;
+  task.on_complete = [&](ScsiTask&) { ++completions; };
+  s.session->submit(task);
+  auto cmd = std::get<ScsiCommand>(s.expect_sent());
+
+  std::vector<std::byte> data(4096, std::byte{0xaa});
+  DataIn d;
+  static_cast<TargetSequence&>(d) = seq(0, 2, 100);
+  d.itt = cmd.itt;
+  d.data_sn = DataSN(0);
+  d.data_segment_length = 4096;
+  REQUIRE_FALSE(s.deliver(d, data));
+  CHECK(buffer[0] == std::byte{0xaa});
+
+  REQUIRE(s.session->discard_data(task));
+  // Placement declines the next segment, and fed data is not copied.
+  d.data_sn = DataSN(1);
+  d.buffer_offset = 4096;
+  d.final = d.has_status = true;
+  d.stat_sn = StatSN(1);
+  CHECK(s.session->placement().place(encode_bhs(d), 4096).empty());
+  REQUIRE_FALSE(s.deliver(d, data));
+  CHECK(completions == 1);
+  CHECK(task.status == 0);
+  CHECK(buffer[4096] == std::byte{0x11});
+  CHECK(buffer[8191] == std::byte{0x11});
+  CHECK_FALSE(s.session->discard_data(task));  // completed: nothing to discard
+}
+
+TEST_CASE("discarding a read still waiting for the CmdSN window withdraws it", "[iscsi][session]") {
+  Script s({}, CmdSN(0));  // closed window
+  std::vector<std::byte> buffer(512);
+  ScsiTask task;
+  task.direction = DataDirection::read;
+  task.read_buffer = buffer;
+  int completions = 0;
+  task.on_complete = [&](ScsiTask&) { ++completions; };
+  s.session->submit(task);
+  CHECK(s.session->tasks_waiting() == 1);
+  REQUIRE(s.session->discard_data(task));
+  CHECK(completions == 1);
+  CHECK(task.transport_error == make_error_code(errc::task_not_sent));
+  CHECK(s.session->tasks_waiting() == 0);
+  ScsiTask stranger;
+  CHECK_FALSE(s.session->discard_data(stranger));
+}
+
 TEST_CASE("a closed CmdSN window holds commands until the target opens it", "[iscsi][session]") {
   Script s({}, CmdSN(0));  // MaxCmdSN = ExpCmdSN - 1: closed (§4.2.2.1)
   ScsiTask a, b;

@@ -164,7 +164,8 @@ TEST_CASE("paths JSON: index, portal, state, counters, last error", "[iscsi_mpio
                   R"("state":"active","group":1,"priority":50,"group_in_use":true,"in_flight":0,)"
                   R"("iops":0,"commands":12,"bytes":4096,"errors":0,"alua_state":"",)"
                   R"("alua_activation":"","marginal":false,"marginal_failures":0,)"
-                  R"("marginal_ms_left":0,"last_error":""})") != std::string::npos);
+                  R"("marginal_ms_left":0,"hedges_sent":0,"hedges_won":0,"last_error":""})") !=
+        std::string::npos);
   CHECK(json.find(
             R"("index":3,"name":"[fd00::1]:3261","portal":"[fd00::1]:3261","state":"failed")") !=
         std::string::npos);

@@ -105,6 +105,16 @@ TEST_CASE("multipath.marginal_path reaches every LUN's device", "[iscsi_mpio][op
                                                       .san_path_err_recovery_time = 30});
 }
 
+TEST_CASE("multipath.hedged_reads reaches every LUN's device", "[iscsi_mpio][options]") {
+  CHECK(options::lun_config(load_with(""), counting_isids()).hedged_reads ==
+        mpio::HedgedReadPolicy{});
+  const auto lun = options::lun_config(
+      load_with("multipath:\n  hedged_reads: {enabled: false, floor_ms: 40, latency_factor: 5}\n"),
+      counting_isids());
+  CHECK(lun.hedged_reads ==
+        mpio::HedgedReadPolicy{.enabled = false, .floor_ms = 40, .latency_factor = 5});
+}
+
 TEST_CASE("max_sectors_kb becomes the largest command in bytes", "[iscsi_mpio][options]") {
   CHECK(options::lun_config(load_with("multipath:\n  max_sectors_kb: 120\n"), counting_isids())
             .max_command_bytes == 120u * 1024);

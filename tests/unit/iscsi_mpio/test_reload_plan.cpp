@@ -121,6 +121,10 @@ TEST_CASE("reload: multipath settings change in place", "[reload]") {
       {edited("no_path_retry: queue", "no_path_retry: 12"), "multipath.no_path_retry: queue -> 12"},
       {edited("multipath:\n", "multipath:\n  polling_interval: 5\n"),
        "multipath.polling_interval: 1 -> 5"},
+      {edited("multipath:\n", "multipath:\n  hedged_reads: {floor_ms: 200}\n"),
+       "multipath.hedged_reads: on, floor 100 ms, factor 3 -> on, floor 200 ms, factor 3"},
+      {edited("multipath:\n", "multipath:\n  hedged_reads: {enabled: false}\n"),
+       "multipath.hedged_reads: on, floor 100 ms, factor 3 -> off"},
   };
   for (const auto& c : cases) {
     INFO(c.change);

@@ -64,6 +64,14 @@ class PduReader {
   // The driver wrote `n` bytes at the start of placed_remainder(): they count as fed (the data
   // digest covers them), and the reader moves on as feed() would.
   Result advance_placed(size_t n);
+  // The data segment being placed, whole (empty when the PDU's segment is not placed, or once
+  // the data phase is over: nothing more is written into it then).
+  std::span<std::byte> placed_segment() const;
+  // The placed buffer is no longer the data's to fill (its owner has given it to someone
+  // else): what arrived so far, and whatever the driver's read already wrote into the rest of
+  // the placed span, moves to the reader's own buffer, where the rest of the segment goes too.
+  // advance_placed() then counts bytes the driver read into the old span before this call.
+  void unplace();
 
   std::error_code error() const { return error_; }
   const std::string& error_detail() const { return error_detail_; }

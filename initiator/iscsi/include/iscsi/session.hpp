@@ -169,6 +169,16 @@ class Session : private DataPlacement {
   bool reset_lun(Lun lun, TmfHandler done);
   size_t tmfs_outstanding() const { return tmfs_.size(); }
 
+  // The owner no longer wants a read's data: another copy of the read answered first (a hedged
+  // read) and the buffer now holds the reply. From now on the task's Data-In is checked and
+  // counted as before but never placed into or copied to its read buffer (place() leaves it to
+  // the reader's own buffer); the task still completes as the target answers it, so the path's
+  // liveness is judged as before. A task still waiting for the CmdSN window is withdrawn
+  // instead (completed with errc::task_not_sent, as abort_task() does). False when the task is
+  // not this session's or has completed. The driver must also stop a data segment being placed
+  // into the buffer right now (PduReader::unplace()).
+  bool discard_data(ScsiTask& task);
+
   // Command timeouts. check_timeouts() scans every outstanding command and task management
   // request against the policy (one timer for the whole session, not one per task) and sends
   // ABORT TASK / LOGICAL UNIT RESET as due. An ABORT TASK sent for a timeout that the target
@@ -236,6 +246,7 @@ class Session : private DataPlacement {
     bool completed = false;       // result known; waiting for frames_pending to reach 0
     bool abort_pending = false;   // an ABORT TASK for this occupant is outstanding
     bool timed_out = false;       // the timeout escalation is at work on it
+    bool data_discarded = false;  // discard_data(): its Data-In is no longer wanted
     // The generation of the slot's last occupant ended by task management, whose late PDUs
     // are dropped rather than treated as protocol violations.
     std::optional<uint16_t> aborted_generation;

@@ -109,6 +109,11 @@ class PathSession : public std::enable_shared_from_this<PathSession> {
   // path down: AbortStart::not_outstanding / false, and the handler is not called.
   iscsi::AbortStart abort_task(iscsi::ScsiTask& task, iscsi::TmfHandler done);
   bool reset_lun(iscsi::Lun lun, iscsi::TmfHandler done);
+  // The task's data is no longer wanted (iscsi::Session::discard_data): from the moment this
+  // returns, nothing more is written into its read buffer, a Data-In segment arriving right now
+  // included. The task still completes as the target (or the connection's failure) says. False
+  // when the path is down or the task is not outstanding here.
+  bool discard_data(iscsi::ScsiTask& task);
 
   // Runs after a successful login when the connection fails; every outstanding task has
   // already completed by then (sent ones with the failure's code, unsent ones with
