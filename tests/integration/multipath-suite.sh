@@ -915,7 +915,7 @@ reload_paths() {
   else
     ok=0
   fi
-  end_exerciser_case reload "$ok" "$ex_pid" "reload|removed by a reload|added by a reload" 12
+  end_exerciser_case reload "$ok" "$ex_pid" "reload|removed by a reload|added: logging in" 12
 }
 
 # read_rate: MiB/s of 1 MiB sequential reads at queue depth 16 for 4 s (fio, nbd engine).
