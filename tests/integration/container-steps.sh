@@ -13,7 +13,8 @@
 #      tools/install-deps.sh --minimal only checks when the packages are already installed;
 #   3. the runtime stage, not run (it would change this host): every package its apt-get
 #      install names must exist in Debian's archive (apt-cache show), and the shared libraries
-#      `ldd` lists for the binary built in step 2 must come from exactly those packages
+#      `ldd` lists for the binary built in step 2, and those it opens with dlopen, must come
+#      from exactly those packages
 #      (dpkg -S): none missing, none extra.
 #
 # Environment: BUILD (the CTest build tree; default <repo>/build), STEPS_DIR, DOCKERFILE (to
@@ -235,6 +236,16 @@ if [[ -x $binary ]]; then
     owner=$(owner_of "$library") || { fail "no package ships $library"; continue; }
     needed+=("$owner")
   done < <(awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' <<<"$ldd_out")
+  # Libraries the binary opens with dlopen (GnuTLS when nbd.tls is on, libsystemd when systemd
+  # starts it) are not in ldd's list: their sonames are string constants in the binary, and
+  # ldconfig's cache says where they are installed here.
+  while read -r soname; do
+    grep -qF -- "$soname =>" <<<"$ldd_out" && continue # linked: counted above
+    library=$(ldconfig -p | awk -v soname="$soname" '$1 == soname && /x86-64/ { print $NF; exit }')
+    [[ -n $library ]] || { fail "the binary opens $soname, which is not installed here"; continue; }
+    owner=$(owner_of "$library") || { fail "no package ships $library"; continue; }
+    needed+=("$owner")
+  done < <(grep -aoE 'lib[a-z0-9_+-]+\.so(\.[0-9]+)+' "$binary" | sort -u)
   mapfile -t needed < <(printf '%s\n' "${needed[@]}" | sort -u)
   mapfile -t listed < <(printf '%s\n' "${runtime_packages[@]}" | sort -u)
   missing=$(comm -23 <(printf '%s\n' "${needed[@]}") <(printf '%s\n' "${listed[@]}"))
