@@ -98,6 +98,7 @@ struct CounterCells {
   std::atomic<uint64_t> requests{0};
   std::atomic<uint64_t> errors{0};
   std::atomic<uint64_t> buffer_bytes{0};  // payload buffers held by all connections
+  std::atomic<uint64_t> buffer_allocations{0};
   std::atomic<uint64_t> refused_max_clients{0};
   std::atomic<uint64_t> handshake_timeouts{0};
   std::atomic<uint64_t> fd_reserve_pauses{0};
@@ -144,6 +145,7 @@ struct Op {
       buffer = std::make_unique_for_overwrite<std::byte[]>(length);
       buffer_capacity = length;
       account.add(length);
+      account.totals->buffer_allocations.fetch_add(1, std::memory_order_relaxed);
     }
     return {buffer.get(), length};
   }
@@ -737,20 +739,25 @@ class Connection : public std::enable_shared_from_this<Connection> {
     return op;
   }
 
-  // Buffers are kept for the next request only while the connection holds no more than its
-  // byte budget: above it, the least recently used kept buffers go first (spare ops are reused
-  // from the back). Payloads in flight are held to the budget by read_requests, and each can
-  // grow its op's buffer only to its own length, so a connection holds at most twice the
-  // budget whatever mix of sizes its client sends; without the trim, phases of 4 MiB writes,
-  // 4 KiB reads and 4 MiB writes again would leave every kept op with a 4 MiB buffer.
+  // What a connection holds (payloads in flight, replies being written, buffers kept for reuse)
+  // is trimmed to twice its byte budget, the least recently used kept buffers first (spare ops
+  // are reused from the back). Payloads in flight are held to the budget by read_requests, and
+  // answered requests wait for the writer beside them, so a client that keeps its budget full
+  // (1 MiB at queue depth 16 against 8 MiB) needs up to twice the budget to reuse every buffer:
+  // trimmed to the budget alone, the buffer of an answered request was freed and a new one
+  // mapped for the next, a map, unmap and page faults per request that cost 2-3 s of CPU per
+  // GiB on the benchmark's machine instead of 0.35. Each request can grow its op's buffer only
+  // to its own length, so without the trim, phases of 4 MiB writes, 4 KiB reads and 4 MiB
+  // writes again would leave every kept op with a 4 MiB buffer.
   void recycle(std::unique_ptr<Op> op) {
     if (spare_ops_.size() >= limits_.max_requests) return;
     if (op->buffer_capacity > kKeepBufferBytes) op->release_buffer();
+    const size_t keep_limit = 2 * limits_.max_bytes;
     for (auto& spare : spare_ops_) {
-      if (buffers_.held <= limits_.max_bytes) break;
+      if (buffers_.held <= keep_limit) break;
       spare->release_buffer();
     }
-    if (buffers_.held > limits_.max_bytes) op->release_buffer();
+    if (buffers_.held > keep_limit) op->release_buffer();
     op->reset();
     spare_ops_.push_back(std::move(op));
     if (buffers_.held > 0) watch_idle_buffers();
@@ -1531,6 +1538,7 @@ Server::Counters Server::counters() const {
   return {impl_->counters->requests.load(std::memory_order_relaxed),
           impl_->counters->errors.load(std::memory_order_relaxed),
           impl_->counters->buffer_bytes.load(std::memory_order_relaxed),
+          impl_->counters->buffer_allocations.load(std::memory_order_relaxed),
           impl_->counters->refused_max_clients.load(std::memory_order_relaxed),
           impl_->counters->handshake_timeouts.load(std::memory_order_relaxed),
           impl_->counters->fd_reserve_pauses.load(std::memory_order_relaxed),

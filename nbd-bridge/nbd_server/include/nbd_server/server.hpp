@@ -209,6 +209,9 @@ class Server {
     // Payload buffers held by all connections, in flight and kept for reuse: at most twice
     // max_bytes_per_connection per connection, none kept by one idle for idle_buffer_release.
     uint64_t buffer_bytes = 0;
+    // Payload buffers allocated so far: a client whose request sizes repeat stops adding to it
+    // once its connection has buffers for its queue (they are reused request to request).
+    uint64_t buffer_allocations = 0;
     uint64_t refused_max_clients = 0;  // refused in the handshake: max_clients reached
     uint64_t handshake_timeouts = 0;   // disconnected: handshake_timeout passed
     uint64_t fd_reserve_pauses = 0;    // times accepting paused to keep fd_reserve free
