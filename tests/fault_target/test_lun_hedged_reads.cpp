@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <functional>
 #include <optional>
 #include <vector>
 
@@ -46,36 +47,50 @@ void read_two(fault_target::LunFixture& f, std::array<Read, 2>& reads) {
   for (Read& r : reads) f.device().submit(r.request);
 }
 
-std::array<Script, 2> slow_and_fast() {
-  Script slow;
-  slow.read_delay = kSlowRead;
-  return {slow, Script{}};
-}
+// Target 0 slow, target 1 fast, each LUN filled with its target's byte, both paths active.
+struct SlowAndFast {
+  explicit SlowAndFast(const std::function<void(mpio::LunConfig&)>& adjust = {})
+      : f(scripts(), adjust) {
+    REQUIRE(f.run_until([&] {
+      const auto paths = f.device().path_status();
+      return paths[0].state == mpio::PathState::active && paths[1].state == mpio::PathState::active;
+    }));
+    std::fill(f.target(0).lun().begin(), f.target(0).lun().end(), kSlowByte);
+    std::fill(f.target(1).lun().begin(), f.target(1).lun().end(), kFastByte);
+  }
+
+  static std::vector<Script> scripts() {
+    Script slow;
+    slow.read_delay = kSlowRead;
+    return {slow, Script{}};
+  }
+
+  // read_two(), run until both reads are answered; false when they were not within 5 s.
+  bool read_two_answered(std::array<Read, 2>& reads) {
+    read_two(f, reads);
+    return f.run_until([&] { return reads[0].result && reads[1].result; }, 5s);
+  }
+
+  fault_target::LunFixture f;
+};
 
 }  // namespace
 
 TEST_CASE("a read stuck on a slow path is answered through the other; the late data is dropped",
           "[fault_target][hedge]") {
-  const auto scripts = slow_and_fast();
-  fault_target::LunFixture f(std::vector<Script>(scripts.begin(), scripts.end()));
-  REQUIRE(f.run_until([&] {
-    const auto paths = f.device().path_status();
-    return paths[0].state == mpio::PathState::active && paths[1].state == mpio::PathState::active;
-  }));
-  std::fill(f.target(0).lun().begin(), f.target(0).lun().end(), kSlowByte);
-  std::fill(f.target(1).lun().begin(), f.target(1).lun().end(), kFastByte);
-
+  SlowAndFast s;
+  auto& f = s.f;
   std::array<Read, 2> reads;
-  const auto started = std::chrono::steady_clock::now();
-  read_two(f, reads);
-  REQUIRE(f.run_until([&] { return reads[0].result && reads[1].result; }, 1s));
-  const auto took = std::chrono::steady_clock::now() - started;
-  CHECK(took < kSlowRead / 2);  // the floor (100 ms) and a check period, not the slow path
+  REQUIRE(s.read_two_answered(reads));
+  // Both replies came while the slow path's read was still out there (a capacity poll may be
+  // out with it): the read sent there did not wait for it. How soon a hedge answers is a
+  // figure for tools/bench.d/hedge.sh, not a test.
+  auto paths = f.device().path_status();
+  CHECK(paths[0].in_flight >= 1);
   for (const Read& r : reads) {
     CHECK_FALSE(*r.result);
     CHECK(all(r.buffer, kFastByte));  // both replies came from target 1
   }
-  auto paths = f.device().path_status();
   CHECK(paths[1].hedges_sent == 1);
   CHECK(paths[1].hedges_won == 1);
   CHECK(paths[0].hedges_sent == 0);
@@ -91,22 +106,10 @@ TEST_CASE("a read stuck on a slow path is answered through the other; the late d
 }
 
 TEST_CASE("with hedged reads off a read waits for its slow path", "[fault_target][hedge]") {
-  const auto scripts = slow_and_fast();
-  fault_target::LunFixture f(std::vector<Script>(scripts.begin(), scripts.end()),
-                             [](mpio::LunConfig& config) { config.hedged_reads.enabled = false; });
-  REQUIRE(f.run_until([&] {
-    const auto paths = f.device().path_status();
-    return paths[0].state == mpio::PathState::active && paths[1].state == mpio::PathState::active;
-  }));
-  std::fill(f.target(0).lun().begin(), f.target(0).lun().end(), kSlowByte);
-  std::fill(f.target(1).lun().begin(), f.target(1).lun().end(), kFastByte);
-
+  SlowAndFast s([](mpio::LunConfig& config) { config.hedged_reads.enabled = false; });
   std::array<Read, 2> reads;
-  const auto started = std::chrono::steady_clock::now();
-  read_two(f, reads);
-  REQUIRE(f.run_until([&] { return reads[0].result && reads[1].result; }, 5s));
-  CHECK(std::chrono::steady_clock::now() - started >= kSlowRead);
-  // One reply from each target.
+  REQUIRE(s.read_two_answered(reads));
+  // One reply from each target: the one sent to the slow path was answered from there.
   CHECK((all(reads[0].buffer, kSlowByte) != all(reads[1].buffer, kSlowByte)));
-  for (const auto& p : f.device().path_status()) CHECK(p.hedges_sent == 0);
+  for (const auto& p : s.f.device().path_status()) CHECK(p.hedges_sent == 0);
 }

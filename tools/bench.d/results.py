@@ -179,6 +179,12 @@ class Report:
             text += f" <sub>{fmt(lo, kind)}–{fmt(hi, kind)}</sub>"
         return text
 
+    def metric_rows(self, section, subjects, job, metrics):
+        """A table row per (metric, label, unit): the label, then a cell per subject."""
+        return [f"| {label} | "
+                + " | ".join(self.cell(section, subject, job, metric, unit) for subject in subjects)
+                + " |" for metric, label, unit in metrics]
+
     def polling_label(self):
         return f"iscsi-mpio with `nbd.busy_poll_us: {self.m.get('busy_poll_us', '?')}`"
 
@@ -226,11 +232,10 @@ class Report:
                "binary's text, mapped by the kernel around each page touched; they count in "
                "RSS like the rest.", "",
                "| | iscsi-mpio | qemu-nbd |", "|---|---|---|"]
-        for metric, label in (("rss_idle_mib", "VmRSS idle (MiB)"),
-                              ("rss_anon_idle_mib", "of which anonymous (MiB)"),
-                              ("rss_file_idle_mib", "of which file-backed (MiB)")):
-            out.append(f"| {label} | {self.cell('mem', 'iscsi-mpio', 'idle', metric, 'MiB')}"
-                       f" | {self.cell('mem', 'qemu-nbd', 'idle', metric, 'MiB')} |")
+        out += self.metric_rows("mem", ("iscsi-mpio", "qemu-nbd"), "idle",
+                                (("rss_idle_mib", "VmRSS idle (MiB)", "MiB"),
+                                 ("rss_anon_idle_mib", "of which anonymous (MiB)", "MiB"),
+                                 ("rss_file_idle_mib", "of which file-backed (MiB)", "MiB")))
         def kib(value):
             return "—" if value is None else f"{value:.0f}"
 
@@ -505,11 +510,11 @@ class Report:
                     "the time from start until the NBD listener lists every export, and the "
                     "attach's memory 2 s later. Reported, no goal.", "",
                     "| | iscsi-mpio |", "|---|---|"]
-            for metric, label, unit in (("attach_s", "attach until 64 exports listed (s)", "s"),
-                                        ("vmrss_mib", "VmRSS (MiB)", "MiB"),
-                                        ("vmhwm_mib", "VmHWM (MiB)", "MiB"),
-                                        ("sessions", "sessions at the target", "n")):
-                out.append(f"| {label} | {self.cell('luns64', 'iscsi-mpio', 'attach', metric, unit)} |")
+            out += self.metric_rows("luns64", ("iscsi-mpio",), "attach",
+                                    (("attach_s", "attach until 64 exports listed (s)", "s"),
+                                     ("vmrss_mib", "VmRSS (MiB)", "MiB"),
+                                     ("vmhwm_mib", "VmHWM (MiB)", "MiB"),
+                                     ("sessions", "sessions at the target", "n")))
             out.append("")
         return out
 
@@ -632,15 +637,14 @@ class Report:
                 "128, one run of each. Peak VmRSS is sampled every 0.2 s during the runs; "
                 "VmHWM is the kernel's high-water mark at the end.", "",
                 "| | iscsi-mpio | qemu-nbd |", "|---|---|---|"]
-        for metric, label, unit in (("vmrss_idle_mib", "VmRSS before I/O (MiB)", "MiB"),
-                                    ("vmrss_peak_mib", "VmRSS peak sampled (MiB)", "MiB"),
-                                    ("vmhwm_mib", "VmHWM after (MiB)", "MiB"),
-                                    ("vmrss_after_mib", "VmRSS 2 s after the clients left (MiB)",
-                                     "MiB"),
-                                    ("write_mib_s", "seq write 1 MiB QD128 (MiB/s)", "MiB/s"),
-                                    ("read_mib_s", "seq read 1 MiB QD128 (MiB/s)", "MiB/s")):
-            out.append(f"| {label} | {self.cell('mem', 'iscsi-mpio', 'qd128', metric, unit)}"
-                       f" | {self.cell('mem', 'qemu-nbd', 'qd128', metric, unit)} |")
+        out += self.metric_rows("mem", ("iscsi-mpio", "qemu-nbd"), "qd128",
+                                (("vmrss_idle_mib", "VmRSS before I/O (MiB)", "MiB"),
+                                 ("vmrss_peak_mib", "VmRSS peak sampled (MiB)", "MiB"),
+                                 ("vmhwm_mib", "VmHWM after (MiB)", "MiB"),
+                                 ("vmrss_after_mib", "VmRSS 2 s after the clients left (MiB)",
+                                  "MiB"),
+                                 ("write_mib_s", "seq write 1 MiB QD128 (MiB/s)", "MiB/s"),
+                                 ("read_mib_s", "seq read 1 MiB QD128 (MiB/s)", "MiB/s")))
         out.append("")
         out += self.memory_at_rest()
 

@@ -1,6 +1,5 @@
 #include "systemd_notify.hpp"
 
-#include <dlfcn.h>
 #include <systemd/sd-daemon.h>
 #include <time.h>
 #include <unistd.h>
@@ -11,6 +10,7 @@
 #include <cstdlib>
 #include <variant>
 
+#include <common_dl/shared_library.hpp>
 #include <nbd_server/server.hpp>
 
 namespace iscsi_mpio::systemd {
@@ -35,23 +35,12 @@ struct Libsystemd {
 
 Libsystemd open_libsystemd() {
   Libsystemd lib;
-  // Never closed: the notifier uses it until exit.
-  void* handle = ::dlopen(kLibsystemdSoname, RTLD_NOW | RTLD_LOCAL);
-  if (handle == nullptr) {
-    const char* why = ::dlerror();
-    lib.error = std::string("cannot open ") + kLibsystemdSoname +
-                " (Debian package libsystemd0): " + (why ? why : "dlopen failed");
-    return lib;
-  }
-  const auto resolve = [&](auto& pointer, const char* symbol) {
-    void* address = ::dlsym(handle, symbol);
-    if (address == nullptr && lib.error.empty())
-      lib.error = std::string(kLibsystemdSoname) + " has no symbol " + symbol;
-    pointer = reinterpret_cast<std::remove_reference_t<decltype(pointer)>>(address);
-  };
-  resolve(lib.notify, "sd_notify");
-  resolve(lib.listen_fds, "sd_listen_fds");
-  resolve(lib.watchdog_enabled, "sd_watchdog_enabled");
+  // Left open when it goes out of scope: the notifier uses it until exit.
+  common_dl::SharedLibrary library(kLibsystemdSoname, "Debian package libsystemd0");
+  library.resolve(lib.notify, "sd_notify");
+  library.resolve(lib.listen_fds, "sd_listen_fds");
+  library.resolve(lib.watchdog_enabled, "sd_watchdog_enabled");
+  lib.error = library.error();
   return lib;
 }
 

@@ -3,15 +3,15 @@
 #include <gnutls/gnutls.h>
 #include <gnutls/x509.h>
 
-#include <dlfcn.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
 
 #include <cctype>
 #include <cstdint>
 #include <fstream>
-#include <type_traits>
 #include <utility>
+
+#include <common_dl/shared_library.hpp>
 
 namespace nbd::tls {
 namespace {
@@ -72,27 +72,15 @@ struct GnutlsLibrary {
 
 GnutlsLibrary open_gnutls() {
   GnutlsLibrary lib;
-  // RTLD_LOCAL: its symbols resolve only through the pointers below. Never closed: sessions and
-  // credentials may live until exit.
-  void* handle = ::dlopen(kGnutlsSoname, RTLD_NOW | RTLD_LOCAL);
-  if (handle == nullptr) {
-    const char* why = ::dlerror();
-    lib.error = std::string("TLS needs GnuTLS (") + kGnutlsSoname +
-                ", Debian package libgnutls30): " + (why ? why : "dlopen failed");
-    return lib;
-  }
-  const auto resolve = [&](auto& pointer, const char* symbol) {
-    void* address = ::dlsym(handle, symbol);
-    if (address == nullptr && lib.error.empty())
-      lib.error = std::string(kGnutlsSoname) + " has no symbol " + symbol;
-    pointer = reinterpret_cast<std::remove_reference_t<decltype(pointer)>>(address);
-  };
-#define NBD_GNUTLS_RESOLVE(name) resolve(lib.name, "gnutls_" #name);
+  // Left open when it goes out of scope: sessions and credentials may live until exit.
+  common_dl::SharedLibrary library(kGnutlsSoname, "Debian package libgnutls30");
+#define NBD_GNUTLS_RESOLVE(name) library.resolve(lib.name, "gnutls_" #name);
   NBD_GNUTLS_FUNCTIONS(NBD_GNUTLS_RESOLVE)
 #undef NBD_GNUTLS_RESOLVE
   gnutls_free_function* free_variable = nullptr;
-  resolve(free_variable, "gnutls_free");
+  library.resolve(free_variable, "gnutls_free");
   if (free_variable != nullptr) lib.free = *free_variable;
+  if (!library.error().empty()) lib.error = "TLS needs GnuTLS: " + library.error();
   return lib;
 }
 

@@ -26,18 +26,30 @@ TargetSequence seq(uint32_t stat_sn, uint32_t exp_cmd_sn, uint32_t max_cmd_sn) {
   return {StatSN(stat_sn), CmdSN(exp_cmd_sn), CmdSN(max_cmd_sn)};
 }
 
+// A READ(16) into `buffer`, submitted to the session, its completions counted. It stays where
+// it was made: its completion handler points at it.
+struct SubmittedRead {
+  SubmittedRead(Session& session, std::span<std::byte> buffer) {
+    task.direction = DataDirection::read;
+    task.read_buffer = buffer;
+    task.cdb[0] = std::byte{0x88};
+    task.on_complete = [this](ScsiTask&) { ++completions; };
+    session.submit(task);
+  }
+  SubmittedRead(const SubmittedRead&) = delete;
+  SubmittedRead& operator=(const SubmittedRead&) = delete;
+
+  ScsiTask task;
+  int completions = 0;
+};
+
 }  // namespace
 
 TEST_CASE("read: Data-In placed at offsets, status in the final Data-In", "[iscsi][session]") {
   Script s;
   std::vector<std::byte> buffer(8192);
-  ScsiTask task;
-  task.direction = DataDirection::read;
-  task.read_buffer = buffer;
-  task.cdb[0] = std::byte{0x88};
-  int completions = 0;
-  task.on_complete = [&](ScsiTask&) { ++completions; };
-  s.session->submit(task);
+  SubmittedRead read(*s.session, buffer);
+  ScsiTask& task = read.task;
 
   auto cmd = std::get<ScsiCommand>(s.expect_sent());
   CHECK(cmd.read);
@@ -59,7 +71,7 @@ TEST_CASE("read: Data-In placed at offsets, status in the final Data-In", "[iscs
   d1.final = d1.has_status = true;
   d1.stat_sn = StatSN(1);
   REQUIRE_FALSE(s.deliver(d1, first));
-  CHECK(completions == 1);
+  CHECK(read.completions == 1);
   CHECK(task.status == 0);
   CHECK_FALSE(task.transport_error);
   CHECK(buffer[0] == std::byte{0xaa});
@@ -154,12 +166,8 @@ TEST_CASE("a read whose data is discarded is still answered but leaves its buffe
           "[iscsi][session]") {
   Script s;
   std::vector<std::byte> buffer(8192, std::byte{0x11});
-  ScsiTask task;
-  task.direction = DataDirection::read;
-  task.read_buffer = buffer;
-  int completions = 0;
-  task.on_complete = [&](ScsiTask&) { ++completions; };
-  s.session->submit(task);
+  SubmittedRead read(*s.session, buffer);
+  ScsiTask& task = read.task;
   auto cmd = std::get<ScsiCommand>(s.expect_sent());
 
   std::vector<std::byte> data(4096, std::byte{0xaa});
@@ -179,7 +187,7 @@ TEST_CASE("a read whose data is discarded is still answered but leaves its buffe
   d.stat_sn = StatSN(1);
   CHECK(s.session->placement().place(encode_bhs(d), 4096).empty());
   REQUIRE_FALSE(s.deliver(d, data));
-  CHECK(completions == 1);
+  CHECK(read.completions == 1);
   CHECK(task.status == 0);
   CHECK(buffer[4096] == std::byte{0x11});
   CHECK(buffer[8191] == std::byte{0x11});
@@ -189,15 +197,11 @@ TEST_CASE("a read whose data is discarded is still answered but leaves its buffe
 TEST_CASE("discarding a read still waiting for the CmdSN window withdraws it", "[iscsi][session]") {
   Script s({}, CmdSN(0));  // closed window
   std::vector<std::byte> buffer(512);
-  ScsiTask task;
-  task.direction = DataDirection::read;
-  task.read_buffer = buffer;
-  int completions = 0;
-  task.on_complete = [&](ScsiTask&) { ++completions; };
-  s.session->submit(task);
+  SubmittedRead read(*s.session, buffer);
+  ScsiTask& task = read.task;
   CHECK(s.session->tasks_waiting() == 1);
   REQUIRE(s.session->discard_data(task));
-  CHECK(completions == 1);
+  CHECK(read.completions == 1);
   CHECK(task.transport_error == make_error_code(errc::task_not_sent));
   CHECK(s.session->tasks_waiting() == 0);
   ScsiTask stranger;

@@ -5,22 +5,19 @@
 #include <boost/json/parse.hpp>
 
 #include "control.hpp"
-#include "metrics.hpp"
+#include "path_views_test_support.hpp"
 #include "status.hpp"
 
 using namespace iscsi_mpio;
+using namespace path_views_test;
 using Catch::Matchers::Contains;
 
 namespace {
 
 // Path 1 black-holed: its reads were hedged on path 2, which answered most of them first.
 std::vector<mpio::PathStatus> paths() {
-  mpio::PathStatus silent;
-  silent.name = "198.18.1.1:3260 from 198.18.1.2";
-  silent.state = mpio::PathState::active;
-  mpio::PathStatus other;
-  other.name = "198.18.2.1:3260 from 198.18.2.2";
-  other.state = mpio::PathState::active;
+  mpio::PathStatus silent = active_path(1);
+  mpio::PathStatus other = active_path(2);
   other.hedges_sent = 40;
   other.hedges_won = 38;
   return {silent, other};
@@ -29,10 +26,7 @@ std::vector<mpio::PathStatus> paths() {
 }  // namespace
 
 TEST_CASE("status and paths JSON count the hedges sent and won on each path", "[iscsi_mpio]") {
-  status::Snapshot s;
-  s.export_name = "lun";
-  s.paths = paths();
-  const auto json = boost::json::parse(status::render_json(s)).as_object();
+  const auto json = boost::json::parse(status::render_json(snapshot(paths()))).as_object();
   const auto& other = json.at("paths").as_array().at(1).as_object();
   CHECK(other.at("hedges_sent").to_number<int>() == 40);
   CHECK(other.at("hedges_won").to_number<int>() == 38);
@@ -42,11 +36,7 @@ TEST_CASE("status and paths JSON count the hedges sent and won on each path", "[
 }
 
 TEST_CASE("metrics: hedges sent and won per path", "[iscsi_mpio]") {
-  metrics::Collector c;
-  metrics::Sample s;
-  s.export_name = "lun";
-  s.paths = paths();
-  const auto text = c.exposition(s);
+  const auto text = metrics_text(paths());
   INFO(text);
   const std::string p2 = R"(index="2",path="198.18.2.1:3260 from 198.18.2.2")";
   CHECK_THAT(text, Contains("# TYPE iscsi_mpio_path_hedges_sent_total counter"));

@@ -5,20 +5,18 @@
 #include <boost/json/parse.hpp>
 
 #include "control.hpp"
-#include "metrics.hpp"
+#include "path_views_test_support.hpp"
 #include "status.hpp"
 
 using namespace iscsi_mpio;
+using namespace path_views_test;
 using Catch::Matchers::Contains;
 
 namespace {
 
 std::vector<mpio::PathStatus> paths() {
-  mpio::PathStatus good;
-  good.name = "198.18.2.1:3260 from 198.18.2.2";
-  good.state = mpio::PathState::active;
-  mpio::PathStatus held;
-  held.name = "198.18.1.1:3260 from 198.18.1.2";
+  mpio::PathStatus good = active_path(2);
+  mpio::PathStatus held = active_path(1);
   held.state = mpio::PathState::marginal;
   held.marginal = true;
   held.marginal_failures = 3;
@@ -30,9 +28,7 @@ std::vector<mpio::PathStatus> paths() {
 }  // namespace
 
 TEST_CASE("status: a held-out path is failed marginal, with the time left", "[iscsi_mpio]") {
-  status::Snapshot s;
-  s.export_name = "lun";
-  s.paths = paths();
+  const auto s = snapshot(paths());
   const auto tree = status::render_tree(s);
   INFO(tree);
   CHECK_THAT(tree, Contains("198.18.1.1:3260 from 198.18.1.2 ") && Contains("failed marginal") &&
@@ -68,11 +64,7 @@ TEST_CASE("paths view: marginal state and its line", "[iscsi_mpio]") {
 }
 
 TEST_CASE("metrics: state marginal and the seconds left", "[iscsi_mpio]") {
-  metrics::Collector c;
-  metrics::Sample s;
-  s.export_name = "lun";
-  s.paths = paths();
-  const auto text = c.exposition(s);
+  const auto text = metrics_text(paths());
   INFO(text);
   const std::string p1 = R"(index="1",path="198.18.1.1:3260 from 198.18.1.2")";
   CHECK_THAT(text, Contains("iscsi_mpio_path_state{" + p1 + R"(,state="marginal"} 1)"));
