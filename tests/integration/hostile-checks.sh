@@ -146,8 +146,10 @@ if [[ -z ${ASAN_OPTIONS:-} ]]; then
     "VmRSS $base_rss KiB with no client ($split), above 10 MiB"
 fi
 
+# At most 60 s; it stops once the clients below are done (verified.stop), having run through
+# all of them.
 "$hostile" verified --uri "$uri" --backing "$TGT_BACKING" --span $((16 << 20)) --seconds 60 \
-  --seed "${SEED:-$RANDOM}" >"$work/verified.log" 2>&1 &
+  --seed "${SEED:-$RANDOM}" --stop-file "$work/verified.stop" >"$work/verified.log" 2>&1 &
 verified_pid=$!
 bg_pids+=("$verified_pid")
 
@@ -251,6 +253,7 @@ echo "    attach under the control and metrics clients: at most $max_fds fds ($b
 
 # ---------------------------------------------------------------- the verified client
 verified_rc=0
+touch "$work/verified.stop"
 tb_wait_gone "$verified_pid" 60 || true
 wait "$verified_pid" || verified_rc=$?
 tb_report verified-io "$((verified_rc == 0))" "$(cat "$work/verified.log")"

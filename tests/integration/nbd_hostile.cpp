@@ -16,9 +16,11 @@
 //                                               prints how many went out before the sockets
 //                                               filled up, holds the connections S s
 //   nbd_hostile verified --uri URI --backing FILE --span BYTES --seconds S [--seed N]
+//                        [--stop-file PATH]
 //                                               libnbd: write, read back and compare 4-64 KiB
-//                                               requests in the first BYTES; prints latency;
-//                                               at the end compares the span with FILE
+//                                               requests in the first BYTES for S seconds, or
+//                                               until PATH exists; prints latency; at the end
+//                                               compares the span with FILE
 // Exit status: 0 all checks passed, 1 a check failed, 2 bad usage or setup.
 
 #include <fcntl.h>
@@ -581,8 +583,14 @@ uint64_t splitmix64(uint64_t& state) {
 }
 
 // Writes, reads back and compares; keeps a copy of the span to compare with the backing file.
+// True once the caller created `stop_file` (never when it is empty): it says so when the clients
+// the verified I/O must run alongside are done, instead of leaving us to run out our seconds.
+bool stop_asked(const std::string& stop_file) {
+  return !stop_file.empty() && ::access(stop_file.c_str(), F_OK) == 0;
+}
+
 int run_verified(const std::string& uri, const std::string& backing, uint64_t span, double seconds,
-                 uint64_t seed) {
+                 uint64_t seed, const std::string& stop_file) {
   nbd_handle* nbd = nbd_create();
   if (nbd == nullptr || nbd_connect_uri(nbd, uri.c_str()) == -1) {
     std::printf("FAIL: verified: connect: %s\n", nbd_get_error());
@@ -600,7 +608,7 @@ int run_verified(const std::string& uri, const std::string& backing, uint64_t sp
   uint64_t errors = 0, mismatches = 0;
   const auto end = Clock::now() + std::chrono::duration<double>(seconds);
   uint64_t state = seed;
-  while (Clock::now() < end && errors == 0) {
+  while (Clock::now() < end && errors == 0 && !stop_asked(stop_file)) {
     const uint64_t length = 4096 * (1 + rng() % 16);
     const uint64_t offset = 4096 * (rng() % ((span - length) / 4096 + 1));
     data.resize(length);
@@ -651,7 +659,7 @@ int run_verified(const std::string& uri, const std::string& backing, uint64_t sp
 int main(int argc, char** argv) {
   CLI::App app{"hostile and verified NBD clients"};
   app.require_subcommand(1);
-  std::string path, uri, backing;
+  std::string path, uri, backing, stop_file;
   int count = 1000, hold = 5, limit = 60, deadline = 60, connections = 1;
   uint64_t span = 16u << 20, seed = 1, region = 32u << 20;
   double seconds = 10;
@@ -674,10 +682,11 @@ int main(int argc, char** argv) {
   verified->add_option("--span", span, "bytes from offset 0");
   verified->add_option("--seconds", seconds);
   verified->add_option("--seed", seed);
+  verified->add_option("--stop-file", stop_file, "stop early once this file exists");
   CLI11_PARSE(app, argc, argv);
   if (*cases) return run_cases(path);
   if (*slow) return run_slow(path, limit);
   if (*flood) return run_flood(path, count, hold, deadline);
   if (*no_read) return run_no_read(path, hold, region, connections);
-  return run_verified(uri, backing, span, seconds, seed);
+  return run_verified(uri, backing, span, seconds, seed, stop_file);
 }
