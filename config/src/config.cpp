@@ -943,6 +943,7 @@ const Section<Nbd>& nbd_section() {
       optional("max_clients", &Nbd::max_clients, integer<std::uint32_t>{0, 100000}),
       optional("handshake_timeout", &Nbd::handshake_timeout, integer<std::uint32_t>{0, 3600}),
       optional("client_buffer_mib", &Nbd::client_buffer_mib, integer<std::uint32_t>{1, 1024}),
+      optional("total_buffer_mib", &Nbd::total_buffer_mib, integer<std::uint32_t>{0, 65536}),
   });
   return section;
 }

@@ -18,7 +18,8 @@
 #                  the handshake with the limit's message, the accept pauses keep the fd
 #                  reserve, the fd count and RSS stay within budget (below) and come back down
 #   no-read        4 clients that send 1 MiB reads and never read a reply: the server stops
-#                  reading each at its per-connection budget (max_bytes_per_connection 32 MiB),
+#                  reading each at its own budget (nbd.client_buffer_mib) or at the one all
+#                  clients share (nbd.total_buffer_mib), the verified client goes on,
 #                  RSS stays within budget
 #   control and metrics  hostile local clients of the control socket and the metrics endpoint
 #                  (control_hostile.py): a 64 KiB request line, binary junk, an HTTP request,
@@ -34,9 +35,9 @@
 # Budgets (asserted loosely; they are bounds, not timings): file descriptors at most
 # RLIMIT_NOFILE (1024) - 32: accepting pauses while fewer than 64 + 2 per path are left;
 # RSS growth under the flood at most 1000 x 256 KiB; under the clients that never read, at most
-# 3 x 32 MiB each (twice the byte budget of a connection, plus socket buffers). There is no
-# server-wide byte budget: nbd.max_clients such clients could hold about
-# max_clients x 2 x max_bytes_per_connection (6.4 GiB with the defaults). Control socket and
+# 3 x 32 MiB each (twice the byte budget of a connection, plus socket buffers). All of them
+# share nbd.total_buffer_mib (16 MiB by default) beyond one request each, so nbd.max_clients
+# such clients hold about total_buffer_mib + max_clients x their request size. Control socket and
 # metrics endpoint: at most 16 connections each at once, so at most base + 2 x 16 + 4 fds, and
 # RSS growth at most 16 MiB (a request is at most 256 bytes, a request head 8 KiB). Before any
 # client (check idle-rss, plain build only): VmRSS at most 10 MiB, about 8 MiB measured on the

@@ -21,6 +21,9 @@
 #   non-root          attach as user nobody, sockets in a directory nobody owns: serves I/O
 #   detach            `iscsi-mpio detach` ends the attach: exit 0 once it has exited (status 0),
 #                     no connection left at tgtd; a second detach finds no attach (exit 1)
+#   shared-budget     two LUNs in one attach with nbd.total_buffer_mib 4, verified clients at
+#                     queue depth 32 of up to 1 MiB on both: VmHWM grows by at most the budget
+#                     plus one request per client plus 8 MiB, the waits are in the metrics
 #
 # Environment: BUILD (build tree), IM_BIN, EXERCISER. Needs root (tgtd, runuser), jq, curl,
 # /usr/bin/python3. Every wait is bounded; everything started here is stopped by PID on exit.
@@ -569,6 +572,81 @@ EOF
   tb_report limits "$ok"
 }
 check_limits
+
+# ---------------------------------------------------------------- shared payload budget
+
+# status_kib PID FIELD: a /proc/PID/status field (VmRSS, VmHWM) in KiB.
+status_kib() { awk -v f="$2:" '$1 == f {print $2}' "/proc/$1/status"; }
+
+# Two LUNs in one attach (target.luns) with nbd.total_buffer_mib 4 and client_buffer_mib 16,
+# a verified client on each at queue depth 32 with requests up to 1 MiB: the attach's VmHWM
+# grows by at most the shared budget, plus the one request per client it grants above it
+# (2 x 1 MiB), plus 8 MiB of slack (heap, session and socket bookkeeping). Each client alone
+# could hold 16 MiB in flight and as much kept, so without the shared budget the two would go
+# well beyond it. Every byte is checked against the LUN's backing file; the waits are counted
+# in the metrics.
+check_shared_budget() {
+  local ok=1 dir=$work/budget port backing2=$work/tgt/budget-lun2.img
+  mkdir -p "$dir"
+  truncate -s 64M "$backing2"
+  if ! tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op new --tid 1 --lun 2 \
+    -b "$backing2"; then
+    tb_report shared-budget 0 "tgtadm could not add LUN 2"
+    return
+  fi
+  port=$(tb_free_port "" 127.0.0.1)
+  cat >"$dir/budget.yaml" <<EOF
+initiator: {name: iqn.2026-11.org.iscsi-mpio:ops-checks}
+target: {iqn: $TGT_IQN, luns: [$TGT_LUN, 2], login_timeout: 5}
+paths: [{portal: "127.0.0.1:$TGT_PORT"}]
+nbd: {listen: "unix:$dir/luns.sock", client_buffer_mib: 16, total_buffer_mib: 4}
+control: {socket: "$dir/luns.control"}
+metrics: {listen: "127.0.0.1:$port"}
+EOF
+  "$im_bin" attach "$dir/budget.yaml" >"$dir/attach.out" 2>"$dir/attach.log" &
+  local pid=$! lun1_uri lun2_uri
+  two_exports() { (($(grep -c '^nbd' "$dir/attach.out") == 2)); }
+  if ! tb_wait_until 30 two_exports; then
+    stop_pid "$pid" || true
+    report_log=$dir/attach.log tb_report shared-budget 0 "the attach did not serve two exports"
+    tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op delete --tid 1 --lun 2 || true
+    return
+  fi
+  lun1_uri=$(grep "/lun$TGT_LUN?" "$dir/attach.out")
+  lun2_uri=$(grep '/lun2?' "$dir/attach.out")
+  local hwm_before hwm_after
+  hwm_before=$(status_kib "$pid" VmHWM)
+  local -a ex_pids=()
+  "$exerciser" --uri "$lun1_uri" --backing "$TGT_BACKING" --seed 31 --ops 1000000 \
+    --time-limit 5 --queue-depth 32 --max-len 1M --span 64M >"$dir/exerciser1.log" 2>&1 &
+  ex_pids+=($!)
+  "$exerciser" --uri "$lun2_uri" --backing "$backing2" --seed 32 --ops 1000000 \
+    --time-limit 5 --queue-depth 32 --max-len 1M --span 64M >"$dir/exerciser2.log" 2>&1 &
+  ex_pids+=($!)
+  local n=1 ex
+  for ex in "${ex_pids[@]}"; do
+    wait "$ex" || { ok=0; echo "    LUN client $n: $(tail -n 2 "$dir/exerciser$n.log")"; }
+    n=$((n + 1))
+  done
+  hwm_after=$(status_kib "$pid" VmHWM)
+  local grown=$((hwm_after - hwm_before)) bound=$(((4 + 2 + 8) * 1024)) waits
+  echo "    VmHWM $hwm_before KiB before the clients, $hwm_after KiB after" \
+    "(+$grown KiB, bound $bound KiB)"
+  ((grown <= bound)) || { ok=0; echo "    VmHWM grew by $grown KiB, above $bound KiB"; }
+  # One sample per LUN, every one the listener's count.
+  waits=$(curl -s --max-time 10 "http://127.0.0.1:$port/metrics" |
+    awk '$1 ~ /^iscsi_mpio_nbd_buffer_waits_total/ {print $2; exit}')
+  echo "    clients held back for the shared budget: ${waits:-?} times;" \
+    "$(grep -ho 'PASS.*mismatches' "$dir"/exerciser?.log | tr '\n' ' ')"
+  ((${waits:-0} > 0)) || { ok=0; echo "    no wait counted: the budget was never reached"; }
+  local rc=0
+  stop_pid "$pid" || rc=$?
+  ((rc == 0)) || { ok=0; echo "    attach exited $rc"; }
+  tgtadm -C "$TGT_CTL" --lld iscsi --mode logicalunit --op delete --tid 1 --lun 2 || ok=0
+  rm -f "$backing2"
+  report_log=$dir/attach.log tb_report shared-budget "$ok"
+}
+check_shared_budget
 
 # ---------------------------------------------------------------- non-root
 

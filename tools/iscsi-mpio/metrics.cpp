@@ -312,6 +312,10 @@ std::string exposition(const std::vector<LunSeries>& luns, bool lun_label) {
     per_lun("iscsi_mpio_nbd_accept_pauses_total", "counter",
             "Times accepting NBD clients paused to keep file descriptors for the paths.",
             [](const NbdCounters& n) { return n.fd_reserve_pauses; });
+    per_lun("iscsi_mpio_nbd_buffer_waits_total", "counter",
+            "Times an NBD client was read no further until payload buffers came back "
+            "(nbd.total_buffer_mib, shared by every client of every export).",
+            [](const NbdCounters& n) { return n.buffer_waits; });
   }
   return e.take();
 }

@@ -43,6 +43,7 @@ struct NbdCounters {
   uint64_t refused_max_clients = 0;
   uint64_t handshake_timeouts = 0;
   uint64_t fd_reserve_pauses = 0;
+  uint64_t buffer_waits = 0;  // reads held back for nbd.total_buffer_mib
 };
 
 // Everything one scrape or `stats` answer shows; taken on the io_context's thread.

@@ -227,6 +227,7 @@ nbd::ServerOptions server_options(const config::Config& cfg, const blockdev::Dev
   options.max_clients = cfg.nbd.max_clients;
   options.handshake_timeout = std::chrono::seconds(cfg.nbd.handshake_timeout);
   options.max_bytes_per_connection = std::size_t{cfg.nbd.client_buffer_mib} << 20;
+  options.max_bytes_total = std::size_t{cfg.nbd.total_buffer_mib} << 20;
   options.fd_reserve = fd_reserve(cfg, lun.device.mode == config::NbdDevice::Mode::none ? 0 : 1);
   return options;
 }

@@ -155,6 +155,9 @@ class Planner {
     refuse_if(a.nbd.max_clients != b.nbd.max_clients, "nbd.max_clients", kExports);
     refuse_if(a.nbd.handshake_timeout != b.nbd.handshake_timeout, "nbd.handshake_timeout",
               kExports);
+    refuse_if(a.nbd.client_buffer_mib != b.nbd.client_buffer_mib, "nbd.client_buffer_mib",
+              kExports);
+    refuse_if(a.nbd.total_buffer_mib != b.nbd.total_buffer_mib, "nbd.total_buffer_mib", kExports);
   }
 
   // Entries are matched by what they reach (portal or discover, source, interface), whatever

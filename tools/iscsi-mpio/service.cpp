@@ -140,7 +140,8 @@ struct Runtime::Impl : std::enable_shared_from_this<Impl> {
                .buffer_bytes = counters.buffer_bytes,
                .refused_max_clients = counters.refused_max_clients,
                .handshake_timeouts = counters.handshake_timeouts,
-               .fd_reserve_pauses = counters.fd_reserve_pauses};
+               .fd_reserve_pauses = counters.fd_reserve_pauses,
+               .buffer_waits = counters.buffer_waits};
     }
     return s;
   }

@@ -45,6 +45,7 @@
 
 #include <blockdev/block_device.hpp>
 #include "exports.hpp"
+#include "nbd/buffer_budget.hpp"
 #include "nbd/errors.hpp"
 #include "nbd/export.hpp"
 #include "nbd/handshake.hpp"
@@ -102,16 +103,97 @@ struct CounterCells {
   std::atomic<uint64_t> refused_max_clients{0};
   std::atomic<uint64_t> handshake_timeouts{0};
   std::atomic<uint64_t> fd_reserve_pauses{0};
+  std::atomic<uint64_t> buffer_waits{0};  // reads held back for the shared payload budget
 };
 
-// The payload buffer bytes one connection holds, and the server-wide total beside it.
+class Connection;
+
+using PayloadBuffer = std::unique_ptr<std::byte[]>;
+
+// The server-wide payload budget (ServerOptions::max_bytes_total) as the connections use it:
+// nbd::BufferBudget decides, this carries out what it says on the connections it names
+// (notifying the ones it grants, freeing the kept buffers it reclaims). Every connection of
+// every export shares it; all of it runs on the io_context's thread.
+//
+// A buffer given back while a connection waits for as many bytes is handed to it rather than
+// freed: under a busy budget every request would otherwise unmap a buffer (glibc maps those of
+// 128 KiB and more, main() fixes the threshold) and map and fault in another of the same size.
+class SharedBudget {
+ public:
+  explicit SharedBudget(size_t limit_bytes) : budget_(limit_bytes) {}
+  SharedBudget(const SharedBudget&) = delete;
+  SharedBudget& operator=(const SharedBudget&) = delete;
+
+  BufferBudget::Holder join(Connection& connection) {
+    const BufferBudget::Holder id = next_id_++;
+    holders_[id] = &connection;
+    return id;
+  }
+  void leave(BufferBudget::Holder id) {
+    holders_.erase(id);
+    waiting_bytes_.erase(id);
+    handed_.erase(id);
+    notify(budget_.leave(id), nullptr, 0);
+  }
+  // True: granted now. False: queued; the connection is notified once waiting(id) is false.
+  bool take(BufferBudget::Holder id, size_t bytes);
+  // `buffer` (of `bytes`) is done with: handed to a connection this grants, or freed.
+  void give_back(BufferBudget::Holder id, PayloadBuffer buffer, size_t bytes,
+                 BufferBudget::From from) {
+    notify(budget_.give_back(id, bytes, from), &buffer, bytes);
+  }
+  void keep(BufferBudget::Holder id, size_t bytes) { notify(budget_.keep(id, bytes), nullptr, 0); }
+  void reuse(BufferBudget::Holder id, size_t bytes) { budget_.reuse(id, bytes); }
+  bool waiting(BufferBudget::Holder id) const { return budget_.waiting(id); }
+  bool may_keep() const { return budget_.may_keep(); }
+  // The buffer handed to `id` with its grant, if one was (of the size it asked for).
+  PayloadBuffer claim(BufferBudget::Holder id) {
+    const auto it = handed_.find(id);
+    if (it == handed_.end()) return nullptr;
+    PayloadBuffer buffer = std::move(it->second);
+    handed_.erase(it);
+    return buffer;
+  }
+
+ private:
+  // Wakes the connections granted; the first that waited for exactly `bytes` gets `*buffer`.
+  void notify(const std::vector<BufferBudget::Holder>& granted, PayloadBuffer* buffer,
+              size_t bytes);
+
+  BufferBudget budget_;
+  std::map<BufferBudget::Holder, Connection*> holders_;
+  std::map<BufferBudget::Holder, size_t> waiting_bytes_;  // the size of each queued take
+  std::map<BufferBudget::Holder, PayloadBuffer> handed_;  // granted with a buffer, not claimed
+  BufferBudget::Holder next_id_ = 1;
+};
+
+// The payload buffer bytes one connection holds (in use by its requests, kept for reuse), the
+// server-wide total beside it for the counters, and its account in the shared budget. Bytes
+// are taken from the budget before a buffer is allocated (Connection::reserve_payload), so
+// allocated() only records them.
 struct BufferAccount {
+  BufferAccount(std::shared_ptr<CounterCells> totals, std::shared_ptr<SharedBudget> budget,
+                Connection& connection)
+      : totals(std::move(totals)), budget(std::move(budget)), id(this->budget->join(connection)) {}
+  // After every Op (declared before them): nothing is held any more.
+  ~BufferAccount() { budget->leave(id); }
+  BufferAccount(const BufferAccount&) = delete;
+  BufferAccount& operator=(const BufferAccount&) = delete;
+
   size_t held = 0;
   std::shared_ptr<CounterCells> totals;
+  std::shared_ptr<SharedBudget> budget;
+  BufferBudget::Holder id;
 
-  void add(int64_t delta) {
-    held = static_cast<size_t>(static_cast<int64_t>(held) + delta);
-    totals->buffer_bytes.fetch_add(static_cast<uint64_t>(delta), std::memory_order_relaxed);
+  void allocated(size_t bytes) {
+    held += bytes;
+    totals->buffer_bytes.fetch_add(bytes, std::memory_order_relaxed);
+  }
+  void freed(PayloadBuffer buffer, size_t bytes, bool kept) {
+    held -= bytes;
+    totals->buffer_bytes.fetch_sub(bytes, std::memory_order_relaxed);
+    budget->give_back(id, std::move(buffer), bytes,
+                      kept ? BufferBudget::From::kept : BufferBudget::From::in_use);
   }
 };
 
@@ -128,6 +210,7 @@ struct Op {
   blockdev::IoRequest io;
   std::unique_ptr<std::byte[]> buffer;
   uint32_t buffer_capacity = 0;
+  bool kept = false;           // among the connection's spare ops, its buffer kept for reuse
   uint32_t payload_bytes = 0;  // counted against the connection's byte budget
   uint32_t error = 0;
   std::string message;
@@ -137,23 +220,25 @@ struct Op {
   std::vector<std::byte> chunk;  // a whole reply built in memory: error or block status chunk
   size_t data_size = 0;
 
-  // `length` bytes of payload space, reusing the buffer of an earlier request when it is large
-  // enough.
-  std::span<std::byte> payload(uint32_t length) {
-    if (buffer_capacity < length) {
-      release_buffer();
+  // A buffer of `length` bytes, taken from the shared budget already: the one another
+  // connection handed over with the grant, or a new one.
+  void allocate(uint32_t length) {
+    release_buffer();
+    buffer = account.budget->claim(account.id);
+    if (!buffer) {
       buffer = std::make_unique_for_overwrite<std::byte[]>(length);
-      buffer_capacity = length;
-      account.add(length);
       account.totals->buffer_allocations.fetch_add(1, std::memory_order_relaxed);
     }
-    return {buffer.get(), length};
+    buffer_capacity = length;
+    account.allocated(length);
   }
 
+  std::span<std::byte> payload(uint32_t length) { return {buffer.get(), length}; }
+
   void release_buffer() {
-    account.add(-int64_t{buffer_capacity});
-    buffer.reset();
-    buffer_capacity = 0;
+    if (buffer_capacity == 0) return;
+    const uint32_t capacity = std::exchange(buffer_capacity, 0);
+    account.freed(std::move(buffer), capacity, kept);
   }
 
   // Ready for the next request; the buffer and io.done stay.
@@ -202,15 +287,15 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // require).
   Connection(Socket socket, std::shared_ptr<const ExportTable> exports,
              std::shared_ptr<ServedExport> served, ConnectionLimits limits, std::string peer,
-             std::shared_ptr<CounterCells> counters, TlsMode tls_mode,
-             std::shared_ptr<const tls::Credentials> tls_credentials)
+             std::shared_ptr<CounterCells> counters, std::shared_ptr<SharedBudget> budget,
+             TlsMode tls_mode, std::shared_ptr<const tls::Credentials> tls_credentials)
       : socket_(std::move(socket)),
         wake_(socket_.get_executor(), asio::steady_timer::time_point::max()),
         handshake_timer_(socket_.get_executor()),
         linger_timer_(socket_.get_executor()),
         idle_timer_(socket_.get_executor()),
         counters_(counters),
-        buffers_{.totals = std::move(counters)},
+        buffers_(std::move(counters), std::move(budget), *this),
         exports_(std::move(exports)),
         limits_(std::move(limits)),
         peer_(std::move(peer)),
@@ -290,6 +375,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void released() {
     if (auto closed = std::exchange(on_released_, nullptr)) closed(released_quiet_);
   }
+
+  // The shared budget granted this connection's queued take, or asks it to free what it keeps.
+  void budget_granted() { notify(); }
+  void free_kept_buffers() { release_spare_buffers(); }
 
   // Server shutdown: no new requests; what was read completes and is answered.
   void stop() {
@@ -551,6 +640,21 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   bool can_read_more() const { return !stopping_ && !hard_disconnect_ && !write_failed_; }
 
+  SharedBudget& budget() { return *buffers_.budget; }
+
+  // Takes `bytes` for a new payload buffer from the budget every connection shares, reading
+  // nothing more from this client until it is granted. It is granted in the end
+  // (nbd/buffer_budget.hpp): what the other connections hold belongs to requests in flight,
+  // which complete, time out at the device or fail with their connection, and give it back;
+  // what they keep for reuse is freed as soon as someone waits; and once this connection's own
+  // requests are done it is granted whatever the budget says. So it waits even while stopping:
+  // the request was read and is answered.
+  awaitable<void> reserve_payload(uint32_t bytes) {
+    if (budget().take(buffers_.id, bytes)) co_return;
+    counters_->buffer_waits.fetch_add(1, std::memory_order_relaxed);
+    while (budget().waiting(buffers_.id)) co_await wait();
+  }
+
   awaitable<void> read_requests() {
     std::array<std::byte, kRequestHeaderSize> header{};
     error_code ec;
@@ -615,6 +719,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
         }
         op->payload_bytes = request.length;
         in_flight_bytes_ += request.length;
+        if (op->buffer_capacity < request.length) {
+          op->release_buffer();
+          co_await reserve_payload(request.length);
+          op->allocate(request.length);
+        }
         const auto payload = op->payload(request.length);
         if (request.type == kCmdWrite) {
           // What the last read brought of the payload, then the rest straight into it.
@@ -631,6 +740,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
             co_return;
           }
         }
+      } else if (op->buffer_capacity > 0 && !budget().may_keep()) {
+        // A kept buffer this request does not need: another connection waits for bytes.
+        op->release_buffer();
       }
       // Zero-length requests have nothing to do ("SHOULD NOT disconnect"); answer at once.
       if (request.length == 0 && request.type != kCmdFlush) {
@@ -727,6 +839,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (!spare_ops_.empty()) {
       auto op = std::move(spare_ops_.back());
       spare_ops_.pop_back();
+      if (std::exchange(op->kept, false)) budget().reuse(buffers_.id, op->buffer_capacity);
       return op;
     }
     auto op = std::make_unique<Op>(buffers_);
@@ -749,9 +862,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // GiB on the benchmark's machine instead of 0.35. Each request can grow its op's buffer only
   // to its own length, so without the trim, phases of 4 MiB writes, 4 KiB reads and 4 MiB
   // writes again would leave every kept op with a 4 MiB buffer.
+  //
+  // Kept buffers count against the budget all connections share, and none is kept while
+  // another connection waits for bytes of it: freed, the buffer serves that connection.
   void recycle(std::unique_ptr<Op> op) {
     if (spare_ops_.size() >= limits_.max_requests) return;
-    if (op->buffer_capacity > kKeepBufferBytes) op->release_buffer();
+    if (op->buffer_capacity > kKeepBufferBytes || !budget().may_keep()) op->release_buffer();
     const size_t keep_limit = 2 * limits_.max_bytes;
     for (auto& spare : spare_ops_) {
       if (buffers_.held <= keep_limit) break;
@@ -759,6 +875,10 @@ class Connection : public std::enable_shared_from_this<Connection> {
     }
     if (buffers_.held > keep_limit) op->release_buffer();
     op->reset();
+    if (op->buffer_capacity > 0) {
+      op->kept = true;
+      budget().keep(buffers_.id, op->buffer_capacity);
+    }
     spare_ops_.push_back(std::move(op));
     if (buffers_.held > 0) watch_idle_buffers();
   }
@@ -976,6 +1096,28 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::deque<std::unique_ptr<Op>> replies_;
 };
 
+bool SharedBudget::take(BufferBudget::Holder id, size_t bytes) {
+  const BufferBudget::Take take = budget_.take(id, bytes);
+  if (!take.granted) waiting_bytes_[id] = bytes;
+  // Each frees what it keeps, giving it back: the queue is served as the bytes come in.
+  for (const BufferBudget::Holder holder : take.reclaim)
+    if (const auto it = holders_.find(holder); it != holders_.end())
+      it->second->free_kept_buffers();
+  return take.granted || !budget_.waiting(id);
+}
+
+void SharedBudget::notify(const std::vector<BufferBudget::Holder>& granted, PayloadBuffer* buffer,
+                          size_t bytes) {
+  for (const BufferBudget::Holder holder : granted) {
+    const auto wanted = waiting_bytes_.find(holder);
+    if (wanted == waiting_bytes_.end()) continue;
+    if (buffer != nullptr && *buffer && wanted->second == bytes)
+      handed_[holder] = std::move(*buffer);
+    waiting_bytes_.erase(wanted);
+    if (const auto it = holders_.find(holder); it != holders_.end()) it->second->budget_granted();
+  }
+}
+
 std::string describe_peer(const Protocol::endpoint& endpoint, uint64_t id) {
   std::string name = "#" + std::to_string(id);
   const auto* addr = endpoint.data();
@@ -1074,6 +1216,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
   std::set<std::shared_ptr<Connection>> connections;
   std::atomic<size_t> connection_count{0};
   std::shared_ptr<CounterCells> counters = std::make_shared<CounterCells>();
+  // Every connection's payload buffers, of every export (options.max_bytes_total).
+  std::shared_ptr<SharedBudget> budget = std::make_shared<SharedBudget>(options.max_bytes_total);
   std::shared_ptr<const tls::Credentials> tls_credentials;  // set by start() unless TLS is off
   uint64_t next_id = 1;
   // Accepted connections that are served (not refused, not handed over by serve_connected).
@@ -1318,7 +1462,7 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
         ConnectionLimits{options.max_requests_per_connection, options.max_bytes_per_connection,
                          handshake_done ? std::chrono::milliseconds(0) : options.handshake_timeout,
                          options.idle_buffer_release, std::move(refusal)},
-        std::move(peer), counters, tls_mode, std::move(credentials));
+        std::move(peer), counters, budget, tls_mode, std::move(credentials));
     connections.insert(connection);
     if (handshake_done) handed_over.insert(connection);
     ++connection_count;
@@ -1542,7 +1686,8 @@ Server::Counters Server::counters() const {
           impl_->counters->refused_max_clients.load(std::memory_order_relaxed),
           impl_->counters->handshake_timeouts.load(std::memory_order_relaxed),
           impl_->counters->fd_reserve_pauses.load(std::memory_order_relaxed),
-          impl_->connection_count.load()};
+          impl_->connection_count.load(),
+          impl_->counters->buffer_waits.load(std::memory_order_relaxed)};
 }
 
 Server::Counters Server::counters(const std::string& export_name) const {

@@ -515,6 +515,11 @@ TEST_CASE("nbd.client_buffer_mib is 8 by default, 1 to 1024", "[config]") {
                                    {"0", "1025", "8M"}, "from 1 to 1024");
 }
 
+TEST_CASE("nbd.total_buffer_mib is 16 by default, 0 for no limit, at most 65536", "[config]") {
+  check_nbd_integer<std::uint32_t>("total_buffer_mib", &config::Nbd::total_buffer_mib, 16, 0,
+                                   {"-1", "65537", "16M", "1.5"}, "from 0 to 65536");
+}
+
 TEST_CASE("nbd.handshake_timeout is 10 seconds by default, 0 for no limit", "[config]") {
   check_nbd_integer<std::uint32_t>("handshake_timeout", &config::Nbd::handshake_timeout, 10, 3,
                                    {"3601"}, "from 0 to 3600");

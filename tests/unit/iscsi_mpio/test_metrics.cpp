@@ -43,7 +43,8 @@ metrics::Sample sample() {
            .buffer_bytes = 1048576,
            .refused_max_clients = 3,
            .handshake_timeouts = 2,
-           .fd_reserve_pauses = 1};
+           .fd_reserve_pauses = 1,
+           .buffer_waits = 7};
   return s;
 }
 
@@ -153,6 +154,7 @@ TEST_CASE("exposition: every line a comment or a sample, families whole", "[iscs
            R"(iscsi_mpio_nbd_refused_total{reason="max_clients"} 3)",
            R"(iscsi_mpio_nbd_refused_total{reason="handshake_timeout"} 2)",
            "iscsi_mpio_nbd_accept_pauses_total 1",
+           "iscsi_mpio_nbd_buffer_waits_total 7",
            R"(iscsi_mpio_lun_info{export="lun",target="iqn.2026-11.org.example:t",lun="1",)"
            R"(wwid="naa.60000000000000000000000000000001"} 1)",
        }) {

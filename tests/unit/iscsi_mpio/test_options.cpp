@@ -408,6 +408,17 @@ TEST_CASE("nbd.read_only, max_clients and handshake_timeout reach the server",
   CHECK(got.handshake_timeout == std::chrono::seconds(3));
 }
 
+TEST_CASE("nbd.client_buffer_mib and total_buffer_mib reach the server in bytes",
+          "[iscsi_mpio][options]") {
+  const auto defaults = options::server_options(load(minimal), device_info());
+  CHECK(defaults.max_bytes_per_connection == 8u << 20);
+  CHECK(defaults.max_bytes_total == 16u << 20);
+  const auto got = options::server_options(
+      load_with("nbd:\n  client_buffer_mib: 2\n  total_buffer_mib: 0\n"), device_info());
+  CHECK(got.max_bytes_per_connection == 2u << 20);
+  CHECK(got.max_bytes_total == 0u);  // no limit
+}
+
 TEST_CASE("nbd.read_only makes the kernel's device read-only too", "[iscsi_mpio][options]") {
   const auto got = options::kernel_options(load_with("nbd:\n  read_only: true\n"), device_info());
   CHECK((got.transmission_flags & nbd::kFlagReadOnly) != 0);

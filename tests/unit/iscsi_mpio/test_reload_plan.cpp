@@ -203,6 +203,8 @@ TEST_CASE("reload: keys fixed while the attach runs are refused by name and line
       {std::string(running_file) + "nbd:\n  listen: \"tcp:127.0.0.1:10810\"\n", "nbd.listen", 15},
       {std::string(running_file) + "nbd:\n  device: auto\n", "nbd.device", 15},
       {std::string(running_file) + "nbd:\n  export: other\n", "nbd.export", 15},
+      {std::string(running_file) + "nbd:\n  client_buffer_mib: 4\n", "nbd.client_buffer_mib", 15},
+      {std::string(running_file) + "nbd:\n  total_buffer_mib: 64\n", "nbd.total_buffer_mib", 15},
       {std::string(running_file) + "control:\n  socket: /run/other.control\n", "control.socket",
        15},
       {std::string(running_file) + "metrics:\n  listen: \"127.0.0.1:9469\"\n", "metrics.listen",

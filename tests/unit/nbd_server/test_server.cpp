@@ -861,6 +861,113 @@ TEST_CASE("an idle connection gives its kept payload buffers back and serves on"
   CHECK(eventually([&] { return f.server->counters().buffer_bytes == 0; }));
 }
 
+// --- the payload budget every connection shares (ServerOptions::max_bytes_total) ---------------
+
+namespace {
+
+constexpr uint32_t kQuarter = 256u << 10;
+
+// A server whose connections share a 1 MiB payload budget, each alone allowed 8 MiB; requests
+// wait at the device until the test completes them.
+Fixture shared_budget_fixture(size_t total = 1u << 20) {
+  return Fixture(MemoryBlockDevice::make_info(4u << 20), [total](nbd::ServerOptions& o) {
+    o.max_bytes_total = total;
+    o.max_bytes_per_connection = 8u << 20;
+    o.max_requests_per_connection = 64;
+    o.idle_buffer_release = std::chrono::milliseconds(0);  // however slow the machine
+  });
+}
+
+// Reads `count` replies of `length` bytes, checking the data against the device's.
+void read_replies(Fixture& f, RawClient& raw, size_t count, uint32_t length, uint64_t offset) {
+  for (size_t i = 0; i < count; ++i) {
+    const auto [error, cookie] = raw.simple_reply();
+    REQUIRE(error == 0);
+    (void)cookie;
+    REQUIRE(raw.receive(length) == f.device.read_bytes(offset, length));
+  }
+}
+
+}  // namespace
+
+TEST_CASE("connections share the payload budget: one above it waits until another gives back",
+          "[nbd_server][budget]") {
+  Fixture f = shared_budget_fixture();
+  f.device.write_bytes(0, pattern(kQuarter, 5));
+  f.device.set_defer(true);
+  RawClient a(f.path), b(f.path);
+  // A fills the budget with four reads at the device.
+  for (uint64_t i = 1; i <= 4; ++i) a.request(nbd::kCmdRead, i, 0, kQuarter);
+  REQUIRE(eventually([&] { return f.device.deferred_count() == 4; }));
+  CHECK(f.server->counters().buffer_bytes == 4 * kQuarter);
+  // B has nothing in flight: its first read runs above the budget. Its second waits, unread.
+  b.request(nbd::kCmdRead, 11, 0, kQuarter);
+  REQUIRE(eventually([&] { return f.device.deferred_count() == 5; }));
+  b.request(nbd::kCmdRead, 12, 0, kQuarter);
+  CHECK(eventually([&] { return f.server->counters().buffer_waits == 1; }));
+  std::this_thread::sleep_for(50ms);
+  CHECK(f.device.deferred_count() == 5);
+  CHECK(f.server->counters().buffer_bytes == 5 * kQuarter);
+  // One of A's reads done: still 1 MiB held, B's 256 KiB does not fit. Two: it does.
+  CHECK(f.device.complete_deferred(0));
+  read_replies(f, a, 1, kQuarter, 0);
+  std::this_thread::sleep_for(50ms);
+  CHECK(f.device.deferred_count() == 4);
+  CHECK(f.device.complete_deferred(0));
+  read_replies(f, a, 1, kQuarter, 0);
+  REQUIRE(eventually([&] { return f.device.deferred_count() == 4; }));
+  // No buffer is kept while B waits: what came back served B.
+  CHECK(f.server->counters().buffer_bytes == 4 * kQuarter);
+  CHECK(f.device.complete_all_deferred() == 4);
+  read_replies(f, a, 2, kQuarter, 0);
+  read_replies(f, b, 2, kQuarter, 0);
+}
+
+TEST_CASE("a request larger than the shared budget runs when its connection holds nothing",
+          "[nbd_server][budget]") {
+  Fixture f = shared_budget_fixture(kQuarter);
+  f.device.write_bytes(0, pattern(1u << 20, 6));
+  f.device.set_defer(true);
+  RawClient a(f.path), b(f.path);
+  a.request(nbd::kCmdRead, 1, 0, 1u << 20);
+  b.request(nbd::kCmdRead, 2, 0, 1u << 20);
+  REQUIRE(eventually([&] { return f.device.deferred_count() == 2; }));
+  // A's second read waits for its first, B's for its own.
+  a.request(nbd::kCmdRead, 3, 0, 1u << 20);
+  CHECK(eventually([&] { return f.server->counters().buffer_waits == 1; }));
+  std::this_thread::sleep_for(50ms);
+  CHECK(f.device.deferred_count() == 2);
+  // A's first read done and its reply read (a reply larger than the socket's buffer is written
+  // as the client reads): A holds nothing, its second read goes.
+  CHECK(f.device.complete_deferred(0));
+  read_replies(f, a, 1, 1u << 20, 0);
+  REQUIRE(eventually([&] { return f.device.deferred_count() == 2; }));
+  CHECK(f.device.complete_all_deferred() == 2);
+  read_replies(f, b, 1, 1u << 20, 0);
+  read_replies(f, a, 1, 1u << 20, 0);
+  // Nothing is kept above the budget.
+  CHECK(eventually([&] { return f.server->counters().buffer_bytes == 0; }));
+}
+
+TEST_CASE("buffers kept for reuse are freed when another connection needs the budget",
+          "[nbd_server][budget]") {
+  Fixture f = shared_budget_fixture();
+  f.device.set_defer(true);
+  ReadPhases reads{f, RawClient(f.path)};
+  reads.phase(4, kQuarter);
+  // A is idle and keeps its four buffers: the whole budget.
+  CHECK(eventually([&] { return f.server->counters().buffer_bytes == 4 * kQuarter; }));
+  RawClient b(f.path);
+  b.request(nbd::kCmdRead, 1, 0, kQuarter);
+  REQUIRE(eventually([&] { return f.device.deferred_count() == 1; }));
+  // B's buffer, and nothing kept: A's went before the budget was exceeded.
+  CHECK(eventually([&] { return f.server->counters().buffer_bytes == kQuarter; }));
+  CHECK(f.device.complete_all_deferred() == 1);
+  read_replies(f, b, 1, kQuarter, 0);
+  // A serves on.
+  reads.phase(4, kQuarter);
+}
+
 TEST_CASE("requests packed into one send, or a header split across sends, are read in order",
           "[nbd_server]") {
   Fixture f;
