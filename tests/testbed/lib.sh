@@ -272,3 +272,50 @@ tb_remove_testbed() {
   if ((tgt_started)); then "$(dirname "${BASH_SOURCE[0]}")/tgtd-target.sh" stop >/dev/null 2>&1 || true; fi
   if [[ ${KEEP_WORKDIR:-0} == 1 ]]; then echo "work directory kept: $work"; else rm -rf "$work"; fi
 }
+
+# Sanitizer reports (ASan, LeakSanitizer, UBSan) of the processes a suite starts. On stderr
+# they would be lost: the suites discard the stderr of the short commands (`status --json
+# 2>/dev/null`) and overwrite the attach's log with the next attach, and a leak is reported
+# when the attach exits, after the checks that read its log.
+# tb_sanitizer_route DIR: every sanitized process started from here on writes its report to
+# DIR/report.PID instead (log_path; it overrides a caller's). Without options from the caller
+# those of tools/run-tests.sh: a report ends the process, leaks are reported at exit. Programs
+# built without -fsanitize ignore both variables.
+tb_sanitizer_route() {
+  mkdir -p "$1"
+  export ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}:log_path=$1/report"
+  export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}:log_path=$1/report"
+}
+
+# The first line of a report: ASan's and LSan's "==PID==ERROR: AddressSanitizer: ..." (and a
+# crash's "AddressSanitizer:DEADLYSIGNAL"), UBSan's "FILE:LINE:COL: runtime error: ...".
+tb_sanitizer_pattern='ERROR: [A-Za-z]*Sanitizer|[A-Za-z]*Sanitizer:DEADLYSIGNAL|LeakSanitizer|runtime error:'
+
+# tb_sanitizer_reports DIR [LOG...]: prints every report in DIR (tb_sanitizer_route) with the
+# line that names it, then the head of the report, and moves it to DIR/seen, so that the next
+# call shows only new ones; prints the report lines of each LOG (a process's stderr, for a
+# report that did not go to DIR). False when it found any.
+tb_sanitizer_reports() {
+  local dir=$1 file found=0
+  shift
+  mkdir -p "$dir/seen"
+  for file in "$dir"/report.*; do
+    [[ -e $file ]] || continue
+    found=1
+    echo "SANITIZER REPORT ${file##*/}: $(grep -m 1 -E "$tb_sanitizer_pattern" "$file" || head -n 1 "$file")"
+    head -n 40 "$file" | sed 's/^/    | /'
+    mv "$file" "$dir/seen/"
+  done
+  for file in "$@"; do
+    [[ -f $file ]] && grep -qE "$tb_sanitizer_pattern" "$file" || continue
+    found=1
+    echo "SANITIZER REPORT in ${file##*/}:"
+    grep -n -m 5 -E "$tb_sanitizer_pattern" "$file" | sed 's/^/    | /'
+  done
+  ((!found))
+}
+
+# tb_sanitizer_count DIR: how many reports tb_sanitizer_reports has shown from DIR so far.
+tb_sanitizer_count() {
+  find "$1/seen" -mindepth 1 -maxdepth 1 -name 'report.*' 2>/dev/null | wc -l
+}
