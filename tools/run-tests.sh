@@ -25,21 +25,30 @@ status=0
 # while the unit and integration tests run, on the CPU time those leave idle (they wait on path
 # faults and timeouts; the TCG guests and the qemu-nbd runs keep the cores busy, and nice 19
 # gives way to them). On the 2-vCPU CI VM that idle time is smaller than the waits suggest:
-# the integration phase took as long as without the overlap (404-416 s), and 240-328 s of the
-# 645-745 s build was left when it ended, so a run saves 1-3 minutes. The phases below run
-# their own cmake and ninja again, which finish whatever is left and print any error; the last
-# lines of the background log are shown once it is done.
+# the integration tests take about 1.15 cores of the 2 on average, and the ASan+UBSan tree
+# (about 1,150 CPU seconds, as many as the main build) was still compiling 190-200 s after
+# they ended. The ASan+UBSan tree comes first: the phases after the integration tests need
+# it, and they start as soon as it is built ($prebuild_dir/asan.status holds its build's exit
+# status then), while the fuzz tree (about 180 CPU seconds, needed only by the last phase)
+# goes on compiling at nice 19 on what the sanitized integration tests leave idle. The phases
+# below run their own cmake and ninja again, which finish whatever is left and print any
+# error; the last lines of each background log are shown once it is done.
 readonly asan_build=${BUILD_ASAN:-$repo/build-asan}
 # -O1 -g1: half the compile time of -O2 -g on 2 cores (4.6 against 9.4 minutes here), with the
 # line numbers a report needs and code the sanitizers still see as it runs.
 readonly -a asan_configure=(-S "$repo" -B "$asan_build" -G Ninja -DIM_SANITIZE=ON
   -DCMAKE_BUILD_TYPE=RelWithDebInfo "-DCMAKE_CXX_FLAGS_RELWITHDEBINFO=-O1 -g1 -DNDEBUG")
 readonly fuzz_seconds=${FUZZ_SECONDS:-10}
-prebuild_log=$(mktemp /tmp/run-tests-prebuild.XXXXXX.log)
+prebuild_dir=$(mktemp -d /tmp/run-tests-prebuild.XXXXXX)
 (
-  nice -n 19 cmake "${asan_configure[@]}" && nice -n 19 ninja -C "$asan_build" -j "$jobs"
-  if ((fuzz_seconds > 0)); then JOBS=$jobs nice -n 19 "$repo/tools/fuzz.sh" --build-only; fi
-) >"$prebuild_log" 2>&1 &
+  rc=0
+  { nice -n 19 cmake "${asan_configure[@]}" && nice -n 19 ninja -C "$asan_build" -j "$jobs"; } \
+    >"$prebuild_dir/asan.log" 2>&1 || rc=$?
+  echo "$rc" >"$prebuild_dir/asan.status"
+  if ((fuzz_seconds > 0)); then
+    JOBS=$jobs nice -n 19 "$repo/tools/fuzz.sh" --build-only >"$prebuild_dir/fuzz.log" 2>&1
+  fi
+) &
 prebuild_pid=$!
 prebuild_started=$SECONDS
 # The sidecar image of integration.podman_sidecar is the Dockerfile built by podman: on new
@@ -106,13 +115,14 @@ run_ctest integration -L 'integration|peer'
 # Environment: BUILD_ASAN (default <repo>/build-asan), FUZZ_SECONDS (default 10, 0 skips fuzzing).
 readonly asan_integration='integration\.(fault_target|tgtd|istgt|r2t_matrix|cli|check_config|hostile|socket_activation)$'
 started=$SECONDS
-echo "== background build of the ASan+UBSan and fuzz trees (log $prebuild_log)"
-wait "$prebuild_pid" || true
-summary+=("$(printf '%-12s %s' "prebuild:" "ASan+UBSan and fuzz trees built in \
+echo "== background build of the ASan+UBSan tree (log $prebuild_dir/asan.log)"
+# Until the background job has built the ASan+UBSan tree, or has ended without saying so; the
+# fuzz tree it compiles next is waited for before the fuzz phase.
+while [[ ! -s $prebuild_dir/asan.status ]] && kill -0 "$prebuild_pid" 2>/dev/null; do sleep 1; done
+summary+=("$(printf '%-12s %s' "prebuild:" "ASan+UBSan tree built in \
 $((SECONDS - prebuild_started)) s, the last $((SECONDS - started)) s of it after the tests")")
 echo "   ${summary[-1]}"
-tail -n 5 "$prebuild_log"
-rm -f "$prebuild_log"
+tail -n 5 "$prebuild_dir/asan.log"
 if [[ -n $image_pid ]]; then
   # Done by now: integration.podman_sidecar waited for it. Its log, for a failed image build.
   wait "$image_pid" || { echo "   the background image build failed:"; tail -n 20 "$image_log"; }
@@ -151,6 +161,15 @@ else
   summary+=("$(printf '%-12s %s' "asan:" "the ASan+UBSan build failed")")
   status=1
 fi
+
+# The fuzz tree compiled in the background meanwhile (the same job, after the ASan+UBSan tree).
+started=$SECONDS
+wait "$prebuild_pid" || true
+if ((fuzz_seconds > 0)); then
+  echo "== background build of the fuzz tree (waited $((SECONDS - started)) s for it after the ASan+UBSan phases)"
+  tail -n 3 "$prebuild_dir/fuzz.log"
+fi
+rm -rf "$prebuild_dir"
 
 if ((fuzz_seconds > 0)); then
   started=$SECONDS
