@@ -25,12 +25,12 @@ RUN cmake -S /src -B /build -G Ninja -DCMAKE_BUILD_TYPE=Release -DIM_TESTS=OFF \
 
 # ---- runtime: the binary, exactly the shared libraries `ldd iscsi-mpio` names, and the two it
 # opens with dlopen (apt brings what they need): GnuTLS when nbd.tls is on, libsystemd when
-# started with NOTIFY_SOCKET or LISTEN_FDS (systemd, or podman --sdnotify)
+# started with NOTIFY_SOCKET or LISTEN_FDS (systemd, or podman --sdnotify). The C++ libraries
+# (libstdc++, yaml-cpp, spdlog, fmt) are linked into the binary (docs/architecture.md, "Memory").
 FROM debian:bookworm-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends \
-      libc6 libgcc-s1 libstdc++6 libfmt9 libspdlog1.10 libyaml-cpp0.7 libisal2 libnettle8 \
-      libgnutls30 libsystemd0 \
+      libc6 libisal2 libnettle8 libgnutls30 libsystemd0 \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /build/tools/iscsi-mpio/iscsi-mpio /usr/local/bin/iscsi-mpio
 # A fixed UID/GID so that Kubernetes' runAsUser/fsGroup can name it. /run/iscsi-mpio holds the

@@ -1,11 +1,11 @@
 #include "metrics.hpp"
 
+#include <fmt/format.h>
 #include <algorithm>
 #include <boost/beast/http/empty_body.hpp>
 #include <boost/beast/http/parser.hpp>
 #include <boost/beast/http/string_body.hpp>
 #include <boost/beast/http/write.hpp>
-#include <charconv>
 #include <sstream>
 
 #include <boost/json/array.hpp>
@@ -22,11 +22,11 @@ constexpr std::array<mpio::PathState, 6> all_states = {
     mpio::PathState::connecting, mpio::PathState::active,  mpio::PathState::ghost,
     mpio::PathState::failed,     mpio::PathState::refused, mpio::PathState::marginal};
 
-// Shortest text that reads back to the same double, as %g would print it ("0.0001", "2.5").
+// Shortest text that reads back to the same double ("0.0001", "2.5", "1e-05"). fmt's, which
+// logging already compiles in, not std::to_chars: libstdc++'s floating_to_chars.o refers to
+// fesetround, which kept libm.so mapped in every process (docs/architecture.md, "Memory").
 std::string number(double value) {
-  char buf[64];
-  const auto [end, ec] = std::to_chars(buf, buf + sizeof buf, value, std::chars_format::general);
-  return ec == std::errc{} ? std::string(buf, end) : "0";
+  return fmt::format("{}", value);
 }
 
 // A label value: backslash, double quote and line feed escaped (exposition format, "Text
