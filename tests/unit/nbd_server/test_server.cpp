@@ -929,7 +929,9 @@ TEST_CASE("a request larger than the shared budget runs when its connection hold
   f.device.write_bytes(0, pattern(1u << 20, 6));
   f.device.set_defer(true);
   RawClient a(f.path), b(f.path);
+  // A's read reaches the device before B's is sent: complete_deferred(0) below must be A's.
   a.request(nbd::kCmdRead, 1, 0, 1u << 20);
+  REQUIRE(eventually([&] { return f.device.deferred_count() == 1; }));
   b.request(nbd::kCmdRead, 2, 0, 1u << 20);
   REQUIRE(eventually([&] { return f.device.deferred_count() == 2; }));
   // A's second read waits for its first, B's for its own.
