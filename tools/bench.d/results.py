@@ -107,6 +107,10 @@ TARGETS = [
 ]
 # iscsi-mpio with two sessions to the one istgt portal (4 KiB QD32 jobs only).
 TWO_SESSIONS = "iscsi-mpio-2-sessions"
+# The fair tgtd's 4 KiB QD32 jobs again with every tgtd thread on CPU 0 and the bridges and fio
+# on the other CPUs: does the target fill a core of its own?
+PINNED = "loop-fair-pinned"
+PINNED_JOBS = ("randread", "randwrite")
 # A target thread busier than this share of one core over a run, or the machine's cores busier
 # than MACHINE_BUSY of their time, is taken as the ceiling.
 CEILING_BUSY = 0.9
@@ -306,9 +310,25 @@ class Report:
     def target_busy(self, section, subject, job):
         return self.r.median(section, subject, job, "target_busiest_thread")
 
-    def ceiling_note(self, section, job, subject="iscsi-mpio"):
+    def pinned_note(self, job):
+        """The fair tgtd's JOB with the target on a core of its own: (text, whether the target
+        filled that core), or None when the run has no pinned layout."""
+        r = self.r
+        ours = r.median(PINNED, "iscsi-mpio", job, "iops")
+        theirs = r.median(PINNED, "qemu-nbd", job, "iops")
+        core = r.median(PINNED, "iscsi-mpio", job, "target_cores")
+        if ours is None or core is None:
+            return None
+        full = core >= CEILING_BUSY
+        return (f"with tgtd's threads on a core of their own (bridge and fio on the other): "
+                f"iscsi-mpio {fmt(ours, 'IOPS')} IOPS against {fmt(theirs, 'IOPS')}, "
+                f"{fmt(self.ratio(ours, theirs), 'x')}, tgtd at {core * 100:.0f} % of its core"
+                + (" (the ceiling)" if full else ""), full)
+
+    def ceiling_note(self, section, job, subject="iscsi-mpio", extra=None):
         """Why a goal on SECTION's target may be out of reach: its busiest thread's load while
-        SUBJECT ran JOB and the machine's, each named the ceiling when it is (nearly) full."""
+        SUBJECT ran JOB and the machine's, each named the ceiling when it is (nearly) full.
+        EXTRA, (text, ceiling), adds another measurement of the same job (the pinned layout)."""
         busy = self.target_busy(section, subject, job)
         machine = self.r.median(section, subject, job, "machine_busy")
         notes = []
@@ -326,10 +346,14 @@ class Report:
         if machine is not None:
             notes.append(f"the machine's cores {machine * 100:.0f} % busy"
                          + (" (the ceiling)" if machine >= MACHINE_BUSY else ""))
-        if not notes:
-            return None
         ceiling = ((busy or 0) >= CEILING_BUSY) or ((machine or 0) >= MACHINE_BUSY)
-        return ", ".join(notes) + ("" if ceiling else ": no ceiling reached")
+        text = ", ".join(notes)
+        if extra is not None:
+            text += ("; " if text else "") + extra[0]
+            ceiling = ceiling or extra[1]
+        if not text:
+            return None
+        return text + ("" if ceiling else ": no ceiling reached")
 
     def goals_second_round(self):
         """The goals of issue #25: the fair tgtd, istgt with two sessions, many LUNs."""
@@ -341,7 +365,7 @@ class Report:
             rows.append(self.goal_row(
                 f"fair tgtd: {label} ({unit})", r.median(fair, "iscsi-mpio", job, metric),
                 r.median(fair, "qemu-nbd", job, metric), ">=", bound, unit,
-                self.ceiling_note(fair, job)))
+                self.ceiling_note(fair, job, extra=self.pinned_note(job))))
         rows.append(self.goal_row(
             "fair tgtd: rand read 4 KiB QD1 mean latency (µs), no polling",
             r.median(fair, "iscsi-mpio", "lat", "lat_mean_us"),
@@ -488,6 +512,37 @@ class Report:
             out += rows + [""]
         return out
 
+    def pinned_target(self):
+        """The fair tgtd's 4 KiB QD32 jobs with the target on a core of its own."""
+        r = self.r
+        if r.median(PINNED, "iscsi-mpio", "randread", "iops") is None:
+            return []
+        layout = self.m.get("target_fair_pinned", "the fair tgtd pinned to CPU 0")
+        out = ["## The fair tgtd on a core of its own", "",
+               f"{layout[:1].upper() + layout[1:]}. On shared cores the target, the bridge and "
+               "fio take turns, so a target that limits the rate need not show a full thread "
+               "or a full machine. Pinned, tgtd's CPU time over fio's runtime (all its threads, "
+               "`/proc/PID/stat`) is the share of its one core in use: at "
+               f"{CEILING_BUSY * 100:.0f} % or more the target is the ceiling, and the "
+               "bridge that reaches it has done all the target lets it.", "",
+               "| workload | iscsi-mpio | qemu-nbd | iscsi-mpio / qemu-nbd "
+               "| tgtd's core busy, iscsi-mpio | tgtd's core busy, qemu-nbd "
+               "| bridge CPU (cores), iscsi-mpio | bridge CPU (cores), qemu-nbd |",
+               "|---|---|---|---|---|---|---|---|"]
+        for job, label, metric, unit in LOOP_JOBS:
+            if job not in PINNED_JOBS:
+                continue
+            ours = r.median(PINNED, "iscsi-mpio", job, metric)
+            theirs = r.median(PINNED, "qemu-nbd", job, metric)
+            cores = [r.median(PINNED, s, job, "cores") for s in ("iscsi-mpio", "qemu-nbd")]
+            out.append(f"| {label} ({unit}) | {self.cell(PINNED, 'iscsi-mpio', job, metric, unit)}"
+                       f" | {self.cell(PINNED, 'qemu-nbd', job, metric, unit)}"
+                       f" | {fmt(self.ratio(ours, theirs), 'x')}"
+                       f" | {self.percent(PINNED, 'iscsi-mpio', job, 'target_cores')}"
+                       f" | {self.percent(PINNED, 'qemu-nbd', job, 'target_cores')}"
+                       " | " + " | ".join("—" if c is None else f"{c:.2f}" for c in cores) + " |")
+        return out + [""]
+
     def many_luns(self):
         r = self.r
         out = []
@@ -550,6 +605,7 @@ class Report:
         for key, label in (("cpu", "CPU"), ("cores", "cores"), ("kernel", "kernel"),
                            ("os", "OS"), ("memory", "memory"),
                            ("tgtd", "target: tgtd"), ("target_fair", "target: fair tgtd"),
+                           ("target_fair_pinned", "target: fair tgtd, pinned layout"),
                            ("target_istgt", "target: istgt"), ("backing", "LUN backing file"),
                            ("qemu", "qemu-nbd"), ("libiscsi", "libiscsi"), ("fio", "fio"),
                            ("nbdkit", "nbdkit"), ("iscsi_mpio", "iscsi-mpio"),
@@ -580,7 +636,10 @@ class Report:
             out += ["", "A throughput or latency miss names the load of the target's busiest "
                     "thread and of the machine's cores while iscsi-mpio ran: a target thread at "
                     f"{CEILING_BUSY * 100:.0f} % of a core or more, or the cores "
-                    f"{MACHINE_BUSY * 100:.0f} % busy or more, is the ceiling. The istgt rows "
+                    f"{MACHINE_BUSY * 100:.0f} % busy or more, is the ceiling; so is, for "
+                    "the fair tgtd's 4 KiB QD32 rows, tgtd at that share of a core of its own "
+                    "(all its threads pinned to one CPU, bridge and fio on the others: below). "
+                    "The istgt rows "
                     "with two sessions show what multipath makes of a target with a thread per "
                     "connection.", ""]
 
@@ -646,6 +705,7 @@ class Report:
             out += ["![CPU per GiB](cpu.png)", ""]
 
         out += self.other_targets()
+        out += self.pinned_target()
 
         out += ["## Resident memory at QD128 with 1 MiB requests", "",
                 "A fresh process per bridge; fio writes and then reads 1 MiB blocks at iodepth "
@@ -738,7 +798,10 @@ class Report:
                 "and 127.0.0.2 (two sessions, so two istgt connection threads), runs the 4 KiB "
                 "QD32 jobs. The target's CPU time is read around every run as the bridge's is. "
                 "With the `ceilings` part, `iscsi-perf` also reads from the fair tgtd: its "
-                "1 MiB commands pay the munmap on the default tgtd too.",
+                "1 MiB commands pay the munmap on the default tgtd too. Then the fair "
+                "tgtd's 4 KiB QD32 jobs run once more with `taskset -a -p -c 0` on tgtd and "
+                "the bridges and fio started under `taskset -c 1-N`: the target's CPU time "
+                "is then the load of a core of its own.",
                 "- Many LUNs (`luns` part): a tgtd with the fair setting and 8 LUNs, one "
                 "iscsi-mpio attach with `target.luns` against 8 `qemu-nbd` processes; one fio "
                 "with a job per LUN.",
