@@ -1377,7 +1377,8 @@ struct Server::Impl : std::enable_shared_from_this<Server::Impl> {
     const size_t conns = connections.size();
     size_t estimate =
         fds_counted + (conns > connections_at_count ? conns - connections_at_count : 0);
-    if (estimate + options.fd_reserve + 1 >= soft || now - counted_at > std::chrono::seconds(1)) {
+    if (estimate + options.fd_reserve + 1 >= soft ||
+        now - counted_at >= options.fd_recount_interval) {
       fds_counted = count_open_fds();
       connections_at_count = conns;
       counted_at = now;

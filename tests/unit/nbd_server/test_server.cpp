@@ -1129,7 +1129,12 @@ bool greeted(int fd, int timeout_ms) {
 
 TEST_CASE("accepting pauses to keep the descriptor reserve and resumes when clients go",
           "[nbd_server]") {
-  Fixture f(MemoryBlockDevice::make_info(), [](nbd::ServerOptions& o) { o.fd_reserve = 8; });
+  // The server counts its descriptors before every accept: between counts it would estimate one
+  // per client, and a client here costs two (both ends are in this process).
+  Fixture f(MemoryBlockDevice::make_info(), [](nbd::ServerOptions& o) {
+    o.fd_reserve = 8;
+    o.fd_recount_interval = 0ms;
+  });
   rlimit saved{};
   REQUIRE(::getrlimit(RLIMIT_NOFILE, &saved) == 0);
   // Each client here costs two descriptors, its end and the server's: room for two above the
@@ -1139,12 +1144,6 @@ TEST_CASE("accepting pauses to keep the descriptor reserve and resumes when clie
   REQUIRE(::setrlimit(RLIMIT_NOFILE, &low) == 0);
   const int first = connect_unix(f.path);
   const bool first_served = first >= 0 && greeted(first, 2000);
-  // Between counts the server estimates from its connections alone (one descriptor each; here
-  // a client costs two, both ends being in this process); past a second it counts. The server
-  // counted when it went back to accepting after the first client, which under load can come
-  // well after that client's greeting: 1.1 s here once left the second client within a second
-  // of that count, so no pause (CI, a loaded machine). 2 s leaves the server 0.9 s of delay.
-  std::this_thread::sleep_for(2000ms);
   const int second = connect_unix(f.path);
   const bool second_served = second >= 0 && greeted(second, 2000);
   const bool paused = eventually([&] { return f.server->counters().fd_reserve_pauses >= 1; });

@@ -113,6 +113,11 @@ struct ServerOptions {
   // control socket, metrics): accepting pauses while fewer than this many are left below
   // RLIMIT_NOFILE, and resumes when clients have gone.
   size_t fd_reserve = 64;
+  // How long the server trusts its last count of /proc/self/fd: in between it adds one
+  // descriptor per client accepted since (a directory walk per accept would cost a client
+  // storm more than the accepts). A client that costs more (a test's clients, in this process
+  // too) is seen at the next count. 0: count before every accept.
+  std::chrono::milliseconds fd_recount_interval{1000};
 };
 
 // Whether `fd` is a listening stream socket at `listen` (its unix path; its TCP port unless that
