@@ -9,10 +9,12 @@ binary=${1:?path of the iscsi-mpio binary}
 # libc and the dynamic loader; libnettle for CHAP's digests; libisal for CRC32C (header and data
 # digests, RFC 7143 §11.2 / §13.1).
 allowed='^(libc\.so\.6|ld-linux-x86-64\.so\.2|ld-linux-aarch64\.so\.1|libnettle\.so\.[0-9]+|libisal\.so\.[0-9]+)$'
-needed=$(readelf -d "$binary" | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p') || {
-  echo "linkage: cannot read the dynamic section of $binary"
+# readelf on its own, so that its failure (no such file, not ELF) is the one reported.
+dynamic=$(readelf -d "$binary" 2>&1) || {
+  echo "linkage: cannot read the dynamic section of $binary: $dynamic"
   exit 1
 }
+needed=$(sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p' <<<"$dynamic")
 [[ -n $needed ]] || { echo "linkage: $binary lists no needed library (not a dynamic ELF?)"; exit 1; }
 status=0
 while read -r lib; do
