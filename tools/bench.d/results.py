@@ -107,9 +107,11 @@ TARGETS = [
 ]
 # iscsi-mpio with two sessions to the one istgt portal (4 KiB QD32 jobs only).
 TWO_SESSIONS = "iscsi-mpio-2-sessions"
-# The fair tgtd's 4 KiB QD32 jobs again with every tgtd thread on CPU 0 and the bridges and fio
-# on the other CPUs: does the target fill a core of its own?
-PINNED = "loop-fair-pinned"
+# A tgtd's 4 KiB QD32 jobs again with every tgtd thread on CPU 0 and the bridges and fio on the
+# other CPUs: does the target fill a core of its own? Section of the pinned runs per section,
+# with its machine entry.
+PINNED = {"loop": ("loop-pinned", "target_pinned"),
+          "loop-fair": ("loop-fair-pinned", "target_fair_pinned")}
 PINNED_JOBS = ("randread", "randwrite")
 # A target thread busier than this share of one core over a run, or the machine's cores busier
 # than MACHINE_BUSY of their time, is taken as the ceiling.
@@ -283,7 +285,8 @@ class Report:
         for job, label, metric, unit in LOOP_JOBS:
             bound = 1.3 if metric == "mib_s" else 1.15
             add(f"{label} ({unit}) vs qemu-nbd", r.median("loop", "iscsi-mpio", job, metric),
-                r.median("loop", "qemu-nbd", job, metric), ">=", bound, unit)
+                r.median("loop", "qemu-nbd", job, metric), ">=", bound, unit,
+                self.ceiling_note("loop", job, extra=self.pinned_note("loop", job)))
         for metric, label in (("lat_mean_us", "mean"), ("lat_p99_us", "p99")):
             add(f"rand read 4 KiB QD1 {label} latency (µs) vs qemu-nbd",
                 r.median("loop", "iscsi-mpio", "lat", metric),
@@ -310,13 +313,14 @@ class Report:
     def target_busy(self, section, subject, job):
         return self.r.median(section, subject, job, "target_busiest_thread")
 
-    def pinned_note(self, job):
-        """The fair tgtd's JOB with the target on a core of its own: (text, whether the target
-        filled that core), or None when the run has no pinned layout."""
+    def pinned_note(self, section, job):
+        """SECTION's JOB with the target on a core of its own: (text, whether the target
+        filled that core), or None when the run has no pinned layout of it."""
         r = self.r
-        ours = r.median(PINNED, "iscsi-mpio", job, "iops")
-        theirs = r.median(PINNED, "qemu-nbd", job, "iops")
-        core = r.median(PINNED, "iscsi-mpio", job, "target_cores")
+        pinned = PINNED.get(section, (None,))[0]
+        ours = r.median(pinned, "iscsi-mpio", job, "iops")
+        theirs = r.median(pinned, "qemu-nbd", job, "iops")
+        core = r.median(pinned, "iscsi-mpio", job, "target_cores")
         if ours is None or core is None:
             return None
         full = core >= CEILING_BUSY
@@ -365,7 +369,7 @@ class Report:
             rows.append(self.goal_row(
                 f"fair tgtd: {label} ({unit})", r.median(fair, "iscsi-mpio", job, metric),
                 r.median(fair, "qemu-nbd", job, metric), ">=", bound, unit,
-                self.ceiling_note(fair, job, extra=self.pinned_note(job))))
+                self.ceiling_note(fair, job, extra=self.pinned_note(fair, job))))
         rows.append(self.goal_row(
             "fair tgtd: rand read 4 KiB QD1 mean latency (µs), no polling",
             r.median(fair, "iscsi-mpio", "lat", "lat_mean_us"),
@@ -513,35 +517,42 @@ class Report:
         return out
 
     def pinned_target(self):
-        """The fair tgtd's 4 KiB QD32 jobs with the target on a core of its own."""
+        """Each tgtd's 4 KiB QD32 jobs with the target on a core of its own."""
         r = self.r
-        if r.median(PINNED, "iscsi-mpio", "randread", "iops") is None:
-            return []
-        layout = self.m.get("target_fair_pinned", "the fair tgtd pinned to CPU 0")
-        out = ["## The fair tgtd on a core of its own", "",
-               f"{layout[:1].upper() + layout[1:]}. On shared cores the target, the bridge and "
-               "fio take turns, so a target that limits the rate need not show a full thread "
-               "or a full machine. Pinned, tgtd's CPU time over fio's runtime (all its threads, "
-               "`/proc/PID/stat`) is the share of its one core in use: at "
-               f"{CEILING_BUSY * 100:.0f} % or more the target is the ceiling, and the "
-               "bridge that reaches it has done all the target lets it.", "",
-               "| workload | iscsi-mpio | qemu-nbd | iscsi-mpio / qemu-nbd "
-               "| tgtd's core busy, iscsi-mpio | tgtd's core busy, qemu-nbd "
-               "| bridge CPU (cores), iscsi-mpio | bridge CPU (cores), qemu-nbd |",
-               "|---|---|---|---|---|---|---|---|"]
-        for job, label, metric, unit in LOOP_JOBS:
-            if job not in PINNED_JOBS:
+        out = []
+        for section, name, _ in TARGETS:
+            if section not in PINNED:
                 continue
-            ours = r.median(PINNED, "iscsi-mpio", job, metric)
-            theirs = r.median(PINNED, "qemu-nbd", job, metric)
-            cores = [r.median(PINNED, s, job, "cores") for s in ("iscsi-mpio", "qemu-nbd")]
-            out.append(f"| {label} ({unit}) | {self.cell(PINNED, 'iscsi-mpio', job, metric, unit)}"
-                       f" | {self.cell(PINNED, 'qemu-nbd', job, metric, unit)}"
-                       f" | {fmt(self.ratio(ours, theirs), 'x')}"
-                       f" | {self.percent(PINNED, 'iscsi-mpio', job, 'target_cores')}"
-                       f" | {self.percent(PINNED, 'qemu-nbd', job, 'target_cores')}"
-                       " | " + " | ".join("—" if c is None else f"{c:.2f}" for c in cores) + " |")
-        return out + [""]
+            pinned, key = PINNED[section]
+            if r.median(pinned, "iscsi-mpio", "randread", "iops") is None:
+                continue
+            layout = self.m.get(key, f"the {name} pinned to CPU 0")
+            out += [f"## The {name} on a core of its own", "",
+                    f"{layout[:1].upper() + layout[1:]}. On shared cores the target, the bridge "
+                    "and fio take turns, so a target that limits the rate need not show a full "
+                    "thread or a full machine. Pinned, tgtd's CPU time over fio's runtime (all its "
+                    "threads, `/proc/PID/stat`) is the share of its one core in use: at "
+                    f"{CEILING_BUSY * 100:.0f} % or more the target is the ceiling, and the "
+                    "bridge that reaches it has done all the target lets it.", "",
+                    "| workload | iscsi-mpio | qemu-nbd | iscsi-mpio / qemu-nbd "
+                    "| tgtd's core busy, iscsi-mpio | tgtd's core busy, qemu-nbd "
+                    "| bridge CPU (cores), iscsi-mpio | bridge CPU (cores), qemu-nbd |",
+                    "|---|---|---|---|---|---|---|---|"]
+            for job, label, metric, unit in LOOP_JOBS:
+                if job not in PINNED_JOBS:
+                    continue
+                ours = r.median(pinned, "iscsi-mpio", job, metric)
+                theirs = r.median(pinned, "qemu-nbd", job, metric)
+                cores = [r.median(pinned, s, job, "cores") for s in ("iscsi-mpio", "qemu-nbd")]
+                out.append(
+                    f"| {label} ({unit}) | {self.cell(pinned, 'iscsi-mpio', job, metric, unit)}"
+                    f" | {self.cell(pinned, 'qemu-nbd', job, metric, unit)}"
+                    f" | {fmt(self.ratio(ours, theirs), 'x')}"
+                    f" | {self.percent(pinned, 'iscsi-mpio', job, 'target_cores')}"
+                    f" | {self.percent(pinned, 'qemu-nbd', job, 'target_cores')}"
+                    " | " + " | ".join("—" if c is None else f"{c:.2f}" for c in cores) + " |")
+            out.append("")
+        return out
 
     def many_luns(self):
         r = self.r
@@ -605,6 +616,7 @@ class Report:
         for key, label in (("cpu", "CPU"), ("cores", "cores"), ("kernel", "kernel"),
                            ("os", "OS"), ("memory", "memory"),
                            ("tgtd", "target: tgtd"), ("target_fair", "target: fair tgtd"),
+                           ("target_pinned", "target: tgtd, pinned layout"),
                            ("target_fair_pinned", "target: fair tgtd, pinned layout"),
                            ("target_istgt", "target: istgt"), ("backing", "LUN backing file"),
                            ("qemu", "qemu-nbd"), ("libiscsi", "libiscsi"), ("fio", "fio"),
@@ -626,7 +638,7 @@ class Report:
             out.append("| " + " | ".join(row) + " |")
         out += ["", "The reference is qemu-nbd over libiscsi for the single-path rows and "
                 "iscsi-mpio itself with one path for the multipath rows. All on the default "
-                "tgtd.", ""]
+                "tgtd. A miss names the load of the target and the machine, as below.", ""]
         second = self.goals_second_round()
         if any(row[-1] != "not measured" for row in second):
             out += ["## Goals (issue #25)", "",
@@ -637,7 +649,7 @@ class Report:
                     "thread and of the machine's cores while iscsi-mpio ran: a target thread at "
                     f"{CEILING_BUSY * 100:.0f} % of a core or more, or the cores "
                     f"{MACHINE_BUSY * 100:.0f} % busy or more, is the ceiling; so is, for "
-                    "the fair tgtd's 4 KiB QD32 rows, tgtd at that share of a core of its own "
+                    "a tgtd's 4 KiB QD32 rows, tgtd at that share of a core of its own "
                     "(all its threads pinned to one CPU, bridge and fio on the others: below). "
                     "The istgt rows "
                     "with two sessions show what multipath makes of a target with a thread per "
@@ -799,7 +811,8 @@ class Report:
                 "QD32 jobs. The target's CPU time is read around every run as the bridge's is. "
                 "With the `ceilings` part, `iscsi-perf` also reads from the fair tgtd: its "
                 "1 MiB commands pay the munmap on the default tgtd too. Then the fair "
-                "tgtd's 4 KiB QD32 jobs run once more with `taskset -a -p -c 0` on tgtd and "
+                "tgtd's (and, in the `loopback` part, the default tgtd's) 4 KiB QD32 jobs run "
+                "once more with `taskset -a -p -c 0` on tgtd and "
                 "the bridges and fio started under `taskset -c 1-N`: the target's CPU time "
                 "is then the load of a core of its own.",
                 "- Many LUNs (`luns` part): a tgtd with the fair setting and 8 LUNs, one "
