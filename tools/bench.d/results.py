@@ -324,7 +324,7 @@ class Report:
         if ours is None or core is None:
             return None
         full = core >= CEILING_BUSY
-        return (f"with tgtd's threads on a core of their own (bridge and fio on the other): "
+        return (f"with tgtd's threads on a core of their own (bridge and fio on the other CPUs): "
                 f"iscsi-mpio {fmt(ours, 'IOPS')} IOPS against {fmt(theirs, 'IOPS')}, "
                 f"{fmt(self.ratio(ours, theirs), 'x')}, tgtd at {core * 100:.0f} % of its core"
                 + (" (the ceiling)" if full else ""), full)
