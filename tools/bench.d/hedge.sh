@@ -6,12 +6,14 @@
 #     DROP) for 8 s, with hedged reads on and off;
 #   - the extra reads hedging sends on healthy paths: hedges sent per 100 reads the client
 #     asked for, at QD32 with no fault.
-# Prints one line per figure; nothing is asserted (tools/bench's `hedge` part runs it).
+# Prints one line per figure; nothing is asserted (tools/bench's `hedge` part runs it and
+# judges them against issue 25's goals in its report).
 #
 #   sudo tools/bench.d/hedge.sh [--quick]     (--quick: 3 s of healthy reads instead of 10 s;
 #                                              the black hole stays 8 s)
 #
-# Environment: BUILD (default build/), IM_BIN (default $BUILD/tools/iscsi-mpio/iscsi-mpio).
+# Environment: BUILD (default build/), IM_BIN (default $BUILD/tools/iscsi-mpio/iscsi-mpio),
+# RESULTS (tools/bench's results file: each figure is appended to it as a row of section hedge).
 # Needs root (namespaces, tgtd), fio with its nbd engine, jq. Stops what it started and removes
 # the namespaces and files on every exit.
 set -euo pipefail
@@ -101,6 +103,10 @@ finish_reads() {
 # longest_ms JSON: fio's largest read latency in ms, and its read errors.
 longest_ms() { jq -r '.jobs[0].read.lat_ns.max / 1e6 | floor' "$1"; }
 read_errors() { jq -r '.jobs[0].error' "$1"; }
+# record SUBJECT JOB METRIC VALUE: a row of tools/bench's results (one run), when RESULTS is set.
+record() {
+  [[ -z ${RESULTS:-} ]] || printf 'hedge\t%s\t%s\t1\t%s\t%s\n' "$1" "$2" "$3" "$4" >>"$RESULTS"
+}
 
 for enabled in true false; do
   attach "$enabled"
@@ -110,9 +116,14 @@ for enabled in true false; do
   sleep 8
   "$repo/tests/testbed/topology.sh" blackhole "$topo" 1 off
   finish_reads || echo "hedge: fio failed with hedged reads $enabled"
+  stall=$(longest_ms "$work/hole-$enabled.json") errors=$(read_errors "$work/hole-$enabled.json")
+  sent=$(sum hedges_sent) won=$(sum hedges_won)
   echo "hedge: longest read stall, 8 s black hole on 1 of 2 paths, hedged reads $enabled:" \
-    "$(longest_ms "$work/hole-$enabled.json") ms (fio errors $(read_errors "$work/hole-$enabled.json")," \
-    "hedges sent $(sum hedges_sent), won $(sum hedges_won))"
+    "$stall ms (fio errors $errors, hedges sent $sent, won $won)"
+  record "hedging-$enabled" blackhole stall_ms "$stall"
+  record "hedging-$enabled" blackhole fio_errors "$errors"
+  record "hedging-$enabled" blackhole hedges_sent "$sent"
+  record "hedging-$enabled" blackhole hedges_won "$won"
   detach
 done
 
@@ -122,7 +133,11 @@ reads "$healthy_s" "$work/healthy.json"
 finish_reads || echo "hedge: fio failed on healthy paths"
 sent=$(($(sum hedges_sent) - sent_before))
 asked=$(jq -r '.jobs[0].read.total_ios' "$work/healthy.json")
+longest=$(longest_ms "$work/healthy.json")
 echo "hedge: extra reads at QD32 on healthy paths, ${healthy_s} s: $sent hedges for $asked reads" \
   "($(awk -v s="$sent" -v a="$asked" 'BEGIN {printf "%.3f", (a > 0 ? 100 * s / a : 0)}') %)," \
-  "longest read $(longest_ms "$work/healthy.json") ms"
+  "longest read $longest ms"
+record hedging-true healthy hedges_sent "$sent"
+record hedging-true healthy reads "$asked"
+record hedging-true healthy longest_ms "$longest"
 detach

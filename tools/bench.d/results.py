@@ -160,7 +160,7 @@ class Results:
 def fmt(value, kind):
     if value is None:
         return "—"
-    if kind in ("MiB/s", "IOPS"):
+    if kind in ("MiB/s", "IOPS", "n", "ms"):  # n: a count; ms: whole milliseconds
         return f"{value:,.0f}".replace(",", " ")
     if kind == "µs":
         return f"{value:.1f}" if value < 1000 else f"{value:,.0f}".replace(",", " ")
@@ -358,6 +358,53 @@ class Report:
         if not text:
             return None
         return text + ("" if ceiling else ": no ceiling reached")
+
+    # Issue 25, hedged reads: the longest read stall while one of two paths is black-holed for
+    # 8 s (default NOP-Out settings), and the extra reads hedging sends on healthy paths.
+    HEDGE_STALL_GOAL_MS = 300
+    HEDGE_EXTRA_GOAL_PCT = 1.0
+
+    def hedged_reads(self):
+        """The hedge part's two goals (tools/bench.d/hedge.sh, one run each), or nothing when
+        the part did not run."""
+        r = self.r
+
+        def figure(subject, job, metric):
+            return r.median("hedge", subject, job, metric)
+
+        stall = figure("hedging-true", "blackhole", "stall_ms")
+        if stall is None:
+            return []
+        errors = figure("hedging-true", "blackhole", "fio_errors")
+        sent = figure("hedging-true", "healthy", "hedges_sent")
+        reads = figure("hedging-true", "healthy", "reads")
+        extra = None if sent is None or not reads else 100 * sent / reads
+
+        def verdict(ok):
+            return "not measured" if ok is None else ("**PASS**" if ok else "**FAIL**")
+
+        stall_met = None if errors is None else (stall <= self.HEDGE_STALL_GOAL_MS and errors == 0)
+        extra_met = None if extra is None else extra <= self.HEDGE_EXTRA_GOAL_PCT
+        return ["## Goals (issue #25): hedged reads through a black hole", "",
+                "`tools/bench.d/hedge.sh`: tgtd in a namespace, two veth paths, iscsi-mpio over "
+                "both with the default NOP-Out settings, fio random reads of 64 KiB at QD32 "
+                "through NBD; path 1 black-holed (nftables DROP) for 8 s, with hedged reads on "
+                "and off, then on healthy paths (10 s; 3 s with `--quick`). One run each; fio "
+                "does not check data here (the multipath suite's hedged-blackhole scenario "
+                "does, against the backing file).", "",
+                "- Goal: longest read stall in an 8 s black hole "
+                f"≤ {self.HEDGE_STALL_GOAL_MS} ms, no read error: {fmt(stall, 'ms')} ms, "
+                f"fio errors {fmt(errors, 'n')} "
+                f"({fmt(figure('hedging-false', 'blackhole', 'stall_ms'), 'ms')} ms with hedged "
+                f"reads off); {fmt(figure('hedging-true', 'blackhole', 'hedges_sent'), 'n')} "
+                f"hedges sent, {fmt(figure('hedging-true', 'blackhole', 'hedges_won'), 'n')} won: "
+                f"{verdict(stall_met)}",
+                "- Goal: extra reads at QD32 on healthy paths "
+                f"≤ {self.HEDGE_EXTRA_GOAL_PCT:g} %: "
+                f"{fmt(sent, 'n')} hedges for {fmt(reads, 'n')} reads "
+                f"({'—' if extra is None else f'{extra:.3f}'} %), longest read "
+                f"{fmt(figure('hedging-true', 'healthy', 'longest_ms'), 'ms')} ms: "
+                f"{verdict(extra_met)}", ""]
 
     def goals_second_round(self):
         """The goals of issue #25: the fair tgtd, istgt with two sessions, many LUNs."""
@@ -654,6 +701,7 @@ class Report:
                     "The istgt rows "
                     "with two sessions show what multipath makes of a target with a thread per "
                     "connection.", ""]
+        out += self.hedged_reads()
 
         r = self.r
         out += ["## One path: iscsi-mpio and qemu-nbd on the same tgtd target (default)", "",
