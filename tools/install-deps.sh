@@ -3,7 +3,7 @@
 # present are left alone, and when nothing is missing apt is not touched at all.
 #
 #   tools/install-deps.sh            build + runtime + test peers + QEMU guest test +
-#                                    benchmark plots + fuzz/sanitizer toolchain
+#                                    benchmark plots + fuzz/sanitizer toolchain + ccache
 #   tools/install-deps.sh --minimal  build + what `tools/demo.sh` needs at run time
 set -euo pipefail
 
@@ -33,6 +33,8 @@ readonly bench_packages=(gnuplot-nox)
 # libFuzzer targets and the ASan/UBSan build; clang-format for the style check
 # (tests/check_format.sh, CTest `format`).
 readonly fuzz_packages=(clang-14 libclang-rt-14-dev clang-format)  # fuzz.sh calls clang-14 by name
+# tools/run-tests.sh: a compile cache shared by the three trees it builds and kept across clones.
+readonly test_build_packages=(ccache)
 
 minimal=0
 case ${1:-} in
@@ -44,7 +46,8 @@ esac
 
 wanted=("${build_packages[@]}" "${runtime_packages[@]}")
 ((minimal)) ||
-  wanted+=("${peer_packages[@]}" "${guest_packages[@]}" "${bench_packages[@]}" "${fuzz_packages[@]}")
+  wanted+=("${peer_packages[@]}" "${guest_packages[@]}" "${bench_packages[@]}" "${fuzz_packages[@]}"
+    "${test_build_packages[@]}")
 
 missing=()
 for package in $(printf '%s\n' "${wanted[@]}" | sort -u); do
