@@ -157,6 +157,11 @@ class Results:
         return self.by_run.get((section, subject, job, metric), {})
 
 
+def verdict(met):
+    """A goal's result from whether it was met (None: not measured)."""
+    return "not measured" if met is None else ("**PASS**" if met else "**FAIL**")
+
+
 def fmt(value, kind):
     if value is None:
         return "—"
@@ -217,14 +222,12 @@ class Report:
     def goal_row(self, goal, ours, theirs, op, bound, unit, miss_note=None):
         """One row of a goals table; miss_note explains a FAIL (a measured ceiling)."""
         ratio = self.ratio(ours, theirs)
-        if ratio is None:
-            verdict = "not measured"
-        elif (ratio >= bound) if op == ">=" else (ratio <= bound):
-            verdict = "**PASS**"
-        else:
-            verdict = "**FAIL**" + (f": {miss_note}" if miss_note else "")
+        met = None if ratio is None else ((ratio >= bound) if op == ">=" else (ratio <= bound))
+        result = verdict(met)
+        if met is False and miss_note:
+            result += f": {miss_note}"
         return (goal, fmt(ours, unit), fmt(theirs, unit), fmt(ratio, "x"),
-                f"{'≥' if op == '>=' else '≤'} {bound:g}×", verdict)
+                f"{'≥' if op == '>=' else '≤'} {bound:g}×", result)
 
     # Issue 25: an idle attach (one LUN, one path, unix listener, no client) within this.
     IDLE_RSS_GOAL_MIB = 6.0
@@ -259,9 +262,6 @@ class Report:
         out.append(f"| VmRSS per extra path (KiB; its anonymous part) "
                    f"| {kib(extra['rss_idle_mib'])}; {kib(extra['rss_anon_idle_mib'])} | — |")
         out.append("")
-
-        def verdict(ok):
-            return "not measured" if ok is None else ("**PASS**" if ok else "**FAIL**")
 
         rss = idle("iscsi-mpio", "rss_idle_mib")
         ours = r.median("mem", "iscsi-mpio", "qd128", "vmhwm_mib")
@@ -379,9 +379,6 @@ class Report:
         sent = figure("hedging-true", "healthy", "hedges_sent")
         reads = figure("hedging-true", "healthy", "reads")
         extra = None if sent is None or not reads else 100 * sent / reads
-
-        def verdict(ok):
-            return "not measured" if ok is None else ("**PASS**" if ok else "**FAIL**")
 
         stall_met = None if errors is None else (stall <= self.HEDGE_STALL_GOAL_MS and errors == 0)
         extra_met = None if extra is None else extra <= self.HEDGE_EXTRA_GOAL_PCT
